@@ -1,0 +1,244 @@
+/*
+ * smartstash.h - the public interface of libsmartstash, SmartStashDB's
+ * embedded key-value engine.  This header is the manual: every call, its
+ * arguments, what it returns and what can go wrong.
+ *
+ * Model
+ *   A store is a directory.  Keys are byte strings of 1 to STASH_MAX_KEY
+ *   bytes, ordered bytewise (memcmp order, shorter first on a tie).  Values
+ *   are byte strings of 0 to STASH_MAX_VALUE bytes.  Every change gets a
+ *   sequence number; a snapshot names one and sees the store as it was then.
+ *
+ *   A write (put, delete or batch) is appended to the write-ahead log and
+ *   then applied to the in-memory table before the call returns, so it
+ *   survives the death of the process at once.  It survives a power loss
+ *   once the log has been fsynced: at once with STASH_SYNC, at the next
+ *   stash_sync(), or within wal_flush_interval seconds otherwise.
+ *
+ * Errors
+ *   Every int-returning call gives 0 on success or a negative errno:
+ *     -ENOENT  the key does not exist (or is deleted at that snapshot)
+ *     -EINVAL  bad arguments: NULL handle, empty key, key longer than
+ *              STASH_MAX_KEY, value longer than STASH_MAX_VALUE, bad config
+ *     -EBUSY   another handle, in this process or another, holds the store
+ *     -EIO     corruption found (a bad checksum, a truncated file) or an
+ *              I/O error from the disk
+ *     -ENOSPC  the disk is full; the failed write was not applied
+ *     -EROFS   the store was opened read_only, or went read-only after a
+ *              write to the log could not be made durable
+ *     -ENOMEM  out of memory
+ *   stash_last_error() gives a human sentence about the last failure, e.g.
+ *   "wal 000007.log: bad checksum at offset 8192".
+ *
+ * Threads
+ *   A stash_t may be used from any number of threads at once.  Readers never
+ *   wait for each other.  Writers are queued and committed in groups: one
+ *   log append (and at most one fsync) covers every writer that arrived
+ *   while the previous group was being written.  A batch, an iterator or a
+ *   snapshot handle belongs to one thread at a time.
+ */
+#ifndef SMARTSTASH_H
+#define SMARTSTASH_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#define STASH_VERSION_MAJOR 0
+#define STASH_VERSION_MINOR 1
+
+#define STASH_MAX_KEY   65536u                /* bytes */
+#define STASH_MAX_VALUE (1024u * 1024u * 1024u) /* bytes (1 GiB) */
+
+typedef struct stash stash_t;                 /* an open store */
+typedef struct stash_batch stash_batch_t;     /* a group of writes applied atomically */
+typedef struct stash_iter stash_iter_t;       /* an ordered cursor */
+typedef struct stash_snapshot stash_snapshot_t; /* a pinned point in time */
+
+/*
+ * Options.  Always start from stash_options_init(), then change fields; a
+ * zero in a size field does not mean "default".  The same names are the keys
+ * of the YAML config file read by stash_open_config().
+ */
+typedef struct stash_options {
+    size_t   memtable_size;        /* bytes written to the memtable before it is
+                                      frozen and a new one (and a new log) is
+                                      started.  Default 64 MiB, minimum 64 KiB. */
+    unsigned compaction_interval;  /* seconds between runs of the background
+                                      compaction timer.  Default 60. */
+    unsigned wal_flush_interval;   /* seconds between background fsyncs of the
+                                      log; 0 = fsync every write as if it had
+                                      STASH_SYNC.  Default 10. */
+    int      compression_level;    /* zstd level for table blocks, 0 = off,
+                                      1..19.  Default 3. */
+    size_t   block_cache_size;     /* bytes of uncompressed table blocks kept in
+                                      memory.  Default 8 MiB. */
+    int      bloom_bits_per_key;   /* bloom filter bits per key, 0 = no filter,
+                                      up to 32.  Default 10. */
+    int      create_if_missing;    /* 1: create the store if DIR has none.
+                                      Default 1. */
+    int      read_only;            /* 1: open for reading only; writes fail with
+                                      -EROFS, the log is replayed but not
+                                      changed.  Default 0. */
+    /* Table and compaction shape (used once tables exist). */
+    size_t   block_size;           /* bytes of a table data block before
+                                      compression.  Default 4096. */
+    size_t   target_file_size;     /* bytes of a compaction output table.
+                                      Default 64 MiB. */
+    size_t   level1_max_bytes;     /* size of level 1; level n+1 is 10 times
+                                      level n.  Default 64 MiB. */
+    int      l0_compaction_trigger;/* level-0 tables that start a compaction.
+                                      Default 4. */
+    int      l0_slowdown_trigger;  /* level-0 tables at which writers are
+                                      delayed.  Default 8. */
+    int      l0_stop_trigger;      /* level-0 tables at which writers wait.
+                                      Default 12. */
+    int      max_open_files;       /* table files kept open.  Default 512. */
+} stash_options_t;
+
+/* Flag for stash_write: the batch is on disk (fsynced) before it returns. */
+#define STASH_SYNC 1
+
+/* Fill *o with the defaults listed above. */
+void stash_options_init(stash_options_t *o);
+
+/*
+ * Open the store in directory DIR.  O may be NULL for the defaults.  On
+ * success *out is a handle for stash_close().  The log left by an earlier
+ * run is replayed: every acknowledged write is visible again; a record torn
+ * by a crash at the very end of the newest log is dropped and the log is cut
+ * back to the last whole record.
+ * Errors: -EINVAL (bad options or arguments), -ENOENT (no store and
+ * create_if_missing is 0), -EBUSY (another handle holds the store), -EIO (a
+ * damaged log: nothing is opened, stash_last_error() names file and offset),
+ * -EACCES, -ENOSPC, -ENOMEM.
+ */
+int  stash_open(const char *dir, const stash_options_t *o, stash_t **out);
+
+/*
+ * Open the store described by the YAML file YAML_PATH.  The file is a
+ * mapping; data_dir (required) names the store directory, relative paths
+ * being taken from the directory that holds the config file; every other key
+ * is an option field above, by the same name.  Sizes may carry a suffix
+ * (K, M, G, KiB, MiB, GiB, powers of 1024).
+ * Errors: those of stash_open(), and -EINVAL for a file that is not YAML, an
+ * unknown key, a missing data_dir or a bad value; stash_last_error() names
+ * the key and the line.
+ */
+int  stash_open_config(const char *yaml_path, stash_t **out);
+
+/*
+ * Read a config file into *o (which is first filled with the defaults) and
+ * *data_dir (malloc'd, free with stash_free()).  For programs that want to
+ * change options before opening, as stashfs does with its -o flags.
+ * Errors: -EINVAL, -ENOENT, -ENOMEM, as stash_open_config().
+ */
+int  stash_config_load(const char *yaml_path, stash_options_t *o, char **data_dir);
+
+/*
+ * Close the handle: every acknowledged write is made durable (the log is
+ * fsynced), background threads are joined, memory is freed, the lock is
+ * released.  The handle is gone even when an error is returned.  Iterators
+ * and snapshots must be freed first.  Errors: -EIO if the final fsync failed.
+ */
+int  stash_close(stash_t *db);
+
+/* Set KEY to VAL.  Errors: -EINVAL, -EROFS, -ENOSPC, -EIO, -ENOMEM. */
+int  stash_put(stash_t *db, const void *key, size_t klen, const void *val, size_t vlen);
+
+/*
+ * Read KEY's current value into *val (malloc'd, at least one byte even for
+ * an empty value; free it with stash_free()) and its length into *vlen.
+ * Errors: -ENOENT, -EINVAL, -EIO, -ENOMEM.
+ */
+int  stash_get(stash_t *db, const void *key, size_t klen, void **val, size_t *vlen);
+
+/* Delete KEY.  Deleting a missing key is not an error.  Errors as stash_put. */
+int  stash_delete(stash_t *db, const void *key, size_t klen);
+
+/*
+ * Make every write acknowledged before this call durable: it returns once
+ * the log holding them is fsynced.  Concurrent callers share one fsync.
+ * Errors: -EIO (the store then goes read-only), -EROFS.
+ */
+int  stash_sync(stash_t *db);
+
+/* Free memory returned by the library (stash_get values, config strings). */
+void stash_free(void *p);
+
+/* Batches: collect puts and deletes, then apply them all at once.  The
+ * returned batch is NULL only when memory is exhausted. */
+stash_batch_t *stash_batch_new(void);
+/* Add a put or a delete.  Errors: -EINVAL (NULL batch, bad key or value
+ * size), -ENOMEM.  Later entries for the same key win. */
+int  stash_batch_put(stash_batch_t *b, const void *key, size_t klen, const void *val, size_t vlen);
+int  stash_batch_delete(stash_batch_t *b, const void *key, size_t klen);
+/* Number of entries in the batch. */
+size_t stash_batch_count(const stash_batch_t *b);
+/* Empty the batch so it can be filled again. */
+void stash_batch_clear(stash_batch_t *b);
+
+/*
+ * Apply batch B atomically: after a crash it is present whole or not at all,
+ * and no reader ever sees part of it.  FLAGS: 0, or STASH_SYNC to return only
+ * once it is on disk.  The batch is not changed; free it with
+ * stash_batch_free().  An empty batch is a no-op (with STASH_SYNC, a sync).
+ * Errors: -EINVAL, -EROFS, -ENOSPC, -EIO, -ENOMEM.
+ */
+int  stash_write(stash_t *db, stash_batch_t *b, int flags);
+void stash_batch_free(stash_batch_t *b);
+
+/*
+ * Snapshots: a handle that sees the store as it was when it was taken,
+ * whatever is written afterwards.  Free it with stash_snapshot_free() on the
+ * same db.  stash_snapshot_new returns NULL only on a NULL db or no memory.
+ */
+stash_snapshot_t *stash_snapshot_new(stash_t *db);
+void stash_snapshot_free(stash_t *db, stash_snapshot_t *s);
+/* The sequence number a snapshot sees (every write up to it included). */
+uint64_t stash_snapshot_seq(const stash_snapshot_t *s);
+/* As stash_get, at snapshot S (NULL = now). */
+int  stash_get_at(stash_t *db, const stash_snapshot_t *s, const void *key, size_t klen, void **val, size_t *vlen);
+
+/*
+ * Iterators: an ordered forward cursor over the store at snapshot S (NULL =
+ * the moment of the call).  Writes made after that point are not seen.  A new
+ * iterator is not positioned: call a seek first.  Keys and values returned
+ * stay valid until the next call on the iterator.  stash_iter_new returns NULL
+ * only on a NULL db or no memory.
+ */
+stash_iter_t *stash_iter_new(stash_t *db, const stash_snapshot_t *s);
+void stash_iter_seek(stash_iter_t *it, const void *key, size_t klen); /* first key >= key */
+void stash_iter_seek_first(stash_iter_t *it);
+int  stash_iter_valid(const stash_iter_t *it);  /* 1 when positioned on an entry */
+void stash_iter_next(stash_iter_t *it);         /* requires valid */
+const void *stash_iter_key(const stash_iter_t *it, size_t *klen);
+const void *stash_iter_value(const stash_iter_t *it, size_t *vlen);
+int  stash_iter_status(const stash_iter_t *it); /* 0, or the error that stopped it */
+void stash_iter_free(stash_iter_t *it);
+
+/*
+ * Write a human-readable summary of the store (memtables, log, sequence
+ * numbers, write statistics) into BUF, always NUL-terminated.  Returns 0 or
+ * -EINVAL.
+ */
+int  stash_stats(stash_t *db, char *buf, size_t len);
+
+/* A short static description of a (negative or positive) errno value. */
+const char *stash_strerror(int err);
+
+/*
+ * The human detail of the last failure of a call made by this thread (the
+ * message is kept per thread, so threads do not overwrite each other's).
+ * DB may be NULL, e.g. after stash_open() failed.  Never NULL; "" when there
+ * is nothing to say.
+ */
+const char *stash_last_error(stash_t *db);
+
+#ifdef __cplusplus
+}
+#endif
+#endif /* SMARTSTASH_H */

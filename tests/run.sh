@@ -1,0 +1,25 @@
+#!/bin/sh
+# Runs every test program in BUILD (plain, then the sanitizer builds, then the
+# crash test and the mount tests) and ends with one summary line.
+build=${1:-build}
+pass=0; fail=0; failed=""
+run() {
+    name=$1; shift
+    echo "=== $name"
+    if "$@"; then pass=$((pass + 1)); else fail=$((fail + 1)); failed="$failed $name"; fi
+}
+for t in "$build"/test_*; do
+    [ -x "$t" ] && run "$(basename "$t")" "$t"
+done
+for t in "$build"/asan/test_*; do
+    [ -x "$t" ] && run "asan/$(basename "$t")" env ASAN_OPTIONS=detect_leaks=1 "$t"
+done
+if [ -x "$build/crashtest" ]; then
+    run crashtest "$build/crashtest" --rounds "${CRASH_ROUNDS:-60}"
+fi
+for t in tests/it_*.sh; do
+    [ -f "$t" ] && run "$(basename "$t")" sh "$t" "$build"
+done
+[ -n "$failed" ] && echo "failed:$failed"
+echo "$pass passed, $fail failed"
+[ "$fail" = 0 ]

@@ -1,0 +1,88 @@
+/*
+ * wal.h - the write-ahead log: an append-only file of checksummed records.
+ *
+ * A log file is named NNNNNN.log (its log number, six or more decimal
+ * digits) and is a sequence of 32 KiB blocks.  A record is split into
+ * fragments so that no fragment crosses a block boundary; each fragment has a
+ * 7-byte header (CRC32C, length, type) and the CRC also covers the log
+ * number, so a stale block of another log never passes for one of this log.
+ * The first record of every file is a header naming the format version and
+ * the log number.  docs/format.md gives the byte layout.
+ *
+ * Writing: wal_create() makes the file durable (file and directory fsynced)
+ * before it returns; wal_append() hands one whole record to the kernel with a
+ * single write(); wal_sync() makes everything appended so far durable.  If an
+ * append fails part-way, the file is cut back to the previous record so the
+ * log stays well-formed; when even that fails the writer refuses further
+ * appends (-EIO) and the caller must treat the store as read-only.
+ *
+ * Reading: wal_replay() hands back every whole record in order.  A record
+ * that fails its check is handled by where it is: at the tail of the newest
+ * log (no valid fragment anywhere after it) it is a write torn by a crash and
+ * is dropped without error; anywhere else it is corruption and replay fails
+ * with -EIO, naming file and offset, before any record after it is returned.
+ *
+ * Thread-safety: a wal_t is used by one thread at a time (the engine's commit
+ * leader); different wal_t's are independent.  wal_replay() is reentrant.
+ */
+#ifndef STASH_WAL_H
+#define STASH_WAL_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#define WAL_BLOCK_SIZE 32768
+#define WAL_VERSION    1
+
+typedef struct wal wal_t;
+
+/* Write "DIR/NNNNNN.log" for LOGNUM into BUF (at least 32 + strlen(dir)). */
+void wal_path(char *buf, size_t len, const char *dir, uint64_t lognum);
+
+/*
+ * Create a new, empty log DIR/NNNNNN.log (failing with -EEXIST if it exists),
+ * write its header record, fsync the file and DIR.  Mode 0644.
+ * Errors: -EEXIST, -ENOSPC, -EIO, -EACCES, -ENOMEM (message set).
+ */
+int wal_create(const char *dir, uint64_t lognum, wal_t **out);
+
+/*
+ * Append one record of LEN bytes (0 allowed, no upper bound but memory).
+ * Errors: -ENOSPC or -EIO; the record is then not in the log.
+ */
+int wal_append(wal_t *w, const void *rec, size_t len);
+
+/* fdatasync the log.  Errors: -EIO (the writer then refuses appends). */
+int wal_sync(wal_t *w);
+
+/* Bytes in the file so far, and whether anything is appended but unsynced. */
+uint64_t wal_size(const wal_t *w);
+int wal_dirty(const wal_t *w);
+uint64_t wal_number(const wal_t *w);
+
+/* Close without syncing (call wal_sync first when it matters); frees W. */
+int wal_close(wal_t *w);
+
+/*
+ * Called by wal_replay for each whole record: REC/LEN are valid only during
+ * the call; OFF is the record's first byte in the file.  A non-zero return
+ * stops the replay, and wal_replay returns it.
+ */
+typedef int (*wal_record_fn)(void *arg, const void *rec, size_t len, uint64_t off);
+
+#define WAL_NEWEST 1  /* this is the newest log: a torn tail is tolerated */
+#define WAL_REPAIR 2  /* with WAL_NEWEST: cut a torn tail off the file and fsync */
+
+/*
+ * Replay the log at PATH (its log number is LOGNUM), calling FN for each
+ * record in order.  FLAGS: 0 for an older log (every record must be whole),
+ * or WAL_NEWEST, optionally with WAL_REPAIR.  *GOOD_END (may be NULL) gets the
+ * offset just past the last whole record.
+ * Errors: -EIO for corruption, a bad header, a wrong version or log number
+ * (message: "wal 000007.log: bad checksum at offset 8192"); -ENOENT; -ENOMEM;
+ * or FN's non-zero return.
+ */
+int wal_replay(const char *path, uint64_t lognum, int flags,
+               wal_record_fn fn, void *arg, uint64_t *good_end);
+
+#endif

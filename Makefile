@@ -40,10 +40,11 @@ all: deps $(BUILD)/libsmartstash.a $(BUILD)/libsmartstash.so $(TOOLS)
 # One pkg-config probe per run; installs what is missing.
 deps:
 	@missing=""; \
-	for p in fuse3 libzstd yaml-0.1 cmocka leveldb; do \
+	for p in fuse3 libzstd yaml-0.1 cmocka; do \
 	  pkg-config --exists $$p 2>/dev/null || missing=1; \
 	done; \
 	command -v fusermount3 >/dev/null 2>&1 || missing=1; \
+	[ -f /usr/include/leveldb/c.h ] || missing=1; \
 	if [ -n "$$missing" ]; then \
 	  if [ "$$(id -u)" = 0 ]; then \
 	    echo "installing build dependencies: $(DEPS_PKG)"; \

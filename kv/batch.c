@@ -1,0 +1,222 @@
+/*
+ * batch.c - write batches: building them and walking their encoding.
+ * See batch.h for the byte layout.
+ */
+#include "batch.h"
+
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "memtable.h"
+
+struct stash_batch {
+    uint8_t *buf;
+    size_t len, cap;
+    uint32_t count;
+};
+
+static void put_u32(uint8_t *p, uint32_t v)
+{
+    for (int i = 0; i < 4; i++)
+        p[i] = (uint8_t)(v >> (8 * i));
+}
+
+static void put_u64(uint8_t *p, uint64_t v)
+{
+    for (int i = 0; i < 8; i++)
+        p[i] = (uint8_t)(v >> (8 * i));
+}
+
+static uint64_t get_u64(const uint8_t *p)
+{
+    uint64_t v = 0;
+    for (int i = 7; i >= 0; i--)
+        v = (v << 8) | p[i];
+    return v;
+}
+
+static uint32_t get_u32(const uint8_t *p)
+{
+    return (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 | (uint32_t)p[3] << 24;
+}
+
+static int reserve(stash_batch_t *b, size_t more)
+{
+    if (b->len + more <= b->cap)
+        return 0;
+    size_t cap = b->cap ? b->cap : 256;
+    while (cap < b->len + more)
+        cap *= 2;
+    uint8_t *p = realloc(b->buf, cap);
+    if (!p)
+        return -ENOMEM;
+    b->buf = p;
+    b->cap = cap;
+    return 0;
+}
+
+static size_t put_varint(uint8_t *p, uint64_t v)
+{
+    size_t n = 0;
+    while (v >= 0x80) {
+        p[n++] = (uint8_t)(v | 0x80);
+        v >>= 7;
+    }
+    p[n++] = (uint8_t)v;
+    return n;
+}
+
+/* Read a varint of at most 10 bytes; 0 on a malformed or truncated one. */
+static size_t get_varint(const uint8_t *p, const uint8_t *end, uint64_t *v)
+{
+    uint64_t r = 0;
+    for (size_t i = 0; i < 10 && p + i < end; i++) {
+        r |= (uint64_t)(p[i] & 0x7f) << (7 * i);
+        if (!(p[i] & 0x80)) {
+            *v = r;
+            return i + 1;
+        }
+    }
+    return 0;
+}
+
+stash_batch_t *stash_batch_new(void)
+{
+    stash_batch_t *b = calloc(1, sizeof *b);
+    if (!b)
+        return NULL;
+    if (reserve(b, BATCH_HEADER) < 0) {
+        free(b);
+        return NULL;
+    }
+    memset(b->buf, 0, BATCH_HEADER);
+    b->len = BATCH_HEADER;
+    return b;
+}
+
+void stash_batch_free(stash_batch_t *b)
+{
+    if (b) {
+        free(b->buf);
+        free(b);
+    }
+}
+
+void stash_batch_clear(stash_batch_t *b)
+{
+    if (b) {
+        b->len = BATCH_HEADER;
+        b->count = 0;
+        put_u32(b->buf + 8, 0);
+    }
+}
+
+size_t stash_batch_count(const stash_batch_t *b)
+{
+    return b ? b->count : 0;
+}
+
+static int add(stash_batch_t *b, int type, const void *key, size_t klen,
+               const void *val, size_t vlen)
+{
+    if (!b || !key || klen == 0 || klen > STASH_MAX_KEY ||
+        vlen > STASH_MAX_VALUE || (vlen && !val) || b->count == UINT32_MAX)
+        return -EINVAL;
+    if (reserve(b, 1 + 10 + klen + 10 + vlen) < 0)
+        return -ENOMEM;
+    uint8_t *p = b->buf + b->len;
+    *p++ = (uint8_t)type;
+    p += put_varint(p, klen);
+    memcpy(p, key, klen);
+    p += klen;
+    if (type == KT_PUT) {
+        p += put_varint(p, vlen);
+        if (vlen)
+            memcpy(p, val, vlen);
+        p += vlen;
+    }
+    b->len = (size_t)(p - b->buf);
+    b->count++;
+    put_u32(b->buf + 8, b->count);
+    return 0;
+}
+
+int stash_batch_put(stash_batch_t *b, const void *key, size_t klen, const void *val, size_t vlen)
+{
+    return add(b, KT_PUT, key, klen, val, vlen);
+}
+
+int stash_batch_delete(stash_batch_t *b, const void *key, size_t klen)
+{
+    return add(b, KT_DEL, key, klen, NULL, 0);
+}
+
+const uint8_t *batch_data(const stash_batch_t *b, size_t *len)
+{
+    *len = b->len;
+    return b->buf;
+}
+
+void batch_set_seq(stash_batch_t *b, uint64_t seq)
+{
+    put_u64(b->buf, seq);
+}
+
+int batch_append(stash_batch_t *dst, const stash_batch_t *src)
+{
+    size_t n = src->len - BATCH_HEADER;
+    if ((uint64_t)dst->count + src->count > UINT32_MAX)
+        return -EINVAL;
+    if (reserve(dst, n) < 0)
+        return -ENOMEM;
+    memcpy(dst->buf + dst->len, src->buf + BATCH_HEADER, n);
+    dst->len += n;
+    dst->count += src->count;
+    put_u32(dst->buf + 8, dst->count);
+    return 0;
+}
+
+int batch_decode(const uint8_t *data, size_t len, batch_fn fn, void *arg,
+                 uint64_t *first_seq, uint32_t *count)
+{
+    if (len < BATCH_HEADER)
+        return -EIO;
+    uint64_t seq = get_u64(data);
+    uint32_t n = get_u32(data + 8);
+    const uint8_t *p = data + BATCH_HEADER, *end = data + len;
+    uint32_t i;
+    for (i = 0; p < end; i++) {
+        int type = *p++;
+        uint64_t klen, vlen = 0;
+        size_t k;
+        if (type != KT_PUT && type != KT_DEL)
+            return -EIO;
+        if (!(k = get_varint(p, end, &klen)) || klen == 0 || klen > STASH_MAX_KEY ||
+            klen > (uint64_t)(end - p - k))
+            return -EIO;
+        p += k;
+        const uint8_t *key = p;
+        p += klen;
+        const uint8_t *val = NULL;
+        if (type == KT_PUT) {
+            if (!(k = get_varint(p, end, &vlen)) || vlen > (uint64_t)(end - p - k))
+                return -EIO;
+            p += k;
+            val = p;
+            p += vlen;
+        }
+        if (fn) {
+            int rc = fn(arg, seq + i, type, key, klen, val, vlen);
+            if (rc)
+                return rc;
+        }
+    }
+    if (i != n)
+        return -EIO;
+    if (first_seq)
+        *first_seq = seq;
+    if (count)
+        *count = n;
+    return 0;
+}

@@ -1,0 +1,1091 @@
+/*
+ * db.c - the engine: opening and recovering a store, the group-commit write
+ * path, point reads, snapshots, iterators, the background thread, closing.
+ *
+ * State and its guards.  db->mu guards everything in struct stash except what
+ * is marked "leader": the writer at the head of the write queue (the leader)
+ * owns the log and the right to insert into the active memtable, and does its
+ * I/O with mu released.  Readers take mu only long enough to take a reference
+ * on the current view (the set of memtables) and read the visible sequence
+ * number; the search itself is lock-free.
+ *
+ * Invariants.
+ *   - A write is appended to the log before it is applied to the memtable,
+ *     and becomes visible (last_seq covers it) only after both.
+ *   - Every log older than the current one was fsynced before the current
+ *     one was created, so after a crash only the newest log can be torn.
+ *   - last_seq only grows; every entry with sequence <= last_seq is in one of
+ *     the memtables of the current view (tables will join the view later).
+ *   - Once a write could not be made durable (a failed fsync, or a log that
+ *     could not be cut back after a failed append), bgerr is -EROFS and every
+ *     later write fails with it: the store is read-only until reopened.
+ */
+#include "smartstash.h"
+
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/file.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "batch.h"
+#include "err.h"
+#include "iter.h"
+#include "memtable.h"
+#include "wal.h"
+
+#define GROUP_MAX   (1u << 20)   /* bytes a commit group grows to */
+#define GROUP_SMALL (128u << 10) /* a small first batch only takes this much more */
+
+/* What a reader sees: the active memtable and the frozen ones, newest first. */
+struct view {
+    atomic_int ref;
+    memtable_t *mem;
+    int nimm;
+    memtable_t *imm[];
+};
+
+/* A frozen memtable and the newest log whose records it holds. */
+struct frozen {
+    memtable_t *mt;
+    uint64_t lognum;
+};
+
+/* One thread waiting in the write queue. */
+struct writer {
+    const stash_batch_t *b;   /* NULL: nothing to write (a sync request) */
+    int sync;
+    int done;
+    int rc;
+    pthread_cond_t cv;
+    struct writer *next;
+};
+
+struct stash_snapshot {
+    uint64_t seq;
+    struct stash_snapshot *prev, *next;
+};
+
+struct stash {
+    char *dir;
+    stash_options_t opt;
+    int lockfd;
+
+    pthread_mutex_t mu;
+    struct writer *wq_head, *wq_tail;
+    wal_t *log;                 /* leader */
+    stash_batch_t *group;       /* leader: scratch for merged batches */
+    memtable_t *mem;            /* replaced under mu by the leader */
+    struct frozen *imm;         /* oldest first */
+    int nimm, capimm;
+    struct view *view;
+    uint64_t last_seq;
+    uint64_t next_lognum;
+    int log_dirty;              /* appended since the last fsync */
+    int bgerr;
+    struct stash_snapshot snaps;/* list sentinel */
+
+    pthread_t bg;
+    int bg_running;
+    int closing;
+    pthread_cond_t bg_cv;
+
+    /* statistics, under mu */
+    uint64_t st_puts, st_dels, st_groups, st_writers, st_syncs, st_logged, st_rotations;
+};
+
+struct stash_iter {
+    stash_t *db;
+    struct view *v;
+    iiter_t *m;
+    uint64_t seq;
+    int valid;
+    int status;
+    uint8_t *cur;               /* user key of the current entry */
+    size_t curlen, curcap;
+};
+
+/* ------------------------------------------------------------------ */
+/* options, errors, small helpers                                       */
+
+void stash_options_init(stash_options_t *o)
+{
+    if (!o)
+        return;
+    memset(o, 0, sizeof *o);
+    o->memtable_size = 64u << 20;
+    o->compaction_interval = 60;
+    o->wal_flush_interval = 10;
+    o->compression_level = 3;
+    o->block_cache_size = 8u << 20;
+    o->bloom_bits_per_key = 10;
+    o->create_if_missing = 1;
+    o->read_only = 0;
+    o->block_size = 4096;
+    o->target_file_size = 64u << 20;
+    o->level1_max_bytes = 64u << 20;
+    o->l0_compaction_trigger = 4;
+    o->l0_slowdown_trigger = 8;
+    o->l0_stop_trigger = 12;
+    o->max_open_files = 512;
+}
+
+static int check_options(const stash_options_t *o)
+{
+    if (o->memtable_size < (64u << 10))
+        return err_set(-EINVAL, "memtable_size %zu is below the minimum of 65536", o->memtable_size);
+    if (o->compression_level < 0 || o->compression_level > 22)
+        return err_set(-EINVAL, "compression_level %d outside 0..22", o->compression_level);
+    if (o->bloom_bits_per_key < 0 || o->bloom_bits_per_key > 32)
+        return err_set(-EINVAL, "bloom_bits_per_key %d outside 0..32", o->bloom_bits_per_key);
+    if (o->block_size < 256 || o->block_size > (16u << 20))
+        return err_set(-EINVAL, "block_size %zu outside 256..16777216", o->block_size);
+    if (o->l0_compaction_trigger < 1 || o->l0_slowdown_trigger < o->l0_compaction_trigger ||
+        o->l0_stop_trigger < o->l0_slowdown_trigger)
+        return err_set(-EINVAL, "level-0 triggers must satisfy 1 <= compaction <= slowdown <= stop");
+    if (o->max_open_files < 1 || o->target_file_size < (64u << 10) || o->level1_max_bytes < (64u << 10))
+        return err_set(-EINVAL, "max_open_files, target_file_size or level1_max_bytes too small");
+    return 0;
+}
+
+static int check_key(const void *key, size_t klen)
+{
+    if (!key || klen == 0 || klen > STASH_MAX_KEY)
+        return err_set(-EINVAL, "key length %zu outside 1..%u", key ? klen : 0, STASH_MAX_KEY);
+    return 0;
+}
+
+const char *stash_strerror(int err)
+{
+    switch (err < 0 ? -err : err) {
+    case 0: return "success";
+    case ENOENT: return "not found";
+    case EINVAL: return "invalid argument";
+    case EBUSY: return "store is in use by another handle";
+    case EIO: return "corruption or I/O error";
+    case ENOSPC: return "no space left on device";
+    case EROFS: return "store is read-only";
+    case ENOMEM: return "out of memory";
+    case EACCES: return "permission denied";
+    case EEXIST: return "already exists";
+    case ENOTDIR: return "not a directory";
+    default: return "unknown error";
+    }
+}
+
+const char *stash_last_error(stash_t *db)
+{
+    (void)db;
+    return err_get();
+}
+
+void stash_free(void *p)
+{
+    free(p);
+}
+
+static int sys_err(int e)
+{
+    return e ? -e : -EIO;
+}
+
+static int fsync_dir(const char *dir)
+{
+    int fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (fd < 0)
+        return err_set(sys_err(errno), "store %s: cannot open directory: %s", dir, strerror(errno));
+    int rc = fsync(fd) < 0 ? err_set(-EIO, "store %s: fsync of directory failed: %s", dir, strerror(errno)) : 0;
+    close(fd);
+    return rc;
+}
+
+/* ------------------------------------------------------------------ */
+/* views                                                                */
+
+static void view_unref(struct view *v)
+{
+    if (!v || atomic_fetch_sub_explicit(&v->ref, 1, memory_order_acq_rel) != 1)
+        return;
+    mt_unref(v->mem);
+    for (int i = 0; i < v->nimm; i++)
+        mt_unref(v->imm[i]);
+    free(v);
+}
+
+/* Build a view of the current memtables; called with mu held. */
+static struct view *view_make(stash_t *db)
+{
+    struct view *v = malloc(sizeof *v + (size_t)db->nimm * sizeof(memtable_t *));
+    if (!v)
+        return NULL;
+    atomic_init(&v->ref, 1);
+    v->mem = db->mem;
+    mt_ref(v->mem);
+    v->nimm = db->nimm;
+    for (int i = 0; i < db->nimm; i++) {
+        v->imm[i] = db->imm[db->nimm - 1 - i].mt;
+        mt_ref(v->imm[i]);
+    }
+    return v;
+}
+
+/* Take a reference on the current view and the visible sequence number. */
+static struct view *view_get(stash_t *db, uint64_t *seq)
+{
+    pthread_mutex_lock(&db->mu);
+    struct view *v = db->view;
+    atomic_fetch_add_explicit(&v->ref, 1, memory_order_relaxed);
+    if (seq)
+        *seq = db->last_seq;
+    pthread_mutex_unlock(&db->mu);
+    return v;
+}
+
+/* ------------------------------------------------------------------ */
+/* the write path                                                       */
+
+static int apply_entry(void *arg, uint64_t seq, int type, const uint8_t *key, size_t klen,
+                       const uint8_t *val, size_t vlen)
+{
+    return mt_add(arg, seq, type, key, klen, val, vlen);
+}
+
+/*
+ * Tables are not written yet: a frozen memtable stays in memory and its log
+ * stays on disk, so recovery replays it.  This is the seam where a flush to
+ * a level-0 table (and then the removal of the log) goes.
+ */
+static void schedule_flush(stash_t *db)
+{
+    pthread_cond_signal(&db->bg_cv);
+}
+
+/*
+ * Called by the leader with mu held: when the active memtable is full, freeze
+ * it and start a new memtable and a new log.  The old log is fsynced first,
+ * so only the newest log can ever be torn by a crash.
+ */
+static int make_room(stash_t *db)
+{
+    if (mt_memory(db->mem) < db->opt.memtable_size)
+        return 0;
+    uint64_t num = db->next_lognum;
+    wal_t *old = db->log, *nw = NULL;
+    int dirty = db->log_dirty;
+    pthread_mutex_unlock(&db->mu);
+    int rc = dirty ? wal_sync(old) : 0;
+    int synced_ok = rc == 0;
+    if (rc == 0)
+        rc = wal_create(db->dir, num, &nw);
+    memtable_t *mt = rc == 0 ? mt_new() : NULL;
+    if (rc == 0 && !mt)
+        rc = err_set(-ENOMEM, "out of memory for a new memtable");
+    pthread_mutex_lock(&db->mu);
+    if (rc == 0 && db->nimm == db->capimm) {
+        int cap = db->capimm ? 2 * db->capimm : 8;
+        struct frozen *f = realloc(db->imm, (size_t)cap * sizeof *f);
+        if (!f)
+            rc = err_set(-ENOMEM, "out of memory for the frozen memtable list");
+        else {
+            db->imm = f;
+            db->capimm = cap;
+        }
+    }
+    if (rc) {
+        if (!synced_ok)
+            db->bgerr = -EROFS;
+        if (nw) {
+            wal_close(nw);
+            char path[PATH_MAX];
+            wal_path(path, sizeof path, db->dir, num);
+            unlink(path);
+        }
+        mt_unref(mt);
+        return rc;
+    }
+    db->next_lognum++;
+    db->log_dirty = 0;
+    db->imm[db->nimm].mt = db->mem;
+    db->imm[db->nimm].lognum = wal_number(old);
+    db->nimm++;
+    db->mem = mt;
+    db->log = nw;
+    db->st_rotations++;
+    struct view *v = view_make(db);
+    if (v) {
+        view_unref(db->view);
+        db->view = v;
+    } else {
+        /* Without a new view readers would miss the new memtable. */
+        db->bgerr = -EROFS;
+        rc = err_set(-ENOMEM, "out of memory for a new view; store is now read-only");
+    }
+    pthread_mutex_unlock(&db->mu);
+    wal_close(old);
+    pthread_mutex_lock(&db->mu);
+    schedule_flush(db);
+    return rc;
+}
+
+/*
+ * The leader merges the batches of the writers queued behind it into one
+ * log record.  Returns the last writer taken and sets *out to the batch to
+ * log (the leader's own when nobody else joined).
+ */
+static struct writer *build_group(stash_t *db, struct writer *w, const stash_batch_t **out,
+                                  int *sync, int *rc)
+{
+    const stash_batch_t *g = w->b;
+    size_t len = 0, limit;
+    struct writer *last = w;
+    *sync = w->sync;
+    *rc = 0;
+    if (g)
+        batch_data(g, &len);
+    limit = len <= GROUP_SMALL ? len + GROUP_SMALL : GROUP_MAX;
+    for (struct writer *p = w->next; p; p = p->next) {
+        size_t plen = 0;
+        if (p->b)
+            batch_data(p->b, &plen);
+        if (len + plen > limit)
+            break;
+        if (p->b && stash_batch_count(p->b)) {
+            if (g != db->group) {
+                stash_batch_clear(db->group);
+                if (g && (*rc = batch_append(db->group, g)) < 0)
+                    break;
+                g = db->group;
+            }
+            if ((*rc = batch_append(db->group, p->b)) < 0)
+                break;
+        }
+        len += plen;
+        *sync |= p->sync;
+        last = p;
+    }
+    *out = g;
+    return last;
+}
+
+static int do_write(stash_t *db, const stash_batch_t *b, int sync)
+{
+    struct writer w = { .b = b, .sync = sync };
+    pthread_cond_init(&w.cv, NULL);
+    pthread_mutex_lock(&db->mu);
+    if (db->wq_tail)
+        db->wq_tail->next = &w;
+    else
+        db->wq_head = &w;
+    db->wq_tail = &w;
+    while (!w.done && db->wq_head != &w)
+        pthread_cond_wait(&w.cv, &db->mu);
+    if (w.done) {
+        pthread_mutex_unlock(&db->mu);
+        pthread_cond_destroy(&w.cv);
+        return w.rc;
+    }
+
+    /* This thread leads a commit group. */
+    int rc = db->bgerr;
+    if (rc)
+        err_set(rc, "store %s is read-only after an earlier write failed", db->dir);
+    else
+        rc = make_room(db);
+    struct writer *last = &w;
+    if (rc == 0) {
+        const stash_batch_t *g;
+        int gsync;
+        last = build_group(db, &w, &g, &gsync, &rc);
+        uint32_t count = g ? (uint32_t)stash_batch_count(g) : 0;
+        memtable_t *mem = db->mem;
+        wal_t *log = db->log;
+        uint64_t seq = db->last_seq + 1;
+        int dirty = db->log_dirty;
+        size_t len = 0;
+        if (rc == 0) {
+            pthread_mutex_unlock(&db->mu);
+            const uint8_t *data = NULL;
+            if (count) {
+                batch_set_seq((stash_batch_t *)g, seq);
+                data = batch_data(g, &len);
+                rc = wal_append(log, data, len);
+                dirty = dirty || rc == 0;
+            }
+            int must_sync = gsync || db->opt.wal_flush_interval == 0;
+            if (rc == 0 && must_sync && dirty) {
+                rc = wal_sync(log);
+                if (rc == 0)
+                    dirty = 0;
+            }
+            if (rc == 0 && count)
+                rc = batch_decode(data, len, apply_entry, mem, NULL, NULL);
+            pthread_mutex_lock(&db->mu);
+            if (rc == 0) {
+                db->last_seq += count;
+                db->log_dirty = dirty;
+                db->st_groups += count > 0;
+                db->st_logged += len;
+                db->st_syncs += must_sync;
+            } else if (rc != -ENOSPC || !count) {
+                /* A failed fsync, or an append the log could not take back,
+                 * leaves the log in an unknown state: stop writing. */
+                db->bgerr = -EROFS;
+            }
+        }
+        if (g == db->group)
+            stash_batch_clear(db->group);
+    }
+
+    for (;;) {
+        struct writer *p = db->wq_head;
+        db->wq_head = p->next;
+        db->st_writers++;
+        if (p != &w) {
+            p->rc = rc;
+            p->done = 1;
+            pthread_cond_signal(&p->cv);
+        }
+        if (p == last)
+            break;
+    }
+    if (db->wq_head)
+        pthread_cond_signal(&db->wq_head->cv);
+    else
+        db->wq_tail = NULL;
+    pthread_mutex_unlock(&db->mu);
+    pthread_cond_destroy(&w.cv);
+    return rc;
+}
+
+int stash_write(stash_t *db, stash_batch_t *b, int flags)
+{
+    if (!db || !b || (flags & ~STASH_SYNC))
+        return err_set(-EINVAL, "stash_write: bad arguments");
+    if (db->opt.read_only)
+        return err_set(-EROFS, "store %s is open read-only", db->dir);
+    if (stash_batch_count(b) == 0)
+        return (flags & STASH_SYNC) ? do_write(db, NULL, 1) : 0;
+    return do_write(db, b, flags & STASH_SYNC);
+}
+
+static int write_one(stash_t *db, int type, const void *key, size_t klen,
+                     const void *val, size_t vlen)
+{
+    if (!db)
+        return err_set(-EINVAL, "NULL store handle");
+    int rc = check_key(key, klen);
+    if (rc)
+        return rc;
+    if (vlen > STASH_MAX_VALUE || (vlen && !val))
+        return err_set(-EINVAL, "value length %zu over the limit of %u", vlen, STASH_MAX_VALUE);
+    if (db->opt.read_only)
+        return err_set(-EROFS, "store %s is open read-only", db->dir);
+    stash_batch_t *b = stash_batch_new();
+    if (!b)
+        return err_set(-ENOMEM, "out of memory");
+    rc = type == KT_PUT ? stash_batch_put(b, key, klen, val, vlen) : stash_batch_delete(b, key, klen);
+    if (rc == 0)
+        rc = do_write(db, b, 0);
+    stash_batch_free(b);
+    return rc;
+}
+
+int stash_put(stash_t *db, const void *key, size_t klen, const void *val, size_t vlen)
+{
+    return write_one(db, KT_PUT, key, klen, val, vlen);
+}
+
+int stash_delete(stash_t *db, const void *key, size_t klen)
+{
+    return write_one(db, KT_DEL, key, klen, NULL, 0);
+}
+
+int stash_sync(stash_t *db)
+{
+    if (!db)
+        return err_set(-EINVAL, "NULL store handle");
+    if (db->opt.read_only)
+        return 0;
+    return do_write(db, NULL, 1);
+}
+
+/* ------------------------------------------------------------------ */
+/* reads                                                                */
+
+int stash_get_at(stash_t *db, const stash_snapshot_t *s, const void *key, size_t klen,
+                 void **val, size_t *vlen)
+{
+    if (!db || !val || !vlen)
+        return err_set(-EINVAL, "stash_get: bad arguments");
+    int rc = check_key(key, klen);
+    if (rc)
+        return rc;
+    uint64_t seq;
+    struct view *v = view_get(db, &seq);
+    if (s)
+        seq = s->seq;
+    const void *p = NULL;
+    size_t n = 0;
+    int r = mt_get(v->mem, key, klen, seq, &p, &n);
+    for (int i = 0; r < 0 && i < v->nimm; i++)
+        r = mt_get(v->imm[i], key, klen, seq, &p, &n);
+    rc = -ENOENT;
+    if (r == KT_PUT) {
+        void *copy = malloc(n ? n : 1);
+        if (!copy) {
+            rc = err_set(-ENOMEM, "out of memory for a value of %zu bytes", n);
+        } else {
+            memcpy(copy, p, n);
+            *val = copy;
+            *vlen = n;
+            rc = 0;
+        }
+    }
+    view_unref(v);
+    return rc;
+}
+
+int stash_get(stash_t *db, const void *key, size_t klen, void **val, size_t *vlen)
+{
+    return stash_get_at(db, NULL, key, klen, val, vlen);
+}
+
+/* ------------------------------------------------------------------ */
+/* snapshots                                                            */
+
+stash_snapshot_t *stash_snapshot_new(stash_t *db)
+{
+    if (!db)
+        return NULL;
+    stash_snapshot_t *s = malloc(sizeof *s);
+    if (!s)
+        return NULL;
+    pthread_mutex_lock(&db->mu);
+    s->seq = db->last_seq;
+    s->next = db->snaps.next;
+    s->prev = &db->snaps;
+    s->next->prev = s;
+    db->snaps.next = s;
+    pthread_mutex_unlock(&db->mu);
+    return s;
+}
+
+void stash_snapshot_free(stash_t *db, stash_snapshot_t *s)
+{
+    if (!db || !s)
+        return;
+    pthread_mutex_lock(&db->mu);
+    s->prev->next = s->next;
+    s->next->prev = s->prev;
+    pthread_mutex_unlock(&db->mu);
+    free(s);
+}
+
+uint64_t stash_snapshot_seq(const stash_snapshot_t *s)
+{
+    return s ? s->seq : 0;
+}
+
+/* ------------------------------------------------------------------ */
+/* iterators                                                            */
+
+stash_iter_t *stash_iter_new(stash_t *db, const stash_snapshot_t *s)
+{
+    if (!db)
+        return NULL;
+    stash_iter_t *it = calloc(1, sizeof *it);
+    if (!it)
+        return NULL;
+    it->db = db;
+    it->v = view_get(db, &it->seq);
+    if (s)
+        it->seq = s->seq;
+    int n = 1 + it->v->nimm;
+    iiter_t **kids = calloc((size_t)n, sizeof *kids);
+    int ok = kids != NULL;
+    for (int i = 0; ok && i < n; i++) {
+        kids[i] = iter_memtable(i == 0 ? it->v->mem : it->v->imm[i - 1]);
+        ok = kids[i] != NULL;
+    }
+    if (ok)
+        it->m = iter_merge(kids, n);
+    else if (kids)
+        for (int i = 0; i < n; i++)
+            iter_free(kids[i]);
+    free(kids);
+    if (!it->m) {
+        view_unref(it->v);
+        free(it);
+        return NULL;
+    }
+    return it;
+}
+
+void stash_iter_free(stash_iter_t *it)
+{
+    if (!it)
+        return;
+    iter_free(it->m);
+    view_unref(it->v);
+    free(it->cur);
+    free(it);
+}
+
+static int save_key(stash_iter_t *it, const void *k, size_t kl)
+{
+    if (kl > it->curcap) {
+        uint8_t *p = realloc(it->cur, kl);
+        if (!p)
+            return -ENOMEM;
+        it->cur = p;
+        it->curcap = kl;
+    }
+    memcpy(it->cur, k, kl);
+    it->curlen = kl;
+    return 0;
+}
+
+/*
+ * Move the merged iterator to the next entry the snapshot should show: the
+ * newest version visible at it->seq of the next user key, if it is a put.
+ * With SKIPPING, entries of the user key in it->cur are passed over first.
+ */
+static void find_visible(stash_iter_t *it, int skipping)
+{
+    iiter_t *m = it->m;
+    while (m->ops->valid(m)) {
+        uint64_t tag = m->ops->tag(m);
+        size_t kl;
+        const void *k = m->ops->key(m, &kl);
+        if (TAG_SEQ(tag) > it->seq ||
+            (skipping && kl == it->curlen && memcmp(k, it->cur, kl) == 0)) {
+            m->ops->next(m);
+            continue;
+        }
+        if (save_key(it, k, kl) < 0) {
+            it->status = -ENOMEM;
+            break;
+        }
+        if (TAG_TYPE(tag) == KT_DEL) {
+            skipping = 1;
+            m->ops->next(m);
+            continue;
+        }
+        it->valid = 1;
+        return;
+    }
+    it->valid = 0;
+    if (!it->status)
+        it->status = m->ops->status(m);
+}
+
+void stash_iter_seek(stash_iter_t *it, const void *key, size_t klen)
+{
+    if (!it)
+        return;
+    it->status = 0;
+    it->m->ops->seek(it->m, key, klen, TAG(it->seq, 0xff));
+    find_visible(it, 0);
+}
+
+void stash_iter_seek_first(stash_iter_t *it)
+{
+    if (!it)
+        return;
+    it->status = 0;
+    it->m->ops->seek_first(it->m);
+    find_visible(it, 0);
+}
+
+int stash_iter_valid(const stash_iter_t *it)
+{
+    return it && it->valid;
+}
+
+void stash_iter_next(stash_iter_t *it)
+{
+    if (!it || !it->valid)
+        return;
+    it->m->ops->next(it->m);
+    find_visible(it, 1);
+}
+
+const void *stash_iter_key(const stash_iter_t *it, size_t *klen)
+{
+    if (!it || !it->valid) {
+        if (klen)
+            *klen = 0;
+        return NULL;
+    }
+    if (klen)
+        *klen = it->curlen;
+    return it->cur;
+}
+
+const void *stash_iter_value(const stash_iter_t *it, size_t *vlen)
+{
+    size_t n = 0;
+    const void *p = NULL;
+    if (it && it->valid)
+        p = it->m->ops->value(it->m, &n);
+    if (vlen)
+        *vlen = n;
+    return p;
+}
+
+int stash_iter_status(const stash_iter_t *it)
+{
+    return it ? it->status : -EINVAL;
+}
+
+/* ------------------------------------------------------------------ */
+/* background thread                                                    */
+
+/*
+ * Wakes every wal_flush_interval seconds and fsyncs the log if anything was
+ * appended since the last fsync, by queueing as an ordinary sync writer so it
+ * never races the leader.  Table flushes and compaction will run here too.
+ */
+static void *bg_main(void *arg)
+{
+    stash_t *db = arg;
+    unsigned period = db->opt.wal_flush_interval ? db->opt.wal_flush_interval
+                                                 : (db->opt.compaction_interval ? db->opt.compaction_interval : 60);
+    pthread_mutex_lock(&db->mu);
+    while (!db->closing) {
+        struct timespec t;
+        clock_gettime(CLOCK_MONOTONIC, &t);
+        t.tv_sec += period;
+        while (!db->closing &&
+               pthread_cond_timedwait(&db->bg_cv, &db->mu, &t) != ETIMEDOUT)
+            ;
+        if (db->closing)
+            break;
+        if (db->opt.wal_flush_interval && db->log_dirty && !db->bgerr) {
+            pthread_mutex_unlock(&db->mu);
+            do_write(db, NULL, 1);
+            pthread_mutex_lock(&db->mu);
+        }
+    }
+    pthread_mutex_unlock(&db->mu);
+    return NULL;
+}
+
+/* ------------------------------------------------------------------ */
+/* open, recovery, close                                                */
+
+struct replay {
+    stash_t *db;
+    const char *name;
+    uint64_t lognum;
+};
+
+/* Apply one log record during recovery, freezing the memtable when full. */
+static int replay_record(void *arg, const void *rec, size_t len, uint64_t off)
+{
+    struct replay *r = arg;
+    stash_t *db = r->db;
+    uint64_t first;
+    uint32_t count;
+    if (batch_decode(rec, len, NULL, NULL, &first, &count) < 0)
+        return err_set(-EIO, "wal %s: malformed batch at offset %llu", r->name, (unsigned long long)off);
+    if (count == 0 || first <= db->last_seq || first + count - 1 > SEQ_MAX)
+        return err_set(-EIO, "wal %s: sequence %llu out of order at offset %llu",
+                       r->name, (unsigned long long)first, (unsigned long long)off);
+    if (mt_memory(db->mem) >= db->opt.memtable_size) {
+        if (db->nimm == db->capimm) {
+            int cap = db->capimm ? 2 * db->capimm : 8;
+            struct frozen *f = realloc(db->imm, (size_t)cap * sizeof *f);
+            if (!f)
+                return err_set(-ENOMEM, "out of memory during recovery");
+            db->imm = f;
+            db->capimm = cap;
+        }
+        memtable_t *mt = mt_new();
+        if (!mt)
+            return err_set(-ENOMEM, "out of memory during recovery");
+        db->imm[db->nimm].mt = db->mem;
+        db->imm[db->nimm].lognum = r->lognum;
+        db->nimm++;
+        db->mem = mt;
+    }
+    int rc = batch_decode(rec, len, apply_entry, db->mem, NULL, NULL);
+    if (rc)
+        return err_set(rc, "out of memory during recovery");
+    db->last_seq = first + count - 1;
+    return 0;
+}
+
+static int cmp_u64(const void *a, const void *b)
+{
+    uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
+    return x < y ? -1 : x > y;
+}
+
+/* The numbers of the NNNNNN.log files in the store directory, sorted. */
+static int list_logs(const char *dir, uint64_t **out, int *n)
+{
+    DIR *d = opendir(dir);
+    if (!d)
+        return err_set(sys_err(errno), "store %s: cannot list: %s", dir, strerror(errno));
+    uint64_t *v = NULL;
+    int cnt = 0, cap = 0;
+    struct dirent *e;
+    while ((e = readdir(d))) {
+        char *end;
+        if (e->d_name[0] < '0' || e->d_name[0] > '9')
+            continue;
+        unsigned long long num = strtoull(e->d_name, &end, 10);
+        if (strcmp(end, ".log") != 0)
+            continue;
+        if (cnt == cap) {
+            cap = cap ? 2 * cap : 16;
+            uint64_t *nv = realloc(v, (size_t)cap * sizeof *nv);
+            if (!nv) {
+                free(v);
+                closedir(d);
+                return err_set(-ENOMEM, "out of memory");
+            }
+            v = nv;
+        }
+        v[cnt++] = num;
+    }
+    closedir(d);
+    qsort(v, (size_t)cnt, sizeof *v, cmp_u64);
+    *out = v;
+    *n = cnt;
+    return 0;
+}
+
+static int recover(stash_t *db)
+{
+    uint64_t *logs = NULL;
+    int n = 0;
+    int rc = list_logs(db->dir, &logs, &n);
+    for (int i = 0; rc == 0 && i < n; i++) {
+        char path[PATH_MAX], name[32];
+        wal_path(path, sizeof path, db->dir, logs[i]);
+        snprintf(name, sizeof name, "%06llu.log", (unsigned long long)logs[i]);
+        struct replay r = { db, name, logs[i] };
+        int flags = 0;
+        if (i == n - 1)
+            flags = WAL_NEWEST | (db->opt.read_only ? 0 : WAL_REPAIR);
+        rc = wal_replay(path, logs[i], flags, replay_record, &r, NULL);
+    }
+    db->next_lognum = n ? logs[n - 1] + 1 : 1;
+    free(logs);
+    return rc;
+}
+
+/* Take the store's LOCK file: exclusive for writers, shared for readers. */
+static int take_lock(stash_t *db)
+{
+    char path[PATH_MAX];
+    snprintf(path, sizeof path, "%s/LOCK", db->dir);
+    int ro = db->opt.read_only;
+    db->lockfd = open(path, (ro ? O_RDONLY : O_RDWR | O_CREAT) | O_CLOEXEC, 0644);
+    if (db->lockfd < 0)
+        return err_set(sys_err(errno), "store %s: cannot open LOCK: %s", db->dir, strerror(errno));
+    if (flock(db->lockfd, (ro ? LOCK_SH : LOCK_EX) | LOCK_NB) < 0) {
+        int e = errno;
+        char pid[32] = "";
+        ssize_t k = pread(db->lockfd, pid, sizeof pid - 1, 0);
+        if (k > 0) {
+            pid[k] = '\0';
+            pid[strcspn(pid, "\n")] = '\0';
+        }
+        if (e == EWOULDBLOCK)
+            return err_set(-EBUSY, "store %s is in use (locked by process %s)", db->dir,
+                           *pid ? pid : "unknown");
+        return err_set(sys_err(e), "store %s: cannot lock: %s", db->dir, strerror(e));
+    }
+    if (!ro) {
+        char pid[32];
+        int k = snprintf(pid, sizeof pid, "%ld\n", (long)getpid());
+        if (ftruncate(db->lockfd, 0) < 0 || pwrite(db->lockfd, pid, (size_t)k, 0) != k)
+            return err_set(sys_err(errno), "store %s: cannot write LOCK: %s", db->dir, strerror(errno));
+    }
+    return 0;
+}
+
+/* Make sure DIR exists (creating it when allowed) and holds a store. */
+static int prepare_dir(stash_t *db)
+{
+    struct stat st;
+    char lock[PATH_MAX];
+    snprintf(lock, sizeof lock, "%s/LOCK", db->dir);
+    if (stat(db->dir, &st) < 0) {
+        if (errno != ENOENT)
+            return err_set(sys_err(errno), "store %s: %s", db->dir, strerror(errno));
+        if (!db->opt.create_if_missing || db->opt.read_only)
+            return err_set(-ENOENT, "store %s does not exist", db->dir);
+        if (mkdir(db->dir, 0755) < 0 && errno != EEXIST)
+            return err_set(sys_err(errno), "store %s: cannot create: %s", db->dir, strerror(errno));
+        char parent[PATH_MAX];
+        snprintf(parent, sizeof parent, "%s", db->dir);
+        char *slash = strrchr(parent, '/');
+        if (slash && slash != parent)
+            *slash = '\0';
+        else
+            snprintf(parent, sizeof parent, "%s", slash ? "/" : ".");
+        int rc = fsync_dir(parent);
+        if (rc)
+            return rc;
+    } else if (!S_ISDIR(st.st_mode)) {
+        return err_set(-ENOTDIR, "store %s is not a directory", db->dir);
+    }
+    if (access(lock, F_OK) < 0 && (!db->opt.create_if_missing || db->opt.read_only))
+        return err_set(-ENOENT, "%s holds no store", db->dir);
+    return 0;
+}
+
+static void destroy(stash_t *db)
+{
+    view_unref(db->view);
+    mt_unref(db->mem);
+    for (int i = 0; i < db->nimm; i++)
+        mt_unref(db->imm[i].mt);
+    free(db->imm);
+    stash_batch_free(db->group);
+    if (db->lockfd >= 0)
+        close(db->lockfd);   /* releases the flock */
+    pthread_mutex_destroy(&db->mu);
+    pthread_cond_destroy(&db->bg_cv);
+    free(db->dir);
+    free(db);
+}
+
+int stash_open(const char *dir, const stash_options_t *o, stash_t **out)
+{
+    err_clear();
+    if (!dir || !*dir || !out)
+        return err_set(-EINVAL, "stash_open: bad arguments");
+    *out = NULL;
+    if (strlen(dir) > PATH_MAX - 64)
+        return err_set(-EINVAL, "store path too long");
+    stash_t *db = calloc(1, sizeof *db);
+    if (!db)
+        return err_set(-ENOMEM, "out of memory");
+    db->lockfd = -1;
+    if (o)
+        db->opt = *o;
+    else
+        stash_options_init(&db->opt);
+    db->dir = strdup(dir);
+    db->snaps.next = db->snaps.prev = &db->snaps;
+    pthread_mutex_init(&db->mu, NULL);
+    pthread_condattr_t ca;
+    pthread_condattr_init(&ca);
+    pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+    pthread_cond_init(&db->bg_cv, &ca);
+    pthread_condattr_destroy(&ca);
+    db->mem = mt_new();
+    db->group = stash_batch_new();
+    int rc = 0;
+    if (!db->dir || !db->mem || !db->group)
+        rc = err_set(-ENOMEM, "out of memory");
+    if (rc == 0)
+        rc = check_options(&db->opt);
+    if (rc == 0)
+        rc = prepare_dir(db);
+    if (rc == 0)
+        rc = take_lock(db);
+    if (rc == 0)
+        rc = recover(db);
+    if (rc == 0 && !db->opt.read_only) {
+        rc = wal_create(db->dir, db->next_lognum, &db->log);
+        if (rc == 0)
+            db->next_lognum++;
+    }
+    if (rc == 0 && !(db->view = view_make(db)))
+        rc = err_set(-ENOMEM, "out of memory");
+    if (rc == 0 && !db->opt.read_only) {
+        if (pthread_create(&db->bg, NULL, bg_main, db) != 0)
+            rc = err_set(-ENOMEM, "cannot start the background thread");
+        else
+            db->bg_running = 1;
+    }
+    if (rc) {
+        if (db->log)
+            wal_close(db->log);
+        destroy(db);
+        return rc;
+    }
+    *out = db;
+    return 0;
+}
+
+int stash_close(stash_t *db)
+{
+    if (!db)
+        return err_set(-EINVAL, "NULL store handle");
+    int rc = 0;
+    if (db->bg_running) {
+        pthread_mutex_lock(&db->mu);
+        db->closing = 1;
+        pthread_cond_signal(&db->bg_cv);
+        pthread_mutex_unlock(&db->mu);
+        pthread_join(db->bg, NULL);
+    }
+    if (db->log) {
+        if (db->log_dirty && !db->bgerr)
+            rc = wal_sync(db->log);
+        wal_close(db->log);
+    }
+    while (db->snaps.next != &db->snaps) {
+        stash_snapshot_t *s = db->snaps.next;
+        db->snaps.next = s->next;
+        free(s);
+    }
+    destroy(db);
+    return rc;
+}
+
+/* ------------------------------------------------------------------ */
+/* statistics                                                           */
+
+int stash_stats(stash_t *db, char *buf, size_t len)
+{
+    if (!db || !buf || !len)
+        return -EINVAL;
+    pthread_mutex_lock(&db->mu);
+    size_t imm_bytes = 0;
+    uint64_t imm_entries = 0;
+    for (int i = 0; i < db->nimm; i++) {
+        imm_bytes += mt_memory(db->imm[i].mt);
+        imm_entries += mt_count(db->imm[i].mt);
+    }
+    int nsnap = 0;
+    for (stash_snapshot_t *s = db->snaps.next; s != &db->snaps; s = s->next)
+        nsnap++;
+    snprintf(buf, len,
+             "store:            %s%s\n"
+             "sequence:         %llu\n"
+             "memtable:         %zu bytes, %llu entries\n"
+             "frozen memtables: %d (%zu bytes, %llu entries)\n"
+             "log:              %06llu.log, %llu bytes\n"
+             "writes:           %llu writers in %llu commit groups, %llu fsyncs, %llu bytes logged\n"
+             "memtable switches: %llu\n"
+             "snapshots:        %d\n"
+             "state:            %s\n",
+             db->dir, db->opt.read_only ? " (read-only)" : "",
+             (unsigned long long)db->last_seq,
+             mt_memory(db->mem), (unsigned long long)mt_count(db->mem),
+             db->nimm, imm_bytes, (unsigned long long)imm_entries,
+             (unsigned long long)(db->log ? wal_number(db->log) : 0),
+             (unsigned long long)(db->log ? wal_size(db->log) : 0),
+             (unsigned long long)db->st_writers, (unsigned long long)db->st_groups,
+             (unsigned long long)db->st_syncs, (unsigned long long)db->st_logged,
+             (unsigned long long)db->st_rotations, nsnap,
+             db->bgerr ? "read-only after a failed write" : "ok");
+    pthread_mutex_unlock(&db->mu);
+    return 0;
+}

@@ -1,0 +1,202 @@
+/*
+ * iter.c - the memtable adapter and the merging iterator; see iter.h.
+ *
+ * The merging iterator keeps its children in a binary min-heap ordered by
+ * the current entry of each valid child, so next() costs O(log n) and the
+ * smallest entry is always at the root.  Invalid children are kept out of
+ * the heap; their status is still reported.
+ */
+#include "iter.h"
+
+#include <stdlib.h>
+
+/* ---- memtable adapter ---- */
+
+struct mtiter {
+    iiter_t base;
+    mt_iter_t *it;
+};
+
+#define MTI(x) ((struct mtiter *)(x))
+#define CMTI(x) ((const struct mtiter *)(x))
+
+static void mti_seek(iiter_t *it, const void *k, size_t kl, uint64_t tag) { mt_iter_seek(MTI(it)->it, k, kl, tag); }
+static void mti_first(iiter_t *it) { mt_iter_seek_first(MTI(it)->it); }
+static int mti_valid(const iiter_t *it) { return mt_iter_valid(CMTI(it)->it); }
+static void mti_next(iiter_t *it) { mt_iter_next(MTI(it)->it); }
+static const void *mti_key(const iiter_t *it, size_t *kl) { return mt_iter_key(CMTI(it)->it, kl); }
+static uint64_t mti_tag(const iiter_t *it) { return mt_iter_tag(CMTI(it)->it); }
+static const void *mti_value(const iiter_t *it, size_t *vl) { return mt_iter_value(CMTI(it)->it, vl); }
+static int mti_status(const iiter_t *it) { (void)it; return 0; }
+static void mti_destroy(iiter_t *it)
+{
+    mt_iter_free(MTI(it)->it);
+    free(it);
+}
+
+static const struct iiter_ops mt_ops = {
+    mti_seek, mti_first, mti_valid, mti_next, mti_key, mti_tag, mti_value, mti_status, mti_destroy,
+};
+
+iiter_t *iter_memtable(const memtable_t *m)
+{
+    struct mtiter *it = malloc(sizeof *it);
+    if (!it)
+        return NULL;
+    it->it = mt_iter_new(m);
+    if (!it->it) {
+        free(it);
+        return NULL;
+    }
+    it->base.ops = &mt_ops;
+    return &it->base;
+}
+
+/* ---- merging iterator ---- */
+
+struct merge {
+    iiter_t base;
+    int n;            /* children */
+    int hn;           /* children in the heap (the valid ones) */
+    iiter_t **child;
+    int *heap;        /* indexes into child */
+};
+
+#define MI(x) ((struct merge *)(x))
+#define CMI(x) ((const struct merge *)(x))
+
+/* Is child a before child b in table order (ties: lower index first)? */
+static int before(const struct merge *m, int a, int b)
+{
+    size_t la, lb;
+    const void *ka = m->child[a]->ops->key(m->child[a], &la);
+    const void *kb = m->child[b]->ops->key(m->child[b], &lb);
+    int c = ikey_cmp(ka, la, m->child[a]->ops->tag(m->child[a]),
+                     kb, lb, m->child[b]->ops->tag(m->child[b]));
+    return c < 0 || (c == 0 && a < b);
+}
+
+static void sift_down(struct merge *m, int i)
+{
+    for (;;) {
+        int l = 2 * i + 1, r = l + 1, s = i;
+        if (l < m->hn && before(m, m->heap[l], m->heap[s]))
+            s = l;
+        if (r < m->hn && before(m, m->heap[r], m->heap[s]))
+            s = r;
+        if (s == i)
+            return;
+        int t = m->heap[i];
+        m->heap[i] = m->heap[s];
+        m->heap[s] = t;
+        i = s;
+    }
+}
+
+static void rebuild(struct merge *m)
+{
+    m->hn = 0;
+    for (int i = 0; i < m->n; i++)
+        if (m->child[i]->ops->valid(m->child[i]))
+            m->heap[m->hn++] = i;
+    for (int i = m->hn / 2 - 1; i >= 0; i--)
+        sift_down(m, i);
+}
+
+static void mg_seek(iiter_t *it, const void *k, size_t kl, uint64_t tag)
+{
+    struct merge *m = MI(it);
+    for (int i = 0; i < m->n; i++)
+        m->child[i]->ops->seek(m->child[i], k, kl, tag);
+    rebuild(m);
+}
+
+static void mg_first(iiter_t *it)
+{
+    struct merge *m = MI(it);
+    for (int i = 0; i < m->n; i++)
+        m->child[i]->ops->seek_first(m->child[i]);
+    rebuild(m);
+}
+
+static int mg_valid(const iiter_t *it)
+{
+    return CMI(it)->hn > 0;
+}
+
+static void mg_next(iiter_t *it)
+{
+    struct merge *m = MI(it);
+    iiter_t *c = m->child[m->heap[0]];
+    c->ops->next(c);
+    if (!c->ops->valid(c))
+        m->heap[0] = m->heap[--m->hn];
+    sift_down(m, 0);
+}
+
+static const void *mg_key(const iiter_t *it, size_t *kl)
+{
+    iiter_t *c = CMI(it)->child[CMI(it)->heap[0]];
+    return c->ops->key(c, kl);
+}
+
+static uint64_t mg_tag(const iiter_t *it)
+{
+    iiter_t *c = CMI(it)->child[CMI(it)->heap[0]];
+    return c->ops->tag(c);
+}
+
+static const void *mg_value(const iiter_t *it, size_t *vl)
+{
+    iiter_t *c = CMI(it)->child[CMI(it)->heap[0]];
+    return c->ops->value(c, vl);
+}
+
+static int mg_status(const iiter_t *it)
+{
+    const struct merge *m = CMI(it);
+    for (int i = 0; i < m->n; i++) {
+        int rc = m->child[i]->ops->status(m->child[i]);
+        if (rc)
+            return rc;
+    }
+    return 0;
+}
+
+static void mg_destroy(iiter_t *it)
+{
+    struct merge *m = MI(it);
+    for (int i = 0; i < m->n; i++)
+        iter_free(m->child[i]);
+    free(m->child);
+    free(m->heap);
+    free(m);
+}
+
+static const struct iiter_ops merge_ops = {
+    mg_seek, mg_first, mg_valid, mg_next, mg_key, mg_tag, mg_value, mg_status, mg_destroy,
+};
+
+iiter_t *iter_merge(iiter_t **child, int n)
+{
+    struct merge *m = calloc(1, sizeof *m);
+    if (m) {
+        m->child = malloc(sizeof *m->child * (size_t)(n ? n : 1));
+        m->heap = malloc(sizeof *m->heap * (size_t)(n ? n : 1));
+    }
+    if (!m || !m->child || !m->heap) {
+        for (int i = 0; i < n; i++)
+            iter_free(child[i]);
+        if (m) {
+            free(m->child);
+            free(m->heap);
+            free(m);
+        }
+        return NULL;
+    }
+    for (int i = 0; i < n; i++)
+        m->child[i] = child[i];
+    m->n = n;
+    m->base.ops = &merge_ops;
+    return &m->base;
+}

@@ -859,7 +859,8 @@ static int list_logs(const char *dir, uint64_t **out, int *n)
         v[cnt++] = num;
     }
     closedir(d);
-    qsort(v, (size_t)cnt, sizeof *v, cmp_u64);
+    if (cnt)
+        qsort(v, (size_t)cnt, sizeof *v, cmp_u64);
     *out = v;
     *n = cnt;
     return 0;

@@ -66,6 +66,7 @@ static inline const uint8_t *nval(const struct node *n)
 static void *arena_alloc(memtable_t *m, size_t size)
 {
     size = (size + ARENA_ALIGN - 1) & ~(size_t)(ARENA_ALIGN - 1);
+    atomic_fetch_add_explicit(&m->memory, size, memory_order_relaxed);
     if (size <= m->left) {
         void *p = m->cur;
         m->cur += size;
@@ -78,7 +79,6 @@ static void *arena_alloc(memtable_t *m, size_t size)
         return NULL;
     b->prev = m->blocks;
     m->blocks = b;
-    atomic_fetch_add_explicit(&m->memory, sizeof *b + bsize, memory_order_relaxed);
     char *p = (char *)(b + 1);
     if (bsize == ARENA_BLOCK) {
         m->cur = p + size;

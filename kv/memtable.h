@@ -7,8 +7,9 @@
  * for each key, the newest entry whose sequence is <= S.  Entries are never
  * changed or removed; a memtable is freed whole when its last reference goes.
  *
- * Memory comes from a private arena; mt_memory() reports the bytes the arena
- * holds, which is what the engine compares against memtable_size.
+ * Memory comes from a private arena; mt_memory() reports the bytes handed out
+ * by the arena (entries and their towers; the arena holds at most one 64 KiB
+ * block more), which is what the engine compares against memtable_size.
  *
  * Thread-safety: one writer at a time (the caller serialises mt_add), and any
  * number of readers at once with no lock, also while the writer inserts: a
@@ -40,7 +41,7 @@ void mt_unref(memtable_t *m);
 int mt_add(memtable_t *m, uint64_t seq, int type,
            const void *key, size_t klen, const void *val, size_t vlen);
 
-/* Bytes held by the arena, and the number of entries. */
+/* Bytes used in the arena, and the number of entries. */
 size_t mt_memory(const memtable_t *m);
 uint64_t mt_count(const memtable_t *m);
 

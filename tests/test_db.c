@@ -1,0 +1,867 @@
+/*
+ * test_db.c - the engine through its public API: reads and writes, errors,
+ * batches, snapshots, iterators, recovery (reopen, many logs, torn tail,
+ * corruption), locking, read-only stores, a full disk, concurrent threads,
+ * and a randomized model test against an in-memory reference.
+ */
+#include "testutil.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <sys/mount.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+
+#include "smartstash.h"
+
+static char dir[512];
+
+static int setup(void **state)
+{
+    (void)state;
+    tu_mkdtemp(dir, sizeof dir);
+    return 0;
+}
+
+static int teardown(void **state)
+{
+    (void)state;
+    char mnt[600];
+    snprintf(mnt, sizeof mnt, "%s/small", dir);
+    umount2(mnt, MNT_DETACH);   /* test_disk_full's, even when it failed */
+    tu_rmrf(dir);
+    return 0;
+}
+
+static stash_t *open_db(const stash_options_t *o)
+{
+    stash_t *db = NULL;
+    int rc = stash_open(dir, o, &db);
+    if (rc)
+        fprintf(stderr, "stash_open: %d %s\n", rc, stash_last_error(NULL));
+    assert_int_equal(rc, 0);
+    return db;
+}
+
+static void put_s(stash_t *db, const char *k, const char *v)
+{
+    assert_int_equal(stash_put(db, k, strlen(k), v, strlen(v)), 0);
+}
+
+/* Assert KEY holds string WANT (NULL: absent). */
+static void expect(stash_t *db, const stash_snapshot_t *s, const char *k, const char *want)
+{
+    void *v = NULL;
+    size_t vl = 0;
+    int rc = stash_get_at(db, s, k, strlen(k), &v, &vl);
+    if (!want) {
+        assert_int_equal(rc, -ENOENT);
+        return;
+    }
+    assert_int_equal(rc, 0);
+    assert_int_equal(vl, strlen(want));
+    assert_memory_equal(v, want, vl);
+    stash_free(v);
+}
+
+/* The newest .log file of the store. */
+static void newest_log(char *path, size_t len, int which_from_end)
+{
+    char cmd[1024];
+    snprintf(cmd, sizeof cmd, "ls %s/*.log | sort | tail -n %d | head -n 1", dir, which_from_end);
+    FILE *p = popen(cmd, "r");
+    assert_non_null(p);
+    assert_non_null(fgets(path, (int)len, p));
+    path[strcspn(path, "\n")] = '\0';
+    pclose(p);
+}
+
+static void test_put_get_delete(void **state)
+{
+    (void)state;
+    stash_t *db = open_db(NULL);
+    put_s(db, "alpha", "1");
+    put_s(db, "beta", "2");
+    expect(db, NULL, "alpha", "1");
+    put_s(db, "alpha", "one");
+    expect(db, NULL, "alpha", "one");
+    assert_int_equal(stash_delete(db, "alpha", 5), 0);
+    expect(db, NULL, "alpha", NULL);
+    assert_int_equal(stash_delete(db, "never", 5), 0);
+    expect(db, NULL, "beta", "2");
+    /* An empty value is a value, distinct from absence. */
+    assert_int_equal(stash_put(db, "empty", 5, "", 0), 0);
+    void *v = NULL;
+    size_t vl = 99;
+    assert_int_equal(stash_get(db, "empty", 5, &v, &vl), 0);
+    assert_int_equal(vl, 0);
+    assert_non_null(v);
+    stash_free(v);
+    /* Binary keys with NULs, ordered bytewise. */
+    assert_int_equal(stash_put(db, "\0\xff", 2, "bin", 3), 0);
+    assert_int_equal(stash_get(db, "\0\xff", 2, &v, &vl), 0);
+    assert_int_equal(vl, 3);
+    stash_free(v);
+    assert_int_equal(stash_close(db), 0);
+}
+
+static void test_bad_arguments(void **state)
+{
+    (void)state;
+    stash_t *db = open_db(NULL);
+    void *v;
+    size_t vl;
+    char *big = calloc(1, STASH_MAX_KEY + 1);
+    assert_int_equal(stash_put(NULL, "k", 1, "v", 1), -EINVAL);
+    assert_int_equal(stash_put(db, "", 0, "v", 1), -EINVAL);
+    assert_int_equal(stash_put(db, NULL, 1, "v", 1), -EINVAL);
+    assert_int_equal(stash_put(db, big, STASH_MAX_KEY + 1, "v", 1), -EINVAL);
+    assert_non_null(strstr(stash_last_error(db), "key length"));
+    assert_int_equal(stash_put(db, big, STASH_MAX_KEY, "v", 1), 0);   /* the limit itself is fine */
+    assert_int_equal(stash_get(db, big, STASH_MAX_KEY, &v, &vl), 0);
+    stash_free(v);
+    assert_int_equal(stash_get(db, "", 0, &v, &vl), -EINVAL);
+    assert_int_equal(stash_get(NULL, "k", 1, &v, &vl), -EINVAL);
+    assert_int_equal(stash_delete(db, "", 0), -EINVAL);
+    assert_int_equal(stash_write(db, NULL, 0), -EINVAL);
+    stash_batch_t *b = stash_batch_new();
+    assert_int_equal(stash_batch_put(b, "", 0, "v", 1), -EINVAL);
+    assert_int_equal(stash_batch_delete(b, big, STASH_MAX_KEY + 1), -EINVAL);
+    assert_int_equal(stash_batch_count(b), 0);
+    assert_int_equal(stash_write(db, b, 0x40), -EINVAL);
+    stash_batch_free(b);
+    assert_int_equal(stash_close(NULL), -EINVAL);
+    assert_int_equal(stash_open(NULL, NULL, NULL), -EINVAL);
+    stash_options_t o;
+    stash_options_init(&o);
+    o.memtable_size = 10;
+    stash_t *db2;
+    assert_int_equal(stash_open(dir, &o, &db2), -EINVAL);
+    assert_non_null(strstr(stash_last_error(NULL), "memtable_size"));
+    assert_string_equal(stash_strerror(-ENOENT), "not found");
+    free(big);
+    assert_int_equal(stash_close(db), 0);
+}
+
+static void test_reopen_keeps_everything(void **state)
+{
+    (void)state;
+    stash_t *db = open_db(NULL);
+    for (int i = 0; i < 1000; i++) {
+        char k[32], val[32];
+        snprintf(k, sizeof k, "key%05d", i);
+        snprintf(val, sizeof val, "value%d", i * 3);
+        put_s(db, k, val);
+    }
+    for (int i = 0; i < 1000; i += 3) {
+        char k[32];
+        snprintf(k, sizeof k, "key%05d", i);
+        assert_int_equal(stash_delete(db, k, strlen(k)), 0);
+    }
+    assert_int_equal(stash_close(db), 0);
+    for (int round = 0; round < 3; round++) {
+        db = open_db(NULL);
+        for (int i = 0; i < 1000; i++) {
+            char k[32], val[32];
+            snprintf(k, sizeof k, "key%05d", i);
+            snprintf(val, sizeof val, "value%d", i * 3);
+            expect(db, NULL, k, i % 3 == 0 ? NULL : val);
+        }
+        put_s(db, "round", round ? "x" : "y");
+        assert_int_equal(stash_close(db), 0);
+    }
+}
+
+static void test_large_values(void **state)
+{
+    (void)state;
+    size_t n = 16u << 20;
+    unsigned char *big = malloc(n);
+    uint64_t s = 99;
+    for (size_t i = 0; i < n; i += 8) {
+        uint64_t r = tu_rand(&s);
+        memcpy(big + i, &r, 8);
+    }
+    stash_t *db = open_db(NULL);
+    assert_int_equal(stash_put(db, "big", 3, big, n), 0);
+    assert_int_equal(stash_put(db, "after", 5, "x", 1), 0);
+    assert_int_equal(stash_close(db), 0);
+    db = open_db(NULL);
+    void *v;
+    size_t vl;
+    assert_int_equal(stash_get(db, "big", 3, &v, &vl), 0);
+    assert_int_equal(vl, n);
+    assert_memory_equal(v, big, n);
+    stash_free(v);
+    expect(db, NULL, "after", "x");
+    assert_int_equal(stash_close(db), 0);
+    free(big);
+}
+
+static void test_batch(void **state)
+{
+    (void)state;
+    stash_t *db = open_db(NULL);
+    put_s(db, "gone", "soon");
+    stash_batch_t *b = stash_batch_new();
+    assert_int_equal(stash_batch_put(b, "x", 1, "1", 1), 0);
+    assert_int_equal(stash_batch_put(b, "y", 1, "2", 1), 0);
+    assert_int_equal(stash_batch_put(b, "x", 1, "3", 1), 0);   /* later wins */
+    assert_int_equal(stash_batch_delete(b, "gone", 4), 0);
+    assert_int_equal(stash_batch_count(b), 4);
+    assert_int_equal(stash_write(db, b, STASH_SYNC), 0);
+    expect(db, NULL, "x", "3");
+    expect(db, NULL, "y", "2");
+    expect(db, NULL, "gone", NULL);
+    /* Writing the same batch again is allowed: it is not consumed. */
+    assert_int_equal(stash_write(db, b, 0), 0);
+    stash_batch_clear(b);
+    assert_int_equal(stash_batch_count(b), 0);
+    assert_int_equal(stash_write(db, b, 0), 0);            /* empty: no-op */
+    assert_int_equal(stash_write(db, b, STASH_SYNC), 0);   /* empty + sync: a sync */
+    stash_batch_free(b);
+    assert_int_equal(stash_close(db), 0);
+    db = open_db(NULL);
+    expect(db, NULL, "x", "3");
+    expect(db, NULL, "gone", NULL);
+    assert_int_equal(stash_close(db), 0);
+}
+
+static void test_snapshots(void **state)
+{
+    (void)state;
+    stash_t *db = open_db(NULL);
+    put_s(db, "a", "1");
+    put_s(db, "b", "1");
+    stash_snapshot_t *s1 = stash_snapshot_new(db);
+    put_s(db, "a", "2");
+    assert_int_equal(stash_delete(db, "b", 1), 0);
+    put_s(db, "c", "2");
+    stash_snapshot_t *s2 = stash_snapshot_new(db);
+    assert_true(stash_snapshot_seq(s2) > stash_snapshot_seq(s1));
+    put_s(db, "a", "3");
+    expect(db, s1, "a", "1");
+    expect(db, s1, "b", "1");
+    expect(db, s1, "c", NULL);
+    expect(db, s2, "a", "2");
+    expect(db, s2, "b", NULL);
+    expect(db, s2, "c", "2");
+    expect(db, NULL, "a", "3");
+
+    /* An iterator at s1 sees exactly a=1, b=1. */
+    stash_iter_t *it = stash_iter_new(db, s1);
+    stash_iter_seek_first(it);
+    const char *want[][2] = { { "a", "1" }, { "b", "1" } };
+    for (int i = 0; i < 2; i++) {
+        assert_true(stash_iter_valid(it));
+        size_t kl, vl;
+        const char *k = stash_iter_key(it, &kl);
+        const char *v = stash_iter_value(it, &vl);
+        assert_int_equal(kl, 1);
+        assert_memory_equal(k, want[i][0], 1);
+        assert_memory_equal(v, want[i][1], 1);
+        stash_iter_next(it);
+    }
+    assert_false(stash_iter_valid(it));
+    assert_int_equal(stash_iter_status(it), 0);
+    stash_iter_free(it);
+    stash_snapshot_free(db, s1);
+    stash_snapshot_free(db, s2);
+    assert_int_equal(stash_close(db), 0);
+}
+
+static void test_iterator(void **state)
+{
+    (void)state;
+    stash_options_t o;
+    stash_options_init(&o);
+    o.memtable_size = 64 << 10;   /* several frozen memtables */
+    stash_t *db = open_db(&o);
+    for (int i = 0; i < 3000; i++) {
+        char k[16], v[200];
+        snprintf(k, sizeof k, "k%06d", (i * 7919) % 3000);
+        memset(v, 'a' + i % 26, sizeof v);
+        assert_int_equal(stash_put(db, k, strlen(k), v, sizeof v), 0);
+    }
+    for (int i = 0; i < 3000; i += 2) {
+        char k[16];
+        snprintf(k, sizeof k, "k%06d", i);
+        assert_int_equal(stash_delete(db, k, strlen(k)), 0);
+    }
+    stash_iter_t *it = stash_iter_new(db, NULL);
+    /* Writes after the iterator was made are not seen by it. */
+    put_s(db, "k000000", "late");
+    put_s(db, "zzz", "late");
+    int n = 0;
+    for (stash_iter_seek_first(it); stash_iter_valid(it); stash_iter_next(it)) {
+        size_t kl;
+        const char *k = stash_iter_key(it, &kl);
+        char want[16];
+        snprintf(want, sizeof want, "k%06d", 2 * n + 1);
+        assert_int_equal(kl, strlen(want));
+        assert_memory_equal(k, want, kl);
+        n++;
+    }
+    assert_int_equal(n, 1500);
+    stash_iter_seek(it, "k001000", 7);   /* deleted: lands on the next live key */
+    size_t kl;
+    assert_true(stash_iter_valid(it));
+    assert_memory_equal(stash_iter_key(it, &kl), "k001001", 7);
+    stash_iter_seek(it, "k0029995", 8);
+    assert_false(stash_iter_valid(it));
+    stash_iter_seek(it, "a", 1);
+    assert_memory_equal(stash_iter_key(it, &kl), "k000001", 7);
+    stash_iter_free(it);
+    assert_int_equal(stash_close(db), 0);
+}
+
+static void test_many_logs_recover(void **state)
+{
+    (void)state;
+    stash_options_t o;
+    stash_options_init(&o);
+    o.memtable_size = 64 << 10;
+    stash_t *db = open_db(&o);
+    char v[1000];
+    for (int i = 0; i < 2000; i++) {
+        char k[16];
+        snprintf(k, sizeof k, "%08d", i);
+        memset(v, (char)i, sizeof v);
+        assert_int_equal(stash_put(db, k, 8, v, sizeof v), 0);
+    }
+    char st[2048];
+    assert_int_equal(stash_stats(db, st, sizeof st), 0);
+    assert_non_null(strstr(st, "frozen memtables"));
+    assert_int_equal(stash_close(db), 0);
+    char path[1024];
+    newest_log(path, sizeof path, 20);   /* there are at least 20 logs */
+    assert_true(strlen(path) > 0);
+    db = open_db(&o);
+    for (int i = 0; i < 2000; i++) {
+        char k[16];
+        snprintf(k, sizeof k, "%08d", i);
+        void *got;
+        size_t gl;
+        assert_int_equal(stash_get(db, k, 8, &got, &gl), 0);
+        memset(v, (char)i, sizeof v);
+        assert_int_equal(gl, sizeof v);
+        assert_memory_equal(got, v, gl);
+        stash_free(got);
+    }
+    assert_int_equal(stash_close(db), 0);
+}
+
+static void test_torn_tail_and_corruption(void **state)
+{
+    (void)state;
+    stash_t *db = open_db(NULL);
+    for (int i = 0; i < 100; i++) {
+        char k[16];
+        snprintf(k, sizeof k, "t%03d", i);
+        put_s(db, k, "0123456789abcdef0123456789abcdef");
+    }
+    assert_int_equal(stash_close(db), 0);
+    char path[1024];
+    newest_log(path, sizeof path, 1);
+    struct stat st;
+    assert_int_equal(stat(path, &st), 0);
+    /* Tear the last record in half: it disappears, the rest stays. */
+    assert_int_equal(truncate(path, st.st_size - 20), 0);
+    db = open_db(NULL);
+    expect(db, NULL, "t098", "0123456789abcdef0123456789abcdef");
+    expect(db, NULL, "t099", NULL);
+    put_s(db, "t099", "again");
+    assert_int_equal(stash_close(db), 0);
+    db = open_db(NULL);
+    expect(db, NULL, "t099", "again");
+    assert_int_equal(stash_close(db), 0);
+
+    /* Flip a byte in the middle of that (now older) log: open fails with
+     * -EIO naming the file, and nothing is opened. */
+    int fd = open(path, O_RDWR);
+    assert_true(fd >= 0);
+    unsigned char c;
+    off_t off = st.st_size / 2;
+    assert_int_equal(pread(fd, &c, 1, off), 1);
+    c ^= 0x40;
+    assert_int_equal(pwrite(fd, &c, 1, off), 1);
+    close(fd);
+    stash_t *bad = NULL;
+    assert_int_equal(stash_open(dir, NULL, &bad), -EIO);
+    assert_null(bad);
+    const char *msg = stash_last_error(NULL);
+    assert_non_null(strstr(msg, ".log"));
+    assert_non_null(strstr(msg, "offset"));
+}
+
+static void test_lock(void **state)
+{
+    (void)state;
+    stash_t *db = open_db(NULL);
+    stash_t *db2 = NULL;
+    assert_int_equal(stash_open(dir, NULL, &db2), -EBUSY);
+    assert_null(db2);
+    assert_non_null(strstr(stash_last_error(NULL), "in use"));
+    /* Another process is refused at once too. */
+    pid_t pid = fork();
+    if (pid == 0) {
+        stash_t *d = NULL;
+        _exit(stash_open(dir, NULL, &d) == -EBUSY ? 0 : 1);
+    }
+    int status;
+    assert_int_equal(waitpid(pid, &status, 0), pid);
+    assert_true(WIFEXITED(status) && WEXITSTATUS(status) == 0);
+    assert_int_equal(stash_close(db), 0);
+    db = open_db(NULL);
+    assert_int_equal(stash_close(db), 0);
+}
+
+static void test_read_only_and_missing(void **state)
+{
+    (void)state;
+    stash_options_t o;
+    stash_options_init(&o);
+    o.create_if_missing = 0;
+    char missing[600];
+    snprintf(missing, sizeof missing, "%s/nope", dir);
+    stash_t *db = NULL;
+    assert_int_equal(stash_open(missing, &o, &db), -ENOENT);
+    assert_int_equal(stash_open(dir, &o, &db), -ENOENT);   /* a directory, but no store */
+
+    db = open_db(NULL);
+    put_s(db, "k", "v");
+    assert_int_equal(stash_close(db), 0);
+    o.read_only = 1;
+    db = open_db(&o);
+    expect(db, NULL, "k", "v");
+    assert_int_equal(stash_put(db, "k", 1, "w", 1), -EROFS);
+    assert_int_equal(stash_delete(db, "k", 1), -EROFS);
+    /* Two readers may share the store; a writer may not join them. */
+    stash_t *db2 = NULL, *w = NULL;
+    assert_int_equal(stash_open(dir, &o, &db2), 0);
+    assert_int_equal(stash_open(dir, NULL, &w), -EBUSY);
+    assert_int_equal(stash_close(db2), 0);
+    assert_int_equal(stash_close(db), 0);
+}
+
+/* A disk that fills up: the failing write says -ENOSPC, nothing acknowledged
+ * is lost, the store stays writable, and it works again once there is room. */
+static void test_disk_full(void **state)
+{
+    (void)state;
+    char mnt[600], store[700];
+    snprintf(mnt, sizeof mnt, "%s/small", dir);
+    snprintf(store, sizeof store, "%s/store", mnt);
+    mkdir(mnt, 0755);
+    if (mount("tmpfs", mnt, "tmpfs", 0, "size=1m") != 0)
+        skip();   /* needs root */
+    stash_t *db = NULL;
+    assert_int_equal(stash_open(store, NULL, &db), 0);
+    char v[8000];
+    memset(v, 'v', sizeof v);
+    int acked = 0, rc = 0;
+    for (int i = 0; i < 1000 && rc == 0; i++) {
+        char k[16];
+        snprintf(k, sizeof k, "f%04d", i);
+        rc = stash_put(db, k, 5, v, sizeof v);
+        if (rc == 0)
+            acked++;
+    }
+    assert_int_equal(rc, -ENOSPC);
+    assert_true(acked > 10);
+    /* The failed write was taken back; the store is still writable. */
+    assert_int_equal(stash_put(db, "g", 1, v, sizeof v), -ENOSPC);
+    assert_int_equal(stash_close(db), 0);
+
+    /* Full disk: a read-only open still shows every acknowledged write. */
+    stash_options_t o;
+    stash_options_init(&o);
+    o.read_only = 1;
+    assert_int_equal(stash_open(store, &o, &db), 0);
+    for (int i = 0; i < acked; i++) {
+        char k[16];
+        snprintf(k, sizeof k, "f%04d", i);
+        void *got;
+        size_t gl;
+        assert_int_equal(stash_get(db, k, 5, &got, &gl), 0);
+        assert_int_equal(gl, sizeof v);
+        stash_free(got);
+    }
+    assert_int_equal(stash_close(db), 0);
+
+    /* Room again: writable, nothing lost. */
+    assert_int_equal(mount("tmpfs", mnt, "tmpfs", MS_REMOUNT, "size=4m"), 0);
+    assert_int_equal(stash_open(store, NULL, &db), 0);
+    assert_int_equal(stash_put(db, "g", 1, v, sizeof v), 0);
+    char k[16];
+    snprintf(k, sizeof k, "f%04d", acked - 1);
+    void *got;
+    size_t gl;
+    assert_int_equal(stash_get(db, k, 5, &got, &gl), 0);
+    stash_free(got);
+    snprintf(k, sizeof k, "f%04d", acked);
+    assert_int_equal(stash_get(db, k, 5, &got, &gl), -ENOENT);
+    assert_int_equal(stash_close(db), 0);
+}
+
+/* ---- many threads ---- */
+
+struct conc {
+    stash_t *db;
+    int id;
+    atomic_int *stop;
+    long reads;
+};
+
+/* Each writer owns keys w<id>-<n> and writes them in order with increasing
+ * values; a reader checks that a key it can see holds the value its name says. */
+static void *conc_writer(void *arg)
+{
+    struct conc *c = arg;
+    for (int n = 0; n < 3000; n++) {
+        char k[32], v[32];
+        snprintf(k, sizeof k, "w%d-%05d", c->id, n);
+        snprintf(v, sizeof v, "v%d-%05d", c->id, n);
+        int rc;
+        if (n % 50 == 0) {
+            stash_batch_t *b = stash_batch_new();
+            stash_batch_put(b, k, strlen(k), v, strlen(v));
+            rc = stash_write(c->db, b, STASH_SYNC);
+            stash_batch_free(b);
+        } else {
+            rc = stash_put(c->db, k, strlen(k), v, strlen(v));
+        }
+        if (rc)
+            return (void *)1;
+    }
+    return NULL;
+}
+
+static void *conc_reader(void *arg)
+{
+    struct conc *c = arg;
+    uint64_t s = (uint64_t)c->id * 7777 + 1;
+    while (!atomic_load(c->stop)) {
+        int w = (int)(tu_rand(&s) % 4), n = (int)(tu_rand(&s) % 3000);
+        char k[32], v[32];
+        snprintf(k, sizeof k, "w%d-%05d", w, n);
+        snprintf(v, sizeof v, "v%d-%05d", w, n);
+        void *got;
+        size_t gl;
+        int rc = stash_get(c->db, k, strlen(k), &got, &gl);
+        if (rc == 0) {
+            int bad = gl != strlen(v) || memcmp(got, v, gl) != 0;
+            stash_free(got);
+            if (bad)
+                return (void *)1;
+        } else if (rc != -ENOENT) {
+            return (void *)1;
+        }
+        /* A scan sees each writer's keys as a prefix: no gaps. */
+        if (n % 64 == 0) {
+            stash_iter_t *it = stash_iter_new(c->db, NULL);
+            char pfx[8];
+            snprintf(pfx, sizeof pfx, "w%d-", w);
+            int expectn = 0;
+            for (stash_iter_seek(it, pfx, strlen(pfx)); stash_iter_valid(it); stash_iter_next(it)) {
+                size_t kl;
+                const char *key = stash_iter_key(it, &kl);
+                if (kl < 3 || memcmp(key, pfx, strlen(pfx)) != 0)
+                    break;
+                char want[32];
+                snprintf(want, sizeof want, "w%d-%05d", w, expectn);
+                if (kl != strlen(want) || memcmp(key, want, kl) != 0) {
+                    stash_iter_free(it);
+                    return (void *)1;
+                }
+                expectn++;
+            }
+            stash_iter_free(it);
+        }
+        c->reads++;
+    }
+    return NULL;
+}
+
+static void test_concurrent(void **state)
+{
+    (void)state;
+    stash_options_t o;
+    stash_options_init(&o);
+    o.memtable_size = 256 << 10;   /* memtable switches while threads run */
+    stash_t *db = open_db(&o);
+    atomic_int stop = 0;
+    pthread_t wt[4], rt[4];
+    struct conc wc[4], rc[4];
+    for (int i = 0; i < 4; i++) {
+        wc[i] = (struct conc){ db, i, &stop, 0 };
+        rc[i] = (struct conc){ db, i + 10, &stop, 0 };
+        pthread_create(&wt[i], NULL, conc_writer, &wc[i]);
+        pthread_create(&rt[i], NULL, conc_reader, &rc[i]);
+    }
+    for (int i = 0; i < 4; i++) {
+        void *r;
+        pthread_join(wt[i], &r);
+        assert_null(r);
+    }
+    atomic_store(&stop, 1);
+    for (int i = 0; i < 4; i++) {
+        void *r;
+        pthread_join(rt[i], &r);
+        assert_null(r);
+    }
+    char st[2048];
+    stash_stats(db, st, sizeof st);
+    printf("%s", st);
+    assert_int_equal(stash_close(db), 0);
+    /* Final check, after a reopen: every write of every writer. */
+    db = open_db(&o);
+    stash_iter_t *it = stash_iter_new(db, NULL);
+    int n = 0;
+    for (stash_iter_seek_first(it); stash_iter_valid(it); stash_iter_next(it))
+        n++;
+    assert_int_equal(n, 4 * 3000);
+    stash_iter_free(it);
+    assert_int_equal(stash_close(db), 0);
+}
+
+/* Synced writes from many threads share fsyncs. */
+static void *sync_writer(void *arg)
+{
+    struct conc *c = arg;
+    for (int n = 0; n < 100; n++) {
+        char k[32];
+        snprintf(k, sizeof k, "s%d-%03d", c->id, n);
+        stash_batch_t *b = stash_batch_new();
+        stash_batch_put(b, k, strlen(k), "v", 1);
+        int r = stash_write(c->db, b, STASH_SYNC);
+        stash_batch_free(b);
+        if (r)
+            return (void *)1;
+    }
+    return NULL;
+}
+
+static void test_group_commit(void **state)
+{
+    (void)state;
+    stash_t *db = open_db(NULL);
+    pthread_t t[8];
+    struct conc c[8];
+    for (int i = 0; i < 8; i++) {
+        c[i] = (struct conc){ db, i, NULL, 0 };
+        pthread_create(&t[i], NULL, sync_writer, &c[i]);
+    }
+    for (int i = 0; i < 8; i++) {
+        void *r;
+        pthread_join(t[i], &r);
+        assert_null(r);
+    }
+    char st[2048];
+    stash_stats(db, st, sizeof st);
+    unsigned long long writers = 0, groups = 0, syncs = 0;
+    const char *p = strstr(st, "writes:");
+    assert_non_null(p);
+    assert_int_equal(sscanf(p, "writes: %llu writers in %llu commit groups, %llu fsyncs",
+                            &writers, &groups, &syncs), 3);
+    printf("800 synced writes from 8 threads: %llu commit groups, %llu fsyncs\n", groups, syncs);
+    assert_true(writers >= 800);
+    assert_true(syncs <= 800);
+    assert_int_equal(stash_close(db), 0);
+}
+
+/* ---- randomized model test ---- */
+
+enum { MKEYS = 300, MSNAPS = 4 };
+
+struct model {
+    char *val[MKEYS];      /* NULL = absent */
+    size_t len[MKEYS];
+};
+
+static void model_set(struct model *m, int k, const char *v, size_t n)
+{
+    free(m->val[k]);
+    m->val[k] = NULL;
+    if (v) {
+        m->val[k] = malloc(n ? n : 1);
+        memcpy(m->val[k], v, n);
+    }
+    m->len[k] = n;
+}
+
+static void model_copy(struct model *dst, const struct model *src)
+{
+    for (int k = 0; k < MKEYS; k++)
+        model_set(dst, k, src->val[k], src->len[k]);
+}
+
+static void model_free(struct model *m)
+{
+    for (int k = 0; k < MKEYS; k++)
+        free(m->val[k]);
+    memset(m, 0, sizeof *m);
+}
+
+static int mkey(char *buf, int k)
+{
+    return snprintf(buf, 16, "m%04d", k);
+}
+
+/* Compare the whole store (at S) with model M by a full scan and by gets. */
+static void check_model(stash_t *db, const stash_snapshot_t *s, const struct model *m)
+{
+    stash_iter_t *it = stash_iter_new(db, s);
+    stash_iter_seek_first(it);
+    for (int k = 0; k < MKEYS; k++) {
+        if (!m->val[k])
+            continue;
+        char key[16];
+        int kl = mkey(key, k);
+        assert_true(stash_iter_valid(it));
+        size_t gkl, gvl;
+        const void *gk = stash_iter_key(it, &gkl);
+        const void *gv = stash_iter_value(it, &gvl);
+        assert_int_equal(gkl, (size_t)kl);
+        assert_memory_equal(gk, key, gkl);
+        assert_int_equal(gvl, m->len[k]);
+        if (gvl)
+            assert_memory_equal(gv, m->val[k], gvl);
+        stash_iter_next(it);
+    }
+    assert_false(stash_iter_valid(it));
+    assert_int_equal(stash_iter_status(it), 0);
+    stash_iter_free(it);
+    for (int k = 0; k < MKEYS; k += 7) {
+        char key[16];
+        int kl = mkey(key, k);
+        void *v;
+        size_t vl;
+        int rc = stash_get_at(db, s, key, (size_t)kl, &v, &vl);
+        if (!m->val[k]) {
+            assert_int_equal(rc, -ENOENT);
+        } else {
+            assert_int_equal(rc, 0);
+            assert_int_equal(vl, m->len[k]);
+            if (vl)
+                assert_memory_equal(v, m->val[k], vl);
+            stash_free(v);
+        }
+    }
+}
+
+static void test_model(void **state)
+{
+    (void)state;
+    uint64_t seed = tu_seed("test_db model", 20261124);
+    stash_options_t o;
+    stash_options_init(&o);
+    o.memtable_size = 64 << 10;
+    stash_t *db = open_db(&o);
+    static struct model cur, snapm[MSNAPS];
+    stash_snapshot_t *snap[MSNAPS] = { 0 };
+    char val[3000];
+    int steps = 20000;
+    for (int step = 0; step < steps; step++) {
+        uint64_t r = tu_rand(&seed) % 1000;
+        int k = (int)(tu_rand(&seed) % MKEYS);
+        char key[16];
+        int kl = mkey(key, k);
+        if (r < 500) {                       /* put */
+            size_t n = tu_rand(&seed) % (r < 10 ? sizeof val : 64);
+            for (size_t i = 0; i < n; i++)
+                val[i] = (char)('a' + (step + i) % 26);
+            assert_int_equal(stash_put(db, key, (size_t)kl, val, n), 0);
+            model_set(&cur, k, val, n);
+        } else if (r < 700) {                /* delete */
+            assert_int_equal(stash_delete(db, key, (size_t)kl), 0);
+            model_set(&cur, k, NULL, 0);
+        } else if (r < 850) {                /* batch */
+            stash_batch_t *b = stash_batch_new();
+            int n = 1 + (int)(tu_rand(&seed) % 20);
+            for (int i = 0; i < n; i++) {
+                int bk = (int)(tu_rand(&seed) % MKEYS);
+                char bkey[16];
+                int bkl = mkey(bkey, bk);
+                if (tu_rand(&seed) % 3 == 0) {
+                    stash_batch_delete(b, bkey, (size_t)bkl);
+                    model_set(&cur, bk, NULL, 0);
+                } else {
+                    int vl = snprintf(val, sizeof val, "batch%d.%d", step, i);
+                    stash_batch_put(b, bkey, (size_t)bkl, val, (size_t)vl);
+                    model_set(&cur, bk, val, (size_t)vl);
+                }
+            }
+            assert_int_equal(stash_write(db, b, tu_rand(&seed) % 4 == 0 ? STASH_SYNC : 0), 0);
+            stash_batch_free(b);
+        } else if (r < 900) {                /* take or drop a snapshot */
+            int i = (int)(tu_rand(&seed) % MSNAPS);
+            if (snap[i]) {
+                check_model(db, snap[i], &snapm[i]);
+                stash_snapshot_free(db, snap[i]);
+                snap[i] = NULL;
+            } else {
+                snap[i] = stash_snapshot_new(db);
+                model_copy(&snapm[i], &cur);
+            }
+        } else if (r < 915) {                /* a full comparison */
+            check_model(db, NULL, &cur);
+        } else if (r < 990) {                /* one key */
+            void *v;
+            size_t vl;
+            int rc = stash_get(db, key, (size_t)kl, &v, &vl);
+            if (!cur.val[k]) {
+                assert_int_equal(rc, -ENOENT);
+            } else {
+                assert_int_equal(rc, 0);
+                assert_int_equal(vl, cur.len[k]);
+                if (vl)
+                    assert_memory_equal(v, cur.val[k], vl);
+                stash_free(v);
+            }
+        } else {                             /* reopen (snapshots end with it) */
+            for (int i = 0; i < MSNAPS; i++) {
+                if (snap[i]) {
+                    check_model(db, snap[i], &snapm[i]);
+                    stash_snapshot_free(db, snap[i]);
+                    snap[i] = NULL;
+                }
+            }
+            assert_int_equal(stash_close(db), 0);
+            db = open_db(&o);
+            check_model(db, NULL, &cur);
+        }
+    }
+    check_model(db, NULL, &cur);
+    for (int i = 0; i < MSNAPS; i++) {
+        if (snap[i])
+            stash_snapshot_free(db, snap[i]);
+        model_free(&snapm[i]);
+    }
+    model_free(&cur);
+    assert_int_equal(stash_close(db), 0);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test_setup_teardown(test_put_get_delete, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_bad_arguments, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_reopen_keeps_everything, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_large_values, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_batch, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_snapshots, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_iterator, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_many_logs_recover, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_torn_tail_and_corruption, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_lock, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_read_only_and_missing, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_disk_full, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_concurrent, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_group_commit, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_model, setup, teardown),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}

@@ -1,0 +1,427 @@
+/*
+ * wal.c - write-ahead log files: fragmenting records into 32 KiB blocks on
+ * the way in, checking and reassembling them on the way out.  The contract
+ * and the torn-tail rule are in wal.h, the byte layout in docs/format.md.
+ *
+ * The reader maps the file and walks it fragment by fragment.  When a check
+ * fails it must tell a crash's torn tail from damage in the middle: it looks
+ * for any well-formed fragment after the failure point, byte by byte up to
+ * the end of that block and then at the start of every later block (the
+ * writer begins every block with a fragment header, so a log with data after
+ * the damage always shows one there).
+ */
+#include "wal.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "crc32c.h"
+#include "err.h"
+
+#define HDR 7
+enum { T_ZERO = 0, T_FULL = 1, T_FIRST = 2, T_MIDDLE = 3, T_LAST = 4, T_HEADER = 5 };
+#define MAGIC "STASHWAL"
+#define HEADER_LEN 20
+
+struct wal {
+    int fd;
+    uint64_t num;
+    uint64_t size;
+    int dirty;
+    int broken;
+    uint32_t seed;        /* crc of the log number, the start of every fragment crc */
+    char name[32];
+    uint8_t *buf;
+    size_t cap;
+};
+
+static void put_u32(uint8_t *p, uint32_t v)
+{
+    for (int i = 0; i < 4; i++)
+        p[i] = (uint8_t)(v >> (8 * i));
+}
+
+static uint32_t get_u32(const uint8_t *p)
+{
+    return (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 | (uint32_t)p[3] << 24;
+}
+
+static uint64_t get_u64(const uint8_t *p)
+{
+    return (uint64_t)get_u32(p) | (uint64_t)get_u32(p + 4) << 32;
+}
+
+static uint32_t num_seed(uint64_t num)
+{
+    uint8_t b[8];
+    for (int i = 0; i < 8; i++)
+        b[i] = (uint8_t)(num >> (8 * i));
+    return crc32c(b, 8);
+}
+
+static uint32_t frag_crc(uint32_t seed, uint8_t type, const uint8_t *p, size_t n)
+{
+    return crc32c_extend(crc32c_extend(seed, &type, 1), p, n);
+}
+
+void wal_path(char *buf, size_t len, const char *dir, uint64_t lognum)
+{
+    snprintf(buf, len, "%s/%06llu.log", dir, (unsigned long long)lognum);
+}
+
+static const char *base(const char *path)
+{
+    const char *s = strrchr(path, '/');
+    return s ? s + 1 : path;
+}
+
+/* ---- writing ---- */
+
+/* Encode REC as fragments starting at file offset OFF into w->buf. */
+static int encode(wal_t *w, uint8_t type_full, const uint8_t *rec, size_t len, size_t *out)
+{
+    size_t need = len + (len / (WAL_BLOCK_SIZE - HDR) + 2) * (HDR + HDR);
+    if (need > w->cap) {
+        uint8_t *p = realloc(w->buf, need);
+        if (!p)
+            return -ENOMEM;
+        w->buf = p;
+        w->cap = need;
+    }
+    uint64_t off = w->size;
+    size_t o = 0, left = len;
+    int first = 1;
+    for (;;) {
+        size_t avail = WAL_BLOCK_SIZE - off % WAL_BLOCK_SIZE;
+        if (avail < HDR) {
+            memset(w->buf + o, 0, avail);
+            o += avail;
+            off += avail;
+            continue;
+        }
+        size_t n = left < avail - HDR ? left : avail - HDR;
+        int last = n == left;
+        uint8_t type = first && last ? type_full : first ? T_FIRST : last ? T_LAST : T_MIDDLE;
+        uint8_t *h = w->buf + o;
+        h[4] = (uint8_t)n;
+        h[5] = (uint8_t)(n >> 8);
+        h[6] = type;
+        memcpy(h + HDR, rec, n);
+        put_u32(h, frag_crc(w->seed, type, rec, n));
+        o += HDR + n;
+        off += HDR + n;
+        rec += n;
+        left -= n;
+        first = 0;
+        if (last)
+            break;
+    }
+    *out = o;
+    return 0;
+}
+
+static int write_all(wal_t *w, const uint8_t *p, size_t n)
+{
+    size_t done = 0;
+    while (done < n) {
+        ssize_t k = pwrite(w->fd, p + done, n - done, (off_t)(w->size + done));
+        if (k < 0 && errno == EINTR)
+            continue;
+        if (k <= 0) {
+            int e = k < 0 ? errno : ENOSPC;
+            /* Take back the partial record so the log stays well-formed. */
+            if (ftruncate(w->fd, (off_t)w->size) < 0)
+                w->broken = 1;
+            if (e == ENOSPC || e == EDQUOT)
+                return err_set(-ENOSPC, "wal %s: disk full", w->name);
+            w->broken = 1;
+            return err_set(-EIO, "wal %s: write failed: %s", w->name, strerror(e));
+        }
+        done += (size_t)k;
+    }
+    return 0;
+}
+
+static int append_typed(wal_t *w, uint8_t type, const void *rec, size_t len)
+{
+    if (w->broken)
+        return err_set(-EIO, "wal %s: an earlier write failed; the log is closed to writes", w->name);
+    size_t n;
+    if (encode(w, type, rec, len, &n) < 0)
+        return err_set(-ENOMEM, "wal %s: out of memory for a record of %zu bytes", w->name, len);
+    int rc = write_all(w, w->buf, n);
+    if (rc == 0) {
+        w->size += n;
+        w->dirty = 1;
+    }
+    if (w->cap > (4u << 20)) {   /* do not keep a huge buffer after a huge record */
+        free(w->buf);
+        w->buf = NULL;
+        w->cap = 0;
+    }
+    return rc;
+}
+
+int wal_append(wal_t *w, const void *rec, size_t len)
+{
+    return append_typed(w, T_FULL, rec, len);
+}
+
+int wal_sync(wal_t *w)
+{
+    if (w->broken)
+        return err_set(-EIO, "wal %s: an earlier write failed; the log is closed to writes", w->name);
+    if (fdatasync(w->fd) < 0) {
+        w->broken = 1;
+        return err_set(-EIO, "wal %s: fsync failed: %s", w->name, strerror(errno));
+    }
+    w->dirty = 0;
+    return 0;
+}
+
+uint64_t wal_size(const wal_t *w) { return w->size; }
+int wal_dirty(const wal_t *w) { return w->dirty; }
+uint64_t wal_number(const wal_t *w) { return w->num; }
+
+int wal_close(wal_t *w)
+{
+    if (!w)
+        return 0;
+    int rc = close(w->fd) < 0 ? -EIO : 0;
+    free(w->buf);
+    free(w);
+    return rc;
+}
+
+static int sync_dir(const char *dir)
+{
+    int fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (fd < 0)
+        return -errno;
+    int rc = fsync(fd) < 0 ? -EIO : 0;
+    close(fd);
+    return rc;
+}
+
+int wal_create(const char *dir, uint64_t lognum, wal_t **out)
+{
+    char path[4096];
+    wal_path(path, sizeof path, dir, lognum);
+    wal_t *w = calloc(1, sizeof *w);
+    if (!w)
+        return err_set(-ENOMEM, "out of memory");
+    w->num = lognum;
+    w->seed = num_seed(lognum);
+    snprintf(w->name, sizeof w->name, "%06llu.log", (unsigned long long)lognum);
+    w->fd = open(path, O_CREAT | O_EXCL | O_WRONLY | O_CLOEXEC, 0644);
+    if (w->fd < 0) {
+        int e = errno;
+        free(w);
+        return err_set(-e, "wal %s: cannot create: %s", base(path), strerror(e));
+    }
+    uint8_t h[HEADER_LEN];
+    memcpy(h, MAGIC, 8);
+    put_u32(h + 8, WAL_VERSION);
+    put_u32(h + 12, (uint32_t)lognum);
+    put_u32(h + 16, (uint32_t)(lognum >> 32));
+    int rc = append_typed(w, T_HEADER, h, sizeof h);
+    if (rc == 0)
+        rc = wal_sync(w);
+    if (rc == 0 && (rc = sync_dir(dir)) < 0)
+        rc = err_set(-EIO, "wal %s: fsync of the directory failed", w->name);
+    if (rc) {
+        wal_close(w);
+        unlink(path);
+        return rc;
+    }
+    *out = w;
+    return 0;
+}
+
+/* ---- reading ---- */
+
+struct reader {
+    const uint8_t *p;
+    uint64_t size;
+    uint32_t seed;
+};
+
+/* Is there a well-formed, checksummed data fragment at offset Q? */
+static int frag_at(const struct reader *r, uint64_t q)
+{
+    uint64_t avail = WAL_BLOCK_SIZE - q % WAL_BLOCK_SIZE;
+    if (avail < HDR || q + HDR > r->size)
+        return 0;
+    const uint8_t *h = r->p + q;
+    uint8_t type = h[6];
+    size_t n = (size_t)h[4] | (size_t)h[5] << 8;
+    if (type < T_FULL || type > T_LAST || HDR + n > avail || q + HDR + n > r->size)
+        return 0;
+    return frag_crc(r->seed, type, h + HDR, n) == get_u32(h);
+}
+
+/* Any well-formed fragment after offset X?  See the comment at the top. */
+static int data_after(const struct reader *r, uint64_t x)
+{
+    uint64_t block_end = (x / WAL_BLOCK_SIZE + 1) * WAL_BLOCK_SIZE;
+    for (uint64_t q = x + 1; q < block_end && q < r->size; q++)
+        if (frag_at(r, q))
+            return 1;
+    for (uint64_t q = block_end; q < r->size; q += WAL_BLOCK_SIZE)
+        if (frag_at(r, q))
+            return 1;
+    return 0;
+}
+
+static int all_zero(const uint8_t *p, uint64_t n)
+{
+    for (uint64_t i = 0; i < n; i++)
+        if (p[i])
+            return 0;
+    return 1;
+}
+
+int wal_replay(const char *path, uint64_t lognum, int flags,
+               wal_record_fn fn, void *arg, uint64_t *good_end)
+{
+    const char *name = base(path);
+    int fd = open(path, ((flags & WAL_REPAIR) ? O_RDWR : O_RDONLY) | O_CLOEXEC);
+    if (fd < 0)
+        return err_set(-errno, "wal %s: cannot open: %s", name, strerror(errno));
+    struct stat st;
+    if (fstat(fd, &st) < 0) {
+        int e = errno;
+        close(fd);
+        return err_set(-e, "wal %s: %s", name, strerror(e));
+    }
+    struct reader r = { NULL, (uint64_t)st.st_size, num_seed(lognum) };
+    void *map = NULL;
+    if (r.size) {
+        map = mmap(NULL, r.size, PROT_READ, MAP_PRIVATE, fd, 0);
+        if (map == MAP_FAILED) {
+            close(fd);
+            return err_set(-EIO, "wal %s: cannot map: %s", name, strerror(errno));
+        }
+        r.p = map;
+    }
+
+    uint8_t *rec = NULL;
+    size_t rlen = 0, rcap = 0;
+    int in_rec = 0, rc = 0;
+    uint64_t pos = 0, good = 0, rec_start = 0;
+    const char *why = NULL;
+    while (!why && rc == 0) {
+        if (pos >= r.size) {
+            if (in_rec || pos == 0)
+                why = pos == 0 ? "missing header" : "truncated record";
+            break;
+        }
+        uint64_t avail = WAL_BLOCK_SIZE - pos % WAL_BLOCK_SIZE;
+        if (avail < HDR) {           /* block trailer: zeros */
+            uint64_t n = avail < r.size - pos ? avail : r.size - pos;
+            if (!all_zero(r.p + pos, n)) {
+                why = "bad block trailer";
+                break;
+            }
+            pos += n;
+            continue;
+        }
+        if (r.size - pos < HDR) {
+            why = "truncated fragment header";
+            break;
+        }
+        const uint8_t *h = r.p + pos;
+        size_t n = (size_t)h[4] | (size_t)h[5] << 8;
+        uint8_t type = h[6];
+        if (HDR + n > avail) {
+            why = "bad fragment length";
+            break;
+        }
+        if (pos + HDR + n > r.size) {
+            why = "truncated fragment";
+            break;
+        }
+        if (frag_crc(r.seed, type, h + HDR, n) != get_u32(h)) {
+            why = "bad checksum";
+            break;
+        }
+        if ((pos == 0) != (type == T_HEADER) || type > T_HEADER || type == T_ZERO) {
+            why = pos == 0 ? "missing header" : "bad fragment type";
+            break;
+        }
+        if (type == T_HEADER) {
+            if (n != HEADER_LEN || memcmp(h + HDR, MAGIC, 8) != 0) {
+                rc = err_set(-EIO, "wal %s: not a log file (bad magic)", name);
+            } else if (get_u32(h + HDR + 8) != WAL_VERSION) {
+                rc = err_set(-EIO, "wal %s: unsupported format version %u", name, get_u32(h + HDR + 8));
+            } else if (get_u64(h + HDR + 12) != lognum) {
+                rc = err_set(-EIO, "wal %s: header names log %llu", name,
+                             (unsigned long long)get_u64(h + HDR + 12));
+            }
+            pos += HDR + n;
+            good = pos;
+            continue;
+        }
+        if ((type == T_FULL || type == T_FIRST) == in_rec) {
+            why = "fragment out of order";
+            break;
+        }
+        if (type == T_FIRST || type == T_FULL) {
+            rec_start = pos;
+            rlen = 0;
+        }
+        if (type != T_FULL) {
+            if (rlen + n > rcap) {
+                size_t cap = rcap ? rcap : 65536;
+                while (cap < rlen + n)
+                    cap *= 2;
+                uint8_t *np = realloc(rec, cap);
+                if (!np) {
+                    rc = err_set(-ENOMEM, "wal %s: out of memory for a record", name);
+                    break;
+                }
+                rec = np;
+                rcap = cap;
+            }
+            memcpy(rec + rlen, h + HDR, n);
+            rlen += n;
+        }
+        pos += HDR + n;
+        in_rec = type == T_FIRST || type == T_MIDDLE;
+        if (type == T_FULL || type == T_LAST) {
+            good = pos;
+            if (fn)
+                rc = fn(arg, type == T_FULL ? h + HDR : rec, type == T_FULL ? n : rlen, rec_start);
+        }
+    }
+
+    if (why && rc == 0) {
+        uint64_t at = pos;
+        if ((flags & WAL_NEWEST) && (all_zero(r.p + good, r.size - good) || !data_after(&r, at))) {
+            /* A write torn by a crash: drop it. */
+            if (flags & WAL_REPAIR) {
+                if (good == 0) {
+                    if (unlink(path) < 0)
+                        rc = err_set(-EIO, "wal %s: cannot remove an empty log: %s", name, strerror(errno));
+                } else if (ftruncate(fd, (off_t)good) < 0 || fdatasync(fd) < 0) {
+                    rc = err_set(-EIO, "wal %s: cannot cut the torn tail: %s", name, strerror(errno));
+                }
+            }
+        } else {
+            rc = err_set(-EIO, "wal %s: %s at offset %llu", name, why, (unsigned long long)at);
+        }
+    }
+    if (good_end)
+        *good_end = good;
+    free(rec);
+    if (map)
+        munmap(map, r.size);
+    close(fd);
+    return rc;
+}

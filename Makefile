@@ -32,7 +32,7 @@ TEST_SRC := $(sort $(wildcard tests/test_*.c))
 TESTS    := $(TEST_SRC:tests/%.c=$(BUILD)/%)
 ASAN_TESTS := $(TEST_SRC:tests/%.c=$(BUILD)/asan/%)
 
-TOOLS    := $(BUILD)/stash-bench
+TOOLS    := $(patsubst tools/%.c,$(BUILD)/%,$(wildcard tools/*.c))
 
 .PHONY: all deps test run clean
 all: deps $(BUILD)/libsmartstash.a $(BUILD)/libsmartstash.so $(TOOLS)
@@ -81,8 +81,12 @@ $(BUILD)/test_%: tests/test_%.c tests/testutil.h $(BUILD)/libsmartstash.a
 $(BUILD)/asan/test_%: tests/test_%.c tests/testutil.h $(BUILD)/asan/libsmartstash.a
 	$(CC) $(BASEFLAGS) $(SANFLAGS) -Itests $< -o $@ $(BUILD)/asan/libsmartstash.a $(TESTLIBS) $(LIBS)
 
+# The benchmark alone links LevelDB, to measure both engines in one run.
 $(BUILD)/stash-bench: tools/stash-bench.c $(BUILD)/libsmartstash.a
-	$(CC) $(BASEFLAGS) $(CFLAGS) $< -o $@ $(BUILD)/libsmartstash.a $(LIBS) -lleveldb
+	$(CC) $(BASEFLAGS) $(CFLAGS) $< -o $@ $(BUILD)/libsmartstash.a $(LIBS) -lleveldb -lm
+
+$(BUILD)/%: tools/%.c $(BUILD)/libsmartstash.a
+	$(CC) $(BASEFLAGS) $(CFLAGS) $< -o $@ $(BUILD)/libsmartstash.a $(LIBS)
 
 $(BUILD)/crashtest: tests/crashtest.c $(BUILD)/libsmartstash.a
 	$(CC) $(BASEFLAGS) $(CFLAGS) $< -o $@ $(BUILD)/libsmartstash.a $(LIBS)

@@ -403,7 +403,11 @@ int wal_replay(const char *path, uint64_t lognum, int flags,
 
     if (why && rc == 0) {
         uint64_t at = pos;
-        if ((flags & WAL_NEWEST) && (all_zero(r.p + good, r.size - good) || !data_after(&r, at))) {
+        /* wal_create makes the header durable before any record is written,
+         * so a bad header in a file longer than one is damage, not a tear. */
+        int torn_header = good == 0 && r.size < HDR + HEADER_LEN;
+        int tail_only = good > 0 ? !data_after(&r, at) : torn_header;
+        if ((flags & WAL_NEWEST) && (all_zero(r.p + good, r.size - good) || tail_only)) {
             /* A write torn by a crash: drop it. */
             if (flags & WAL_REPAIR) {
                 if (good == 0) {

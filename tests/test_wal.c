@@ -1,0 +1,386 @@
+/*
+ * test_wal.c - the write-ahead log: CRC32C, round trips of records from 0
+ * bytes to 1 MiB, a torn tail at every byte offset of the last record,
+ * flipped bytes anywhere, zeroed tails, bad headers.
+ */
+#include "testutil.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <sys/stat.h>
+
+#include "crc32c.h"
+#include "err.h"
+#include "wal.h"
+
+static char dir[512];
+
+static int setup(void **state)
+{
+    (void)state;
+    tu_mkdtemp(dir, sizeof dir);
+    return 0;
+}
+
+static int teardown(void **state)
+{
+    (void)state;
+    tu_rmrf(dir);
+    return 0;
+}
+
+/* What a replay handed back. */
+struct got {
+    int n;
+    size_t len[1024];
+    uint32_t crc[1024];
+    uint64_t off[1024];
+};
+
+static int collect(void *arg, const void *rec, size_t len, uint64_t off)
+{
+    struct got *g = arg;
+    if (g->n >= 1024)
+        return -E2BIG;
+    g->len[g->n] = len;
+    g->crc[g->n] = crc32c(rec, len);
+    g->off[g->n] = off;
+    g->n++;
+    return 0;
+}
+
+struct recs {
+    int n;
+    size_t len[1024];
+    uint32_t crc[1024];
+    uint64_t end[1024];     /* file size after record i */
+};
+
+static void fill(unsigned char *p, size_t n, uint64_t *s)
+{
+    for (size_t i = 0; i < n; i++)
+        p[i] = (unsigned char)(tu_rand(s) >> 56);
+}
+
+/* Write records of the given lengths to log LOGNUM; remember what went in. */
+static void write_log(uint64_t lognum, const size_t *lens, int n, struct recs *r, uint64_t *seed)
+{
+    wal_t *w;
+    assert_int_equal(wal_create(dir, lognum, &w), 0);
+    unsigned char *buf = malloc(1u << 20);
+    for (int i = 0; i < n; i++) {
+        fill(buf, lens[i], seed);
+        assert_int_equal(wal_append(w, buf, lens[i]), 0);
+        r->len[r->n] = lens[i];
+        r->crc[r->n] = crc32c(buf, lens[i]);
+        r->end[r->n] = wal_size(w);
+        r->n++;
+    }
+    assert_true(wal_dirty(w) || n == 0);
+    assert_int_equal(wal_sync(w), 0);
+    assert_false(wal_dirty(w));
+    assert_int_equal(wal_number(w), lognum);
+    assert_int_equal(wal_close(w), 0);
+    free(buf);
+}
+
+static void check_prefix(const struct got *g, const struct recs *r, int n)
+{
+    assert_int_equal(g->n, n);
+    for (int i = 0; i < n; i++) {
+        assert_int_equal(g->len[i], r->len[i]);
+        assert_int_equal(g->crc[i], r->crc[i]);
+        if (i)
+            assert_true(g->off[i] > g->off[i - 1]);
+    }
+}
+
+static void logpath(char *p, size_t n, uint64_t num)
+{
+    wal_path(p, n, dir, num);
+}
+
+static void test_crc32c(void **state)
+{
+    (void)state;
+    assert_int_equal(crc32c("123456789", 9), 0xE3069283u);
+    unsigned char z[32] = { 0 };
+    assert_int_equal(crc32c(z, 32), 0x8A9136AAu);
+    assert_int_equal(crc32c_extend(crc32c("1234", 4), "56789", 5), 0xE3069283u);
+    uint64_t s = tu_seed("test_wal crc", 1234);
+    unsigned char *buf = malloc(70000);
+    fill(buf, 70000, &s);
+    for (int i = 0; i < 500; i++) {
+        size_t off = tu_rand(&s) % 64, len = tu_rand(&s) % (i < 400 ? 100 : 65000);
+        assert_int_equal(crc32c_extend(7, buf + off, len), crc32c_sw(7, buf + off, len));
+    }
+    free(buf);
+}
+
+static void test_round_trip(void **state)
+{
+    (void)state;
+    uint64_t s = tu_seed("test_wal round trip", 99);
+    size_t lens[300];
+    for (int i = 0; i < 300; i++) {
+        uint64_t r = tu_rand(&s) % 100;
+        lens[i] = r < 70 ? tu_rand(&s) % 200            /* small */
+                : r < 95 ? tu_rand(&s) % 70000          /* crossing blocks */
+                         : (1u << 20) - tu_rand(&s) % 1000; /* near 1 MiB */
+    }
+    lens[0] = 0;
+    lens[1] = WAL_BLOCK_SIZE - 7 - 7 - 27;  /* exactly fills the first block */
+    lens[2] = 0;
+    static struct recs r;
+    r.n = 0;
+    write_log(5, lens, 300, &r, &s);
+    char p[600];
+    logpath(p, sizeof p, 5);
+    static struct got g;
+    g.n = 0;
+    uint64_t end = 0;
+    int rc = wal_replay(p, 5, 0, collect, &g, &end);
+    if (rc)
+        fprintf(stderr, "replay: %s\n", err_get());
+    assert_int_equal(rc, 0);
+    check_prefix(&g, &r, 300);
+    assert_int_equal(end, r.end[299]);
+    /* Replaying with the wrong log number fails: every CRC binds the number. */
+    g.n = 0;
+    assert_int_equal(wal_replay(p, 6, WAL_NEWEST, collect, &g, NULL), -EIO);
+    assert_int_equal(g.n, 0);
+    /* A callback's error stops the replay. */
+    assert_int_equal(wal_replay(p, 5, 0, NULL, NULL, NULL), 0);
+}
+
+/* Cut the log at every byte offset inside its last record: the replay of the
+ * newest log keeps every earlier record and drops the torn one, silently. */
+static void torn_every_offset(size_t last_len, uint64_t stride)
+{
+    uint64_t s = 5;
+    /* Place the last record so it starts shortly before a block boundary. */
+    size_t lens[4] = { 100, WAL_BLOCK_SIZE - 7 - 27 - 107 - 1000, 50, last_len };
+    static struct recs r;
+    r.n = 0;
+    write_log(9, lens, 4, &r, &s);
+    char p[600];
+    logpath(p, sizeof p, 9);
+    uint64_t start = r.end[2], full = r.end[3];
+    int fd = open(p, O_RDWR);
+    assert_true(fd >= 0);
+    static struct got g;
+    for (uint64_t cut = full - 1; cut >= start; cut -= (cut - start < stride ? 1 : stride)) {
+        assert_int_equal(ftruncate(fd, (off_t)cut), 0);
+        g.n = 0;
+        uint64_t end = 0;
+        int rc = wal_replay(p, 9, WAL_NEWEST, collect, &g, &end);
+        if (rc)
+            fprintf(stderr, "cut at %llu: %d %s\n", (unsigned long long)cut, rc, err_get());
+        assert_int_equal(rc, 0);
+        check_prefix(&g, &r, 3);
+        assert_int_equal(end, start);
+        /* The same cut in an older log is damage. */
+        if (cut % 7 == 0) {
+            g.n = 0;
+            assert_int_equal(wal_replay(p, 9, 0, collect, &g, NULL), -EIO);
+        }
+        if (cut == start)
+            break;
+    }
+    close(fd);
+}
+
+static void test_torn_tail_every_offset(void **state)
+{
+    (void)state;
+    torn_every_offset(3000, 1);      /* every byte, crossing a block boundary */
+}
+
+static void test_torn_tail_long_record(void **state)
+{
+    (void)state;
+    torn_every_offset(80000, 13);    /* FIRST, MIDDLE, LAST fragments */
+}
+
+static void test_repair_cuts_the_file(void **state)
+{
+    (void)state;
+    uint64_t s = 8;
+    size_t lens[3] = { 10, 20, 30 };
+    struct recs r = { 0 };
+    write_log(3, lens, 3, &r, &s);
+    char p[600];
+    logpath(p, sizeof p, 3);
+    assert_int_equal(truncate(p, (off_t)r.end[2] - 5), 0);
+    struct got g = { 0 };
+    assert_int_equal(wal_replay(p, 3, WAL_NEWEST | WAL_REPAIR, collect, &g, NULL), 0);
+    assert_int_equal(g.n, 2);
+    struct stat st;
+    assert_int_equal(stat(p, &st), 0);
+    assert_int_equal(st.st_size, r.end[1]);
+    /* Now whole again: the older-log replay is clean. */
+    g.n = 0;
+    assert_int_equal(wal_replay(p, 3, 0, collect, &g, NULL), 0);
+    assert_int_equal(g.n, 2);
+    /* A log torn inside its header is removed. */
+    assert_int_equal(truncate(p, 10), 0);
+    assert_int_equal(wal_replay(p, 3, WAL_NEWEST | WAL_REPAIR, collect, &g, NULL), 0);
+    assert_int_equal(stat(p, &st), -1);
+}
+
+static void test_zero_tail(void **state)
+{
+    (void)state;
+    uint64_t s = 8;
+    size_t lens[3] = { 10, 40000, 30 };
+    struct recs r = { 0 };
+    write_log(4, lens, 3, &r, &s);
+    char p[600];
+    logpath(p, sizeof p, 4);
+    assert_int_equal(truncate(p, (off_t)r.end[2] + 70000), 0);   /* zeros */
+    struct got g = { 0 };
+    assert_int_equal(wal_replay(p, 4, WAL_NEWEST, collect, &g, NULL), 0);
+    check_prefix(&g, &r, 3);
+    g.n = 0;
+    assert_int_equal(wal_replay(p, 4, 0, collect, &g, NULL), -EIO);
+}
+
+/* Flip one byte at OFF of a log holding 6 records; -EIO, and no record at or
+ * after the damaged one is handed back. */
+static void flip_at(uint64_t off, int damaged_rec)
+{
+    uint64_t s = 77;
+    size_t lens[6] = { 100, 200, 50000, 300, 40000, 10 };
+    struct recs r = { 0 };
+    char p[600];
+    logpath(p, sizeof p, 12);
+    unlink(p);
+    write_log(12, lens, 6, &r, &s);
+    int fd = open(p, O_RDWR);
+    unsigned char c;
+    assert_int_equal(pread(fd, &c, 1, (off_t)off), 1);
+    c ^= 0x10;
+    assert_int_equal(pwrite(fd, &c, 1, (off_t)off), 1);
+    close(fd);
+    for (int newest = 0; newest < 2; newest++) {
+        struct got g = { 0 };
+        int rc = wal_replay(p, 12, newest ? WAL_NEWEST : 0, collect, &g, NULL);
+        if (rc != -EIO)
+            fprintf(stderr, "flip at %llu: rc %d, %d records\n", (unsigned long long)off, rc, g.n);
+        assert_int_equal(rc, -EIO);
+        assert_true(g.n <= damaged_rec);
+        assert_non_null(strstr(err_get(), "000012.log"));
+        assert_non_null(strstr(err_get(), "offset"));
+    }
+}
+
+static void test_flipped_bytes(void **state)
+{
+    (void)state;
+    uint64_t s = 77;
+    size_t lens[6] = { 100, 200, 50000, 300, 40000, 10 };
+    struct recs r = { 0 };
+    write_log(12, lens, 6, &r, &s);
+    uint64_t rec1 = r.end[0];        /* fragment header of record 1 */
+    flip_at(rec1 + 0, 1);            /* its CRC */
+    flip_at(rec1 + 4, 1);            /* its length */
+    flip_at(rec1 + 6, 1);            /* its type */
+    flip_at(rec1 + 50, 1);           /* its payload */
+    flip_at(r.end[1] + 20000, 2);    /* inside the multi-block record 2 */
+    flip_at(r.end[2] + 100, 3);      /* record 3, in the block after 2's end */
+    flip_at(3, 0);                   /* the header's CRC */
+}
+
+/* Rewrite the header fragment of log NUM with PAYLOAD and a valid CRC. */
+static void forge_header(uint64_t num, const unsigned char *payload)
+{
+    char p[600];
+    logpath(p, sizeof p, num);
+    unsigned char h[27];
+    uint8_t nb[8], type = 5;
+    for (int i = 0; i < 8; i++)
+        nb[i] = (uint8_t)(num >> (8 * i));
+    uint32_t crc = crc32c_extend(crc32c_extend(crc32c(nb, 8), &type, 1), payload, 20);
+    for (int i = 0; i < 4; i++)
+        h[i] = (unsigned char)(crc >> (8 * i));
+    h[4] = 20;
+    h[5] = 0;
+    h[6] = type;
+    memcpy(h + 7, payload, 20);
+    int fd = open(p, O_RDWR);
+    assert_int_equal(pwrite(fd, h, sizeof h, 0), (ssize_t)sizeof h);
+    close(fd);
+}
+
+static void test_bad_header(void **state)
+{
+    (void)state;
+    uint64_t s = 1;
+    size_t lens[2] = { 10, 10 };
+    struct recs r = { 0 };
+    write_log(21, lens, 2, &r, &s);
+    char p[600];
+    logpath(p, sizeof p, 21);
+    unsigned char good[20] = "STASHWAL";
+    good[8] = 1;
+    good[12] = 21;
+    unsigned char pl[20];
+
+    memcpy(pl, good, 20);
+    pl[0] = 'X';
+    forge_header(21, pl);
+    assert_int_equal(wal_replay(p, 21, WAL_NEWEST, NULL, NULL, NULL), -EIO);
+    assert_non_null(strstr(err_get(), "magic"));
+
+    memcpy(pl, good, 20);
+    pl[8] = 9;
+    forge_header(21, pl);
+    assert_int_equal(wal_replay(p, 21, WAL_NEWEST, NULL, NULL, NULL), -EIO);
+    assert_non_null(strstr(err_get(), "version"));
+
+    memcpy(pl, good, 20);
+    pl[12] = 22;
+    forge_header(21, pl);
+    assert_int_equal(wal_replay(p, 21, WAL_NEWEST, NULL, NULL, NULL), -EIO);
+    assert_non_null(strstr(err_get(), "names log 22"));
+
+    forge_header(21, good);
+    struct got g = { 0 };
+    assert_int_equal(wal_replay(p, 21, 0, collect, &g, NULL), 0);
+    assert_int_equal(g.n, 2);
+
+    /* An empty file is fine only as the newest log (a crash at creation). */
+    int fd = open(p, O_RDWR | O_TRUNC);
+    close(fd);
+    assert_int_equal(wal_replay(p, 21, WAL_NEWEST, NULL, NULL, NULL), 0);
+    assert_int_equal(wal_replay(p, 21, 0, NULL, NULL, NULL), -EIO);
+}
+
+static void test_create_exclusive(void **state)
+{
+    (void)state;
+    wal_t *w;
+    assert_int_equal(wal_create(dir, 1, &w), 0);
+    wal_close(w);
+    assert_int_equal(wal_create(dir, 1, &w), -EEXIST);
+    char p[600];
+    logpath(p, sizeof p, 1);
+    assert_non_null(strstr(p, "000001.log"));
+    assert_int_equal(wal_replay("/nonexistent/000001.log", 1, 0, NULL, NULL, NULL), -ENOENT);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_crc32c),
+        cmocka_unit_test_setup_teardown(test_round_trip, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_torn_tail_every_offset, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_torn_tail_long_record, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_repair_cuts_the_file, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_zero_tail, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_flipped_bytes, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_bad_header, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_create_exclusive, setup, teardown),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}

@@ -18,6 +18,7 @@ BASEFLAGS = -std=c11 -D_GNU_SOURCE -D_FILE_OFFSET_BITS=64 -pthread -fPIC $(WARN)
             -Ikv -Iwal -Isstable
 CFLAGS   ?= -O2 -g
 SANFLAGS := -O1 -g -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=all
+TSANFLAGS := -O1 -g -fsanitize=thread
 
 PKGS     := libzstd yaml-0.1
 LIBS     = $(shell pkg-config --libs $(PKGS) 2>/dev/null) -lpthread
@@ -26,11 +27,14 @@ TESTLIBS = $(shell pkg-config --libs cmocka 2>/dev/null)
 LIB_SRC  := $(sort $(wildcard kv/*.c wal/*.c sstable/*.c))
 LIB_OBJ  := $(LIB_SRC:%.c=$(BUILD)/obj/%.o)
 ASAN_OBJ := $(LIB_SRC:%.c=$(BUILD)/asan/%.o)
+TSAN_OBJ := $(LIB_SRC:%.c=$(BUILD)/tsan/%.o)
 HDRS     := $(wildcard kv/*.h wal/*.h sstable/*.h)
 
 TEST_SRC := $(sort $(wildcard tests/test_*.c))
 TESTS    := $(TEST_SRC:tests/%.c=$(BUILD)/%)
 ASAN_TESTS := $(TEST_SRC:tests/%.c=$(BUILD)/asan/%)
+# The tests with many threads, also under ThreadSanitizer.
+TSAN_TESTS := $(BUILD)/tsan/test_db $(BUILD)/tsan/test_memtable
 
 TOOLS    := $(patsubst tools/%.c,$(BUILD)/%,$(wildcard tools/*.c))
 
@@ -64,6 +68,10 @@ $(BUILD)/asan/%.o: %.c $(HDRS) | deps
 	@mkdir -p $(dir $@)
 	$(CC) $(BASEFLAGS) $(SANFLAGS) $(shell pkg-config --cflags $(PKGS) 2>/dev/null) -c $< -o $@
 
+$(BUILD)/tsan/%.o: %.c $(HDRS) | deps
+	@mkdir -p $(dir $@)
+	$(CC) $(BASEFLAGS) $(TSANFLAGS) $(shell pkg-config --cflags $(PKGS) 2>/dev/null) -c $< -o $@
+
 $(BUILD)/libsmartstash.a: $(LIB_OBJ)
 	@rm -f $@
 	ar rcs $@ $^
@@ -78,6 +86,13 @@ $(BUILD)/asan/libsmartstash.a: $(ASAN_OBJ)
 $(BUILD)/test_%: tests/test_%.c tests/testutil.h $(BUILD)/libsmartstash.a
 	$(CC) $(BASEFLAGS) $(CFLAGS) -Itests $< -o $@ $(BUILD)/libsmartstash.a $(TESTLIBS) $(LIBS)
 
+$(BUILD)/tsan/libsmartstash.a: $(TSAN_OBJ)
+	@rm -f $@
+	ar rcs $@ $^
+
+$(BUILD)/tsan/test_%: tests/test_%.c tests/testutil.h $(BUILD)/tsan/libsmartstash.a
+	$(CC) $(BASEFLAGS) $(TSANFLAGS) -Itests $< -o $@ $(BUILD)/tsan/libsmartstash.a $(TESTLIBS) $(LIBS)
+
 $(BUILD)/asan/test_%: tests/test_%.c tests/testutil.h $(BUILD)/asan/libsmartstash.a
 	$(CC) $(BASEFLAGS) $(SANFLAGS) -Itests $< -o $@ $(BUILD)/asan/libsmartstash.a $(TESTLIBS) $(LIBS)
 
@@ -91,7 +106,7 @@ $(BUILD)/%: tools/%.c $(BUILD)/libsmartstash.a
 $(BUILD)/crashtest: tests/crashtest.c $(BUILD)/libsmartstash.a
 	$(CC) $(BASEFLAGS) $(CFLAGS) $< -o $@ $(BUILD)/libsmartstash.a $(LIBS)
 
-test: all $(TESTS) $(ASAN_TESTS) $(BUILD)/crashtest
+test: all $(TESTS) $(ASAN_TESTS) $(TSAN_TESTS) $(BUILD)/crashtest
 	@sh tests/run.sh $(BUILD)
 
 run: all

@@ -90,6 +90,7 @@ struct stash {
     uint64_t last_seq;
     uint64_t next_lognum;
     int log_dirty;              /* appended since the last fsync */
+    uint64_t log_size;          /* bytes in the current log */
     int bgerr;
     struct stash_snapshot snaps;/* list sentinel */
 
@@ -313,6 +314,7 @@ static int make_room(stash_t *db)
     }
     db->next_lognum++;
     db->log_dirty = 0;
+    db->log_size = wal_size(nw);
     db->imm[db->nimm].mt = db->mem;
     db->imm[db->nimm].lognum = wal_number(old);
     db->nimm++;
@@ -431,6 +433,7 @@ static int do_write(stash_t *db, const stash_batch_t *b, int sync)
             if (rc == 0) {
                 db->last_seq += count;
                 db->log_dirty = dirty;
+                db->log_size = wal_size(log);
                 db->st_groups += count > 0;
                 db->st_logged += len;
                 db->st_syncs += must_sync;
@@ -1003,8 +1006,10 @@ int stash_open(const char *dir, const stash_options_t *o, stash_t **out)
         rc = recover(db);
     if (rc == 0 && !db->opt.read_only) {
         rc = wal_create(db->dir, db->next_lognum, &db->log);
-        if (rc == 0)
+        if (rc == 0) {
             db->next_lognum++;
+            db->log_size = wal_size(db->log);
+        }
     }
     if (rc == 0 && !(db->view = view_make(db)))
         rc = err_set(-ENOMEM, "out of memory");
@@ -1082,7 +1087,7 @@ int stash_stats(stash_t *db, char *buf, size_t len)
              mt_memory(db->mem), (unsigned long long)mt_count(db->mem),
              db->nimm, imm_bytes, (unsigned long long)imm_entries,
              (unsigned long long)(db->log ? wal_number(db->log) : 0),
-             (unsigned long long)(db->log ? wal_size(db->log) : 0),
+             (unsigned long long)db->log_size,
              (unsigned long long)db->st_writers, (unsigned long long)db->st_groups,
              (unsigned long long)db->st_syncs, (unsigned long long)db->st_logged,
              (unsigned long long)db->st_rotations, nsnap,

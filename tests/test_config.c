@@ -187,5 +187,6 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_missing_file, setup, teardown),
         cmocka_unit_test_setup_teardown(test_open_config, setup, teardown),
     };
+    tu_filter();
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -863,5 +863,6 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_group_commit, setup, teardown),
         cmocka_unit_test_setup_teardown(test_model, setup, teardown),
     };
+    tu_filter();
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

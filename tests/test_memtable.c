@@ -211,5 +211,6 @@ int main(void)
         cmocka_unit_test(test_random_order),
         cmocka_unit_test(test_concurrent_readers),
     };
+    tu_filter();
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -382,5 +382,6 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_bad_header, setup, teardown),
         cmocka_unit_test_setup_teardown(test_create_exclusive, setup, teardown),
     };
+    tu_filter();
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

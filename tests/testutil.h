@@ -63,4 +63,12 @@ static inline uint64_t tu_seed(const char *prog, uint64_t def)
     return s;
 }
 
+/* Run only the tests whose names match $TEST_FILTER (cmocka's * and ?). */
+static inline void tu_filter(void)
+{
+    const char *f = getenv("TEST_FILTER");
+    if (f && *f)
+        cmocka_set_test_filter(f);
+}
+
 #endif

@@ -1,0 +1,939 @@
+/*
+ * sstable.c - table writer, reader, point lookups and iterators; the
+ * contract is in sstable.h and the byte layout in docs/format.md.
+ *
+ * Every block on disk is followed by a 5-byte trailer: the compression type
+ * (0 raw, 1 zstd) and the CRC32C of the stored bytes and that type byte.  A
+ * block handle is (offset, stored size without the trailer).  The footer, at
+ * the very end, is 64 bytes: handles of the filter, properties and index
+ * blocks (u64 offset + u64 size each), the format version (u32), the CRC32C
+ * of the 52 bytes before it (u32), and the magic number (u64).
+ */
+#include "sstable.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+#include <zstd.h>
+
+#include "bloom.h"
+#include "coding.h"
+#include "crc32c.h"
+#include "err.h"
+
+#define TRAILER 5
+#define OUTBUF (256u << 10)
+#define MAX_BLOCK ((uint64_t)2 << 30)   /* a block never decompresses to more */
+#define MAX_PROPS 32
+
+enum { RAW = 0, ZSTD = 1 };
+
+struct handle {
+    uint64_t off, size;
+};
+
+struct prop {
+    char name[65];
+    uint64_t value;
+};
+
+static const char *base(const char *path)
+{
+    const char *s = strrchr(path, '/');
+    return s ? s + 1 : path;
+}
+
+/* ================================================================== */
+/* writer                                                               */
+
+struct sst_writer {
+    int fd;
+    char *path;
+    sst_options_t o;
+    sst_keyfmt_t kf;
+    block_builder_t *data, *index;
+    uint8_t *out;                 /* bytes not yet written to the file */
+    size_t outlen;
+    uint64_t off;                 /* file offset of out[0] + outlen */
+    uint8_t *last;                /* last key added */
+    size_t lastlen, lastcap;
+    uint8_t *first;               /* first key added */
+    size_t firstlen;
+    uint32_t *hashes;
+    size_t nh, caph;
+    uint64_t count, raw_bytes, stored_bytes, nblocks;
+    struct prop props[MAX_PROPS];
+    int nprops;
+    ZSTD_CCtx *cctx;
+    uint8_t *cbuf;
+    size_t ccap;
+    int error;
+};
+
+static int wflush(sst_writer_t *w)
+{
+    size_t done = 0;
+    uint64_t at = w->off - w->outlen;
+    while (done < w->outlen) {
+        ssize_t k = pwrite(w->fd, w->out + done, w->outlen - done, (off_t)(at + done));
+        if (k < 0 && errno == EINTR)
+            continue;
+        if (k <= 0) {
+            int e = k < 0 ? errno : ENOSPC;
+            return w->error = err_set(e == ENOSPC || e == EDQUOT ? -ENOSPC : -EIO,
+                                      "sst %s: write failed: %s", base(w->path), strerror(e));
+        }
+        done += (size_t)k;
+    }
+    w->outlen = 0;
+    return 0;
+}
+
+static int wappend(sst_writer_t *w, const void *p, size_t n)
+{
+    if (w->outlen + n > OUTBUF && w->outlen && wflush(w) < 0)
+        return w->error;
+    if (n > OUTBUF) {
+        /* A block larger than the buffer goes straight to the file. */
+        uint64_t at = w->off;
+        size_t done = 0;
+        while (done < n) {
+            ssize_t k = pwrite(w->fd, (const uint8_t *)p + done, n - done, (off_t)(at + done));
+            if (k < 0 && errno == EINTR)
+                continue;
+            if (k <= 0) {
+                int e = k < 0 ? errno : ENOSPC;
+                return w->error = err_set(e == ENOSPC ? -ENOSPC : -EIO, "sst %s: write failed: %s",
+                                          base(w->path), strerror(e));
+            }
+            done += (size_t)k;
+        }
+        w->off += n;
+        return 0;
+    }
+    memcpy(w->out + w->outlen, p, n);
+    w->outlen += n;
+    w->off += n;
+    return 0;
+}
+
+/* Compress (when worth it), checksum and append one block. */
+static int write_block(sst_writer_t *w, const uint8_t *data, size_t len, struct handle *h)
+{
+    const uint8_t *stored = data;
+    size_t slen = len;
+    uint8_t type = RAW;
+    if (w->o.compression_level > 0 && len > 64) {
+        size_t bound = ZSTD_compressBound(len);
+        if (bound > w->ccap) {
+            uint8_t *p = realloc(w->cbuf, bound);
+            if (!p)
+                return w->error = err_set(-ENOMEM, "out of memory");
+            w->cbuf = p;
+            w->ccap = bound;
+        }
+        size_t c = ZSTD_compressCCtx(w->cctx, w->cbuf, w->ccap, data, len, w->o.compression_level);
+        if (!ZSTD_isError(c) && c < len - len / 8) {
+            stored = w->cbuf;
+            slen = c;
+            type = ZSTD;
+        }
+    }
+    uint8_t tr[TRAILER];
+    tr[0] = type;
+    enc_u32(tr + 1, crc32c_extend(crc32c(stored, slen), &type, 1));
+    h->off = w->off;
+    h->size = slen;
+    int rc = wappend(w, stored, slen);
+    if (rc == 0)
+        rc = wappend(w, tr, TRAILER);
+    w->raw_bytes += len;
+    w->stored_bytes += slen + TRAILER;
+    return rc;
+}
+
+static int flush_data(sst_writer_t *w)
+{
+    if (bb_empty(w->data))
+        return 0;
+    const uint8_t *p;
+    size_t n;
+    struct handle h;
+    int rc = bb_finish(w->data, &p, &n);
+    if (rc == 0)
+        rc = write_block(w, p, n, &h);
+    if (rc)
+        return w->error = rc < 0 ? rc : -EIO;
+    uint8_t hv[16];
+    enc_u64(hv, h.off);
+    enc_u64(hv + 8, h.size);
+    size_t kl;
+    const uint8_t *k = bb_last_key(w->data, &kl);
+    rc = bb_add(w->index, k, kl, hv, sizeof hv);
+    bb_reset(w->data);
+    w->nblocks++;
+    return rc ? (w->error = err_set(rc, "out of memory")) : 0;
+}
+
+int sst_writer_open(const char *path, const sst_options_t *o, const sst_keyfmt_t *kf,
+                    sst_writer_t **out)
+{
+    sst_writer_t *w = calloc(1, sizeof *w);
+    if (!w)
+        return err_set(-ENOMEM, "out of memory");
+    w->o = *o;
+    if (w->o.block_size < 256)
+        w->o.block_size = 256;
+    if (kf)
+        w->kf = *kf;
+    if (!w->kf.cmp)
+        w->kf.cmp = bytewise_cmp;
+    w->path = strdup(path);
+    w->data = bb_new();
+    w->index = bb_new();
+    w->out = malloc(OUTBUF);
+    w->cctx = ZSTD_createCCtx();
+    if (!w->path || !w->data || !w->index || !w->out || !w->cctx) {
+        w->fd = -1;
+        sst_writer_abandon(w);
+        return err_set(-ENOMEM, "out of memory");
+    }
+    w->fd = open(path, O_CREAT | O_EXCL | O_WRONLY | O_CLOEXEC, 0644);
+    if (w->fd < 0) {
+        int e = errno;
+        sst_writer_abandon(w);
+        return err_set(-e, "sst %s: cannot create: %s", base(path), strerror(e));
+    }
+    *out = w;
+    return 0;
+}
+
+static int keep_key(uint8_t **buf, size_t *len, size_t *cap, const void *key, size_t klen)
+{
+    if (klen > *cap) {
+        uint8_t *p = realloc(*buf, klen);
+        if (!p)
+            return -ENOMEM;
+        *buf = p;
+        *cap = klen;
+    }
+    memcpy(*buf, key, klen);
+    *len = klen;
+    return 0;
+}
+
+int sst_writer_add(sst_writer_t *w, const void *key, size_t klen, const void *val, size_t vlen)
+{
+    if (w->error)
+        return w->error;
+    if (w->count && w->kf.cmp(w->last, w->lastlen, key, klen) >= 0)
+        return err_set(-EINVAL, "sst %s: keys added out of order", base(w->path));
+    if (w->o.bloom_bits_per_key > 0) {
+        size_t fl = w->kf.filter_len ? w->kf.filter_len(key, klen) : klen;
+        size_t pl = w->count ? (w->kf.filter_len ? w->kf.filter_len(w->last, w->lastlen) : w->lastlen) : 0;
+        if (!w->count || fl != pl || memcmp(key, w->last, fl) != 0) {
+            if (w->nh == w->caph) {
+                size_t cap = w->caph ? 2 * w->caph : 1024;
+                uint32_t *p = realloc(w->hashes, cap * sizeof *p);
+                if (!p)
+                    return w->error = err_set(-ENOMEM, "out of memory");
+                w->hashes = p;
+                w->caph = cap;
+            }
+            w->hashes[w->nh++] = bloom_hash(key, fl);
+        }
+    }
+    if (!w->count) {
+        w->first = malloc(klen ? klen : 1);
+        if (!w->first)
+            return w->error = err_set(-ENOMEM, "out of memory");
+        memcpy(w->first, key, klen);
+        w->firstlen = klen;
+    }
+    if (keep_key(&w->last, &w->lastlen, &w->lastcap, key, klen) < 0 ||
+        bb_add(w->data, key, klen, val, vlen) < 0)
+        return w->error = err_set(-ENOMEM, "out of memory");
+    w->count++;
+    if (bb_size(w->data) >= w->o.block_size)
+        return flush_data(w);
+    return 0;
+}
+
+int sst_writer_set_prop(sst_writer_t *w, const char *name, uint64_t value)
+{
+    if (strlen(name) > 64 || !*name)
+        return err_set(-EINVAL, "property name '%s' is empty or longer than 64 bytes", name);
+    for (int i = 0; i < w->nprops; i++) {
+        if (strcmp(w->props[i].name, name) == 0) {
+            w->props[i].value = value;
+            return 0;
+        }
+    }
+    if (w->nprops == MAX_PROPS)
+        return err_set(-EINVAL, "too many properties");
+    snprintf(w->props[w->nprops].name, sizeof w->props[0].name, "%s", name);
+    w->props[w->nprops++].value = value;
+    return 0;
+}
+
+uint64_t sst_writer_size(const sst_writer_t *w)
+{
+    return w->off + bb_size(w->data);
+}
+
+uint64_t sst_writer_count(const sst_writer_t *w)
+{
+    return w->count;
+}
+
+static void writer_free(sst_writer_t *w)
+{
+    bb_free(w->data);
+    bb_free(w->index);
+    free(w->out);
+    free(w->last);
+    free(w->first);
+    free(w->hashes);
+    free(w->cbuf);
+    ZSTD_freeCCtx(w->cctx);
+    free(w->path);
+    free(w);
+}
+
+void sst_writer_abandon(sst_writer_t *w)
+{
+    if (!w)
+        return;
+    if (w->fd >= 0) {
+        close(w->fd);
+        unlink(w->path);
+    }
+    writer_free(w);
+}
+
+/* Properties: varint count, then per property: varint name length, name,
+ * varint value length, value (u64 for numbers, raw bytes for the key range). */
+static int props_block(sst_writer_t *w, uint8_t **out, size_t *len)
+{
+    size_t cap = 64 + (size_t)(w->nprops + 8) * 90 + w->firstlen + w->lastlen;
+    uint8_t *p = malloc(cap), *q = p;
+    if (!p)
+        return -ENOMEM;
+    struct prop std[6] = {
+        { "entries", w->count }, { "data_blocks", w->nblocks }, { "raw_bytes", w->raw_bytes },
+        { "stored_bytes", w->stored_bytes }, { "filter_keys", w->nh },
+        { "bloom_bits_per_key", (uint64_t)w->o.bloom_bits_per_key },
+    };
+    q += enc_varint(q, (uint64_t)(6 + w->nprops + 2));
+    for (int i = 0; i < 6 + w->nprops; i++) {
+        const struct prop *pr = i < 6 ? &std[i] : &w->props[i - 6];
+        size_t nl = strlen(pr->name);
+        q += enc_varint(q, nl);
+        memcpy(q, pr->name, nl);
+        q += nl;
+        q += enc_varint(q, 8);
+        enc_u64(q, pr->value);
+        q += 8;
+    }
+    const char *kn[2] = { "smallest", "largest" };
+    const uint8_t *kv[2] = { w->first, w->last };
+    size_t kl[2] = { w->firstlen, w->lastlen };
+    for (int i = 0; i < 2; i++) {
+        q += enc_varint(q, strlen(kn[i]));
+        memcpy(q, kn[i], strlen(kn[i]));
+        q += strlen(kn[i]);
+        q += enc_varint(q, kl[i]);
+        if (kl[i])
+            memcpy(q, kv[i], kl[i]);
+        q += kl[i];
+    }
+    *out = p;
+    *len = (size_t)(q - p);
+    return 0;
+}
+
+int sst_writer_finish(sst_writer_t *w, uint64_t *file_size)
+{
+    int rc = w->error ? w->error : flush_data(w);
+    struct handle fh = { 0, 0 }, ph = { 0, 0 }, ih = { 0, 0 };
+    if (rc == 0 && w->o.bloom_bits_per_key > 0) {
+        size_t n = bloom_size(w->nh, w->o.bloom_bits_per_key);
+        uint8_t *f = malloc(n);
+        if (!f)
+            rc = err_set(-ENOMEM, "out of memory");
+        else {
+            bloom_build(f, n, w->hashes, w->nh, w->o.bloom_bits_per_key);
+            int lvl = w->o.compression_level;
+            w->o.compression_level = 0;     /* bits do not compress */
+            rc = write_block(w, f, n, &fh);
+            w->o.compression_level = lvl;
+            free(f);
+        }
+    }
+    if (rc == 0) {
+        uint8_t *p;
+        size_t n;
+        if (props_block(w, &p, &n) < 0) {
+            rc = err_set(-ENOMEM, "out of memory");
+        } else {
+            rc = write_block(w, p, n, &ph);
+            free(p);
+        }
+    }
+    if (rc == 0) {
+        const uint8_t *p;
+        size_t n;
+        if (bb_empty(w->index)) {
+            /* An empty table still has a well-formed (empty) index. */
+            static const uint8_t empty[8] = { 0, 0, 0, 0, 1, 0, 0, 0 };
+            p = empty;
+            n = sizeof empty;
+        } else if (bb_finish(w->index, &p, &n) < 0) {
+            rc = err_set(-ENOMEM, "out of memory");
+        }
+        if (rc == 0)
+            rc = write_block(w, p, n, &ih);
+    }
+    if (rc == 0) {
+        uint8_t f[SST_FOOTER];
+        enc_u64(f, fh.off);
+        enc_u64(f + 8, fh.size);
+        enc_u64(f + 16, ph.off);
+        enc_u64(f + 24, ph.size);
+        enc_u64(f + 32, ih.off);
+        enc_u64(f + 40, ih.size);
+        enc_u32(f + 48, SST_VERSION);
+        enc_u32(f + 52, crc32c(f, 52));
+        enc_u64(f + 56, SST_MAGIC);
+        rc = wappend(w, f, sizeof f);
+    }
+    if (rc == 0)
+        rc = wflush(w);
+    if (rc == 0 && fsync(w->fd) < 0)
+        rc = err_set(-EIO, "sst %s: fsync failed: %s", base(w->path), strerror(errno));
+    if (rc) {
+        sst_writer_abandon(w);
+        return rc;
+    }
+    if (file_size)
+        *file_size = w->off;
+    close(w->fd);
+    w->fd = -1;
+    writer_free(w);
+    return 0;
+}
+
+/* ================================================================== */
+/* reader                                                               */
+
+struct sst_reader {
+    int fd;
+    uint64_t number, size;
+    sst_keyfmt_t kf;
+    sst_cache_t *cache;
+    char name[64];
+    uint8_t *index;
+    size_t index_len;
+    uint8_t *filter;
+    size_t filter_len;
+    struct prop props[MAX_PROPS + 8];
+    int nprops;
+    uint8_t *smallest, *largest;
+    size_t smallest_len, largest_len;
+};
+
+static pthread_key_t dkey;
+static pthread_once_t donce = PTHREAD_ONCE_INIT;
+
+static void dctx_free(void *p)
+{
+    ZSTD_freeDCtx(p);
+}
+
+static void dkey_make(void)
+{
+    pthread_key_create(&dkey, dctx_free);
+}
+
+/* One decompression context per thread, freed when the thread ends. */
+static ZSTD_DCtx *thread_dctx(void)
+{
+    pthread_once(&donce, dkey_make);
+    ZSTD_DCtx *d = pthread_getspecific(dkey);
+    if (!d) {
+        d = ZSTD_createDCtx();
+        if (d)
+            pthread_setspecific(dkey, d);
+    }
+    return d;
+}
+
+/*
+ * Read, verify and (if needed) decompress the block at H.  *OUT is malloc'd
+ * and holds the block's bytes (possibly followed by slack).
+ */
+static int read_block(const sst_reader_t *r, struct handle h, uint8_t **out, size_t *len)
+{
+    if (h.size > MAX_BLOCK || h.off > r->size || h.size + TRAILER > r->size - h.off)
+        return err_set(-EIO, "sst %s: block handle at %llu out of bounds", r->name,
+                       (unsigned long long)h.off);
+    size_t n = (size_t)h.size + TRAILER;
+    uint8_t *buf = malloc(n);
+    if (!buf)
+        return err_set(-ENOMEM, "out of memory");
+    size_t done = 0;
+    while (done < n) {
+        ssize_t k = pread(r->fd, buf + done, n - done, (off_t)(h.off + done));
+        if (k < 0 && errno == EINTR)
+            continue;
+        if (k <= 0) {
+            free(buf);
+            return err_set(-EIO, "sst %s: read at %llu failed: %s", r->name,
+                           (unsigned long long)h.off, k < 0 ? strerror(errno) : "short file");
+        }
+        done += (size_t)k;
+    }
+    uint8_t type = buf[h.size];
+    if (crc32c_extend(crc32c(buf, (size_t)h.size), &type, 1) != dec_u32(buf + h.size + 1)) {
+        free(buf);
+        return err_set(-EIO, "sst %s: bad block checksum at offset %llu", r->name,
+                       (unsigned long long)h.off);
+    }
+    if (type == RAW) {
+        *out = buf;
+        *len = (size_t)h.size;
+        return 0;
+    }
+    if (type != ZSTD) {
+        free(buf);
+        return err_set(-EIO, "sst %s: unknown compression %u at offset %llu", r->name, type,
+                       (unsigned long long)h.off);
+    }
+    unsigned long long raw = ZSTD_getFrameContentSize(buf, (size_t)h.size);
+    ZSTD_DCtx *d = thread_dctx();
+    uint8_t *dst = raw <= MAX_BLOCK ? malloc(raw ? raw : 1) : NULL;
+    if (!d || !dst) {
+        free(buf);
+        free(dst);
+        return raw > MAX_BLOCK ? err_set(-EIO, "sst %s: bad compressed block at offset %llu", r->name,
+                                         (unsigned long long)h.off)
+                               : err_set(-ENOMEM, "out of memory");
+    }
+    size_t got = ZSTD_decompressDCtx(d, dst, raw, buf, (size_t)h.size);
+    free(buf);
+    if (ZSTD_isError(got) || got != raw) {
+        free(dst);
+        return err_set(-EIO, "sst %s: bad compressed block at offset %llu", r->name,
+                       (unsigned long long)h.off);
+    }
+    *out = dst;
+    *len = (size_t)raw;
+    return 0;
+}
+
+static int parse_props(sst_reader_t *r, const uint8_t *p, size_t len)
+{
+    const uint8_t *end = p + len;
+    uint64_t n, nl, vl;
+    size_t k;
+    if (!(k = dec_varint(p, end, &n)) || n > MAX_PROPS + 8)
+        goto bad;
+    p += k;
+    for (uint64_t i = 0; i < n; i++) {
+        if (!(k = dec_varint(p, end, &nl)) || nl > 64 || nl > (uint64_t)(end - p - k))
+            goto bad;
+        p += k;
+        char name[65];
+        memcpy(name, p, (size_t)nl);
+        name[nl] = '\0';
+        p += nl;
+        if (!(k = dec_varint(p, end, &vl)) || vl > (uint64_t)(end - p - k))
+            goto bad;
+        p += k;
+        uint8_t **dst = !strcmp(name, "smallest") ? &r->smallest : !strcmp(name, "largest") ? &r->largest : NULL;
+        if (dst) {
+            *dst = malloc(vl ? vl : 1);
+            if (!*dst)
+                return err_set(-ENOMEM, "out of memory");
+            memcpy(*dst, p, (size_t)vl);
+            *(dst == &r->smallest ? &r->smallest_len : &r->largest_len) = (size_t)vl;
+        } else {
+            if (vl != 8)
+                goto bad;
+            snprintf(r->props[r->nprops].name, sizeof r->props[0].name, "%s", name);
+            r->props[r->nprops++].value = dec_u64(p);
+        }
+        p += vl;
+    }
+    return 0;
+bad:
+    return err_set(-EIO, "sst %s: malformed properties block", r->name);
+}
+
+int sst_open(const char *path, uint64_t file_number, const sst_keyfmt_t *kf,
+             sst_cache_t *cache, sst_reader_t **out)
+{
+    sst_reader_t *r = calloc(1, sizeof *r);
+    if (!r)
+        return err_set(-ENOMEM, "out of memory");
+    snprintf(r->name, sizeof r->name, "%.60s", base(path));
+    r->number = file_number;
+    r->cache = cache;
+    if (kf)
+        r->kf = *kf;
+    if (!r->kf.cmp)
+        r->kf.cmp = bytewise_cmp;
+    r->fd = open(path, O_RDONLY | O_CLOEXEC);
+    int rc = 0;
+    struct stat st;
+    uint8_t f[SST_FOOTER];
+    if (r->fd < 0) {
+        rc = err_set(errno == ENOENT ? -ENOENT : -EIO, "sst %s: cannot open: %s", r->name, strerror(errno));
+    } else if (fstat(r->fd, &st) < 0) {
+        rc = err_set(-EIO, "sst %s: %s", r->name, strerror(errno));
+    } else if ((r->size = (uint64_t)st.st_size) < SST_FOOTER) {
+        rc = err_set(-EIO, "sst %s: too short to be a table (%llu bytes)", r->name,
+                     (unsigned long long)r->size);
+    } else if (pread(r->fd, f, sizeof f, (off_t)(r->size - SST_FOOTER)) != SST_FOOTER) {
+        rc = err_set(-EIO, "sst %s: cannot read the footer", r->name);
+    } else if (dec_u64(f + 56) != SST_MAGIC) {
+        rc = err_set(-EIO, "sst %s: not a table (bad magic number)", r->name);
+    } else if (dec_u32(f + 52) != crc32c(f, 52)) {
+        rc = err_set(-EIO, "sst %s: bad footer checksum", r->name);
+    } else if (dec_u32(f + 48) != SST_VERSION) {
+        rc = err_set(-EIO, "sst %s: unsupported format version %u", r->name, dec_u32(f + 48));
+    }
+    if (rc == 0) {
+        struct handle fh = { dec_u64(f), dec_u64(f + 8) }, ph = { dec_u64(f + 16), dec_u64(f + 24) },
+                      ih = { dec_u64(f + 32), dec_u64(f + 40) };
+        uint8_t *pb = NULL;
+        size_t pl;
+        rc = read_block(r, ih, &r->index, &r->index_len);
+        if (rc == 0 && fh.size)
+            rc = read_block(r, fh, &r->filter, &r->filter_len);
+        if (rc == 0)
+            rc = read_block(r, ph, &pb, &pl);
+        if (rc == 0)
+            rc = parse_props(r, pb, pl);
+        free(pb);
+        if (rc == -ENOENT)
+            rc = -EIO;
+    }
+    if (rc) {
+        sst_close(r);
+        return rc;
+    }
+    *out = r;
+    return 0;
+}
+
+void sst_close(sst_reader_t *r)
+{
+    if (!r)
+        return;
+    if (r->fd >= 0)
+        close(r->fd);
+    free(r->index);
+    free(r->filter);
+    free(r->smallest);
+    free(r->largest);
+    free(r);
+}
+
+int sst_prop(const sst_reader_t *r, const char *name, uint64_t *v)
+{
+    for (int i = 0; i < r->nprops; i++) {
+        if (!strcmp(r->props[i].name, name)) {
+            *v = r->props[i].value;
+            return 0;
+        }
+    }
+    return -ENOENT;
+}
+
+uint64_t sst_entries(const sst_reader_t *r)
+{
+    uint64_t v = 0;
+    sst_prop(r, "entries", &v);
+    return v;
+}
+
+uint64_t sst_file_size(const sst_reader_t *r) { return r->size; }
+
+const void *sst_smallest(const sst_reader_t *r, size_t *len)
+{
+    *len = r->smallest_len;
+    return r->smallest;
+}
+
+const void *sst_largest(const sst_reader_t *r, size_t *len)
+{
+    *len = r->largest_len;
+    return r->largest;
+}
+
+int sst_may_contain(const sst_reader_t *r, const void *key, size_t klen)
+{
+    if (!r->filter)
+        return 1;
+    size_t fl = r->kf.filter_len ? r->kf.filter_len(key, klen) : klen;
+    return bloom_may_contain(r->filter, r->filter_len, bloom_hash(key, fl));
+}
+
+/* A data block in use: from the cache, or owned when there is no cache. */
+struct bref {
+    const uint8_t *data;
+    size_t len;
+    cache_entry_t *ce;
+    uint8_t *owned;
+};
+
+static void bref_release(sst_reader_t *r, struct bref *b)
+{
+    if (b->ce)
+        sst_cache_release(r->cache, b->ce);
+    free(b->owned);
+    memset(b, 0, sizeof *b);
+}
+
+static int decode_handle(const uint8_t *v, size_t vl, struct handle *h)
+{
+    if (vl != 16)
+        return -1;
+    h->off = dec_u64(v);
+    h->size = dec_u64(v + 8);
+    return 0;
+}
+
+static int get_block(sst_reader_t *r, struct handle h, struct bref *b)
+{
+    if (r->cache && (b->ce = sst_cache_lookup(r->cache, r->number, h.off))) {
+        b->data = sst_cache_data(b->ce, &b->len);
+        return 0;
+    }
+    uint8_t *data;
+    size_t len;
+    int rc = read_block(r, h, &data, &len);
+    if (rc)
+        return rc;
+    if (r->cache && (b->ce = sst_cache_insert(r->cache, r->number, h.off, data, len))) {
+        b->data = sst_cache_data(b->ce, &b->len);
+        return 0;
+    }
+    if (r->cache)
+        return err_set(-ENOMEM, "out of memory");
+    b->owned = data;
+    b->data = data;
+    b->len = len;
+    return 0;
+}
+
+int sst_get(sst_reader_t *r, const void *key, size_t klen, sst_get_fn fn, void *arg)
+{
+    if (!sst_may_contain(r, key, klen))
+        return 1;
+    block_iter_t *ix = bi_new(r->index, r->index_len, r->kf.cmp);
+    if (!ix)
+        return err_set(-ENOMEM, "out of memory");
+    bi_seek(ix, key, klen);
+    int rc = 1;
+    struct handle h;
+    if (bi_status(ix)) {
+        rc = err_set(-EIO, "sst %s: malformed index block", r->name);
+    } else if (bi_valid(ix)) {
+        size_t vl;
+        const uint8_t *v = bi_value(ix, &vl);
+        struct bref b = { 0 };
+        if (decode_handle(v, vl, &h) < 0)
+            rc = err_set(-EIO, "sst %s: malformed index entry", r->name);
+        else
+            rc = get_block(r, h, &b);
+        if (rc == 0) {
+            block_iter_t *di = bi_new(b.data, b.len, r->kf.cmp);
+            if (!di) {
+                rc = err_set(-ENOMEM, "out of memory");
+            } else {
+                bi_seek(di, key, klen);
+                if (bi_status(di)) {
+                    rc = err_set(-EIO, "sst %s: malformed data block at offset %llu", r->name,
+                                 (unsigned long long)h.off);
+                } else if (bi_valid(di)) {
+                    size_t k2, v2;
+                    const uint8_t *kk = bi_key(di, &k2), *vv = bi_value(di, &v2);
+                    rc = fn(arg, kk, k2, vv, v2);
+                } else {
+                    rc = 1;
+                }
+                bi_free(di);
+            }
+        }
+        bref_release(r, &b);
+    }
+    bi_free(ix);
+    return rc;
+}
+
+/* ---- iterator ---- */
+
+struct sst_iter {
+    sst_reader_t *r;
+    block_iter_t *ix, *di;
+    struct bref b;
+    struct handle h;
+    int status;
+};
+
+sst_iter_t *sst_iter_new(sst_reader_t *r)
+{
+    sst_iter_t *it = calloc(1, sizeof *it);
+    if (!it)
+        return NULL;
+    it->r = r;
+    it->ix = bi_new(r->index, r->index_len, r->kf.cmp);
+    if (!it->ix) {
+        free(it);
+        return NULL;
+    }
+    return it;
+}
+
+static void drop_block(sst_iter_t *it)
+{
+    bi_free(it->di);
+    it->di = NULL;
+    bref_release(it->r, &it->b);
+}
+
+void sst_iter_free(sst_iter_t *it)
+{
+    if (!it)
+        return;
+    drop_block(it);
+    bi_free(it->ix);
+    free(it);
+}
+
+static void fail(sst_iter_t *it, int rc)
+{
+    drop_block(it);
+    it->status = rc;
+}
+
+/* Load the data block the index iterator is on. */
+static int load_block(sst_iter_t *it)
+{
+    drop_block(it);
+    size_t vl;
+    const uint8_t *v = bi_value(it->ix, &vl);
+    if (decode_handle(v, vl, &it->h) < 0) {
+        fail(it, err_set(-EIO, "sst %s: malformed index entry", it->r->name));
+        return -1;
+    }
+    int rc = get_block(it->r, it->h, &it->b);
+    if (rc == 0 && !(it->di = bi_new(it->b.data, it->b.len, it->r->kf.cmp)))
+        rc = err_set(-ENOMEM, "out of memory");
+    if (rc) {
+        fail(it, rc);
+        return -1;
+    }
+    return 0;
+}
+
+static int check_block(sst_iter_t *it)
+{
+    if (it->di && bi_status(it->di)) {
+        fail(it, err_set(-EIO, "sst %s: malformed data block at offset %llu", it->r->name,
+                         (unsigned long long)it->h.off));
+        return -1;
+    }
+    return 0;
+}
+
+/* Move past exhausted data blocks to the next entry, if any. */
+static void skip_forward(sst_iter_t *it)
+{
+    while (!it->status && (!it->di || !bi_valid(it->di))) {
+        if (check_block(it) < 0)
+            return;
+        if (bi_status(it->ix)) {
+            fail(it, err_set(-EIO, "sst %s: malformed index block", it->r->name));
+            return;
+        }
+        if (!it->di) {
+            /* Not positioned on any block: nothing more. */
+            return;
+        }
+        bi_next(it->ix);
+        if (!bi_valid(it->ix)) {
+            drop_block(it);
+            return;
+        }
+        if (load_block(it) < 0)
+            return;
+        bi_seek_first(it->di);
+    }
+    check_block(it);
+}
+
+void sst_iter_seek(sst_iter_t *it, const void *key, size_t klen)
+{
+    it->status = 0;
+    drop_block(it);
+    bi_seek(it->ix, key, klen);
+    if (bi_status(it->ix)) {
+        fail(it, err_set(-EIO, "sst %s: malformed index block", it->r->name));
+        return;
+    }
+    if (!bi_valid(it->ix) || load_block(it) < 0)
+        return;
+    bi_seek(it->di, key, klen);
+    skip_forward(it);
+}
+
+void sst_iter_seek_first(sst_iter_t *it)
+{
+    it->status = 0;
+    drop_block(it);
+    bi_seek_first(it->ix);
+    if (bi_status(it->ix)) {
+        fail(it, err_set(-EIO, "sst %s: malformed index block", it->r->name));
+        return;
+    }
+    if (!bi_valid(it->ix) || load_block(it) < 0)
+        return;
+    bi_seek_first(it->di);
+    skip_forward(it);
+}
+
+int sst_iter_valid(const sst_iter_t *it)
+{
+    return !it->status && it->di && bi_valid(it->di);
+}
+
+void sst_iter_next(sst_iter_t *it)
+{
+    if (!sst_iter_valid(it))
+        return;
+    bi_next(it->di);
+    skip_forward(it);
+}
+
+const void *sst_iter_key(const sst_iter_t *it, size_t *klen)
+{
+    return bi_key(it->di, klen);
+}
+
+const void *sst_iter_value(const sst_iter_t *it, size_t *vlen)
+{
+    return bi_value(it->di, vlen);
+}
+
+int sst_iter_status(const sst_iter_t *it)
+{
+    return it->status;
+}

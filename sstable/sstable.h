@@ -1,0 +1,110 @@
+/*
+ * sstable.h - sorted string tables: immutable files of key/value entries in
+ * key order, written once by a writer and read by any number of threads.
+ *
+ * A table is data blocks (about block_size bytes each, keys prefix-compressed,
+ * each zstd-compressed when that saves at least an eighth), a bloom filter
+ * over the keys' filter parts, a properties block, an index block (the last
+ * key of each data block and where the block is), and a fixed 64-byte footer
+ * with a magic number, a format version and its own checksum.  Every block
+ * carries a CRC32C that is checked on every read from disk.  The byte layout
+ * is in docs/format.md.
+ *
+ * The module knows nothing of the engine: keys are opaque bytes ordered by
+ * the caller's comparator, and the caller says how much of a key the filter
+ * covers (the engine filters on the user key and leaves out its sequence
+ * trailer).
+ *
+ * Errors are negative errnos with a message (err.h).  A file that is not a
+ * table, has the wrong version, is truncated, or whose footer, index, filter
+ * or properties fail their checksum is refused by sst_open with -EIO.  A data
+ * block that fails its checksum or does not parse makes the lookup or
+ * iterator that touched it fail with -EIO; nothing wrong is ever returned.
+ *
+ * Threads: a writer belongs to one thread.  A reader is safe from many
+ * threads at once (pread on one descriptor, immutable parsed state; the
+ * cache locks itself).  An iterator belongs to one thread and keeps its
+ * reader alive only as long as the caller keeps the reader open.
+ */
+#ifndef STASH_SSTABLE_H
+#define STASH_SSTABLE_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "block.h"
+#include "cache.h"
+
+#define SST_VERSION 1
+#define SST_MAGIC   UINT64_C(0x5353544153485442)   /* "BTHSATSS" on disk */
+#define SST_FOOTER  64
+
+typedef struct sst_keyfmt {
+    sst_cmp_fn cmp;                                   /* NULL = bytewise */
+    size_t (*filter_len)(const void *key, size_t klen); /* NULL = whole key */
+} sst_keyfmt_t;
+
+typedef struct sst_options {
+    size_t block_size;          /* data block target, bytes */
+    int compression_level;      /* zstd level, 0 = none */
+    int bloom_bits_per_key;     /* 0 = no filter */
+} sst_options_t;
+
+typedef struct sst_writer sst_writer_t;
+typedef struct sst_reader sst_reader_t;
+typedef struct sst_iter sst_iter_t;
+
+/* ---- writing ---- */
+
+/* Create PATH (it must not exist) for a new table.  -EEXIST, -ENOSPC, -EIO. */
+int sst_writer_open(const char *path, const sst_options_t *o, const sst_keyfmt_t *kf,
+                    sst_writer_t **out);
+/* Add an entry; keys strictly increasing (-EINVAL otherwise). */
+int sst_writer_add(sst_writer_t *w, const void *key, size_t klen, const void *val, size_t vlen);
+/* Record a named number in the properties block (names up to 64 bytes). */
+int sst_writer_set_prop(sst_writer_t *w, const char *name, uint64_t value);
+uint64_t sst_writer_size(const sst_writer_t *w);   /* bytes so far (estimate) */
+uint64_t sst_writer_count(const sst_writer_t *w);
+/* Write the meta blocks and footer, fsync, close; frees W.  On error the file
+ * is removed.  The caller fsyncs the directory. */
+int sst_writer_finish(sst_writer_t *w, uint64_t *file_size);
+/* Give up: close and remove the file; frees W. */
+void sst_writer_abandon(sst_writer_t *w);
+
+/* ---- reading ---- */
+
+/* Open the table at PATH; FILE_NUMBER keys its blocks in CACHE (may be NULL). */
+int sst_open(const char *path, uint64_t file_number, const sst_keyfmt_t *kf,
+             sst_cache_t *cache, sst_reader_t **out);
+void sst_close(sst_reader_t *r);
+
+/* Is KEY possibly in the table?  0 only when the filter rules it out. */
+int sst_may_contain(const sst_reader_t *r, const void *key, size_t klen);
+
+/*
+ * Point lookup: find the first entry >= KEY and call FN with it (unless the
+ * filter rules KEY out).  Returns FN's return value, 1 when no entry was
+ * offered (filter miss or KEY after the last key), or -EIO.
+ */
+typedef int (*sst_get_fn)(void *arg, const void *key, size_t klen, const void *val, size_t vlen);
+int sst_get(sst_reader_t *r, const void *key, size_t klen, sst_get_fn fn, void *arg);
+
+uint64_t sst_entries(const sst_reader_t *r);
+uint64_t sst_file_size(const sst_reader_t *r);
+const void *sst_smallest(const sst_reader_t *r, size_t *len);
+const void *sst_largest(const sst_reader_t *r, size_t *len);
+/* A property by name: 0 and *v, or -ENOENT. */
+int sst_prop(const sst_reader_t *r, const char *name, uint64_t *v);
+
+/* Iterators; NULL only when out of memory. */
+sst_iter_t *sst_iter_new(sst_reader_t *r);
+void sst_iter_free(sst_iter_t *it);
+void sst_iter_seek(sst_iter_t *it, const void *key, size_t klen);
+void sst_iter_seek_first(sst_iter_t *it);
+int sst_iter_valid(const sst_iter_t *it);
+void sst_iter_next(sst_iter_t *it);
+const void *sst_iter_key(const sst_iter_t *it, size_t *klen);
+const void *sst_iter_value(const sst_iter_t *it, size_t *vlen);
+int sst_iter_status(const sst_iter_t *it);
+
+#endif

@@ -37,32 +37,39 @@
 #include <unistd.h>
 
 #include "batch.h"
+#include "cache.h"
+#include "compact.h"
 #include "err.h"
 #include "iter.h"
 #include "memtable.h"
+#include "version.h"
 #include "wal.h"
 
 #define GROUP_MAX   (1u << 20)   /* bytes a commit group grows to */
 #define GROUP_SMALL (128u << 10) /* a small first batch only takes this much more */
+#define MAX_FROZEN  2            /* frozen memtables before writers wait for a flush */
 
-/* What a reader sees: the active memtable and the frozen ones, newest first. */
+/* What a reader sees: the active memtable, the frozen ones (newest first)
+ * and the tables. */
 struct view {
     atomic_int ref;
     memtable_t *mem;
+    version_t *ver;
     int nimm;
     memtable_t *imm[];
 };
 
-/* A frozen memtable and the newest log whose records it holds. */
+/* A frozen memtable, and the oldest log still needed once it is flushed. */
 struct frozen {
     memtable_t *mt;
-    uint64_t lognum;
+    uint64_t log_keep;
 };
 
 /* One thread waiting in the write queue. */
 struct writer {
     const stash_batch_t *b;   /* NULL: nothing to write (a sync request) */
     int sync;
+    int force;                /* start a new memtable even if this one has room */
     int done;
     int rc;
     pthread_cond_t cv;
@@ -87,8 +94,8 @@ struct stash {
     struct frozen *imm;         /* oldest first */
     int nimm, capimm;
     struct view *view;
+    version_t *ver;             /* the current version (a reference) */
     uint64_t last_seq;
-    uint64_t next_lognum;
     int log_dirty;              /* appended since the last fsync */
     uint64_t log_size;          /* bytes in the current log */
     int bgerr;
@@ -98,6 +105,18 @@ struct stash {
     int bg_running;
     int closing;
     pthread_cond_t bg_cv;
+    pthread_cond_t done_cv;     /* a flush or compaction finished */
+
+    /* Tables.  work_mu serialises flushes and compactions (the background
+     * thread's and stash_compact_range's); vs and cptr are theirs. */
+    pthread_mutex_t work_mu;
+    vset_t vs;
+    sst_cache_t *cache;
+    uint8_t *cptr[NLEVELS];
+    size_t cplen[NLEVELS];
+    struct cstats cst;          /* under mu */
+    int work_err;               /* the last flush or compaction error, under mu */
+    uint64_t st_stalls, st_stall_us;
 
     /* statistics, under mu */
     uint64_t st_puts, st_dels, st_groups, st_writers, st_syncs, st_logged, st_rotations;
@@ -216,6 +235,7 @@ static void view_unref(struct view *v)
     if (!v || atomic_fetch_sub_explicit(&v->ref, 1, memory_order_acq_rel) != 1)
         return;
     mt_unref(v->mem);
+    version_unref(v->ver);
     for (int i = 0; i < v->nimm; i++)
         mt_unref(v->imm[i]);
     free(v);
@@ -230,6 +250,8 @@ static struct view *view_make(stash_t *db)
     atomic_init(&v->ref, 1);
     v->mem = db->mem;
     mt_ref(v->mem);
+    v->ver = db->ver;
+    version_ref(v->ver);
     v->nimm = db->nimm;
     for (int i = 0; i < db->nimm; i++) {
         v->imm[i] = db->imm[db->nimm - 1 - i].mt;
@@ -259,14 +281,70 @@ static int apply_entry(void *arg, uint64_t seq, int type, const uint8_t *key, si
     return mt_add(arg, seq, type, key, klen, val, vlen);
 }
 
-/*
- * Tables are not written yet: a frozen memtable stays in memory and its log
- * stays on disk, so recovery replays it.  This is the seam where a flush to
- * a level-0 table (and then the removal of the log) goes.
- */
+/* Wake the background thread: a memtable waits to be flushed. */
 static void schedule_flush(stash_t *db)
 {
     pthread_cond_signal(&db->bg_cv);
+}
+
+/* Install a new view after the memtables or the version changed (mu held). */
+static int refresh_view(stash_t *db)
+{
+    struct view *v = view_make(db);
+    if (!v)
+        return -ENOMEM;
+    view_unref(db->view);
+    db->view = v;
+    return 0;
+}
+
+static uint64_t now_us(void)
+{
+    struct timespec t;
+    clock_gettime(CLOCK_MONOTONIC, &t);
+    return (uint64_t)t.tv_sec * 1000000u + (uint64_t)t.tv_nsec / 1000;
+}
+
+/*
+ * Called by the leader with mu held before it writes: keep memory and read
+ * cost bounded by making writers wait while too many memtables wait for a
+ * flush or level 0 holds too many tables, and slow them down a little as
+ * level 0 fills up.
+ */
+static int throttle(stash_t *db)
+{
+    int slowed = 0;
+    uint64_t t0 = 0;
+    for (;;) {
+        if (db->bgerr || db->closing)
+            return db->bgerr;
+        int l0 = db->ver->n[0];
+        if (db->nimm >= MAX_FROZEN || l0 >= db->opt.l0_stop_trigger) {
+            if (!t0)
+                t0 = now_us();
+            pthread_cond_signal(&db->bg_cv);
+            struct timespec t;
+            clock_gettime(CLOCK_MONOTONIC, &t);
+            t.tv_sec += 1;
+            pthread_cond_timedwait(&db->done_cv, &db->mu, &t);
+            continue;
+        }
+        if (l0 >= db->opt.l0_slowdown_trigger && !slowed) {
+            if (!t0)
+                t0 = now_us();
+            slowed = 1;
+            pthread_mutex_unlock(&db->mu);
+            usleep(1000);
+            pthread_mutex_lock(&db->mu);
+            continue;
+        }
+        break;
+    }
+    if (t0) {
+        db->st_stalls++;
+        db->st_stall_us += now_us() - t0;
+    }
+    return 0;
 }
 
 /*
@@ -274,15 +352,20 @@ static void schedule_flush(stash_t *db)
  * it and start a new memtable and a new log.  The old log is fsynced first,
  * so only the newest log can ever be torn by a crash.
  */
-static int make_room(stash_t *db)
+static int make_room(stash_t *db, int force)
 {
-    if (mt_memory(db->mem) < db->opt.memtable_size)
+    if (!force && mt_memory(db->mem) < db->opt.memtable_size)
         return 0;
-    uint64_t num = db->next_lognum;
+    if (force && mt_count(db->mem) == 0)
+        return 0;
+    int rc = throttle(db);
+    if (rc)
+        return err_set(rc, "store %s is read-only after an earlier write failed", db->dir);
+    uint64_t num = vset_new_file(&db->vs);
     wal_t *old = db->log, *nw = NULL;
     int dirty = db->log_dirty;
     pthread_mutex_unlock(&db->mu);
-    int rc = dirty ? wal_sync(old) : 0;
+    rc = dirty ? wal_sync(old) : 0;
     int synced_ok = rc == 0;
     if (rc == 0)
         rc = wal_create(db->dir, num, &nw);
@@ -312,20 +395,15 @@ static int make_room(stash_t *db)
         mt_unref(mt);
         return rc;
     }
-    db->next_lognum++;
     db->log_dirty = 0;
     db->log_size = wal_size(nw);
     db->imm[db->nimm].mt = db->mem;
-    db->imm[db->nimm].lognum = wal_number(old);
+    db->imm[db->nimm].log_keep = num;
     db->nimm++;
     db->mem = mt;
     db->log = nw;
     db->st_rotations++;
-    struct view *v = view_make(db);
-    if (v) {
-        view_unref(db->view);
-        db->view = v;
-    } else {
+    if (refresh_view(db) < 0) {
         /* Without a new view readers would miss the new memtable. */
         db->bgerr = -EROFS;
         rc = err_set(-ENOMEM, "out of memory for a new view; store is now read-only");
@@ -377,9 +455,9 @@ static struct writer *build_group(stash_t *db, struct writer *w, const stash_bat
     return last;
 }
 
-static int do_write(stash_t *db, const stash_batch_t *b, int sync)
+static int do_write(stash_t *db, const stash_batch_t *b, int sync, int force)
 {
-    struct writer w = { .b = b, .sync = sync };
+    struct writer w = { .b = b, .sync = sync, .force = force };
     pthread_cond_init(&w.cv, NULL);
     pthread_mutex_lock(&db->mu);
     if (db->wq_tail)
@@ -400,7 +478,7 @@ static int do_write(stash_t *db, const stash_batch_t *b, int sync)
     if (rc)
         err_set(rc, "store %s is read-only after an earlier write failed", db->dir);
     else
-        rc = make_room(db);
+        rc = make_room(db, force);
     struct writer *last = &w;
     if (rc == 0) {
         const stash_batch_t *g;
@@ -475,8 +553,8 @@ int stash_write(stash_t *db, stash_batch_t *b, int flags)
     if (db->opt.read_only)
         return err_set(-EROFS, "store %s is open read-only", db->dir);
     if (stash_batch_count(b) == 0)
-        return (flags & STASH_SYNC) ? do_write(db, NULL, 1) : 0;
-    return do_write(db, b, flags & STASH_SYNC);
+        return (flags & STASH_SYNC) ? do_write(db, NULL, 1, 0) : 0;
+    return do_write(db, b, flags & STASH_SYNC, 0);
 }
 
 static int write_one(stash_t *db, int type, const void *key, size_t klen,
@@ -496,7 +574,7 @@ static int write_one(stash_t *db, int type, const void *key, size_t klen,
         return err_set(-ENOMEM, "out of memory");
     rc = type == KT_PUT ? stash_batch_put(b, key, klen, val, vlen) : stash_batch_delete(b, key, klen);
     if (rc == 0)
-        rc = do_write(db, b, 0);
+        rc = do_write(db, b, 0, 0);
     stash_batch_free(b);
     return rc;
 }
@@ -517,7 +595,7 @@ int stash_sync(stash_t *db)
         return err_set(-EINVAL, "NULL store handle");
     if (db->opt.read_only)
         return 0;
-    return do_write(db, NULL, 1);
+    return do_write(db, NULL, 1, 0);
 }
 
 /* ------------------------------------------------------------------ */
@@ -541,7 +619,13 @@ int stash_get_at(stash_t *db, const stash_snapshot_t *s, const void *key, size_t
     for (int i = 0; r < 0 && i < v->nimm; i++)
         r = mt_get(v->imm[i], key, klen, seq, &p, &n);
     rc = -ENOENT;
-    if (r == KT_PUT) {
+    if (r == -1) {
+        r = version_get(v->ver, key, klen, seq, val, vlen);
+        if (r < -1)
+            rc = r;
+        else if (r == KT_PUT)
+            rc = 0;
+    } else if (r == KT_PUT) {
         void *copy = malloc(n ? n : 1);
         if (!copy) {
             rc = err_set(-ENOMEM, "out of memory for a value of %zu bytes", n);
@@ -612,12 +696,14 @@ stash_iter_t *stash_iter_new(stash_t *db, const stash_snapshot_t *s)
     if (s)
         it->seq = s->seq;
     int n = 1 + it->v->nimm;
-    iiter_t **kids = calloc((size_t)n, sizeof *kids);
+    iiter_t **kids = calloc((size_t)(n + it->v->ver->n[0] + NLEVELS), sizeof *kids);
     int ok = kids != NULL;
     for (int i = 0; ok && i < n; i++) {
         kids[i] = iter_memtable(i == 0 ? it->v->mem : it->v->imm[i - 1]);
         ok = kids[i] != NULL;
     }
+    if (ok)
+        ok = version_iters(it->v->ver, kids, &n) == 0;
     if (ok)
         it->m = iter_merge(kids, n);
     else if (kids)
@@ -753,33 +839,247 @@ int stash_iter_status(const stash_iter_t *it)
 /* background thread                                                    */
 
 /*
- * Wakes every wal_flush_interval seconds and fsyncs the log if anything was
- * appended since the last fsync, by queueing as an ordinary sync writer so it
- * never races the leader.  Table flushes and compaction will run here too.
+ * Table work, serialised by work_mu.  Each step records its result in the
+ * MANIFEST first and then installs the new version and view under mu, so a
+ * reader sees either the memtable or the table holding its data, never
+ * neither.
+ */
+
+/* After a failed flush or compaction: remember why, and say so in stats.  A
+ * MANIFEST that could not be written leaves the store read-only. */
+static void work_failed(stash_t *db, int rc, int manifest)
+{
+    pthread_mutex_lock(&db->mu);
+    db->work_err = rc;
+    if (manifest)
+        db->bgerr = -EROFS;
+    pthread_cond_broadcast(&db->done_cv);
+    pthread_mutex_unlock(&db->mu);
+}
+
+static void install(stash_t *db)
+{
+    version_unref(db->ver);
+    db->ver = db->vs.cur;
+    version_ref(db->ver);
+    if (refresh_view(db) < 0)
+        db->bgerr = -EROFS;
+    pthread_cond_broadcast(&db->done_cv);
+}
+
+/* Write the oldest frozen memtable to a level-0 table.  1 when one was
+ * flushed, 0 when none waits, or a negative errno. */
+static int flush_one(stash_t *db)
+{
+    pthread_mutex_lock(&db->mu);
+    if (!db->nimm || db->bgerr) {
+        pthread_mutex_unlock(&db->mu);
+        return 0;
+    }
+    memtable_t *mt = db->imm[0].mt;
+    uint64_t keep = db->imm[0].log_keep, seq = db->last_seq;
+    struct cstats st = db->cst;
+    pthread_mutex_unlock(&db->mu);
+
+    fmeta_t *f = NULL;
+    int rc = flush_memtable(&db->vs, &db->opt, mt, &f, &st);
+    vedit_t *e = rc ? NULL : calloc(1, sizeof *e);
+    if (rc == 0 && !e)
+        rc = err_set(-ENOMEM, "out of memory");
+    if (rc) {
+        if (f) {
+            atomic_store(&f->obsolete, 1);
+            fmeta_unref(f);
+        }
+        work_failed(db, rc, 0);
+        return rc;
+    }
+    e->has_log = 1;
+    e->log_number = keep;
+    e->has_seq = 1;
+    e->last_seq = seq;
+    if (f) {
+        e->add[0].level = 0;
+        e->add[0].f = f;
+        e->nadd = 1;
+    }
+    rc = vset_apply(&db->vs, e);
+    free(e);
+    if (f) {
+        if (rc)
+            atomic_store(&f->obsolete, 1);
+        fmeta_unref(f);
+    }
+    if (rc) {
+        work_failed(db, rc, 1);
+        return rc;
+    }
+    pthread_mutex_lock(&db->mu);
+    db->nimm--;
+    memmove(db->imm, db->imm + 1, (size_t)db->nimm * sizeof *db->imm);
+    db->cst.flush_bytes = st.flush_bytes;
+    install(db);
+    pthread_mutex_unlock(&db->mu);
+    mt_unref(mt);
+    vset_remove_obsolete(&db->vs, keep);
+    return 1;
+}
+
+/* The sequence below which no snapshot needs older versions. */
+static uint64_t smallest_snapshot(stash_t *db)
+{
+    uint64_t s = db->last_seq;
+    for (stash_snapshot_t *p = db->snaps.next; p != &db->snaps; p = p->next)
+        if (p->seq < s)
+            s = p->seq;
+    return s;
+}
+
+/* Run compaction C (taking it over) and install its result. */
+static int run_compaction(stash_t *db, struct compaction *c)
+{
+    pthread_mutex_lock(&db->mu);
+    uint64_t snap = smallest_snapshot(db);
+    struct cstats st = db->cst;
+    pthread_mutex_unlock(&db->mu);
+    vedit_t *e = calloc(1, sizeof *e);
+    int rc = e ? compact_run(&db->vs, &db->opt, c, snap, e, &st) : err_set(-ENOMEM, "out of memory");
+    int manifest = 0;
+    if (rc == 0) {
+        rc = vset_apply(&db->vs, e);
+        manifest = rc != 0;
+    }
+    for (int i = 0; e && i < e->nadd; i++) {
+        if (rc)
+            atomic_store(&e->add[i].f->obsolete, c->trivial ? 0 : 1);
+        fmeta_unref(e->add[i].f);
+    }
+    free(e);
+    compact_free(c);
+    if (rc) {
+        work_failed(db, rc, manifest);
+        return rc;
+    }
+    pthread_mutex_lock(&db->mu);
+    db->cst = st;
+    install(db);
+    pthread_mutex_unlock(&db->mu);
+    vset_remove_obsolete(&db->vs, db->vs.log_number);
+    return 1;
+}
+
+/* Flush every frozen memtable, then compact while a level is over its
+ * bounds (stopping early when the store closes). */
+static void table_work(stash_t *db)
+{
+    pthread_mutex_lock(&db->work_mu);
+    while (!db->closing && flush_one(db) > 0)
+        ;
+    while (!db->closing) {
+        pthread_mutex_lock(&db->mu);
+        int stop = db->bgerr || db->nimm > 0;
+        pthread_mutex_unlock(&db->mu);
+        if (stop)
+            break;   /* a flush is more urgent: the caller loops */
+        struct compaction c;
+        if (!compact_pick(db->vs.cur, &db->opt, db->cptr, db->cplen, &c))
+            break;
+        if (run_compaction(db, &c) < 0)
+            break;
+    }
+    pthread_mutex_unlock(&db->work_mu);
+}
+
+/*
+ * The background thread: flushes frozen memtables as soon as they appear,
+ * compacts when a level crosses its bound and at least every
+ * compaction_interval seconds, and fsyncs the log every wal_flush_interval
+ * seconds if anything was appended since the last fsync (queueing as an
+ * ordinary sync writer, so it never races the leader).
  */
 static void *bg_main(void *arg)
 {
     stash_t *db = arg;
-    unsigned period = db->opt.wal_flush_interval ? db->opt.wal_flush_interval
-                                                 : (db->opt.compaction_interval ? db->opt.compaction_interval : 60);
+    uint64_t wal_every = (uint64_t)db->opt.wal_flush_interval * 1000000u;
+    uint64_t comp_every = (uint64_t)(db->opt.compaction_interval ? db->opt.compaction_interval : 60) * 1000000u;
+    uint64_t next_wal = now_us() + wal_every, next_comp = now_us() + comp_every;
     pthread_mutex_lock(&db->mu);
     while (!db->closing) {
-        struct timespec t;
-        clock_gettime(CLOCK_MONOTONIC, &t);
-        t.tv_sec += period;
-        while (!db->closing &&
-               pthread_cond_timedwait(&db->bg_cv, &db->mu, &t) != ETIMEDOUT)
-            ;
+        uint64_t now = now_us();
+        uint64_t wake = next_comp;
+        if (wal_every && next_wal < wake)
+            wake = next_wal;
+        int work = db->nimm > 0;
+        if (!work && wake > now) {
+            struct timespec t;
+            clock_gettime(CLOCK_MONOTONIC, &t);
+            uint64_t ns = (uint64_t)t.tv_nsec + (wake - now) * 1000u;
+            t.tv_sec += (time_t)(ns / 1000000000u);
+            t.tv_nsec = (long)(ns % 1000000000u);
+            pthread_cond_timedwait(&db->bg_cv, &db->mu, &t);
+        }
         if (db->closing)
             break;
-        if (db->opt.wal_flush_interval && db->log_dirty && !db->bgerr) {
+        now = now_us();
+        if (wal_every && now >= next_wal) {
+            next_wal = now + wal_every;
+            if (db->log_dirty && !db->bgerr) {
+                pthread_mutex_unlock(&db->mu);
+                do_write(db, NULL, 1, 0);
+                pthread_mutex_lock(&db->mu);
+            }
+        }
+        int due = now >= next_comp;
+        if (due)
+            next_comp = now + comp_every;
+        if (db->bgerr)
+            continue;
+        pthread_mutex_unlock(&db->mu);
+        /* Flushes always; compactions when a threshold is crossed (picked
+         * inside) or the timer is due. */
+        (void)due;
+        table_work(db);
+        pthread_mutex_lock(&db->mu);
+        /* After a failed flush, do not spin: wait for the next timer. */
+        if (db->work_err && db->nimm > 0) {
+            db->work_err = 0;
             pthread_mutex_unlock(&db->mu);
-            do_write(db, NULL, 1);
+            usleep(100000);
             pthread_mutex_lock(&db->mu);
         }
     }
     pthread_mutex_unlock(&db->mu);
     return NULL;
+}
+
+int stash_compact_range(stash_t *db, const void *begin, size_t blen, const void *end, size_t elen)
+{
+    if (!db || (blen && !begin) || (elen && !end))
+        return err_set(-EINVAL, "stash_compact_range: bad arguments");
+    if (db->opt.read_only)
+        return err_set(-EROFS, "store %s is open read-only", db->dir);
+    if (!begin)
+        blen = 0;
+    if (!end)
+        elen = 0;
+    /* Everything written so far goes to tables first. */
+    int rc = do_write(db, NULL, 0, 1);
+    if (rc)
+        return rc;
+    pthread_mutex_lock(&db->work_mu);
+    while ((rc = flush_one(db)) > 0)
+        ;
+    int deepest = 1;
+    for (int l = 1; l < NLEVELS && rc == 0; l++)
+        if (db->vs.cur->n[l])
+            deepest = l;
+    for (int l = 0; l < deepest && rc >= 0; l++) {
+        struct compaction c;
+        if (compact_range_pick(db->vs.cur, l, begin, blen, end, elen, &c))
+            rc = run_compaction(db, &c);
+    }
+    pthread_mutex_unlock(&db->work_mu);
+    return rc < 0 ? rc : 0;
 }
 
 /* ------------------------------------------------------------------ */
@@ -789,6 +1089,7 @@ struct replay {
     stash_t *db;
     const char *name;
     uint64_t lognum;
+    uint64_t prev_seq;    /* the last sequence replayed: records only go up */
 };
 
 /* Apply one log record during recovery, freezing the memtable when full. */
@@ -800,7 +1101,7 @@ static int replay_record(void *arg, const void *rec, size_t len, uint64_t off)
     uint32_t count;
     if (batch_decode(rec, len, NULL, NULL, &first, &count) < 0)
         return err_set(-EIO, "wal %s: malformed batch at offset %llu", r->name, (unsigned long long)off);
-    if (count == 0 || first <= db->last_seq || first + count - 1 > SEQ_MAX)
+    if (count == 0 || first <= r->prev_seq || first + count - 1 > SEQ_MAX)
         return err_set(-EIO, "wal %s: sequence %llu out of order at offset %llu",
                        r->name, (unsigned long long)first, (unsigned long long)off);
     if (mt_memory(db->mem) >= db->opt.memtable_size) {
@@ -815,15 +1116,18 @@ static int replay_record(void *arg, const void *rec, size_t len, uint64_t off)
         memtable_t *mt = mt_new();
         if (!mt)
             return err_set(-ENOMEM, "out of memory during recovery");
+        /* The rest of this log goes to the next memtable: keep the log. */
         db->imm[db->nimm].mt = db->mem;
-        db->imm[db->nimm].lognum = r->lognum;
+        db->imm[db->nimm].log_keep = r->lognum;
         db->nimm++;
         db->mem = mt;
     }
     int rc = batch_decode(rec, len, apply_entry, db->mem, NULL, NULL);
     if (rc)
         return err_set(rc, "out of memory during recovery");
-    db->last_seq = first + count - 1;
+    r->prev_seq = first + count - 1;
+    if (r->prev_seq > db->last_seq)
+        db->last_seq = r->prev_seq;
     return 0;
 }
 
@@ -869,23 +1173,43 @@ static int list_logs(const char *dir, uint64_t **out, int *n)
     return 0;
 }
 
+/*
+ * Load the tables' version from the MANIFEST, then replay every log it
+ * still needs (those numbered at or above its log number) into memtables.
+ * A writer then starts a fresh MANIFEST and a new log.
+ */
 static int recover(stash_t *db)
 {
+    int rc = vset_recover(&db->vs, db->opt.read_only);
+    if (rc)
+        return rc;
+    db->last_seq = db->vs.last_seq;
     uint64_t *logs = NULL;
-    int n = 0;
-    int rc = list_logs(db->dir, &logs, &n);
-    for (int i = 0; rc == 0 && i < n; i++) {
+    int n = 0, first = 0;
+    uint64_t prev = 0;
+    rc = list_logs(db->dir, &logs, &n);
+    while (rc == 0 && first < n && logs[first] < db->vs.log_number)
+        first++;
+    for (int i = first; rc == 0 && i < n; i++) {
         char path[PATH_MAX], name[32];
         wal_path(path, sizeof path, db->dir, logs[i]);
         snprintf(name, sizeof name, "%06llu.log", (unsigned long long)logs[i]);
-        struct replay r = { db, name, logs[i] };
+        struct replay r = { db, name, logs[i], prev };
         int flags = 0;
         if (i == n - 1)
             flags = WAL_NEWEST | (db->opt.read_only ? 0 : WAL_REPAIR);
         rc = wal_replay(path, logs[i], flags, replay_record, &r, NULL);
+        prev = r.prev_seq;
     }
-    db->next_lognum = n ? logs[n - 1] + 1 : 1;
+    uint64_t next = n ? logs[n - 1] + 1 : 1;
     free(logs);
+    if (rc == 0 && !db->opt.read_only) {
+        rc = vset_start(&db->vs, next, db->last_seq);
+        if (rc == 0)
+            vset_remove_obsolete(&db->vs, db->vs.log_number);
+    }
+    db->ver = db->vs.cur;
+    version_ref(db->ver);
     return rc;
 }
 
@@ -954,6 +1278,11 @@ static int prepare_dir(stash_t *db)
 static void destroy(stash_t *db)
 {
     view_unref(db->view);
+    version_unref(db->ver);
+    vset_close(&db->vs);
+    sst_cache_free(db->cache);   /* after every table is closed */
+    for (int l = 0; l < NLEVELS; l++)
+        free(db->cptr[l]);
     mt_unref(db->mem);
     for (int i = 0; i < db->nimm; i++)
         mt_unref(db->imm[i].mt);
@@ -962,7 +1291,9 @@ static void destroy(stash_t *db)
     if (db->lockfd >= 0)
         close(db->lockfd);   /* releases the flock */
     pthread_mutex_destroy(&db->mu);
+    pthread_mutex_destroy(&db->work_mu);
     pthread_cond_destroy(&db->bg_cv);
+    pthread_cond_destroy(&db->done_cv);
     free(db->dir);
     free(db);
 }
@@ -986,6 +1317,8 @@ int stash_open(const char *dir, const stash_options_t *o, stash_t **out)
     db->dir = strdup(dir);
     db->snaps.next = db->snaps.prev = &db->snaps;
     pthread_mutex_init(&db->mu, NULL);
+    pthread_mutex_init(&db->work_mu, NULL);
+    pthread_cond_init(&db->done_cv, NULL);
     pthread_condattr_t ca;
     pthread_condattr_init(&ca);
     pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
@@ -993,8 +1326,12 @@ int stash_open(const char *dir, const stash_options_t *o, stash_t **out)
     pthread_condattr_destroy(&ca);
     db->mem = mt_new();
     db->group = stash_batch_new();
+    db->cache = sst_cache_new(db->opt.block_cache_size);
+    db->vs.dir = db->dir;
+    db->vs.opt = &db->opt;
+    db->vs.cache = db->cache;
     int rc = 0;
-    if (!db->dir || !db->mem || !db->group)
+    if (!db->dir || !db->mem || !db->group || !db->cache)
         rc = err_set(-ENOMEM, "out of memory");
     if (rc == 0)
         rc = check_options(&db->opt);
@@ -1005,11 +1342,9 @@ int stash_open(const char *dir, const stash_options_t *o, stash_t **out)
     if (rc == 0)
         rc = recover(db);
     if (rc == 0 && !db->opt.read_only) {
-        rc = wal_create(db->dir, db->next_lognum, &db->log);
-        if (rc == 0) {
-            db->next_lognum++;
+        rc = wal_create(db->dir, vset_new_file(&db->vs), &db->log);
+        if (rc == 0)
             db->log_size = wal_size(db->log);
-        }
     }
     if (rc == 0 && !(db->view = view_make(db)))
         rc = err_set(-ENOMEM, "out of memory");
@@ -1063,7 +1398,7 @@ int stash_stats(stash_t *db, char *buf, size_t len)
     if (!db || !buf || !len)
         return -EINVAL;
     pthread_mutex_lock(&db->mu);
-    size_t imm_bytes = 0;
+    size_t imm_bytes = 0, o = 0;
     uint64_t imm_entries = 0;
     for (int i = 0; i < db->nimm; i++) {
         imm_bytes += mt_memory(db->imm[i].mt);
@@ -1072,26 +1407,53 @@ int stash_stats(stash_t *db, char *buf, size_t len)
     int nsnap = 0;
     for (stash_snapshot_t *s = db->snaps.next; s != &db->snaps; s = s->next)
         nsnap++;
-    snprintf(buf, len,
+    size_t cused;
+    uint64_t hits, misses;
+    sst_cache_stats(db->cache, &cused, &hits, &misses);
+    struct cstats c = db->cst;
+    double user = (double)db->st_logged;
+    o += (size_t)snprintf(buf + o, len - o,
              "store:            %s%s\n"
              "sequence:         %llu\n"
              "memtable:         %zu bytes, %llu entries\n"
              "frozen memtables: %d (%zu bytes, %llu entries)\n"
-             "log:              %06llu.log, %llu bytes\n"
-             "writes:           %llu writers in %llu commit groups, %llu fsyncs, %llu bytes logged\n"
-             "memtable switches: %llu\n"
-             "snapshots:        %d\n"
-             "state:            %s\n",
+             "log:              %06llu.log, %llu bytes\n",
              db->dir, db->opt.read_only ? " (read-only)" : "",
              (unsigned long long)db->last_seq,
              mt_memory(db->mem), (unsigned long long)mt_count(db->mem),
              db->nimm, imm_bytes, (unsigned long long)imm_entries,
              (unsigned long long)(db->log ? wal_number(db->log) : 0),
-             (unsigned long long)db->log_size,
+             (unsigned long long)db->log_size);
+    for (int l = 0; l < NLEVELS && o < len; l++) {
+        uint64_t entries = 0;
+        for (int i = 0; i < db->ver->n[l]; i++)
+            entries += db->ver->f[l][i]->entries;
+        o += (size_t)snprintf(buf + o, len - o, "level %d:          %d tables, %llu bytes, %llu entries\n",
+                              l, db->ver->n[l], (unsigned long long)level_bytes(db->ver, l),
+                              (unsigned long long)entries);
+    }
+    if (o < len)
+        o += (size_t)snprintf(buf + o, len - o,
+             "block cache:      %zu bytes used, %llu hits, %llu misses (%.1f%% hit rate)\n"
+             "writes:           %llu writers in %llu commit groups, %llu fsyncs, %llu bytes logged\n"
+             "flushes:          %llu bytes written to level 0\n"
+             "compactions:      %llu (%llu moved without rewriting), %llu bytes read, %llu written\n"
+             "write amplification: %.2f (log + flush + compaction bytes / logged bytes)\n"
+             "memtable switches: %llu\n"
+             "stalls:           %llu, %.3f s in all\n"
+             "snapshots:        %d\n"
+             "state:            %s\n",
+             cused, (unsigned long long)hits, (unsigned long long)misses,
+             hits + misses ? 100.0 * (double)hits / (double)(hits + misses) : 0.0,
              (unsigned long long)db->st_writers, (unsigned long long)db->st_groups,
              (unsigned long long)db->st_syncs, (unsigned long long)db->st_logged,
-             (unsigned long long)db->st_rotations, nsnap,
-             db->bgerr ? "read-only after a failed write" : "ok");
+             (unsigned long long)c.flush_bytes,
+             (unsigned long long)c.compactions, (unsigned long long)c.moves,
+             (unsigned long long)c.compact_bytes_read, (unsigned long long)c.compact_bytes_written,
+             user > 0 ? (user + (double)c.flush_bytes + (double)c.compact_bytes_written) / user : 0.0,
+             (unsigned long long)db->st_rotations,
+             (unsigned long long)db->st_stalls, (double)db->st_stall_us / 1e6, nsnap,
+             db->bgerr ? "read-only after a failed write" : db->work_err ? "last background job failed" : "ok");
     pthread_mutex_unlock(&db->mu);
     return 0;
 }

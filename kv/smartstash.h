@@ -221,9 +221,18 @@ int  stash_iter_status(const stash_iter_t *it); /* 0, or the error that stopped 
 void stash_iter_free(stash_iter_t *it);
 
 /*
- * Write a human-readable summary of the store (memtables, log, sequence
- * numbers, write statistics) into BUF, always NUL-terminated.  Returns 0 or
- * -EINVAL.
+ * Compact the tables holding user keys in [BEGIN, END] (a NULL end is
+ * unbounded: NULL, 0, NULL, 0 compacts the whole store), after writing the
+ * memtable out, and return when done.  Overwritten and deleted entries that
+ * no snapshot can see are dropped.  Errors: -EINVAL, -EROFS, -EIO, -ENOSPC.
+ */
+int  stash_compact_range(stash_t *db, const void *begin, size_t blen, const void *end, size_t elen);
+
+/*
+ * Write a human-readable summary of the store (tables and bytes per level,
+ * memtables, log, cache hit rate, bytes written by flushes and compactions
+ * and the write amplification they add up to, stalls) into BUF, always
+ * NUL-terminated.  Returns 0 or -EINVAL.
  */
 int  stash_stats(stash_t *db, char *buf, size_t len);
 

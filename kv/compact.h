@@ -1,0 +1,57 @@
+/*
+ * compact.h - choosing and running compactions, and writing memtables out
+ * as tables.
+ *
+ * A compaction merges the chosen tables of level L with the tables of level
+ * L+1 that overlap them into new tables at level L+1 (about target_file_size
+ * bytes each, split only between user keys).  While merging, an entry is
+ * dropped when a newer entry of the same key is visible to every live
+ * snapshot, and a deletion marker is dropped when every snapshot sees it and
+ * no deeper level can hold the key.  A table of level L that overlaps
+ * nothing in L+1 is moved down without rewriting.
+ *
+ * These functions build a version edit; the caller applies it.  They are
+ * called by one thread at a time (the engine serialises table work).
+ */
+#ifndef STASH_COMPACT_H
+#define STASH_COMPACT_H
+
+#include "memtable.h"
+#include "version.h"
+
+struct compaction {
+    int level;                    /* inputs from level and level + 1 */
+    fmeta_t **in[2];
+    int nin[2];
+    int trivial;                  /* one table moved down as is */
+};
+
+/* Counters kept by the caller, for stash_stats. */
+struct cstats {
+    uint64_t flush_bytes, compact_bytes_read, compact_bytes_written, compactions, moves;
+};
+
+/*
+ * The most urgent compaction of version V, or 0 when every level is within
+ * its bounds.  POINTER holds, per level, where the last compaction stopped
+ * (round robin through a level's key space).
+ */
+int compact_pick(version_t *v, const stash_options_t *o, uint8_t **pointer, size_t *plen,
+                 struct compaction *c);
+
+/* The compaction of every table of LEVEL overlapping user keys [BEGIN, END]
+ * (NULL = unbounded), or 0 when there is none. */
+int compact_range_pick(version_t *v, int level, const void *begin, size_t blen,
+                       const void *end, size_t elen, struct compaction *c);
+
+void compact_free(struct compaction *c);
+
+/* Run C, filling edit E (deletes of the inputs, adds of the outputs). */
+int compact_run(vset_t *vs, const stash_options_t *o, struct compaction *c,
+                uint64_t smallest_snapshot, vedit_t *e, struct cstats *st);
+
+/* Write memtable M as a level-0 table; *OUT is NULL for an empty memtable. */
+int flush_memtable(vset_t *vs, const stash_options_t *o, memtable_t *m, fmeta_t **out,
+                   struct cstats *st);
+
+#endif

@@ -1,0 +1,787 @@
+/*
+ * version.c - versions, the MANIFEST, and reading through the levels; see
+ * version.h.
+ *
+ * MANIFEST record (one per edit, framed like a log record):
+ *   format (1 byte, = 1), then tagged fields, each a tag byte and varints:
+ *     1 log_number   2 next_file   3 last_seq
+ *     4 add table:    level, number, size
+ *     5 delete table: level, number
+ * A table's key range and entry count come from its own (checksummed)
+ * properties block when it is opened.
+ */
+#include "version.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
+#include <dirent.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "coding.h"
+#include "err.h"
+#include "ikey.h"
+#include "wal.h"
+
+#define EDIT_FORMAT 1
+
+const sst_keyfmt_t ikey_fmt = { ikey_packed_cmp, ikey_filter_len };
+
+void table_path(char *buf, size_t len, const char *dir, uint64_t number)
+{
+    snprintf(buf, len, "%s/%06llu.sst", dir, (unsigned long long)number);
+}
+
+static void manifest_path(char *buf, size_t len, const char *dir, uint64_t number)
+{
+    snprintf(buf, len, "%s/MANIFEST-%06llu", dir, (unsigned long long)number);
+}
+
+/* ---- tables and versions ---- */
+
+int fmeta_open(vset_t *vs, uint64_t number, fmeta_t **out)
+{
+    char path[PATH_MAX];
+    table_path(path, sizeof path, vs->dir, number);
+    fmeta_t *f = calloc(1, sizeof *f);
+    if (!f)
+        return err_set(-ENOMEM, "out of memory");
+    int rc = sst_open(path, number, &ikey_fmt, vs->cache, &f->r);
+    if (rc) {
+        free(f);
+        if (rc == -ENOENT)
+            return err_set(-EIO, "table %06llu.sst named by the MANIFEST is missing",
+                           (unsigned long long)number);
+        return rc;
+    }
+    const void *s = sst_smallest(f->r, &f->slen), *l = sst_largest(f->r, &f->llen);
+    if (f->slen < IKEY_TRAILER || f->llen < IKEY_TRAILER) {
+        sst_close(f->r);
+        free(f);
+        return err_set(-EIO, "table %06llu.sst: bad key range", (unsigned long long)number);
+    }
+    f->smallest = (uint8_t *)s;
+    f->largest = (uint8_t *)l;
+    f->number = number;
+    f->size = sst_file_size(f->r);
+    f->entries = sst_entries(f->r);
+    f->dir = vs->dir;
+    atomic_init(&f->refs, 1);
+    atomic_init(&f->obsolete, 0);
+    *out = f;
+    return 0;
+}
+
+void fmeta_ref(fmeta_t *f)
+{
+    atomic_fetch_add_explicit(&f->refs, 1, memory_order_relaxed);
+}
+
+void fmeta_unref(fmeta_t *f)
+{
+    if (!f || atomic_fetch_sub_explicit(&f->refs, 1, memory_order_acq_rel) != 1)
+        return;
+    sst_close(f->r);
+    if (atomic_load(&f->obsolete)) {
+        char path[PATH_MAX];
+        table_path(path, sizeof path, f->dir, f->number);
+        unlink(path);
+    }
+    free(f);
+}
+
+static version_t *version_new(void)
+{
+    version_t *v = calloc(1, sizeof *v);
+    if (v)
+        atomic_init(&v->refs, 1);
+    return v;
+}
+
+void version_ref(version_t *v)
+{
+    atomic_fetch_add_explicit(&v->refs, 1, memory_order_relaxed);
+}
+
+void version_unref(version_t *v)
+{
+    if (!v || atomic_fetch_sub_explicit(&v->refs, 1, memory_order_acq_rel) != 1)
+        return;
+    for (int l = 0; l < NLEVELS; l++) {
+        for (int i = 0; i < v->n[l]; i++)
+            fmeta_unref(v->f[l][i]);
+        free(v->f[l]);
+    }
+    free(v);
+}
+
+uint64_t level_bytes(const version_t *v, int level)
+{
+    uint64_t b = 0;
+    for (int i = 0; i < v->n[level]; i++)
+        b += v->f[level][i]->size;
+    return b;
+}
+
+static int cmp_l0(const void *a, const void *b)
+{
+    const fmeta_t *x = *(fmeta_t *const *)a, *y = *(fmeta_t *const *)b;
+    return x->number < y->number ? 1 : x->number > y->number ? -1 : 0;   /* newest first */
+}
+
+static int cmp_range(const void *a, const void *b)
+{
+    const fmeta_t *x = *(fmeta_t *const *)a, *y = *(fmeta_t *const *)b;
+    return ikey_packed_cmp(x->smallest, x->slen, y->smallest, y->slen);
+}
+
+static int add_file(version_t *v, int level, fmeta_t *f)
+{
+    fmeta_t **p = realloc(v->f[level], (size_t)(v->n[level] + 1) * sizeof *p);
+    if (!p)
+        return -ENOMEM;
+    v->f[level] = p;
+    p[v->n[level]++] = f;
+    return 0;
+}
+
+/* The version BASE with edit E applied (E's added fmetas get a reference). */
+static version_t *version_apply(const version_t *base, const vedit_t *e)
+{
+    version_t *v = version_new();
+    if (!v)
+        return NULL;
+    for (int l = 0; base && l < NLEVELS; l++) {
+        for (int i = 0; i < base->n[l]; i++) {
+            fmeta_t *f = base->f[l][i];
+            int gone = 0;
+            for (int d = 0; d < e->ndel && !gone; d++)
+                gone = e->del[d].level == l && e->del[d].number == f->number;
+            if (gone)
+                continue;
+            if (add_file(v, l, f) < 0)
+                goto oom;
+            fmeta_ref(f);
+        }
+    }
+    for (int a = 0; a < e->nadd; a++) {
+        if (add_file(v, e->add[a].level, e->add[a].f) < 0)
+            goto oom;
+        fmeta_ref(e->add[a].f);
+    }
+    if (v->n[0] > 1)
+        qsort(v->f[0], (size_t)v->n[0], sizeof(fmeta_t *), cmp_l0);
+    for (int l = 1; l < NLEVELS; l++)
+        if (v->n[l] > 1)
+            qsort(v->f[l], (size_t)v->n[l], sizeof(fmeta_t *), cmp_range);
+    return v;
+oom:
+    version_unref(v);
+    return NULL;
+}
+
+/* ---- MANIFEST ---- */
+
+static size_t encode_edit(const vedit_t *e, uint8_t *p)
+{
+    uint8_t *q = p;
+    *q++ = EDIT_FORMAT;
+    if (e->has_log) { *q++ = 1; q += enc_varint(q, e->log_number); }
+    if (e->has_next) { *q++ = 2; q += enc_varint(q, e->next_file); }
+    if (e->has_seq) { *q++ = 3; q += enc_varint(q, e->last_seq); }
+    for (int i = 0; i < e->ndel; i++) {
+        *q++ = 5;
+        q += enc_varint(q, (uint64_t)e->del[i].level);
+        q += enc_varint(q, e->del[i].number);
+    }
+    for (int i = 0; i < e->nadd; i++) {
+        *q++ = 4;
+        q += enc_varint(q, (uint64_t)e->add[i].level);
+        q += enc_varint(q, e->add[i].f->number);
+        q += enc_varint(q, e->add[i].f->size);
+    }
+    return (size_t)(q - p);
+}
+
+static int write_edit(wal_t *m, const vedit_t *e)
+{
+    uint8_t *buf = malloc(64 + (size_t)(e->nadd + e->ndel) * 32);
+    if (!buf)
+        return err_set(-ENOMEM, "out of memory");
+    size_t n = encode_edit(e, buf);
+    int rc = wal_append(m, buf, n);
+    if (rc == 0)
+        rc = wal_sync(m);
+    free(buf);
+    return rc;
+}
+
+/* What replaying a MANIFEST builds: levels of table numbers. */
+struct mstate {
+    uint64_t log_number, next_file, last_seq;
+    int have_next;
+    uint64_t *num[NLEVELS];
+    int n[NLEVELS], cap[NLEVELS];
+    const char *name;
+};
+
+static int ms_del(struct mstate *s, int level, uint64_t number)
+{
+    for (int i = 0; i < s->n[level]; i++) {
+        if (s->num[level][i] == number) {
+            s->num[level][i] = s->num[level][--s->n[level]];
+            return 0;
+        }
+    }
+    return -1;
+}
+
+static int ms_add(struct mstate *s, int level, uint64_t number)
+{
+    if (s->n[level] == s->cap[level]) {
+        int cap = s->cap[level] ? 2 * s->cap[level] : 16;
+        uint64_t *p = realloc(s->num[level], (size_t)cap * sizeof *p);
+        if (!p)
+            return -ENOMEM;
+        s->num[level] = p;
+        s->cap[level] = cap;
+    }
+    s->num[level][s->n[level]++] = number;
+    return 0;
+}
+
+static int replay_edit(void *arg, const void *rec, size_t len, uint64_t off)
+{
+    struct mstate *s = arg;
+    const uint8_t *p = rec, *end = p + len;
+    if (len < 1 || *p++ != EDIT_FORMAT)
+        goto bad;
+    while (p < end) {
+        int tag = *p++;
+        uint64_t a, b, c;
+        size_t k;
+        switch (tag) {
+        case 1: case 2: case 3:
+            if (!(k = dec_varint(p, end, &a)))
+                goto bad;
+            p += k;
+            if (tag == 1) s->log_number = a;
+            else if (tag == 2) { s->next_file = a; s->have_next = 1; }
+            else s->last_seq = a;
+            break;
+        case 4: case 5:
+            if (!(k = dec_varint(p, end, &a)) || a >= NLEVELS)
+                goto bad;
+            p += k;
+            if (!(k = dec_varint(p, end, &b)))
+                goto bad;
+            p += k;
+            if (tag == 4) {
+                if (!(k = dec_varint(p, end, &c)))
+                    goto bad;
+                p += k;
+                if (ms_add(s, (int)a, b) < 0)
+                    return err_set(-ENOMEM, "out of memory");
+            } else if (ms_del(s, (int)a, b) < 0) {
+                goto bad;
+            }
+            break;
+        default:
+            goto bad;
+        }
+    }
+    return 0;
+bad:
+    return err_set(-EIO, "%s: malformed edit at offset %llu", s->name, (unsigned long long)off);
+}
+
+/* Point CURRENT at MANIFEST-NUM: temporary file, fsync, rename, fsync dir. */
+static int set_current(const char *dir, uint64_t num)
+{
+    char tmp[PATH_MAX], cur[PATH_MAX], body[64];
+    snprintf(tmp, sizeof tmp, "%s/CURRENT.tmp", dir);
+    snprintf(cur, sizeof cur, "%s/CURRENT", dir);
+    int n = snprintf(body, sizeof body, "MANIFEST-%06llu\n", (unsigned long long)num);
+    int fd = open(tmp, O_CREAT | O_TRUNC | O_WRONLY | O_CLOEXEC, 0644);
+    if (fd < 0)
+        return err_set(-errno, "store %s: cannot write CURRENT: %s", dir, strerror(errno));
+    int ok = write(fd, body, (size_t)n) == n && fsync(fd) == 0;
+    int e = errno;
+    close(fd);
+    if (!ok || rename(tmp, cur) < 0) {
+        unlink(tmp);
+        return err_set(e == ENOSPC ? -ENOSPC : -EIO, "store %s: cannot write CURRENT: %s", dir, strerror(e));
+    }
+    int dfd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (dfd < 0 || fsync(dfd) < 0) {
+        if (dfd >= 0)
+            close(dfd);
+        return err_set(-EIO, "store %s: fsync of directory failed", dir);
+    }
+    close(dfd);
+    return 0;
+}
+
+/* Start a new MANIFEST holding the whole current state, then switch
+ * CURRENT to it. */
+static int new_manifest(vset_t *vs)
+{
+    uint64_t num = vs->next_file++;
+    wal_t *m;
+    int rc = wal_create(vs->dir, num, &m);
+    if (rc)
+        return rc;
+    /* wal_create names files NNNNNN.log: move it to its MANIFEST name. */
+    char from[PATH_MAX], to[PATH_MAX];
+    wal_path(from, sizeof from, vs->dir, num);
+    manifest_path(to, sizeof to, vs->dir, num);
+    if (rename(from, to) < 0) {
+        wal_close(m);
+        unlink(from);
+        return err_set(-EIO, "store %s: cannot name the MANIFEST: %s", vs->dir, strerror(errno));
+    }
+    vedit_t *e = calloc(1, sizeof *e);
+    if (!e) {
+        wal_close(m);
+        return err_set(-ENOMEM, "out of memory");
+    }
+    e->has_log = e->has_next = e->has_seq = 1;
+    e->log_number = vs->log_number;
+    e->next_file = vs->next_file;
+    e->last_seq = vs->last_seq;
+    rc = 0;
+    for (int l = 0; vs->cur && l < NLEVELS && rc == 0; l++) {
+        for (int i = 0; i < vs->cur->n[l]; i++) {
+            if (e->nadd == (int)(sizeof e->add / sizeof e->add[0])) {
+                rc = write_edit(m, e);   /* a long store: several records */
+                e->nadd = 0;
+                e->has_log = e->has_next = e->has_seq = 0;
+                if (rc)
+                    break;
+            }
+            e->add[e->nadd].level = l;
+            e->add[e->nadd++].f = vs->cur->f[l][i];
+        }
+    }
+    if (rc == 0)
+        rc = write_edit(m, e);
+    free(e);
+    if (rc == 0)
+        rc = set_current(vs->dir, num);
+    if (rc) {
+        wal_close(m);
+        unlink(to);
+        return rc;
+    }
+    uint64_t old = vs->manifest_num;
+    if (vs->manifest)
+        wal_close(vs->manifest);
+    vs->manifest = m;
+    vs->manifest_num = num;
+    if (old) {
+        manifest_path(to, sizeof to, vs->dir, old);
+        unlink(to);
+    }
+    return 0;
+}
+
+int vset_recover(vset_t *vs, int read_only)
+{
+    char cur[PATH_MAX], body[64] = "";
+    snprintf(cur, sizeof cur, "%s/CURRENT", vs->dir);
+    vs->next_file = 2;
+    int fd = open(cur, O_RDONLY | O_CLOEXEC);
+    struct mstate s;
+    memset(&s, 0, sizeof s);
+    int rc = 0;
+    version_t *v = version_new();
+    if (!v)
+        return err_set(-ENOMEM, "out of memory");
+    if (fd >= 0) {
+        ssize_t n = read(fd, body, sizeof body - 1);
+        close(fd);
+        unsigned long long num;
+        char nl;
+        if (n <= 0 || sscanf(body, "MANIFEST-%llu%c", &num, &nl) != 2 || nl != '\n') {
+            version_unref(v);
+            return err_set(-EIO, "store %s: CURRENT is damaged", vs->dir);
+        }
+        char mp[PATH_MAX], name[48];
+        manifest_path(mp, sizeof mp, vs->dir, num);
+        snprintf(name, sizeof name, "MANIFEST-%06llu", num);
+        s.name = name;
+        rc = wal_replay(mp, num, WAL_NEWEST, replay_edit, &s, NULL);
+        if (rc == -ENOENT)
+            rc = err_set(-EIO, "store %s: %s named by CURRENT is missing", vs->dir, name);
+        if (rc == 0 && !s.have_next)
+            rc = err_set(-EIO, "store %s: %s has no file counter", vs->dir, name);
+        vs->manifest_num = num;
+        vs->log_number = s.log_number;
+        vs->next_file = s.next_file;
+        vs->last_seq = s.last_seq;
+        for (int l = 0; rc == 0 && l < NLEVELS; l++) {
+            for (int i = 0; rc == 0 && i < s.n[l]; i++) {
+                fmeta_t *f;
+                rc = fmeta_open(vs, s.num[l][i], &f);
+                if (rc == 0 && (rc = add_file(v, l, f)) < 0)
+                    fmeta_unref(f);
+                if (rc == 0 && s.num[l][i] >= vs->next_file)
+                    rc = err_set(-EIO, "store %s: table %06llu.sst is newer than the file counter",
+                                 vs->dir, (unsigned long long)s.num[l][i]);
+            }
+        }
+    }
+    for (int l = 0; l < NLEVELS; l++)
+        free(s.num[l]);
+    if (rc) {
+        version_unref(v);
+        return rc;
+    }
+    if (v->n[0] > 1)
+        qsort(v->f[0], (size_t)v->n[0], sizeof(fmeta_t *), cmp_l0);
+    for (int l = 1; l < NLEVELS; l++)
+        if (v->n[l] > 1)
+            qsort(v->f[l], (size_t)v->n[l], sizeof(fmeta_t *), cmp_range);
+    vs->cur = v;
+    return 0;
+}
+
+/* Called once the logs are replayed: the next file number must pass every
+ * log seen, then (for a writer) a fresh MANIFEST is started. */
+int vset_start(vset_t *vs, uint64_t min_next, uint64_t last_seq)
+{
+    if (atomic_load(&vs->next_file) < min_next)
+        atomic_store(&vs->next_file, min_next);
+    if (vs->last_seq < last_seq)
+        vs->last_seq = last_seq;
+    return new_manifest(vs);
+}
+
+int vset_apply(vset_t *vs, vedit_t *e)
+{
+    if (!e->has_log)
+        e->log_number = vs->log_number;
+    e->has_log = 1;
+    e->has_next = 1;
+    e->next_file = vs->next_file;
+    if (!e->has_seq)
+        e->last_seq = vs->last_seq;
+    e->has_seq = 1;
+    version_t *v = version_apply(vs->cur, e);
+    if (!v)
+        return err_set(-ENOMEM, "out of memory");
+    int rc = write_edit(vs->manifest, e);
+    if (rc) {
+        version_unref(v);
+        return rc;
+    }
+    for (int d = 0; d < e->ndel; d++) {
+        int l = e->del[d].level, moved = 0;
+        for (int a = 0; a < e->nadd; a++)
+            moved |= e->add[a].f->number == e->del[d].number;
+        for (int i = 0; i < vs->cur->n[l] && !moved; i++)
+            if (vs->cur->f[l][i]->number == e->del[d].number)
+                atomic_store(&vs->cur->f[l][i]->obsolete, 1);
+    }
+    vs->log_number = e->log_number;
+    vs->last_seq = e->last_seq;
+    version_unref(vs->cur);
+    vs->cur = v;
+    return 0;
+}
+
+void vset_remove_obsolete(vset_t *vs, uint64_t min_log)
+{
+    DIR *d = opendir(vs->dir);
+    if (!d)
+        return;
+    struct dirent *de;
+    while ((de = readdir(d))) {
+        char *end;
+        unsigned long long num;
+        int drop = 0;
+        if (de->d_name[0] >= '0' && de->d_name[0] <= '9') {
+            num = strtoull(de->d_name, &end, 10);
+            if (!strcmp(end, ".log"))
+                drop = num < min_log;
+            else if (!strcmp(end, ".sst")) {
+                drop = num < vs->next_file;   /* never a table being written */
+                for (int l = 0; l < NLEVELS && drop; l++)
+                    for (int i = 0; i < vs->cur->n[l] && drop; i++)
+                        drop = vs->cur->f[l][i]->number != num;
+                /* A table still read through an older version is deleted
+                 * when its last reference goes, not here. */
+            }
+        } else if (!strncmp(de->d_name, "MANIFEST-", 9)) {
+            num = strtoull(de->d_name + 9, &end, 10);
+            drop = !*end && num != vs->manifest_num;
+        }
+        if (drop) {
+            char p[PATH_MAX];
+            snprintf(p, sizeof p, "%s/%s", vs->dir, de->d_name);
+            unlink(p);
+        }
+    }
+    closedir(d);
+}
+
+void vset_close(vset_t *vs)
+{
+    version_unref(vs->cur);
+    vs->cur = NULL;
+    if (vs->manifest)
+        wal_close(vs->manifest);
+    vs->manifest = NULL;
+}
+
+/* ---- reads ---- */
+
+struct lookup {
+    const void *key;
+    size_t klen;
+    int type;            /* -1 until found */
+    void *val;
+    size_t vlen;
+    int err;
+};
+
+static int got(void *arg, const void *k, size_t kl, const void *v, size_t vl)
+{
+    struct lookup *lk = arg;
+    if (kl < IKEY_TRAILER || ikey_ulen(kl) != lk->klen || memcmp(k, lk->key, lk->klen) != 0)
+        return 1;   /* the first entry at or after the key is another key */
+    int type = TAG_TYPE(ikey_tag(k, kl));
+    if (type == KT_PUT) {
+        lk->val = malloc(vl ? vl : 1);
+        if (!lk->val) {
+            lk->err = err_set(-ENOMEM, "out of memory for a value of %zu bytes", vl);
+            return 0;
+        }
+        memcpy(lk->val, v, vl);
+        lk->vlen = vl;
+    }
+    lk->type = type;
+    return 0;
+}
+
+/* Does table F's user-key range contain KEY? */
+static int in_range(const fmeta_t *f, const void *key, size_t klen)
+{
+    return ikey_cmp(key, klen, 0, f->smallest, ikey_ulen(f->slen), 0) >= 0 &&
+           ikey_cmp(key, klen, 0, f->largest, ikey_ulen(f->llen), 0) <= 0;
+}
+
+static int table_get(fmeta_t *f, const uint8_t *ik, size_t iklen, struct lookup *lk)
+{
+    int rc = sst_get(f->r, ik, iklen, got, lk);
+    if (rc < 0)
+        return rc;
+    return lk->err;
+}
+
+int version_get(version_t *v, const void *key, size_t klen, uint64_t seq, void **val, size_t *vlen)
+{
+    uint8_t stackbuf[256], *ik = klen + IKEY_TRAILER <= sizeof stackbuf ? stackbuf : malloc(klen + IKEY_TRAILER);
+    if (!ik)
+        return err_set(-ENOMEM, "out of memory");
+    size_t iklen = klen + IKEY_TRAILER;
+    ikey_make(ik, key, klen, TAG(seq, 0xff));
+    struct lookup lk = { key, klen, -1, NULL, 0, 0 };
+    int rc = 0;
+    for (int i = 0; i < v->n[0] && lk.type < 0 && rc == 0; i++)
+        if (in_range(v->f[0][i], key, klen))
+            rc = table_get(v->f[0][i], ik, iklen, &lk);
+    for (int l = 1; l < NLEVELS && lk.type < 0 && rc == 0; l++) {
+        /* The first table whose largest key is >= the lookup key. */
+        int lo = 0, hi = v->n[l];
+        while (lo < hi) {
+            int mid = (lo + hi) / 2;
+            fmeta_t *f = v->f[l][mid];
+            if (ikey_packed_cmp(f->largest, f->llen, ik, iklen) < 0)
+                lo = mid + 1;
+            else
+                hi = mid;
+        }
+        if (lo < v->n[l] && in_range(v->f[l][lo], key, klen))
+            rc = table_get(v->f[l][lo], ik, iklen, &lk);
+    }
+    if (ik != stackbuf)
+        free(ik);
+    if (rc < 0) {
+        free(lk.val);
+        return rc < -1 ? rc : -EIO;
+    }
+    if (lk.type == KT_PUT) {
+        *val = lk.val;
+        *vlen = lk.vlen;
+    }
+    return lk.type;
+}
+
+/* ---- iterators over tables ---- */
+
+/* One level's tables (or a single level-0 table) as one sorted stream:
+ * tables are visited in order and opened as the stream reaches them. */
+struct lviter {
+    iiter_t base;
+    fmeta_t **f;
+    int n, i;
+    sst_iter_t *it;
+    int status;
+    uint8_t *seekbuf;
+    size_t seekcap;
+};
+
+#define LV(x) ((struct lviter *)(x))
+#define CLV(x) ((const struct lviter *)(x))
+
+static int lv_open(struct lviter *lv, int i)
+{
+    sst_iter_free(lv->it);
+    lv->it = NULL;
+    lv->i = i;
+    if (i >= lv->n)
+        return 0;
+    lv->it = sst_iter_new(lv->f[i]->r);
+    if (!lv->it) {
+        lv->status = -ENOMEM;
+        return -1;
+    }
+    return 0;
+}
+
+/* Step over exhausted tables to the next entry. */
+static void lv_settle(struct lviter *lv)
+{
+    while (lv->it && !sst_iter_valid(lv->it)) {
+        if ((lv->status = sst_iter_status(lv->it)) != 0) {
+            sst_iter_free(lv->it);
+            lv->it = NULL;
+            return;
+        }
+        if (lv_open(lv, lv->i + 1) < 0 || !lv->it)
+            return;
+        sst_iter_seek_first(lv->it);
+    }
+}
+
+static void lv_seek(iiter_t *x, const void *k, size_t kl, uint64_t tag)
+{
+    struct lviter *lv = LV(x);
+    lv->status = 0;
+    if (kl + IKEY_TRAILER > lv->seekcap) {
+        uint8_t *p = realloc(lv->seekbuf, kl + IKEY_TRAILER);
+        if (!p) {
+            lv->status = -ENOMEM;
+            sst_iter_free(lv->it);
+            lv->it = NULL;
+            return;
+        }
+        lv->seekbuf = p;
+        lv->seekcap = kl + IKEY_TRAILER;
+    }
+    ikey_make(lv->seekbuf, k, kl, tag);
+    size_t iklen = kl + IKEY_TRAILER;
+    int lo = 0, hi = lv->n;
+    while (lo < hi) {
+        int mid = (lo + hi) / 2;
+        if (ikey_packed_cmp(lv->f[mid]->largest, lv->f[mid]->llen, lv->seekbuf, iklen) < 0)
+            lo = mid + 1;
+        else
+            hi = mid;
+    }
+    if (lv_open(lv, lo) < 0 || !lv->it)
+        return;
+    sst_iter_seek(lv->it, lv->seekbuf, iklen);
+    lv_settle(lv);
+}
+
+static void lv_first(iiter_t *x)
+{
+    struct lviter *lv = LV(x);
+    lv->status = 0;
+    if (lv_open(lv, 0) < 0 || !lv->it)
+        return;
+    sst_iter_seek_first(lv->it);
+    lv_settle(lv);
+}
+
+static int lv_valid(const iiter_t *x)
+{
+    return CLV(x)->it && sst_iter_valid(CLV(x)->it);
+}
+
+static void lv_next(iiter_t *x)
+{
+    sst_iter_next(LV(x)->it);
+    lv_settle(LV(x));
+}
+
+static const void *lv_key(const iiter_t *x, size_t *kl)
+{
+    size_t n;
+    const void *k = sst_iter_key(CLV(x)->it, &n);
+    *kl = ikey_ulen(n);
+    return k;
+}
+
+static uint64_t lv_tag(const iiter_t *x)
+{
+    size_t n;
+    const uint8_t *k = sst_iter_key(CLV(x)->it, &n);
+    return ikey_tag(k, n);
+}
+
+static const void *lv_value(const iiter_t *x, size_t *vl)
+{
+    return sst_iter_value(CLV(x)->it, vl);
+}
+
+static int lv_status(const iiter_t *x)
+{
+    return CLV(x)->status;
+}
+
+static void lv_destroy(iiter_t *x)
+{
+    struct lviter *lv = LV(x);
+    sst_iter_free(lv->it);
+    free(lv->seekbuf);
+    free(lv);
+}
+
+static const struct iiter_ops lv_ops = {
+    lv_seek, lv_first, lv_valid, lv_next, lv_key, lv_tag, lv_value, lv_status, lv_destroy,
+};
+
+iiter_t *iter_files(fmeta_t **f, int n)
+{
+    struct lviter *lv = calloc(1, sizeof *lv);
+    if (!lv)
+        return NULL;
+    lv->base.ops = &lv_ops;
+    lv->f = f;
+    lv->n = n;
+    return &lv->base;
+}
+
+int version_iters(version_t *v, iiter_t **kids, int *n)
+{
+    for (int i = 0; i < v->n[0]; i++) {
+        if (!(kids[*n] = iter_files(&v->f[0][i], 1)))
+            return -ENOMEM;
+        (*n)++;
+    }
+    for (int l = 1; l < NLEVELS; l++) {
+        if (!v->n[l])
+            continue;
+        if (!(kids[*n] = iter_files(v->f[l], v->n[l])))
+            return -ENOMEM;
+        (*n)++;
+    }
+    return 0;
+}

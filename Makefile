@@ -33,8 +33,8 @@ HDRS     := $(wildcard kv/*.h wal/*.h sstable/*.h)
 TEST_SRC := $(sort $(wildcard tests/test_*.c))
 TESTS    := $(TEST_SRC:tests/%.c=$(BUILD)/%)
 ASAN_TESTS := $(TEST_SRC:tests/%.c=$(BUILD)/asan/%)
-# The tests with many threads, also under ThreadSanitizer.
-TSAN_TESTS := $(BUILD)/tsan/test_db $(BUILD)/tsan/test_memtable
+# The tests with many threads (and the background thread), also under ThreadSanitizer.
+TSAN_TESTS := $(BUILD)/tsan/test_db $(BUILD)/tsan/test_memtable $(BUILD)/tsan/test_sstable
 
 TOOLS    := $(patsubst tools/%.c,$(BUILD)/%,$(wildcard tools/*.c))
 

@@ -68,9 +68,13 @@ int flush_memtable(vset_t *vs, const stash_options_t *o, memtable_t *m, fmeta_t 
     mt_iter_t *it = mt_iter_new(m);
     if (!it)
         return err_set(-ENOMEM, "out of memory");
-    sst_writer_t *w;
+    sst_writer_t *w = NULL;
     uint64_t num, size = 0;
     int rc = open_output(vs, o, &w, &num);
+    if (rc) {
+        mt_iter_free(it);
+        return rc;
+    }
     struct kbuf kb = { 0 };
     for (mt_iter_seek_first(it); rc == 0 && mt_iter_valid(it); mt_iter_next(it)) {
         size_t kl, vl;

@@ -103,7 +103,7 @@ struct stash {
 
     pthread_t bg;
     int bg_running;
-    int closing;
+    atomic_int closing;         /* read by table work without mu */
     pthread_cond_t bg_cv;
     pthread_cond_t done_cv;     /* a flush or compaction finished */
 

@@ -452,8 +452,34 @@ int vset_recover(vset_t *vs, int read_only)
 
 /* Called once the logs are replayed: the next file number must pass every
  * log seen, then (for a writer) a fresh MANIFEST is started. */
+/* The highest number of any log, table or MANIFEST in DIR (0 if none):
+ * a crash can leave a file numbered past what the MANIFEST recorded. */
+static uint64_t max_file_number(const char *dir)
+{
+    DIR *d = opendir(dir);
+    uint64_t max = 0;
+    struct dirent *de;
+    while (d && (de = readdir(d))) {
+        const char *p = de->d_name;
+        if (!strncmp(p, "MANIFEST-", 9))
+            p += 9;
+        if (*p < '0' || *p > '9')
+            continue;
+        char *end;
+        unsigned long long num = strtoull(p, &end, 10);
+        if ((!strcmp(end, ".log") || !strcmp(end, ".sst") || (!*end && p != de->d_name)) && num > max)
+            max = num;
+    }
+    if (d)
+        closedir(d);
+    return max;
+}
+
 int vset_start(vset_t *vs, uint64_t min_next, uint64_t last_seq)
 {
+    uint64_t seen = max_file_number(vs->dir) + 1;
+    if (seen > min_next)
+        min_next = seen;
     if (atomic_load(&vs->next_file) < min_next)
         atomic_store(&vs->next_file, min_next);
     if (vs->last_seq < last_seq)

@@ -8,7 +8,8 @@
  *   - every acknowledged batch is present, whole, with the right bytes;
  *   - every batch present at all is present whole (no torn batch);
  *   - nothing else is in the store.
- * A small memtable makes memtable and log switches happen during the kills.
+ * Tiny memtables, tables and levels make log switches, flushes and
+ * compactions happen during the kills.
  *
  * Usage: crashtest [--rounds N] [--seed S] [--dir DIR]
  * Prints the seed; a failing round can be replayed with the same seed.
@@ -69,7 +70,15 @@ static stash_options_t opts(void)
 {
     stash_options_t o;
     stash_options_init(&o);
-    o.memtable_size = 256 << 10;
+    /* Tiny memtables, tables and levels: flushes and compactions run all the
+     * time, so the kills land in the middle of them. */
+    o.memtable_size = 64 << 10;
+    o.target_file_size = 64 << 10;
+    o.level1_max_bytes = 256 << 10;
+    o.l0_compaction_trigger = 2;
+    o.l0_slowdown_trigger = 4;
+    o.l0_stop_trigger = 8;
+    o.block_size = 1024;
     return o;
 }
 

@@ -15,9 +15,8 @@ for t in "$build"/asan/test_*; do
     [ -x "$t" ] && run "asan/$(basename "$t")" env ASAN_OPTIONS=detect_leaks=1 "$t"
 done
 for t in "$build"/tsan/test_*; do
-    [ -x "$t" ] && run "tsan/$(basename "$t")" env TEST_FILTER='test_conc*' "$t"
+    [ -x "$t" ] && run "tsan/$(basename "$t")" "$t"
 done
-[ -x "$build/tsan/test_db" ] && run "tsan/test_db group commit" env TEST_FILTER='test_group*' "$build/tsan/test_db"
 if [ -x "$build/crashtest" ]; then
     run crashtest "$build/crashtest" --rounds "${CRASH_ROUNDS:-60}"
 fi

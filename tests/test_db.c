@@ -672,6 +672,17 @@ static void test_group_commit(void **state)
     assert_int_equal(stash_close(db), 0);
 }
 
+/* Options that make flushes and compactions happen with little data. */
+static void small_tables(stash_options_t *o)
+{
+    stash_options_init(o);
+    o->memtable_size = 64 << 10;
+    o->target_file_size = 64 << 10;
+    o->level1_max_bytes = 128 << 10;
+    o->l0_compaction_trigger = 2;
+    o->block_size = 1024;
+}
+
 /* ---- randomized model test ---- */
 
 enum { MKEYS = 300, MSNAPS = 4 };
@@ -757,8 +768,7 @@ static void test_model(void **state)
     (void)state;
     uint64_t seed = tu_seed("test_db model", 20261124);
     stash_options_t o;
-    stash_options_init(&o);
-    o.memtable_size = 64 << 10;
+    small_tables(&o);
     stash_t *db = open_db(&o);
     static struct model cur, snapm[MSNAPS];
     stash_snapshot_t *snap[MSNAPS] = { 0 };
@@ -821,6 +831,14 @@ static void test_model(void **state)
                     assert_memory_equal(v, cur.val[k], vl);
                 stash_free(v);
             }
+        } else if (r < 995) {                /* compact a random range, or everything */
+            int a = (int)(tu_rand(&seed) % MKEYS), b = a + (int)(tu_rand(&seed) % 100);
+            char ka[16], kb[16];
+            int la = mkey(ka, a), lb = mkey(kb, b);
+            if (tu_rand(&seed) % 4 == 0)
+                assert_int_equal(stash_compact_range(db, NULL, 0, NULL, 0), 0);
+            else
+                assert_int_equal(stash_compact_range(db, ka, (size_t)la, kb, (size_t)lb), 0);
         } else {                             /* reopen (snapshots end with it) */
             for (int i = 0; i < MSNAPS; i++) {
                 if (snap[i]) {
@@ -844,6 +862,202 @@ static void test_model(void **state)
     assert_int_equal(stash_close(db), 0);
 }
 
+/* ---- tables ---- */
+
+static long level_tables(stash_t *db, int level)
+{
+    char st[4096], want[32];
+    stash_stats(db, st, sizeof st);
+    snprintf(want, sizeof want, "level %d:", level);
+    const char *p = strstr(st, want);
+    assert_non_null(p);
+    return strtol(p + strlen(want), NULL, 10);
+}
+
+static void test_compaction_drops_garbage(void **state)
+{
+    (void)state;
+    stash_options_t o;
+    small_tables(&o);
+    stash_t *db = open_db(&o);
+    char v[500];
+    memset(v, 'v', sizeof v);
+    for (int round = 0; round < 10; round++) {
+        for (int i = 0; i < 500; i++) {
+            char k[16];
+            snprintf(k, sizeof k, "g%05d", i);
+            assert_int_equal(stash_put(db, k, strlen(k), v, sizeof v), 0);
+        }
+    }
+    for (int i = 0; i < 500; i += 2) {
+        char k[16];
+        snprintf(k, sizeof k, "g%05d", i);
+        assert_int_equal(stash_delete(db, k, strlen(k)), 0);
+    }
+    assert_int_equal(stash_compact_range(db, NULL, 0, NULL, 0), 0);
+    char st[4096];
+    stash_stats(db, st, sizeof st);
+    /* Ten versions of 500 keys and 250 deletions become 250 entries. */
+    long entries = 0;
+    for (const char *p = st; (p = strstr(p, "level ")); p++) {
+        const char *e = strstr(p, "bytes, ");
+        if (e && e - p < 80)
+            entries += strtol(e + 7, NULL, 10);
+    }
+    assert_int_equal(entries, 250);
+    assert_int_equal(level_tables(db, 0), 0);
+    for (int i = 0; i < 500; i++) {
+        char k[16];
+        snprintf(k, sizeof k, "g%05d", i);
+        void *got;
+        size_t gl;
+        assert_int_equal(stash_get(db, k, strlen(k), &got, &gl), i % 2 ? 0 : -ENOENT);
+        if (i % 2)
+            stash_free(got);
+    }
+    assert_int_equal(stash_close(db), 0);
+}
+
+/* A scan started before a compaction returns exactly its snapshot. */
+static void test_iterator_stability(void **state)
+{
+    (void)state;
+    stash_options_t o;
+    small_tables(&o);
+    stash_t *db = open_db(&o);
+    char v[300];
+    for (int i = 0; i < 2000; i++) {
+        char k[16];
+        snprintf(k, sizeof k, "s%05d", i);
+        memset(v, 'a' + i % 26, sizeof v);
+        assert_int_equal(stash_put(db, k, strlen(k), v, sizeof v), 0);
+    }
+    stash_iter_t *it = stash_iter_new(db, NULL);
+    stash_iter_seek_first(it);
+    int n = 0;
+    for (; n < 500 && stash_iter_valid(it); n++)
+        stash_iter_next(it);
+    /* Rewrite and delete everything, and compact it all away. */
+    for (int i = 0; i < 2000; i++) {
+        char k[16];
+        snprintf(k, sizeof k, "s%05d", i);
+        if (i % 3)
+            assert_int_equal(stash_put(db, k, strlen(k), "new", 3), 0);
+        else
+            assert_int_equal(stash_delete(db, k, strlen(k)), 0);
+    }
+    assert_int_equal(stash_compact_range(db, NULL, 0, NULL, 0), 0);
+    for (; stash_iter_valid(it); stash_iter_next(it), n++) {
+        size_t kl, vl;
+        const char *k = stash_iter_key(it, &kl);
+        const char *val = stash_iter_value(it, &vl);
+        char want[16];
+        snprintf(want, sizeof want, "s%05d", n);
+        assert_int_equal(kl, strlen(want));
+        assert_memory_equal(k, want, kl);
+        assert_int_equal(vl, sizeof v);
+        assert_int_equal(val[0], 'a' + n % 26);
+    }
+    assert_int_equal(n, 2000);
+    assert_int_equal(stash_iter_status(it), 0);
+    stash_iter_free(it);
+    assert_int_equal(stash_close(db), 0);
+}
+
+/* Find a table file of the store (the largest one). */
+static void some_table(char *path, size_t len)
+{
+    char cmd[1024];
+    snprintf(cmd, sizeof cmd, "ls -S %s/*.sst | head -n 1", dir);
+    FILE *p = popen(cmd, "r");
+    assert_non_null(p);
+    assert_non_null(fgets(path, (int)len, p));
+    path[strcspn(path, "\n")] = '\0';
+    pclose(p);
+}
+
+static void test_table_corruption(void **state)
+{
+    (void)state;
+    stash_options_t o;
+    small_tables(&o);
+    o.compression_level = 0;
+    o.block_cache_size = 0;
+    stash_t *db = open_db(&o);
+    char v[200];
+    for (int i = 0; i < 3000; i++) {
+        char k[16];
+        snprintf(k, sizeof k, "c%05d", i);
+        memset(v, 'a' + i % 26, sizeof v);
+        assert_int_equal(stash_put(db, k, strlen(k), v, sizeof v), 0);
+    }
+    assert_int_equal(stash_compact_range(db, NULL, 0, NULL, 0), 0);
+    assert_int_equal(stash_close(db), 0);
+
+    char path[1024];
+    some_table(path, sizeof path);
+    int fd = open(path, O_RDWR);
+    unsigned char c;
+    assert_int_equal(pread(fd, &c, 1, 500), 1);   /* inside the first data block */
+    c ^= 0x20;
+    assert_int_equal(pwrite(fd, &c, 1, 500), 1);
+    close(fd);
+
+    db = open_db(&o);
+    int bad = 0, good = 0;
+    for (int i = 0; i < 3000; i++) {
+        char k[16];
+        snprintf(k, sizeof k, "c%05d", i);
+        void *got;
+        size_t gl;
+        int rc = stash_get(db, k, strlen(k), &got, &gl);
+        if (rc == -EIO) {
+            bad++;
+            continue;
+        }
+        assert_int_equal(rc, 0);   /* never wrong data, never "not found" */
+        memset(v, 'a' + i % 26, sizeof v);
+        assert_int_equal(gl, sizeof v);
+        assert_memory_equal(got, v, gl);
+        stash_free(got);
+        good++;
+    }
+    assert_true(bad > 0 && bad < 100);
+    assert_true(good > 2800);
+    assert_non_null(strstr(stash_last_error(db), "checksum"));
+    stash_iter_t *it = stash_iter_new(db, NULL);
+    for (stash_iter_seek_first(it); stash_iter_valid(it); stash_iter_next(it))
+        ;
+    assert_int_equal(stash_iter_status(it), -EIO);
+    stash_iter_free(it);
+    assert_int_equal(stash_close(db), 0);
+
+    /* A table the MANIFEST names is missing: the store does not open. */
+    assert_int_equal(unlink(path), 0);
+    stash_t *none = NULL;
+    assert_int_equal(stash_open(dir, &o, &none), -EIO);
+    assert_null(none);
+    assert_non_null(strstr(stash_last_error(NULL), "missing"));
+    assert_non_null(strstr(stash_last_error(NULL), ".sst"));
+}
+
+static void test_manifest_damage(void **state)
+{
+    (void)state;
+    stash_t *db = open_db(NULL);
+    put_s(db, "k", "v");
+    assert_int_equal(stash_compact_range(db, NULL, 0, NULL, 0), 0);
+    assert_int_equal(stash_close(db), 0);
+    char cur[700];
+    snprintf(cur, sizeof cur, "%s/CURRENT", dir);
+    FILE *f = fopen(cur, "w");
+    fputs("garbage\n", f);
+    fclose(f);
+    stash_t *none = NULL;
+    assert_int_equal(stash_open(dir, NULL, &none), -EIO);
+    assert_non_null(strstr(stash_last_error(NULL), "CURRENT"));
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -862,6 +1076,10 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_concurrent, setup, teardown),
         cmocka_unit_test_setup_teardown(test_group_commit, setup, teardown),
         cmocka_unit_test_setup_teardown(test_model, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_compaction_drops_garbage, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_iterator_stability, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_table_corruption, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_manifest_damage, setup, teardown),
     };
     tu_filter();
     return cmocka_run_group_tests(tests, NULL, NULL);

@@ -293,7 +293,8 @@ static int finish_output(vset_t *vs, sst_writer_t **w, uint64_t num, int level, 
 }
 
 int compact_run(vset_t *vs, const stash_options_t *o, struct compaction *c,
-                uint64_t smallest_snapshot, vedit_t *e, struct cstats *st)
+                uint64_t smallest_snapshot, vedit_t *e, struct cstats *st,
+                void (*yield)(void *arg), void *arg)
 {
     int out_level = c->level + 1;
     for (int w = 0; w < 2; w++) {
@@ -341,14 +342,24 @@ int compact_run(vset_t *vs, const stash_options_t *o, struct compaction *c,
     if (!m)
         return err_set(-ENOMEM, "out of memory");
 
+    /* The deeper levels as they were when the compaction was chosen; a
+     * flush during it only adds level-0 tables, which do not matter here. */
     version_t *v = vs->cur;
+    version_ref(v);
+    vs->pending_min = atomic_load(&vs->next_file);
     struct kbuf cur = { 0 }, out = { 0 };
     int have_cur = 0, rc = 0;
-    uint64_t last_seq_for_key = UINT64_MAX, num = 0;
+    uint64_t last_seq_for_key = UINT64_MAX, num = 0, steps = 0, bytes = 0;
     sst_writer_t *w = NULL;
     for (m->ops->seek_first(m); rc == 0 && m->ops->valid(m); m->ops->next(m)) {
         size_t kl, vl;
         const void *k = m->ops->key(m, &kl);
+        m->ops->value(m, &vl);
+        bytes += kl + vl;
+        if (yield && (++steps % 4096 == 0 || bytes >= (4u << 20))) {
+            yield(arg);
+            bytes = 0;
+        }
         uint64_t tag = m->ops->tag(m);
         if (!have_cur || kl != ikey_ulen(cur.len) || memcmp(k, cur.p, kl) != 0) {
             /* A new user key: the place to end a full output table. */
@@ -383,6 +394,8 @@ int compact_run(vset_t *vs, const stash_options_t *o, struct compaction *c,
     if (w)
         sst_writer_abandon(w);
     iter_free(m);
+    version_unref(v);
+    vs->pending_min = UINT64_MAX;
     free(cur.p);
     free(out.p);
     if (rc == 0)

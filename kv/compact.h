@@ -46,9 +46,15 @@ int compact_range_pick(version_t *v, int level, const void *begin, size_t blen,
 
 void compact_free(struct compaction *c);
 
-/* Run C, filling edit E (deletes of the inputs, adds of the outputs). */
+/*
+ * Run C, filling edit E (deletes of the inputs, adds of the outputs).  YIELD
+ * (may be NULL) is called now and then with ARG, between output entries, so
+ * the caller can flush a waiting memtable in the middle of a long
+ * compaction; it may install new versions but must not touch C's inputs.
+ */
 int compact_run(vset_t *vs, const stash_options_t *o, struct compaction *c,
-                uint64_t smallest_snapshot, vedit_t *e, struct cstats *st);
+                uint64_t smallest_snapshot, vedit_t *e, struct cstats *st,
+                void (*yield)(void *arg), void *arg);
 
 /* Write memtable M as a level-0 table; *OUT is NULL for an empty memtable. */
 int flush_memtable(vset_t *vs, const stash_options_t *o, memtable_t *m, fmeta_t **out,

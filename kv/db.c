@@ -935,6 +935,18 @@ static uint64_t smallest_snapshot(stash_t *db)
     return s;
 }
 
+/* Called from inside a long compaction: writers waiting for a flush must
+ * not wait for the whole compaction. */
+static void flush_waiting(void *arg)
+{
+    stash_t *db = arg;
+    pthread_mutex_lock(&db->mu);
+    int waiting = db->nimm > 0 && !db->bgerr;
+    pthread_mutex_unlock(&db->mu);
+    while (waiting && flush_one(db) > 0)
+        ;
+}
+
 /* Run compaction C (taking it over) and install its result. */
 static int run_compaction(stash_t *db, struct compaction *c)
 {
@@ -943,7 +955,8 @@ static int run_compaction(stash_t *db, struct compaction *c)
     struct cstats st = db->cst;
     pthread_mutex_unlock(&db->mu);
     vedit_t *e = calloc(1, sizeof *e);
-    int rc = e ? compact_run(&db->vs, &db->opt, c, snap, e, &st) : err_set(-ENOMEM, "out of memory");
+    int rc = e ? compact_run(&db->vs, &db->opt, c, snap, e, &st, flush_waiting, db)
+               : err_set(-ENOMEM, "out of memory");
     int manifest = 0;
     if (rc == 0) {
         rc = vset_apply(&db->vs, e);
@@ -961,31 +974,41 @@ static int run_compaction(stash_t *db, struct compaction *c)
         return rc;
     }
     pthread_mutex_lock(&db->mu);
-    db->cst = st;
+    db->cst.compactions = st.compactions;
+    db->cst.moves = st.moves;
+    db->cst.compact_bytes_read = st.compact_bytes_read;
+    db->cst.compact_bytes_written = st.compact_bytes_written;
     install(db);
     pthread_mutex_unlock(&db->mu);
     vset_remove_obsolete(&db->vs, db->vs.log_number);
     return 1;
 }
 
-/* Flush every frozen memtable, then compact while a level is over its
- * bounds (stopping early when the store closes). */
+/*
+ * Flush a frozen memtable if one waits, then compact if a level is over its
+ * bounds, and repeat until there is nothing to do (or the store closes).
+ * Compaction is considered after every flush: under a steady stream of
+ * flushes, level 0 must not grow until writers stop.  A long compaction
+ * flushes waiting memtables itself (flush_waiting), so writers never wait
+ * for a whole compaction.
+ */
 static void table_work(stash_t *db)
 {
     pthread_mutex_lock(&db->work_mu);
-    while (!db->closing && flush_one(db) > 0)
-        ;
     while (!db->closing) {
+        int flushed = flush_one(db);
+        if (flushed < 0)
+            break;
         pthread_mutex_lock(&db->mu);
-        int stop = db->bgerr || db->nimm > 0;
+        int broken = db->bgerr != 0;
         pthread_mutex_unlock(&db->mu);
-        if (stop)
-            break;   /* a flush is more urgent: the caller loops */
         struct compaction c;
-        if (!compact_pick(db->vs.cur, &db->opt, db->cptr, db->cplen, &c))
+        if (!broken && compact_pick(db->vs.cur, &db->opt, db->cptr, db->cplen, &c)) {
+            if (run_compaction(db, &c) < 0)
+                break;
+        } else if (!flushed) {
             break;
-        if (run_compaction(db, &c) < 0)
-            break;
+        }
     }
     pthread_mutex_unlock(&db->work_mu);
 }

@@ -394,6 +394,7 @@ int vset_recover(vset_t *vs, int read_only)
     char cur[PATH_MAX], body[64] = "";
     snprintf(cur, sizeof cur, "%s/CURRENT", vs->dir);
     vs->next_file = 2;
+    vs->pending_min = UINT64_MAX;
     int fd = open(cur, O_RDONLY | O_CLOEXEC);
     struct mstate s;
     memset(&s, 0, sizeof s);
@@ -535,7 +536,7 @@ void vset_remove_obsolete(vset_t *vs, uint64_t min_log)
             if (!strcmp(end, ".log"))
                 drop = num < min_log;
             else if (!strcmp(end, ".sst")) {
-                drop = num < vs->next_file;   /* never a table being written */
+                drop = num < vs->next_file && num < vs->pending_min;   /* never one being written */
                 for (int l = 0; l < NLEVELS && drop; l++)
                     for (int i = 0; i < vs->cur->n[l] && drop; i++)
                         drop = vs->cur->f[l][i]->number != num;

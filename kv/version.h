@@ -71,6 +71,8 @@ typedef struct vset {
     uint64_t log_number;              /* logs below it are no longer needed */
     _Atomic uint64_t next_file;       /* shared by logs, tables, MANIFESTs */
     uint64_t last_seq;                /* as of the last edit */
+    uint64_t pending_min;             /* tables numbered from here on may be a
+                                         running compaction's outputs */
 } vset_t;
 
 extern const sst_keyfmt_t ikey_fmt;

@@ -41,6 +41,7 @@ static size_t cache_size = 8u << 20;
 static int bloom_bits = 10;
 static int use_existing = 0;
 static size_t memtable_size = 0;   /* 0 = the engine's default */
+static int show_stats = 0;
 
 static void usage(FILE *f)
 {
@@ -60,7 +61,8 @@ static void usage(FILE *f)
         "  --cache_size=BYTES     block cache (default 8 MiB)\n"
         "  --bloom_bits=N         bloom filter bits per key (default 10)\n"
         "  --write_buffer_size=B  memtable size (default: the engine's)\n"
-        "  --use_existing_db=0|1  do not empty the store before fills (default 0)\n",
+        "  --use_existing_db=0|1  do not empty the store before fills (default 0)\n"
+        "  --stats=0|1            print the engine's statistics after each benchmark (stash only)\n",
         benchmarks);
 }
 
@@ -600,6 +602,7 @@ static int parse_flag(const char *a)
     else if (IS("bloom_bits")) bloom_bits = atoi(v);
     else if (IS("write_buffer_size")) memtable_size = (size_t)atoll(v);
     else if (IS("use_existing_db")) use_existing = atoi(v);
+    else if (IS("stats")) show_stats = atoi(v);
     else return -1;
 #undef IS
     return 0;
@@ -684,6 +687,11 @@ int main(int argc, char **argv)
         }
         if (fill && rc == 0)
             printf("%-16s   disk usage: %.1f MB\n", "", disk_usage_mb());
+        if (show_stats && E == &stash_engine) {
+            char st[4096];
+            stash_stats(sdb, st, sizeof st);
+            printf("%s", st);
+        }
     }
     free(list);
     E->close();

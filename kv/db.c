@@ -921,7 +921,7 @@ static int flush_one(stash_t *db)
     install(db);
     pthread_mutex_unlock(&db->mu);
     mt_unref(mt);
-    vset_remove_obsolete(&db->vs, keep);
+    vset_remove_obsolete(&db->vs, keep, 0);
     return 1;
 }
 
@@ -980,7 +980,7 @@ static int run_compaction(stash_t *db, struct compaction *c)
     db->cst.compact_bytes_written = st.compact_bytes_written;
     install(db);
     pthread_mutex_unlock(&db->mu);
-    vset_remove_obsolete(&db->vs, db->vs.log_number);
+    vset_remove_obsolete(&db->vs, db->vs.log_number, 0);
     return 1;
 }
 
@@ -1229,7 +1229,7 @@ static int recover(stash_t *db)
     if (rc == 0 && !db->opt.read_only) {
         rc = vset_start(&db->vs, next, db->last_seq);
         if (rc == 0)
-            vset_remove_obsolete(&db->vs, db->vs.log_number);
+            vset_remove_obsolete(&db->vs, db->vs.log_number, 1);
     }
     db->ver = db->vs.cur;
     version_ref(db->ver);
@@ -1457,6 +1457,7 @@ int stash_stats(stash_t *db, char *buf, size_t len)
     }
     if (o < len)
         o += (size_t)snprintf(buf + o, len - o,
+             "open tables:      %d (at most %d kept open when idle)\n"
              "block cache:      %zu bytes used, %llu hits, %llu misses (%.1f%% hit rate)\n"
              "writes:           %llu writers in %llu commit groups, %llu fsyncs, %llu bytes logged\n"
              "flushes:          %llu bytes written to level 0\n"
@@ -1466,6 +1467,7 @@ int stash_stats(stash_t *db, char *buf, size_t len)
              "stalls:           %llu, %.3f s in all\n"
              "snapshots:        %d\n"
              "state:            %s\n",
+             vset_open_tables(&db->vs), db->opt.max_open_files,
              cused, (unsigned long long)hits, (unsigned long long)misses,
              hits + misses ? 100.0 * (double)hits / (double)(hits + misses) : 0.0,
              (unsigned long long)db->st_writers, (unsigned long long)db->st_groups,

@@ -56,6 +56,7 @@ iiter_t *iter_memtable(const memtable_t *m)
 
 struct merge {
     iiter_t base;
+    int err;          /* a child failed: the whole stream stops */
     int n;            /* children */
     int hn;           /* children in the heap (the valid ones) */
     iiter_t **child;
@@ -93,12 +94,28 @@ static void sift_down(struct merge *m, int i)
     }
 }
 
+/* A child that stopped on an error stops the merge: going on with the
+ * others would show a store with that child's entries missing. */
+static int failed(struct merge *m, iiter_t *c)
+{
+    int rc = c->ops->status(c);
+    if (rc) {
+        m->err = rc;
+        m->hn = 0;
+    }
+    return rc;
+}
+
 static void rebuild(struct merge *m)
 {
     m->hn = 0;
-    for (int i = 0; i < m->n; i++)
+    m->err = 0;
+    for (int i = 0; i < m->n; i++) {
         if (m->child[i]->ops->valid(m->child[i]))
             m->heap[m->hn++] = i;
+        else if (failed(m, m->child[i]))
+            return;
+    }
     for (int i = m->hn / 2 - 1; i >= 0; i--)
         sift_down(m, i);
 }
@@ -129,8 +146,11 @@ static void mg_next(iiter_t *it)
     struct merge *m = MI(it);
     iiter_t *c = m->child[m->heap[0]];
     c->ops->next(c);
-    if (!c->ops->valid(c))
+    if (!c->ops->valid(c)) {
+        if (failed(m, c))
+            return;
         m->heap[0] = m->heap[--m->hn];
+    }
     sift_down(m, 0);
 }
 
@@ -155,6 +175,8 @@ static const void *mg_value(const iiter_t *it, size_t *vl)
 static int mg_status(const iiter_t *it)
 {
     const struct merge *m = CMI(it);
+    if (m->err)
+        return m->err;
     for (int i = 0; i < m->n; i++) {
         int rc = m->child[i]->ops->status(m->child[i]);
         if (rc)

@@ -15,6 +15,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
+#include <pthread.h>
 #include <dirent.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -41,37 +42,165 @@ static void manifest_path(char *buf, size_t len, const char *dir, uint64_t numbe
     snprintf(buf, len, "%s/MANIFEST-%06llu", dir, (unsigned long long)number);
 }
 
+/* ---- the table cache ---- */
+
+struct tcache {
+    pthread_mutex_t mu;
+    int cap, open;
+    fmeta_t lru;                      /* sentinel of the open readers */
+    sst_cache_t *blocks;
+};
+
+static struct tcache *tcache_new(int cap, sst_cache_t *blocks)
+{
+    struct tcache *tc = calloc(1, sizeof *tc);
+    if (!tc)
+        return NULL;
+    pthread_mutex_init(&tc->mu, NULL);
+    tc->cap = cap > 0 ? cap : 1;
+    tc->lru.lnext = tc->lru.lprev = &tc->lru;
+    tc->blocks = blocks;
+    return tc;
+}
+
+static void lru_out(fmeta_t *f)
+{
+    f->lprev->lnext = f->lnext;
+    f->lnext->lprev = f->lprev;
+    f->lnext = f->lprev = NULL;
+}
+
+static void lru_in(struct tcache *tc, fmeta_t *f)
+{
+    f->lnext = tc->lru.lnext;
+    f->lprev = &tc->lru;
+    f->lnext->lprev = f;
+    tc->lru.lnext = f;
+}
+
+static int open_reader(const char *dir, uint64_t number, sst_cache_t *blocks, sst_reader_t **r)
+{
+    char path[PATH_MAX];
+    table_path(path, sizeof path, dir, number);
+    int rc = sst_open(path, number, &ikey_fmt, blocks, r);
+    if (rc == -ENOENT)
+        return err_set(-EIO, "table %06llu.sst named by the MANIFEST is missing", (unsigned long long)number);
+    return rc;
+}
+
+int fmeta_acquire(fmeta_t *f, sst_reader_t **out)
+{
+    struct tcache *tc = f->tc;
+    pthread_mutex_lock(&tc->mu);
+    if (!f->r) {
+        /* Opening reads the footer, index and filter: do it unlocked. */
+        f->users++;
+        pthread_mutex_unlock(&tc->mu);
+        sst_reader_t *r;
+        int rc = open_reader(f->dir, f->number, tc->blocks, &r);
+        pthread_mutex_lock(&tc->mu);
+        f->users--;
+        if (rc) {
+            pthread_mutex_unlock(&tc->mu);
+            return rc;
+        }
+        if (f->r) {
+            sst_close(r);   /* another thread opened it meanwhile */
+        } else {
+            f->r = r;
+            lru_in(tc, f);
+            tc->open++;
+        }
+    } else {
+        lru_out(f);
+        lru_in(tc, f);
+    }
+    f->users++;
+    *out = f->r;
+    pthread_mutex_unlock(&tc->mu);
+    return 0;
+}
+
+/* Closing happens here: readers beyond the bound that nobody uses are
+ * closed, least recently used first, outside the lock. */
+void fmeta_release(fmeta_t *f)
+{
+    struct tcache *tc = f->tc;
+    sst_reader_t *victims[8];
+    int n = 0;
+    pthread_mutex_lock(&tc->mu);
+    f->users--;
+    for (fmeta_t *g = tc->lru.lprev; g != &tc->lru && tc->open > tc->cap && n < 8;) {
+        fmeta_t *p = g->lprev;
+        if (g->users == 0) {
+            victims[n++] = g->r;
+            g->r = NULL;
+            lru_out(g);
+            tc->open--;
+        }
+        g = p;
+    }
+    pthread_mutex_unlock(&tc->mu);
+    for (int i = 0; i < n; i++)
+        sst_close(victims[i]);
+}
+
+int vset_open_tables(vset_t *vs)
+{
+    pthread_mutex_lock(&vs->tc->mu);
+    int n = vs->tc->open;
+    pthread_mutex_unlock(&vs->tc->mu);
+    return n;
+}
+
 /* ---- tables and versions ---- */
 
 int fmeta_open(vset_t *vs, uint64_t number, fmeta_t **out)
 {
-    char path[PATH_MAX];
-    table_path(path, sizeof path, vs->dir, number);
     fmeta_t *f = calloc(1, sizeof *f);
     if (!f)
         return err_set(-ENOMEM, "out of memory");
-    int rc = sst_open(path, number, &ikey_fmt, vs->cache, &f->r);
+    sst_reader_t *r;
+    int rc = open_reader(vs->dir, number, vs->cache, &r);
     if (rc) {
         free(f);
-        if (rc == -ENOENT)
-            return err_set(-EIO, "table %06llu.sst named by the MANIFEST is missing",
-                           (unsigned long long)number);
         return rc;
     }
-    const void *s = sst_smallest(f->r, &f->slen), *l = sst_largest(f->r, &f->llen);
-    if (f->slen < IKEY_TRAILER || f->llen < IKEY_TRAILER) {
-        sst_close(f->r);
+    size_t sl, ll;
+    const void *s = sst_smallest(r, &sl), *l = sst_largest(r, &ll);
+    if (sl < IKEY_TRAILER || ll < IKEY_TRAILER) {
+        sst_close(r);
         free(f);
         return err_set(-EIO, "table %06llu.sst: bad key range", (unsigned long long)number);
     }
-    f->smallest = (uint8_t *)s;
-    f->largest = (uint8_t *)l;
+    f->smallest = malloc(sl);
+    f->largest = malloc(ll);
+    if (!f->smallest || !f->largest) {
+        sst_close(r);
+        free(f->smallest);
+        free(f->largest);
+        free(f);
+        return err_set(-ENOMEM, "out of memory");
+    }
+    memcpy(f->smallest, s, sl);
+    memcpy(f->largest, l, ll);
+    f->slen = sl;
+    f->llen = ll;
     f->number = number;
-    f->size = sst_file_size(f->r);
-    f->entries = sst_entries(f->r);
+    f->size = sst_file_size(r);
+    f->entries = sst_entries(r);
     f->dir = vs->dir;
+    f->tc = vs->tc;
     atomic_init(&f->refs, 1);
     atomic_init(&f->obsolete, 0);
+    /* Keep the reader just opened in the cache, as the most recent. */
+    pthread_mutex_lock(&f->tc->mu);
+    f->r = r;
+    lru_in(f->tc, f);
+    f->tc->open++;
+    f->users = 1;
+    pthread_mutex_unlock(&f->tc->mu);
+    fmeta_release(f);
     *out = f;
     return 0;
 }
@@ -85,12 +214,23 @@ void fmeta_unref(fmeta_t *f)
 {
     if (!f || atomic_fetch_sub_explicit(&f->refs, 1, memory_order_acq_rel) != 1)
         return;
-    sst_close(f->r);
+    sst_reader_t *r = NULL;
+    pthread_mutex_lock(&f->tc->mu);
+    if (f->r) {
+        r = f->r;
+        f->r = NULL;
+        lru_out(f);
+        f->tc->open--;
+    }
+    pthread_mutex_unlock(&f->tc->mu);
+    sst_close(r);
     if (atomic_load(&f->obsolete)) {
         char path[PATH_MAX];
         table_path(path, sizeof path, f->dir, f->number);
         unlink(path);
     }
+    free(f->smallest);
+    free(f->largest);
     free(f);
 }
 
@@ -395,6 +535,8 @@ int vset_recover(vset_t *vs, int read_only)
     snprintf(cur, sizeof cur, "%s/CURRENT", vs->dir);
     vs->next_file = 2;
     vs->pending_min = UINT64_MAX;
+    if (!vs->tc && !(vs->tc = tcache_new(vs->opt->max_open_files, vs->cache)))
+        return err_set(-ENOMEM, "out of memory");
     int fd = open(cur, O_RDONLY | O_CLOEXEC);
     struct mstate s;
     memset(&s, 0, sizeof s);
@@ -521,7 +663,7 @@ int vset_apply(vset_t *vs, vedit_t *e)
     return 0;
 }
 
-void vset_remove_obsolete(vset_t *vs, uint64_t min_log)
+void vset_remove_obsolete(vset_t *vs, uint64_t min_log, int tables)
 {
     DIR *d = opendir(vs->dir);
     if (!d)
@@ -535,13 +677,14 @@ void vset_remove_obsolete(vset_t *vs, uint64_t min_log)
             num = strtoull(de->d_name, &end, 10);
             if (!strcmp(end, ".log"))
                 drop = num < min_log;
-            else if (!strcmp(end, ".sst")) {
+            else if (tables && !strcmp(end, ".sst")) {
                 drop = num < vs->next_file && num < vs->pending_min;   /* never one being written */
                 for (int l = 0; l < NLEVELS && drop; l++)
                     for (int i = 0; i < vs->cur->n[l] && drop; i++)
                         drop = vs->cur->f[l][i]->number != num;
-                /* A table still read through an older version is deleted
-                 * when its last reference goes, not here. */
+                /* Only at open: later, a table that left the current
+                 * version may still be read through an older one, and is
+                 * deleted at its last reference instead. */
             }
         } else if (!strncmp(de->d_name, "MANIFEST-", 9)) {
             num = strtoull(de->d_name + 9, &end, 10);
@@ -563,6 +706,12 @@ void vset_close(vset_t *vs)
     if (vs->manifest)
         wal_close(vs->manifest);
     vs->manifest = NULL;
+    if (vs->tc) {
+        /* Every version is gone, so every reader is closed. */
+        pthread_mutex_destroy(&vs->tc->mu);
+        free(vs->tc);
+        vs->tc = NULL;
+    }
 }
 
 /* ---- reads ---- */
@@ -604,7 +753,12 @@ static int in_range(const fmeta_t *f, const void *key, size_t klen)
 
 static int table_get(fmeta_t *f, const uint8_t *ik, size_t iklen, struct lookup *lk)
 {
-    int rc = sst_get(f->r, ik, iklen, got, lk);
+    sst_reader_t *r;
+    int rc = fmeta_acquire(f, &r);
+    if (rc)
+        return rc;
+    rc = sst_get(r, ik, iklen, got, lk);
+    fmeta_release(f);
     if (rc < 0)
         return rc;
     return lk->err;
@@ -666,15 +820,30 @@ struct lviter {
 #define LV(x) ((struct lviter *)(x))
 #define CLV(x) ((const struct lviter *)(x))
 
+static void lv_close(struct lviter *lv)
+{
+    if (lv->it) {
+        sst_iter_free(lv->it);
+        fmeta_release(lv->f[lv->i]);
+        lv->it = NULL;
+    }
+}
+
 static int lv_open(struct lviter *lv, int i)
 {
-    sst_iter_free(lv->it);
-    lv->it = NULL;
+    lv_close(lv);
     lv->i = i;
     if (i >= lv->n)
         return 0;
-    lv->it = sst_iter_new(lv->f[i]->r);
+    sst_reader_t *r;
+    int rc = fmeta_acquire(lv->f[i], &r);
+    if (rc) {
+        lv->status = rc;
+        return -1;
+    }
+    lv->it = sst_iter_new(r);
     if (!lv->it) {
+        fmeta_release(lv->f[i]);
         lv->status = -ENOMEM;
         return -1;
     }
@@ -686,8 +855,7 @@ static void lv_settle(struct lviter *lv)
 {
     while (lv->it && !sst_iter_valid(lv->it)) {
         if ((lv->status = sst_iter_status(lv->it)) != 0) {
-            sst_iter_free(lv->it);
-            lv->it = NULL;
+            lv_close(lv);
             return;
         }
         if (lv_open(lv, lv->i + 1) < 0 || !lv->it)
@@ -704,8 +872,7 @@ static void lv_seek(iiter_t *x, const void *k, size_t kl, uint64_t tag)
         uint8_t *p = realloc(lv->seekbuf, kl + IKEY_TRAILER);
         if (!p) {
             lv->status = -ENOMEM;
-            sst_iter_free(lv->it);
-            lv->it = NULL;
+            lv_close(lv);
             return;
         }
         lv->seekbuf = p;
@@ -776,7 +943,7 @@ static int lv_status(const iiter_t *x)
 static void lv_destroy(iiter_t *x)
 {
     struct lviter *lv = LV(x);
-    sst_iter_free(lv->it);
+    lv_close(lv);
     free(lv->seekbuf);
     free(lv);
 }

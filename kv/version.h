@@ -35,16 +35,26 @@
 
 #define NLEVELS 7
 
+struct tcache;
+
+/*
+ * A table of some version.  Its reader is opened on demand through the
+ * table cache, which keeps at most max_open_files readers open and closes the
+ * least recently used idle one first (fmeta_acquire / fmeta_release).
+ */
 typedef struct fmeta {
     uint64_t number, size;
-    uint8_t *smallest, *largest;      /* internal keys */
+    uint8_t *smallest, *largest;      /* internal keys (owned copies) */
     size_t slen, llen;
     uint64_t entries;
     atomic_int refs;
     atomic_int obsolete;              /* delete the file at the last unref */
-    int compacting;                   /* chosen by a running compaction (engine lock) */
-    sst_reader_t *r;
     const char *dir;
+    struct tcache *tc;
+    /* under tc->mu: */
+    sst_reader_t *r;
+    int users;
+    struct fmeta *lprev, *lnext;      /* open readers, most recent first */
 } fmeta_t;
 
 typedef struct version {
@@ -73,6 +83,7 @@ typedef struct vset {
     uint64_t last_seq;                /* as of the last edit */
     uint64_t pending_min;             /* tables numbered from here on may be a
                                          running compaction's outputs */
+    struct tcache *tc;
 } vset_t;
 
 extern const sst_keyfmt_t ikey_fmt;
@@ -84,6 +95,13 @@ void table_path(char *buf, size_t len, const char *dir, uint64_t number);
 int fmeta_open(vset_t *vs, uint64_t number, fmeta_t **out);
 void fmeta_ref(fmeta_t *f);
 void fmeta_unref(fmeta_t *f);
+
+/* The table's reader, opened if need be; hold it until fmeta_release. */
+int fmeta_acquire(fmeta_t *f, sst_reader_t **r);
+void fmeta_release(fmeta_t *f);
+
+/* Readers open now (for stats). */
+int vset_open_tables(vset_t *vs);
 
 void version_ref(version_t *v);
 void version_unref(version_t *v);
@@ -100,9 +118,10 @@ int vset_recover(vset_t *vs, int read_only);
  * then nothing changed. */
 int vset_apply(vset_t *vs, vedit_t *e);
 
-/* Delete files of the store directory that no version and no live log
- * needs: old logs, old MANIFESTs, tables not in the current version. */
-void vset_remove_obsolete(vset_t *vs, uint64_t min_log);
+/* Delete files of the store directory that nothing needs: logs below
+ * MIN_LOG, old MANIFESTs and, with TABLES (only when no older version can
+ * exist, i.e. at open), tables that are not in the current version. */
+void vset_remove_obsolete(vset_t *vs, uint64_t min_log, int tables);
 
 void vset_close(vset_t *vs);
 

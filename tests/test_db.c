@@ -681,6 +681,7 @@ static void small_tables(stash_options_t *o)
     o->level1_max_bytes = 128 << 10;
     o->l0_compaction_trigger = 2;
     o->block_size = 1024;
+    o->max_open_files = 3;   /* readers are closed and reopened all the time */
 }
 
 /* ---- randomized model test ---- */

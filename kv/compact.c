@@ -50,12 +50,15 @@ static int kbuf_set(struct kbuf *b, const void *ukey, size_t klen, uint64_t tag)
     return 0;
 }
 
-static int open_output(vset_t *vs, const stash_options_t *o, sst_writer_t **w, uint64_t *num)
+static int open_output(vset_t *vs, const stash_options_t *o, int compress, sst_writer_t **w,
+                       uint64_t *num)
 {
     char path[PATH_MAX];
     *num = vset_new_file(vs);
     table_path(path, sizeof path, vs->dir, *num);
     sst_options_t so = table_options(o);
+    if (!compress)
+        so.compression_level = 0;
     return sst_writer_open(path, &so, &ikey_fmt, w);
 }
 
@@ -70,7 +73,9 @@ int flush_memtable(vset_t *vs, const stash_options_t *o, memtable_t *m, fmeta_t 
         return err_set(-ENOMEM, "out of memory");
     sst_writer_t *w = NULL;
     uint64_t num, size = 0;
-    int rc = open_output(vs, o, &w, &num);
+    /* Level-0 tables live until the next compaction rewrites them: they are
+     * written uncompressed, so a flush costs no more than the disk write. */
+    int rc = open_output(vs, o, 0, &w, &num);
     if (rc) {
         mt_iter_free(it);
         return rc;
@@ -229,8 +234,8 @@ int compact_pick(version_t *v, const stash_options_t *o, uint8_t **pointer, size
     }
     if (add_next_level(v, c) < 0)
         goto oom;
-    /* Level-0 tables overlap each other: only a lone one may move as is. */
-    if (level == 0 && v->n[0] != 1)
+    /* Level-0 tables are uncompressed: they are always rewritten. */
+    if (level == 0)
         c->trivial = 0;
     return 1;
 oom:
@@ -250,7 +255,7 @@ int compact_range_pick(version_t *v, int level, const void *begin, size_t blen,
         return 0;
     if (add_next_level(v, c) < 0)
         goto oom;
-    if (level == 0 && v->n[0] != 1)
+    if (level == 0)
         c->trivial = 0;
     return 1;
 oom:
@@ -381,7 +386,7 @@ int compact_run(vset_t *vs, const stash_options_t *o, struct compaction *c,
         last_seq_for_key = seq;
         if (drop)
             continue;
-        if (!w && (rc = open_output(vs, o, &w, &num)) != 0)
+        if (!w && (rc = open_output(vs, o, 1, &w, &num)) != 0)
             break;
         const void *val = m->ops->value(m, &vl);
         if ((rc = kbuf_set(&out, k, kl, tag)) == 0)

@@ -8,7 +8,10 @@
  * dropped when a newer entry of the same key is visible to every live
  * snapshot, and a deletion marker is dropped when every snapshot sees it and
  * no deeper level can hold the key.  A table of level L that overlaps
- * nothing in L+1 is moved down without rewriting.
+ * nothing in L+1 is moved down without rewriting (never from level 0).
+ *
+ * Flushes write level-0 tables uncompressed (they are rewritten by the next
+ * compaction anyway); compactions compress at compression_level.
  *
  * These functions build a version edit; the caller applies it.  They are
  * called by one thread at a time (the engine serialises table work).

@@ -8,6 +8,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "coding.h"
 #include "memtable.h"
 
 struct stash_batch {
@@ -15,31 +16,6 @@ struct stash_batch {
     size_t len, cap;
     uint32_t count;
 };
-
-static void put_u32(uint8_t *p, uint32_t v)
-{
-    for (int i = 0; i < 4; i++)
-        p[i] = (uint8_t)(v >> (8 * i));
-}
-
-static void put_u64(uint8_t *p, uint64_t v)
-{
-    for (int i = 0; i < 8; i++)
-        p[i] = (uint8_t)(v >> (8 * i));
-}
-
-static uint64_t get_u64(const uint8_t *p)
-{
-    uint64_t v = 0;
-    for (int i = 7; i >= 0; i--)
-        v = (v << 8) | p[i];
-    return v;
-}
-
-static uint32_t get_u32(const uint8_t *p)
-{
-    return (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 | (uint32_t)p[3] << 24;
-}
 
 static int reserve(stash_batch_t *b, size_t more)
 {
@@ -53,31 +29,6 @@ static int reserve(stash_batch_t *b, size_t more)
         return -ENOMEM;
     b->buf = p;
     b->cap = cap;
-    return 0;
-}
-
-static size_t put_varint(uint8_t *p, uint64_t v)
-{
-    size_t n = 0;
-    while (v >= 0x80) {
-        p[n++] = (uint8_t)(v | 0x80);
-        v >>= 7;
-    }
-    p[n++] = (uint8_t)v;
-    return n;
-}
-
-/* Read a varint of at most 10 bytes; 0 on a malformed or truncated one. */
-static size_t get_varint(const uint8_t *p, const uint8_t *end, uint64_t *v)
-{
-    uint64_t r = 0;
-    for (size_t i = 0; i < 10 && p + i < end; i++) {
-        r |= (uint64_t)(p[i] & 0x7f) << (7 * i);
-        if (!(p[i] & 0x80)) {
-            *v = r;
-            return i + 1;
-        }
-    }
     return 0;
 }
 
@@ -108,7 +59,7 @@ void stash_batch_clear(stash_batch_t *b)
     if (b) {
         b->len = BATCH_HEADER;
         b->count = 0;
-        put_u32(b->buf + 8, 0);
+        enc_u32(b->buf + 8, 0);
     }
 }
 
@@ -127,18 +78,18 @@ static int add(stash_batch_t *b, int type, const void *key, size_t klen,
         return -ENOMEM;
     uint8_t *p = b->buf + b->len;
     *p++ = (uint8_t)type;
-    p += put_varint(p, klen);
+    p += enc_varint(p, klen);
     memcpy(p, key, klen);
     p += klen;
     if (type == KT_PUT) {
-        p += put_varint(p, vlen);
+        p += enc_varint(p, vlen);
         if (vlen)
             memcpy(p, val, vlen);
         p += vlen;
     }
     b->len = (size_t)(p - b->buf);
     b->count++;
-    put_u32(b->buf + 8, b->count);
+    enc_u32(b->buf + 8, b->count);
     return 0;
 }
 
@@ -160,7 +111,7 @@ const uint8_t *batch_data(const stash_batch_t *b, size_t *len)
 
 void batch_set_seq(stash_batch_t *b, uint64_t seq)
 {
-    put_u64(b->buf, seq);
+    enc_u64(b->buf, seq);
 }
 
 int batch_append(stash_batch_t *dst, const stash_batch_t *src)
@@ -173,7 +124,7 @@ int batch_append(stash_batch_t *dst, const stash_batch_t *src)
     memcpy(dst->buf + dst->len, src->buf + BATCH_HEADER, n);
     dst->len += n;
     dst->count += src->count;
-    put_u32(dst->buf + 8, dst->count);
+    enc_u32(dst->buf + 8, dst->count);
     return 0;
 }
 
@@ -182,8 +133,8 @@ int batch_decode(const uint8_t *data, size_t len, batch_fn fn, void *arg,
 {
     if (len < BATCH_HEADER)
         return -EIO;
-    uint64_t seq = get_u64(data);
-    uint32_t n = get_u32(data + 8);
+    uint64_t seq = dec_u64(data);
+    uint32_t n = dec_u32(data + 8);
     const uint8_t *p = data + BATCH_HEADER, *end = data + len;
     uint32_t i;
     for (i = 0; p < end; i++) {
@@ -192,7 +143,7 @@ int batch_decode(const uint8_t *data, size_t len, batch_fn fn, void *arg,
         size_t k;
         if (type != KT_PUT && type != KT_DEL)
             return -EIO;
-        if (!(k = get_varint(p, end, &klen)) || klen == 0 || klen > STASH_MAX_KEY ||
+        if (!(k = dec_varint(p, end, &klen)) || klen == 0 || klen > STASH_MAX_KEY ||
             klen > (uint64_t)(end - p - k))
             return -EIO;
         p += k;
@@ -200,7 +151,7 @@ int batch_decode(const uint8_t *data, size_t len, batch_fn fn, void *arg,
         p += klen;
         const uint8_t *val = NULL;
         if (type == KT_PUT) {
-            if (!(k = get_varint(p, end, &vlen)) || vlen > (uint64_t)(end - p - k))
+            if (!(k = dec_varint(p, end, &vlen)) || vlen > (uint64_t)(end - p - k))
                 return -EIO;
             p += k;
             val = p;

@@ -183,6 +183,19 @@ static int add_next_level(version_t *v, struct compaction *c)
     return 0;
 }
 
+/* Complete a choice of level-L inputs: add what they overlap in L+1. */
+static int finish_pick(version_t *v, struct compaction *c)
+{
+    if (add_next_level(v, c) < 0) {
+        compact_free(c);
+        return 0;
+    }
+    /* Level-0 tables are uncompressed: they are always rewritten. */
+    if (c->level == 0)
+        c->trivial = 0;
+    return 1;
+}
+
 static uint64_t max_bytes(const stash_options_t *o, int level)
 {
     uint64_t b = o->level1_max_bytes;
@@ -232,12 +245,7 @@ int compact_pick(version_t *v, const stash_options_t *o, uint8_t **pointer, size
             plen[level] = f->llen;
         }
     }
-    if (add_next_level(v, c) < 0)
-        goto oom;
-    /* Level-0 tables are uncompressed: they are always rewritten. */
-    if (level == 0)
-        c->trivial = 0;
-    return 1;
+    return finish_pick(v, c);
 oom:
     compact_free(c);
     return 0;
@@ -253,11 +261,7 @@ int compact_range_pick(version_t *v, int level, const void *begin, size_t blen,
             goto oom;
     if (!c->nin[0])
         return 0;
-    if (add_next_level(v, c) < 0)
-        goto oom;
-    if (level == 0)
-        c->trivial = 0;
-    return 1;
+    return finish_pick(v, c);
 oom:
     compact_free(c);
     return 0;

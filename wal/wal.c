@@ -21,6 +21,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "coding.h"
 #include "crc32c.h"
 #include "err.h"
 
@@ -41,27 +42,10 @@ struct wal {
     size_t cap;
 };
 
-static void put_u32(uint8_t *p, uint32_t v)
-{
-    for (int i = 0; i < 4; i++)
-        p[i] = (uint8_t)(v >> (8 * i));
-}
-
-static uint32_t get_u32(const uint8_t *p)
-{
-    return (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 | (uint32_t)p[3] << 24;
-}
-
-static uint64_t get_u64(const uint8_t *p)
-{
-    return (uint64_t)get_u32(p) | (uint64_t)get_u32(p + 4) << 32;
-}
-
 static uint32_t num_seed(uint64_t num)
 {
     uint8_t b[8];
-    for (int i = 0; i < 8; i++)
-        b[i] = (uint8_t)(num >> (8 * i));
+    enc_u64(b, num);
     return crc32c(b, 8);
 }
 
@@ -113,7 +97,7 @@ static int encode(wal_t *w, uint8_t type_full, const uint8_t *rec, size_t len, s
         h[5] = (uint8_t)(n >> 8);
         h[6] = type;
         memcpy(h + HDR, rec, n);
-        put_u32(h, frag_crc(w->seed, type, rec, n));
+        enc_u32(h, frag_crc(w->seed, type, rec, n));
         o += HDR + n;
         off += HDR + n;
         rec += n;
@@ -227,9 +211,8 @@ int wal_create(const char *dir, uint64_t lognum, wal_t **out)
     }
     uint8_t h[HEADER_LEN];
     memcpy(h, MAGIC, 8);
-    put_u32(h + 8, WAL_VERSION);
-    put_u32(h + 12, (uint32_t)lognum);
-    put_u32(h + 16, (uint32_t)(lognum >> 32));
+    enc_u32(h + 8, WAL_VERSION);
+    enc_u64(h + 12, lognum);
     int rc = append_typed(w, T_HEADER, h, sizeof h);
     if (rc == 0)
         rc = wal_sync(w);
@@ -263,7 +246,7 @@ static int frag_at(const struct reader *r, uint64_t q)
     size_t n = (size_t)h[4] | (size_t)h[5] << 8;
     if (type < T_FULL || type > T_LAST || HDR + n > avail || q + HDR + n > r->size)
         return 0;
-    return frag_crc(r->seed, type, h + HDR, n) == get_u32(h);
+    return frag_crc(r->seed, type, h + HDR, n) == dec_u32(h);
 }
 
 /* Any well-formed fragment after offset X?  See the comment at the top. */
@@ -347,7 +330,7 @@ int wal_replay(const char *path, uint64_t lognum, int flags,
             why = "truncated fragment";
             break;
         }
-        if (frag_crc(r.seed, type, h + HDR, n) != get_u32(h)) {
+        if (frag_crc(r.seed, type, h + HDR, n) != dec_u32(h)) {
             why = "bad checksum";
             break;
         }
@@ -358,11 +341,11 @@ int wal_replay(const char *path, uint64_t lognum, int flags,
         if (type == T_HEADER) {
             if (n != HEADER_LEN || memcmp(h + HDR, MAGIC, 8) != 0) {
                 rc = err_set(-EIO, "wal %s: not a log file (bad magic)", name);
-            } else if (get_u32(h + HDR + 8) != WAL_VERSION) {
-                rc = err_set(-EIO, "wal %s: unsupported format version %u", name, get_u32(h + HDR + 8));
-            } else if (get_u64(h + HDR + 12) != lognum) {
+            } else if (dec_u32(h + HDR + 8) != WAL_VERSION) {
+                rc = err_set(-EIO, "wal %s: unsupported format version %u", name, dec_u32(h + HDR + 8));
+            } else if (dec_u64(h + HDR + 12) != lognum) {
                 rc = err_set(-EIO, "wal %s: header names log %llu", name,
-                             (unsigned long long)get_u64(h + HDR + 12));
+                             (unsigned long long)dec_u64(h + HDR + 12));
             }
             pos += HDR + n;
             good = pos;

@@ -116,6 +116,7 @@ struct stash {
     size_t cplen[NLEVELS];
     struct cstats cst;          /* under mu */
     int work_err;               /* the last flush or compaction error, under mu */
+    char work_msg[256];         /* and its message */
     uint64_t st_stalls, st_stall_us;
 
     /* statistics, under mu */
@@ -317,9 +318,13 @@ static int throttle(stash_t *db)
     uint64_t t0 = 0;
     for (;;) {
         if (db->bgerr || db->closing)
-            return db->bgerr;
+            return db->bgerr ? err_set(db->bgerr, "store %s is read-only after an earlier write failed",
+                                       db->dir) : 0;
         int l0 = db->ver->n[0];
         if (db->nimm >= MAX_FROZEN || l0 >= db->opt.l0_stop_trigger) {
+            /* Waiting would not help while tables cannot be written. */
+            if (db->work_err)
+                return err_set(db->work_err, "store %s: cannot write tables: %s", db->dir, db->work_msg);
             if (!t0)
                 t0 = now_us();
             pthread_cond_signal(&db->bg_cv);
@@ -360,7 +365,7 @@ static int make_room(stash_t *db, int force)
         return 0;
     int rc = throttle(db);
     if (rc)
-        return err_set(rc, "store %s is read-only after an earlier write failed", db->dir);
+        return rc;
     uint64_t num = vset_new_file(&db->vs);
     wal_t *old = db->log, *nw = NULL;
     int dirty = db->log_dirty;
@@ -851,6 +856,7 @@ static void work_failed(stash_t *db, int rc, int manifest)
 {
     pthread_mutex_lock(&db->mu);
     db->work_err = rc;
+    snprintf(db->work_msg, sizeof db->work_msg, "%s", err_get());
     if (manifest)
         db->bgerr = -EROFS;
     pthread_cond_broadcast(&db->done_cv);
@@ -915,6 +921,7 @@ static int flush_one(stash_t *db)
         return rc;
     }
     pthread_mutex_lock(&db->mu);
+    db->work_err = 0;
     db->nimm--;
     memmove(db->imm, db->imm + 1, (size_t)db->nimm * sizeof *db->imm);
     db->cst.flush_bytes = st.flush_bytes;
@@ -1063,12 +1070,14 @@ static void *bg_main(void *arg)
         (void)due;
         table_work(db);
         pthread_mutex_lock(&db->mu);
-        /* After a failed flush, do not spin: wait for the next timer. */
-        if (db->work_err && db->nimm > 0) {
-            db->work_err = 0;
-            pthread_mutex_unlock(&db->mu);
-            usleep(100000);
-            pthread_mutex_lock(&db->mu);
+        /* After a failed flush, do not spin: try again a little later
+         * (work_err stays set, and writers that would wait get it, until a
+         * flush succeeds). */
+        if (db->work_err && db->nimm > 0 && !db->closing) {
+            struct timespec t;
+            clock_gettime(CLOCK_MONOTONIC, &t);
+            t.tv_sec += 1;
+            pthread_cond_timedwait(&db->bg_cv, &db->mu, &t);
         }
     }
     pthread_mutex_unlock(&db->mu);

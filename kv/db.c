@@ -145,7 +145,7 @@ void stash_options_init(stash_options_t *o)
     o->memtable_size = 64u << 20;
     o->compaction_interval = 60;
     o->wal_flush_interval = 10;
-    o->compression_level = 3;
+    o->compression_level = 1;
     o->block_cache_size = 8u << 20;
     o->bloom_bits_per_key = 10;
     o->create_if_missing = 1;

@@ -642,8 +642,7 @@ static void test_concurrent(void **state)
 {
     (void)state;
     stash_options_t o;
-    stash_options_init(&o);
-    o.memtable_size = 256 << 10;   /* memtable switches while threads run */
+    small_tables(&o);   /* flushes and compactions while the threads run */
     stash_t *db = open_db(&o);
     atomic_int stop = 0;
     pthread_t wt[4], rt[4];

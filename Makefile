@@ -38,7 +38,13 @@ TSAN_TESTS := $(BUILD)/tsan/test_db $(BUILD)/tsan/test_memtable $(BUILD)/tsan/te
 
 TOOLS    := $(patsubst tools/%.c,$(BUILD)/%,$(wildcard tools/*.c))
 
-.PHONY: all deps test run clean
+PREFIX   ?= /usr/local
+DESTDIR  ?=
+LIBDIR   := $(PREFIX)/lib
+INCDIR   := $(PREFIX)/include
+VERSION  := 0.1.0
+
+.PHONY: all deps test run clean install
 all: deps $(BUILD)/libsmartstash.a $(BUILD)/libsmartstash.so $(TOOLS)
 
 # One pkg-config probe per run; installs what is missing.
@@ -78,6 +84,23 @@ $(BUILD)/libsmartstash.a: $(LIB_OBJ)
 
 $(BUILD)/libsmartstash.so: $(LIB_OBJ)
 	$(CC) -shared -Wl,-soname,libsmartstash.so.0 -o $@ $^ $(LIBS)
+
+$(BUILD)/smartstash.pc: Makefile
+	@mkdir -p $(BUILD)
+	@printf '%s\n' 'prefix=$(PREFIX)' 'libdir=$(LIBDIR)' 'includedir=$(INCDIR)' '' \
+	  'Name: smartstash' 'Description: SmartStashDB embedded LSM-tree key-value store' \
+	  'Version: $(VERSION)' 'Requires.private: libzstd yaml-0.1' \
+	  'Libs: -L$${libdir} -lsmartstash' 'Libs.private: -lpthread' 'Cflags: -I$${includedir}' > $@
+
+# Library (shared with its soname, and static), header, pkg-config file.
+install: all $(BUILD)/smartstash.pc
+	install -d $(DESTDIR)$(LIBDIR)/pkgconfig $(DESTDIR)$(INCDIR)
+	install -m 0644 $(BUILD)/libsmartstash.a $(DESTDIR)$(LIBDIR)/libsmartstash.a
+	install -m 0755 $(BUILD)/libsmartstash.so $(DESTDIR)$(LIBDIR)/libsmartstash.so.$(VERSION)
+	ln -sf libsmartstash.so.$(VERSION) $(DESTDIR)$(LIBDIR)/libsmartstash.so.0
+	ln -sf libsmartstash.so.0 $(DESTDIR)$(LIBDIR)/libsmartstash.so
+	install -m 0644 kv/smartstash.h $(DESTDIR)$(INCDIR)/smartstash.h
+	install -m 0644 $(BUILD)/smartstash.pc $(DESTDIR)$(LIBDIR)/pkgconfig/smartstash.pc
 
 $(BUILD)/asan/libsmartstash.a: $(ASAN_OBJ)
 	@rm -f $@

@@ -1,0 +1,91 @@
+#!/bin/sh
+# stashctl: every command, every exit code, damage found by check, and a
+# store held by another process.
+set -u
+build=${1:-build}
+ctl="$build/stashctl"
+tmp=$(mktemp -d)
+holder=""
+cleanup() {
+    [ -n "$holder" ] && kill "$holder" 2>/dev/null && wait "$holder" 2>/dev/null
+    rm -rf "$tmp"
+}
+trap cleanup EXIT
+store="$tmp/store"
+fails=0
+expect() {   # expect CODE DESCRIPTION COMMAND...
+    want=$1; what=$2; shift 2
+    "$@" >"$tmp/out" 2>"$tmp/err"
+    got=$?
+    if [ "$got" != "$want" ]; then
+        echo "FAIL: $what: exit $got, wanted $want"; cat "$tmp/err"; fails=$((fails + 1))
+    fi
+}
+same() {     # same DESCRIPTION FILE1 FILE2
+    if ! cmp -s "$2" "$3"; then echo "FAIL: $1"; fails=$((fails + 1)); fi
+}
+
+expect 2 "no arguments" "$ctl"
+expect 2 "no store" "$ctl" get k
+expect 2 "unknown command" "$ctl" -d "$store" frobnicate
+expect 2 "get without key" "$ctl" -d "$store" get
+expect 2 "empty key" "$ctl" -d "$store" get ""
+expect 1 "missing store" "$ctl" -d "$store" get k
+grep -q "does not exist" "$tmp/err" || { echo "FAIL: missing store message"; fails=$((fails + 1)); }
+
+"$build/stash-demo" "$store" >/dev/null || { echo "FAIL: demo store"; exit 1; }
+expect 0 "put" "$ctl" -d "$store" put greeting hello
+expect 0 "get" "$ctl" -d "$store" get greeting
+printf hello >"$tmp/want"; same "get returns the value" "$tmp/out" "$tmp/want"
+
+head -c 300000 /dev/urandom >"$tmp/blob"
+expect 0 "put from stdin" sh -c "'$ctl' -d '$store' put blob <'$tmp/blob'"
+expect 0 "get binary" "$ctl" -d "$store" get blob
+same "binary value round trip" "$tmp/out" "$tmp/blob"
+
+expect 0 "del" "$ctl" -d "$store" del greeting
+expect 1 "get deleted" "$ctl" -d "$store" get greeting
+grep -q "not found" "$tmp/err" || { echo "FAIL: not-found message"; fails=$((fails + 1)); }
+expect 1 "del missing" "$ctl" -d "$store" del greeting
+
+for k in a/1 a/2 a/3 b/1; do "$ctl" -d "$store" put "$k" "v$k" || fails=$((fails + 1)); done
+"$ctl" -d "$store" put "$(printf 'odd\001key')" x || fails=$((fails + 1))
+expect 0 "scan prefix" "$ctl" -d "$store" scan a/
+printf 'a/1\na/2\na/3\n' >"$tmp/want"; same "scan lists the prefix in order" "$tmp/out" "$tmp/want"
+expect 0 "scan limit values" "$ctl" -d "$store" scan a/ --limit 2 --values
+printf 'a/1\tva/1\na/2\tva/2\n' >"$tmp/want"; same "scan --limit --values" "$tmp/out" "$tmp/want"
+expect 0 "scan escapes" "$ctl" -d "$store" scan odd
+printf 'odd\\x01key\n' >"$tmp/want"; same "scan escapes unprintable bytes" "$tmp/out" "$tmp/want"
+expect 0 "scan null" "$ctl" -d "$store" scan b/ --null
+printf 'b/1\0' >"$tmp/want"; same "scan --null" "$tmp/out" "$tmp/want"
+expect 2 "scan bad option" "$ctl" -d "$store" scan --frob
+
+expect 0 "stats" "$ctl" -d "$store" stats
+grep -q "level 0:" "$tmp/out" || { echo "FAIL: stats output"; fails=$((fails + 1)); }
+expect 0 "compact" "$ctl" -d "$store" compact
+expect 0 "get after compact" "$ctl" -d "$store" get blob
+same "value survives compaction" "$tmp/out" "$tmp/blob"
+expect 0 "check clean" "$ctl" -d "$store" check
+grep -q "^clean" "$tmp/out" || { echo "FAIL: check output"; cat "$tmp/out"; fails=$((fails + 1)); }
+
+# Another process holds the store: one line naming its pid, exit 1.
+(exec 9<"$store/LOCK"; flock 9; exec sleep 30) &   # one process holds the lock
+holder=$!
+sleep 0.3
+expect 1 "busy store" "$ctl" -d "$store" get blob
+grep -q "in use" "$tmp/err" || { echo "FAIL: busy message"; cat "$tmp/err"; fails=$((fails + 1)); }
+expect 1 "busy store check" "$ctl" -d "$store" check
+kill "$holder"; wait "$holder" 2>/dev/null; holder=""
+
+# -c CONFIG names the store too.
+printf 'data_dir: store\n' >"$tmp/config.yaml"
+expect 0 "config" "$ctl" -c "$tmp/config.yaml" get a/1
+
+# Damage a table: check names it and exits 1.
+table=$(ls -S "$store"/*.sst | head -n 1)
+printf '\377' | dd of="$table" bs=1 seek=100 conv=notrunc 2>/dev/null
+expect 1 "check damaged" "$ctl" -d "$store" check
+grep -q "damaged: $(basename "$table")" "$tmp/out" || { echo "FAIL: check report"; cat "$tmp/out"; fails=$((fails + 1)); }
+
+[ "$fails" = 0 ] && echo "stashctl: all checks passed"
+[ "$fails" = 0 ]

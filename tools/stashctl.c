@@ -1,0 +1,399 @@
+/*
+ * stashctl.c - the administration tool: read and write keys, list them,
+ * show statistics, compact, and check every checksum of a store that no
+ * other process holds.
+ *
+ *   stashctl [-d DATA_DIR | -c CONFIG] COMMAND [ARGS]
+ *
+ * Exit codes: 0 success, 1 not found / damage found / the store is busy or
+ * cannot be opened, 2 bad usage.  Every failure prints one line naming what
+ * failed and why.
+ */
+#include <ctype.h>
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <getopt.h>
+#include <limits.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/file.h>
+#include <unistd.h>
+
+#include "smartstash.h"
+#include "sstable.h"
+#include "version.h"
+#include "wal.h"
+
+static const char *usage_line =
+    "usage: stashctl [-d DATA_DIR | -c CONFIG] COMMAND [ARGS]\n"
+    "commands:\n"
+    "  put KEY [VALUE]                       set KEY (VALUE from stdin when absent)\n"
+    "  get KEY                               write KEY's value to stdout\n"
+    "  del KEY                               delete KEY\n"
+    "  scan [PREFIX] [--values] [--limit N] [--null]\n"
+    "                                        list keys in order (escaped; --null: raw, NUL-separated)\n"
+    "  stats                                 print the store's statistics\n"
+    "  compact                               compact the whole store\n"
+    "  check                                 verify every checksum of every file\n";
+
+static int usage(const char *why)
+{
+    if (why)
+        fprintf(stderr, "stashctl: %s\n", why);
+    fputs(usage_line, stderr);
+    return 2;
+}
+
+static int fail(const char *what)
+{
+    fprintf(stderr, "stashctl: %s: %s\n", what, stash_last_error(NULL));
+    return 1;
+}
+
+static int open_store(const char *dir, const char *cfg, int read_only, stash_t **db)
+{
+    stash_options_t o;
+    char *d = NULL;
+    int rc;
+    if (cfg) {
+        if ((rc = stash_config_load(cfg, &o, &d)) != 0)
+            return fail("config");
+        dir = d;
+    } else {
+        stash_options_init(&o);
+    }
+    o.create_if_missing = 0;
+    o.read_only = read_only;
+    rc = stash_open(dir, &o, db);
+    stash_free(d);
+    if (rc) {
+        fprintf(stderr, "stashctl: cannot open the store: %s\n", stash_last_error(NULL));
+        return 1;
+    }
+    return 0;
+}
+
+/* Read all of standard input. */
+static int slurp(char **buf, size_t *len)
+{
+    size_t cap = 65536, n = 0;
+    char *p = malloc(cap);
+    if (!p)
+        return -1;
+    for (;;) {
+        if (n == cap) {
+            char *q = realloc(p, cap *= 2);
+            if (!q) {
+                free(p);
+                return -1;
+            }
+            p = q;
+        }
+        size_t k = fread(p + n, 1, cap - n, stdin);
+        n += k;
+        if (k == 0) {
+            if (ferror(stdin)) {
+                free(p);
+                return -1;
+            }
+            break;
+        }
+    }
+    *buf = p;
+    *len = n;
+    return 0;
+}
+
+/* A key as one printable line: bytes outside printable ASCII, and the
+ * backslash, as \xHH. */
+static void print_escaped(const unsigned char *k, size_t n)
+{
+    for (size_t i = 0; i < n; i++) {
+        if (isprint(k[i]) && k[i] != '\\')
+            putchar(k[i]);
+        else
+            printf("\\x%02x", k[i]);
+    }
+}
+
+static int cmd_scan(stash_t *db, int argc, char **argv)
+{
+    const char *prefix = "";
+    int values = 0, nul = 0;
+    long limit = -1;
+    for (int i = 0; i < argc; i++) {
+        if (!strcmp(argv[i], "--values"))
+            values = 1;
+        else if (!strcmp(argv[i], "--null"))
+            nul = 1;
+        else if (!strcmp(argv[i], "--limit") && i + 1 < argc) {
+            char *end;
+            limit = strtol(argv[++i], &end, 10);
+            if (*end || limit < 0)
+                return usage("--limit takes a non-negative number");
+        } else if (argv[i][0] == '-' && argv[i][1] == '-')
+            return usage("unknown scan option");
+        else
+            prefix = argv[i];
+    }
+    size_t plen = strlen(prefix);
+    stash_iter_t *it = stash_iter_new(db, NULL);
+    if (!it)
+        return fail("scan");
+    long n = 0;
+    if (plen)
+        stash_iter_seek(it, prefix, plen);
+    else
+        stash_iter_seek_first(it);
+    for (; stash_iter_valid(it) && (limit < 0 || n < limit); stash_iter_next(it), n++) {
+        size_t kl, vl;
+        const unsigned char *k = stash_iter_key(it, &kl);
+        if (kl < plen || memcmp(k, prefix, plen) != 0)
+            break;
+        if (nul) {
+            fwrite(k, 1, kl, stdout);
+            putchar('\0');
+            if (values) {
+                const void *v = stash_iter_value(it, &vl);
+                fwrite(v, 1, vl, stdout);
+                putchar('\0');
+            }
+            continue;
+        }
+        print_escaped(k, kl);
+        if (values) {
+            const unsigned char *v = stash_iter_value(it, &vl);
+            putchar('\t');
+            print_escaped(v, vl);
+        }
+        putchar('\n');
+    }
+    int rc = stash_iter_status(it);
+    stash_iter_free(it);
+    if (rc) {
+        fprintf(stderr, "stashctl: scan stopped: %s\n", stash_strerror(rc));
+        return 1;
+    }
+    return fflush(stdout) == 0 ? 0 : 1;
+}
+
+/* ---- check ---- */
+
+static int damaged;
+
+static void report(const char *file, const char *what)
+{
+    printf("damaged: %s: %s\n", file, what);
+    damaged++;
+}
+
+static int check_table(const char *dir, const char *name, uint64_t num)
+{
+    char path[PATH_MAX];
+    snprintf(path, sizeof path, "%s/%s", dir, name);
+    sst_reader_t *r;
+    if (sst_open(path, num, &ikey_fmt, NULL, &r) != 0) {
+        report(name, stash_last_error(NULL));
+        return 1;
+    }
+    sst_iter_t *it = sst_iter_new(r);
+    uint64_t n = 0;
+    for (sst_iter_seek_first(it); sst_iter_valid(it); sst_iter_next(it))
+        n++;
+    if (sst_iter_status(it)) {
+        size_t sl, ll;
+        const unsigned char *s = sst_smallest(r, &sl), *l = sst_largest(r, &ll);
+        char msg[600];
+        snprintf(msg, sizeof msg, "%s (table holds keys ", stash_last_error(NULL));
+        printf("damaged: %s: %s", name, msg);
+        print_escaped(s, sl > 8 ? sl - 8 : 0);
+        fputs(" to ", stdout);
+        print_escaped(l, ll > 8 ? ll - 8 : 0);
+        puts(")");
+        damaged++;
+    } else if (n != sst_entries(r)) {
+        report(name, "entry count does not match its properties");
+    }
+    sst_iter_free(it);
+    sst_close(r);
+    return 1;
+}
+
+static int cmd_check(const char *dir)
+{
+    DIR *d = opendir(dir);
+    if (!d) {
+        fprintf(stderr, "stashctl: cannot list %s: %s\n", dir, strerror(errno));
+        return 1;
+    }
+    uint64_t newest_log = 0;
+    struct dirent *e;
+    while ((e = readdir(d))) {
+        char *end;
+        unsigned long long num = strtoull(e->d_name, &end, 10);
+        if (isdigit((unsigned char)e->d_name[0]) && !strcmp(end, ".log") && num > newest_log)
+            newest_log = num;
+    }
+    rewinddir(d);
+    int tables = 0, logs = 0, manifests = 0;
+    while ((e = readdir(d))) {
+        char path[PATH_MAX], *end;
+        snprintf(path, sizeof path, "%s/%s", dir, e->d_name);
+        if (isdigit((unsigned char)e->d_name[0])) {
+            unsigned long long num = strtoull(e->d_name, &end, 10);
+            if (!strcmp(end, ".sst")) {
+                tables += check_table(dir, e->d_name, num);
+            } else if (!strcmp(end, ".log")) {
+                logs++;
+                if (wal_replay(path, num, num == newest_log ? WAL_NEWEST : 0, NULL, NULL, NULL) != 0)
+                    report(e->d_name, stash_last_error(NULL));
+            }
+        } else if (!strncmp(e->d_name, "MANIFEST-", 9)) {
+            unsigned long long num = strtoull(e->d_name + 9, &end, 10);
+            manifests++;
+            if (*end || wal_replay(path, num, WAL_NEWEST, NULL, NULL, NULL) != 0)
+                report(e->d_name, *end ? "not a MANIFEST name" : stash_last_error(NULL));
+        }
+    }
+    closedir(d);
+    printf("%s: %d tables, %d logs, %d MANIFEST checked, %d damaged\n", damaged ? "damage found" : "clean",
+           tables, logs, manifests, damaged);
+    return damaged ? 1 : 0;
+}
+
+/* check reads the files of a store that may be too damaged to open: it takes
+ * the store's lock itself (shared, as a reader would) instead of opening it. */
+static int check_store(const char *dir, const char *cfg)
+{
+    char *d = NULL;
+    stash_options_t o;
+    if (cfg) {
+        if (stash_config_load(cfg, &o, &d) != 0)
+            return fail("config");
+        dir = d;
+    }
+    char lock[PATH_MAX];
+    snprintf(lock, sizeof lock, "%s/LOCK", dir);
+    int fd = open(lock, O_RDONLY | O_CLOEXEC);
+    int rc;
+    if (fd < 0) {
+        fprintf(stderr, "stashctl: %s holds no store: %s\n", dir, strerror(errno));
+        rc = 1;
+    } else if (flock(fd, LOCK_SH | LOCK_NB) < 0) {
+        char pid[32] = "";
+        ssize_t k = pread(fd, pid, sizeof pid - 1, 0);
+        pid[k > 0 ? strcspn(pid, "\n") : 0] = '\0';
+        fprintf(stderr, "stashctl: store %s is in use (locked by process %s)\n", dir, *pid ? pid : "unknown");
+        rc = 1;
+    } else {
+        rc = cmd_check(dir);
+    }
+    if (fd >= 0)
+        close(fd);
+    stash_free(d);
+    return rc;
+}
+
+int main(int argc, char **argv)
+{
+    const char *dir = NULL, *cfg = NULL;
+    int c;
+    while ((c = getopt(argc, argv, "+d:c:h")) != -1) {
+        switch (c) {
+        case 'd': dir = optarg; break;
+        case 'c': cfg = optarg; break;
+        case 'h': fputs(usage_line, stdout); return 0;
+        default: return usage(NULL);
+        }
+    }
+    if ((!dir && !cfg) || (dir && cfg))
+        return usage("give the store with -d DATA_DIR or -c CONFIG");
+    if (optind >= argc)
+        return usage("no command");
+    const char *cmd = argv[optind];
+    int nargs = argc - optind - 1;
+    char **args = argv + optind + 1;
+
+    int writes = !strcmp(cmd, "put") || !strcmp(cmd, "del") || !strcmp(cmd, "compact");
+    int known = writes || !strcmp(cmd, "get") || !strcmp(cmd, "scan") || !strcmp(cmd, "stats") ||
+                !strcmp(cmd, "check");
+    if (!known)
+        return usage("unknown command");
+    if ((!strcmp(cmd, "get") || !strcmp(cmd, "del")) && nargs != 1)
+        return usage("give exactly one KEY");
+    if (!strcmp(cmd, "put") && (nargs < 1 || nargs > 2))
+        return usage("put takes KEY and an optional VALUE");
+    if ((!strcmp(cmd, "stats") || !strcmp(cmd, "compact") || !strcmp(cmd, "check")) && nargs)
+        return usage("this command takes no arguments");
+    if (nargs >= 1 && strcmp(cmd, "scan") && !*args[0])
+        return usage("a key cannot be empty");
+
+    if (!strcmp(cmd, "check"))
+        return check_store(dir, cfg);
+    stash_t *db;
+    if (open_store(dir, cfg, !writes, &db))
+        return 1;
+    int rc = 0;
+    if (!strcmp(cmd, "put")) {
+        char *v = args[1];
+        size_t vl = v ? strlen(v) : 0;
+        if (!v && slurp(&v, &vl) < 0) {
+            fprintf(stderr, "stashctl: cannot read the value from standard input\n");
+            rc = 1;
+        } else {
+            stash_batch_t *b = stash_batch_new();
+            if (!b || stash_batch_put(b, args[0], strlen(args[0]), v, vl) != 0 ||
+                stash_write(db, b, STASH_SYNC) != 0)
+                rc = fail("put");
+            stash_batch_free(b);
+            if (!args[1])
+                free(v);
+        }
+    } else if (!strcmp(cmd, "get")) {
+        void *v;
+        size_t vl;
+        int r = stash_get(db, args[0], strlen(args[0]), &v, &vl);
+        if (r == -ENOENT) {
+            fprintf(stderr, "stashctl: %s: not found\n", args[0]);
+            rc = 1;
+        } else if (r) {
+            rc = fail("get");
+        } else {
+            if (fwrite(v, 1, vl, stdout) != vl || fflush(stdout) != 0)
+                rc = 1;
+            stash_free(v);
+        }
+    } else if (!strcmp(cmd, "del")) {
+        void *v;
+        size_t vl;
+        int r = stash_get(db, args[0], strlen(args[0]), &v, &vl);
+        if (r == -ENOENT) {
+            fprintf(stderr, "stashctl: %s: not found\n", args[0]);
+            rc = 1;
+        } else {
+            if (r == 0)
+                stash_free(v);
+            stash_batch_t *b = stash_batch_new();
+            if (!b || stash_batch_delete(b, args[0], strlen(args[0])) != 0 ||
+                stash_write(db, b, STASH_SYNC) != 0)
+                rc = fail("del");
+            stash_batch_free(b);
+        }
+    } else if (!strcmp(cmd, "scan")) {
+        rc = cmd_scan(db, nargs, args);
+    } else if (!strcmp(cmd, "stats")) {
+        char buf[8192];
+        stash_stats(db, buf, sizeof buf);
+        fputs(buf, stdout);
+    } else if (!strcmp(cmd, "compact")) {
+        if (isatty(STDERR_FILENO))
+            fputs("compacting...\n", stderr);
+        if (stash_compact_range(db, NULL, 0, NULL, 0) != 0)
+            rc = fail("compact");
+    }
+    if (stash_close(db) != 0 && rc == 0)
+        rc = fail("close");
+    return rc;
+}

@@ -110,6 +110,7 @@ struct stash {
     /* Tables.  work_mu serialises flushes and compactions (the background
      * thread's and stash_compact_range's); vs and cptr are theirs. */
     pthread_mutex_t work_mu;
+    atomic_int work_wanted;     /* foreground callers waiting for work_mu */
     vset_t vs;
     sst_cache_t *cache;
     uint8_t *cptr[NLEVELS];
@@ -1002,7 +1003,7 @@ static int run_compaction(stash_t *db, struct compaction *c)
 static void table_work(stash_t *db)
 {
     pthread_mutex_lock(&db->work_mu);
-    while (!db->closing) {
+    while (!db->closing && !atomic_load(&db->work_wanted)) {
         int flushed = flush_one(db);
         if (flushed < 0)
             break;
@@ -1070,6 +1071,18 @@ static void *bg_main(void *arg)
         (void)due;
         table_work(db);
         pthread_mutex_lock(&db->mu);
+        /* A foreground caller (backup, compact_range) wants the table work:
+         * step aside until it is done (it flushes for the writers). */
+        while (atomic_load(&db->work_wanted) && !db->closing) {
+            struct timespec t;
+            clock_gettime(CLOCK_MONOTONIC, &t);
+            t.tv_nsec += 20000000;
+            if (t.tv_nsec >= 1000000000) {
+                t.tv_sec++;
+                t.tv_nsec -= 1000000000;
+            }
+            pthread_cond_timedwait(&db->bg_cv, &db->mu, &t);
+        }
         /* After a failed flush, do not spin: try again a little later
          * (work_err stays set, and writers that would wait get it, until a
          * flush succeeds). */
@@ -1082,6 +1095,62 @@ static void *bg_main(void *arg)
     }
     pthread_mutex_unlock(&db->mu);
     return NULL;
+}
+
+/* Table work for a foreground caller.  Unfair mutexes would let the
+ * background thread, looping under a steady write load, take work_mu back
+ * forever; work_wanted makes it step aside. */
+static void work_lock_fg(stash_t *db)
+{
+    atomic_fetch_add(&db->work_wanted, 1);
+    pthread_mutex_lock(&db->work_mu);
+}
+
+static void work_unlock_fg(stash_t *db)
+{
+    pthread_mutex_unlock(&db->work_mu);
+    atomic_fetch_sub(&db->work_wanted, 1);
+    pthread_mutex_lock(&db->mu);
+    pthread_cond_broadcast(&db->bg_cv);
+    pthread_mutex_unlock(&db->mu);
+}
+
+int stash_backup(stash_t *db, const char *dest)
+{
+    if (!db || !dest || !*dest)
+        return err_set(-EINVAL, "stash_backup: bad arguments");
+    if (db->opt.read_only)
+        return err_set(-EROFS, "store %s is open read-only: its memtable cannot be written out", db->dir);
+    if (mkdir(dest, 0755) < 0) {
+        int e = errno;
+        DIR *d = e == EEXIST ? opendir(dest) : NULL;
+        struct dirent *de;
+        int empty = d != NULL;
+        while (d && (de = readdir(d)))
+            if (strcmp(de->d_name, ".") && strcmp(de->d_name, ".."))
+                empty = 0;
+        if (d)
+            closedir(d);
+        if (!empty)
+            return err_set(e == EEXIST ? -EEXIST : -e, "backup destination %s: %s", dest,
+                           e == EEXIST ? "not an empty directory" : strerror(e));
+    }
+    /* Everything acknowledged so far goes to tables first. */
+    int rc = do_write(db, NULL, 0, 1);
+    if (rc)
+        return rc;
+    work_lock_fg(db);
+    while ((rc = flush_one(db)) > 0)
+        ;
+    if (rc == 0) {
+        pthread_mutex_lock(&db->mu);
+        uint64_t seq = db->last_seq;
+        pthread_mutex_unlock(&db->mu);
+        /* work_mu keeps compactions out while the tables are linked. */
+        rc = vset_backup(&db->vs, db->vs.cur, dest, seq);
+    }
+    work_unlock_fg(db);
+    return rc < 0 ? rc : 0;
 }
 
 int stash_compact_range(stash_t *db, const void *begin, size_t blen, const void *end, size_t elen)
@@ -1098,7 +1167,7 @@ int stash_compact_range(stash_t *db, const void *begin, size_t blen, const void 
     int rc = do_write(db, NULL, 0, 1);
     if (rc)
         return rc;
-    pthread_mutex_lock(&db->work_mu);
+    work_lock_fg(db);
     while ((rc = flush_one(db)) > 0)
         ;
     int deepest = 1;
@@ -1110,7 +1179,7 @@ int stash_compact_range(stash_t *db, const void *begin, size_t blen, const void 
         if (compact_range_pick(db->vs.cur, l, begin, blen, end, elen, &c))
             rc = run_compaction(db, &c);
     }
-    pthread_mutex_unlock(&db->work_mu);
+    work_unlock_fg(db);
     return rc < 0 ? rc : 0;
 }
 

@@ -230,6 +230,18 @@ void stash_iter_free(stash_iter_t *it);
 int  stash_compact_range(stash_t *db, const void *begin, size_t blen, const void *end, size_t elen);
 
 /*
+ * Make DEST_DIR a consistent copy of the store while it keeps serving
+ * reads and writes: the memtable is written out, then the tables of that
+ * moment are hard-linked into DEST_DIR (copied when it is on another
+ * filesystem) beside a MANIFEST describing exactly them, all fsynced.  The
+ * copy holds every write acknowledged before the call, whole batches only,
+ * and opens as a store of its own (stash_open, stashfs).  DEST_DIR must not
+ * exist or be empty.  Errors: -EEXIST (DEST_DIR not empty), -EROFS (a
+ * read-only handle), -ENOSPC, -EIO, -EINVAL.
+ */
+int  stash_backup(stash_t *db, const char *dest_dir);
+
+/*
  * Write a human-readable summary of the store (tables and bytes per level,
  * memtables, log, cache hit rate, bytes written by flushes and compactions
  * and the write amplification they add up to, stalls) into BUF, always

@@ -466,67 +466,168 @@ static int set_current(const char *dir, uint64_t num)
     return 0;
 }
 
-/* Start a new MANIFEST holding the whole current state, then switch
- * CURRENT to it. */
-static int new_manifest(vset_t *vs)
+/*
+ * Write MANIFEST-NUM in DIR describing version V whole (several records for
+ * a large store), fsync it and point DIR's CURRENT at it.  *OUT (may be NULL)
+ * keeps the MANIFEST open for further edits.
+ */
+static int write_manifest(const char *dir, uint64_t num, const version_t *v, uint64_t log_number,
+                          uint64_t next_file, uint64_t last_seq, wal_t **out)
 {
-    uint64_t num = vs->next_file++;
     wal_t *m;
-    int rc = wal_create(vs->dir, num, &m);
+    int rc = wal_create(dir, num, &m);
     if (rc)
         return rc;
     /* wal_create names files NNNNNN.log: move it to its MANIFEST name. */
     char from[PATH_MAX], to[PATH_MAX];
-    wal_path(from, sizeof from, vs->dir, num);
-    manifest_path(to, sizeof to, vs->dir, num);
+    wal_path(from, sizeof from, dir, num);
+    manifest_path(to, sizeof to, dir, num);
     if (rename(from, to) < 0) {
         wal_close(m);
         unlink(from);
-        return err_set(-EIO, "store %s: cannot name the MANIFEST: %s", vs->dir, strerror(errno));
+        return err_set(-EIO, "store %s: cannot name the MANIFEST: %s", dir, strerror(errno));
     }
     vedit_t *e = calloc(1, sizeof *e);
     if (!e) {
         wal_close(m);
+        unlink(to);
         return err_set(-ENOMEM, "out of memory");
     }
     e->has_log = e->has_next = e->has_seq = 1;
-    e->log_number = vs->log_number;
-    e->next_file = vs->next_file;
-    e->last_seq = vs->last_seq;
-    rc = 0;
-    for (int l = 0; vs->cur && l < NLEVELS && rc == 0; l++) {
-        for (int i = 0; i < vs->cur->n[l]; i++) {
+    e->log_number = log_number;
+    e->next_file = next_file;
+    e->last_seq = last_seq;
+    for (int l = 0; v && l < NLEVELS && rc == 0; l++) {
+        for (int i = 0; i < v->n[l]; i++) {
             if (e->nadd == (int)(sizeof e->add / sizeof e->add[0])) {
-                rc = write_edit(m, e);   /* a long store: several records */
+                rc = write_edit(m, e);
                 e->nadd = 0;
                 e->has_log = e->has_next = e->has_seq = 0;
                 if (rc)
                     break;
             }
             e->add[e->nadd].level = l;
-            e->add[e->nadd++].f = vs->cur->f[l][i];
+            e->add[e->nadd++].f = v->f[l][i];
         }
     }
     if (rc == 0)
         rc = write_edit(m, e);
     free(e);
     if (rc == 0)
-        rc = set_current(vs->dir, num);
+        rc = set_current(dir, num);
     if (rc) {
         wal_close(m);
         unlink(to);
         return rc;
     }
+    if (out)
+        *out = m;
+    else
+        wal_close(m);
+    return 0;
+}
+
+/* Start a new MANIFEST holding the whole current state, then switch
+ * CURRENT to it. */
+static int new_manifest(vset_t *vs)
+{
+    uint64_t num = vs->next_file++;
+    wal_t *m;
+    int rc = write_manifest(vs->dir, num, vs->cur, vs->log_number, vs->next_file, vs->last_seq, &m);
+    if (rc)
+        return rc;
     uint64_t old = vs->manifest_num;
     if (vs->manifest)
         wal_close(vs->manifest);
     vs->manifest = m;
     vs->manifest_num = num;
     if (old) {
+        char to[PATH_MAX];
         manifest_path(to, sizeof to, vs->dir, old);
         unlink(to);
     }
     return 0;
+}
+
+/* Copy SRC to DST (which must not exist) and fsync it. */
+static int copy_file(const char *src, const char *dst)
+{
+    int in = open(src, O_RDONLY | O_CLOEXEC);
+    if (in < 0)
+        return err_set(-EIO, "backup: cannot read %s: %s", src, strerror(errno));
+    int out = open(dst, O_CREAT | O_EXCL | O_WRONLY | O_CLOEXEC, 0644);
+    if (out < 0) {
+        int e = errno;
+        close(in);
+        return err_set(e == ENOSPC ? -ENOSPC : -EIO, "backup: cannot create %s: %s", dst, strerror(e));
+    }
+    char *buf = malloc(1u << 20);
+    int rc = buf ? 0 : err_set(-ENOMEM, "out of memory");
+    ssize_t n;
+    while (rc == 0 && (n = read(in, buf, 1u << 20)) != 0) {
+        if (n < 0) {
+            if (errno == EINTR)
+                continue;
+            rc = err_set(-EIO, "backup: cannot read %s: %s", src, strerror(errno));
+            break;
+        }
+        for (ssize_t done = 0; done < n;) {
+            ssize_t k = write(out, buf + done, (size_t)(n - done));
+            if (k < 0 && errno == EINTR)
+                continue;
+            if (k <= 0) {
+                int e = k < 0 ? errno : ENOSPC;
+                rc = err_set(e == ENOSPC ? -ENOSPC : -EIO, "backup: cannot write %s: %s", dst, strerror(e));
+                break;
+            }
+            done += k;
+        }
+    }
+    if (rc == 0 && fsync(out) < 0)
+        rc = err_set(-EIO, "backup: fsync of %s failed", dst);
+    free(buf);
+    close(in);
+    close(out);
+    if (rc)
+        unlink(dst);
+    return rc;
+}
+
+int vset_backup(vset_t *vs, const version_t *v, const char *dest, uint64_t last_seq)
+{
+    int rc = 0;
+    for (int l = 0; l < NLEVELS && rc == 0; l++) {
+        for (int i = 0; i < v->n[l] && rc == 0; i++) {
+            char src[PATH_MAX], dst[PATH_MAX];
+            table_path(src, sizeof src, vs->dir, v->f[l][i]->number);
+            table_path(dst, sizeof dst, dest, v->f[l][i]->number);
+            /* Tables never change: a hard link is a copy, when it can be. */
+            if (link(src, dst) < 0)
+                rc = errno == EXDEV || errno == EPERM || errno == EMLINK
+                         ? copy_file(src, dst)
+                         : err_set(-EIO, "backup: cannot link %s: %s", dst, strerror(errno));
+        }
+    }
+    uint64_t num = vset_new_file(vs);
+    if (rc == 0)
+        rc = write_manifest(dest, num, v, num + 1, num + 1, last_seq, NULL);
+    if (rc == 0) {
+        char lock[PATH_MAX];
+        snprintf(lock, sizeof lock, "%s/LOCK", dest);
+        int fd = open(lock, O_CREAT | O_WRONLY | O_CLOEXEC, 0644);
+        if (fd < 0)
+            rc = err_set(-EIO, "backup: cannot create %s: %s", lock, strerror(errno));
+        else
+            close(fd);
+    }
+    if (rc == 0) {
+        int dfd = open(dest, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+        if (dfd < 0 || fsync(dfd) < 0)
+            rc = err_set(-EIO, "backup: fsync of %s failed", dest);
+        if (dfd >= 0)
+            close(dfd);
+    }
+    return rc;
 }
 
 int vset_recover(vset_t *vs, int read_only)

@@ -125,6 +125,11 @@ void vset_remove_obsolete(vset_t *vs, uint64_t min_log, int tables);
 
 void vset_close(vset_t *vs);
 
+/* Make DEST (an existing empty directory) a store holding exactly version V
+ * of this store: its tables hard-linked (or copied across filesystems), a
+ * MANIFEST and CURRENT describing V, no logs; everything fsynced. */
+int vset_backup(vset_t *vs, const version_t *v, const char *dest, uint64_t last_seq);
+
 /*
  * Look KEY up in version V as of sequence SEQ.  Returns KT_PUT with *val /
  * *vlen (malloc'd), KT_DEL, -1 when no table holds it, or a negative errno

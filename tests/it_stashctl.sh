@@ -68,6 +68,17 @@ same "value survives compaction" "$tmp/out" "$tmp/blob"
 expect 0 "check clean" "$ctl" -d "$store" check
 grep -q "^clean" "$tmp/out" || { echo "FAIL: check output"; cat "$tmp/out"; fails=$((fails + 1)); }
 
+# A backup is a store of its own, with the same contents, that passes check.
+expect 0 "backup" "$ctl" -d "$store" backup "$tmp/bak"
+expect 0 "check backup" "$ctl" -d "$tmp/bak" check
+expect 0 "get from backup" "$ctl" -d "$tmp/bak" get blob
+same "backup holds the values" "$tmp/out" "$tmp/blob"
+"$ctl" -d "$store" scan >"$tmp/keys1"; "$ctl" -d "$tmp/bak" scan >"$tmp/keys2"
+same "backup holds the same keys" "$tmp/keys1" "$tmp/keys2"
+expect 1 "backup into a non-empty directory" "$ctl" -d "$store" backup "$tmp/bak"
+grep -q "not an empty directory" "$tmp/err" || { echo "FAIL: backup refusal message"; fails=$((fails + 1)); }
+expect 2 "backup without destination" "$ctl" -d "$store" backup
+
 # Another process holds the store: one line naming its pid, exit 1.
 (exec 9<"$store/LOCK"; flock 9; exec sleep 30) &   # one process holds the lock
 holder=$!

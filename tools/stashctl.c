@@ -36,7 +36,8 @@ static const char *usage_line =
     "                                        list keys in order (escaped; --null: raw, NUL-separated)\n"
     "  stats                                 print the store's statistics\n"
     "  compact                               compact the whole store\n"
-    "  check                                 verify every checksum of every file\n";
+    "  check                                 verify every checksum of every file\n"
+    "  backup DEST_DIR                       copy the store, consistent at one instant, to DEST_DIR\n";
 
 static int usage(const char *why)
 {
@@ -316,13 +317,16 @@ int main(int argc, char **argv)
     int nargs = argc - optind - 1;
     char **args = argv + optind + 1;
 
-    int writes = !strcmp(cmd, "put") || !strcmp(cmd, "del") || !strcmp(cmd, "compact");
+    int writes = !strcmp(cmd, "put") || !strcmp(cmd, "del") || !strcmp(cmd, "compact") ||
+                 !strcmp(cmd, "backup");
     int known = writes || !strcmp(cmd, "get") || !strcmp(cmd, "scan") || !strcmp(cmd, "stats") ||
                 !strcmp(cmd, "check");
     if (!known)
         return usage("unknown command");
     if ((!strcmp(cmd, "get") || !strcmp(cmd, "del")) && nargs != 1)
         return usage("give exactly one KEY");
+    if (!strcmp(cmd, "backup") && (nargs != 1 || !*args[0]))
+        return usage("backup takes one DEST_DIR");
     if (!strcmp(cmd, "put") && (nargs < 1 || nargs > 2))
         return usage("put takes KEY and an optional VALUE");
     if ((!strcmp(cmd, "stats") || !strcmp(cmd, "compact") || !strcmp(cmd, "check")) && nargs)
@@ -392,6 +396,9 @@ int main(int argc, char **argv)
             fputs("compacting...\n", stderr);
         if (stash_compact_range(db, NULL, 0, NULL, 0) != 0)
             rc = fail("compact");
+    } else if (!strcmp(cmd, "backup")) {
+        if (stash_backup(db, args[0]) != 0)
+            rc = fail("backup");
     }
     if (stash_close(db) != 0 && rc == 0)
         rc = fail("close");

@@ -10,11 +10,13 @@
 
 #include "coding.h"
 #include "memtable.h"
+#include "value.h"
 
 struct stash_batch {
     uint8_t *buf;
     size_t len, cap;
     uint32_t count;
+    int blobs;          /* holds a new chunked value */
 };
 
 static int reserve(stash_batch_t *b, size_t more)
@@ -59,6 +61,7 @@ void stash_batch_clear(stash_batch_t *b)
     if (b) {
         b->len = BATCH_HEADER;
         b->count = 0;
+        b->blobs = 0;
         enc_u32(b->buf + 8, 0);
     }
 }
@@ -68,13 +71,13 @@ size_t stash_batch_count(const stash_batch_t *b)
     return b ? b->count : 0;
 }
 
-static int add(stash_batch_t *b, int type, const void *key, size_t klen,
-               const void *val, size_t vlen)
+/* Append one entry as it is stored: KEY is a stored key, VAL a stored value. */
+static int add_raw(stash_batch_t *b, int type, const void *key, size_t klen,
+                   const void *hdr, size_t hlen, const void *val, size_t vlen)
 {
-    if (!b || !key || klen == 0 || klen > STASH_MAX_KEY ||
-        vlen > STASH_MAX_VALUE || (vlen && !val) || b->count == UINT32_MAX)
+    if (!b || !key || klen == 0 || klen > IKEY_MAX || b->count == UINT32_MAX)
         return -EINVAL;
-    if (reserve(b, 1 + 10 + klen + 10 + vlen) < 0)
+    if (reserve(b, 1 + 10 + klen + 10 + hlen + vlen) < 0)
         return -ENOMEM;
     uint8_t *p = b->buf + b->len;
     *p++ = (uint8_t)type;
@@ -82,7 +85,10 @@ static int add(stash_batch_t *b, int type, const void *key, size_t klen,
     memcpy(p, key, klen);
     p += klen;
     if (type == KT_PUT) {
-        p += enc_varint(p, vlen);
+        p += enc_varint(p, hlen + vlen);
+        if (hlen)
+            memcpy(p, hdr, hlen);
+        p += hlen;
         if (vlen)
             memcpy(p, val, vlen);
         p += vlen;
@@ -91,6 +97,83 @@ static int add(stash_batch_t *b, int type, const void *key, size_t klen,
     b->count++;
     enc_u32(b->buf + 8, b->count);
     return 0;
+}
+
+int batch_put_raw(stash_batch_t *b, const void *key, size_t klen, const void *hdr, size_t hlen,
+                  const void *val, size_t vlen)
+{
+    return add_raw(b, KT_PUT, key, klen, hdr, hlen, val, vlen);
+}
+
+int batch_del_raw(stash_batch_t *b, const void *key, size_t klen)
+{
+    return add_raw(b, KT_DEL, key, klen, NULL, 0, NULL, 0);
+}
+
+static int all_zero(const uint8_t *p, size_t n)
+{
+    for (size_t i = 0; i < n; i++)
+        if (p[i])
+            return 0;
+    return 1;
+}
+
+int batch_put_chunks(stash_batch_t *b, const uint8_t *ikey, size_t iklen, uint64_t gen,
+                     const uint8_t *val, size_t vlen, uint64_t first)
+{
+    uint8_t ck[CHUNK_KEY_LEN], bk[BLOB_KEY_LEN];
+    int rc = 0;
+    for (size_t off = 0; rc == 0 && off < vlen; off += CHUNK_SIZE) {
+        size_t n = vlen - off < CHUNK_SIZE ? vlen - off : CHUNK_SIZE;
+        if (first == 0 && all_zero(val + off, n))
+            continue;   /* a new value: a missing chunk reads as zeros */
+        chunk_key(ck, gen, first + off / CHUNK_SIZE);
+        rc = add_raw(b, KT_PUT, ck, sizeof ck, NULL, 0, val + off, n);
+    }
+    if (rc == 0 && first == 0) {
+        blob_key(bk, gen);
+        rc = add_raw(b, KT_PUT, bk, sizeof bk, NULL, 0, ikey, iklen);
+        b->blobs = 1;
+    }
+    return rc;
+}
+
+int batch_has_blobs(const stash_batch_t *b)
+{
+    return b->blobs;
+}
+
+static int add(stash_batch_t *b, int type, const void *key, size_t klen,
+               const void *val, size_t vlen)
+{
+    if (!b || !key || klen == 0 || klen > STASH_MAX_KEY ||
+        vlen > STASH_MAX_VALUE || (vlen && !val) || b->count == UINT32_MAX)
+        return -EINVAL;
+    uint8_t kbuf[256], *ik = klen < sizeof kbuf ? kbuf : malloc(klen + 1);
+    if (!ik)
+        return -ENOMEM;
+    size_t iklen = key_escape(key, klen, ik);
+    int rc;
+    if (type == KT_DEL) {
+        rc = add_raw(b, KT_DEL, ik, iklen, NULL, 0, NULL, 0);
+    } else {
+        struct envelope e = {.kind = VK_PLAIN};
+        uint8_t hdr[128];
+        e.st.mtime_ns = e.st.atime_ns = e.st.ctime_ns = now_ns();
+        if (vlen > INLINE_MAX) {
+            e.kind = VK_CHUNKED;
+            e.st.size = vlen;
+            e.gen = new_gen();
+            rc = batch_put_chunks(b, ik, iklen, e.gen, val, vlen, 0);
+            if (rc == 0)
+                rc = add_raw(b, KT_PUT, ik, iklen, hdr, env_encode_header(&e, hdr), NULL, 0);
+        } else {
+            rc = add_raw(b, KT_PUT, ik, iklen, hdr, env_encode_header(&e, hdr), val, vlen);
+        }
+    }
+    if (ik != kbuf)
+        free(ik);
+    return rc;
 }
 
 int stash_batch_put(stash_batch_t *b, const void *key, size_t klen, const void *val, size_t vlen)
@@ -124,6 +207,7 @@ int batch_append(stash_batch_t *dst, const stash_batch_t *src)
     memcpy(dst->buf + dst->len, src->buf + BATCH_HEADER, n);
     dst->len += n;
     dst->count += src->count;
+    dst->blobs |= src->blobs;
     enc_u32(dst->buf + 8, dst->count);
     return 0;
 }
@@ -143,7 +227,7 @@ int batch_decode(const uint8_t *data, size_t len, batch_fn fn, void *arg,
         size_t k;
         if (type != KT_PUT && type != KT_DEL)
             return -EIO;
-        if (!(k = dec_varint(p, end, &klen)) || klen == 0 || klen > STASH_MAX_KEY ||
+        if (!(k = dec_varint(p, end, &klen)) || klen == 0 || klen > IKEY_MAX ||
             klen > (uint64_t)(end - p - k))
             return -EIO;
         p += k;

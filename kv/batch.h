@@ -2,6 +2,9 @@
  * batch.h - the encoded form of a write batch, which is also the payload of
  * one write-ahead-log record.
  *
+ * User keys and values are added in their stored form (value.h): the key
+ * escaped, the value wrapped in its envelope, a large one split into chunks.
+ *
  * Layout (docs/format.md): an 12-byte header, sequence number of the first
  * entry (u64 LE) and entry count (u32 LE), then the entries in order, each
  *   type (1 byte: 1 put, 0 delete) | key length (varint) | key
@@ -24,6 +27,25 @@
 /* The encoded bytes of B (header included) and its entry count. */
 const uint8_t *batch_data(const stash_batch_t *b, size_t *len);
 void batch_set_seq(stash_batch_t *b, uint64_t seq);
+
+/*
+ * Entries as stored (value.h): KEY a stored key, the value HDR followed by
+ * VAL.  -EINVAL, -ENOMEM.
+ */
+int batch_put_raw(stash_batch_t *b, const void *key, size_t klen, const void *hdr, size_t hlen,
+                  const void *val, size_t vlen);
+int batch_del_raw(stash_batch_t *b, const void *key, size_t klen);
+
+/*
+ * The chunks of VAL, whose first byte is at chunk index FIRST of the value
+ * GEN owned by stored key IKEY.  With FIRST 0 (a whole new value) all-zero
+ * chunks are left out and the owner record is added too.
+ */
+int batch_put_chunks(stash_batch_t *b, const uint8_t *ikey, size_t iklen, uint64_t gen,
+                     const uint8_t *val, size_t vlen, uint64_t first);
+
+/* Whether B creates a chunked value. */
+int batch_has_blobs(const stash_batch_t *b);
 
 /* Append every entry of SRC to DST (for group commit).  -ENOMEM. */
 int batch_append(stash_batch_t *dst, const stash_batch_t *src);

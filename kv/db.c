@@ -42,6 +42,8 @@
 #include "err.h"
 #include "iter.h"
 #include "memtable.h"
+#include "dbint.h"
+#include "value.h"
 #include "version.h"
 #include "wal.h"
 
@@ -120,6 +122,12 @@ struct stash {
     char work_msg[256];         /* and its message */
     uint64_t st_stalls, st_stall_us;
 
+    /* Large values: keys are locked by stripe for read-modify-write, and
+     * plain writes clean up the chunks of what they replace once any
+     * chunked value may exist. */
+    pthread_mutex_t keylock[KEY_STRIPES];
+    atomic_int has_blobs;
+
     /* statistics, under mu */
     uint64_t st_puts, st_dels, st_groups, st_writers, st_syncs, st_logged, st_rotations;
 };
@@ -131,8 +139,21 @@ struct stash_iter {
     uint64_t seq;
     int valid;
     int status;
-    uint8_t *cur;               /* user key of the current entry */
+    uint8_t *cur;               /* stored key of the current entry */
     size_t curlen, curcap;
+    uint8_t *ukey;              /* its user key, when escaped (ukeyon) */
+    size_t ukeycap;
+    int ukeyon;
+    struct ivalue *val;         /* the current value, decoded */
+};
+
+/* An iterator's decoded value; separate so the const accessor may fill it. */
+struct ivalue {
+    int ready;
+    const uint8_t *p;
+    size_t n;
+    uint8_t *big;               /* an assembled chunked value */
+    int err;                    /* a damaged envelope */
 };
 
 /* ------------------------------------------------------------------ */
@@ -282,6 +303,9 @@ static int apply_entry(void *arg, uint64_t seq, int type, const uint8_t *key, si
 {
     return mt_add(arg, seq, type, key, klen, val, vlen);
 }
+
+static int view_lookup(struct view *v, uint64_t seq, const uint8_t *ik, size_t iklen,
+                       void **val, size_t *vlen);
 
 /* Wake the background thread: a memtable waits to be flushed. */
 static void schedule_flush(stash_t *db)
@@ -552,6 +576,113 @@ static int do_write(stash_t *db, const stash_batch_t *b, int sync, int force)
     return rc;
 }
 
+pthread_mutex_t *db_keylock(stash_t *db, const uint8_t *ik, size_t iklen)
+{
+    uint32_t h = 2166136261u;
+    for (size_t i = 0; i < iklen; i++)
+        h = (h ^ ik[i]) * 16777619u;
+    return &db->keylock[h % KEY_STRIPES];
+}
+
+int db_commit(stash_t *db, stash_batch_t *b, int sync)
+{
+    if (batch_has_blobs(b))
+        atomic_store(&db->has_blobs, 1);
+    return do_write(db, b, sync, 0);
+}
+
+int db_writable(stash_t *db)
+{
+    return db->opt.read_only ? err_set(-EROFS, "store %s is open read-only", db->dir) : 0;
+}
+
+int batch_drop_chunks(stash_batch_t *b, const struct envelope *e)
+{
+    uint8_t ck[CHUNK_KEY_LEN], bk[BLOB_KEY_LEN];
+    int rc = 0;
+    for (uint64_t i = 0; rc == 0 && i < (e->st.size + CHUNK_SIZE - 1) / CHUNK_SIZE; i++) {
+        chunk_key(ck, e->gen, i);
+        rc = batch_del_raw(b, ck, sizeof ck);
+    }
+    blob_key(bk, e->gen);
+    return rc ? rc : batch_del_raw(b, bk, sizeof bk);
+}
+
+struct cleanup {
+    stash_t *db;
+    uint64_t mask;          /* stripes of the batch's user keys */
+    struct view *v;
+    uint64_t seq;
+    stash_batch_t *out;
+    int rc;
+};
+
+static int stripe_of(void *arg, uint64_t seq, int type, const uint8_t *key, size_t klen,
+                     const uint8_t *val, size_t vlen)
+{
+    struct cleanup *c = arg;
+    if (!key_is_sys(key, klen))
+        c->mask |= 1ull << (db_keylock(c->db, key, klen) - c->db->keylock);
+    return 0;
+}
+
+static int drop_replaced(void *arg, uint64_t seq, int type, const uint8_t *key, size_t klen,
+                         const uint8_t *val, size_t vlen)
+{
+    struct cleanup *c = arg;
+    void *old;
+    size_t olen;
+    struct envelope e;
+    if (key_is_sys(key, klen))
+        return 0;
+    int rc = view_lookup(c->v, c->seq, key, klen, &old, &olen);
+    if (rc == -ENOENT)
+        return 0;
+    if (rc)
+        return rc;
+    if (env_decode(old, olen, &e) == 0 && e.kind == VK_CHUNKED)
+        rc = batch_drop_chunks(c->out, &e);
+    free(old);
+    return rc;
+}
+
+/*
+ * Commit a batch of user writes.  Once the store may hold chunked values,
+ * a put or delete that replaces one must also drop its chunks: the keys'
+ * stripes are locked, the values they replace looked up, and the deletions
+ * committed in the same batch.
+ */
+static int write_user(stash_t *db, stash_batch_t *b, int sync)
+{
+    if (batch_has_blobs(b))
+        atomic_store(&db->has_blobs, 1);
+    if (!atomic_load(&db->has_blobs))
+        return do_write(db, b, sync, 0);
+    size_t len;
+    const uint8_t *data = batch_data(b, &len);
+    struct cleanup c = {.db = db};
+    batch_decode(data, len, stripe_of, &c, NULL, NULL);
+    for (int i = 0; i < KEY_STRIPES; i++)
+        if (c.mask & (1ull << i))
+            pthread_mutex_lock(&db->keylock[i]);
+    int rc;
+    if (!(c.out = stash_batch_new()) || batch_append(c.out, b) < 0) {
+        rc = err_set(-ENOMEM, "out of memory");
+    } else {
+        size_t n0 = stash_batch_count(c.out);
+        c.v = db_view(db, NULL, &c.seq);
+        rc = batch_decode(data, len, drop_replaced, &c, NULL, NULL);
+        view_unref(c.v);
+        if (rc == 0)
+            rc = do_write(db, stash_batch_count(c.out) == n0 ? b : c.out, sync, 0);
+    }
+    stash_batch_free(c.out);
+    for (int i = KEY_STRIPES - 1; i >= 0; i--)
+        if (c.mask & (1ull << i))
+            pthread_mutex_unlock(&db->keylock[i]);
+    return rc;
+}
+
 int stash_write(stash_t *db, stash_batch_t *b, int flags)
 {
     if (!db || !b || (flags & ~STASH_SYNC))
@@ -560,7 +691,7 @@ int stash_write(stash_t *db, stash_batch_t *b, int flags)
         return err_set(-EROFS, "store %s is open read-only", db->dir);
     if (stash_batch_count(b) == 0)
         return (flags & STASH_SYNC) ? do_write(db, NULL, 1, 0) : 0;
-    return do_write(db, b, flags & STASH_SYNC, 0);
+    return write_user(db, b, flags & STASH_SYNC);
 }
 
 static int write_one(stash_t *db, int type, const void *key, size_t klen,
@@ -580,7 +711,7 @@ static int write_one(stash_t *db, int type, const void *key, size_t klen,
         return err_set(-ENOMEM, "out of memory");
     rc = type == KT_PUT ? stash_batch_put(b, key, klen, val, vlen) : stash_batch_delete(b, key, klen);
     if (rc == 0)
-        rc = do_write(db, b, 0, 0);
+        rc = write_user(db, b, 0);
     stash_batch_free(b);
     return rc;
 }
@@ -607,6 +738,98 @@ int stash_sync(stash_t *db)
 /* ------------------------------------------------------------------ */
 /* reads                                                                */
 
+/* Look stored key IK up at SEQ in view V: 0 and a malloc'd copy of the
+ * stored value, -ENOENT, or another negative errno. */
+static int view_lookup(struct view *v, uint64_t seq, const uint8_t *ik, size_t iklen,
+                       void **val, size_t *vlen)
+{
+    const void *p = NULL;
+    size_t n = 0;
+    int r = mt_get(v->mem, ik, iklen, seq, &p, &n);
+    for (int i = 0; r < 0 && i < v->nimm; i++)
+        r = mt_get(v->imm[i], ik, iklen, seq, &p, &n);
+    if (r == -1) {
+        r = version_get(v->ver, ik, iklen, seq, val, vlen);
+        if (r < -1)
+            return r;
+        return r == KT_PUT ? 0 : -ENOENT;
+    }
+    if (r != KT_PUT)
+        return -ENOENT;
+    void *copy = malloc(n ? n : 1);
+    if (!copy)
+        return err_set(-ENOMEM, "out of memory for a value of %zu bytes", n);
+    memcpy(copy, p, n);
+    *val = copy;
+    *vlen = n;
+    return 0;
+}
+
+struct view *db_view(stash_t *db, const stash_snapshot_t *s, uint64_t *seq)
+{
+    struct view *v = view_get(db, seq);
+    if (s)
+        *seq = s->seq;
+    return v;
+}
+
+void db_view_put(struct view *v)
+{
+    view_unref(v);
+}
+
+int db_view_get(struct view *v, uint64_t seq, const uint8_t *ik, size_t iklen, void **val, size_t *vlen)
+{
+    return view_lookup(v, seq, ik, iklen, val, vlen);
+}
+
+int db_read_chunks(struct view *v, uint64_t seq, const struct envelope *e, uint8_t *buf,
+                   uint64_t off, size_t len)
+{
+    while (len) {
+        uint64_t idx = off / CHUNK_SIZE;
+        size_t in = (size_t)(off % CHUNK_SIZE);
+        size_t n = CHUNK_SIZE - in < len ? CHUNK_SIZE - in : len;
+        uint8_t ck[CHUNK_KEY_LEN];
+        void *c;
+        size_t clen;
+        chunk_key(ck, e->gen, idx);
+        int rc = view_lookup(v, seq, ck, sizeof ck, &c, &clen);
+        if (rc == -ENOENT) {
+            memset(buf, 0, n);
+        } else if (rc) {
+            return rc;
+        } else {
+            size_t have = clen > in ? clen - in : 0;
+            if (have > n)
+                have = n;
+            memcpy(buf, (uint8_t *)c + in, have);
+            memset(buf + have, 0, n - have);
+            free(c);
+        }
+        buf += n;
+        off += n;
+        len -= n;
+    }
+    return 0;
+}
+
+/* Escape user key KEY into *ik: BUF when it fits, else malloc'd. */
+static int escape_key(const void *key, size_t klen, uint8_t *buf, size_t cap, uint8_t **ik, size_t *iklen)
+{
+    *ik = klen < cap ? buf : malloc(klen + 1);
+    if (!*ik)
+        return err_set(-ENOMEM, "out of memory");
+    *iklen = key_escape(key, klen, *ik);
+    return 0;
+}
+
+int db_key(const void *key, size_t klen, uint8_t *buf, size_t cap, uint8_t **ik, size_t *iklen)
+{
+    int rc = check_key(key, klen);
+    return rc ? rc : escape_key(key, klen, buf, cap, ik, iklen);
+}
+
 int stash_get_at(stash_t *db, const stash_snapshot_t *s, const void *key, size_t klen,
                  void **val, size_t *vlen)
 {
@@ -615,34 +838,42 @@ int stash_get_at(stash_t *db, const stash_snapshot_t *s, const void *key, size_t
     int rc = check_key(key, klen);
     if (rc)
         return rc;
+    uint8_t kb[256], *ik;
+    size_t iklen = 0;
+    if ((rc = escape_key(key, klen, kb, sizeof kb, &ik, &iklen)))
+        return rc;
     uint64_t seq;
-    struct view *v = view_get(db, &seq);
-    if (s)
-        seq = s->seq;
-    const void *p = NULL;
-    size_t n = 0;
-    int r = mt_get(v->mem, key, klen, seq, &p, &n);
-    for (int i = 0; r < 0 && i < v->nimm; i++)
-        r = mt_get(v->imm[i], key, klen, seq, &p, &n);
-    rc = -ENOENT;
-    if (r == -1) {
-        r = version_get(v->ver, key, klen, seq, val, vlen);
-        if (r < -1)
-            rc = r;
-        else if (r == KT_PUT)
-            rc = 0;
-    } else if (r == KT_PUT) {
-        void *copy = malloc(n ? n : 1);
-        if (!copy) {
-            rc = err_set(-ENOMEM, "out of memory for a value of %zu bytes", n);
-        } else {
-            memcpy(copy, p, n);
-            *val = copy;
-            *vlen = n;
-            rc = 0;
+    struct view *v = db_view(db, s, &seq);
+    void *raw;
+    size_t rlen;
+    rc = view_lookup(v, seq, ik, iklen, &raw, &rlen);
+    struct envelope e;
+    if (rc == 0 && env_decode(raw, rlen, &e) < 0) {
+        free(raw);
+        rc = err_set(-EIO, "damaged value envelope for a key of %zu bytes", klen);
+    } else if (rc == 0 && e.kind != VK_CHUNKED) {
+        /* Slide the value to the front of the copy. */
+        memmove(raw, e.data, (size_t)e.st.size);
+        *val = raw;
+        *vlen = (size_t)e.st.size;
+    } else if (rc == 0) {
+        free(raw);
+        uint8_t *big = e.st.size > STASH_MAX_VALUE ? NULL : malloc(e.st.size ? (size_t)e.st.size : 1);
+        if (e.st.size > STASH_MAX_VALUE)
+            rc = err_set(-EFBIG, "value of %llu bytes is larger than stash_get gives: use stash_pread",
+                         (unsigned long long)e.st.size);
+        else if (!big)
+            rc = err_set(-ENOMEM, "out of memory for a value of %llu bytes", (unsigned long long)e.st.size);
+        else if ((rc = db_read_chunks(v, seq, &e, big, 0, (size_t)e.st.size)) != 0)
+            free(big);
+        else {
+            *val = big;
+            *vlen = (size_t)e.st.size;
         }
     }
     view_unref(v);
+    if (ik != kb)
+        free(ik);
     return rc;
 }
 
@@ -697,6 +928,10 @@ stash_iter_t *stash_iter_new(stash_t *db, const stash_snapshot_t *s)
     stash_iter_t *it = calloc(1, sizeof *it);
     if (!it)
         return NULL;
+    if (!(it->val = calloc(1, sizeof *it->val))) {
+        free(it);
+        return NULL;
+    }
     it->db = db;
     it->v = view_get(db, &it->seq);
     if (s)
@@ -718,6 +953,7 @@ stash_iter_t *stash_iter_new(stash_t *db, const stash_snapshot_t *s)
     free(kids);
     if (!it->m) {
         view_unref(it->v);
+        free(it->val);
         free(it);
         return NULL;
     }
@@ -731,9 +967,13 @@ void stash_iter_free(stash_iter_t *it)
     iter_free(it->m);
     view_unref(it->v);
     free(it->cur);
+    free(it->ukey);
+    free(it->val->big);
+    free(it->val);
     free(it);
 }
 
+/* Remember the stored key K as the current one (in it->cur, escaped). */
 static int save_key(stash_iter_t *it, const void *k, size_t kl)
 {
     if (kl > it->curcap) {
@@ -756,10 +996,13 @@ static int save_key(stash_iter_t *it, const void *k, size_t kl)
 static void find_visible(stash_iter_t *it, int skipping)
 {
     iiter_t *m = it->m;
+    it->val->ready = 0;
     while (m->ops->valid(m)) {
         uint64_t tag = m->ops->tag(m);
         size_t kl;
         const void *k = m->ops->key(m, &kl);
+        if (key_is_sys(k, kl))
+            break;      /* the engine's own keys sort after every user key */
         if (TAG_SEQ(tag) > it->seq ||
             (skipping && kl == it->curlen && memcmp(k, it->cur, kl) == 0)) {
             m->ops->next(m);
@@ -774,6 +1017,22 @@ static void find_visible(stash_iter_t *it, int skipping)
             m->ops->next(m);
             continue;
         }
+        if (it->curlen >= 2 && it->cur[0] == NS_BYTE) {
+            if (it->ukeycap < it->curlen) {
+                uint8_t *u = realloc(it->ukey, it->curlen);
+                if (!u) {
+                    it->status = -ENOMEM;
+                    break;
+                }
+                it->ukey = u;
+                it->ukeycap = it->curlen;
+            }
+            size_t ul;
+            key_unescape(it->cur, it->curlen, it->ukey, &ul);
+            it->ukeyon = 1;
+        } else {
+            it->ukeyon = 0;
+        }
         it->valid = 1;
         return;
     }
@@ -787,7 +1046,21 @@ void stash_iter_seek(stash_iter_t *it, const void *key, size_t klen)
     if (!it)
         return;
     it->status = 0;
-    it->m->ops->seek(it->m, key, klen, TAG(it->seq, 0xff));
+    uint8_t kb[256], *ik;
+    size_t iklen = 0;
+    if (!key || klen > STASH_MAX_KEY) {
+        it->valid = 0;
+        it->status = err_set(-EINVAL, "stash_iter_seek: bad key");
+        return;
+    }
+    if (escape_key(key, klen, kb, sizeof kb, &ik, &iklen)) {
+        it->valid = 0;
+        it->status = -ENOMEM;
+        return;
+    }
+    it->m->ops->seek(it->m, ik, iklen, TAG(it->seq, 0xff));
+    if (ik != kb)
+        free(ik);
     find_visible(it, 0);
 }
 
@@ -821,23 +1094,144 @@ const void *stash_iter_key(const stash_iter_t *it, size_t *klen)
         return NULL;
     }
     if (klen)
-        *klen = it->curlen;
-    return it->cur;
+        *klen = it->ukeyon ? it->curlen - 1 : it->curlen;
+    return it->ukeyon ? it->ukey : it->cur;
 }
 
 const void *stash_iter_value(const stash_iter_t *it, size_t *vlen)
 {
-    size_t n = 0;
-    const void *p = NULL;
-    if (it && it->valid)
-        p = it->m->ops->value(it->m, &n);
+    struct ivalue *iv = it ? it->val : NULL;
+    if (!it || !it->valid) {
+        if (vlen)
+            *vlen = 0;
+        return NULL;
+    }
+    if (!iv->ready) {
+        size_t n = 0;
+        const uint8_t *p = it->m->ops->value(it->m, &n);
+        struct envelope e;
+        free(iv->big);
+        iv->big = NULL;
+        iv->p = NULL;
+        iv->n = 0;
+        if (env_decode(p, n, &e) < 0) {
+            iv->err = err_set(-EIO, "damaged value envelope");
+        } else if (e.kind != VK_CHUNKED) {
+            iv->p = e.data;
+            iv->n = (size_t)e.st.size;
+        } else if (e.st.size <= STASH_MAX_VALUE &&
+                   (iv->big = malloc(e.st.size ? (size_t)e.st.size : 1)) != NULL) {
+            if ((iv->err = db_read_chunks(it->v, it->seq, &e, iv->big, 0, (size_t)e.st.size)) == 0) {
+                iv->p = iv->big;
+                iv->n = (size_t)e.st.size;
+            } else {
+                free(iv->big);
+                iv->big = NULL;
+            }
+        } else {
+            iv->err = err_set(e.st.size > STASH_MAX_VALUE ? -EFBIG : -ENOMEM,
+                              "a value of %llu bytes cannot be given whole",
+                              (unsigned long long)e.st.size);
+        }
+        iv->ready = 1;
+    }
     if (vlen)
-        *vlen = n;
-    return p;
+        *vlen = iv->n;
+    return iv->p;
+}
+
+/*
+ * Move every key under FROM to TO in one batch, holding every key stripe so
+ * no read-modify-write of a moved key runs meanwhile.  Sources and targets
+ * are read at one view; a target that held another chunked value has its
+ * chunks dropped.
+ */
+int stash_rename_prefix(stash_t *db, const void *from, size_t flen, const void *to, size_t tlen,
+                        uint64_t *moved)
+{
+    if (!db || !from || !to || !flen || !tlen || flen > STASH_MAX_KEY || tlen > STASH_MAX_KEY)
+        return err_set(-EINVAL, "stash_rename_prefix: bad arguments");
+    size_t common = flen < tlen ? flen : tlen;
+    if (memcmp(from, to, common) == 0)
+        return err_set(-EINVAL, "stash_rename_prefix: one prefix starts with the other");
+    int rc = db_writable(db);
+    if (rc)
+        return rc;
+    if (moved)
+        *moved = 0;
+    for (int i = 0; i < KEY_STRIPES; i++)
+        pthread_mutex_lock(&db->keylock[i]);
+    stash_iter_t *it = stash_iter_new(db, NULL);
+    stash_batch_t *b = stash_batch_new();
+    uint8_t *nk = NULL, *ik = NULL;
+    uint64_t n = 0;
+    if (!it || !b)
+        rc = err_set(-ENOMEM, "out of memory");
+    for (stash_iter_seek(it, from, flen); rc == 0 && stash_iter_valid(it); stash_iter_next(it)) {
+        size_t kl, vl, iklen;
+        const uint8_t *k = stash_iter_key(it, &kl);
+        if (kl < flen || memcmp(k, from, flen) != 0)
+            break;
+        if (kl - flen + tlen > STASH_MAX_KEY) {
+            rc = err_set(-EINVAL, "a moved key would be longer than %u bytes", STASH_MAX_KEY);
+            break;
+        }
+        free(nk);
+        free(ik);
+        ik = NULL;
+        if (!(nk = malloc(kl - flen + tlen)) || !(ik = malloc(kl - flen + tlen + 1))) {
+            rc = err_set(-ENOMEM, "out of memory");
+            break;
+        }
+        memcpy(nk, to, tlen);
+        memcpy(nk + tlen, k + flen, kl - flen);
+        iklen = key_escape(nk, kl - flen + tlen, ik);
+        const uint8_t *raw = it->m->ops->value(it->m, &vl);
+        struct envelope e, te;
+        if (env_decode(raw, vl, &e) < 0) {
+            rc = err_set(-EIO, "damaged value envelope under the moved prefix");
+            break;
+        }
+        void *old;
+        size_t olen;
+        int r = view_lookup(it->v, it->seq, ik, iklen, &old, &olen);
+        if (r == 0) {
+            if (env_decode(old, olen, &te) == 0 && te.kind == VK_CHUNKED)
+                rc = batch_drop_chunks(b, &te);
+            free(old);
+        } else if (r != -ENOENT) {
+            rc = r;
+        }
+        if (rc == 0)
+            rc = batch_put_raw(b, ik, iklen, NULL, 0, raw, vl);
+        if (rc == 0 && e.kind == VK_CHUNKED) {
+            uint8_t bk[BLOB_KEY_LEN];
+            blob_key(bk, e.gen);
+            rc = batch_put_raw(b, bk, sizeof bk, NULL, 0, ik, iklen);
+        }
+        if (rc == 0)
+            rc = batch_del_raw(b, it->cur, it->curlen);
+        n++;
+    }
+    if (rc == 0 && it)
+        rc = stash_iter_status(it);
+    if (rc == 0 && n)
+        rc = do_write(db, b, 0, 0);
+    free(nk);
+    free(ik);
+    stash_batch_free(b);
+    stash_iter_free(it);
+    for (int i = KEY_STRIPES - 1; i >= 0; i--)
+        pthread_mutex_unlock(&db->keylock[i]);
+    if (rc == 0 && moved)
+        *moved = n;
+    return rc;
 }
 
 int stash_iter_status(const stash_iter_t *it)
 {
+    if (it && !it->status && it->val->err)
+        return it->val->err;
     return it ? it->status : -EINVAL;
 }
 
@@ -1153,6 +1547,8 @@ int stash_backup(stash_t *db, const char *dest)
     return rc < 0 ? rc : 0;
 }
 
+static int compact_range_stored(stash_t *db, const void *begin, size_t blen, const void *end, size_t elen);
+
 int stash_compact_range(stash_t *db, const void *begin, size_t blen, const void *end, size_t elen)
 {
     if (!db || (blen && !begin) || (elen && !end))
@@ -1163,6 +1559,25 @@ int stash_compact_range(stash_t *db, const void *begin, size_t blen, const void 
         blen = 0;
     if (!end)
         elen = 0;
+    /* Bounds as stored keys; an unbounded end also covers the engine's keys. */
+    uint8_t bb[256], eb[256], *ib = NULL, *ie = NULL;
+    size_t iblen = 0, ielen = 0;
+    if ((blen && escape_key(begin, blen, bb, sizeof bb, &ib, &iblen)) ||
+        (elen && escape_key(end, elen, eb, sizeof eb, &ie, &ielen))) {
+        if (ib && ib != bb)
+            free(ib);
+        return err_set(-ENOMEM, "out of memory");
+    }
+    int rc = compact_range_stored(db, ib, iblen, ie, ielen);
+    if (ib && ib != bb)
+        free(ib);
+    if (ie && ie != eb)
+        free(ie);
+    return rc;
+}
+
+static int compact_range_stored(stash_t *db, const void *begin, size_t blen, const void *end, size_t elen)
+{
     /* Everything written so far goes to tables first. */
     int rc = do_write(db, NULL, 0, 1);
     if (rc)
@@ -1393,10 +1808,30 @@ static void destroy(stash_t *db)
         close(db->lockfd);   /* releases the flock */
     pthread_mutex_destroy(&db->mu);
     pthread_mutex_destroy(&db->work_mu);
+    for (int i = 0; i < KEY_STRIPES; i++)
+        pthread_mutex_destroy(&db->keylock[i]);
     pthread_cond_destroy(&db->bg_cv);
     pthread_cond_destroy(&db->done_cv);
     free(db->dir);
     free(db);
+}
+
+/* Whether the store may hold chunked values: any owner record, live or
+ * deleted, says so (writes then clean up the chunks of what they replace). */
+static int detect_blobs(stash_t *db)
+{
+    stash_iter_t *it = stash_iter_new(db, NULL);
+    if (!it)
+        return err_set(-ENOMEM, "out of memory");
+    const uint8_t start[2] = {NS_BYTE, NS_BLOB};
+    it->m->ops->seek(it->m, start, sizeof start, TAG(it->seq, 0xff));
+    size_t kl = 0;
+    const uint8_t *k = it->m->ops->valid(it->m) ? it->m->ops->key(it->m, &kl) : NULL;
+    if (k && kl >= 2 && k[0] == NS_BYTE && k[1] == NS_BLOB)
+        atomic_store(&db->has_blobs, 1);
+    int rc = it->m->ops->status(it->m);
+    stash_iter_free(it);
+    return rc;
 }
 
 int stash_open(const char *dir, const stash_options_t *o, stash_t **out)
@@ -1419,6 +1854,8 @@ int stash_open(const char *dir, const stash_options_t *o, stash_t **out)
     db->snaps.next = db->snaps.prev = &db->snaps;
     pthread_mutex_init(&db->mu, NULL);
     pthread_mutex_init(&db->work_mu, NULL);
+    for (int i = 0; i < KEY_STRIPES; i++)
+        pthread_mutex_init(&db->keylock[i], NULL);
     pthread_cond_init(&db->done_cv, NULL);
     pthread_condattr_t ca;
     pthread_condattr_init(&ca);
@@ -1449,6 +1886,8 @@ int stash_open(const char *dir, const stash_options_t *o, stash_t **out)
     }
     if (rc == 0 && !(db->view = view_make(db)))
         rc = err_set(-ENOMEM, "out of memory");
+    if (rc == 0)
+        rc = detect_blobs(db);
     if (rc == 0 && !db->opt.read_only) {
         if (pthread_create(&db->bg, NULL, bg_main, db) != 0)
             rc = err_set(-ENOMEM, "cannot start the background thread");

@@ -222,6 +222,112 @@ int  stash_iter_status(const stash_iter_t *it); /* 0, or the error that stopped 
 void stash_iter_free(stash_iter_t *it);
 
 /*
+ * Large values, ranged access and attributes.
+ *
+ * A value over 64 KiB is kept in 64 KiB chunks under the engine's own keys
+ * (docs/format.md), so a ranged read or write costs O(length + 64 KiB), not
+ * O(value), and a value may grow past STASH_MAX_VALUE through
+ * stash_pwrite/stash_truncate (up to STASH_MAX_FILE).  stash_get/stash_put
+ * and iterators still give and take whole values; iterators never show the
+ * chunks.  Beside its value every key keeps a stash_stat_t: size, and the
+ * mode, owner and times that stashfs shows (a key written by stash_put has
+ * mode 0 and its write time, to the second, as all three times).
+ *
+ * The calls below serialise with each other per key (a read-modify-write of
+ * one key never loses a concurrent one); stash_put and stash_delete do not
+ * wait for them.
+ */
+#define STASH_MAX_FILE (1ull << 44)            /* bytes (16 TiB) */
+
+typedef struct stash_stat {
+    uint64_t size;      /* value length in bytes */
+    uint32_t mode;      /* st_mode as stashfs shows it; 0 = none recorded */
+    uint32_t uid, gid;
+    int64_t  atime_ns, mtime_ns, ctime_ns;     /* nanoseconds since 1970 */
+} stash_stat_t;
+
+/*
+ * KEY's size and attributes, at snapshot S (NULL = now), without reading a
+ * large value's chunks.  Errors: -ENOENT, -EINVAL, -EIO, -ENOMEM.
+ */
+int  stash_stat(stash_t *db, const stash_snapshot_t *s, const void *key, size_t klen, stash_stat_t *st);
+
+/* Bits of stash_setstat's MASK: which fields of *st to store. */
+#define STASH_SET_MODE  0x01
+#define STASH_SET_UID   0x02
+#define STASH_SET_GID   0x04
+#define STASH_SET_ATIME 0x08
+#define STASH_SET_MTIME 0x10
+#define STASH_SET_CTIME 0x20
+
+/*
+ * Change the fields of KEY's attributes named by MASK (size is not touched:
+ * use stash_truncate).  The value is unchanged.  Errors: -ENOENT, -EINVAL,
+ * -EROFS, -ENOSPC, -EIO, -ENOMEM.
+ */
+int  stash_setstat(stash_t *db, const void *key, size_t klen, const stash_stat_t *st, unsigned mask);
+
+/* Flags of stash_create. */
+#define STASH_EXCL 1    /* fail with -EEXIST when KEY exists */
+
+/*
+ * Set KEY to an empty value with attributes *ST (its size field is
+ * ignored), replacing any value it had (with STASH_EXCL: failing instead).
+ * Errors: -EEXIST, -EINVAL, -EROFS, -ENOSPC, -EIO, -ENOMEM.
+ */
+int  stash_create(stash_t *db, const void *key, size_t klen, const stash_stat_t *st, unsigned flags);
+
+/*
+ * Read up to LEN bytes of KEY's value from offset OFF into BUF; *nread gets
+ * the count, short only at the end of the value (0 at or past it).  A part
+ * never written (a gap left by a write past the end) reads as zeros.
+ * Errors: -ENOENT, -EINVAL, -EIO, -ENOMEM.
+ */
+int  stash_pread(stash_t *db, const void *key, size_t klen, void *buf, size_t len, uint64_t off, size_t *nread);
+/* As stash_pread, at snapshot S (NULL = now). */
+int  stash_pread_at(stash_t *db, const stash_snapshot_t *s, const void *key, size_t klen, void *buf,
+                    size_t len, uint64_t off, size_t *nread);
+
+/*
+ * Write LEN bytes from BUF into KEY's value at offset OFF, growing it (with
+ * zeros in any gap) when OFF + LEN is past its end; a missing KEY is created
+ * first.  The modification time becomes now.  Atomic: after a crash the
+ * write is there whole or not at all.  Errors: -EFBIG (past STASH_MAX_FILE),
+ * -EINVAL, -EROFS, -ENOSPC, -EIO, -ENOMEM.
+ */
+int  stash_pwrite(stash_t *db, const void *key, size_t klen, const void *buf, size_t len, uint64_t off);
+
+/*
+ * Make KEY's value SIZE bytes long: cut it, or extend it with zeros (an
+ * extension costs no space until written).  Errors: -ENOENT, -EFBIG,
+ * -EINVAL, -EROFS, -ENOSPC, -EIO, -ENOMEM.
+ */
+int  stash_truncate(stash_t *db, const void *key, size_t klen, uint64_t size);
+
+/* KEY's value length.  Errors: -ENOENT, -EINVAL, -EIO, -ENOMEM. */
+int  stash_value_size(stash_t *db, const void *key, size_t klen, uint64_t *size);
+
+/* Flags of stash_rename. */
+#define STASH_NOREPLACE 1   /* fail with -EEXIST when TO exists */
+
+/*
+ * Move FROM's value and attributes to TO in one atomic step, replacing TO's
+ * (unless STASH_NOREPLACE).  A large value moves without copying its chunks.
+ * Errors: -ENOENT (no FROM), -EEXIST, -EINVAL, -EROFS, -ENOSPC, -EIO.
+ */
+int  stash_rename(stash_t *db, const void *from, size_t flen, const void *to, size_t tlen, unsigned flags);
+
+/*
+ * Move every key that starts with FROM to the same key starting with TO
+ * instead, in one atomic batch (cost: O(keys moved), values are not copied
+ * for large ones).  Keys already under TO that are not overwritten stay.
+ * *moved (may be NULL) gets the count.  Errors: -EINVAL (TO starts with
+ * FROM, or a moved key would be too long), -EROFS, -ENOSPC, -EIO, -ENOMEM.
+ */
+int  stash_rename_prefix(stash_t *db, const void *from, size_t flen, const void *to, size_t tlen,
+                         uint64_t *moved);
+
+/*
  * Compact the tables holding user keys in [BEGIN, END] (a NULL end is
  * unbounded: NULL, 0, NULL, 0 compacts the whole store), after writing the
  * memtable out, and return when done.  Overwritten and deleted entries that

@@ -1,0 +1,54 @@
+/*
+ * dbint.h - what db.c lends the other engine files that work on stored
+ * keys and values (file.c: ranged access, attributes, renames).
+ *
+ * A view pins the memtables and tables of one moment; reads through it at a
+ * sequence number are consistent however long they take.  Key locks are
+ * striped mutexes taken around a read-modify-write of one stored key.
+ */
+#ifndef STASH_DBINT_H
+#define STASH_DBINT_H
+
+#include <pthread.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "smartstash.h"
+#include "value.h"
+
+#define KEY_STRIPES 64
+
+struct view;
+
+/* The current view (a reference) and the sequence to read at: S's when S is
+ * given, else the newest. */
+struct view *db_view(stash_t *db, const stash_snapshot_t *s, uint64_t *seq);
+void db_view_put(struct view *v);
+
+/* Stored key IK at SEQ: 0 with a malloc'd copy of the stored value,
+ * -ENOENT, or another negative errno. */
+int db_view_get(struct view *v, uint64_t seq, const uint8_t *ik, size_t iklen, void **val, size_t *vlen);
+
+/* LEN bytes of chunked value E from OFF into BUF (missing chunks: zeros). */
+int db_read_chunks(struct view *v, uint64_t seq, const struct envelope *e, uint8_t *buf,
+                   uint64_t off, size_t len);
+
+/* Commit B as stash_write does, without the chunk clean-up (callers hold the
+ * key locks and add their own). */
+int db_commit(stash_t *db, stash_batch_t *b, int sync);
+
+/* The stripe lock of stored key IK. */
+pthread_mutex_t *db_keylock(stash_t *db, const uint8_t *ik, size_t iklen);
+
+/* -EROFS (with a message) when DB is read-only. */
+int db_writable(stash_t *db);
+
+/* Validate user KEY and escape it into *ik (BUF when it fits in CAP bytes,
+ * else malloc'd: free it when *ik != BUF). */
+int db_key(const void *key, size_t klen, uint8_t *buf, size_t cap, uint8_t **ik, size_t *iklen);
+
+/* Add to B the deletion of every chunk and the owner record of chunked
+ * value E. */
+int batch_drop_chunks(stash_batch_t *b, const struct envelope *e);
+
+#endif

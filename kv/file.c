@@ -1,0 +1,518 @@
+/*
+ * file.c - values as files: ranged reads and writes, truncation, attributes
+ * and renames, on top of the stored envelopes of value.h.
+ *
+ * Every change here is a read-modify-write of one key's envelope (and of
+ * the chunks it touches), done under that key's stripe lock and committed
+ * as one batch, so it is atomic for readers and across a crash, and two of
+ * them on one key never lose each other's work.  A value stays inline up to
+ * INLINE_MAX bytes and is chunked once it grows past that; it is never
+ * turned back into an inline one (except by stash_put/stash_create).
+ * Reads take one view and one sequence number and read everything there.
+ */
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "batch.h"
+#include "dbint.h"
+#include "err.h"
+#include "value.h"
+
+/* One key being changed: its stored key, lock and current envelope. */
+struct fkey {
+    uint8_t kb[256], *ik;
+    size_t iklen;
+    pthread_mutex_t *lock;
+    void *raw;              /* the stored value, malloc'd, or NULL */
+    size_t rawlen;
+    struct envelope e;
+    int exists;
+};
+
+static void fkey_done(struct fkey *f)
+{
+    free(f->raw);
+    if (f->ik && f->ik != f->kb)
+        free(f->ik);
+}
+
+/* Escape KEY and look its current value up (at V/SEQ).  0 whether or not it
+ * exists (f->exists says), or a negative errno. */
+static int fkey_load(stash_t *db, struct view *v, uint64_t seq, const void *key, size_t klen, struct fkey *f)
+{
+    memset(f, 0, sizeof *f);
+    int rc = db_key(key, klen, f->kb, sizeof f->kb, &f->ik, &f->iklen);
+    if (rc)
+        return rc;
+    f->lock = db ? db_keylock(db, f->ik, f->iklen) : NULL;
+    if (!v)
+        return 0;
+    rc = db_view_get(v, seq, f->ik, f->iklen, &f->raw, &f->rawlen);
+    if (rc == -ENOENT)
+        return 0;
+    if (rc)
+        return rc;
+    if (env_decode(f->raw, f->rawlen, &f->e) < 0)
+        return err_set(-EIO, "damaged value envelope for a key of %zu bytes", klen);
+    f->exists = 1;
+    return 0;
+}
+
+/* Re-read the key under its lock (the caller took it after fkey_load with
+ * no view, so nothing can change it from here on). */
+static int fkey_reload(stash_t *db, struct fkey *f, size_t klen)
+{
+    uint64_t seq;
+    struct view *v = db_view(db, NULL, &seq);
+    int rc = db_view_get(v, seq, f->ik, f->iklen, &f->raw, &f->rawlen);
+    if (rc == 0) {
+        f->exists = 1;
+        if (env_decode(f->raw, f->rawlen, &f->e) < 0)
+            rc = err_set(-EIO, "damaged value envelope for a key of %zu bytes", klen);
+    } else if (rc == -ENOENT) {
+        rc = 0;
+    }
+    /* Keep the view only as long as the read: chunk reads below take their
+     * own, after this key's lock was taken, so they see its latest state. */
+    db_view_put(v);
+    return rc;
+}
+
+/* Lock and load KEY for a change. */
+static int fkey_lock(stash_t *db, const void *key, size_t klen, struct fkey *f)
+{
+    int rc = db_writable(db);
+    if (rc)
+        return rc;
+    if ((rc = fkey_load(db, NULL, 0, key, klen, f)))
+        return rc;
+    pthread_mutex_lock(f->lock);
+    rc = fkey_reload(db, f, klen);
+    if (rc)
+        pthread_mutex_unlock(f->lock);
+    return rc;
+}
+
+/* Attribute-carrying form of an envelope (a plain one gains a record). */
+static void to_attr(struct envelope *e)
+{
+    if (e->kind == VK_PLAIN)
+        e->kind = VK_ATTR;
+}
+
+/* Put KEY's primary entry: envelope E and, when inline, DATA. */
+static int put_primary(stash_batch_t *b, struct fkey *f, const struct envelope *e, const void *data, size_t dlen)
+{
+    size_t hmax = env_header_max(e->xlen);
+    uint8_t small[256], *hdr = hmax <= sizeof small ? small : malloc(hmax);
+    if (!hdr)
+        return -ENOMEM;
+    size_t hlen = env_encode_header(e, hdr);
+    int rc = batch_put_raw(b, f->ik, f->iklen, hdr, hlen, data, e->kind == VK_CHUNKED ? 0 : dlen);
+    if (hdr != small)
+        free(hdr);
+    return rc;
+}
+
+static int commit(stash_t *db, stash_batch_t *b)
+{
+    return db_commit(db, b, 0);
+}
+
+/* ------------------------------------------------------------------ */
+
+int stash_stat(stash_t *db, const stash_snapshot_t *s, const void *key, size_t klen, stash_stat_t *st)
+{
+    if (!db || !st)
+        return err_set(-EINVAL, "stash_stat: bad arguments");
+    uint64_t seq;
+    struct view *v = db_view(db, s, &seq);
+    struct fkey f;
+    int rc = fkey_load(NULL, v, seq, key, klen, &f);
+    db_view_put(v);
+    if (rc == 0 && !f.exists)
+        rc = -ENOENT;
+    if (rc == 0)
+        *st = f.e.st;
+    fkey_done(&f);
+    return rc;
+}
+
+int stash_value_size(stash_t *db, const void *key, size_t klen, uint64_t *size)
+{
+    stash_stat_t st;
+    if (!size)
+        return err_set(-EINVAL, "stash_value_size: bad arguments");
+    int rc = stash_stat(db, NULL, key, klen, &st);
+    if (rc == 0)
+        *size = st.size;
+    return rc;
+}
+
+int stash_pread_at(stash_t *db, const stash_snapshot_t *s, const void *key, size_t klen, void *buf,
+                   size_t len, uint64_t off, size_t *nread)
+{
+    if (!db || (len && !buf) || !nread)
+        return err_set(-EINVAL, "stash_pread: bad arguments");
+    *nread = 0;
+    uint64_t seq;
+    struct view *v = db_view(db, s, &seq);
+    struct fkey f;
+    int rc = fkey_load(NULL, v, seq, key, klen, &f);
+    if (rc == 0 && !f.exists)
+        rc = -ENOENT;
+    if (rc == 0 && off < f.e.st.size) {
+        size_t n = f.e.st.size - off < len ? (size_t)(f.e.st.size - off) : len;
+        if (f.e.kind == VK_CHUNKED)
+            rc = db_read_chunks(v, seq, &f.e, buf, off, n);
+        else
+            memcpy(buf, f.e.data + off, n);
+        if (rc == 0)
+            *nread = n;
+    }
+    db_view_put(v);
+    fkey_done(&f);
+    return rc;
+}
+
+int stash_pread(stash_t *db, const void *key, size_t klen, void *buf, size_t len, uint64_t off, size_t *nread)
+{
+    return stash_pread_at(db, NULL, key, klen, buf, len, off, nread);
+}
+
+int stash_setstat(stash_t *db, const void *key, size_t klen, const stash_stat_t *st, unsigned mask)
+{
+    if (!db || !st || (mask & ~0x3fu))
+        return err_set(-EINVAL, "stash_setstat: bad arguments");
+    struct fkey f;
+    int rc = fkey_lock(db, key, klen, &f);
+    if (rc)
+        return rc;
+    if (!f.exists) {
+        rc = -ENOENT;
+    } else {
+        struct envelope e = f.e;
+        to_attr(&e);
+        if (mask & STASH_SET_MODE) e.st.mode = st->mode;
+        if (mask & STASH_SET_UID) e.st.uid = st->uid;
+        if (mask & STASH_SET_GID) e.st.gid = st->gid;
+        if (mask & STASH_SET_ATIME) e.st.atime_ns = st->atime_ns;
+        if (mask & STASH_SET_MTIME) e.st.mtime_ns = st->mtime_ns;
+        if (mask & STASH_SET_CTIME) e.st.ctime_ns = st->ctime_ns;
+        stash_batch_t *b = stash_batch_new();
+        rc = b ? put_primary(b, &f, &e, e.data, (size_t)e.st.size) : -ENOMEM;
+        if (rc == 0)
+            rc = commit(db, b);
+        stash_batch_free(b);
+    }
+    pthread_mutex_unlock(f.lock);
+    fkey_done(&f);
+    return rc == -ENOMEM ? err_set(rc, "out of memory") : rc;
+}
+
+int stash_create(stash_t *db, const void *key, size_t klen, const stash_stat_t *st, unsigned flags)
+{
+    if (!db || !st || (flags & ~STASH_EXCL))
+        return err_set(-EINVAL, "stash_create: bad arguments");
+    struct fkey f;
+    int rc = fkey_lock(db, key, klen, &f);
+    if (rc)
+        return rc;
+    if (f.exists && (flags & STASH_EXCL)) {
+        rc = -EEXIST;
+    } else {
+        struct envelope e = {.kind = VK_ATTR, .st = *st};
+        e.st.size = 0;
+        stash_batch_t *b = stash_batch_new();
+        rc = b ? 0 : -ENOMEM;
+        if (rc == 0 && f.exists && f.e.kind == VK_CHUNKED)
+            rc = batch_drop_chunks(b, &f.e);
+        if (rc == 0)
+            rc = put_primary(b, &f, &e, NULL, 0);
+        if (rc == 0)
+            rc = commit(db, b);
+        stash_batch_free(b);
+    }
+    pthread_mutex_unlock(f.lock);
+    fkey_done(&f);
+    return rc == -ENOMEM ? err_set(rc, "out of memory") : rc;
+}
+
+/*
+ * The bytes of chunk IDX of F's value as they are before a change, into C
+ * (CHUNK_SIZE bytes, zero-filled past what exists); *have gets how many
+ * are stored.  An inline value being converted is chunk 0.
+ */
+static int chunk_base(stash_t *db, struct fkey *f, uint64_t idx, uint8_t *c, size_t *have)
+{
+    *have = 0;
+    memset(c, 0, CHUNK_SIZE);
+    if (!f->exists)
+        return 0;
+    if (f->e.kind != VK_CHUNKED) {
+        if (idx == 0) {
+            memcpy(c, f->e.data, (size_t)f->e.st.size);
+            *have = (size_t)f->e.st.size;
+        }
+        return 0;
+    }
+    if (idx * (uint64_t)CHUNK_SIZE >= f->e.st.size)
+        return 0;
+    uint64_t seq;
+    struct view *v = db_view(db, NULL, &seq);
+    uint8_t ck[CHUNK_KEY_LEN];
+    void *raw;
+    size_t n;
+    chunk_key(ck, f->e.gen, idx);
+    int rc = db_view_get(v, seq, ck, sizeof ck, &raw, &n);
+    db_view_put(v);
+    if (rc == -ENOENT)
+        return 0;
+    if (rc)
+        return rc;
+    if (n > CHUNK_SIZE) {
+        free(raw);
+        return err_set(-EIO, "damaged chunk: %zu bytes", n);
+    }
+    memcpy(c, raw, n);
+    *have = n;
+    free(raw);
+    return 0;
+}
+
+/*
+ * The envelope F's value gets for a new size NEWSIZE: inline while it fits,
+ * else chunked (a fresh generation when it was inline).  Sets *convert when
+ * an inline value becomes chunked.
+ */
+static struct envelope grow_env(struct fkey *f, uint64_t newsize, int *convert)
+{
+    struct envelope e = f->e;
+    *convert = 0;
+    if (!f->exists) {
+        memset(&e, 0, sizeof e);
+        e.kind = VK_ATTR;
+    }
+    if (e.kind != VK_CHUNKED && newsize > INLINE_MAX) {
+        to_attr(&e);
+        e.kind = VK_CHUNKED;
+        e.gen = new_gen();
+        *convert = 1;
+    }
+    e.st.size = newsize;
+    e.st.mtime_ns = e.st.ctime_ns = now_ns();
+    if (!f->exists)
+        e.st.atime_ns = e.st.mtime_ns;
+    return e;
+}
+
+/* Record that F's value is now chunked under E (a conversion): its owner. */
+static int add_owner(stash_batch_t *b, struct fkey *f, const struct envelope *e)
+{
+    return batch_put_chunks(b, f->ik, f->iklen, e->gen, NULL, 0, 0);
+}
+
+int stash_pwrite(stash_t *db, const void *key, size_t klen, const void *buf, size_t len, uint64_t off)
+{
+    if (!db || (len && !buf))
+        return err_set(-EINVAL, "stash_pwrite: bad arguments");
+    if (off > STASH_MAX_FILE || len > STASH_MAX_FILE - off)
+        return err_set(-EFBIG, "a write ending at byte %llu is past the largest value (%llu bytes)",
+                       (unsigned long long)(off + len), (unsigned long long)STASH_MAX_FILE);
+    struct fkey f;
+    int rc = fkey_lock(db, key, klen, &f);
+    if (rc)
+        return rc;
+    uint64_t oldsize = f.exists ? f.e.st.size : 0;
+    uint64_t end = off + len > oldsize ? off + len : oldsize;
+    int convert;
+    struct envelope e = grow_env(&f, end, &convert);
+    stash_batch_t *b = stash_batch_new();
+    uint8_t *c = NULL;
+    rc = b ? 0 : -ENOMEM;
+    if (rc == 0 && e.kind != VK_CHUNKED) {
+        /* Inline: the whole (at most INLINE_MAX) value is rewritten. */
+        c = calloc(1, end ? (size_t)end : 1);
+        if (!c)
+            rc = -ENOMEM;
+        if (rc == 0) {
+            if (oldsize)
+                memcpy(c, f.e.data, (size_t)oldsize);
+            if (len)
+                memcpy(c + off, buf, len);
+            rc = put_primary(b, &f, &e, c, (size_t)end);
+        }
+    } else if (rc == 0) {
+        if (!(c = malloc(CHUNK_SIZE)))
+            rc = -ENOMEM;
+        if (rc == 0 && convert)
+            rc = add_owner(b, &f, &e);
+        /* Chunk 0 carries the old inline bytes over even when the write does
+         * not touch it. */
+        if (rc == 0 && convert && oldsize && off >= CHUNK_SIZE) {
+            uint8_t ck[CHUNK_KEY_LEN];
+            chunk_key(ck, e.gen, 0);
+            rc = batch_put_raw(b, ck, sizeof ck, NULL, 0, f.e.data, (size_t)oldsize);
+        }
+        const uint8_t *src = buf;
+        uint64_t pos = off;
+        while (rc == 0 && pos < off + len) {
+            uint64_t idx = pos / CHUNK_SIZE;
+            size_t in = (size_t)(pos % CHUNK_SIZE);
+            size_t n = CHUNK_SIZE - in < off + len - pos ? CHUNK_SIZE - in : (size_t)(off + len - pos);
+            size_t have = 0;
+            if (in != 0 || n != CHUNK_SIZE)
+                rc = chunk_base(db, &f, idx, c, &have);
+            if (rc)
+                break;
+            memcpy(c + in, src, n);
+            size_t clen = in + n > have ? in + n : have;
+            uint8_t ck[CHUNK_KEY_LEN];
+            chunk_key(ck, e.gen, idx);
+            rc = batch_put_raw(b, ck, sizeof ck, NULL, 0, c, clen);
+            src += n;
+            pos += n;
+        }
+        if (rc == 0)
+            rc = put_primary(b, &f, &e, NULL, 0);
+    }
+    if (rc == 0)
+        rc = commit(db, b);
+    free(c);
+    stash_batch_free(b);
+    pthread_mutex_unlock(f.lock);
+    fkey_done(&f);
+    return rc == -ENOMEM ? err_set(rc, "out of memory") : rc;
+}
+
+int stash_truncate(stash_t *db, const void *key, size_t klen, uint64_t size)
+{
+    if (!db)
+        return err_set(-EINVAL, "stash_truncate: bad arguments");
+    if (size > STASH_MAX_FILE)
+        return err_set(-EFBIG, "%llu bytes is past the largest value (%llu bytes)",
+                       (unsigned long long)size, (unsigned long long)STASH_MAX_FILE);
+    struct fkey f;
+    int rc = fkey_lock(db, key, klen, &f);
+    if (rc)
+        return rc;
+    if (!f.exists) {
+        pthread_mutex_unlock(f.lock);
+        fkey_done(&f);
+        return -ENOENT;
+    }
+    uint64_t oldsize = f.e.st.size;
+    int convert;
+    struct envelope e = grow_env(&f, size, &convert);
+    stash_batch_t *b = stash_batch_new();
+    uint8_t *c = NULL;
+    rc = b ? 0 : -ENOMEM;
+    if (rc == 0 && e.kind != VK_CHUNKED) {
+        c = calloc(1, size ? (size_t)size : 1);
+        if (!c)
+            rc = -ENOMEM;
+        else {
+            memcpy(c, f.e.data, (size_t)(oldsize < size ? oldsize : size));
+            rc = put_primary(b, &f, &e, c, (size_t)size);
+        }
+    } else if (rc == 0 && convert) {
+        /* Inline and growing past INLINE_MAX: its bytes become chunk 0. */
+        rc = add_owner(b, &f, &e);
+        if (rc == 0 && oldsize) {
+            uint8_t ck[CHUNK_KEY_LEN];
+            chunk_key(ck, e.gen, 0);
+            rc = batch_put_raw(b, ck, sizeof ck, NULL, 0, f.e.data, (size_t)oldsize);
+        }
+        if (rc == 0)
+            rc = put_primary(b, &f, &e, NULL, 0);
+    } else if (rc == 0) {
+        /* Chunked.  Cutting drops whole chunks past the end and trims the
+         * last one, so growing again later reads zeros there. */
+        uint8_t ck[CHUNK_KEY_LEN];
+        uint64_t keep = (size + CHUNK_SIZE - 1) / CHUNK_SIZE;
+        for (uint64_t i = keep; rc == 0 && i < (oldsize + CHUNK_SIZE - 1) / CHUNK_SIZE; i++) {
+            chunk_key(ck, e.gen, i);
+            rc = batch_del_raw(b, ck, sizeof ck);
+        }
+        if (rc == 0 && size < oldsize && size % CHUNK_SIZE) {
+            size_t have;
+            if (!(c = malloc(CHUNK_SIZE)))
+                rc = -ENOMEM;
+            else if ((rc = chunk_base(db, &f, size / CHUNK_SIZE, c, &have)) == 0 && have) {
+                size_t cut = (size_t)(size % CHUNK_SIZE);
+                chunk_key(ck, e.gen, size / CHUNK_SIZE);
+                rc = batch_put_raw(b, ck, sizeof ck, NULL, 0, c, have < cut ? have : cut);
+            }
+        }
+        if (rc == 0)
+            rc = put_primary(b, &f, &e, NULL, 0);
+    }
+    if (rc == 0)
+        rc = commit(db, b);
+    free(c);
+    stash_batch_free(b);
+    pthread_mutex_unlock(f.lock);
+    fkey_done(&f);
+    return rc == -ENOMEM ? err_set(rc, "out of memory") : rc;
+}
+
+/* Add to B the move of F's stored value to T (T's chunks dropped when it
+ * held another chunked value). */
+static int add_move(stash_batch_t *b, struct fkey *f, struct fkey *t)
+{
+    int rc = 0;
+    if (t->exists && t->e.kind == VK_CHUNKED && !(f->e.kind == VK_CHUNKED && f->e.gen == t->e.gen))
+        rc = batch_drop_chunks(b, &t->e);
+    if (rc == 0)
+        rc = batch_put_raw(b, t->ik, t->iklen, NULL, 0, f->raw, f->rawlen);
+    if (rc == 0 && f->e.kind == VK_CHUNKED) {
+        uint8_t bk[BLOB_KEY_LEN];
+        blob_key(bk, f->e.gen);
+        rc = batch_put_raw(b, bk, sizeof bk, NULL, 0, t->ik, t->iklen);
+    }
+    if (rc == 0)
+        rc = batch_del_raw(b, f->ik, f->iklen);
+    return rc;
+}
+
+int stash_rename(stash_t *db, const void *from, size_t flen, const void *to, size_t tlen, unsigned flags)
+{
+    if (!db || (flags & ~STASH_NOREPLACE))
+        return err_set(-EINVAL, "stash_rename: bad arguments");
+    int rc = db_writable(db);
+    if (rc)
+        return rc;
+    struct fkey f, t;
+    if ((rc = fkey_load(db, NULL, 0, from, flen, &f)))
+        return rc;
+    if ((rc = fkey_load(db, NULL, 0, to, tlen, &t))) {
+        fkey_done(&f);
+        return rc;
+    }
+    /* Two stripes in address order (once when they are the same). */
+    pthread_mutex_t *l1 = f.lock < t.lock ? f.lock : t.lock, *l2 = f.lock < t.lock ? t.lock : f.lock;
+    pthread_mutex_lock(l1);
+    if (l2 != l1)
+        pthread_mutex_lock(l2);
+    rc = fkey_reload(db, &f, flen);
+    if (rc == 0)
+        rc = fkey_reload(db, &t, tlen);
+    if (rc == 0 && !f.exists)
+        rc = -ENOENT;
+    if (rc == 0 && t.exists && (flags & STASH_NOREPLACE))
+        rc = -EEXIST;
+    if (rc == 0 && !(f.iklen == t.iklen && memcmp(f.ik, t.ik, f.iklen) == 0)) {
+        stash_batch_t *b = stash_batch_new();
+        rc = b ? add_move(b, &f, &t) : -ENOMEM;
+        if (rc == 0)
+            rc = commit(db, b);
+        stash_batch_free(b);
+    }
+    if (l2 != l1)
+        pthread_mutex_unlock(l2);
+    pthread_mutex_unlock(l1);
+    fkey_done(&f);
+    fkey_done(&t);
+    return rc == -ENOMEM ? err_set(rc, "out of memory") : rc;
+}

@@ -1,0 +1,100 @@
+/*
+ * value.h - how user keys and values are stored inside the tree: the key
+ * namespaces and the value envelope (docs/format.md, "Keys and values").
+ *
+ * Keys.  A user key is stored as it is, except that one starting with byte
+ * 0xFF gets a 0x00 inserted after that byte.  Stored keys starting with 0xFF
+ * followed by anything but 0x00 are the engine's own and never reach users:
+ *   0xFF 0x02 | gen (u64 BE) | index (u64 BE)   one chunk of a large value
+ *   0xFF 0x03 | gen (u64 BE)                    a large value's owner key
+ * The escape keeps user keys in bytewise order and puts every engine key
+ * after all of them, so an iterator stops at the first one.
+ *
+ * Values.  Every stored value of a user key starts with a kind byte:
+ *   0 plain    varint write time (seconds) | the value
+ *   1 attr     varint n | attribute record (n bytes) | the value
+ *   2 chunked  varint n | attribute record (n bytes) | varint size | gen (u64 LE)
+ * A chunked value's bytes live in chunks of CHUNK_SIZE under (gen, index); a
+ * missing chunk reads as zeros.  The attribute record is
+ *   varint mode | varint uid | varint gid | varint atime_ns | varint mtime_ns
+ *   | varint ctime_ns | the rest: extended attributes, each
+ *     varint name length | name | varint value length | value
+ * Times are nanoseconds since 1970 (times before it are stored as 0).
+ *
+ * Pure functions, no state: safe from any thread.
+ */
+#ifndef STASH_VALUE_H
+#define STASH_VALUE_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "smartstash.h"
+
+#define NS_BYTE   0xFF
+#define NS_ESC    0x00
+#define NS_CHUNK  0x02
+#define NS_BLOB   0x03
+
+#define VK_PLAIN   0
+#define VK_ATTR    1
+#define VK_CHUNKED 2
+
+#define CHUNK_SIZE  65536u
+#define INLINE_MAX  65536u       /* larger values are chunked */
+#define CHUNK_KEY_LEN 18
+#define BLOB_KEY_LEN 10
+#define MAX_XATTR_BYTES 65536u   /* all extended attributes of one key */
+
+/* A stored key: at most STASH_MAX_KEY + 1 bytes. */
+#define IKEY_MAX (STASH_MAX_KEY + 1)
+
+/* Store user key K into OUT (room for klen + 1); returns the stored length. */
+size_t key_escape(const void *k, size_t klen, uint8_t *out);
+
+/* Copy the user key of stored key K into OUT (room for klen); -1 when K is
+ * one of the engine's own keys. */
+int key_unescape(const uint8_t *k, size_t klen, uint8_t *out, size_t *ulen);
+
+/* Whether stored key K is one of the engine's own. */
+static inline int key_is_sys(const uint8_t *k, size_t klen)
+{
+    return klen >= 1 && k[0] == NS_BYTE && (klen < 2 || k[1] != NS_ESC);
+}
+
+/* The first stored key that is the engine's: iterators stop there. */
+extern const uint8_t key_sys_start[2];
+
+void chunk_key(uint8_t out[CHUNK_KEY_LEN], uint64_t gen, uint64_t index);
+void blob_key(uint8_t out[BLOB_KEY_LEN], uint64_t gen);
+
+/* A decoded envelope; pointers point into the stored value. */
+struct envelope {
+    int kind;
+    stash_stat_t st;            /* mode 0 for a plain value */
+    const uint8_t *xattr;       /* extended attributes (attr and chunked) */
+    size_t xlen;
+    const uint8_t *data;        /* inline value (plain and attr) */
+    uint64_t gen;               /* chunked */
+};
+
+/* Decode a stored value; -EIO when it is not a well-formed envelope. */
+int env_decode(const uint8_t *v, size_t n, struct envelope *e);
+
+/* Bytes needed to encode an envelope header for E with an inline value. */
+size_t env_header_max(size_t xlen);
+
+/*
+ * Encode E's header into OUT (room for env_header_max) and return its
+ * length.  For plain and attr kinds the value bytes follow the header; for
+ * chunked the header is the whole value.
+ */
+size_t env_encode_header(const struct envelope *e, uint8_t *out);
+
+/* Now, in nanoseconds since 1970. */
+int64_t now_ns(void);
+
+/* A fresh random 64-bit generation number for a chunked value. */
+uint64_t new_gen(void);
+
+#endif

@@ -1,0 +1,375 @@
+/*
+ * test_file.c - values as files: ranged reads and writes, truncation,
+ * attributes, renames, large (chunked) values through every API, keys that
+ * start with 0xFF, and a randomized model test of pwrite/truncate/pread
+ * against an in-memory buffer with reopens and compactions.
+ */
+#include "testutil.h"
+
+#include <dirent.h>
+#include <errno.h>
+#include <sys/stat.h>
+
+#include "smartstash.h"
+
+static char dir[512];
+
+static int setup(void **state)
+{
+    (void)state;
+    tu_mkdtemp(dir, sizeof dir);
+    return 0;
+}
+
+static int teardown(void **state)
+{
+    (void)state;
+    tu_rmrf(dir);
+    return 0;
+}
+
+static stash_t *open_small(void)
+{
+    stash_options_t o;
+    stash_options_init(&o);
+    o.memtable_size = 256 << 10;      /* flushes and compactions happen */
+    o.target_file_size = 256 << 10;
+    o.level1_max_bytes = 1 << 20;
+    stash_t *db = NULL;
+    int rc = stash_open(dir, &o, &db);
+    if (rc)
+        fprintf(stderr, "stash_open: %s\n", stash_last_error(NULL));
+    assert_int_equal(rc, 0);
+    return db;
+}
+
+/* Bytes of the store's files on disk. */
+static uint64_t disk_bytes(void)
+{
+    DIR *d = opendir(dir);
+    struct dirent *de;
+    uint64_t n = 0;
+    char p[1024];
+    while ((de = readdir(d))) {
+        struct stat st;
+        snprintf(p, sizeof p, "%s/%s", dir, de->d_name);
+        if (stat(p, &st) == 0 && S_ISREG(st.st_mode))
+            n += (uint64_t)st.st_size;
+    }
+    closedir(d);
+    return n;
+}
+
+static void fill(uint8_t *p, size_t n, uint64_t *seed)
+{
+    for (size_t i = 0; i < n; i++)
+        p[i] = (uint8_t)(tu_rand(seed) >> 32);
+}
+
+/* Assert KEY reads back exactly WANT (N bytes) through get, pread and stat. */
+static void check_value(stash_t *db, const char *key, const uint8_t *want, size_t n)
+{
+    void *v;
+    size_t vl;
+    assert_int_equal(stash_get(db, key, strlen(key), &v, &vl), 0);
+    assert_int_equal(vl, n);
+    assert_memory_equal(v, want, n);
+    stash_free(v);
+    uint64_t sz;
+    assert_int_equal(stash_value_size(db, key, strlen(key), &sz), 0);
+    assert_int_equal(sz, n);
+    uint8_t *buf = malloc(n + 10);
+    size_t got;
+    assert_int_equal(stash_pread(db, key, strlen(key), buf, n + 10, 0, &got), 0);
+    assert_int_equal(got, n);
+    assert_memory_equal(buf, want, n);
+    free(buf);
+}
+
+static void test_large_values(void **state)
+{
+    (void)state;
+    stash_t *db = open_small();
+    uint64_t seed = 7;
+    size_t n = 3 * 1024 * 1024 + 123;
+    uint8_t *big = malloc(n);
+    fill(big, n, &seed);
+    assert_int_equal(stash_put(db, "big", 3, big, n), 0);
+    assert_int_equal(stash_put(db, "small", 5, "x", 1), 0);
+    check_value(db, "big", big, n);
+
+    /* A ranged read in the middle, across chunk boundaries. */
+    uint8_t buf[200000];
+    size_t got;
+    assert_int_equal(stash_pread(db, "big", 3, buf, sizeof buf, 1000000, &got), 0);
+    assert_int_equal(got, sizeof buf);
+    assert_memory_equal(buf, big + 1000000, sizeof buf);
+    assert_int_equal(stash_pread(db, "big", 3, buf, sizeof buf, n - 5, &got), 0);
+    assert_int_equal(got, 5);
+    assert_int_equal(stash_pread(db, "big", 3, buf, sizeof buf, n + 5, &got), 0);
+    assert_int_equal(got, 0);
+
+    /* Iterators give the whole value and never show chunks. */
+    stash_iter_t *it = stash_iter_new(db, NULL);
+    int seen = 0;
+    for (stash_iter_seek_first(it); stash_iter_valid(it); stash_iter_next(it)) {
+        size_t kl, vl;
+        const char *k = stash_iter_key(it, &kl);
+        const void *v = stash_iter_value(it, &vl);
+        if (kl == 3 && !memcmp(k, "big", 3)) {
+            assert_int_equal(vl, n);
+            assert_memory_equal(v, big, n);
+        } else {
+            assert_int_equal(kl, 5);
+            assert_memory_equal(k, "small", 5);
+        }
+        seen++;
+    }
+    assert_int_equal(stash_iter_status(it), 0);
+    assert_int_equal(seen, 2);
+    stash_iter_free(it);
+
+    /* Survives a reopen and a compaction. */
+    assert_int_equal(stash_close(db), 0);
+    db = open_small();
+    assert_int_equal(stash_compact_range(db, NULL, 0, NULL, 0), 0);
+    check_value(db, "big", big, n);
+
+    /* Overwriting and deleting large values frees their chunks. */
+    for (int i = 0; i < 5; i++) {
+        big[0] = (uint8_t)i;
+        assert_int_equal(stash_put(db, "big", 3, big, n), 0);
+    }
+    check_value(db, "big", big, n);
+    assert_int_equal(stash_delete(db, "big", 3), 0);
+    void *v;
+    size_t vl;
+    assert_int_equal(stash_get(db, "big", 3, &v, &vl), -ENOENT);
+    assert_int_equal(stash_compact_range(db, NULL, 0, NULL, 0), 0);
+    assert_int_equal(stash_close(db), 0);
+    db = open_small();
+    assert_int_equal(stash_compact_range(db, NULL, 0, NULL, 0), 0);
+    printf("store after deleting every large value: %llu bytes\n", (unsigned long long)disk_bytes());
+    assert_true(disk_bytes() < n / 2);
+    assert_int_equal(stash_close(db), 0);
+    free(big);
+}
+
+static void test_ff_keys(void **state)
+{
+    (void)state;
+    stash_t *db = open_small();
+    const char *keys[] = {"\xff", "\xff\x01", "\xff\xff", "\xfe", "a"};
+    for (int i = 0; i < 5; i++)
+        assert_int_equal(stash_put(db, keys[i], strlen(keys[i]), keys[i], strlen(keys[i])), 0);
+    /* Sorted order: a, \xfe, \xff, \xff\x01, \xff\xff. */
+    const char *order[] = {"a", "\xfe", "\xff", "\xff\x01", "\xff\xff"};
+    stash_iter_t *it = stash_iter_new(db, NULL);
+    int i = 0;
+    for (stash_iter_seek_first(it); stash_iter_valid(it); stash_iter_next(it), i++) {
+        size_t kl, vl;
+        const char *k = stash_iter_key(it, &kl);
+        const char *v = stash_iter_value(it, &vl);
+        assert_true(i < 5);
+        assert_int_equal(kl, strlen(order[i]));
+        assert_memory_equal(k, order[i], kl);
+        assert_int_equal(vl, kl);
+        assert_memory_equal(v, order[i], kl);
+    }
+    assert_int_equal(i, 5);
+    stash_iter_seek(it, "\xff\x00", 2);
+    assert_true(stash_iter_valid(it));
+    size_t kl;
+    const char *k = stash_iter_key(it, &kl);
+    assert_int_equal(kl, 2);
+    assert_memory_equal(k, "\xff\x01", 2);
+    stash_iter_free(it);
+    /* A large value under a 0xFF key, and the chunks stay hidden. */
+    uint8_t big[200000];
+    memset(big, 0xab, sizeof big);
+    assert_int_equal(stash_put(db, "\xff\xff\xff", 3, big, sizeof big), 0);
+    check_value(db, "\xff\xff\xff", big, sizeof big);
+    it = stash_iter_new(db, NULL);
+    i = 0;
+    for (stash_iter_seek_first(it); stash_iter_valid(it); stash_iter_next(it))
+        i++;
+    assert_int_equal(i, 6);
+    stash_iter_free(it);
+    assert_int_equal(stash_close(db), 0);
+}
+
+static void test_stat_and_create(void **state)
+{
+    (void)state;
+    stash_t *db = open_small();
+    stash_stat_t st;
+    assert_int_equal(stash_stat(db, NULL, "k", 1, &st), -ENOENT);
+    assert_int_equal(stash_put(db, "k", 1, "hello", 5), 0);
+    assert_int_equal(stash_stat(db, NULL, "k", 1, &st), 0);
+    assert_int_equal(st.size, 5);
+    assert_int_equal(st.mode, 0);
+    assert_true(st.mtime_ns > 0);
+
+    stash_stat_t set = {.mode = 0100600, .uid = 12, .gid = 34, .atime_ns = 111, .mtime_ns = 222000000333};
+    assert_int_equal(stash_setstat(db, "k", 1, &set, STASH_SET_MODE | STASH_SET_UID | STASH_SET_GID |
+                                                        STASH_SET_ATIME | STASH_SET_MTIME), 0);
+    assert_int_equal(stash_stat(db, NULL, "k", 1, &st), 0);
+    assert_int_equal(st.mode, 0100600);
+    assert_int_equal(st.uid, 12);
+    assert_int_equal(st.gid, 34);
+    assert_int_equal(st.atime_ns, 111);
+    assert_int_equal(st.mtime_ns, 222000000333);
+    check_value(db, "k", (const uint8_t *)"hello", 5);   /* attributes never show in the value */
+    assert_int_equal(stash_setstat(db, "nope", 4, &set, STASH_SET_MODE), -ENOENT);
+
+    assert_int_equal(stash_create(db, "k", 1, &set, STASH_EXCL), -EEXIST);
+    assert_int_equal(stash_create(db, "k", 1, &set, 0), 0);
+    check_value(db, "k", (const uint8_t *)"", 0);
+    assert_int_equal(stash_stat(db, NULL, "k", 1, &st), 0);
+    assert_int_equal(st.mode, 0100600);
+    /* pwrite keeps attributes and moves mtime. */
+    assert_int_equal(stash_pwrite(db, "k", 1, "abc", 3, 10), 0);
+    assert_int_equal(stash_stat(db, NULL, "k", 1, &st), 0);
+    assert_int_equal(st.size, 13);
+    assert_int_equal(st.mode, 0100600);
+    assert_true(st.mtime_ns > 222000000333);
+    check_value(db, "k", (const uint8_t *)"\0\0\0\0\0\0\0\0\0\0abc", 13);
+    /* Survives a reopen. */
+    assert_int_equal(stash_close(db), 0);
+    db = open_small();
+    assert_int_equal(stash_stat(db, NULL, "k", 1, &st), 0);
+    assert_int_equal(st.mode, 0100600);
+    assert_int_equal(st.uid, 12);
+    assert_int_equal(stash_pwrite(db, "k", 1, "x", 1, STASH_MAX_FILE), -EFBIG);
+    assert_int_equal(stash_truncate(db, "nope", 4, 0), -ENOENT);
+    assert_int_equal(stash_close(db), 0);
+}
+
+static void test_rename(void **state)
+{
+    (void)state;
+    stash_t *db = open_small();
+    uint8_t big[300000];
+    uint64_t seed = 3;
+    fill(big, sizeof big, &seed);
+    assert_int_equal(stash_put(db, "a", 1, big, sizeof big), 0);
+    assert_int_equal(stash_put(db, "b", 1, "bee", 3), 0);
+    assert_int_equal(stash_rename(db, "a", 1, "b", 1, STASH_NOREPLACE), -EEXIST);
+    assert_int_equal(stash_rename(db, "zz", 2, "b", 1, 0), -ENOENT);
+    assert_int_equal(stash_rename(db, "a", 1, "c", 1, 0), 0);
+    void *v;
+    size_t vl;
+    assert_int_equal(stash_get(db, "a", 1, &v, &vl), -ENOENT);
+    check_value(db, "c", big, sizeof big);
+    assert_int_equal(stash_rename(db, "b", 1, "c", 1, 0), 0);
+    check_value(db, "c", (const uint8_t *)"bee", 3);
+
+    /* Prefix moves: a directory tree, with a large value inside. */
+    assert_int_equal(stash_put(db, "d/1", 3, "one", 3), 0);
+    assert_int_equal(stash_put(db, "d/2/x", 5, big, sizeof big), 0);
+    assert_int_equal(stash_put(db, "d0", 2, "not moved", 9), 0);
+    assert_int_equal(stash_put(db, "e/1", 3, "old", 3), 0);
+    uint64_t moved;
+    assert_int_equal(stash_rename_prefix(db, "d/", 2, "e/", 2, &moved), 0);
+    assert_int_equal(moved, 2);
+    check_value(db, "e/1", (const uint8_t *)"one", 3);
+    check_value(db, "e/2/x", big, sizeof big);
+    check_value(db, "d0", (const uint8_t *)"not moved", 9);
+    assert_int_equal(stash_get(db, "d/1", 3, &v, &vl), -ENOENT);
+    assert_int_equal(stash_rename_prefix(db, "e/", 2, "e/f/", 4, NULL), -EINVAL);
+    assert_int_equal(stash_close(db), 0);
+    db = open_small();
+    check_value(db, "e/2/x", big, sizeof big);
+    assert_int_equal(stash_close(db), 0);
+}
+
+/* Random pwrites, truncates and reads of a few keys against buffers. */
+static void test_model(void **state)
+{
+    (void)state;
+    uint64_t seed = tu_seed("test_file model", 20261125);
+    enum { NK = 4, MAXSZ = 600000 };
+    uint8_t *model[NK];
+    size_t size[NK];
+    int exists[NK] = {0};
+    for (int i = 0; i < NK; i++) {
+        model[i] = calloc(1, MAXSZ);
+        size[i] = 0;
+    }
+    uint8_t *buf = malloc(MAXSZ);
+    stash_t *db = open_small();
+    for (int step = 0; step < 3000; step++) {
+        int k = (int)(tu_rand(&seed) % NK);
+        char key[16];
+        snprintf(key, sizeof key, "f%d", k);
+        int op = (int)(tu_rand(&seed) % 100);
+        if (op < 45) {
+            /* small or large writes, near the end or anywhere */
+            size_t len = tu_rand(&seed) % 4 ? tu_rand(&seed) % 5000 : tu_rand(&seed) % 150000;
+            size_t off = tu_rand(&seed) % 2 ? size[k] : tu_rand(&seed) % (MAXSZ / 2);
+            if (off + len > MAXSZ)
+                len = MAXSZ - off;
+            fill(buf, len, &seed);
+            assert_int_equal(stash_pwrite(db, key, strlen(key), buf, len, off), 0);
+            memcpy(model[k] + off, buf, len);
+            if (off + len > size[k])
+                size[k] = off + len;
+            exists[k] = 1;
+        } else if (op < 60 && exists[k]) {
+            size_t ns = tu_rand(&seed) % 3 ? tu_rand(&seed) % (size[k] + 1) : tu_rand(&seed) % MAXSZ;
+            assert_int_equal(stash_truncate(db, key, strlen(key), ns), 0);
+            if (ns < size[k])
+                memset(model[k] + ns, 0, size[k] - ns);
+            size[k] = ns;
+        } else if (op < 63) {
+            assert_int_equal(stash_delete(db, key, strlen(key)), 0);
+            memset(model[k], 0, size[k]);
+            size[k] = 0;
+            exists[k] = 0;
+        } else if (op < 90) {
+            size_t off = tu_rand(&seed) % (size[k] + 100), len = tu_rand(&seed) % 200000, got;
+            int rc = stash_pread(db, key, strlen(key), buf, len, off, &got);
+            if (!exists[k]) {
+                assert_int_equal(rc, -ENOENT);
+                continue;
+            }
+            assert_int_equal(rc, 0);
+            size_t want = off >= size[k] ? 0 : (size[k] - off < len ? size[k] - off : len);
+            if (got != want)
+                fprintf(stderr, "step %d: pread %zu@%zu of %zu bytes gave %zu\n", step, len, off, size[k], got);
+            assert_int_equal(got, want);
+            if (want)
+                assert_memory_equal(buf, model[k] + off, want);
+        } else if (op < 96) {
+            if (exists[k])
+                check_value(db, key, model[k], size[k]);
+        } else if (op < 98) {
+            assert_int_equal(stash_close(db), 0);
+            db = open_small();
+        } else {
+            assert_int_equal(stash_compact_range(db, NULL, 0, NULL, 0), 0);
+        }
+    }
+    for (int k = 0; k < NK; k++) {
+        char key[16];
+        snprintf(key, sizeof key, "f%d", k);
+        if (exists[k])
+            check_value(db, key, model[k], size[k]);
+        free(model[k]);
+    }
+    free(buf);
+    assert_int_equal(stash_close(db), 0);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test_setup_teardown(test_large_values, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_ff_keys, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_stat_and_create, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_rename, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_model, setup, teardown),
+    };
+    tu_filter();
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}

@@ -45,7 +45,7 @@ INCDIR   := $(PREFIX)/include
 VERSION  := 0.1.0
 
 .PHONY: all deps test run clean install
-all: deps $(BUILD)/libsmartstash.a $(BUILD)/libsmartstash.so $(TOOLS)
+all: deps $(BUILD)/libsmartstash.a $(BUILD)/libsmartstash.so $(TOOLS) $(BUILD)/stashfs
 
 # One pkg-config probe per run; installs what is missing.
 deps:
@@ -125,6 +125,10 @@ $(BUILD)/stash-bench: tools/stash-bench.c $(BUILD)/libsmartstash.a
 
 $(BUILD)/%: tools/%.c $(BUILD)/libsmartstash.a
 	$(CC) $(BASEFLAGS) $(CFLAGS) $< -o $@ $(BUILD)/libsmartstash.a $(LIBS)
+
+$(BUILD)/stashfs: fs/stashfs.c $(BUILD)/libsmartstash.a
+	$(CC) $(BASEFLAGS) $(CFLAGS) $(shell pkg-config --cflags fuse3 2>/dev/null) $< -o $@ \
+	  $(BUILD)/libsmartstash.a $(shell pkg-config --libs fuse3 2>/dev/null) $(LIBS)
 
 $(BUILD)/crashtest: tests/crashtest.c $(BUILD)/libsmartstash.a
 	$(CC) $(BASEFLAGS) $(CFLAGS) $< -o $@ $(BUILD)/libsmartstash.a $(LIBS)

@@ -1,0 +1,855 @@
+/*
+ * stashfs.c - the SmartStashDB filesystem: a store mounted as a directory,
+ * paths as keys, file contents as values (libfuse3, path-based API,
+ * multi-threaded loop).
+ *
+ * Mapping (README, "The filesystem"):
+ *   - the file MNT/a/b/c is the key "a/b/c"; its bytes are the value, its
+ *     mode, owner and times the key's attributes (stash_stat), never part of
+ *     the value.  A key written through the library (mode 0) shows as a
+ *     regular file 0644 owned by the daemon's user.
+ *   - a directory exists while some key starts with "dir/"; mkdir makes the
+ *     key "dir/" (empty value, directory mode), which keeps an empty
+ *     directory and holds its attributes.  A key ending in "/" is that
+ *     record, never a file.
+ *   - a key that cannot be a path (an empty, "." or ".." component, one over
+ *     255 bytes) is not shown but never touched.  Where a key "a" and keys
+ *     "a/..." both exist, "a" shows as the file and the keys under it stay
+ *     hidden (and kept) until it is removed.
+ *
+ * State: one open store (the daemon holds its lock while mounted), so every
+ * change to it passes through this process and the kernel's caches of
+ * entries, attributes and pages are kept for a while: nothing else can make
+ * them stale.  Each call is one or a few engine calls; the engine serialises
+ * read-modify-writes of one key, so threads need no lock here.
+ */
+#define FUSE_USE_VERSION 31
+
+#include <errno.h>
+#include <fcntl.h>
+#include <fuse.h>
+#include <fuse_lowlevel.h>
+#include <limits.h>
+#include <signal.h>
+#include <stddef.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <sys/statvfs.h>
+#include <sys/time.h>
+#include <sys/types.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "smartstash.h"
+
+static stash_t *db;
+static char *stashfs_data_dir;
+static struct timespec mount_time;
+static uid_t my_uid;
+static gid_t my_gid;
+
+/* ------------------------------------------------------------------ */
+/* paths and keys                                                       */
+
+/* The key of PATH ("/a/b" -> "a/b", "/" -> ""), into BUF of CAP bytes with
+ * room for a trailing '/'.  -ENAMETOOLONG when it does not fit. */
+static int path_key(const char *path, char *buf, size_t cap, size_t *klen)
+{
+    while (*path == '/')
+        path++;
+    size_t n = strlen(path);
+    if (n + 2 > cap || n + 1 > STASH_MAX_KEY)
+        return -ENAMETOOLONG;
+    memcpy(buf, path, n + 1);
+    *klen = n;
+    return 0;
+}
+
+#define KEYBUF (STASH_MAX_KEY + 2)
+
+/* Whether NAME (LEN bytes) can be a directory entry. */
+static int good_name(const char *name, size_t len)
+{
+    if (len == 0 || len > 255)
+        return 0;
+    if (name[0] == '.' && (len == 1 || (len == 2 && name[1] == '.')))
+        return 0;
+    return memchr(name, '\0', len) == NULL;
+}
+
+static void ns_to_ts(int64_t ns, struct timespec *t)
+{
+    if (ns < 0)
+        ns = 0;
+    t->tv_sec = (time_t)(ns / 1000000000);
+    t->tv_nsec = (long)(ns % 1000000000);
+}
+
+static int64_t ts_to_ns(const struct timespec *t)
+{
+    return (int64_t)t->tv_sec * 1000000000 + t->tv_nsec;
+}
+
+static int64_t now(void)
+{
+    struct timespec t;
+    clock_gettime(CLOCK_REALTIME, &t);
+    return ts_to_ns(&t);
+}
+
+static void fill_stat(const stash_stat_t *s, int dir, struct stat *st)
+{
+    memset(st, 0, sizeof *st);
+    st->st_mode = s->mode ? s->mode : (mode_t)(dir ? S_IFDIR | 0755 : S_IFREG | 0644);
+    st->st_uid = s->mode ? s->uid : my_uid;
+    st->st_gid = s->mode ? s->gid : my_gid;
+    st->st_nlink = S_ISDIR(st->st_mode) ? 2 : 1;
+    st->st_size = S_ISDIR(st->st_mode) ? 0 : (off_t)s->size;
+    st->st_blksize = 65536;
+    st->st_blocks = (blkcnt_t)((s->size + 511) / 512);
+    ns_to_ts(s->atime_ns, &st->st_atim);
+    ns_to_ts(s->mtime_ns, &st->st_mtim);
+    ns_to_ts(s->ctime_ns, &st->st_ctim);
+}
+
+/* Whether some key starts with PREFIX (a directory's "dir/"). */
+static int has_prefix(const char *prefix, size_t plen)
+{
+    stash_iter_t *it = stash_iter_new(db, NULL);
+    if (!it)
+        return -ENOMEM;
+    stash_iter_seek(it, prefix, plen);
+    int found = 0;
+    if (stash_iter_valid(it)) {
+        size_t kl;
+        const char *k = stash_iter_key(it, &kl);
+        found = kl >= plen && memcmp(k, prefix, plen) == 0;
+    }
+    int rc = stash_iter_status(it);
+    stash_iter_free(it);
+    return rc < 0 ? rc : found;
+}
+
+enum kind { K_NONE, K_FILE, K_DIR };
+
+/*
+ * What PATH is: a file (the key exists), a directory (the key "path/"
+ * exists, or any key under it), or nothing.  KEY holds the key (room for
+ * the '/'), *s the attributes when known.
+ */
+static int lookup(const char *path, char *key, size_t *klen, stash_stat_t *s, enum kind *kind)
+{
+    int rc = path_key(path, key, KEYBUF, klen);
+    if (rc)
+        return rc;
+    memset(s, 0, sizeof *s);
+    if (*klen == 0) {
+        *kind = K_DIR;
+        s->atime_ns = s->mtime_ns = s->ctime_ns = ts_to_ns(&mount_time);
+        stash_stat_t r;
+        if (stash_stat(db, NULL, "/", 1, &r) == 0)
+            *s = r;
+        return 0;
+    }
+    rc = stash_stat(db, NULL, key, *klen, s);
+    if (rc == 0 && !S_ISDIR(s->mode)) {
+        *kind = K_FILE;
+        return 0;
+    }
+    if (rc && rc != -ENOENT)
+        return rc;
+    key[*klen] = '/';
+    rc = stash_stat(db, NULL, key, *klen + 1, s);
+    if (rc == 0) {
+        key[*klen] = 0;
+        *kind = K_DIR;
+        return 0;
+    }
+    if (rc != -ENOENT) {
+        key[*klen] = 0;
+        return rc;
+    }
+    rc = has_prefix(key, *klen + 1);
+    key[*klen] = 0;
+    if (rc < 0)
+        return rc;
+    *kind = rc ? K_DIR : K_NONE;
+    if (rc)
+        s->atime_ns = s->mtime_ns = s->ctime_ns = ts_to_ns(&mount_time);
+    return 0;
+}
+
+/* ------------------------------------------------------------------ */
+/* operations                                                           */
+
+static int fs_getattr(const char *path, struct stat *st, struct fuse_file_info *fi)
+{
+    char key[KEYBUF];
+    size_t kl;
+    stash_stat_t s;
+    enum kind k;
+    int rc = lookup(path, key, &kl, &s, &k);
+    if (rc)
+        return rc;
+    if (k == K_NONE)
+        return -ENOENT;
+    fill_stat(&s, k == K_DIR, st);
+    return 0;
+}
+
+static int fs_readdir(const char *path, void *buf, fuse_fill_dir_t filler, off_t off,
+                      struct fuse_file_info *fi, enum fuse_readdir_flags flags)
+{
+    char key[KEYBUF];
+    size_t kl;
+    int rc = path_key(path, key, sizeof key, &kl);
+    if (rc)
+        return rc;
+    if (kl)
+        key[kl++] = '/';
+    filler(buf, ".", NULL, 0, 0);
+    filler(buf, "..", NULL, 0, 0);
+    stash_iter_t *it = stash_iter_new(db, NULL);
+    if (!it)
+        return -ENOMEM;
+    char *seek = malloc(KEYBUF + 1);
+    if (!seek) {
+        stash_iter_free(it);
+        return -ENOMEM;
+    }
+    memcpy(seek, key, kl);
+    char name[256];
+    stash_iter_seek(it, key, kl);
+    while (stash_iter_valid(it)) {
+        size_t n;
+        const char *k = stash_iter_key(it, &n);
+        if (n < kl || memcmp(k, key, kl) != 0)
+            break;
+        const char *rest = k + kl;
+        size_t rl = n - kl;
+        const char *slash = memchr(rest, '/', rl);
+        size_t cl = slash ? (size_t)(slash - rest) : rl;
+        if (rl == 0) {          /* the directory's own record */
+            stash_iter_next(it);
+            continue;
+        }
+        int ok = good_name(rest, cl);
+        if (ok) {
+            memcpy(name, rest, cl);
+            name[cl] = 0;
+        }
+        if (!slash) {
+            if (ok && filler(buf, name, NULL, 0, 0))
+                break;
+            stash_iter_next(it);
+            continue;
+        }
+        /* A sub-tree: one entry (unless a file of that name hides it), then
+         * skip past every key under it: seek to "name0" ('0' follows '/'). */
+        if (ok) {
+            stash_stat_t s;
+            memcpy(seek + kl, rest, cl);
+            if (stash_stat(db, NULL, seek, kl + cl, &s) != 0 && filler(buf, name, NULL, 0, 0))
+                break;
+        }
+        memcpy(seek + kl, rest, cl);
+        seek[kl + cl] = '/' + 1;
+        stash_iter_seek(it, seek, kl + cl + 1);
+    }
+    rc = stash_iter_status(it);
+    stash_iter_free(it);
+    free(seek);
+    return rc < 0 ? -EIO : 0;
+}
+
+static stash_stat_t new_attrs(mode_t mode)
+{
+    struct fuse_context *c = fuse_get_context();
+    stash_stat_t s = {.mode = mode, .uid = c->uid, .gid = c->gid};
+    s.atime_ns = s.mtime_ns = s.ctime_ns = now();
+    return s;
+}
+
+static int fs_create(const char *path, mode_t mode, struct fuse_file_info *fi)
+{
+    char key[KEYBUF];
+    size_t kl;
+    int rc = path_key(path, key, sizeof key, &kl);
+    if (rc)
+        return rc;
+    stash_stat_t s = new_attrs(S_IFREG | (mode & 07777));
+    rc = stash_create(db, key, kl, &s, STASH_EXCL);
+    return rc;
+}
+
+static int fs_mknod(const char *path, mode_t mode, dev_t rdev)
+{
+    if (!S_ISREG(mode))
+        return -EPERM;
+    return fs_create(path, mode, NULL);
+}
+
+static int fs_open(const char *path, struct fuse_file_info *fi)
+{
+    fi->keep_cache = 1;
+    return 0;
+}
+
+static int fs_read(const char *path, char *buf, size_t size, off_t off, struct fuse_file_info *fi)
+{
+    char key[KEYBUF];
+    size_t kl, got;
+    int rc = path_key(path, key, sizeof key, &kl);
+    if (rc)
+        return rc;
+    rc = stash_pread(db, key, kl, buf, size, (uint64_t)off, &got);
+    return rc ? rc : (int)got;
+}
+
+static int fs_write(const char *path, const char *buf, size_t size, off_t off, struct fuse_file_info *fi)
+{
+    char key[KEYBUF];
+    size_t kl;
+    int rc = path_key(path, key, sizeof key, &kl);
+    if (rc)
+        return rc;
+    rc = stash_pwrite(db, key, kl, buf, size, (uint64_t)off);
+    return rc ? rc : (int)size;
+}
+
+static int fs_truncate(const char *path, off_t size, struct fuse_file_info *fi)
+{
+    char key[KEYBUF];
+    size_t kl;
+    int rc = path_key(path, key, sizeof key, &kl);
+    if (rc)
+        return rc;
+    return stash_truncate(db, key, kl, (uint64_t)size);
+}
+
+static int fs_unlink(const char *path)
+{
+    char key[KEYBUF];
+    size_t kl;
+    stash_stat_t s;
+    enum kind k;
+    int rc = lookup(path, key, &kl, &s, &k);
+    if (rc)
+        return rc;
+    if (k == K_NONE)
+        return -ENOENT;
+    if (k == K_DIR)
+        return -EISDIR;
+    return stash_delete(db, key, kl);
+}
+
+static int fs_mkdir(const char *path, mode_t mode)
+{
+    char key[KEYBUF];
+    size_t kl;
+    stash_stat_t s;
+    enum kind k;
+    int rc = lookup(path, key, &kl, &s, &k);
+    if (rc)
+        return rc;
+    if (k != K_NONE)
+        return -EEXIST;
+    key[kl] = '/';
+    s = new_attrs(S_IFDIR | (mode & 07777));
+    return stash_create(db, key, kl + 1, &s, STASH_EXCL);
+}
+
+/* Whether directory KEY (without its '/') holds any entry. */
+static int dir_empty(char *key, size_t kl)
+{
+    stash_iter_t *it = stash_iter_new(db, NULL);
+    if (!it)
+        return -ENOMEM;
+    key[kl] = '/';
+    stash_iter_seek(it, key, kl + 1);
+    int empty = 1;
+    while (stash_iter_valid(it)) {
+        size_t n;
+        const char *k = stash_iter_key(it, &n);
+        if (n < kl + 1 || memcmp(k, key, kl + 1) != 0)
+            break;
+        if (n > kl + 1) {
+            empty = 0;
+            break;
+        }
+        stash_iter_next(it);
+    }
+    int rc = stash_iter_status(it);
+    stash_iter_free(it);
+    key[kl] = 0;
+    return rc < 0 ? rc : empty;
+}
+
+static int fs_rmdir(const char *path)
+{
+    char key[KEYBUF];
+    size_t kl;
+    stash_stat_t s;
+    enum kind k;
+    int rc = lookup(path, key, &kl, &s, &k);
+    if (rc)
+        return rc;
+    if (k == K_NONE)
+        return -ENOENT;
+    if (k == K_FILE)
+        return -ENOTDIR;
+    if (kl == 0)
+        return -EBUSY;
+    rc = dir_empty(key, kl);
+    if (rc < 0)
+        return rc;
+    if (!rc)
+        return -ENOTEMPTY;
+    key[kl] = '/';
+    return stash_delete(db, key, kl + 1);
+}
+
+static int fs_rename(const char *from, const char *to, unsigned int flags)
+{
+    if (flags & ~(unsigned)RENAME_NOREPLACE)
+        return -EINVAL;
+    char *fk = malloc(KEYBUF), *tk = malloc(KEYBUF);
+    size_t fl, tl;
+    stash_stat_t fs, ts;
+    enum kind fkind, tkind;
+    int rc = fk && tk ? 0 : -ENOMEM;
+    if (rc == 0)
+        rc = lookup(from, fk, &fl, &fs, &fkind);
+    if (rc == 0)
+        rc = lookup(to, tk, &tl, &ts, &tkind);
+    if (rc == 0 && fkind == K_NONE)
+        rc = -ENOENT;
+    if (rc == 0 && tkind != K_NONE && (flags & RENAME_NOREPLACE))
+        rc = -EEXIST;
+    if (rc == 0 && fkind == K_FILE) {
+        if (tkind == K_DIR)
+            rc = -EISDIR;
+        else
+            rc = stash_rename(db, fk, fl, tk, tl, 0);
+    } else if (rc == 0) {
+        /* A directory: the whole sub-tree moves in one batch. */
+        if (fl == 0 || tl == 0 || (tl > fl && !memcmp(tk, fk, fl) && tk[fl] == '/'))
+            rc = -EINVAL;
+        else if (tkind == K_FILE)
+            rc = -ENOTDIR;
+        else if (tkind == K_DIR && (rc = dir_empty(tk, tl)) >= 0)
+            rc = rc ? 0 : -ENOTEMPTY;
+        if (rc == 0 && tkind == K_DIR) {
+            tk[tl] = '/';
+            rc = stash_delete(db, tk, tl + 1);
+        }
+        if (rc == 0) {
+            fk[fl] = '/';
+            tk[tl] = '/';
+            rc = stash_rename_prefix(db, fk, fl + 1, tk, tl + 1, NULL);
+        }
+    }
+    free(fk);
+    free(tk);
+    return rc;
+}
+
+/* Change attributes of PATH (its file key or its directory record; an
+ * implicit directory gets a record).  Callers give mode, uid and gid whole,
+ * so a key written through the library gets all its attributes at once. */
+static int set_attrs(const char *path, stash_stat_t *set, unsigned mask)
+{
+    char key[KEYBUF];
+    size_t kl;
+    stash_stat_t s;
+    enum kind k;
+    int rc = lookup(path, key, &kl, &s, &k);
+    if (rc)
+        return rc;
+    if (k == K_NONE)
+        return -ENOENT;
+    set->ctime_ns = now();
+    mask |= STASH_SET_CTIME;
+    size_t sk = kl;
+    if (k == K_DIR) {
+        key[kl] = '/';
+        sk = kl + 1;
+        if (stash_stat(db, NULL, key, sk, &s) == -ENOENT) {
+            stash_stat_t d = new_attrs(S_IFDIR | 0755);
+            d.uid = my_uid;
+            d.gid = my_gid;
+            if ((rc = stash_create(db, key, sk, &d, STASH_EXCL)) && rc != -EEXIST)
+                return rc;
+        }
+    }
+    return stash_setstat(db, key, sk, set, mask);
+}
+
+static int fs_chmod(const char *path, mode_t mode, struct fuse_file_info *fi)
+{
+    struct stat st;
+    int rc = fs_getattr(path, &st, NULL);
+    if (rc)
+        return rc;
+    stash_stat_t s = {.mode = (st.st_mode & S_IFMT) | (mode & 07777), .uid = st.st_uid, .gid = st.st_gid};
+    return set_attrs(path, &s, STASH_SET_MODE | STASH_SET_UID | STASH_SET_GID);
+}
+
+static int fs_chown(const char *path, uid_t uid, gid_t gid, struct fuse_file_info *fi)
+{
+    struct stat st;
+    int rc = fs_getattr(path, &st, NULL);
+    if (rc)
+        return rc;
+    stash_stat_t s = {.mode = st.st_mode,
+                      .uid = uid == (uid_t)-1 ? st.st_uid : uid,
+                      .gid = gid == (gid_t)-1 ? st.st_gid : gid};
+    return set_attrs(path, &s, STASH_SET_MODE | STASH_SET_UID | STASH_SET_GID);
+}
+
+static int fs_utimens(const char *path, const struct timespec tv[2], struct fuse_file_info *fi)
+{
+    struct stat st;
+    int rc = fs_getattr(path, &st, NULL);
+    if (rc)
+        return rc;
+    stash_stat_t s = {.mode = st.st_mode, .uid = st.st_uid, .gid = st.st_gid};
+    unsigned mask = STASH_SET_MODE | STASH_SET_UID | STASH_SET_GID;
+    int64_t t = now();
+    if (!tv || tv[0].tv_nsec != UTIME_OMIT) {
+        s.atime_ns = !tv || tv[0].tv_nsec == UTIME_NOW ? t : ts_to_ns(&tv[0]);
+        mask |= STASH_SET_ATIME;
+    }
+    if (!tv || tv[1].tv_nsec != UTIME_OMIT) {
+        s.mtime_ns = !tv || tv[1].tv_nsec == UTIME_NOW ? t : ts_to_ns(&tv[1]);
+        mask |= STASH_SET_MTIME;
+    }
+    return set_attrs(path, &s, mask);
+}
+
+static int fs_symlink(const char *target, const char *path)
+{
+    char key[KEYBUF];
+    size_t kl;
+    stash_stat_t s;
+    enum kind k;
+    int rc = lookup(path, key, &kl, &s, &k);
+    if (rc)
+        return rc;
+    if (k != K_NONE)
+        return -EEXIST;
+    s = new_attrs(S_IFLNK | 0777);
+    rc = stash_create(db, key, kl, &s, STASH_EXCL);
+    if (rc == 0)
+        rc = stash_pwrite(db, key, kl, target, strlen(target), 0);
+    if (rc == 0) {
+        /* pwrite moved the times: put the creation's back. */
+        rc = stash_setstat(db, key, kl, &s, STASH_SET_MTIME | STASH_SET_CTIME);
+    }
+    return rc;
+}
+
+static int fs_readlink(const char *path, char *buf, size_t size)
+{
+    char key[KEYBUF];
+    size_t kl, got;
+    int rc = path_key(path, key, sizeof key, &kl);
+    if (rc)
+        return rc;
+    if (size == 0)
+        return -EINVAL;
+    rc = stash_pread(db, key, kl, buf, size - 1, 0, &got);
+    if (rc)
+        return rc;
+    buf[got] = 0;
+    return 0;
+}
+
+static int fs_link(const char *from, const char *to)
+{
+    return -EPERM;
+}
+
+static int fs_statfs(const char *path, struct statvfs *sv)
+{
+    (void)path;
+    if (statvfs(stashfs_data_dir, sv) < 0)
+        return -errno;
+    sv->f_namemax = 255;
+    return 0;
+}
+
+static int fs_fsync(const char *path, int datasync, struct fuse_file_info *fi)
+{
+    return stash_sync(db);
+}
+
+static int fs_fsyncdir(const char *path, int datasync, struct fuse_file_info *fi)
+{
+    return stash_sync(db);
+}
+
+static int fs_access(const char *path, int mask)
+{
+    struct stat st;
+    return fs_getattr(path, &st, NULL);
+}
+
+static void *fs_init(struct fuse_conn_info *conn, struct fuse_config *cfg)
+{
+    /* This daemon is the store's only writer, so the kernel may cache. */
+    cfg->entry_timeout = 5.0;
+    cfg->attr_timeout = 5.0;
+    cfg->negative_timeout = 5.0;
+    cfg->kernel_cache = 1;
+    cfg->use_ino = 0;
+    return NULL;
+}
+
+static const struct fuse_operations ops = {
+    .init = fs_init,
+    .getattr = fs_getattr,
+    .readdir = fs_readdir,
+    .create = fs_create,
+    .mknod = fs_mknod,
+    .open = fs_open,
+    .read = fs_read,
+    .write = fs_write,
+    .truncate = fs_truncate,
+    .unlink = fs_unlink,
+    .mkdir = fs_mkdir,
+    .rmdir = fs_rmdir,
+    .rename = fs_rename,
+    .chmod = fs_chmod,
+    .chown = fs_chown,
+    .utimens = fs_utimens,
+    .symlink = fs_symlink,
+    .readlink = fs_readlink,
+    .link = fs_link,
+    .statfs = fs_statfs,
+    .fsync = fs_fsync,
+    .fsyncdir = fs_fsyncdir,
+    .access = fs_access,
+};
+
+/* ------------------------------------------------------------------ */
+/* command line, start-up and shut-down                                 */
+
+struct cli {
+    char *config;
+    char *memtable_size, *compaction_interval, *wal_flush_interval;
+    int nonopts;
+};
+
+#define OPT(t, p) {t, offsetof(struct cli, p), 1}
+static const struct fuse_opt cli_opts[] = {
+    OPT("config=%s", config),
+    OPT("memtable_size=%s", memtable_size),
+    OPT("compaction_interval=%s", compaction_interval),
+    OPT("wal_flush_interval=%s", wal_flush_interval),
+    FUSE_OPT_END,
+};
+
+static int cli_proc(void *data, const char *arg, int key, struct fuse_args *out)
+{
+    struct cli *c = data;
+    if (key == FUSE_OPT_KEY_NONOPT && !c->config && !stashfs_data_dir) {
+        stashfs_data_dir = strdup(arg);
+        return 0;   /* the first one is the store; the mountpoint stays */
+    }
+    return 1;
+}
+
+static void usage(FILE *f)
+{
+    fprintf(f,
+            "usage: stashfs [options] DATA_DIR MOUNTPOINT\n"
+            "       stashfs -o config=FILE [options] MOUNTPOINT\n"
+            "\n"
+            "Mounts the SmartStashDB store in DATA_DIR (created when missing) at\n"
+            "MOUNTPOINT: paths are keys, file contents are values.  Runs in the\n"
+            "background once the mount is ready, unless -f is given; unmount with\n"
+            "fusermount3 -u MOUNTPOINT (or umount, SIGTERM, SIGINT).\n"
+            "\n"
+            "stashfs options:\n"
+            "    -o config=FILE           the engine's YAML config (its data_dir is the store)\n"
+            "    -o memtable_size=N       bytes (K, M, G suffixes), overrides the config\n"
+            "    -o compaction_interval=N seconds\n"
+            "    -o wal_flush_interval=N  seconds (0: every write is fsynced)\n"
+            "\n");
+}
+
+/* Parse a size with an optional K/M/G suffix (powers of 1024). */
+static int parse_size(const char *s, size_t *out)
+{
+    char *end;
+    errno = 0;
+    unsigned long long v = strtoull(s, &end, 10);
+    if (errno || end == s)
+        return -1;
+    switch (*end) {
+    case 'k': case 'K': v <<= 10; end++; break;
+    case 'm': case 'M': v <<= 20; end++; break;
+    case 'g': case 'G': v <<= 30; end++; break;
+    }
+    if (*end == 'i' && end[1] == 'B')
+        end += 2;
+    if (*end)
+        return -1;
+    *out = (size_t)v;
+    return 0;
+}
+
+static int die(int fd, const char *fmt, const char *a, const char *b)
+{
+    char msg[1024];
+    snprintf(msg, sizeof msg, fmt, a, b);
+    if (fd >= 0) {
+        ssize_t w = write(fd, msg, strlen(msg));
+        (void)w;
+    } else {
+        fprintf(stderr, "%s", msg);
+    }
+    return 1;
+}
+
+int main(int argc, char **argv)
+{
+    struct fuse_args args = FUSE_ARGS_INIT(argc, argv);
+    struct cli c = {0};
+    if (fuse_opt_parse(&args, &c, cli_opts, cli_proc) < 0)
+        return 2;
+    struct fuse_cmdline_opts o;
+    if (fuse_parse_cmdline(&args, &o) != 0)
+        return 2;
+    if (o.show_help) {
+        usage(stdout);
+        fuse_cmdline_help();
+        fuse_lib_help(&args);
+        return 0;
+    }
+    if (o.show_version) {
+        printf("stashfs %d.%d, libfuse %s\n", STASH_VERSION_MAJOR, STASH_VERSION_MINOR, fuse_pkgversion());
+        return 0;
+    }
+    stash_options_t so;
+    stash_options_init(&so);
+    if (c.config) {
+        char *d = NULL;
+        if (stash_config_load(c.config, &so, &d) != 0) {
+            fprintf(stderr, "stashfs: %s\n", stash_last_error(NULL));
+            return 1;
+        }
+        stashfs_data_dir = strdup(d);
+        stash_free(d);
+    }
+    if (!stashfs_data_dir || !o.mountpoint) {
+        fprintf(stderr, "stashfs: give DATA_DIR and MOUNTPOINT (stashfs --help)\n");
+        return 2;
+    }
+    size_t v;
+    if (c.memtable_size && (parse_size(c.memtable_size, &v) || !(so.memtable_size = v)))
+        return die(-1, "stashfs: bad memtable_size %s%s\n", c.memtable_size, "");
+    if (c.compaction_interval && parse_size(c.compaction_interval, &v) == 0)
+        so.compaction_interval = (unsigned)v;
+    else if (c.compaction_interval)
+        return die(-1, "stashfs: bad compaction_interval %s%s\n", c.compaction_interval, "");
+    if (c.wal_flush_interval && parse_size(c.wal_flush_interval, &v) == 0)
+        so.wal_flush_interval = (unsigned)v;
+    else if (c.wal_flush_interval)
+        return die(-1, "stashfs: bad wal_flush_interval %s%s\n", c.wal_flush_interval, "");
+
+    struct stat st;
+    if (stat(o.mountpoint, &st) < 0 || !S_ISDIR(st.st_mode))
+        return die(-1, "stashfs: mountpoint %s: %s\n", o.mountpoint,
+                   errno ? strerror(errno) : "not a directory");
+    /* The store path must stay valid after the daemon's chdir("/"). */
+    if (mkdir(stashfs_data_dir, 0755) < 0 && errno != EEXIST)
+        return die(-1, "stashfs: cannot create %s: %s\n", stashfs_data_dir, strerror(errno));
+    char *abs = realpath(stashfs_data_dir, NULL);
+    if (!abs)
+        return die(-1, "stashfs: %s: %s\n", stashfs_data_dir, strerror(errno));
+    free(stashfs_data_dir);
+    stashfs_data_dir = abs;
+
+    /* In the background: the parent waits until the child has opened the
+     * store and mounted, and reports the child's error if it could not. */
+    int pfd[2] = {-1, -1};
+    if (!o.foreground) {
+        if (pipe(pfd) < 0)
+            return die(-1, "stashfs: pipe: %s%s\n", strerror(errno), "");
+        pid_t pid = fork();
+        if (pid < 0)
+            return die(-1, "stashfs: fork: %s%s\n", strerror(errno), "");
+        if (pid > 0) {
+            close(pfd[1]);
+            char msg[1100];
+            ssize_t n = read(pfd[0], msg, sizeof msg - 1);
+            if (n > 0 && !(n == 2 && !memcmp(msg, "OK", 2))) {
+                msg[n] = 0;
+                fputs(msg, stderr);
+                waitpid(pid, NULL, 0);
+                return 1;
+            }
+            if (n <= 0) {
+                int status;
+                waitpid(pid, &status, 0);
+                fprintf(stderr, "stashfs: the daemon exited before mounting\n");
+                return 1;
+            }
+            return 0;
+        }
+        close(pfd[0]);
+        setsid();
+    }
+    int rc = stash_open(stashfs_data_dir, &so, &db);
+    if (rc)
+        return die(pfd[1], "stashfs: cannot open the store: %s%s\n", stash_last_error(NULL), "");
+    clock_gettime(CLOCK_REALTIME, &mount_time);
+    my_uid = getuid();
+    my_gid = getgid();
+    fuse_opt_add_arg(&args, "-odefault_permissions");
+    fuse_opt_add_arg(&args, "-ofsname=stashfs");
+    fuse_opt_add_arg(&args, "-osubtype=stashfs");
+    struct fuse *f = fuse_new(&args, &ops, sizeof ops, NULL);
+    if (!f) {
+        stash_close(db);
+        return die(pfd[1], "stashfs: bad options (stashfs --help)%s%s\n", "", "");
+    }
+    if (fuse_mount(f, o.mountpoint) != 0) {
+        fuse_destroy(f);
+        stash_close(db);
+        return die(pfd[1], "stashfs: cannot mount at %s%s\n", o.mountpoint, "");
+    }
+    struct fuse_session *se = fuse_get_session(f);
+    fuse_set_signal_handlers(se);
+    if (!o.foreground) {
+        ssize_t w = write(pfd[1], "OK", 2);
+        (void)w;
+        close(pfd[1]);
+        int nul = open("/dev/null", O_RDWR);
+        if (nul >= 0) {
+            dup2(nul, 0);
+            dup2(nul, 1);
+            dup2(nul, 2);
+            if (nul > 2)
+                close(nul);
+        }
+        if (chdir("/") < 0) {
+            /* harmless: every path the daemon uses is absolute */
+        }
+    }
+    rc = o.singlethread ? fuse_loop(f) : fuse_loop_mt(f, o.clone_fd);
+    fuse_remove_signal_handlers(se);
+    fuse_unmount(f);
+    fuse_destroy(f);
+    int crc = stash_close(db);
+    if (crc)
+        fprintf(stderr, "stashfs: closing the store: %s\n", stash_last_error(NULL));
+    free(o.mountpoint);
+    fuse_opt_free_args(&args);
+    return rc || crc ? 1 : 0;
+}

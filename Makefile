@@ -11,7 +11,7 @@
 
 CC       ?= cc
 BUILD    := build
-DEPS_PKG := libfuse3-dev fuse3 libzstd-dev libcmocka-dev libyaml-dev pkg-config libleveldb-dev
+DEPS_PKG := libfuse3-dev fuse3 libzstd-dev libcmocka-dev libyaml-dev pkg-config libleveldb-dev attr rsync
 
 WARN     := -Wall -Wextra -Werror -Wshadow -Wstrict-prototypes -Wno-unused-parameter
 BASEFLAGS = -std=c11 -D_GNU_SOURCE -D_FILE_OFFSET_BITS=64 -pthread -fPIC $(WARN) \
@@ -53,7 +53,7 @@ deps:
 	for p in fuse3 libzstd yaml-0.1 cmocka; do \
 	  pkg-config --exists $$p 2>/dev/null || missing=1; \
 	done; \
-	command -v fusermount3 >/dev/null 2>&1 || missing=1; \
+	for c in fusermount3 setfattr rsync; do command -v $$c >/dev/null 2>&1 || missing=1; done; \
 	[ -f /usr/include/leveldb/c.h ] || missing=1; \
 	if [ -n "$$missing" ]; then \
 	  if [ "$$(id -u)" = 0 ]; then \
@@ -130,10 +130,13 @@ $(BUILD)/stashfs: fs/stashfs.c $(BUILD)/libsmartstash.a
 	$(CC) $(BASEFLAGS) $(CFLAGS) $(shell pkg-config --cflags fuse3 2>/dev/null) $< -o $@ \
 	  $(BUILD)/libsmartstash.a $(shell pkg-config --libs fuse3 2>/dev/null) $(LIBS)
 
+$(BUILD)/fs_errno: tests/fs_errno.c
+	$(CC) $(BASEFLAGS) $(CFLAGS) $< -o $@
+
 $(BUILD)/crashtest: tests/crashtest.c $(BUILD)/libsmartstash.a
 	$(CC) $(BASEFLAGS) $(CFLAGS) $< -o $@ $(BUILD)/libsmartstash.a $(LIBS)
 
-test: all $(TESTS) $(ASAN_TESTS) $(TSAN_TESTS) $(BUILD)/crashtest
+test: all $(TESTS) $(ASAN_TESTS) $(TSAN_TESTS) $(BUILD)/crashtest $(BUILD)/fs_errno
 	@sh tests/run.sh $(BUILD)
 
 run: all

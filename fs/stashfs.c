@@ -40,6 +40,7 @@
 #include <sys/time.h>
 #include <sys/types.h>
 #include <sys/wait.h>
+#include <sys/xattr.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -63,6 +64,12 @@ static int path_key(const char *path, char *buf, size_t cap, size_t *klen)
     size_t n = strlen(path);
     if (n + 2 > cap || n + 1 > STASH_MAX_KEY)
         return -ENAMETOOLONG;
+    size_t comp = 0;
+    for (size_t i = 0; i < n; i++)
+        if (path[i] == '/')
+            comp = 0;
+        else if (++comp > 255)
+            return -ENAMETOOLONG;
     memcpy(buf, path, n + 1);
     *klen = n;
     return 0;
@@ -295,6 +302,13 @@ static int fs_mknod(const char *path, mode_t mode, dev_t rdev)
 static int fs_open(const char *path, struct fuse_file_info *fi)
 {
     fi->keep_cache = 1;
+    if (fi->flags & O_TRUNC) {
+        /* The kernel passes O_TRUNC here (atomic_o_trunc). */
+        char key[KEYBUF];
+        size_t kl;
+        int rc = path_key(path, key, sizeof key, &kl);
+        return rc ? rc : stash_truncate(db, key, kl, 0);
+    }
     return 0;
 }
 
@@ -568,6 +582,86 @@ static int fs_readlink(const char *path, char *buf, size_t size)
     return 0;
 }
 
+/* The key holding PATH's attributes: the file's, or the directory's record
+ * (made for an implicit directory when MAKE is set).  Refuses names outside
+ * the user. and trusted. namespaces. */
+static int attr_key(const char *path, const char *name, char *key, size_t *kl, int make)
+{
+    if (name && strncmp(name, "user.", 5) && strncmp(name, "trusted.", 8))
+        return -ENOTSUP;
+    stash_stat_t s;
+    enum kind k;
+    int rc = lookup(path, key, kl, &s, &k);
+    if (rc)
+        return rc;
+    if (k == K_NONE)
+        return -ENOENT;
+    if (k == K_DIR) {
+        key[(*kl)++] = '/';
+        if (make && stash_stat(db, NULL, key, *kl, &s) == -ENOENT) {
+            stash_stat_t d = new_attrs(S_IFDIR | 0755);
+            d.uid = my_uid;
+            d.gid = my_gid;
+            if ((rc = stash_create(db, key, *kl, &d, STASH_EXCL)) && rc != -EEXIST)
+                return rc;
+        }
+    }
+    return 0;
+}
+
+static int fs_setxattr(const char *path, const char *name, const char *val, size_t size, int flags)
+{
+    char key[KEYBUF];
+    size_t kl;
+    int rc = attr_key(path, name, key, &kl, 1);
+    if (rc)
+        return rc;
+    int f = (flags & XATTR_CREATE ? STASH_XATTR_CREATE : 0) | (flags & XATTR_REPLACE ? STASH_XATTR_REPLACE : 0);
+    rc = stash_setxattr(db, key, kl, name, val, size, f);
+    return rc == -ENOSPC ? -ENOSPC : rc;
+}
+
+static int fs_getxattr(const char *path, const char *name, char *val, size_t size)
+{
+    char key[KEYBUF];
+    size_t kl, n;
+    int rc = attr_key(path, name, key, &kl, 0);
+    if (rc == -ENOTSUP)
+        return -ENODATA;
+    if (rc)
+        return rc;
+    rc = stash_getxattr(db, NULL, key, kl, name, val, size, &n);
+    if (rc == -ENOENT)
+        return -ENODATA;   /* an implicit directory has none */
+    return rc ? rc : (int)n;
+}
+
+static int fs_listxattr(const char *path, char *list, size_t size)
+{
+    char key[KEYBUF];
+    size_t kl, n;
+    int rc = attr_key(path, NULL, key, &kl, 0);
+    if (rc)
+        return rc;
+    rc = stash_listxattr(db, NULL, key, kl, list, size, &n);
+    if (rc == -ENOENT)
+        return 0;
+    return rc ? rc : (int)n;
+}
+
+static int fs_removexattr(const char *path, const char *name)
+{
+    char key[KEYBUF];
+    size_t kl;
+    int rc = attr_key(path, name, key, &kl, 0);
+    if (rc == -ENOTSUP)
+        return -ENODATA;
+    if (rc)
+        return rc;
+    rc = stash_removexattr(db, key, kl, name);
+    return rc == -ENOENT ? -ENODATA : rc;
+}
+
 static int fs_link(const char *from, const char *to)
 {
     return -EPERM;
@@ -633,6 +727,10 @@ static const struct fuse_operations ops = {
     .fsync = fs_fsync,
     .fsyncdir = fs_fsyncdir,
     .access = fs_access,
+    .setxattr = fs_setxattr,
+    .getxattr = fs_getxattr,
+    .listxattr = fs_listxattr,
+    .removexattr = fs_removexattr,
 };
 
 /* ------------------------------------------------------------------ */

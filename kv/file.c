@@ -15,6 +15,7 @@
 #include <string.h>
 
 #include "batch.h"
+#include "coding.h"
 #include "dbint.h"
 #include "err.h"
 #include "value.h"
@@ -515,4 +516,198 @@ int stash_rename(stash_t *db, const void *from, size_t flen, const void *to, siz
     fkey_done(&f);
     fkey_done(&t);
     return rc == -ENOMEM ? err_set(rc, "out of memory") : rc;
+}
+
+/* ------------------------------------------------------------------ */
+/* extended attributes                                                  */
+
+/* Walk an encoded attribute list: the next name and value after *p, or 0
+ * at the end, -EIO when damaged. */
+static int xnext(const uint8_t **p, const uint8_t *end, const uint8_t **name, size_t *nl,
+                 const uint8_t **val, size_t *vl)
+{
+    uint64_t a, b;
+    size_t k;
+    if (*p >= end)
+        return 0;
+    if (!(k = dec_varint(*p, end, &a)) || a > (uint64_t)(end - *p - k))
+        return -EIO;
+    *name = *p + k;
+    *nl = (size_t)a;
+    *p = *name + a;
+    if (!(k = dec_varint(*p, end, &b)) || b > (uint64_t)(end - *p - k))
+        return -EIO;
+    *val = *p + k;
+    *vl = (size_t)b;
+    *p = *val + b;
+    return 1;
+}
+
+static int xname_ok(const char *name)
+{
+    size_t n = name ? strlen(name) : 0;
+    return n >= 1 && n <= 255;
+}
+
+/* Load KEY for reading at S. */
+static int xload(stash_t *db, const stash_snapshot_t *s, const void *key, size_t klen, struct fkey *f)
+{
+    uint64_t seq;
+    struct view *v = db_view(db, s, &seq);
+    int rc = fkey_load(NULL, v, seq, key, klen, f);
+    db_view_put(v);
+    if (rc == 0 && !f->exists)
+        rc = -ENOENT;
+    return rc;
+}
+
+int stash_getxattr(stash_t *db, const stash_snapshot_t *s, const void *key, size_t klen, const char *name,
+                   void *buf, size_t len, size_t *vlen)
+{
+    if (!db || !xname_ok(name) || !vlen || (len && !buf))
+        return err_set(-EINVAL, "stash_getxattr: bad arguments");
+    struct fkey f;
+    int rc = xload(db, s, key, klen, &f);
+    const uint8_t *p = f.e.xattr, *end = p + f.e.xlen, *n, *v;
+    size_t nl, vl;
+    size_t want = strlen(name);
+    int found = 0;
+    while (rc == 0 && (rc = xnext(&p, end, &n, &nl, &v, &vl)) > 0) {
+        if (nl == want && !memcmp(n, name, nl)) {
+            found = 1;
+            break;
+        }
+    }
+    if (rc >= 0) {
+        rc = 0;
+        if (!found)
+            rc = -ENODATA;
+        else if (len && len < vl)
+            rc = -ERANGE;
+        else {
+            if (len)
+                memcpy(buf, v, vl);
+            *vlen = vl;
+        }
+    } else if (rc == -EIO) {
+        rc = err_set(-EIO, "damaged extended attributes");
+    }
+    fkey_done(&f);
+    return rc;
+}
+
+int stash_listxattr(stash_t *db, const stash_snapshot_t *s, const void *key, size_t klen, char *buf,
+                    size_t len, size_t *need)
+{
+    if (!db || !need || (len && !buf))
+        return err_set(-EINVAL, "stash_listxattr: bad arguments");
+    struct fkey f;
+    int rc = xload(db, s, key, klen, &f);
+    const uint8_t *p = f.e.xattr, *end = p + f.e.xlen, *n, *v;
+    size_t nl, vl, total = 0;
+    while (rc == 0 && (rc = xnext(&p, end, &n, &nl, &v, &vl)) > 0) {
+        if (len && total + nl + 1 <= len) {
+            memcpy(buf + total, n, nl);
+            buf[total + nl] = 0;
+        }
+        total += nl + 1;
+    }
+    if (rc >= 0) {
+        rc = len && total > len ? -ERANGE : 0;
+        *need = total;
+    } else if (rc == -EIO) {
+        rc = err_set(-EIO, "damaged extended attributes");
+    }
+    fkey_done(&f);
+    return rc;
+}
+
+/* Rewrite KEY's attribute list without NAME, plus NAME=VAL when VAL is
+ * given.  FLAGS as stash_setxattr; remove: -ENODATA when NAME is missing. */
+static int xchange(stash_t *db, const void *key, size_t klen, const char *name, const void *val,
+                   size_t vlen, int flags, int remove)
+{
+    struct fkey f;
+    int rc = fkey_lock(db, key, klen, &f);
+    if (rc)
+        return rc;
+    size_t want = strlen(name);
+    uint8_t *nx = NULL;
+    size_t nxl = 0;
+    int found = 0;
+    if (!f.exists)
+        rc = -ENOENT;
+    else if (!(nx = malloc(f.e.xlen + want + vlen + 20)))
+        rc = -ENOMEM;
+    const uint8_t *p = f.e.xattr, *end = p + f.e.xlen, *n, *v;
+    size_t nl, vl;
+    while (rc == 0 && (rc = xnext(&p, end, &n, &nl, &v, &vl)) > 0) {
+        if (nl == want && !memcmp(n, name, nl)) {
+            found = 1;
+            continue;
+        }
+        nxl += enc_varint(nx + nxl, nl);
+        memcpy(nx + nxl, n, nl);
+        nxl += nl;
+        nxl += enc_varint(nx + nxl, vl);
+        memcpy(nx + nxl, v, vl);
+        nxl += vl;
+    }
+    if (rc == -EIO)
+        rc = err_set(-EIO, "damaged extended attributes");
+    if (rc >= 0) {
+        rc = 0;
+        if (remove && !found)
+            rc = -ENODATA;
+        else if (!remove && found && (flags & STASH_XATTR_CREATE))
+            rc = -EEXIST;
+        else if (!remove && !found && (flags & STASH_XATTR_REPLACE))
+            rc = -ENODATA;
+    }
+    if (rc == 0 && !remove) {
+        nxl += enc_varint(nx + nxl, want);
+        memcpy(nx + nxl, name, want);
+        nxl += want;
+        nxl += enc_varint(nx + nxl, vlen);
+        if (vlen)
+            memcpy(nx + nxl, val, vlen);
+        nxl += vlen;
+        if (nxl > MAX_XATTR_BYTES)
+            rc = err_set(-ENOSPC, "extended attributes of one key are limited to %u bytes", MAX_XATTR_BYTES);
+    }
+    if (rc == 0) {
+        struct envelope e = f.e;
+        to_attr(&e);
+        e.xattr = nx;
+        e.xlen = nxl;
+        e.st.ctime_ns = now_ns();
+        stash_batch_t *b = stash_batch_new();
+        rc = b ? put_primary(b, &f, &e, e.data, (size_t)e.st.size) : -ENOMEM;
+        if (rc == 0)
+            rc = commit(db, b);
+        stash_batch_free(b);
+    }
+    free(nx);
+    pthread_mutex_unlock(f.lock);
+    fkey_done(&f);
+    return rc == -ENOMEM ? err_set(rc, "out of memory") : rc;
+}
+
+int stash_setxattr(stash_t *db, const void *key, size_t klen, const char *name, const void *val,
+                   size_t vlen, int flags)
+{
+    if (!db || !name || (vlen && !val) || (flags & ~(STASH_XATTR_CREATE | STASH_XATTR_REPLACE)))
+        return err_set(-EINVAL, "stash_setxattr: bad arguments");
+    if (!xname_ok(name))
+        return err_set(-ERANGE, "extended attribute names are 1 to 255 bytes");
+    if (vlen > MAX_XATTR_BYTES)
+        return err_set(-ENOSPC, "extended attributes of one key are limited to %u bytes", MAX_XATTR_BYTES);
+    return xchange(db, key, klen, name, val, vlen, flags, 0);
+}
+
+int stash_removexattr(stash_t *db, const void *key, size_t klen, const char *name)
+{
+    if (!db || !xname_ok(name))
+        return err_set(-EINVAL, "stash_removexattr: bad arguments");
+    return xchange(db, key, klen, name, NULL, 0, 0, 1);
 }

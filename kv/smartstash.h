@@ -328,6 +328,37 @@ int  stash_rename_prefix(stash_t *db, const void *from, size_t flen, const void 
                          uint64_t *moved);
 
 /*
+ * Extended attributes: named byte strings kept with KEY's attributes (names
+ * 1..255 bytes, no NUL; all of one key's names and values together at most
+ * 64 KiB).  They move with stash_rename and vanish with the key.
+ *
+ * stash_getxattr copies NAME's value into BUF (LEN bytes) and its length
+ * into *vlen; with LEN 0 only the length.  Errors: -ENODATA (no such
+ * attribute), -ERANGE (BUF too small), -ENOENT (no KEY), -EINVAL, -EIO.
+ *
+ * stash_setxattr sets NAME to VAL; FLAGS STASH_XATTR_CREATE fails with
+ * -EEXIST when it is there, STASH_XATTR_REPLACE with -ENODATA when it is
+ * not.  Errors also: -ENOSPC (over 64 KiB in all), -ERANGE (name), -ENOENT,
+ * -EINVAL, -EROFS, -EIO.
+ *
+ * stash_listxattr writes the names, each followed by a NUL, into BUF and
+ * their total length into *need (with LEN 0 only the length).  Errors:
+ * -ERANGE, -ENOENT, -EINVAL, -EIO.
+ *
+ * stash_removexattr removes NAME.  Errors: -ENODATA, -ENOENT, -EINVAL,
+ * -EROFS, -EIO.
+ */
+#define STASH_XATTR_CREATE  1
+#define STASH_XATTR_REPLACE 2
+int  stash_getxattr(stash_t *db, const stash_snapshot_t *s, const void *key, size_t klen, const char *name,
+                    void *buf, size_t len, size_t *vlen);
+int  stash_setxattr(stash_t *db, const void *key, size_t klen, const char *name, const void *val,
+                    size_t vlen, int flags);
+int  stash_listxattr(stash_t *db, const stash_snapshot_t *s, const void *key, size_t klen, char *buf,
+                     size_t len, size_t *need);
+int  stash_removexattr(stash_t *db, const void *key, size_t klen, const char *name);
+
+/*
  * Compact the tables holding user keys in [BEGIN, END] (a NULL end is
  * unbounded: NULL, 0, NULL, 0 compacts the whole store), after writing the
  * memtable out, and return when done.  Overwritten and deleted entries that

@@ -1,0 +1,178 @@
+#!/bin/sh
+# stashfs with real tools: a fresh store mounted in a temporary directory,
+# used with echo/cat, ls, mkdir -p, rm -r, cp -a, mv, ln -s, chmod, touch -d,
+# setfattr/getfattr, truncate, find, du, df, tar and rsync; contents and
+# metadata checked again after a remount; keys written through the library
+# seen as files and files seen through the library.  The mount is always
+# removed, and only the daemon this script started is killed.
+set -u
+build=${1:-build}
+build=$(cd "$build" && pwd)
+fs="$build/stashfs"
+ctl="$build/stashctl"
+if [ ! -e /dev/fuse ] || ! command -v fusermount3 >/dev/null 2>&1; then
+    if [ "${STASH_SKIP_FUSE:-0}" = 1 ]; then echo "stashfs: skipped (STASH_SKIP_FUSE=1)"; exit 0; fi
+    echo "FAIL: FUSE is not available here (no /dev/fuse or fusermount3); set STASH_SKIP_FUSE=1 to skip"
+    exit 1
+fi
+tmp=$(mktemp -d)
+store="$tmp/store"; mnt="$tmp/mnt"; mkdir -p "$mnt"
+pid=""
+unmount() {
+    if grep -q " $mnt fuse" /proc/mounts; then
+        fusermount3 -u "$mnt" 2>/dev/null || umount -l "$mnt" 2>/dev/null
+    fi
+    if [ -n "$pid" ]; then
+        # Wait for the daemon to close the store; kill it only if it hangs.
+        i=0
+        while kill -0 "$pid" 2>/dev/null && [ $i -lt 100 ]; do sleep 0.1; i=$((i + 1)); done
+        kill -9 "$pid" 2>/dev/null
+        wait "$pid" 2>/dev/null
+        pid=""
+    fi
+}
+cleanup() { unmount; rm -rf "$tmp"; }
+trap cleanup EXIT
+trap 'exit 1' INT TERM
+fails=0
+bad() { echo "FAIL: $*"; fails=$((fails + 1)); }
+check() {   # check DESCRIPTION COMMAND...: the command must succeed
+    what=$1; shift
+    "$@" >"$tmp/out" 2>&1 || { bad "$what"; sed 's/^/    /' "$tmp/out" | head -n 5; }
+}
+mount_fs() {
+    "$fs" -f "$@" "$store" "$mnt" 2>"$tmp/daemon.err" &
+    pid=$!
+    i=0
+    until grep -q " $mnt fuse" /proc/mounts; do
+        sleep 0.05; i=$((i + 1))
+        if [ $i -gt 200 ] || ! kill -0 "$pid" 2>/dev/null; then
+            echo "FAIL: stashfs did not mount"; cat "$tmp/daemon.err"; exit 1
+        fi
+    done
+}
+
+# Keys written through the library, between a first mount and the second.
+mount_fs
+unmount
+"$ctl" -d "$store" put api/hello "from the library" || bad "stashctl put"
+printf 'ab' | "$ctl" -d "$store" put "api/bad//name" || bad "stashctl put odd key"
+mount_fs
+m="$mnt"
+
+check "API key is a file" test "$(cat "$m/api/hello")" = "from the library"
+check "API key listed" sh -c "ls '$m/api' | grep -qx hello"
+check "odd key hidden" sh -c "[ -z \"\$(ls -A '$m/api/bad')\" ]"
+check "API key mode 0644" test "$(stat -c %a "$m/api/hello")" = 644
+
+echo "hello world" >"$m/greeting" || bad "echo >"
+check "cat" test "$(cat "$m/greeting")" = "hello world"
+echo "more" >>"$m/greeting" || bad "echo >>"
+check "append" test "$(cat "$m/greeting")" = "$(printf 'hello world\nmore')"
+check "ls -l size" sh -c "ls -l '$m/greeting' | awk '{print \$5}' | grep -qx 17"
+check "mkdir -p" mkdir -p "$m/a/b/c"
+check "empty dir exists" test -d "$m/a/b/c"
+check "file in deep dir" sh -c "echo deep > '$m/a/b/c/f'"
+check "rm -r" rm -r "$m/a"
+check "dir gone" test ! -e "$m/a"
+check "rmdir non-empty fails" sh -c "mkdir -p '$m/ne/x' && ! rmdir '$m/ne' 2>/dev/null"
+
+# rename of files and of whole trees
+mkdir -p "$m/tree/sub" && echo one >"$m/tree/1" && echo two >"$m/tree/sub/2"
+check "mv file" mv "$m/tree/1" "$m/tree/1b"
+check "mv replaces" sh -c "echo new > '$m/x' && echo old > '$m/y' && mv '$m/x' '$m/y' && [ \"\$(cat '$m/y')\" = new ] && [ ! -e '$m/x' ]"
+check "mv dir" mv "$m/tree" "$m/moved"
+check "moved tree" test "$(cat "$m/moved/sub/2")" = two
+check "old tree gone" test ! -e "$m/tree"
+
+# symlinks, modes, times, xattrs, truncate
+check "ln -s" ln -s greeting "$m/link"
+check "readlink" test "$(readlink "$m/link")" = greeting
+check "cat through link" test "$(head -n 1 "$m/link")" = "hello world"
+check "chmod" chmod 640 "$m/greeting"
+check "mode" test "$(stat -c %a "$m/greeting")" = 640
+check "touch -d" touch -d "2001-02-03 04:05:06.123456789" "$m/greeting"
+check "mtime" test "$(stat -c %y "$m/greeting")" = "2001-02-03 04:05:06.123456789 +0000"
+check "setfattr" setfattr -n user.colour -v blue "$m/greeting"
+check "getfattr" test "$(getfattr --absolute-names --only-values -n user.colour "$m/greeting")" = blue
+check "dir xattr" sh -c "setfattr -n user.d -v 1 '$m/moved' && getfattr --absolute-names -d '$m/moved' 2>/dev/null | grep -q 'user.d=\"1\"'"
+check "truncate up" truncate -s 100000 "$m/sparse"
+check "size" test "$(stat -c %s "$m/sparse")" = 100000
+check "zeros" cmp -n 100000 "$m/sparse" /dev/zero
+check "truncate down" truncate -s 5 "$m/greeting"
+check "cut" test "$(cat "$m/greeting")" = hello
+check "find" sh -c "find '$m' -name 2 | grep -q moved/sub/2"
+check "du" du -s "$m"
+check "df" sh -c "df '$m' | grep -q stashfs"
+
+# Every errno case from a C program.
+mkdir -p "$m/errno" && "$build/fs_errno" "$m/errno" >"$tmp/out" 2>&1 || { bad "fs_errno"; cat "$tmp/out"; }
+
+# tar round trip, rsync -a of a real tree, cp -a
+src=/usr/include
+[ -d "$src/linux" ] || src=/usr/share/doc
+check "rsync -a" rsync -a "$src/" "$m/inc/"
+check "diff -r after rsync" diff -r --no-dereference "$src" "$m/inc"
+check "tar c" tar -C "$m" -cf "$tmp/t.tar" moved inc
+mkdir -p "$m/untar"
+check "tar x" tar -C "$m/untar" -xf "$tmp/t.tar"
+check "diff -r after untar" diff -r --no-dereference "$m/inc" "$m/untar/inc"
+check "cp -a" cp -a "$m/moved" "$m/copied"
+check "cp -a keeps xattrs" sh -c "getfattr --absolute-names -d '$m/copied' 2>/dev/null | grep -q user.d"
+
+# 8 processes, 1,000 files each, written and verified
+writers=""
+for p in 1 2 3 4 5 6 7 8; do
+    (mkdir -p "$m/par/$p" && i=0
+     while [ $i -lt 1000 ]; do echo "file $p $i" >"$m/par/$p/$i"; i=$((i + 1)); done
+     i=0
+     while [ $i -lt 1000 ]; do
+         [ "$(cat "$m/par/$p/$i")" = "file $p $i" ] || exit 1; i=$((i + 1))
+     done) &
+    writers="$writers $!"
+done
+for w in $writers; do wait "$w" || bad "writer $w failed"; done
+check "8 writers: 8,000 files" test "$(find "$m/par" -type f | wc -l)" = 8000
+
+# A large file written and compared, and the daemon's memory
+check "dd 256 MiB" dd if=/dev/urandom of="$tmp/big" bs=1M count=256 status=none
+check "cp big" cp "$tmp/big" "$m/big"
+check "cmp big" cmp "$tmp/big" "$m/big"
+rss=$(awk '/VmHWM/ {print $2}' /proc/$pid/status)
+echo "daemon peak RSS: $((rss / 1024)) MiB"
+check "peak RSS under 256 MiB" test "$rss" -lt 262144
+
+# Everything is still there after a remount.
+find "$m" -path "$m/par" -prune -o -print | sort >"$tmp/before.list"
+stat -c '%n %a %s %Y' "$m/greeting" "$m/moved/sub/2" >"$tmp/before.stat"
+unmount
+mount_fs
+find "$m" -path "$m/par" -prune -o -print | sort >"$tmp/after.list"
+stat -c '%n %a %s %Y' "$m/greeting" "$m/moved/sub/2" >"$tmp/after.stat"
+check "same tree after remount" cmp "$tmp/before.list" "$tmp/after.list"
+check "same metadata after remount" cmp "$tmp/before.stat" "$tmp/after.stat"
+check "xattr after remount" test "$(getfattr --absolute-names --only-values -n user.colour "$m/greeting")" = blue
+check "big file after remount" cmp "$tmp/big" "$m/big"
+check "diff -r after remount" diff -r --no-dereference "$src" "$m/inc"
+unmount
+
+# Files written through the mount are keys for the library.
+check "stash_get of a file" test "$("$ctl" -d "$store" get moved/sub/2)" = two
+"$ctl" -d "$store" get big >"$tmp/big2" && check "stash_get of the big file" cmp "$tmp/big" "$tmp/big2"
+check "odd key kept" test "$("$ctl" -d "$store" get "api/bad//name")" = ab
+
+# Background mode: returns once mounted; a busy store is refused in one line.
+"$fs" "$store" "$mnt" 2>"$tmp/err" || bad "background mount"
+grep -q " $mnt fuse" /proc/mounts || bad "background mount is not there"
+mkdir -p "$tmp/mnt2"
+if "$fs" "$store" "$tmp/mnt2" 2>"$tmp/err"; then bad "second mount of a held store"; fusermount3 -u "$tmp/mnt2"; fi
+grep -q "in use" "$tmp/err" || { bad "busy store message"; cat "$tmp/err"; }
+check "background unmount" fusermount3 -u "$mnt"
+if "$fs" "$store" "$tmp/nowhere" 2>"$tmp/err"; then bad "missing mountpoint accepted"; fi
+grep -qi "mount *point" "$tmp/err" || { bad "missing mountpoint message"; cat "$tmp/err"; }
+# The background daemon closes the store: it opens again at once.
+i=0; until "$ctl" -d "$store" get greeting >/dev/null 2>&1 || [ $i -gt 50 ]; do sleep 0.1; i=$((i + 1)); done
+check "store free after unmount" "$ctl" -d "$store" get greeting
+
+[ "$fails" = 0 ] && echo "stashfs: all checks passed"
+[ "$fails" = 0 ]

@@ -1,0 +1,157 @@
+#!/bin/sh
+# stashfs under faults: the daemon killed with -9 while files are written
+# (every fsynced file intact after a remount, no file garbage, the store
+# opens without repair); a full disk (ENOSPC to the writer, everything
+# acknowledged kept, writes work again once space is freed); a damaged
+# table (EIO on what it holds, never wrong bytes, the rest readable).
+set -u
+build=${1:-build}
+build=$(cd "$build" && pwd)
+fs="$build/stashfs"
+ctl="$build/stashctl"
+if [ ! -e /dev/fuse ] || ! command -v fusermount3 >/dev/null 2>&1; then
+    if [ "${STASH_SKIP_FUSE:-0}" = 1 ]; then echo "stashfs faults: skipped (STASH_SKIP_FUSE=1)"; exit 0; fi
+    echo "FAIL: FUSE is not available here (no /dev/fuse or fusermount3); set STASH_SKIP_FUSE=1 to skip"
+    exit 1
+fi
+tmp=$(mktemp -d)
+store="$tmp/store"; mnt="$tmp/mnt"; mkdir -p "$mnt"
+pid=""; small=""
+unmount() {
+    if grep -q " $mnt fuse" /proc/mounts; then
+        fusermount3 -u "$mnt" 2>/dev/null || fusermount3 -uz "$mnt" 2>/dev/null || umount -l "$mnt" 2>/dev/null
+    fi
+    if [ -n "$pid" ]; then
+        i=0
+        while kill -0 "$pid" 2>/dev/null && [ $i -lt 100 ]; do sleep 0.1; i=$((i + 1)); done
+        kill -9 "$pid" 2>/dev/null
+        wait "$pid" 2>/dev/null
+        pid=""
+    fi
+}
+cleanup() {
+    unmount
+    [ -n "$small" ] && umount -l "$small" 2>/dev/null
+    rm -rf "$tmp"
+}
+trap cleanup EXIT
+trap 'exit 1' INT TERM
+fails=0
+bad() { echo "FAIL: $*"; fails=$((fails + 1)); }
+mount_fs() {
+    "$fs" -f "$@" "$store" "$mnt" 2>"$tmp/daemon.err" &
+    pid=$!
+    i=0
+    until grep -q " $mnt fuse" /proc/mounts; do
+        sleep 0.05; i=$((i + 1))
+        if [ $i -gt 200 ] || ! kill -0 "$pid" 2>/dev/null; then
+            echo "FAIL: stashfs did not mount"; cat "$tmp/daemon.err"; exit 1
+        fi
+    done
+}
+# content N: what file N holds when whole (several lines, written in pieces)
+content() { _l=0; while [ $_l -lt 40 ]; do echo "file $1 line $_l ................................"; _l=$((_l + 1)); done; }
+
+# ---- kill -9 while writing -------------------------------------------------
+rounds=${FAULT_ROUNDS:-5}
+r=0
+while [ $r -lt $rounds ]; do
+    mount_fs -o memtable_size=1M
+    n=0; synced=""
+    (
+        n=0
+        while :; do
+            mkdir -p "$mnt/r$r" 2>/dev/null || exit 0
+            content "$r.$n" >"$mnt/r$r/$n" || exit 0
+            # every third file is fsynced; its number is recorded after
+            if [ $((n % 3)) = 0 ]; then sync "$mnt/r$r/$n" && echo "$n" >>"$tmp/synced.$r" || exit 0; fi
+            n=$((n + 1))
+        done
+    ) 2>/dev/null &
+    writer=$!
+    sleep "0.$((3 + r % 5))"
+    kill -9 "$pid"; wait "$pid" 2>/dev/null; pid=""
+    wait "$writer" 2>/dev/null
+    fusermount3 -uz "$mnt" 2>/dev/null || umount -l "$mnt" 2>/dev/null
+    # The store opens without repair, and check finds nothing damaged.
+    "$ctl" -d "$store" check >"$tmp/check.out" 2>&1 || { bad "round $r: stashctl check"; cat "$tmp/check.out"; }
+    mount_fs
+    nsynced=0
+    for n in $(cat "$tmp/synced.$r" 2>/dev/null); do
+        content "$r.$n" | cmp -s - "$mnt/r$r/$n" || bad "round $r: fsynced file $n not intact"
+        nsynced=$((nsynced + 1))
+    done
+    # Every other file is empty or a prefix of its content, never garbage.
+    for f in "$mnt/r$r"/*; do
+        [ -e "$f" ] || continue
+        n=$(basename "$f")
+        size=$(stat -c %s "$f")
+        content "$r.$n" | head -c "$size" | cmp -s - "$f" || bad "round $r: file $n is garbage"
+    done
+    echo "round $r: $(ls "$mnt/r$r" | wc -l) files after the kill, $nsynced fsynced and intact"
+    unmount
+    r=$((r + 1))
+done
+
+# ---- a damaged table ------------------------------------------------------
+mount_fs
+mkdir -p "$mnt/c"
+i=0; while [ $i -lt 2000 ]; do content "c$i" >"$mnt/c/$i"; i=$((i + 1)); done
+unmount
+"$ctl" -d "$store" compact >/dev/null 2>&1 || bad "compact"
+table=$(ls -S "$store"/*.sst | head -n 1)
+size=$(stat -c %s "$table")
+printf '\377\377\377\377' | dd of="$table" bs=1 seek=$((size / 3)) conv=notrunc 2>/dev/null
+mount_fs
+good=0; eio=0
+i=0; while [ $i -lt 2000 ]; do
+    if cat "$mnt/c/$i" >"$tmp/got" 2>"$tmp/err"; then
+        content "c$i" | cmp -s - "$tmp/got" && good=$((good + 1)) || bad "damaged table: file $i has wrong bytes"
+    else
+        grep -q "Input/output error" "$tmp/err" && eio=$((eio + 1)) || { bad "damaged table: file $i: $(cat "$tmp/err")"; }
+    fi
+    i=$((i + 1))
+done
+echo "damaged table: $good files read intact, $eio gave EIO"
+[ "$eio" -gt 0 ] || bad "damaged table: no EIO at all"
+[ "$good" -gt 0 ] || bad "damaged table: nothing readable"
+unmount
+
+# ---- a full disk ----------------------------------------------------------
+small="$tmp/small"
+mkdir -p "$small"
+if mount -t tmpfs -o size=24m tmpfs "$small" 2>/dev/null; then
+    store="$small/store"
+    head -c $((6 * 1024 * 1024)) /dev/zero >"$small/ballast"
+    mount_fs -o memtable_size=1M
+    mkdir -p "$mnt/full"
+    i=0; err=""
+    while [ $i -lt 4000 ]; do
+        if ! head -c 16384 /dev/urandom >"$mnt/full/$i" 2>"$tmp/err"; then err=$(cat "$tmp/err"); break; fi
+        i=$((i + 1))
+    done
+    echo "full disk after $i files: $err"
+    echo "$err" | grep -q "No space left on device" || bad "full disk: no ENOSPC ($err)"
+    last=$i
+    rm -f "$small/ballast"
+    sleep 1.5   # the engine retries its failed work within a second
+    ok=0; j=0
+    while [ $j -lt 20 ]; do
+        echo "after" >"$mnt/after" 2>/dev/null && ok=1 && break
+        sleep 0.5; j=$((j + 1))
+    done
+    [ "$ok" = 1 ] || bad "full disk: writes do not work again after freeing space"
+    sync "$mnt/after" 2>/dev/null
+    unmount
+    mount_fs
+    [ "$(cat "$mnt/after" 2>/dev/null)" = after ] || bad "full disk: the write after freeing space is lost"
+    n=$(ls "$mnt/full" | wc -l)
+    [ "$n" -ge "$last" ] || bad "full disk: $n files kept of $last acknowledged"
+    unmount
+    umount "$small" && small=""
+else
+    bad "full disk: cannot mount a tmpfs (run as root)"
+fi
+
+[ "$fails" = 0 ] && echo "stashfs faults: all checks passed"
+[ "$fails" = 0 ]

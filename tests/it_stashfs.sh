@@ -134,8 +134,8 @@ done
 for w in $writers; do wait "$w" || bad "writer $w failed"; done
 check "8 writers: 8,000 files" test "$(find "$m/par" -type f | wc -l)" = 8000
 
-# A large file written and compared, and the daemon's memory
-check "dd 256 MiB" dd if=/dev/urandom of="$tmp/big" bs=1M count=256 status=none
+# A 1 GiB file written and compared, and the daemon's memory
+check "dd 1 GiB" dd if=/dev/urandom of="$tmp/big" bs=1M count=1024 status=none
 check "cp big" cp "$tmp/big" "$m/big"
 check "cmp big" cmp "$tmp/big" "$m/big"
 rss=$(awk '/VmHWM/ {print $2}' /proc/$pid/status)

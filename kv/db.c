@@ -38,6 +38,7 @@
 
 #include "batch.h"
 #include "cache.h"
+#include "coding.h"
 #include "compact.h"
 #include "err.h"
 #include "iter.h"
@@ -81,6 +82,13 @@ struct writer {
 struct stash_snapshot {
     uint64_t seq;
     struct stash_snapshot *prev, *next;
+};
+
+struct named {
+    char name[STASH_SNAPSHOT_NAME_MAX + 1];
+    uint64_t seq;
+    int64_t ctime_ns;
+    struct stash_snapshot *pin;
 };
 
 struct stash {
@@ -127,6 +135,12 @@ struct stash {
      * chunked value may exist. */
     pthread_mutex_t keylock[KEY_STRIPES];
     atomic_int has_blobs;
+
+    /* Named snapshots: their records live under the engine's keys; each
+     * holds a pinned snapshot in snaps.  Under named_mu. */
+    pthread_mutex_t named_mu;
+    struct named *named;
+    int nnamed, capnamed;
 
     /* statistics, under mu */
     uint64_t st_puts, st_dels, st_groups, st_writers, st_syncs, st_logged, st_rotations;
@@ -916,6 +930,194 @@ void stash_snapshot_free(stash_t *db, stash_snapshot_t *s)
 uint64_t stash_snapshot_seq(const stash_snapshot_t *s)
 {
     return s ? s->seq : 0;
+}
+
+/* A snapshot handle at SEQ, pinned in the list. */
+static stash_snapshot_t *snapshot_at(stash_t *db, uint64_t seq)
+{
+    stash_snapshot_t *s = malloc(sizeof *s);
+    if (!s)
+        return NULL;
+    pthread_mutex_lock(&db->mu);
+    s->seq = seq;
+    s->next = db->snaps.next;
+    s->prev = &db->snaps;
+    s->next->prev = s;
+    db->snaps.next = s;
+    pthread_mutex_unlock(&db->mu);
+    return s;
+}
+
+static size_t named_key(const char *name, uint8_t *out)
+{
+    size_t n = strlen(name);
+    out[0] = NS_BYTE;
+    out[1] = NS_SNAP;
+    memcpy(out + 2, name, n);
+    return n + 2;
+}
+
+static int check_snap_name(const char *name)
+{
+    size_t n = name ? strlen(name) : 0;
+    if (n == 0 || n > STASH_SNAPSHOT_NAME_MAX || strchr(name, '/'))
+        return err_set(-EINVAL, "a snapshot name is 1 to %d bytes without '/'", STASH_SNAPSHOT_NAME_MAX);
+    return 0;
+}
+
+static struct named *find_named(stash_t *db, const char *name)
+{
+    for (int i = 0; i < db->nnamed; i++)
+        if (!strcmp(db->named[i].name, name))
+            return &db->named[i];
+    return NULL;
+}
+
+static int add_named(stash_t *db, const char *name, uint64_t seq, int64_t ctime_ns, stash_snapshot_t *pin)
+{
+    if (db->nnamed == db->capnamed) {
+        int cap = db->capnamed ? db->capnamed * 2 : 8;
+        struct named *n = realloc(db->named, (size_t)cap * sizeof *n);
+        if (!n)
+            return err_set(-ENOMEM, "out of memory");
+        db->named = n;
+        db->capnamed = cap;
+    }
+    struct named *n = &db->named[db->nnamed++];
+    snprintf(n->name, sizeof n->name, "%s", name);
+    n->seq = seq;
+    n->ctime_ns = ctime_ns;
+    n->pin = pin;
+    return 0;
+}
+
+int stash_snapshot_create(stash_t *db, const char *name, uint64_t *seq)
+{
+    if (!db)
+        return err_set(-EINVAL, "NULL store handle");
+    int rc = check_snap_name(name);
+    if (rc || (rc = db_writable(db)))
+        return rc;
+    pthread_mutex_lock(&db->named_mu);
+    if (find_named(db, name)) {
+        pthread_mutex_unlock(&db->named_mu);
+        return err_set(-EEXIST, "snapshot %s exists", name);
+    }
+    /* Pin first: from here on compaction keeps what the snapshot sees. */
+    stash_snapshot_t *pin = stash_snapshot_new(db);
+    stash_batch_t *b = stash_batch_new();
+    uint8_t k[2 + STASH_SNAPSHOT_NAME_MAX], v[8 + 10];
+    int64_t ct = now_ns();
+    rc = pin && b ? 0 : err_set(-ENOMEM, "out of memory");
+    if (rc == 0) {
+        enc_u64(v, pin->seq);
+        size_t vl = 8 + enc_varint(v + 8, (uint64_t)ct);
+        rc = batch_put_raw(b, k, named_key(name, k), NULL, 0, v, vl);
+    }
+    if (rc == 0)
+        rc = do_write(db, b, 1, 0);
+    if (rc == 0)
+        rc = add_named(db, name, pin->seq, ct, pin);
+    if (rc == 0 && seq)
+        *seq = pin->seq;
+    if (rc && pin)
+        stash_snapshot_free(db, pin);
+    stash_batch_free(b);
+    pthread_mutex_unlock(&db->named_mu);
+    return rc;
+}
+
+int stash_snapshot_delete(stash_t *db, const char *name)
+{
+    if (!db)
+        return err_set(-EINVAL, "NULL store handle");
+    int rc = check_snap_name(name);
+    if (rc || (rc = db_writable(db)))
+        return rc;
+    pthread_mutex_lock(&db->named_mu);
+    struct named *n = find_named(db, name);
+    stash_batch_t *b = n ? stash_batch_new() : NULL;
+    uint8_t k[2 + STASH_SNAPSHOT_NAME_MAX];
+    if (!n)
+        rc = err_set(-ENOENT, "no snapshot %s", name);
+    else if (!b)
+        rc = err_set(-ENOMEM, "out of memory");
+    else if ((rc = batch_del_raw(b, k, named_key(name, k))) == 0 && (rc = do_write(db, b, 1, 0)) == 0) {
+        stash_snapshot_free(db, n->pin);
+        *n = db->named[--db->nnamed];
+    }
+    stash_batch_free(b);
+    pthread_mutex_unlock(&db->named_mu);
+    return rc;
+}
+
+int stash_snapshot_list(stash_t *db, int (*fn)(void *arg, const char *name, uint64_t seq, int64_t ctime_ns),
+                        void *arg)
+{
+    if (!db || !fn)
+        return err_set(-EINVAL, "stash_snapshot_list: bad arguments");
+    int rc = 0;
+    pthread_mutex_lock(&db->named_mu);
+    for (int i = 0; i < db->nnamed && rc == 0; i++)
+        rc = fn(arg, db->named[i].name, db->named[i].seq, db->named[i].ctime_ns);
+    pthread_mutex_unlock(&db->named_mu);
+    return rc;
+}
+
+stash_snapshot_t *stash_snapshot_open(stash_t *db, const char *name, int64_t *ctime_ns)
+{
+    if (!db || check_snap_name(name))
+        return NULL;
+    pthread_mutex_lock(&db->named_mu);
+    struct named *n = find_named(db, name);
+    stash_snapshot_t *s = NULL;
+    if (!n)
+        err_set(-ENOENT, "no snapshot %s", name);
+    else if (!(s = snapshot_at(db, n->seq)))
+        err_set(-ENOMEM, "out of memory");
+    else if (ctime_ns)
+        *ctime_ns = n->ctime_ns;
+    pthread_mutex_unlock(&db->named_mu);
+    return s;
+}
+
+/* At open, before the background thread starts: pin every named snapshot
+ * recorded in the store. */
+static int load_named(stash_t *db)
+{
+    stash_iter_t *it = stash_iter_new(db, NULL);
+    if (!it)
+        return err_set(-ENOMEM, "out of memory");
+    const uint8_t start[2] = {NS_BYTE, NS_SNAP};
+    iiter_t *m = it->m;
+    int rc = 0;
+    char last[STASH_SNAPSHOT_NAME_MAX + 1] = "";
+    size_t lastlen = (size_t)-1;
+    for (m->ops->seek(m, start, sizeof start, TAG(it->seq, 0xff)); rc == 0 && m->ops->valid(m); m->ops->next(m)) {
+        size_t kl, vl;
+        const uint8_t *k = m->ops->key(m, &kl);
+        if (kl < 3 || k[0] != NS_BYTE || k[1] != NS_SNAP || kl - 2 > STASH_SNAPSHOT_NAME_MAX)
+            break;
+        if (kl - 2 == lastlen && !memcmp(last, k + 2, lastlen))
+            continue;           /* an older version of one already seen */
+        memcpy(last, k + 2, kl - 2);
+        last[kl - 2] = 0;
+        lastlen = kl - 2;
+        if (TAG_TYPE(m->ops->tag(m)) != KT_PUT)
+            continue;
+        const uint8_t *v = m->ops->value(m, &vl);
+        uint64_t ct;
+        if (vl < 9 || !dec_varint(v + 8, v + vl, &ct)) {
+            rc = err_set(-EIO, "damaged record of snapshot %s", last);
+            break;
+        }
+        stash_snapshot_t *pin = snapshot_at(db, dec_u64(v));
+        rc = pin ? add_named(db, last, dec_u64(v), (int64_t)ct, pin) : err_set(-ENOMEM, "out of memory");
+    }
+    if (rc == 0)
+        rc = m->ops->status(m);
+    stash_iter_free(it);
+    return rc;
 }
 
 /* ------------------------------------------------------------------ */
@@ -1808,6 +2010,8 @@ static void destroy(stash_t *db)
         close(db->lockfd);   /* releases the flock */
     pthread_mutex_destroy(&db->mu);
     pthread_mutex_destroy(&db->work_mu);
+    pthread_mutex_destroy(&db->named_mu);
+    free(db->named);
     for (int i = 0; i < KEY_STRIPES; i++)
         pthread_mutex_destroy(&db->keylock[i]);
     pthread_cond_destroy(&db->bg_cv);
@@ -1854,6 +2058,7 @@ int stash_open(const char *dir, const stash_options_t *o, stash_t **out)
     db->snaps.next = db->snaps.prev = &db->snaps;
     pthread_mutex_init(&db->mu, NULL);
     pthread_mutex_init(&db->work_mu, NULL);
+    pthread_mutex_init(&db->named_mu, NULL);
     for (int i = 0; i < KEY_STRIPES; i++)
         pthread_mutex_init(&db->keylock[i], NULL);
     pthread_cond_init(&db->done_cv, NULL);
@@ -1888,6 +2093,8 @@ int stash_open(const char *dir, const stash_options_t *o, stash_t **out)
         rc = err_set(-ENOMEM, "out of memory");
     if (rc == 0)
         rc = detect_blobs(db);
+    if (rc == 0)
+        rc = load_named(db);
     if (rc == 0 && !db->opt.read_only) {
         if (pthread_create(&db->bg, NULL, bg_main, db) != 0)
             rc = err_set(-ENOMEM, "cannot start the background thread");

@@ -201,6 +201,29 @@ stash_snapshot_t *stash_snapshot_new(stash_t *db);
 void stash_snapshot_free(stash_t *db, stash_snapshot_t *s);
 /* The sequence number a snapshot sees (every write up to it included). */
 uint64_t stash_snapshot_seq(const stash_snapshot_t *s);
+/*
+ * Named snapshots: kept in the store, so they survive close, restart and
+ * crashes, and compaction keeps everything they see until they are
+ * deleted.  Names are 1 to STASH_SNAPSHOT_NAME_MAX bytes without '/'.
+ *
+ * stash_snapshot_create records NAME at the current moment (durably, before
+ * it returns) and gives its sequence number in *seq (may be NULL).  Errors:
+ * -EEXIST, -EINVAL, -EROFS, -ENOSPC, -EIO.
+ * stash_snapshot_delete drops NAME.  Errors: -ENOENT, -EINVAL, -EROFS, -EIO.
+ * stash_snapshot_list calls FN for each (in no particular order) until FN
+ * returns non-zero, which is then returned.
+ * stash_snapshot_open gives a handle on NAME (and its creation time in
+ * *ctime_ns, may be NULL) for the *_at calls, freed with
+ * stash_snapshot_free; it stays valid if NAME is deleted meanwhile.  NULL
+ * when there is no such snapshot (stash_last_error says so).
+ */
+#define STASH_SNAPSHOT_NAME_MAX 255
+int  stash_snapshot_create(stash_t *db, const char *name, uint64_t *seq);
+int  stash_snapshot_delete(stash_t *db, const char *name);
+int  stash_snapshot_list(stash_t *db, int (*fn)(void *arg, const char *name, uint64_t seq, int64_t ctime_ns),
+                         void *arg);
+stash_snapshot_t *stash_snapshot_open(stash_t *db, const char *name, int64_t *ctime_ns);
+
 /* As stash_get, at snapshot S (NULL = now). */
 int  stash_get_at(stash_t *db, const stash_snapshot_t *s, const void *key, size_t klen, void **val, size_t *vlen);
 

@@ -7,6 +7,8 @@
  * followed by anything but 0x00 are the engine's own and never reach users:
  *   0xFF 0x02 | gen (u64 BE) | index (u64 BE)   one chunk of a large value
  *   0xFF 0x03 | gen (u64 BE)                    a large value's owner key
+ *   0xFF 0x04 | name                            a named snapshot: its sequence
+ *                                               (u64 LE) and creation time (varint ns)
  * The escape keeps user keys in bytewise order and puts every engine key
  * after all of them, so an iterator stops at the first one.
  *
@@ -35,6 +37,7 @@
 #define NS_ESC    0x00
 #define NS_CHUNK  0x02
 #define NS_BLOB   0x03
+#define NS_SNAP   0x04
 
 #define VK_PLAIN   0
 #define VK_ATTR    1

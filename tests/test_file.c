@@ -283,6 +283,70 @@ static void test_rename(void **state)
     assert_int_equal(stash_close(db), 0);
 }
 
+static int count_snap(void *arg, const char *name, uint64_t seq, int64_t ct)
+{
+    (void)name;
+    (void)seq;
+    assert_true(ct > 0);
+    (*(int *)arg)++;
+    return 0;
+}
+
+static void test_named_snapshots(void **state)
+{
+    (void)state;
+    stash_t *db = open_small();
+    uint8_t big[200000];
+    memset(big, 1, sizeof big);
+    assert_int_equal(stash_put(db, "k", 1, "v1", 2), 0);
+    assert_int_equal(stash_put(db, "big", 3, big, sizeof big), 0);
+    uint64_t seq;
+    assert_int_equal(stash_snapshot_create(db, "s1", &seq), 0);
+    assert_true(seq > 0);
+    assert_int_equal(stash_snapshot_create(db, "s1", NULL), -EEXIST);
+    assert_int_equal(stash_snapshot_create(db, "a/b", NULL), -EINVAL);
+    assert_int_equal(stash_put(db, "k", 1, "v2", 2), 0);
+    memset(big, 2, sizeof big);
+    assert_int_equal(stash_pwrite(db, "big", 3, big, 100000, 0), 0);
+    assert_int_equal(stash_delete(db, "k", 1), 0);
+    assert_int_equal(stash_compact_range(db, NULL, 0, NULL, 0), 0);
+    for (int round = 0; round < 2; round++) {
+        int64_t ct = 0;
+        stash_snapshot_t *s = stash_snapshot_open(db, "s1", &ct);
+        assert_non_null(s);
+        assert_true(ct > 0);
+        assert_int_equal(stash_snapshot_seq(s), seq);
+        void *v;
+        size_t vl;
+        assert_int_equal(stash_get_at(db, s, "k", 1, &v, &vl), 0);
+        assert_int_equal(vl, 2);
+        assert_memory_equal(v, "v1", 2);
+        stash_free(v);
+        uint8_t buf[1000];
+        size_t got;
+        assert_int_equal(stash_pread_at(db, s, "big", 3, buf, sizeof buf, 5000, &got), 0);
+        assert_int_equal(got, sizeof buf);
+        for (size_t i = 0; i < got; i++)
+            assert_int_equal(buf[i], 1);
+        assert_int_equal(stash_get(db, "k", 1, &v, &vl), -ENOENT);
+        stash_snapshot_free(db, s);
+        int n = 0;
+        assert_int_equal(stash_snapshot_list(db, count_snap, &n), 0);
+        assert_int_equal(n, 1);
+        /* Survives a restart and another compaction. */
+        assert_int_equal(stash_close(db), 0);
+        db = open_small();
+        assert_int_equal(stash_compact_range(db, NULL, 0, NULL, 0), 0);
+    }
+    assert_int_equal(stash_snapshot_delete(db, "s1"), 0);
+    assert_int_equal(stash_snapshot_delete(db, "s1"), -ENOENT);
+    assert_null(stash_snapshot_open(db, "s1", NULL));
+    assert_int_equal(stash_close(db), 0);
+    db = open_small();
+    assert_null(stash_snapshot_open(db, "s1", NULL));
+    assert_int_equal(stash_close(db), 0);
+}
+
 /* Random pwrites, truncates and reads of a few keys against buffers. */
 static void test_model(void **state)
 {
@@ -368,6 +432,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_ff_keys, setup, teardown),
         cmocka_unit_test_setup_teardown(test_stat_and_create, setup, teardown),
         cmocka_unit_test_setup_teardown(test_rename, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_named_snapshots, setup, teardown),
         cmocka_unit_test_setup_teardown(test_model, setup, teardown),
     };
     tu_filter();

@@ -52,6 +52,12 @@ static struct timespec mount_time;
 static uid_t my_uid;
 static gid_t my_gid;
 
+/* Snapshots: MNT/<snapdir>/NAME/... is the tree at snapshot NAME. */
+static const char *snapdir = ".snapshots";
+static size_t snaplen = 10;
+static __thread stash_snapshot_t *cur;     /* the snapshot this call reads, or NULL */
+static __thread int64_t cur_ctime;
+
 /* ------------------------------------------------------------------ */
 /* paths and keys                                                       */
 
@@ -76,6 +82,67 @@ static int path_key(const char *path, char *buf, size_t cap, size_t *klen)
 }
 
 #define KEYBUF (STASH_MAX_KEY + 2)
+
+enum where { W_LIVE, W_SNAPROOT, W_SNAPTOP, W_SNAP };
+
+/*
+ * Where PATH is: the live tree, the snapshots directory, the top of one
+ * snapshot (NAME), or inside one (*rel is the path within it).
+ */
+static int where(const char *path, char name[256], const char **rel)
+{
+    const char *p = path;
+    *rel = path;
+    while (*p == '/')
+        p++;
+    if (strncmp(p, snapdir, snaplen) || (p[snaplen] && p[snaplen] != '/'))
+        return W_LIVE;
+    p += snaplen;
+    while (*p == '/')
+        p++;
+    if (!*p)
+        return W_SNAPROOT;
+    const char *sl = strchr(p, '/');
+    size_t nl = sl ? (size_t)(sl - p) : strlen(p);
+    if (nl > 255)
+        return -ENAMETOOLONG;
+    memcpy(name, p, nl);
+    name[nl] = 0;
+    *rel = sl ? sl : "/";
+    return sl && sl[strspn(sl, "/")] ? W_SNAP : W_SNAPTOP;
+}
+
+/* Start a reading call: set cur to PATH's snapshot (if any) and *rel to
+ * the path within it.  Returns a where value or a negative errno; pair
+ * with leave(). */
+static int enter(const char *path, const char **rel)
+{
+    char name[256];
+    cur = NULL;
+    int w = where(path, name, rel);
+    if (w == W_SNAPTOP || w == W_SNAP) {
+        cur = stash_snapshot_open(db, name, &cur_ctime);
+        if (!cur)
+            return -ENOENT;
+    }
+    return w;
+}
+
+static void leave(void)
+{
+    if (cur)
+        stash_snapshot_free(db, cur);
+    cur = NULL;
+}
+
+/* Writing calls: anything under the snapshots directory is read-only. */
+static int live_only(const char *path)
+{
+    char name[256];
+    const char *rel;
+    int w = where(path, name, &rel);
+    return w < 0 ? w : w == W_LIVE ? 0 : -EROFS;
+}
 
 /* Whether NAME (LEN bytes) can be a directory entry. */
 static int good_name(const char *name, size_t len)
@@ -125,7 +192,7 @@ static void fill_stat(const stash_stat_t *s, int dir, struct stat *st)
 /* Whether some key starts with PREFIX (a directory's "dir/"). */
 static int has_prefix(const char *prefix, size_t plen)
 {
-    stash_iter_t *it = stash_iter_new(db, NULL);
+    stash_iter_t *it = stash_iter_new(db, cur);
     if (!it)
         return -ENOMEM;
     stash_iter_seek(it, prefix, plen);
@@ -153,15 +220,24 @@ static int lookup(const char *path, char *key, size_t *klen, stash_stat_t *s, en
     if (rc)
         return rc;
     memset(s, 0, sizeof *s);
+    if (*klen == 0 && cur) {
+        /* The top of a snapshot: read-only, dated when it was taken. */
+        *kind = K_DIR;
+        s->mode = S_IFDIR | 0555;
+        s->uid = my_uid;
+        s->gid = my_gid;
+        s->atime_ns = s->mtime_ns = s->ctime_ns = cur_ctime;
+        return 0;
+    }
     if (*klen == 0) {
         *kind = K_DIR;
         s->atime_ns = s->mtime_ns = s->ctime_ns = ts_to_ns(&mount_time);
         stash_stat_t r;
-        if (stash_stat(db, NULL, "/", 1, &r) == 0)
+        if (stash_stat(db, cur, "/", 1, &r) == 0)
             *s = r;
         return 0;
     }
-    rc = stash_stat(db, NULL, key, *klen, s);
+    rc = stash_stat(db, cur, key, *klen, s);
     if (rc == 0 && !S_ISDIR(s->mode)) {
         *kind = K_FILE;
         return 0;
@@ -169,7 +245,7 @@ static int lookup(const char *path, char *key, size_t *klen, stash_stat_t *s, en
     if (rc && rc != -ENOENT)
         return rc;
     key[*klen] = '/';
-    rc = stash_stat(db, NULL, key, *klen + 1, s);
+    rc = stash_stat(db, cur, key, *klen + 1, s);
     if (rc == 0) {
         key[*klen] = 0;
         *kind = K_DIR;
@@ -192,7 +268,7 @@ static int lookup(const char *path, char *key, size_t *klen, stash_stat_t *s, en
 /* ------------------------------------------------------------------ */
 /* operations                                                           */
 
-static int fs_getattr(const char *path, struct stat *st, struct fuse_file_info *fi)
+static int r_getattr(const char *path, struct stat *st, struct fuse_file_info *fi)
 {
     char key[KEYBUF];
     size_t kl;
@@ -207,7 +283,7 @@ static int fs_getattr(const char *path, struct stat *st, struct fuse_file_info *
     return 0;
 }
 
-static int fs_readdir(const char *path, void *buf, fuse_fill_dir_t filler, off_t off,
+static int r_readdir(const char *path, void *buf, fuse_fill_dir_t filler, off_t off,
                       struct fuse_file_info *fi, enum fuse_readdir_flags flags)
 {
     char key[KEYBUF];
@@ -219,7 +295,7 @@ static int fs_readdir(const char *path, void *buf, fuse_fill_dir_t filler, off_t
         key[kl++] = '/';
     filler(buf, ".", NULL, 0, 0);
     filler(buf, "..", NULL, 0, 0);
-    stash_iter_t *it = stash_iter_new(db, NULL);
+    stash_iter_t *it = stash_iter_new(db, cur);
     if (!it)
         return -ENOMEM;
     char *seek = malloc(KEYBUF + 1);
@@ -243,7 +319,7 @@ static int fs_readdir(const char *path, void *buf, fuse_fill_dir_t filler, off_t
             stash_iter_next(it);
             continue;
         }
-        int ok = good_name(rest, cl);
+        int ok = good_name(rest, cl) && !(kl == 0 && !cur && cl == snaplen && !memcmp(rest, snapdir, cl));
         if (ok) {
             memcpy(name, rest, cl);
             name[cl] = 0;
@@ -259,7 +335,7 @@ static int fs_readdir(const char *path, void *buf, fuse_fill_dir_t filler, off_t
         if (ok) {
             stash_stat_t s;
             memcpy(seek + kl, rest, cl);
-            if (stash_stat(db, NULL, seek, kl + cl, &s) != 0 && filler(buf, name, NULL, 0, 0))
+            if (stash_stat(db, cur, seek, kl + cl, &s) != 0 && filler(buf, name, NULL, 0, 0))
                 break;
         }
         memcpy(seek + kl, rest, cl);
@@ -280,7 +356,7 @@ static stash_stat_t new_attrs(mode_t mode)
     return s;
 }
 
-static int fs_create(const char *path, mode_t mode, struct fuse_file_info *fi)
+static int w_create(const char *path, mode_t mode, struct fuse_file_info *fi)
 {
     char key[KEYBUF];
     size_t kl;
@@ -292,14 +368,14 @@ static int fs_create(const char *path, mode_t mode, struct fuse_file_info *fi)
     return rc;
 }
 
-static int fs_mknod(const char *path, mode_t mode, dev_t rdev)
+static int w_mknod(const char *path, mode_t mode, dev_t rdev)
 {
     if (!S_ISREG(mode))
         return -EPERM;
-    return fs_create(path, mode, NULL);
+    return w_create(path, mode, NULL);
 }
 
-static int fs_open(const char *path, struct fuse_file_info *fi)
+static int r_open(const char *path, struct fuse_file_info *fi)
 {
     fi->keep_cache = 1;
     if (fi->flags & O_TRUNC) {
@@ -312,18 +388,18 @@ static int fs_open(const char *path, struct fuse_file_info *fi)
     return 0;
 }
 
-static int fs_read(const char *path, char *buf, size_t size, off_t off, struct fuse_file_info *fi)
+static int r_read(const char *path, char *buf, size_t size, off_t off, struct fuse_file_info *fi)
 {
     char key[KEYBUF];
     size_t kl, got;
     int rc = path_key(path, key, sizeof key, &kl);
     if (rc)
         return rc;
-    rc = stash_pread(db, key, kl, buf, size, (uint64_t)off, &got);
+    rc = stash_pread_at(db, cur, key, kl, buf, size, (uint64_t)off, &got);
     return rc ? rc : (int)got;
 }
 
-static int fs_write(const char *path, const char *buf, size_t size, off_t off, struct fuse_file_info *fi)
+static int w_write(const char *path, const char *buf, size_t size, off_t off, struct fuse_file_info *fi)
 {
     char key[KEYBUF];
     size_t kl;
@@ -334,7 +410,7 @@ static int fs_write(const char *path, const char *buf, size_t size, off_t off, s
     return rc ? rc : (int)size;
 }
 
-static int fs_truncate(const char *path, off_t size, struct fuse_file_info *fi)
+static int w_truncate(const char *path, off_t size, struct fuse_file_info *fi)
 {
     char key[KEYBUF];
     size_t kl;
@@ -344,7 +420,7 @@ static int fs_truncate(const char *path, off_t size, struct fuse_file_info *fi)
     return stash_truncate(db, key, kl, (uint64_t)size);
 }
 
-static int fs_unlink(const char *path)
+static int w_unlink(const char *path)
 {
     char key[KEYBUF];
     size_t kl;
@@ -360,7 +436,7 @@ static int fs_unlink(const char *path)
     return stash_delete(db, key, kl);
 }
 
-static int fs_mkdir(const char *path, mode_t mode)
+static int w_mkdir(const char *path, mode_t mode)
 {
     char key[KEYBUF];
     size_t kl;
@@ -379,7 +455,7 @@ static int fs_mkdir(const char *path, mode_t mode)
 /* Whether directory KEY (without its '/') holds any entry. */
 static int dir_empty(char *key, size_t kl)
 {
-    stash_iter_t *it = stash_iter_new(db, NULL);
+    stash_iter_t *it = stash_iter_new(db, cur);
     if (!it)
         return -ENOMEM;
     key[kl] = '/';
@@ -402,7 +478,7 @@ static int dir_empty(char *key, size_t kl)
     return rc < 0 ? rc : empty;
 }
 
-static int fs_rmdir(const char *path)
+static int w_rmdir(const char *path)
 {
     char key[KEYBUF];
     size_t kl;
@@ -426,7 +502,7 @@ static int fs_rmdir(const char *path)
     return stash_delete(db, key, kl + 1);
 }
 
-static int fs_rename(const char *from, const char *to, unsigned int flags)
+static int w_rename(const char *from, const char *to, unsigned int flags)
 {
     if (flags & ~(unsigned)RENAME_NOREPLACE)
         return -EINVAL;
@@ -491,7 +567,7 @@ static int set_attrs(const char *path, stash_stat_t *set, unsigned mask)
     if (k == K_DIR) {
         key[kl] = '/';
         sk = kl + 1;
-        if (stash_stat(db, NULL, key, sk, &s) == -ENOENT) {
+        if (stash_stat(db, cur, key, sk, &s) == -ENOENT) {
             stash_stat_t d = new_attrs(S_IFDIR | 0755);
             d.uid = my_uid;
             d.gid = my_gid;
@@ -502,20 +578,20 @@ static int set_attrs(const char *path, stash_stat_t *set, unsigned mask)
     return stash_setstat(db, key, sk, set, mask);
 }
 
-static int fs_chmod(const char *path, mode_t mode, struct fuse_file_info *fi)
+static int w_chmod(const char *path, mode_t mode, struct fuse_file_info *fi)
 {
     struct stat st;
-    int rc = fs_getattr(path, &st, NULL);
+    int rc = r_getattr(path, &st, NULL);
     if (rc)
         return rc;
     stash_stat_t s = {.mode = (st.st_mode & S_IFMT) | (mode & 07777), .uid = st.st_uid, .gid = st.st_gid};
     return set_attrs(path, &s, STASH_SET_MODE | STASH_SET_UID | STASH_SET_GID);
 }
 
-static int fs_chown(const char *path, uid_t uid, gid_t gid, struct fuse_file_info *fi)
+static int w_chown(const char *path, uid_t uid, gid_t gid, struct fuse_file_info *fi)
 {
     struct stat st;
-    int rc = fs_getattr(path, &st, NULL);
+    int rc = r_getattr(path, &st, NULL);
     if (rc)
         return rc;
     stash_stat_t s = {.mode = st.st_mode,
@@ -524,10 +600,10 @@ static int fs_chown(const char *path, uid_t uid, gid_t gid, struct fuse_file_inf
     return set_attrs(path, &s, STASH_SET_MODE | STASH_SET_UID | STASH_SET_GID);
 }
 
-static int fs_utimens(const char *path, const struct timespec tv[2], struct fuse_file_info *fi)
+static int w_utimens(const char *path, const struct timespec tv[2], struct fuse_file_info *fi)
 {
     struct stat st;
-    int rc = fs_getattr(path, &st, NULL);
+    int rc = r_getattr(path, &st, NULL);
     if (rc)
         return rc;
     stash_stat_t s = {.mode = st.st_mode, .uid = st.st_uid, .gid = st.st_gid};
@@ -544,7 +620,7 @@ static int fs_utimens(const char *path, const struct timespec tv[2], struct fuse
     return set_attrs(path, &s, mask);
 }
 
-static int fs_symlink(const char *target, const char *path)
+static int w_symlink(const char *target, const char *path)
 {
     char key[KEYBUF];
     size_t kl;
@@ -566,7 +642,7 @@ static int fs_symlink(const char *target, const char *path)
     return rc;
 }
 
-static int fs_readlink(const char *path, char *buf, size_t size)
+static int r_readlink(const char *path, char *buf, size_t size)
 {
     char key[KEYBUF];
     size_t kl, got;
@@ -575,7 +651,7 @@ static int fs_readlink(const char *path, char *buf, size_t size)
         return rc;
     if (size == 0)
         return -EINVAL;
-    rc = stash_pread(db, key, kl, buf, size - 1, 0, &got);
+    rc = stash_pread_at(db, cur, key, kl, buf, size - 1, 0, &got);
     if (rc)
         return rc;
     buf[got] = 0;
@@ -598,7 +674,7 @@ static int attr_key(const char *path, const char *name, char *key, size_t *kl, i
         return -ENOENT;
     if (k == K_DIR) {
         key[(*kl)++] = '/';
-        if (make && stash_stat(db, NULL, key, *kl, &s) == -ENOENT) {
+        if (make && stash_stat(db, cur, key, *kl, &s) == -ENOENT) {
             stash_stat_t d = new_attrs(S_IFDIR | 0755);
             d.uid = my_uid;
             d.gid = my_gid;
@@ -609,7 +685,7 @@ static int attr_key(const char *path, const char *name, char *key, size_t *kl, i
     return 0;
 }
 
-static int fs_setxattr(const char *path, const char *name, const char *val, size_t size, int flags)
+static int w_setxattr(const char *path, const char *name, const char *val, size_t size, int flags)
 {
     char key[KEYBUF];
     size_t kl;
@@ -621,7 +697,7 @@ static int fs_setxattr(const char *path, const char *name, const char *val, size
     return rc == -ENOSPC ? -ENOSPC : rc;
 }
 
-static int fs_getxattr(const char *path, const char *name, char *val, size_t size)
+static int r_getxattr(const char *path, const char *name, char *val, size_t size)
 {
     char key[KEYBUF];
     size_t kl, n;
@@ -630,26 +706,26 @@ static int fs_getxattr(const char *path, const char *name, char *val, size_t siz
         return -ENODATA;
     if (rc)
         return rc;
-    rc = stash_getxattr(db, NULL, key, kl, name, val, size, &n);
+    rc = stash_getxattr(db, cur, key, kl, name, val, size, &n);
     if (rc == -ENOENT)
         return -ENODATA;   /* an implicit directory has none */
     return rc ? rc : (int)n;
 }
 
-static int fs_listxattr(const char *path, char *list, size_t size)
+static int r_listxattr(const char *path, char *list, size_t size)
 {
     char key[KEYBUF];
     size_t kl, n;
     int rc = attr_key(path, NULL, key, &kl, 0);
     if (rc)
         return rc;
-    rc = stash_listxattr(db, NULL, key, kl, list, size, &n);
+    rc = stash_listxattr(db, cur, key, kl, list, size, &n);
     if (rc == -ENOENT)
         return 0;
     return rc ? rc : (int)n;
 }
 
-static int fs_removexattr(const char *path, const char *name)
+static int w_removexattr(const char *path, const char *name)
 {
     char key[KEYBUF];
     size_t kl;
@@ -660,6 +736,174 @@ static int fs_removexattr(const char *path, const char *name)
         return rc;
     rc = stash_removexattr(db, key, kl, name);
     return rc == -ENOENT ? -ENODATA : rc;
+}
+
+/* ------------------------------------------------------------------ */
+/* the entry points: snapshots are read-only trees                      */
+
+static void snaproot_stat(struct stat *st)
+{
+    stash_stat_t s = {.mode = S_IFDIR | 0755, .uid = my_uid, .gid = my_gid};
+    s.atime_ns = s.mtime_ns = s.ctime_ns = ts_to_ns(&mount_time);
+    fill_stat(&s, 1, st);
+}
+
+struct lister {
+    void *buf;
+    fuse_fill_dir_t filler;
+};
+
+static int list_one(void *arg, const char *name, uint64_t seq, int64_t ct)
+{
+    struct lister *l = arg;
+    l->filler(l->buf, name, NULL, 0, 0);
+    return 0;
+}
+
+static int fs_getattr(const char *path, struct stat *st, struct fuse_file_info *fi)
+{
+    const char *rel;
+    int w = enter(path, &rel), rc;
+    if (w < 0)
+        rc = w;
+    else if (w == W_SNAPROOT)
+        rc = (snaproot_stat(st), 0);
+    else
+        rc = r_getattr(rel, st, fi);
+    leave();
+    return rc;
+}
+
+static int fs_readdir(const char *path, void *buf, fuse_fill_dir_t filler, off_t off,
+                      struct fuse_file_info *fi, enum fuse_readdir_flags flags)
+{
+    const char *rel;
+    int w = enter(path, &rel), rc;
+    if (w < 0) {
+        rc = w;
+    } else if (w == W_SNAPROOT) {
+        struct lister l = {buf, filler};
+        filler(buf, ".", NULL, 0, 0);
+        filler(buf, "..", NULL, 0, 0);
+        rc = stash_snapshot_list(db, list_one, &l);
+    } else {
+        rc = r_readdir(rel, buf, filler, off, fi, flags);
+    }
+    leave();
+    return rc;
+}
+
+static int fs_open(const char *path, struct fuse_file_info *fi)
+{
+    const char *rel;
+    int w = enter(path, &rel), rc;
+    if (w < 0)
+        rc = w;
+    else if (w != W_LIVE && ((fi->flags & O_ACCMODE) != O_RDONLY || (fi->flags & O_TRUNC)))
+        rc = -EROFS;
+    else if (w == W_SNAPROOT)
+        rc = -EISDIR;
+    else
+        rc = r_open(rel, fi);
+    leave();
+    return rc;
+}
+
+#define READ_OP(call, at_snaproot)        \
+    const char *rel;                      \
+    int w = enter(path, &rel), rc;        \
+    if (w < 0)                            \
+        rc = w;                           \
+    else if (w == W_SNAPROOT)             \
+        rc = at_snaproot;                 \
+    else                                  \
+        rc = call;                        \
+    leave();                              \
+    return rc
+
+static int fs_read(const char *path, char *buf, size_t size, off_t off, struct fuse_file_info *fi)
+{
+    READ_OP(r_read(rel, buf, size, off, fi), -EISDIR);
+}
+
+static int fs_readlink(const char *path, char *buf, size_t size)
+{
+    READ_OP(r_readlink(rel, buf, size), -EINVAL);
+}
+
+static int fs_getxattr(const char *path, const char *name, char *val, size_t size)
+{
+    READ_OP(r_getxattr(rel, name, val, size), -ENODATA);
+}
+
+static int fs_listxattr(const char *path, char *list, size_t size)
+{
+    READ_OP(r_listxattr(rel, list, size), 0);
+}
+
+#define WRITE_OP(call)                    \
+    int rc = live_only(path);             \
+    return rc ? rc : call
+
+static int fs_create(const char *path, mode_t mode, struct fuse_file_info *fi) { WRITE_OP(w_create(path, mode, fi)); }
+static int fs_mknod(const char *path, mode_t mode, dev_t rdev) { WRITE_OP(w_mknod(path, mode, rdev)); }
+static int fs_write(const char *path, const char *buf, size_t size, off_t off, struct fuse_file_info *fi)
+{
+    WRITE_OP(w_write(path, buf, size, off, fi));
+}
+static int fs_truncate(const char *path, off_t size, struct fuse_file_info *fi) { WRITE_OP(w_truncate(path, size, fi)); }
+static int fs_unlink(const char *path) { WRITE_OP(w_unlink(path)); }
+static int fs_symlink(const char *target, const char *path) { WRITE_OP(w_symlink(target, path)); }
+static int fs_chmod(const char *path, mode_t mode, struct fuse_file_info *fi) { WRITE_OP(w_chmod(path, mode, fi)); }
+static int fs_chown(const char *path, uid_t uid, gid_t gid, struct fuse_file_info *fi)
+{
+    WRITE_OP(w_chown(path, uid, gid, fi));
+}
+static int fs_utimens(const char *path, const struct timespec tv[2], struct fuse_file_info *fi)
+{
+    WRITE_OP(w_utimens(path, tv, fi));
+}
+static int fs_setxattr(const char *path, const char *name, const char *val, size_t size, int flags)
+{
+    WRITE_OP(w_setxattr(path, name, val, size, flags));
+}
+static int fs_removexattr(const char *path, const char *name) { WRITE_OP(w_removexattr(path, name)); }
+
+static int fs_rename(const char *from, const char *to, unsigned int flags)
+{
+    int rc = live_only(from);
+    if (rc == 0)
+        rc = live_only(to);
+    return rc ? rc : w_rename(from, to, flags);
+}
+
+/* mkdir in the snapshots directory takes a snapshot; rmdir drops one. */
+static int fs_mkdir(const char *path, mode_t mode)
+{
+    char name[256];
+    const char *rel;
+    int w = where(path, name, &rel);
+    if (w < 0)
+        return w;
+    if (w == W_SNAPTOP)
+        return stash_snapshot_create(db, name, NULL);
+    if (w != W_LIVE)
+        return w == W_SNAPROOT ? -EEXIST : -EROFS;
+    return w_mkdir(path, mode);
+}
+
+static int fs_rmdir(const char *path)
+{
+    char name[256];
+    const char *rel;
+    int w = where(path, name, &rel);
+    if (w < 0)
+        return w;
+    if (w == W_SNAPTOP)
+        return stash_snapshot_delete(db, name);
+    if (w != W_LIVE)
+        return -EROFS;
+    return w_rmdir(path);
 }
 
 static int fs_link(const char *from, const char *to)
@@ -738,7 +982,7 @@ static const struct fuse_operations ops = {
 
 struct cli {
     char *config;
-    char *memtable_size, *compaction_interval, *wal_flush_interval;
+    char *memtable_size, *compaction_interval, *wal_flush_interval, *snapdir;
     int nonopts;
 };
 
@@ -748,6 +992,7 @@ static const struct fuse_opt cli_opts[] = {
     OPT("memtable_size=%s", memtable_size),
     OPT("compaction_interval=%s", compaction_interval),
     OPT("wal_flush_interval=%s", wal_flush_interval),
+    OPT("snapdir=%s", snapdir),
     FUSE_OPT_END,
 };
 
@@ -777,6 +1022,7 @@ static void usage(FILE *f)
             "    -o memtable_size=N       bytes (K, M, G suffixes), overrides the config\n"
             "    -o compaction_interval=N seconds\n"
             "    -o wal_flush_interval=N  seconds (0: every write is fsynced)\n"
+            "    -o snapdir=NAME          the snapshots directory (default .snapshots)\n"
             "\n");
 }
 
@@ -860,6 +1106,13 @@ int main(int argc, char **argv)
     else if (c.wal_flush_interval)
         return die(-1, "stashfs: bad wal_flush_interval %s%s\n", c.wal_flush_interval, "");
 
+    if (c.snapdir) {
+        if (!*c.snapdir || strchr(c.snapdir, '/') || strlen(c.snapdir) > 255 || !strcmp(c.snapdir, ".") ||
+            !strcmp(c.snapdir, ".."))
+            return die(-1, "stashfs: bad snapdir %s%s\n", c.snapdir, "");
+        snapdir = c.snapdir;
+        snaplen = strlen(snapdir);
+    }
     struct stat st;
     if (stat(o.mountpoint, &st) < 0 || !S_ISDIR(st.st_mode))
         return die(-1, "stashfs: mountpoint %s: %s\n", o.mountpoint,

@@ -142,6 +142,43 @@ rss=$(awk '/VmHWM/ {print $2}' /proc/$pid/status)
 echo "daemon peak RSS: $((rss / 1024)) MiB"
 check "peak RSS under 256 MiB" test "$rss" -lt 262144
 
+# Snapshots: a consistent tree while a writer rewrites 1,000 files.
+mkdir -p "$m/seq"
+i=0; while [ $i -lt 1000 ]; do echo 0 >"$m/seq/$i"; i=$((i + 1)); done
+(n=1; while [ ! -e "$tmp/stop" ]; do
+     i=0; while [ $i -lt 1000 ]; do echo $n >"$m/seq/$i"; i=$((i + 1)); done
+     n=$((n + 1))
+ done) &
+rewriter=$!
+sleep 0.5
+check "mkdir .snapshots/s1" mkdir "$m/.snapshots/s1"
+check "tar c of a snapshot during writes" tar -C "$m/.snapshots/s1" -cf "$tmp/snap.tar" seq
+touch "$tmp/stop"; wait "$rewriter"
+mkdir -p "$tmp/snap" && tar -C "$tmp/snap" -xf "$tmp/snap.tar"
+check "snapshot holds 1,000 files" test "$(ls "$tmp/snap/seq" | wc -l)" = 1000
+# The writer goes through the files in order, so one instant shows files
+# 0..k-1 at pass n and k..999 at pass n-1 (file k possibly just truncated).
+i=0; while [ $i -lt 1000 ]; do printf '%s\n' "$(cat "$tmp/snap/seq/$i")"; i=$((i + 1)); done >"$tmp/snap.seq"
+check "every file of the snapshot from one instant" awk '
+    { a[NR] = $0 }
+    END {
+        for (j = 1; j <= NR; j++) if (a[j] != "") { first = a[j]; break }
+        i = 1
+        while (i <= NR && a[i] == first) i++
+        if (i <= NR && a[i] == "") i++
+        low = a[i]
+        if (i <= NR && low != first - 1 && !(i == 2 && a[1] == "" && low == first)) exit 1
+        while (i <= NR && a[i] == low) i++
+        exit i <= NR
+    }' "$tmp/snap.seq"
+echo "snapshot: passes $(sort -u "$tmp/snap.seq" | tr '\n' ' ')"
+check "the live tree moved on" test "$(cat "$m/seq/0")" != "$(cat "$tmp/snap/seq/0")"
+check "snapshots hidden from ls -a" sh -c "! ls -a '$m' | grep -qx .snapshots"
+check "ls .snapshots" sh -c "ls '$m/.snapshots' | grep -qx s1"
+check "snapshot is read-only" sh -c "! echo x 2>/dev/null > '$m/.snapshots/s1/seq/0'"
+check "snapshot files cannot be removed" sh -c "! rm -f '$m/.snapshots/s1/seq/0' 2>/dev/null"
+cat "$m/.snapshots/s1/seq/5" >"$tmp/snap5"
+
 # Everything is still there after a remount.
 find "$m" -path "$m/par" -prune -o -print | sort >"$tmp/before.list"
 stat -c '%n %a %s %Y' "$m/greeting" "$m/moved/sub/2" >"$tmp/before.stat"
@@ -154,6 +191,9 @@ check "same metadata after remount" cmp "$tmp/before.stat" "$tmp/after.stat"
 check "xattr after remount" test "$(getfattr --absolute-names --only-values -n user.colour "$m/greeting")" = blue
 check "big file after remount" cmp "$tmp/big" "$m/big"
 check "diff -r after remount" diff -r --no-dereference "$src" "$m/inc"
+check "snapshot after remount" cmp "$tmp/snap5" "$m/.snapshots/s1/seq/5"
+check "rmdir a snapshot" rmdir "$m/.snapshots/s1"
+check "snapshot gone" test ! -e "$m/.snapshots/s1"
 unmount
 
 # Files written through the mount are keys for the library.

@@ -52,6 +52,17 @@ mount_fs() {
 # content N: what file N holds when whole (several lines, written in pieces)
 content() { _l=0; while [ $_l -lt 40 ]; do echo "file $1 line $_l ................................"; _l=$((_l + 1)); done; }
 
+# ---- a snapshot survives kill -9 ----------------------------------------------
+mount_fs
+echo before >"$mnt/snapped"
+mkdir "$mnt/.snapshots/k9" || bad "mkdir snapshot"
+echo after >"$mnt/snapped"
+kill -9 "$pid"; wait "$pid" 2>/dev/null; pid=""
+fusermount3 -uz "$mnt" 2>/dev/null || umount -l "$mnt" 2>/dev/null
+mount_fs
+[ "$(cat "$mnt/.snapshots/k9/snapped" 2>/dev/null)" = before ] || bad "snapshot lost by kill -9"
+unmount
+
 # ---- kill -9 while writing -------------------------------------------------
 rounds=${FAULT_ROUNDS:-5}
 r=0

@@ -79,6 +79,18 @@ expect 1 "backup into a non-empty directory" "$ctl" -d "$store" backup "$tmp/bak
 grep -q "not an empty directory" "$tmp/err" || { echo "FAIL: backup refusal message"; fails=$((fails + 1)); }
 expect 2 "backup without destination" "$ctl" -d "$store" backup
 
+# Named snapshots.
+expect 0 "snapshot create" "$ctl" -d "$store" snapshot create s1
+expect 1 "snapshot create twice" "$ctl" -d "$store" snapshot create s1
+expect 0 "put after snapshot" "$ctl" -d "$store" put a/1 changed
+expect 0 "snapshot list" "$ctl" -d "$store" snapshot list
+grep -q "^s1	" "$tmp/out" || { echo "FAIL: snapshot list output"; cat "$tmp/out"; fails=$((fails + 1)); }
+expect 2 "snapshot without a name" "$ctl" -d "$store" snapshot create
+expect 0 "snapshot delete" "$ctl" -d "$store" snapshot delete s1
+expect 1 "snapshot delete missing" "$ctl" -d "$store" snapshot delete s1
+expect 0 "snapshot list empty" "$ctl" -d "$store" snapshot list
+[ -s "$tmp/out" ] && { echo "FAIL: snapshot list after delete"; fails=$((fails + 1)); }
+
 # Another process holds the store: one line naming its pid, exit 1.
 (exec 9<"$store/LOCK"; flock 9; exec sleep 30) &   # one process holds the lock
 holder=$!

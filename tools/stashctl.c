@@ -19,6 +19,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/file.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "smartstash.h"
@@ -37,7 +38,10 @@ static const char *usage_line =
     "  stats                                 print the store's statistics\n"
     "  compact                               compact the whole store\n"
     "  check                                 verify every checksum of every file\n"
-    "  backup DEST_DIR                       copy the store, consistent at one instant, to DEST_DIR\n";
+    "  backup DEST_DIR                       copy the store, consistent at one instant, to DEST_DIR\n"
+    "  snapshot create|delete NAME           take or drop a named snapshot (stashfs shows it\n"
+    "                                        under .snapshots/NAME)\n"
+    "  snapshot list                         list the named snapshots\n";
 
 static int usage(const char *why)
 {
@@ -51,6 +55,16 @@ static int fail(const char *what)
 {
     fprintf(stderr, "stashctl: %s: %s\n", what, stash_last_error(NULL));
     return 1;
+}
+
+static int print_snapshot(void *arg, const char *name, uint64_t seq, int64_t ctime_ns)
+{
+    char when[64];
+    time_t t = (time_t)(ctime_ns / 1000000000);
+    struct tm tm;
+    strftime(when, sizeof when, "%Y-%m-%d %H:%M:%S", localtime_r(&t, &tm));
+    printf("%s\t%s\tsequence %llu\n", name, when, (unsigned long long)seq);
+    return 0;
 }
 
 static int open_store(const char *dir, const char *cfg, int read_only, stash_t **db)
@@ -318,13 +332,18 @@ int main(int argc, char **argv)
     char **args = argv + optind + 1;
 
     int writes = !strcmp(cmd, "put") || !strcmp(cmd, "del") || !strcmp(cmd, "compact") ||
-                 !strcmp(cmd, "backup");
-    int known = writes || !strcmp(cmd, "get") || !strcmp(cmd, "scan") || !strcmp(cmd, "stats") ||
+                 !strcmp(cmd, "backup") ||
+                 (!strcmp(cmd, "snapshot") && argc - optind >= 2 && strcmp(argv[optind + 1], "list"));
+    int known = writes || !strcmp(cmd, "snapshot") || !strcmp(cmd, "get") || !strcmp(cmd, "scan") || !strcmp(cmd, "stats") ||
                 !strcmp(cmd, "check");
     if (!known)
         return usage("unknown command");
     if ((!strcmp(cmd, "get") || !strcmp(cmd, "del")) && nargs != 1)
         return usage("give exactly one KEY");
+    if (!strcmp(cmd, "snapshot") &&
+        !((nargs == 1 && !strcmp(args[0], "list")) ||
+          (nargs == 2 && (!strcmp(args[0], "create") || !strcmp(args[0], "delete")) && *args[1])))
+        return usage("snapshot takes create NAME, delete NAME or list");
     if (!strcmp(cmd, "backup") && (nargs != 1 || !*args[0]))
         return usage("backup takes one DEST_DIR");
     if (!strcmp(cmd, "put") && (nargs < 1 || nargs > 2))
@@ -396,6 +415,20 @@ int main(int argc, char **argv)
             fputs("compacting...\n", stderr);
         if (stash_compact_range(db, NULL, 0, NULL, 0) != 0)
             rc = fail("compact");
+    } else if (!strcmp(cmd, "snapshot") && !strcmp(args[0], "list")) {
+        rc = stash_snapshot_list(db, print_snapshot, NULL) ? fail("snapshot list") : 0;
+    } else if (!strcmp(cmd, "snapshot") && !strcmp(args[0], "create")) {
+        uint64_t seq;
+        if (stash_snapshot_create(db, args[1], &seq) != 0)
+            rc = fail("snapshot create");
+    } else if (!strcmp(cmd, "snapshot")) {
+        int r = stash_snapshot_delete(db, args[1]);
+        if (r == -ENOENT) {
+            fprintf(stderr, "stashctl: snapshot %s: not found\n", args[1]);
+            rc = 1;
+        } else if (r) {
+            rc = fail("snapshot delete");
+        }
     } else if (!strcmp(cmd, "backup")) {
         if (stash_backup(db, args[0]) != 0)
             rc = fail("backup");

@@ -105,12 +105,15 @@ while [ $r -lt $rounds ]; do
 done
 
 # ---- a damaged table ------------------------------------------------------
+# A store of its own, so that every table holds these files.
+store="$tmp/store2"
 mount_fs
 mkdir -p "$mnt/c"
 i=0; while [ $i -lt 2000 ]; do content "c$i" >"$mnt/c/$i"; i=$((i + 1)); done
 unmount
 "$ctl" -d "$store" compact >/dev/null 2>&1 || bad "compact"
 table=$(ls -S "$store"/*.sst | head -n 1)
+echo "damaging $(basename "$table") ($(stat -c %s "$table") bytes; $(ls "$store"/*.sst | wc -l) tables)"
 size=$(stat -c %s "$table")
 printf '\377\377\377\377' | dd of="$table" bs=1 seek=$((size / 3)) conv=notrunc 2>/dev/null
 mount_fs

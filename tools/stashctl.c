@@ -236,8 +236,49 @@ static int check_table(const char *dir, const char *name, uint64_t num)
     return 1;
 }
 
+/* The tables the MANIFEST names; a table outside it is an orphan left by an
+ * interrupted flush or compaction (the next open removes it), not damage. */
+static uint64_t *live;
+static int nlive, have_live;
+
+static void load_live(const char *dir)
+{
+    vset_t vs;
+    stash_options_t o;
+    char *d = strdup(dir);
+    memset(&vs, 0, sizeof vs);
+    stash_options_init(&o);
+    vs.dir = d;
+    vs.opt = &o;
+    if (vset_recover(&vs, 1) == 0 && vs.cur) {
+        int n = 0;
+        for (int l = 0; l < NLEVELS; l++)
+            n += vs.cur->n[l];
+        live = calloc((size_t)n + 1, sizeof *live);
+        if (live) {
+            for (int l = 0; l < NLEVELS; l++)
+                for (int i = 0; i < vs.cur->n[l]; i++)
+                    live[nlive++] = vs.cur->f[l][i]->number;
+            have_live = 1;
+        }
+    }
+    vset_close(&vs);
+    free(d);
+}
+
+static int is_live(uint64_t num)
+{
+    if (!have_live)
+        return 1;   /* no readable MANIFEST: check every table */
+    for (int i = 0; i < nlive; i++)
+        if (live[i] == num)
+            return 1;
+    return 0;
+}
+
 static int cmd_check(const char *dir)
 {
+    load_live(dir);
     DIR *d = opendir(dir);
     if (!d) {
         fprintf(stderr, "stashctl: cannot list %s: %s\n", dir, strerror(errno));
@@ -258,7 +299,10 @@ static int cmd_check(const char *dir)
         snprintf(path, sizeof path, "%s/%s", dir, e->d_name);
         if (isdigit((unsigned char)e->d_name[0])) {
             unsigned long long num = strtoull(e->d_name, &end, 10);
-            if (!strcmp(end, ".sst")) {
+            if (!strcmp(end, ".sst") && !is_live(num)) {
+                printf("orphan: %s (in no version: left by an interrupted flush or compaction; "
+                       "the next open removes it)\n", e->d_name);
+            } else if (!strcmp(end, ".sst")) {
                 tables += check_table(dir, e->d_name, num);
             } else if (!strcmp(end, ".log")) {
                 logs++;
@@ -273,6 +317,7 @@ static int cmd_check(const char *dir)
         }
     }
     closedir(d);
+    free(live);
     printf("%s: %d tables, %d logs, %d MANIFEST checked, %d damaged\n", damaged ? "damage found" : "clean",
            tables, logs, manifests, damaged);
     return damaged ? 1 : 0;

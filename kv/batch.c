@@ -119,18 +119,18 @@ static int all_zero(const uint8_t *p, size_t n)
 }
 
 int batch_put_chunks(stash_batch_t *b, const uint8_t *ikey, size_t iklen, uint64_t gen,
-                     const uint8_t *val, size_t vlen, uint64_t first)
+                     const uint8_t *val, size_t vlen)
 {
     uint8_t ck[CHUNK_KEY_LEN], bk[BLOB_KEY_LEN];
     int rc = 0;
     for (size_t off = 0; rc == 0 && off < vlen; off += CHUNK_SIZE) {
         size_t n = vlen - off < CHUNK_SIZE ? vlen - off : CHUNK_SIZE;
-        if (first == 0 && all_zero(val + off, n))
-            continue;   /* a new value: a missing chunk reads as zeros */
-        chunk_key(ck, gen, first + off / CHUNK_SIZE);
+        if (all_zero(val + off, n))
+            continue;   /* a missing chunk reads as zeros */
+        chunk_key(ck, gen, off / CHUNK_SIZE);
         rc = add_raw(b, KT_PUT, ck, sizeof ck, NULL, 0, val + off, n);
     }
-    if (rc == 0 && first == 0) {
+    if (rc == 0) {
         blob_key(bk, gen);
         rc = add_raw(b, KT_PUT, bk, sizeof bk, NULL, 0, ikey, iklen);
         b->blobs = 1;
@@ -149,13 +149,12 @@ static int add(stash_batch_t *b, int type, const void *key, size_t klen,
     if (!b || !key || klen == 0 || klen > STASH_MAX_KEY ||
         vlen > STASH_MAX_VALUE || (vlen && !val) || b->count == UINT32_MAX)
         return -EINVAL;
-    uint8_t kbuf[256], *ik = klen < sizeof kbuf ? kbuf : malloc(klen + 1);
-    if (!ik)
+    struct skey k;
+    if (skey_make(&k, key, klen) < 0)
         return -ENOMEM;
-    size_t iklen = key_escape(key, klen, ik);
     int rc;
     if (type == KT_DEL) {
-        rc = add_raw(b, KT_DEL, ik, iklen, NULL, 0, NULL, 0);
+        rc = add_raw(b, KT_DEL, k.p, k.len, NULL, 0, NULL, 0);
     } else {
         struct envelope e = {.kind = VK_PLAIN};
         uint8_t hdr[128];
@@ -164,15 +163,14 @@ static int add(stash_batch_t *b, int type, const void *key, size_t klen,
             e.kind = VK_CHUNKED;
             e.st.size = vlen;
             e.gen = new_gen();
-            rc = batch_put_chunks(b, ik, iklen, e.gen, val, vlen, 0);
+            rc = batch_put_chunks(b, k.p, k.len, e.gen, val, vlen);
             if (rc == 0)
-                rc = add_raw(b, KT_PUT, ik, iklen, hdr, env_encode_header(&e, hdr), NULL, 0);
+                rc = add_raw(b, KT_PUT, k.p, k.len, hdr, env_encode_header(&e, hdr), NULL, 0);
         } else {
-            rc = add_raw(b, KT_PUT, ik, iklen, hdr, env_encode_header(&e, hdr), val, vlen);
+            rc = add_raw(b, KT_PUT, k.p, k.len, hdr, env_encode_header(&e, hdr), val, vlen);
         }
     }
-    if (ik != kbuf)
-        free(ik);
+    skey_done(&k);
     return rc;
 }
 

@@ -37,12 +37,12 @@ int batch_put_raw(stash_batch_t *b, const void *key, size_t klen, const void *hd
 int batch_del_raw(stash_batch_t *b, const void *key, size_t klen);
 
 /*
- * The chunks of VAL, whose first byte is at chunk index FIRST of the value
- * GEN owned by stored key IKEY.  With FIRST 0 (a whole new value) all-zero
- * chunks are left out and the owner record is added too.
+ * The chunks of VAL, a new chunked value GEN owned by stored key IKEY
+ * (all-zero chunks are left out: a missing chunk reads as zeros), and its
+ * owner record.
  */
 int batch_put_chunks(stash_batch_t *b, const uint8_t *ikey, size_t iklen, uint64_t gen,
-                     const uint8_t *val, size_t vlen, uint64_t first);
+                     const uint8_t *val, size_t vlen);
 
 /* Whether B creates a chunked value. */
 int batch_has_blobs(const stash_batch_t *b);

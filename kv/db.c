@@ -828,20 +828,12 @@ int db_read_chunks(struct view *v, uint64_t seq, const struct envelope *e, uint8
     return 0;
 }
 
-/* Escape user key KEY into *ik: BUF when it fits, else malloc'd. */
-static int escape_key(const void *key, size_t klen, uint8_t *buf, size_t cap, uint8_t **ik, size_t *iklen)
-{
-    *ik = klen < cap ? buf : malloc(klen + 1);
-    if (!*ik)
-        return err_set(-ENOMEM, "out of memory");
-    *iklen = key_escape(key, klen, *ik);
-    return 0;
-}
-
-int db_key(const void *key, size_t klen, uint8_t *buf, size_t cap, uint8_t **ik, size_t *iklen)
+int db_key(const void *key, size_t klen, struct skey *k)
 {
     int rc = check_key(key, klen);
-    return rc ? rc : escape_key(key, klen, buf, cap, ik, iklen);
+    if (rc == 0 && skey_make(k, key, klen) < 0)
+        rc = err_set(-ENOMEM, "out of memory");
+    return rc;
 }
 
 int stash_get_at(stash_t *db, const stash_snapshot_t *s, const void *key, size_t klen,
@@ -849,18 +841,15 @@ int stash_get_at(stash_t *db, const stash_snapshot_t *s, const void *key, size_t
 {
     if (!db || !val || !vlen)
         return err_set(-EINVAL, "stash_get: bad arguments");
-    int rc = check_key(key, klen);
+    struct skey k;
+    int rc = db_key(key, klen, &k);
     if (rc)
-        return rc;
-    uint8_t kb[256], *ik;
-    size_t iklen = 0;
-    if ((rc = escape_key(key, klen, kb, sizeof kb, &ik, &iklen)))
         return rc;
     uint64_t seq;
     struct view *v = db_view(db, s, &seq);
     void *raw;
     size_t rlen;
-    rc = view_lookup(v, seq, ik, iklen, &raw, &rlen);
+    rc = view_lookup(v, seq, k.p, k.len, &raw, &rlen);
     struct envelope e;
     if (rc == 0 && env_decode(raw, rlen, &e) < 0) {
         free(raw);
@@ -886,8 +875,7 @@ int stash_get_at(stash_t *db, const stash_snapshot_t *s, const void *key, size_t
         }
     }
     view_unref(v);
-    if (ik != kb)
-        free(ik);
+    skey_done(&k);
     return rc;
 }
 
@@ -1248,21 +1236,19 @@ void stash_iter_seek(stash_iter_t *it, const void *key, size_t klen)
     if (!it)
         return;
     it->status = 0;
-    uint8_t kb[256], *ik;
-    size_t iklen = 0;
+    struct skey k;
     if (!key || klen > STASH_MAX_KEY) {
         it->valid = 0;
         it->status = err_set(-EINVAL, "stash_iter_seek: bad key");
         return;
     }
-    if (escape_key(key, klen, kb, sizeof kb, &ik, &iklen)) {
+    if (skey_make(&k, key, klen) < 0) {
         it->valid = 0;
-        it->status = -ENOMEM;
+        it->status = err_set(-ENOMEM, "out of memory");
         return;
     }
-    it->m->ops->seek(it->m, ik, iklen, TAG(it->seq, 0xff));
-    if (ik != kb)
-        free(ik);
+    it->m->ops->seek(it->m, k.p, k.len, TAG(it->seq, 0xff));
+    skey_done(&k);
     find_visible(it, 0);
 }
 
@@ -1762,19 +1748,12 @@ int stash_compact_range(stash_t *db, const void *begin, size_t blen, const void 
     if (!end)
         elen = 0;
     /* Bounds as stored keys; an unbounded end also covers the engine's keys. */
-    uint8_t bb[256], eb[256], *ib = NULL, *ie = NULL;
-    size_t iblen = 0, ielen = 0;
-    if ((blen && escape_key(begin, blen, bb, sizeof bb, &ib, &iblen)) ||
-        (elen && escape_key(end, elen, eb, sizeof eb, &ie, &ielen))) {
-        if (ib && ib != bb)
-            free(ib);
-        return err_set(-ENOMEM, "out of memory");
-    }
-    int rc = compact_range_stored(db, ib, iblen, ie, ielen);
-    if (ib && ib != bb)
-        free(ib);
-    if (ie && ie != eb)
-        free(ie);
+    struct skey b = {0}, e = {0};
+    int rc = skey_make(&b, begin, blen) < 0 || skey_make(&e, end, elen) < 0
+                 ? err_set(-ENOMEM, "out of memory")
+                 : compact_range_stored(db, b.p, b.len, e.p, e.len);
+    skey_done(&b);
+    skey_done(&e);
     return rc;
 }
 

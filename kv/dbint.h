@@ -43,9 +43,8 @@ pthread_mutex_t *db_keylock(stash_t *db, const uint8_t *ik, size_t iklen);
 /* -EROFS (with a message) when DB is read-only. */
 int db_writable(stash_t *db);
 
-/* Validate user KEY and escape it into *ik (BUF when it fits in CAP bytes,
- * else malloc'd: free it when *ik != BUF). */
-int db_key(const void *key, size_t klen, uint8_t *buf, size_t cap, uint8_t **ik, size_t *iklen);
+/* Validate user KEY and make its stored form (free with skey_done). */
+int db_key(const void *key, size_t klen, struct skey *k);
 
 /* Add to B the deletion of every chunk and the owner record of chunked
  * value E. */

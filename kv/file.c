@@ -22,7 +22,8 @@
 
 /* One key being changed: its stored key, lock and current envelope. */
 struct fkey {
-    uint8_t kb[256], *ik;
+    struct skey k;
+    const uint8_t *ik;      /* k's stored key */
     size_t iklen;
     pthread_mutex_t *lock;
     void *raw;              /* the stored value, malloc'd, or NULL */
@@ -34,8 +35,7 @@ struct fkey {
 static void fkey_done(struct fkey *f)
 {
     free(f->raw);
-    if (f->ik && f->ik != f->kb)
-        free(f->ik);
+    skey_done(&f->k);
 }
 
 /* Escape KEY and look its current value up (at V/SEQ).  0 whether or not it
@@ -43,9 +43,11 @@ static void fkey_done(struct fkey *f)
 static int fkey_load(stash_t *db, struct view *v, uint64_t seq, const void *key, size_t klen, struct fkey *f)
 {
     memset(f, 0, sizeof *f);
-    int rc = db_key(key, klen, f->kb, sizeof f->kb, &f->ik, &f->iklen);
+    int rc = db_key(key, klen, &f->k);
     if (rc)
         return rc;
+    f->ik = f->k.p;
+    f->iklen = f->k.len;
     f->lock = db ? db_keylock(db, f->ik, f->iklen) : NULL;
     if (!v)
         return 0;
@@ -114,11 +116,6 @@ static int put_primary(stash_batch_t *b, struct fkey *f, const struct envelope *
     if (hdr != small)
         free(hdr);
     return rc;
-}
-
-static int commit(stash_t *db, stash_batch_t *b)
-{
-    return db_commit(db, b, 0);
 }
 
 /* ------------------------------------------------------------------ */
@@ -204,7 +201,7 @@ int stash_setstat(stash_t *db, const void *key, size_t klen, const stash_stat_t 
         stash_batch_t *b = stash_batch_new();
         rc = b ? put_primary(b, &f, &e, e.data, (size_t)e.st.size) : -ENOMEM;
         if (rc == 0)
-            rc = commit(db, b);
+            rc = db_commit(db, b, 0);
         stash_batch_free(b);
     }
     pthread_mutex_unlock(f.lock);
@@ -232,7 +229,7 @@ int stash_create(stash_t *db, const void *key, size_t klen, const stash_stat_t *
         if (rc == 0)
             rc = put_primary(b, &f, &e, NULL, 0);
         if (rc == 0)
-            rc = commit(db, b);
+            rc = db_commit(db, b, 0);
         stash_batch_free(b);
     }
     pthread_mutex_unlock(f.lock);
@@ -284,13 +281,13 @@ static int chunk_base(stash_t *db, struct fkey *f, uint64_t idx, uint8_t *c, siz
 
 /*
  * The envelope F's value gets for a new size NEWSIZE: inline while it fits,
- * else chunked (a fresh generation when it was inline).  Sets *convert when
- * an inline value becomes chunked.
+ * else chunked (a fresh generation when it was inline).  Sets *converting
+ * when an inline value becomes chunked.
  */
-static struct envelope grow_env(struct fkey *f, uint64_t newsize, int *convert)
+static struct envelope grow_env(struct fkey *f, uint64_t newsize, int *converting)
 {
     struct envelope e = f->e;
-    *convert = 0;
+    *converting = 0;
     if (!f->exists) {
         memset(&e, 0, sizeof e);
         e.kind = VK_ATTR;
@@ -299,7 +296,7 @@ static struct envelope grow_env(struct fkey *f, uint64_t newsize, int *convert)
         to_attr(&e);
         e.kind = VK_CHUNKED;
         e.gen = new_gen();
-        *convert = 1;
+        *converting = 1;
     }
     e.st.size = newsize;
     e.st.mtime_ns = e.st.ctime_ns = now_ns();
@@ -308,10 +305,11 @@ static struct envelope grow_env(struct fkey *f, uint64_t newsize, int *convert)
     return e;
 }
 
-/* Record that F's value is now chunked under E (a conversion): its owner. */
-static int add_owner(stash_batch_t *b, struct fkey *f, const struct envelope *e)
+/* F's inline value becomes chunked value E: its bytes are chunk 0, and E
+ * gets its owner record. */
+static int convert(stash_batch_t *b, struct fkey *f, const struct envelope *e)
 {
-    return batch_put_chunks(b, f->ik, f->iklen, e->gen, NULL, 0, 0);
+    return batch_put_chunks(b, f->ik, f->iklen, e->gen, f->e.data, f->exists ? (size_t)f->e.st.size : 0);
 }
 
 int stash_pwrite(stash_t *db, const void *key, size_t klen, const void *buf, size_t len, uint64_t off)
@@ -327,8 +325,8 @@ int stash_pwrite(stash_t *db, const void *key, size_t klen, const void *buf, siz
         return rc;
     uint64_t oldsize = f.exists ? f.e.st.size : 0;
     uint64_t end = off + len > oldsize ? off + len : oldsize;
-    int convert;
-    struct envelope e = grow_env(&f, end, &convert);
+    int converting;
+    struct envelope e = grow_env(&f, end, &converting);
     stash_batch_t *b = stash_batch_new();
     uint8_t *c = NULL;
     rc = b ? 0 : -ENOMEM;
@@ -347,15 +345,8 @@ int stash_pwrite(stash_t *db, const void *key, size_t klen, const void *buf, siz
     } else if (rc == 0) {
         if (!(c = malloc(CHUNK_SIZE)))
             rc = -ENOMEM;
-        if (rc == 0 && convert)
-            rc = add_owner(b, &f, &e);
-        /* Chunk 0 carries the old inline bytes over even when the write does
-         * not touch it. */
-        if (rc == 0 && convert && oldsize && off >= CHUNK_SIZE) {
-            uint8_t ck[CHUNK_KEY_LEN];
-            chunk_key(ck, e.gen, 0);
-            rc = batch_put_raw(b, ck, sizeof ck, NULL, 0, f.e.data, (size_t)oldsize);
-        }
+        if (rc == 0 && converting)
+            rc = convert(b, &f, &e);
         const uint8_t *src = buf;
         uint64_t pos = off;
         while (rc == 0 && pos < off + len) {
@@ -379,7 +370,7 @@ int stash_pwrite(stash_t *db, const void *key, size_t klen, const void *buf, siz
             rc = put_primary(b, &f, &e, NULL, 0);
     }
     if (rc == 0)
-        rc = commit(db, b);
+        rc = db_commit(db, b, 0);
     free(c);
     stash_batch_free(b);
     pthread_mutex_unlock(f.lock);
@@ -404,8 +395,8 @@ int stash_truncate(stash_t *db, const void *key, size_t klen, uint64_t size)
         return -ENOENT;
     }
     uint64_t oldsize = f.e.st.size;
-    int convert;
-    struct envelope e = grow_env(&f, size, &convert);
+    int converting;
+    struct envelope e = grow_env(&f, size, &converting);
     stash_batch_t *b = stash_batch_new();
     uint8_t *c = NULL;
     rc = b ? 0 : -ENOMEM;
@@ -417,14 +408,9 @@ int stash_truncate(stash_t *db, const void *key, size_t klen, uint64_t size)
             memcpy(c, f.e.data, (size_t)(oldsize < size ? oldsize : size));
             rc = put_primary(b, &f, &e, c, (size_t)size);
         }
-    } else if (rc == 0 && convert) {
-        /* Inline and growing past INLINE_MAX: its bytes become chunk 0. */
-        rc = add_owner(b, &f, &e);
-        if (rc == 0 && oldsize) {
-            uint8_t ck[CHUNK_KEY_LEN];
-            chunk_key(ck, e.gen, 0);
-            rc = batch_put_raw(b, ck, sizeof ck, NULL, 0, f.e.data, (size_t)oldsize);
-        }
+    } else if (rc == 0 && converting) {
+        /* Inline and growing past INLINE_MAX. */
+        rc = convert(b, &f, &e);
         if (rc == 0)
             rc = put_primary(b, &f, &e, NULL, 0);
     } else if (rc == 0) {
@@ -450,7 +436,7 @@ int stash_truncate(stash_t *db, const void *key, size_t klen, uint64_t size)
             rc = put_primary(b, &f, &e, NULL, 0);
     }
     if (rc == 0)
-        rc = commit(db, b);
+        rc = db_commit(db, b, 0);
     free(c);
     stash_batch_free(b);
     pthread_mutex_unlock(f.lock);
@@ -507,7 +493,7 @@ int stash_rename(stash_t *db, const void *from, size_t flen, const void *to, siz
         stash_batch_t *b = stash_batch_new();
         rc = b ? add_move(b, &f, &t) : -ENOMEM;
         if (rc == 0)
-            rc = commit(db, b);
+            rc = db_commit(db, b, 0);
         stash_batch_free(b);
     }
     if (l2 != l1)
@@ -684,7 +670,7 @@ static int xchange(stash_t *db, const void *key, size_t klen, const char *name, 
         stash_batch_t *b = stash_batch_new();
         rc = b ? put_primary(b, &f, &e, e.data, (size_t)e.st.size) : -ENOMEM;
         if (rc == 0)
-            rc = commit(db, b);
+            rc = db_commit(db, b, 0);
         stash_batch_free(b);
     }
     free(nx);

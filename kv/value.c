@@ -4,13 +4,12 @@
 #include "value.h"
 
 #include <errno.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/random.h>
 #include <time.h>
 
 #include "coding.h"
-
-const uint8_t key_sys_start[2] = {NS_BYTE, NS_ESC + 1};
 
 size_t key_escape(const void *k, size_t klen, uint8_t *out)
 {
@@ -23,6 +22,26 @@ size_t key_escape(const void *k, size_t klen, uint8_t *out)
     }
     memcpy(out, p, klen);
     return klen;
+}
+
+int skey_make(struct skey *s, const void *key, size_t klen)
+{
+    s->heap = NULL;
+    s->p = key;
+    s->len = klen;
+    if (klen && s->p[0] == NS_BYTE) {
+        if (!(s->heap = malloc(klen + 1)))
+            return -ENOMEM;
+        s->len = key_escape(key, klen, s->heap);
+        s->p = s->heap;
+    }
+    return 0;
+}
+
+void skey_done(struct skey *s)
+{
+    free(s->heap);
+    s->heap = NULL;
 }
 
 int key_unescape(const uint8_t *k, size_t klen, uint8_t *out, size_t *ulen)

@@ -65,8 +65,18 @@ static inline int key_is_sys(const uint8_t *k, size_t klen)
     return klen >= 1 && k[0] == NS_BYTE && (klen < 2 || k[1] != NS_ESC);
 }
 
-/* The first stored key that is the engine's: iterators stop there. */
-extern const uint8_t key_sys_start[2];
+/*
+ * A user key in its stored form: the caller's bytes themselves (no copy)
+ * unless the key starts with 0xFF, then an escaped copy.  skey_done frees
+ * the copy.  skey_make: 0 or -ENOMEM.
+ */
+struct skey {
+    const uint8_t *p;
+    size_t len;
+    uint8_t *heap;
+};
+int skey_make(struct skey *s, const void *key, size_t klen);
+void skey_done(struct skey *s);
 
 void chunk_key(uint8_t out[CHUNK_KEY_LEN], uint64_t gen, uint64_t index);
 void blob_key(uint8_t out[BLOB_KEY_LEN], uint64_t gen);

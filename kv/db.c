@@ -887,21 +887,27 @@ int stash_get(stash_t *db, const void *key, size_t klen, void **val, size_t *vle
 /* ------------------------------------------------------------------ */
 /* snapshots                                                            */
 
-stash_snapshot_t *stash_snapshot_new(stash_t *db)
+/* A snapshot handle pinned in the list, at *SEQ, or at the newest sequence
+ * when SEQ is NULL (read in the same critical section as the pin, so
+ * compaction can never drop what it sees). */
+static stash_snapshot_t *snapshot_pin(stash_t *db, const uint64_t *seq)
 {
-    if (!db)
-        return NULL;
     stash_snapshot_t *s = malloc(sizeof *s);
     if (!s)
         return NULL;
     pthread_mutex_lock(&db->mu);
-    s->seq = db->last_seq;
+    s->seq = seq ? *seq : db->last_seq;
     s->next = db->snaps.next;
     s->prev = &db->snaps;
     s->next->prev = s;
     db->snaps.next = s;
     pthread_mutex_unlock(&db->mu);
     return s;
+}
+
+stash_snapshot_t *stash_snapshot_new(stash_t *db)
+{
+    return db ? snapshot_pin(db, NULL) : NULL;
 }
 
 void stash_snapshot_free(stash_t *db, stash_snapshot_t *s)
@@ -918,22 +924,6 @@ void stash_snapshot_free(stash_t *db, stash_snapshot_t *s)
 uint64_t stash_snapshot_seq(const stash_snapshot_t *s)
 {
     return s ? s->seq : 0;
-}
-
-/* A snapshot handle at SEQ, pinned in the list. */
-static stash_snapshot_t *snapshot_at(stash_t *db, uint64_t seq)
-{
-    stash_snapshot_t *s = malloc(sizeof *s);
-    if (!s)
-        return NULL;
-    pthread_mutex_lock(&db->mu);
-    s->seq = seq;
-    s->next = db->snaps.next;
-    s->prev = &db->snaps;
-    s->next->prev = s;
-    db->snaps.next = s;
-    pthread_mutex_unlock(&db->mu);
-    return s;
 }
 
 static size_t named_key(const char *name, uint8_t *out)
@@ -1061,7 +1051,7 @@ stash_snapshot_t *stash_snapshot_open(stash_t *db, const char *name, int64_t *ct
     stash_snapshot_t *s = NULL;
     if (!n)
         err_set(-ENOENT, "no snapshot %s", name);
-    else if (!(s = snapshot_at(db, n->seq)))
+    else if (!(s = snapshot_pin(db, &n->seq)))
         err_set(-ENOMEM, "out of memory");
     else if (ctime_ns)
         *ctime_ns = n->ctime_ns;
@@ -1099,8 +1089,9 @@ static int load_named(stash_t *db)
             rc = err_set(-EIO, "damaged record of snapshot %s", last);
             break;
         }
-        stash_snapshot_t *pin = snapshot_at(db, dec_u64(v));
-        rc = pin ? add_named(db, last, dec_u64(v), (int64_t)ct, pin) : err_set(-ENOMEM, "out of memory");
+        uint64_t sq = dec_u64(v);
+        stash_snapshot_t *pin = snapshot_pin(db, &sq);
+        rc = pin ? add_named(db, last, sq, (int64_t)ct, pin) : err_set(-ENOMEM, "out of memory");
     }
     if (rc == 0)
         rc = m->ops->status(m);

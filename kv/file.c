@@ -558,7 +558,7 @@ int stash_getxattr(stash_t *db, const stash_snapshot_t *s, const void *key, size
     size_t nl, vl;
     size_t want = strlen(name);
     int found = 0;
-    while (rc == 0 && (rc = xnext(&p, end, &n, &nl, &v, &vl)) > 0) {
+    while (rc >= 0 && (rc = xnext(&p, end, &n, &nl, &v, &vl)) > 0) {
         if (nl == want && !memcmp(n, name, nl)) {
             found = 1;
             break;
@@ -591,7 +591,7 @@ int stash_listxattr(stash_t *db, const stash_snapshot_t *s, const void *key, siz
     int rc = xload(db, s, key, klen, &f);
     const uint8_t *p = f.e.xattr, *end = p + f.e.xlen, *n, *v;
     size_t nl, vl, total = 0;
-    while (rc == 0 && (rc = xnext(&p, end, &n, &nl, &v, &vl)) > 0) {
+    while (rc >= 0 && (rc = xnext(&p, end, &n, &nl, &v, &vl)) > 0) {
         if (len && total + nl + 1 <= len) {
             memcpy(buf + total, n, nl);
             buf[total + nl] = 0;
@@ -627,7 +627,7 @@ static int xchange(stash_t *db, const void *key, size_t klen, const char *name, 
         rc = -ENOMEM;
     const uint8_t *p = f.e.xattr, *end = p + f.e.xlen, *n, *v;
     size_t nl, vl;
-    while (rc == 0 && (rc = xnext(&p, end, &n, &nl, &v, &vl)) > 0) {
+    while (rc >= 0 && (rc = xnext(&p, end, &n, &nl, &v, &vl)) > 0) {
         if (nl == want && !memcmp(n, name, nl)) {
             found = 1;
             continue;

@@ -283,6 +283,53 @@ static void test_rename(void **state)
     assert_int_equal(stash_close(db), 0);
 }
 
+static void test_xattrs(void **state)
+{
+    (void)state;
+    stash_t *db = open_small();
+    char buf[100];
+    size_t n;
+    assert_int_equal(stash_setxattr(db, "k", 1, "user.a", "1", 1, 0), -ENOENT);
+    assert_int_equal(stash_put(db, "k", 1, "value", 5), 0);
+    assert_int_equal(stash_getxattr(db, NULL, "k", 1, "user.a", buf, sizeof buf, &n), -ENODATA);
+    assert_int_equal(stash_setxattr(db, "k", 1, "user.a", "one", 3, STASH_XATTR_REPLACE), -ENODATA);
+    assert_int_equal(stash_setxattr(db, "k", 1, "user.a", "one", 3, STASH_XATTR_CREATE), 0);
+    assert_int_equal(stash_setxattr(db, "k", 1, "user.a", "uno", 3, STASH_XATTR_CREATE), -EEXIST);
+    assert_int_equal(stash_setxattr(db, "k", 1, "user.b", "", 0, 0), 0);
+    stash_snapshot_t *snap = stash_snapshot_new(db);
+    assert_int_equal(stash_setxattr(db, "k", 1, "user.a", "eins", 4, STASH_XATTR_REPLACE), 0);
+    assert_int_equal(stash_getxattr(db, NULL, "k", 1, "user.a", buf, sizeof buf, &n), 0);
+    assert_int_equal(n, 4);
+    assert_memory_equal(buf, "eins", 4);
+    assert_int_equal(stash_getxattr(db, snap, "k", 1, "user.a", buf, sizeof buf, &n), 0);
+    assert_memory_equal(buf, "one", 3);
+    stash_snapshot_free(db, snap);
+    assert_int_equal(stash_getxattr(db, NULL, "k", 1, "user.a", NULL, 0, &n), 0);
+    assert_int_equal(n, 4);
+    assert_int_equal(stash_getxattr(db, NULL, "k", 1, "user.a", buf, 2, &n), -ERANGE);
+    assert_int_equal(stash_listxattr(db, NULL, "k", 1, buf, sizeof buf, &n), 0);
+    assert_int_equal(n, 14);
+    assert_memory_equal(buf, "user.b\0user.a\0", 14);
+    assert_int_equal(stash_listxattr(db, NULL, "k", 1, buf, 5, &n), -ERANGE);
+    /* 64 KiB in all at most; a refused change loses nothing. */
+    static char big[40000];
+    assert_int_equal(stash_setxattr(db, "k", 1, "user.big1", big, sizeof big, 0), 0);
+    assert_int_equal(stash_setxattr(db, "k", 1, "user.big2", big, sizeof big, 0), -ENOSPC);
+    assert_int_equal(stash_setxattr(db, "k", 1, "", "x", 1, 0), -ERANGE);
+    check_value(db, "k", (const uint8_t *)"value", 5);
+    /* They move with a rename and survive a reopen; removal. */
+    assert_int_equal(stash_rename(db, "k", 1, "m", 1, 0), 0);
+    assert_int_equal(stash_close(db), 0);
+    db = open_small();
+    assert_int_equal(stash_getxattr(db, NULL, "m", 1, "user.big1", NULL, 0, &n), 0);
+    assert_int_equal(n, sizeof big);
+    assert_int_equal(stash_removexattr(db, "m", 1, "user.a"), 0);
+    assert_int_equal(stash_removexattr(db, "m", 1, "user.a"), -ENODATA);
+    assert_int_equal(stash_getxattr(db, NULL, "m", 1, "user.a", buf, sizeof buf, &n), -ENODATA);
+    check_value(db, "m", (const uint8_t *)"value", 5);
+    assert_int_equal(stash_close(db), 0);
+}
+
 static int count_snap(void *arg, const char *name, uint64_t seq, int64_t ct)
 {
     (void)name;
@@ -432,6 +479,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_ff_keys, setup, teardown),
         cmocka_unit_test_setup_teardown(test_stat_and_create, setup, teardown),
         cmocka_unit_test_setup_teardown(test_rename, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_xattrs, setup, teardown),
         cmocka_unit_test_setup_teardown(test_named_snapshots, setup, teardown),
         cmocka_unit_test_setup_teardown(test_model, setup, teardown),
     };

@@ -547,67 +547,76 @@ static int w_rename(const char *from, const char *to, unsigned int flags)
     return rc;
 }
 
-/* Change attributes of PATH (its file key or its directory record; an
- * implicit directory gets a record).  Callers give mode, uid and gid whole,
- * so a key written through the library gets all its attributes at once. */
-static int set_attrs(const char *path, stash_stat_t *set, unsigned mask)
+/*
+ * The key holding PATH's attributes: the file's own, or the directory's
+ * record "dir/".  A directory shown without a record gets one (with what
+ * was shown) when MAKE is set.  *shown (may be NULL) gets the attributes
+ * as the mount shows them.
+ */
+static int attr_key(const char *path, char *key, size_t *kl, struct stat *shown, int make)
 {
-    char key[KEYBUF];
-    size_t kl;
     stash_stat_t s;
     enum kind k;
-    int rc = lookup(path, key, &kl, &s, &k);
+    int rc = lookup(path, key, kl, &s, &k);
     if (rc)
         return rc;
     if (k == K_NONE)
         return -ENOENT;
-    set->ctime_ns = now();
-    mask |= STASH_SET_CTIME;
-    size_t sk = kl;
-    if (k == K_DIR) {
-        key[kl] = '/';
-        sk = kl + 1;
-        if (stash_stat(db, cur, key, sk, &s) == -ENOENT) {
-            stash_stat_t d = new_attrs(S_IFDIR | 0755);
-            d.uid = my_uid;
-            d.gid = my_gid;
-            if ((rc = stash_create(db, key, sk, &d, STASH_EXCL)) && rc != -EEXIST)
-                return rc;
-        }
+    struct stat st;
+    fill_stat(&s, k == K_DIR, &st);
+    if (shown)
+        *shown = st;
+    if (k != K_DIR)
+        return 0;
+    key[(*kl)++] = '/';
+    if (make && !s.mode) {
+        stash_stat_t d = {.mode = st.st_mode, .uid = st.st_uid, .gid = st.st_gid};
+        d.atime_ns = d.mtime_ns = d.ctime_ns = ts_to_ns(&mount_time);
+        if ((rc = stash_create(db, key, *kl, &d, STASH_EXCL)) && rc != -EEXIST)
+            return rc;
     }
-    return stash_setstat(db, key, sk, set, mask);
+    return 0;
+}
+
+/*
+ * Change what MASK names of PATH's attributes to WANT's (STASH_SET_MODE:
+ * the permission bits).  Mode, owner and the change time are always
+ * written whole, so a key written through the library gets them all.
+ */
+static int set_attrs(const char *path, const stash_stat_t *want, unsigned mask)
+{
+    char key[KEYBUF];
+    size_t kl;
+    struct stat st;
+    int rc = attr_key(path, key, &kl, &st, 1);
+    if (rc)
+        return rc;
+    stash_stat_t s = *want;
+    s.mode = (st.st_mode & S_IFMT) | ((mask & STASH_SET_MODE ? want->mode : st.st_mode) & 07777);
+    if (!(mask & STASH_SET_UID))
+        s.uid = st.st_uid;
+    if (!(mask & STASH_SET_GID))
+        s.gid = st.st_gid;
+    s.ctime_ns = now();
+    return stash_setstat(db, key, kl, &s, mask | STASH_SET_MODE | STASH_SET_UID | STASH_SET_GID | STASH_SET_CTIME);
 }
 
 static int w_chmod(const char *path, mode_t mode, struct fuse_file_info *fi)
 {
-    struct stat st;
-    int rc = r_getattr(path, &st, NULL);
-    if (rc)
-        return rc;
-    stash_stat_t s = {.mode = (st.st_mode & S_IFMT) | (mode & 07777), .uid = st.st_uid, .gid = st.st_gid};
-    return set_attrs(path, &s, STASH_SET_MODE | STASH_SET_UID | STASH_SET_GID);
+    stash_stat_t s = {.mode = mode};
+    return set_attrs(path, &s, STASH_SET_MODE);
 }
 
 static int w_chown(const char *path, uid_t uid, gid_t gid, struct fuse_file_info *fi)
 {
-    struct stat st;
-    int rc = r_getattr(path, &st, NULL);
-    if (rc)
-        return rc;
-    stash_stat_t s = {.mode = st.st_mode,
-                      .uid = uid == (uid_t)-1 ? st.st_uid : uid,
-                      .gid = gid == (gid_t)-1 ? st.st_gid : gid};
-    return set_attrs(path, &s, STASH_SET_MODE | STASH_SET_UID | STASH_SET_GID);
+    stash_stat_t s = {.uid = uid, .gid = gid};
+    return set_attrs(path, &s, (uid != (uid_t)-1 ? STASH_SET_UID : 0) | (gid != (gid_t)-1 ? STASH_SET_GID : 0));
 }
 
 static int w_utimens(const char *path, const struct timespec tv[2], struct fuse_file_info *fi)
 {
-    struct stat st;
-    int rc = r_getattr(path, &st, NULL);
-    if (rc)
-        return rc;
-    stash_stat_t s = {.mode = st.st_mode, .uid = st.st_uid, .gid = st.st_gid};
-    unsigned mask = STASH_SET_MODE | STASH_SET_UID | STASH_SET_GID;
+    stash_stat_t s = {0};
+    unsigned mask = 0;
     int64_t t = now();
     if (!tv || tv[0].tv_nsec != UTIME_OMIT) {
         s.atime_ns = !tv || tv[0].tv_nsec == UTIME_NOW ? t : ts_to_ns(&tv[0]);
@@ -633,13 +642,7 @@ static int w_symlink(const char *target, const char *path)
         return -EEXIST;
     s = new_attrs(S_IFLNK | 0777);
     rc = stash_create(db, key, kl, &s, STASH_EXCL);
-    if (rc == 0)
-        rc = stash_pwrite(db, key, kl, target, strlen(target), 0);
-    if (rc == 0) {
-        /* pwrite moved the times: put the creation's back. */
-        rc = stash_setstat(db, key, kl, &s, STASH_SET_MTIME | STASH_SET_CTIME);
-    }
-    return rc;
+    return rc ? rc : stash_pwrite(db, key, kl, target, strlen(target), 0);
 }
 
 static int r_readlink(const char *path, char *buf, size_t size)
@@ -658,52 +661,32 @@ static int r_readlink(const char *path, char *buf, size_t size)
     return 0;
 }
 
-/* The key holding PATH's attributes: the file's, or the directory's record
- * (made for an implicit directory when MAKE is set).  Refuses names outside
- * the user. and trusted. namespaces. */
-static int attr_key(const char *path, const char *name, char *key, size_t *kl, int make)
+/* The extended attribute namespaces kept: user. and trusted. */
+static int xattr_ns_ok(const char *name)
 {
-    if (name && strncmp(name, "user.", 5) && strncmp(name, "trusted.", 8))
-        return -ENOTSUP;
-    stash_stat_t s;
-    enum kind k;
-    int rc = lookup(path, key, kl, &s, &k);
-    if (rc)
-        return rc;
-    if (k == K_NONE)
-        return -ENOENT;
-    if (k == K_DIR) {
-        key[(*kl)++] = '/';
-        if (make && stash_stat(db, cur, key, *kl, &s) == -ENOENT) {
-            stash_stat_t d = new_attrs(S_IFDIR | 0755);
-            d.uid = my_uid;
-            d.gid = my_gid;
-            if ((rc = stash_create(db, key, *kl, &d, STASH_EXCL)) && rc != -EEXIST)
-                return rc;
-        }
-    }
-    return 0;
+    return !strncmp(name, "user.", 5) || !strncmp(name, "trusted.", 8);
 }
 
 static int w_setxattr(const char *path, const char *name, const char *val, size_t size, int flags)
 {
     char key[KEYBUF];
     size_t kl;
-    int rc = attr_key(path, name, key, &kl, 1);
+    if (!xattr_ns_ok(name))
+        return -ENOTSUP;
+    int rc = attr_key(path, key, &kl, NULL, 1);
     if (rc)
         return rc;
     int f = (flags & XATTR_CREATE ? STASH_XATTR_CREATE : 0) | (flags & XATTR_REPLACE ? STASH_XATTR_REPLACE : 0);
-    rc = stash_setxattr(db, key, kl, name, val, size, f);
-    return rc == -ENOSPC ? -ENOSPC : rc;
+    return stash_setxattr(db, key, kl, name, val, size, f);
 }
 
 static int r_getxattr(const char *path, const char *name, char *val, size_t size)
 {
     char key[KEYBUF];
     size_t kl, n;
-    int rc = attr_key(path, name, key, &kl, 0);
-    if (rc == -ENOTSUP)
+    if (!xattr_ns_ok(name))
         return -ENODATA;
+    int rc = attr_key(path, key, &kl, NULL, 0);
     if (rc)
         return rc;
     rc = stash_getxattr(db, cur, key, kl, name, val, size, &n);
@@ -716,7 +699,7 @@ static int r_listxattr(const char *path, char *list, size_t size)
 {
     char key[KEYBUF];
     size_t kl, n;
-    int rc = attr_key(path, NULL, key, &kl, 0);
+    int rc = attr_key(path, key, &kl, NULL, 0);
     if (rc)
         return rc;
     rc = stash_listxattr(db, cur, key, kl, list, size, &n);
@@ -729,9 +712,9 @@ static int w_removexattr(const char *path, const char *name)
 {
     char key[KEYBUF];
     size_t kl;
-    int rc = attr_key(path, name, key, &kl, 0);
-    if (rc == -ENOTSUP)
+    if (!xattr_ns_ok(name))
         return -ENODATA;
+    int rc = attr_key(path, key, &kl, NULL, 0);
     if (rc)
         return rc;
     rc = stash_removexattr(db, key, kl, name);

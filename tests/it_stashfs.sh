@@ -5,51 +5,10 @@
 # metadata checked again after a remount; keys written through the library
 # seen as files and files seen through the library.  The mount is always
 # removed, and only the daemon this script started is killed.
-set -u
-build=${1:-build}
-build=$(cd "$build" && pwd)
-fs="$build/stashfs"
-ctl="$build/stashctl"
-if [ ! -e /dev/fuse ] || ! command -v fusermount3 >/dev/null 2>&1; then
-    if [ "${STASH_SKIP_FUSE:-0}" = 1 ]; then echo "stashfs: skipped (STASH_SKIP_FUSE=1)"; exit 0; fi
-    echo "FAIL: FUSE is not available here (no /dev/fuse or fusermount3); set STASH_SKIP_FUSE=1 to skip"
-    exit 1
-fi
-tmp=$(mktemp -d)
-store="$tmp/store"; mnt="$tmp/mnt"; mkdir -p "$mnt"
-pid=""
-unmount() {
-    if grep -q " $mnt fuse" /proc/mounts; then
-        fusermount3 -u "$mnt" 2>/dev/null || umount -l "$mnt" 2>/dev/null
-    fi
-    if [ -n "$pid" ]; then
-        # Wait for the daemon to close the store; kill it only if it hangs.
-        i=0
-        while kill -0 "$pid" 2>/dev/null && [ $i -lt 100 ]; do sleep 0.1; i=$((i + 1)); done
-        kill -9 "$pid" 2>/dev/null
-        wait "$pid" 2>/dev/null
-        pid=""
-    fi
-}
-cleanup() { unmount; rm -rf "$tmp"; }
-trap cleanup EXIT
-trap 'exit 1' INT TERM
-fails=0
-bad() { echo "FAIL: $*"; fails=$((fails + 1)); }
+. "$(dirname "$0")/mountlib.sh"
 check() {   # check DESCRIPTION COMMAND...: the command must succeed
     what=$1; shift
     "$@" >"$tmp/out" 2>&1 || { bad "$what"; sed 's/^/    /' "$tmp/out" | head -n 5; }
-}
-mount_fs() {
-    "$fs" -f "$@" "$store" "$mnt" 2>"$tmp/daemon.err" &
-    pid=$!
-    i=0
-    until grep -q " $mnt fuse" /proc/mounts; do
-        sleep 0.05; i=$((i + 1))
-        if [ $i -gt 200 ] || ! kill -0 "$pid" 2>/dev/null; then
-            echo "FAIL: stashfs did not mount"; cat "$tmp/daemon.err"; exit 1
-        fi
-    done
 }
 
 # Keys written through the library, between a first mount and the second.
@@ -64,6 +23,8 @@ check "API key is a file" test "$(cat "$m/api/hello")" = "from the library"
 check "API key listed" sh -c "ls '$m/api' | grep -qx hello"
 check "odd key hidden" sh -c "[ -z \"\$(ls -A '$m/api/bad')\" ]"
 check "API key mode 0644" test "$(stat -c %a "$m/api/hello")" = 644
+check "chmod of a directory with no record" chmod 700 "$m/api"
+check "chown keeps what it is not given" sh -c "chown :123 '$m/api/hello' && [ \"\$(stat -c %u:%g '$m/api/hello')\" = \"\$(id -u):123\" ]"
 
 echo "hello world" >"$m/greeting" || bad "echo >"
 check "cat" test "$(cat "$m/greeting")" = "hello world"
@@ -172,7 +133,9 @@ check "every file of the snapshot from one instant" awk '
         exit i <= NR
     }' "$tmp/snap.seq"
 echo "snapshot: passes $(sort -u "$tmp/snap.seq" | tr '\n' ' ')"
-check "the live tree moved on" test "$(cat "$m/seq/0")" != "$(cat "$tmp/snap/seq/0")"
+echo after >"$m/seq/0"
+check "later writes do not reach the snapshot" cmp -s "$tmp/snap/seq/0" "$m/.snapshots/s1/seq/0"
+check "the live tree moved on" test "$(cat "$m/seq/0")" = after
 check "snapshots hidden from ls -a" sh -c "! ls -a '$m' | grep -qx .snapshots"
 check "ls .snapshots" sh -c "ls '$m/.snapshots' | grep -qx s1"
 check "snapshot is read-only" sh -c "! echo x 2>/dev/null > '$m/.snapshots/s1/seq/0'"
@@ -181,11 +144,11 @@ cat "$m/.snapshots/s1/seq/5" >"$tmp/snap5"
 
 # Everything is still there after a remount.
 find "$m" -path "$m/par" -prune -o -print | sort >"$tmp/before.list"
-stat -c '%n %a %s %Y' "$m/greeting" "$m/moved/sub/2" >"$tmp/before.stat"
+stat -c '%n %a %s %Y %g' "$m/greeting" "$m/moved/sub/2" "$m/api" "$m/api/hello" >"$tmp/before.stat"
 unmount
 mount_fs
 find "$m" -path "$m/par" -prune -o -print | sort >"$tmp/after.list"
-stat -c '%n %a %s %Y' "$m/greeting" "$m/moved/sub/2" >"$tmp/after.stat"
+stat -c '%n %a %s %Y %g' "$m/greeting" "$m/moved/sub/2" "$m/api" "$m/api/hello" >"$tmp/after.stat"
 check "same tree after remount" cmp "$tmp/before.list" "$tmp/after.list"
 check "same metadata after remount" cmp "$tmp/before.stat" "$tmp/after.stat"
 check "xattr after remount" test "$(getfattr --absolute-names --only-values -n user.colour "$m/greeting")" = blue

@@ -4,51 +4,9 @@
 # opens without repair); a full disk (ENOSPC to the writer, everything
 # acknowledged kept, writes work again once space is freed); a damaged
 # table (EIO on what it holds, never wrong bytes, the rest readable).
-set -u
-build=${1:-build}
-build=$(cd "$build" && pwd)
-fs="$build/stashfs"
-ctl="$build/stashctl"
-if [ ! -e /dev/fuse ] || ! command -v fusermount3 >/dev/null 2>&1; then
-    if [ "${STASH_SKIP_FUSE:-0}" = 1 ]; then echo "stashfs faults: skipped (STASH_SKIP_FUSE=1)"; exit 0; fi
-    echo "FAIL: FUSE is not available here (no /dev/fuse or fusermount3); set STASH_SKIP_FUSE=1 to skip"
-    exit 1
-fi
-tmp=$(mktemp -d)
-store="$tmp/store"; mnt="$tmp/mnt"; mkdir -p "$mnt"
-pid=""; small=""
-unmount() {
-    if grep -q " $mnt fuse" /proc/mounts; then
-        fusermount3 -u "$mnt" 2>/dev/null || fusermount3 -uz "$mnt" 2>/dev/null || umount -l "$mnt" 2>/dev/null
-    fi
-    if [ -n "$pid" ]; then
-        i=0
-        while kill -0 "$pid" 2>/dev/null && [ $i -lt 100 ]; do sleep 0.1; i=$((i + 1)); done
-        kill -9 "$pid" 2>/dev/null
-        wait "$pid" 2>/dev/null
-        pid=""
-    fi
-}
-cleanup() {
-    unmount
-    [ -n "$small" ] && umount -l "$small" 2>/dev/null
-    rm -rf "$tmp"
-}
-trap cleanup EXIT
-trap 'exit 1' INT TERM
-fails=0
-bad() { echo "FAIL: $*"; fails=$((fails + 1)); }
-mount_fs() {
-    "$fs" -f "$@" "$store" "$mnt" 2>"$tmp/daemon.err" &
-    pid=$!
-    i=0
-    until grep -q " $mnt fuse" /proc/mounts; do
-        sleep 0.05; i=$((i + 1))
-        if [ $i -gt 200 ] || ! kill -0 "$pid" 2>/dev/null; then
-            echo "FAIL: stashfs did not mount"; cat "$tmp/daemon.err"; exit 1
-        fi
-    done
-}
+. "$(dirname "$0")/mountlib.sh"
+small=""
+extra_cleanup='[ -n "$small" ] && umount -l "$small" 2>/dev/null'
 # content N: what file N holds when whole (several lines, written in pieces)
 content() { _l=0; while [ $_l -lt 40 ]; do echo "file $1 line $_l ................................"; _l=$((_l + 1)); done; }
 

@@ -9,21 +9,12 @@
 
 #include "smartstash.h"
 
-static char dir[512];
 static char path[600];
 
 static int setup(void **state)
 {
-    (void)state;
-    tu_mkdtemp(dir, sizeof dir);
+    tu_setup(state);
     snprintf(path, sizeof path, "%s/config.yaml", dir);
-    return 0;
-}
-
-static int teardown(void **state)
-{
-    (void)state;
-    tu_rmrf(dir);
     return 0;
 }
 
@@ -181,11 +172,11 @@ static void test_open_config(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test_setup_teardown(test_documented_example, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_every_key, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_bad_files, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_missing_file, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_open_config, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_documented_example, setup, tu_teardown),
+        cmocka_unit_test_setup_teardown(test_every_key, setup, tu_teardown),
+        cmocka_unit_test_setup_teardown(test_bad_files, setup, tu_teardown),
+        cmocka_unit_test_setup_teardown(test_missing_file, setup, tu_teardown),
+        cmocka_unit_test_setup_teardown(test_open_config, setup, tu_teardown),
     };
     tu_filter();
     return cmocka_run_group_tests(tests, NULL, NULL);

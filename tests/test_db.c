@@ -16,23 +16,12 @@
 
 #include "smartstash.h"
 
-static char dir[512];
-
-static int setup(void **state)
-{
-    (void)state;
-    tu_mkdtemp(dir, sizeof dir);
-    return 0;
-}
-
 static int teardown(void **state)
 {
-    (void)state;
     char mnt[600];
     snprintf(mnt, sizeof mnt, "%s/small", dir);
     umount2(mnt, MNT_DETACH);   /* test_disk_full's, even when it failed */
-    tu_rmrf(dir);
-    return 0;
+    return tu_teardown(state);
 }
 
 static stash_t *open_db(const stash_options_t *o)
@@ -1214,27 +1203,27 @@ static void test_backup(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test_setup_teardown(test_put_get_delete, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_bad_arguments, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_reopen_keeps_everything, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_large_values, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_batch, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_snapshots, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_iterator, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_many_logs_recover, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_torn_tail_and_corruption, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_lock, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_read_only_and_missing, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_disk_full, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_disk_full_tables, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_concurrent, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_group_commit, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_model, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_compaction_drops_garbage, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_iterator_stability, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_table_corruption, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_manifest_damage, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_backup, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_put_get_delete, tu_setup, teardown),
+        cmocka_unit_test_setup_teardown(test_bad_arguments, tu_setup, teardown),
+        cmocka_unit_test_setup_teardown(test_reopen_keeps_everything, tu_setup, teardown),
+        cmocka_unit_test_setup_teardown(test_large_values, tu_setup, teardown),
+        cmocka_unit_test_setup_teardown(test_batch, tu_setup, teardown),
+        cmocka_unit_test_setup_teardown(test_snapshots, tu_setup, teardown),
+        cmocka_unit_test_setup_teardown(test_iterator, tu_setup, teardown),
+        cmocka_unit_test_setup_teardown(test_many_logs_recover, tu_setup, teardown),
+        cmocka_unit_test_setup_teardown(test_torn_tail_and_corruption, tu_setup, teardown),
+        cmocka_unit_test_setup_teardown(test_lock, tu_setup, teardown),
+        cmocka_unit_test_setup_teardown(test_read_only_and_missing, tu_setup, teardown),
+        cmocka_unit_test_setup_teardown(test_disk_full, tu_setup, teardown),
+        cmocka_unit_test_setup_teardown(test_disk_full_tables, tu_setup, teardown),
+        cmocka_unit_test_setup_teardown(test_concurrent, tu_setup, teardown),
+        cmocka_unit_test_setup_teardown(test_group_commit, tu_setup, teardown),
+        cmocka_unit_test_setup_teardown(test_model, tu_setup, teardown),
+        cmocka_unit_test_setup_teardown(test_compaction_drops_garbage, tu_setup, teardown),
+        cmocka_unit_test_setup_teardown(test_iterator_stability, tu_setup, teardown),
+        cmocka_unit_test_setup_teardown(test_table_corruption, tu_setup, teardown),
+        cmocka_unit_test_setup_teardown(test_manifest_damage, tu_setup, teardown),
+        cmocka_unit_test_setup_teardown(test_backup, tu_setup, teardown),
     };
     tu_filter();
     return cmocka_run_group_tests(tests, NULL, NULL);

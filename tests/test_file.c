@@ -12,21 +12,6 @@
 
 #include "smartstash.h"
 
-static char dir[512];
-
-static int setup(void **state)
-{
-    (void)state;
-    tu_mkdtemp(dir, sizeof dir);
-    return 0;
-}
-
-static int teardown(void **state)
-{
-    (void)state;
-    tu_rmrf(dir);
-    return 0;
-}
 
 static stash_t *open_small(void)
 {
@@ -475,13 +460,13 @@ static void test_model(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test_setup_teardown(test_large_values, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_ff_keys, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_stat_and_create, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_rename, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_xattrs, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_named_snapshots, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_model, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_large_values, tu_setup, tu_teardown),
+        cmocka_unit_test_setup_teardown(test_ff_keys, tu_setup, tu_teardown),
+        cmocka_unit_test_setup_teardown(test_stat_and_create, tu_setup, tu_teardown),
+        cmocka_unit_test_setup_teardown(test_rename, tu_setup, tu_teardown),
+        cmocka_unit_test_setup_teardown(test_xattrs, tu_setup, tu_teardown),
+        cmocka_unit_test_setup_teardown(test_named_snapshots, tu_setup, tu_teardown),
+        cmocka_unit_test_setup_teardown(test_model, tu_setup, tu_teardown),
     };
     tu_filter();
     return cmocka_run_group_tests(tests, NULL, NULL);

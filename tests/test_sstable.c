@@ -18,21 +18,6 @@
 #include "err.h"
 #include "sstable.h"
 
-static char dir[512];
-
-static int setup(void **state)
-{
-    (void)state;
-    tu_mkdtemp(dir, sizeof dir);
-    return 0;
-}
-
-static int teardown(void **state)
-{
-    (void)state;
-    tu_rmrf(dir);
-    return 0;
-}
 
 static void key_of(char *k, long i)
 {
@@ -532,13 +517,13 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_block_round_trip),
-        cmocka_unit_test_setup_teardown(test_tables, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_compression_shrinks, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_bloom, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_custom_order, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_corruption, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_tables, tu_setup, tu_teardown),
+        cmocka_unit_test_setup_teardown(test_compression_shrinks, tu_setup, tu_teardown),
+        cmocka_unit_test_setup_teardown(test_bloom, tu_setup, tu_teardown),
+        cmocka_unit_test_setup_teardown(test_custom_order, tu_setup, tu_teardown),
+        cmocka_unit_test_setup_teardown(test_corruption, tu_setup, tu_teardown),
         cmocka_unit_test(test_cache_bounds),
-        cmocka_unit_test_setup_teardown(test_concurrent_reads, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_concurrent_reads, tu_setup, tu_teardown),
     };
     tu_filter();
     return cmocka_run_group_tests(tests, NULL, NULL);

@@ -13,21 +13,6 @@
 #include "err.h"
 #include "wal.h"
 
-static char dir[512];
-
-static int setup(void **state)
-{
-    (void)state;
-    tu_mkdtemp(dir, sizeof dir);
-    return 0;
-}
-
-static int teardown(void **state)
-{
-    (void)state;
-    tu_rmrf(dir);
-    return 0;
-}
 
 /* What a replay handed back. */
 struct got {
@@ -373,14 +358,14 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_crc32c),
-        cmocka_unit_test_setup_teardown(test_round_trip, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_torn_tail_every_offset, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_torn_tail_long_record, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_repair_cuts_the_file, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_zero_tail, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_flipped_bytes, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_bad_header, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_create_exclusive, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_round_trip, tu_setup, tu_teardown),
+        cmocka_unit_test_setup_teardown(test_torn_tail_every_offset, tu_setup, tu_teardown),
+        cmocka_unit_test_setup_teardown(test_torn_tail_long_record, tu_setup, tu_teardown),
+        cmocka_unit_test_setup_teardown(test_repair_cuts_the_file, tu_setup, tu_teardown),
+        cmocka_unit_test_setup_teardown(test_zero_tail, tu_setup, tu_teardown),
+        cmocka_unit_test_setup_teardown(test_flipped_bytes, tu_setup, tu_teardown),
+        cmocka_unit_test_setup_teardown(test_bad_header, tu_setup, tu_teardown),
+        cmocka_unit_test_setup_teardown(test_create_exclusive, tu_setup, tu_teardown),
     };
     tu_filter();
     return cmocka_run_group_tests(tests, NULL, NULL);

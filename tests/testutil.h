@@ -41,6 +41,24 @@ static inline void tu_rmrf(const char *path)
     nftw(path, tu_rm_one, 16, FTW_DEPTH | FTW_PHYS);
 }
 
+/* The running test's scratch directory: made by tu_setup, removed with
+ * everything in it by tu_teardown (cmocka setup/teardown functions). */
+static char dir[512] __attribute__((unused));
+
+static inline int tu_setup(void **state)
+{
+    (void)state;
+    tu_mkdtemp(dir, sizeof dir);
+    return 0;
+}
+
+static inline int tu_teardown(void **state)
+{
+    (void)state;
+    tu_rmrf(dir);
+    return 0;
+}
+
 /* xorshift64*: deterministic per seed. */
 static inline uint64_t tu_rand(uint64_t *s)
 {

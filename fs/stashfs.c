@@ -25,12 +25,14 @@
  */
 #define FUSE_USE_VERSION 31
 
+#include <ctype.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <fuse.h>
 #include <fuse_lowlevel.h>
 #include <limits.h>
 #include <signal.h>
+#include <stdarg.h>
 #include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -913,6 +915,8 @@ static int fs_fsyncdir(const char *path, int datasync, struct fuse_file_info *fi
     return stash_sync(db);
 }
 
+/* Permissions are the kernel's (default_permissions): access only has to
+ * say whether PATH exists. */
 static int fs_access(const char *path, int mask)
 {
     struct stat st;
@@ -1014,6 +1018,8 @@ static int parse_size(const char *s, size_t *out)
 {
     char *end;
     errno = 0;
+    if (!isdigit((unsigned char)*s))
+        return -1;   /* strtoull would take "-1" */
     unsigned long long v = strtoull(s, &end, 10);
     if (errno || end == s)
         return -1;
@@ -1030,10 +1036,16 @@ static int parse_size(const char *s, size_t *out)
     return 0;
 }
 
-static int die(int fd, const char *fmt, const char *a, const char *b)
+/* Report a start-up failure in one line: on stderr, or through FD to the
+ * parent waiting for the mount when the daemon runs in the background.
+ * Returns the exit status, 1. */
+__attribute__((format(printf, 2, 3))) static int die(int fd, const char *fmt, ...)
 {
     char msg[1024];
-    snprintf(msg, sizeof msg, fmt, a, b);
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(msg, sizeof msg, fmt, ap);
+    va_end(ap);
     if (fd >= 0) {
         ssize_t w = write(fd, msg, strlen(msg));
         (void)w;
@@ -1079,20 +1091,20 @@ int main(int argc, char **argv)
     }
     size_t v;
     if (c.memtable_size && (parse_size(c.memtable_size, &v) || !(so.memtable_size = v)))
-        return die(-1, "stashfs: bad memtable_size %s%s\n", c.memtable_size, "");
+        return die(-1, "stashfs: bad memtable_size %s\n", c.memtable_size);
     if (c.compaction_interval && parse_size(c.compaction_interval, &v) == 0)
         so.compaction_interval = (unsigned)v;
     else if (c.compaction_interval)
-        return die(-1, "stashfs: bad compaction_interval %s%s\n", c.compaction_interval, "");
+        return die(-1, "stashfs: bad compaction_interval %s\n", c.compaction_interval);
     if (c.wal_flush_interval && parse_size(c.wal_flush_interval, &v) == 0)
         so.wal_flush_interval = (unsigned)v;
     else if (c.wal_flush_interval)
-        return die(-1, "stashfs: bad wal_flush_interval %s%s\n", c.wal_flush_interval, "");
+        return die(-1, "stashfs: bad wal_flush_interval %s\n", c.wal_flush_interval);
 
     if (c.snapdir) {
         if (!*c.snapdir || strchr(c.snapdir, '/') || strlen(c.snapdir) > 255 || !strcmp(c.snapdir, ".") ||
             !strcmp(c.snapdir, ".."))
-            return die(-1, "stashfs: bad snapdir %s%s\n", c.snapdir, "");
+            return die(-1, "stashfs: bad snapdir %s\n", c.snapdir);
         snapdir = c.snapdir;
         snaplen = strlen(snapdir);
     }
@@ -1114,10 +1126,10 @@ int main(int argc, char **argv)
     int pfd[2] = {-1, -1};
     if (!o.foreground) {
         if (pipe(pfd) < 0)
-            return die(-1, "stashfs: pipe: %s%s\n", strerror(errno), "");
+            return die(-1, "stashfs: pipe: %s\n", strerror(errno));
         pid_t pid = fork();
         if (pid < 0)
-            return die(-1, "stashfs: fork: %s%s\n", strerror(errno), "");
+            return die(-1, "stashfs: fork: %s\n", strerror(errno));
         if (pid > 0) {
             close(pfd[1]);
             char msg[1100];
@@ -1141,7 +1153,7 @@ int main(int argc, char **argv)
     }
     int rc = stash_open(stashfs_data_dir, &so, &db);
     if (rc)
-        return die(pfd[1], "stashfs: cannot open the store: %s%s\n", stash_last_error(NULL), "");
+        return die(pfd[1], "stashfs: cannot open the store: %s\n", stash_last_error(NULL));
     clock_gettime(CLOCK_REALTIME, &mount_time);
     my_uid = getuid();
     my_gid = getgid();
@@ -1151,12 +1163,12 @@ int main(int argc, char **argv)
     struct fuse *f = fuse_new(&args, &ops, sizeof ops, NULL);
     if (!f) {
         stash_close(db);
-        return die(pfd[1], "stashfs: bad options (stashfs --help)%s%s\n", "", "");
+        return die(pfd[1], "stashfs: bad options (stashfs --help)\n");
     }
     if (fuse_mount(f, o.mountpoint) != 0) {
         fuse_destroy(f);
         stash_close(db);
-        return die(pfd[1], "stashfs: cannot mount at %s%s\n", o.mountpoint, "");
+        return die(pfd[1], "stashfs: cannot mount at %s\n", o.mountpoint);
     }
     struct fuse_session *se = fuse_get_session(f);
     fuse_set_signal_handlers(se);

@@ -171,6 +171,10 @@ mkdir -p "$tmp/mnt2"
 if "$fs" "$store" "$tmp/mnt2" 2>"$tmp/err"; then bad "second mount of a held store"; fusermount3 -u "$tmp/mnt2"; fi
 grep -q "in use" "$tmp/err" || { bad "busy store message"; cat "$tmp/err"; }
 check "background unmount" fusermount3 -u "$mnt"
+for opt in snapdir=a/b memtable_size=lots wal_flush_interval=-1; do
+    if "$fs" -o "$opt" "$store" "$mnt" 2>"$tmp/err"; then bad "-o $opt accepted"; fusermount3 -u "$mnt"; fi
+    grep -q "^stashfs: bad ${opt%%=*}" "$tmp/err" || { bad "-o $opt message"; cat "$tmp/err"; }
+done
 if "$fs" "$store" "$tmp/nowhere" 2>"$tmp/err"; then bad "missing mountpoint accepted"; fi
 grep -qi "mount *point" "$tmp/err" || { bad "missing mountpoint message"; cat "$tmp/err"; }
 # The background daemon closes the store: it opens again at once.

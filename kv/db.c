@@ -1059,13 +1059,9 @@ stash_snapshot_t *stash_snapshot_open(stash_t *db, const char *name, int64_t *ct
     return s;
 }
 
-/* At open, before the background thread starts: pin every named snapshot
- * recorded in the store. */
-static int load_named(stash_t *db)
+/* Pin every named snapshot recorded in the store (IT: a raw iterator). */
+static int load_named(stash_t *db, stash_iter_t *it)
 {
-    stash_iter_t *it = stash_iter_new(db, NULL);
-    if (!it)
-        return err_set(-ENOMEM, "out of memory");
     const uint8_t start[2] = {NS_BYTE, NS_SNAP};
     iiter_t *m = it->m;
     int rc = 0;
@@ -1093,10 +1089,7 @@ static int load_named(stash_t *db)
         stash_snapshot_t *pin = snapshot_pin(db, &sq);
         rc = pin ? add_named(db, last, sq, (int64_t)ct, pin) : err_set(-ENOMEM, "out of memory");
     }
-    if (rc == 0)
-        rc = m->ops->status(m);
-    stash_iter_free(it);
-    return rc;
+    return rc ? rc : m->ops->status(m);
 }
 
 /* ------------------------------------------------------------------ */
@@ -1355,10 +1348,7 @@ int stash_rename_prefix(stash_t *db, const void *from, size_t flen, const void *
             rc = err_set(-EINVAL, "a moved key would be longer than %u bytes", STASH_MAX_KEY);
             break;
         }
-        free(nk);
-        free(ik);
-        ik = NULL;
-        if (!(nk = malloc(kl - flen + tlen)) || !(ik = malloc(kl - flen + tlen + 1))) {
+        if (!nk && (!(nk = malloc(STASH_MAX_KEY)) || !(ik = malloc(IKEY_MAX)))) {
             rc = err_set(-ENOMEM, "out of memory");
             break;
         }
@@ -1990,20 +1980,26 @@ static void destroy(stash_t *db)
     free(db);
 }
 
-/* Whether the store may hold chunked values: any owner record, live or
- * deleted, says so (writes then clean up the chunks of what they replace). */
-static int detect_blobs(stash_t *db)
+/*
+ * At open, before the background thread starts: whether the store may hold
+ * chunked values (any owner record, live or deleted, says so: writes then
+ * clean up the chunks of what they replace), and the named snapshots, pinned
+ * before any compaction can run.
+ */
+static int load_engine_keys(stash_t *db)
 {
     stash_iter_t *it = stash_iter_new(db, NULL);
     if (!it)
         return err_set(-ENOMEM, "out of memory");
-    const uint8_t start[2] = {NS_BYTE, NS_BLOB};
-    it->m->ops->seek(it->m, start, sizeof start, TAG(it->seq, 0xff));
+    const uint8_t blobs[2] = {NS_BYTE, NS_BLOB};
+    it->m->ops->seek(it->m, blobs, sizeof blobs, TAG(it->seq, 0xff));
     size_t kl = 0;
     const uint8_t *k = it->m->ops->valid(it->m) ? it->m->ops->key(it->m, &kl) : NULL;
     if (k && kl >= 2 && k[0] == NS_BYTE && k[1] == NS_BLOB)
         atomic_store(&db->has_blobs, 1);
     int rc = it->m->ops->status(it->m);
+    if (rc == 0)
+        rc = load_named(db, it);
     stash_iter_free(it);
     return rc;
 }
@@ -2062,9 +2058,7 @@ int stash_open(const char *dir, const stash_options_t *o, stash_t **out)
     if (rc == 0 && !(db->view = view_make(db)))
         rc = err_set(-ENOMEM, "out of memory");
     if (rc == 0)
-        rc = detect_blobs(db);
-    if (rc == 0)
-        rc = load_named(db);
+        rc = load_engine_keys(db);
     if (rc == 0 && !db->opt.read_only) {
         if (pthread_create(&db->bg, NULL, bg_main, db) != 0)
             rc = err_set(-ENOMEM, "cannot start the background thread");

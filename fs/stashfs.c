@@ -97,7 +97,7 @@ static int where(const char *path, char name[256], const char **rel)
     *rel = path;
     while (*p == '/')
         p++;
-    if (strncmp(p, snapdir, snaplen) || (p[snaplen] && p[snaplen] != '/'))
+    if (!snaplen || strncmp(p, snapdir, snaplen) || (p[snaplen] && p[snaplen] != '/'))
         return W_LIVE;
     p += snaplen;
     while (*p == '/')
@@ -1009,7 +1009,7 @@ static void usage(FILE *f)
             "    -o memtable_size=N       bytes (K, M, G suffixes), overrides the config\n"
             "    -o compaction_interval=N seconds\n"
             "    -o wal_flush_interval=N  seconds (0: every write is fsynced)\n"
-            "    -o snapdir=NAME          the snapshots directory (default .snapshots)\n"
+            "    -o snapdir=NAME          the snapshots directory (default .snapshots; empty: none)\n"
             "\n");
 }
 
@@ -1101,13 +1101,15 @@ int main(int argc, char **argv)
     else if (c.wal_flush_interval)
         return die(-1, "stashfs: bad wal_flush_interval %s\n", c.wal_flush_interval);
 
+    /* The engine refuses keys under the snapshots directory's name. */
     if (c.snapdir) {
-        if (!*c.snapdir || strchr(c.snapdir, '/') || strlen(c.snapdir) > 255 || !strcmp(c.snapdir, ".") ||
-            !strcmp(c.snapdir, ".."))
+        if (strchr(c.snapdir, '/') || strlen(c.snapdir) >= sizeof so.snapshot_dir || !strcmp(c.snapdir, ".") ||
+            !strcmp(c.snapdir, "..") || (unsigned char)c.snapdir[0] == 0xFF)
             return die(-1, "stashfs: bad snapdir %s\n", c.snapdir);
-        snapdir = c.snapdir;
-        snaplen = strlen(snapdir);
+        strcpy(so.snapshot_dir, c.snapdir);
     }
+    snapdir = so.snapshot_dir;
+    snaplen = strlen(snapdir);
     struct stat st;
     if (stat(o.mountpoint, &st) < 0 || !S_ISDIR(st.st_mode))
         return die(-1, "stashfs: mountpoint %s: %s\n", o.mountpoint,
@@ -1120,6 +1122,12 @@ int main(int argc, char **argv)
         return die(-1, "stashfs: %s: %s\n", stashfs_data_dir, strerror(errno));
     free(stashfs_data_dir);
     stashfs_data_dir = abs;
+    char *absmnt = realpath(o.mountpoint, NULL);
+    char holder[PATH_MAX + 32];
+    snprintf(holder, sizeof holder, "stashfs, mounted at %s", absmnt ? absmnt : o.mountpoint);
+    holder[strcspn(holder, "\n")] = '\0';
+    free(absmnt);
+    so.holder = holder;
 
     /* In the background: the parent waits until the child has opened the
      * store and mounted, and reports the child's error if it could not. */

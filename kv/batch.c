@@ -118,18 +118,23 @@ static int all_zero(const uint8_t *p, size_t n)
     return 1;
 }
 
+int batch_put_chunk(stash_batch_t *b, uint64_t gen, uint64_t idx, const uint8_t *val, size_t n)
+{
+    b->blobs = 1;
+    if (all_zero(val, n))
+        return 0;   /* a missing chunk reads as zeros */
+    uint8_t ck[CHUNK_KEY_LEN];
+    chunk_key(ck, gen, idx);
+    return add_raw(b, KT_PUT, ck, sizeof ck, NULL, 0, val, n);
+}
+
 int batch_put_chunks(stash_batch_t *b, const uint8_t *ikey, size_t iklen, uint64_t gen,
                      const uint8_t *val, size_t vlen)
 {
-    uint8_t ck[CHUNK_KEY_LEN], bk[BLOB_KEY_LEN];
+    uint8_t bk[BLOB_KEY_LEN];
     int rc = 0;
-    for (size_t off = 0; rc == 0 && off < vlen; off += CHUNK_SIZE) {
-        size_t n = vlen - off < CHUNK_SIZE ? vlen - off : CHUNK_SIZE;
-        if (all_zero(val + off, n))
-            continue;   /* a missing chunk reads as zeros */
-        chunk_key(ck, gen, off / CHUNK_SIZE);
-        rc = add_raw(b, KT_PUT, ck, sizeof ck, NULL, 0, val + off, n);
-    }
+    for (size_t off = 0; rc == 0 && off < vlen; off += CHUNK_SIZE)
+        rc = batch_put_chunk(b, gen, off / CHUNK_SIZE, val + off, vlen - off < CHUNK_SIZE ? vlen - off : CHUNK_SIZE);
     if (rc == 0) {
         blob_key(bk, gen);
         rc = add_raw(b, KT_PUT, bk, sizeof bk, NULL, 0, ikey, iklen);
@@ -141,6 +146,11 @@ int batch_put_chunks(stash_batch_t *b, const uint8_t *ikey, size_t iklen, uint64
 int batch_has_blobs(const stash_batch_t *b)
 {
     return b->blobs;
+}
+
+void batch_set_blobs(stash_batch_t *b)
+{
+    b->blobs = 1;
 }
 
 static int add(stash_batch_t *b, int type, const void *key, size_t klen,

@@ -44,7 +44,11 @@ int batch_del_raw(stash_batch_t *b, const void *key, size_t klen);
 int batch_put_chunks(stash_batch_t *b, const uint8_t *ikey, size_t iklen, uint64_t gen,
                      const uint8_t *val, size_t vlen);
 
-/* Whether B creates a chunked value. */
+/* Chunk IDX (N <= CHUNK_SIZE bytes) of chunked value GEN; nothing when the
+ * bytes are all zero (a missing chunk reads as zeros). */
+int batch_put_chunk(stash_batch_t *b, uint64_t gen, uint64_t idx, const uint8_t *val, size_t n);
+
+/* Whether B creates a chunked value or writes chunks. */
 int batch_has_blobs(const stash_batch_t *b);
 
 /* Append every entry of SRC to DST (for group commit).  -ENOMEM. */

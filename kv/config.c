@@ -22,7 +22,7 @@
 
 #include "err.h"
 
-enum kind { K_SIZE, K_UINT, K_INT, K_BOOL, K_DIR };
+enum kind { K_SIZE, K_UINT, K_INT, K_BOOL, K_DIR, K_NAME };
 
 struct field {
     const char *name;
@@ -48,6 +48,7 @@ static const struct field fields[] = {
     F(l0_slowdown_trigger, K_INT),
     F(l0_stop_trigger, K_INT),
     F(max_open_files, K_INT),
+    F(snapshot_dir, K_NAME),
 };
 #define NFIELDS (sizeof fields / sizeof fields[0])
 
@@ -142,9 +143,18 @@ static int set_field(const char *path, const struct field *f, const char *val, i
         *dir = resolve_dir(path, val);
         return *dir ? 0 : err_set(-ENOMEM, "out of memory");
     }
+    char *dst = (char *)o + f->off;
+    if (f->kind == K_NAME) {
+        /* "" is a value here: it reserves no name. */
+        if (strlen(val) >= sizeof o->snapshot_dir || strchr(val, '/') || !strcmp(val, ".") ||
+            !strcmp(val, ".."))
+            return err_set(-EINVAL, "config %s line %d: %s '%s' is not a file name (no '/', not . "
+                           "or .., under 256 bytes)", path, line, f->name, val);
+        strcpy(dst, val);
+        return 0;
+    }
     if (!*val)
         return err_set(-EINVAL, "config %s line %d: %s has no value", path, line, f->name);
-    char *dst = (char *)o + f->off;
     switch (f->kind) {
     case K_BOOL: {
         int b;
@@ -173,6 +183,7 @@ static int set_field(const char *path, const struct field *f, const char *val, i
         memcpy(dst, &i, sizeof i);
         return 0;
     case K_DIR:
+    case K_NAME:
         break;
     }
     return err_set(-EINVAL, "config %s line %d: %s '%s' %s", path, line, f->name, val, why);

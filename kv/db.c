@@ -193,6 +193,7 @@ void stash_options_init(stash_options_t *o)
     o->l0_slowdown_trigger = 8;
     o->l0_stop_trigger = 12;
     o->max_open_files = 512;
+    strcpy(o->snapshot_dir, ".snapshots");
 }
 
 static int check_options(const stash_options_t *o)
@@ -210,6 +211,12 @@ static int check_options(const stash_options_t *o)
         return err_set(-EINVAL, "level-0 triggers must satisfy 1 <= compaction <= slowdown <= stop");
     if (o->max_open_files < 1 || o->target_file_size < (64u << 10) || o->level1_max_bytes < (64u << 10))
         return err_set(-EINVAL, "max_open_files, target_file_size or level1_max_bytes too small");
+    const char *sd = o->snapshot_dir;
+    if (!memchr(sd, 0, sizeof o->snapshot_dir) || strchr(sd, '/') || !strcmp(sd, ".") || !strcmp(sd, "..") ||
+        (unsigned char)sd[0] == 0xFF)
+        return err_set(-EINVAL, "snapshot_dir is not a file name (no '/', not . or .., under 256 bytes)");
+    if (o->holder && (strlen(o->holder) > 1024 || strchr(o->holder, '\n')))
+        return err_set(-EINVAL, "holder must be one line of at most 1024 bytes");
     return 0;
 }
 
@@ -605,6 +612,16 @@ int db_commit(stash_t *db, stash_batch_t *b, int sync)
     return do_write(db, b, sync, 0);
 }
 
+int db_reserved(stash_t *db, const uint8_t *ik, size_t iklen)
+{
+    const char *sd = db->opt.snapshot_dir;
+    size_t n = strlen(sd);
+    if (!n || iklen < n || memcmp(ik, sd, n) || (iklen > n && ik[n] != '/'))
+        return 0;
+    return err_set(-EINVAL, "key %.*s is reserved: %s is where stashfs shows the store's snapshots "
+                   "(option snapshot_dir)", (int)(iklen > 200 ? 200 : iklen), (const char *)ik, sd);
+}
+
 int db_writable(stash_t *db)
 {
     return db->opt.read_only ? err_set(-EROFS, "store %s is open read-only", db->dir) : 0;
@@ -624,6 +641,7 @@ int batch_drop_chunks(stash_batch_t *b, const struct envelope *e)
 
 struct cleanup {
     stash_t *db;
+    int bad;                /* a put of a reserved key */
     uint64_t mask;          /* stripes of the batch's user keys */
     struct view *v;
     uint64_t seq;
@@ -635,6 +653,8 @@ static int stripe_of(void *arg, uint64_t seq, int type, const uint8_t *key, size
                      const uint8_t *val, size_t vlen)
 {
     struct cleanup *c = arg;
+    if (type == KT_PUT && !c->bad && db_reserved(c->db, key, klen))
+        c->bad = -EINVAL;
     if (!key_is_sys(key, klen))
         c->mask |= 1ull << (db_keylock(c->db, key, klen) - c->db->keylock);
     return 0;
@@ -668,14 +688,16 @@ static int drop_replaced(void *arg, uint64_t seq, int type, const uint8_t *key, 
  */
 static int write_user(stash_t *db, stash_batch_t *b, int sync)
 {
-    if (batch_has_blobs(b))
-        atomic_store(&db->has_blobs, 1);
-    if (!atomic_load(&db->has_blobs))
-        return do_write(db, b, sync, 0);
     size_t len;
     const uint8_t *data = batch_data(b, &len);
     struct cleanup c = {.db = db};
     batch_decode(data, len, stripe_of, &c, NULL, NULL);
+    if (c.bad)
+        return c.bad;
+    if (batch_has_blobs(b))
+        atomic_store(&db->has_blobs, 1);
+    if (!atomic_load(&db->has_blobs))
+        return do_write(db, b, sync, 0);
     for (int i = 0; i < KEY_STRIPES; i++)
         if (c.mask & (1ull << i))
             pthread_mutex_lock(&db->keylock[i]);
@@ -1355,6 +1377,8 @@ int stash_rename_prefix(stash_t *db, const void *from, size_t flen, const void *
         memcpy(nk, to, tlen);
         memcpy(nk + tlen, k + flen, kl - flen);
         iklen = key_escape(nk, kl - flen + tlen, ik);
+        if ((rc = db_reserved(db, ik, iklen)))
+            break;
         const uint8_t *raw = it->m->ops->value(it->m, &vl);
         struct envelope e, te;
         if (env_decode(raw, vl, &e) < 0) {
@@ -1902,23 +1926,32 @@ static int take_lock(stash_t *db)
         return err_set(sys_err(errno), "store %s: cannot open LOCK: %s", db->dir, strerror(errno));
     if (flock(db->lockfd, (ro ? LOCK_SH : LOCK_EX) | LOCK_NB) < 0) {
         int e = errno;
-        char pid[32] = "";
-        ssize_t k = pread(db->lockfd, pid, sizeof pid - 1, 0);
+        /* LOCK holds the holder's pid, then optionally one line saying
+         * what it is (stashfs: where it is mounted). */
+        char txt[1100] = "", *note = NULL;
+        ssize_t k = pread(db->lockfd, txt, sizeof txt - 1, 0);
         if (k > 0) {
-            pid[k] = '\0';
-            pid[strcspn(pid, "\n")] = '\0';
+            txt[k] = '\0';
+            char *nl = strchr(txt, '\n');
+            if (nl) {
+                *nl = '\0';
+                note = nl + 1;
+                note[strcspn(note, "\n")] = '\0';
+            }
         }
         if (e == EWOULDBLOCK)
-            return err_set(-EBUSY, "store %s is in use (locked by process %s)", db->dir,
-                           *pid ? pid : "unknown");
+            return err_set(-EBUSY, "store %s is in use by process %s%s%s%s", db->dir, *txt ? txt : "unknown",
+                           note && *note ? " (" : "", note && *note ? note : "", note && *note ? ")" : "");
         return err_set(sys_err(e), "store %s: cannot lock: %s", db->dir, strerror(e));
     }
     if (!ro) {
-        char pid[32];
-        int k = snprintf(pid, sizeof pid, "%ld\n", (long)getpid());
-        if (ftruncate(db->lockfd, 0) < 0 || pwrite(db->lockfd, pid, (size_t)k, 0) != k)
+        char txt[1100];
+        const char *h = db->opt.holder;
+        int k = snprintf(txt, sizeof txt, "%ld\n%s%s", (long)getpid(), h ? h : "", h ? "\n" : "");
+        if (ftruncate(db->lockfd, 0) < 0 || pwrite(db->lockfd, txt, (size_t)k, 0) != k)
             return err_set(sys_err(errno), "store %s: cannot write LOCK: %s", db->dir, strerror(errno));
     }
+    db->opt.holder = NULL;      /* the caller's string is not kept */
     return 0;
 }
 
@@ -1986,6 +2019,67 @@ static void destroy(stash_t *db)
  * clean up the chunks of what they replace), and the named snapshots, pinned
  * before any compaction can run.
  */
+/*
+ * Drop what streamed puts cut off by a crash left behind: every stream
+ * record still live names a generation no value owns; its chunks and the
+ * record itself are deleted.
+ */
+static int drop_streams(stash_t *db, stash_iter_t *it)
+{
+    iiter_t *m = it->m;
+    const uint8_t start[2] = {NS_BYTE, NS_STREAM};
+    uint8_t (*gens)[8] = NULL, last[BLOB_KEY_LEN] = {0};
+    size_t n = 0, cap = 0;
+    int rc = 0;
+    for (m->ops->seek(m, start, sizeof start, TAG(it->seq, 0xff)); m->ops->valid(m); m->ops->next(m)) {
+        size_t kl;
+        const uint8_t *k = m->ops->key(m, &kl);
+        if (kl < 2 || k[0] != NS_BYTE || k[1] != NS_STREAM)
+            break;
+        if (kl != BLOB_KEY_LEN || !memcmp(k, last, kl))
+            continue;           /* an older version of one already seen */
+        memcpy(last, k, kl);
+        if (TAG_TYPE(m->ops->tag(m)) != KT_PUT)
+            continue;
+        if (n == cap) {
+            void *g = realloc(gens, (cap = cap ? cap * 2 : 8) * sizeof *gens);
+            if (!g) {
+                free(gens);
+                return err_set(-ENOMEM, "out of memory");
+            }
+            gens = g;
+        }
+        memcpy(gens[n++], k + 2, 8);
+    }
+    rc = m->ops->status(m);
+    stash_batch_t *b = n && rc == 0 ? stash_batch_new() : NULL;
+    if (n && rc == 0 && !b)
+        rc = err_set(-ENOMEM, "out of memory");
+    for (size_t i = 0; i < n && rc == 0; i++) {
+        uint8_t ck[CHUNK_KEY_LEN] = {NS_BYTE, NS_CHUNK}, prev[CHUNK_KEY_LEN] = {0};
+        memcpy(ck + 2, gens[i], 8);
+        stash_batch_clear(b);
+        for (m->ops->seek(m, ck, sizeof ck, TAG(it->seq, 0xff)); rc == 0 && m->ops->valid(m); m->ops->next(m)) {
+            size_t kl;
+            const uint8_t *k = m->ops->key(m, &kl);
+            if (kl != CHUNK_KEY_LEN || memcmp(k, ck, 10))
+                break;
+            if (!memcmp(k, prev, kl))
+                continue;
+            memcpy(prev, k, kl);
+            if (TAG_TYPE(m->ops->tag(m)) == KT_PUT)
+                rc = batch_del_raw(b, k, kl);
+        }
+        uint8_t sk[BLOB_KEY_LEN] = {NS_BYTE, NS_STREAM};
+        memcpy(sk + 2, gens[i], 8);
+        if (rc == 0 && (rc = m->ops->status(m)) == 0 && (rc = batch_del_raw(b, sk, sizeof sk)) == 0)
+            rc = do_write(db, b, 1, 0);
+    }
+    stash_batch_free(b);
+    free(gens);
+    return rc;
+}
+
 static int load_engine_keys(stash_t *db)
 {
     stash_iter_t *it = stash_iter_new(db, NULL);
@@ -2064,6 +2158,17 @@ int stash_open(const char *dir, const stash_options_t *o, stash_t **out)
             rc = err_set(-ENOMEM, "cannot start the background thread");
         else
             db->bg_running = 1;
+    }
+    /* With the background thread running, as its writes may fill memtables. */
+    if (rc == 0 && !db->opt.read_only) {
+        stash_iter_t *it = stash_iter_new(db, NULL);
+        rc = it ? drop_streams(db, it) : err_set(-ENOMEM, "out of memory");
+        stash_iter_free(it);
+        if (rc)
+            stash_close(db);
+        else
+            *out = db;
+        return rc;
     }
     if (rc) {
         if (db->log)

@@ -40,6 +40,10 @@ int db_commit(stash_t *db, stash_batch_t *b, int sync);
 /* The stripe lock of stored key IK. */
 pthread_mutex_t *db_keylock(stash_t *db, const uint8_t *ik, size_t iklen);
 
+/* -EINVAL (with a message) when stored key IK is the snapshot directory's
+ * name or lies under it (option snapshot_dir), else 0. */
+int db_reserved(stash_t *db, const uint8_t *ik, size_t iklen);
+
 /* -EROFS (with a message) when DB is read-only. */
 int db_writable(stash_t *db);
 

@@ -90,6 +90,10 @@ static int fkey_lock(stash_t *db, const void *key, size_t klen, struct fkey *f)
         return rc;
     if ((rc = fkey_load(db, NULL, 0, key, klen, f)))
         return rc;
+    if ((rc = db_reserved(db, f->ik, f->iklen))) {
+        fkey_done(f);
+        return rc;
+    }
     pthread_mutex_lock(f->lock);
     rc = fkey_reload(db, f, klen);
     if (rc)
@@ -473,7 +477,8 @@ int stash_rename(stash_t *db, const void *from, size_t flen, const void *to, siz
     struct fkey f, t;
     if ((rc = fkey_load(db, NULL, 0, from, flen, &f)))
         return rc;
-    if ((rc = fkey_load(db, NULL, 0, to, tlen, &t))) {
+    if ((rc = fkey_load(db, NULL, 0, to, tlen, &t)) || (rc = db_reserved(db, t.ik, t.iklen))) {
+        fkey_done(&t);
         fkey_done(&f);
         return rc;
     }
@@ -696,4 +701,145 @@ int stash_removexattr(stash_t *db, const void *key, size_t klen, const char *nam
     if (!db || !xname_ok(name))
         return err_set(-EINVAL, "stash_removexattr: bad arguments");
     return xchange(db, key, klen, name, NULL, 0, 0, 1);
+}
+
+/* ---- streamed puts ---- */
+
+typedef int (*read_fn)(void *arg, void *buf, size_t len, size_t *got);
+
+/* Fill BUF (CAP bytes) from RD: *n bytes, fewer only at the end (*eof). */
+static int fill(read_fn rd, void *arg, uint8_t *buf, size_t cap, size_t *n, int *eof)
+{
+    *n = 0;
+    while (*n < cap) {
+        size_t got = 0;
+        int rc = rd(arg, buf + *n, cap - *n, &got);
+        if (rc)
+            return rc < 0 ? rc : err_set(-EINVAL, "stash_put_stream: the read function returned %d", rc);
+        if (got > cap - *n)
+            return err_set(-EINVAL, "stash_put_stream: the read function gave more bytes than asked for");
+        if (got == 0) {
+            *eof = 1;
+            break;
+        }
+        *n += got;
+    }
+    return 0;
+}
+
+#define STREAM_BATCH 16     /* chunks per commit while streaming (1 MiB) */
+
+/*
+ * The chunks go out in batches under a fresh generation, with a stream
+ * record (value: the stored key) first, so that an open after a crash finds
+ * and drops them; the last batch writes the primary record and the owner
+ * record and deletes the stream record, replacing the old value at once.
+ */
+static int put_chunked(stash_t *db, struct fkey *f, read_fn rd, void *arg, int sync,
+                       uint8_t *a, size_t na, uint8_t *c, size_t nc, int eof)
+{
+    uint64_t gen = new_gen(), idx = 0, total = 0, committed = 0;
+    uint8_t sk[BLOB_KEY_LEN], bk[BLOB_KEY_LEN];
+    stream_key(sk, gen);
+    stash_batch_t *b = stash_batch_new();
+    int rc = b ? batch_put_raw(b, sk, sizeof sk, NULL, 0, f->ik, f->iklen) : -ENOMEM;
+    uint8_t *cur = a;
+    size_t n = na;
+    while (rc == 0 && n) {
+        if (total + n > STASH_MAX_FILE) {
+            rc = err_set(-EFBIG, "a streamed value is past the largest value (%llu bytes)",
+                         (unsigned long long)STASH_MAX_FILE);
+            break;
+        }
+        rc = batch_put_chunk(b, gen, idx++, cur, n);
+        total += n;
+        if (rc == 0 && idx % STREAM_BATCH == 0) {
+            rc = db_commit(db, b, 0);
+            committed = idx;
+            stash_batch_clear(b);
+        }
+        if (rc || (cur == c && eof))
+            break;
+        if (cur == a) {
+            cur = c;            /* the second chunk was read ahead */
+            n = nc;
+        } else {
+            rc = fill(rd, arg, c, CHUNK_SIZE, &n, &eof);
+        }
+    }
+    if (rc == 0) {
+        pthread_mutex_lock(f->lock);
+        rc = fkey_reload(db, f, f->k.len);
+        if (rc == 0) {
+            struct envelope e;
+            memset(&e, 0, sizeof e);
+            e.kind = VK_CHUNKED;
+            e.st.atime_ns = e.st.mtime_ns = e.st.ctime_ns = now_ns();
+            e.st.size = total;
+            e.gen = gen;
+            blob_key(bk, gen);
+            rc = put_primary(b, f, &e, NULL, 0);
+            if (rc == 0)
+                rc = batch_put_raw(b, bk, sizeof bk, NULL, 0, f->ik, f->iklen);
+            if (rc == 0)
+                rc = batch_del_raw(b, sk, sizeof sk);
+            if (rc == 0 && f->exists && f->e.kind == VK_CHUNKED)
+                rc = batch_drop_chunks(b, &f->e);
+            if (rc == 0)
+                rc = db_commit(db, b, sync);
+            pthread_mutex_unlock(f->lock);
+        }
+    }
+    if (rc && committed && b) {
+        /* Give back what the committed batches wrote (an open after a
+         * crash here does the same from the stream record). */
+        stash_batch_clear(b);
+        uint8_t ck[CHUNK_KEY_LEN];
+        int r = 0;
+        for (uint64_t i = 0; r == 0 && i < committed; i++) {
+            chunk_key(ck, gen, i);
+            r = batch_del_raw(b, ck, sizeof ck);
+        }
+        if (r == 0 && batch_del_raw(b, sk, sizeof sk) == 0)
+            (void)db_commit(db, b, 0);
+    }
+    stash_batch_free(b);
+    return rc == -ENOMEM ? err_set(rc, "out of memory") : rc;
+}
+
+int stash_put_stream(stash_t *db, const void *key, size_t klen, read_fn rd, void *arg, int flags)
+{
+    if (!db || !rd || (flags & ~STASH_SYNC))
+        return err_set(-EINVAL, "stash_put_stream: bad arguments");
+    int rc = db_writable(db);
+    if (rc)
+        return rc;
+    struct fkey f;
+    if ((rc = fkey_load(db, NULL, 0, key, klen, &f)))
+        return rc;
+    if ((rc = db_reserved(db, f.ik, f.iklen))) {
+        fkey_done(&f);
+        return rc;
+    }
+    /* Two chunks' worth decides: a value that fits INLINE_MAX is an
+     * ordinary put. */
+    uint8_t *a = malloc(CHUNK_SIZE), *c = malloc(CHUNK_SIZE);
+    size_t na = 0, nc = 0;
+    int eof = 0;
+    rc = a && c ? fill(rd, arg, a, CHUNK_SIZE, &na, &eof) : err_set(-ENOMEM, "out of memory");
+    if (rc == 0 && !eof)
+        rc = fill(rd, arg, c, CHUNK_SIZE, &nc, &eof);
+    if (rc == 0 && nc == 0) {
+        stash_batch_t *b = stash_batch_new();
+        rc = b ? stash_batch_put(b, key, klen, a, na) : -ENOMEM;
+        if (rc == 0)
+            rc = stash_write(db, b, flags);
+        stash_batch_free(b);
+    } else if (rc == 0) {
+        rc = put_chunked(db, &f, rd, arg, flags & STASH_SYNC, a, na, c, nc, eof);
+    }
+    free(a);
+    free(c);
+    fkey_done(&f);
+    return rc == -ENOMEM ? err_set(rc, "out of memory") : rc;
 }

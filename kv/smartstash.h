@@ -98,6 +98,18 @@ typedef struct stash_options {
     int      l0_stop_trigger;      /* level-0 tables at which writers wait.
                                       Default 12. */
     int      max_open_files;       /* table files kept open.  Default 512. */
+    char     snapshot_dir[256];    /* the name under which stashfs shows named
+                                      snapshots: writes of the key NAME or of
+                                      keys starting "NAME/" fail with -EINVAL,
+                                      so no file can hide behind it.  No '/',
+                                      not "." or "..".  Default ".snapshots";
+                                      "" reserves nothing. */
+    const char *holder;            /* one line stash_open() writes to the
+                                      store's LOCK file after the pid, shown
+                                      with the pid to any other process that
+                                      finds the store in use (stashfs writes
+                                      "stashfs, mounted at MNT").  Default
+                                      NULL; not read from the config file. */
 } stash_options_t;
 
 /* Flag for stash_write: the batch is on disk (fsynced) before it returns. */
@@ -326,6 +338,27 @@ int  stash_pwrite(stash_t *db, const void *key, size_t klen, const void *buf, si
  * -EINVAL, -EROFS, -ENOSPC, -EIO, -ENOMEM.
  */
 int  stash_truncate(stash_t *db, const void *key, size_t klen, uint64_t size);
+
+/*
+ * Set KEY to the bytes that READ hands over, without ever holding the whole
+ * value in memory: for values of any size up to STASH_MAX_FILE (stash_put
+ * stops at STASH_MAX_VALUE and needs the value in one buffer).  READ is
+ * called with ARG and a buffer of LEN bytes; it stores up to LEN bytes,
+ * sets *got to their count and returns 0, with *got = 0 at the end of the
+ * value; a negative errno from it stops the put and is returned.
+ *
+ * Like stash_put, the result is one plain value (attributes reset to the
+ * defaults) that replaces the old one atomically, when READ reports the
+ * end; until then readers see the old value.  FLAGS: 0 or STASH_SYNC (on
+ * disk before return).  A failure, or a crash before the end, leaves the
+ * old value; the space the partial value took is given back (after a
+ * crash, by the next stash_open()).
+ * Errors: READ's own, -EFBIG, -EINVAL (also a reserved key: see
+ * snapshot_dir), -EROFS, -ENOSPC, -EIO, -ENOMEM.
+ */
+int  stash_put_stream(stash_t *db, const void *key, size_t klen,
+                      int (*read)(void *arg, void *buf, size_t len, size_t *got), void *arg,
+                      int flags);
 
 /* KEY's value length.  Errors: -ENOENT, -EINVAL, -EIO, -ENOMEM. */
 int  stash_value_size(stash_t *db, const void *key, size_t klen, uint64_t *size);

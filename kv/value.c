@@ -80,6 +80,13 @@ void blob_key(uint8_t out[BLOB_KEY_LEN], uint64_t gen)
     put_be64(out + 2, gen);
 }
 
+void stream_key(uint8_t out[BLOB_KEY_LEN], uint64_t gen)
+{
+    out[0] = NS_BYTE;
+    out[1] = NS_STREAM;
+    put_be64(out + 2, gen);
+}
+
 static uint64_t t2u(int64_t t)
 {
     return t < 0 ? 0 : (uint64_t)t;

@@ -38,6 +38,7 @@
 #define NS_CHUNK  0x02
 #define NS_BLOB   0x03
 #define NS_SNAP   0x04
+#define NS_STREAM 0x05          /* a streamed put not yet committed */
 
 #define VK_PLAIN   0
 #define VK_ATTR    1
@@ -80,6 +81,8 @@ void skey_done(struct skey *s);
 
 void chunk_key(uint8_t out[CHUNK_KEY_LEN], uint64_t gen, uint64_t index);
 void blob_key(uint8_t out[BLOB_KEY_LEN], uint64_t gen);
+/* The record of a streamed put in progress into generation GEN. */
+void stream_key(uint8_t out[BLOB_KEY_LEN], uint64_t gen);
 
 /* A decoded envelope; pointers point into the stored value. */
 struct envelope {

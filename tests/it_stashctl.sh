@@ -43,6 +43,17 @@ expect 0 "put from stdin" sh -c "'$ctl' -d '$store' put blob <'$tmp/blob'"
 expect 0 "get binary" "$ctl" -d "$store" get blob
 same "binary value round trip" "$tmp/out" "$tmp/blob"
 
+# A value far larger than stash_put takes, streamed both ways.
+head -c 40000000 /dev/urandom >"$tmp/huge"
+expect 0 "put of 40 MB from stdin" sh -c "'$ctl' -d '$store' put huge <'$tmp/huge'"
+expect 0 "get of 40 MB" "$ctl" -d "$store" get huge
+same "40 MB round trip" "$tmp/out" "$tmp/huge"
+expect 0 "put from an empty stdin" sh -c "'$ctl' -d '$store' put huge </dev/null"
+expect 0 "get of the emptied value" "$ctl" -d "$store" get huge
+[ -s "$tmp/out" ] && { echo "FAIL: emptied value not empty"; fails=$((fails + 1)); }
+expect 1 "put under the snapshots directory" "$ctl" -d "$store" put .snapshots/x v
+grep -q "reserved" "$tmp/err" || { echo "FAIL: reserved key message"; cat "$tmp/err"; fails=$((fails + 1)); }
+
 expect 0 "del" "$ctl" -d "$store" del greeting
 expect 1 "get deleted" "$ctl" -d "$store" get greeting
 grep -q "not found" "$tmp/err" || { echo "FAIL: not-found message"; fails=$((fails + 1)); }

@@ -169,7 +169,11 @@ check "odd key kept" test "$("$ctl" -d "$store" get "api/bad//name")" = ab
 grep -q " $mnt fuse" /proc/mounts || bad "background mount is not there"
 mkdir -p "$tmp/mnt2"
 if "$fs" "$store" "$tmp/mnt2" 2>"$tmp/err"; then bad "second mount of a held store"; fusermount3 -u "$tmp/mnt2"; fi
-grep -q "in use" "$tmp/err" || { bad "busy store message"; cat "$tmp/err"; }
+grep -q "in use by process [0-9]* (stashfs, mounted at .*$mnt)" "$tmp/err" || { bad "busy store message"; cat "$tmp/err"; }
+"$ctl" -d "$store" get moved/sub/2 >/dev/null 2>"$tmp/err" && bad "stashctl on a mounted store"
+grep -q "in use by process [0-9]* (stashfs, mounted at .*$mnt)" "$tmp/err" || { bad "stashctl busy message"; cat "$tmp/err"; }
+"$ctl" -d "$store" check >/dev/null 2>"$tmp/err" && bad "stashctl check on a mounted store"
+grep -q "mounted at .*$mnt" "$tmp/err" || { bad "stashctl check busy message"; cat "$tmp/err"; }
 check "background unmount" fusermount3 -u "$mnt"
 for opt in snapdir=a/b memtable_size=lots wal_flush_interval=-1; do
     if "$fs" -o "$opt" "$store" "$mnt" 2>"$tmp/err"; then bad "-o $opt accepted"; fusermount3 -u "$mnt"; fi

@@ -71,7 +71,8 @@ static void test_every_key(void **state)
               "l0_compaction_trigger: 2\n"
               "l0_slowdown_trigger: 6\n"
               "l0_stop_trigger: 10\n"
-              "max_open_files: 100\n");
+              "max_open_files: 100\n"
+              "snapshot_dir: .snaps\n");
     stash_options_t o;
     char *d;
     assert_int_equal(stash_config_load(path, &o, &d), 0);
@@ -91,6 +92,11 @@ static void test_every_key(void **state)
     assert_int_equal(o.l0_slowdown_trigger, 6);
     assert_int_equal(o.l0_stop_trigger, 10);
     assert_int_equal(o.max_open_files, 100);
+    assert_string_equal(o.snapshot_dir, ".snaps");
+    stash_free(d);
+    write_cfg("data_dir: x\nsnapshot_dir: ''\n");   /* empty: nothing reserved */
+    assert_int_equal(stash_config_load(path, &o, &d), 0);
+    assert_string_equal(o.snapshot_dir, "");
     stash_free(d);
 }
 
@@ -133,6 +139,8 @@ static void test_bad_files(void **state)
     bad("", "empty", NULL);
     bad("# only a comment\n", "empty", NULL);
     bad("data_dir: x\n---\ndata_dir: y\n", "more than one", NULL);
+    bad("data_dir: x\nsnapshot_dir: a/b\n", "snapshot_dir", "line 2");
+    bad("data_dir: x\nsnapshot_dir: ..\n", "snapshot_dir", "line 2");
 }
 
 static void test_missing_file(void **state)

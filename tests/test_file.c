@@ -9,6 +9,7 @@
 #include <dirent.h>
 #include <errno.h>
 #include <sys/stat.h>
+#include <sys/wait.h>
 
 #include "smartstash.h"
 
@@ -457,6 +458,156 @@ static void test_model(void **state)
     assert_int_equal(stash_close(db), 0);
 }
 
+/* A source for stash_put_stream: LEFT bytes of a seeded pattern in uneven
+ * pieces; FAIL_AT > 0 makes it fail (or, with CRASH, exit the process)
+ * once that many bytes were handed over. */
+struct src {
+    uint64_t left, pos, fail_at;
+    int crash;
+};
+
+/* Byte I of the streamed values: incompressible, so leftovers show on disk. */
+static uint8_t pattern(uint64_t i)
+{
+    i = (i ^ (i >> 30)) * 0xbf58476d1ce4e5b9ull;
+    i = (i ^ (i >> 27)) * 0x94d049bb133111ebull;
+    return (uint8_t)(i ^ (i >> 31));
+}
+
+static int src_read(void *arg, void *buf, size_t len, size_t *got)
+{
+    struct src *s = arg;
+    if (s->fail_at && s->pos >= s->fail_at) {
+        if (s->crash)
+            _exit(0);           /* no close: as if killed */
+        return -EPIPE;
+    }
+    size_t n = len > 7777 ? 7777 : len;   /* short reads on purpose */
+    if (n > s->left)
+        n = (size_t)s->left;
+    for (size_t i = 0; i < n; i++)
+        ((uint8_t *)buf)[i] = pattern(s->pos + i);
+    s->pos += n;
+    s->left -= n;
+    *got = n;
+    return 0;
+}
+
+static void check_pattern(stash_t *db, const char *key, uint64_t size)
+{
+    uint64_t got;
+    assert_int_equal(stash_value_size(db, key, strlen(key), &got), 0);
+    assert_int_equal(got, size);
+    uint8_t *buf = malloc(1 << 20);
+    for (uint64_t off = 0; off < size;) {
+        size_t n;
+        assert_int_equal(stash_pread(db, key, strlen(key), buf, 1 << 20, off, &n), 0);
+        assert_true(n > 0);
+        for (size_t i = 0; i < n; i++)
+            if (buf[i] != pattern(off + i))
+                fail_msg("%s: byte %llu differs", key, (unsigned long long)(off + i));
+        off += n;
+    }
+    free(buf);
+}
+
+/* Streamed puts: every size class, replacing small and large values, a
+ * failing source leaves the old value and gives its space back, and a crash
+ * in the middle leaves the old value and nothing else once reopened. */
+static void test_put_stream(void **state)
+{
+    stash_t *db = open_small();
+    const uint64_t sizes[] = {0, 1, 65535, 65536, 65537, 131072, 3 * 65536 + 5, 5u << 20};
+    for (size_t i = 0; i < sizeof sizes / sizeof sizes[0]; i++) {
+        struct src s = {.left = sizes[i]};
+        assert_int_equal(stash_put_stream(db, "s", 1, src_read, &s, i % 2 ? STASH_SYNC : 0), 0);
+        check_pattern(db, "s", sizes[i]);
+    }
+    /* A failing source: the old value stays, the error is the source's. */
+    struct src bad = {.left = 4u << 20, .fail_at = 2u << 20};
+    assert_int_equal(stash_put_stream(db, "s", 1, src_read, &bad, 0), -EPIPE);
+    check_pattern(db, "s", 5u << 20);
+    assert_int_equal(stash_delete(db, "s", 1), 0);
+    assert_int_equal(stash_compact_range(db, NULL, 0, NULL, 0), 0);
+    assert_true(disk_bytes() < (1u << 20));    /* no chunk of the failed put kept */
+    /* Bad arguments. */
+    struct src ok = {.left = 10};
+    assert_int_equal(stash_put_stream(db, "", 0, src_read, &ok, 0), -EINVAL);
+    assert_int_equal(stash_put_stream(db, "k", 1, NULL, &ok, 0), -EINVAL);
+    assert_int_equal(stash_put_stream(db, "k", 1, src_read, &ok, 8), -EINVAL);
+    assert_int_equal(stash_put(db, "keep", 4, "old", 3), 0);
+    assert_int_equal(stash_close(db), 0);
+
+    /* A crash in the middle of a 6 MiB put: a child process exits without
+     * closing the store after handing over 3 MiB. */
+    pid_t pid = fork();
+    assert_true(pid >= 0);
+    if (pid == 0) {
+        stash_t *c = open_small();
+        struct src s = {.left = 6u << 20, .fail_at = 3u << 20, .crash = 1};
+        stash_put_stream(c, "keep", 4, src_read, &s, 0);
+        _exit(1);
+    }
+    int status;
+    assert_int_equal(waitpid(pid, &status, 0), pid);
+    assert_true(WIFEXITED(status) && WEXITSTATUS(status) == 0);
+    db = open_small();
+    void *v;
+    size_t vl;
+    assert_int_equal(stash_get(db, "keep", 4, &v, &vl), 0);
+    assert_int_equal(vl, 3);
+    assert_memory_equal(v, "old", 3);
+    stash_free(v);
+    assert_int_equal(stash_compact_range(db, NULL, 0, NULL, 0), 0);
+    assert_true(disk_bytes() < (1u << 20));    /* the 3 MiB written were dropped */
+    assert_int_equal(stash_close(db), 0);
+}
+
+/* The snapshot directory's name cannot be written as a key, by any call. */
+static void test_reserved_key(void **state)
+{
+    stash_t *db = open_small();
+    const char *bad[] = {".snapshots", ".snapshots/a", ".snapshots/a/b"};
+    for (int i = 0; i < 3; i++) {
+        size_t n = strlen(bad[i]);
+        assert_int_equal(stash_put(db, bad[i], n, "x", 1), -EINVAL);
+        assert_non_null(strstr(stash_last_error(db), "reserved"));
+        assert_int_equal(stash_pwrite(db, bad[i], n, "x", 1, 0), -EINVAL);
+        assert_int_equal(stash_create(db, bad[i], n, &(stash_stat_t){.mode = 0100644}, 0), -EINVAL);
+        struct src s = {.left = 100};
+        assert_int_equal(stash_put_stream(db, bad[i], n, src_read, &s, 0), -EINVAL);
+        assert_int_equal(stash_put(db, "x", 1, "1", 1), 0);
+        assert_int_equal(stash_rename(db, "x", 1, bad[i], n, 0), -EINVAL);
+        stash_batch_t *b = stash_batch_new();
+        assert_int_equal(stash_batch_put(b, "fine", 4, "1", 1), 0);
+        assert_int_equal(stash_batch_put(b, bad[i], n, "1", 1), 0);
+        assert_int_equal(stash_write(db, b, 0), -EINVAL);   /* the whole batch */
+        stash_batch_free(b);
+        assert_int_equal(stash_get(db, "fine", 4, &(void *){0}, &(size_t){0}), -ENOENT);
+    }
+    assert_int_equal(stash_put(db, "dir/.snapshots", 14, "x", 1), 0);  /* only at the top */
+    assert_int_equal(stash_put(db, ".snapshotsx", 11, "x", 1), 0);
+    assert_int_equal(stash_put(db, "y/a", 3, "1", 1), 0);
+    assert_int_equal(stash_rename_prefix(db, "y/", 2, ".snapshots/", 11, NULL), -EINVAL);
+    assert_int_equal(stash_delete(db, ".snapshots/a", 12), 0);          /* deletes are fine */
+    assert_int_equal(stash_close(db), 0);
+
+    /* Configurable, and "" reserves nothing. */
+    stash_options_t o;
+    stash_options_init(&o);
+    strcpy(o.snapshot_dir, "snaps");
+    assert_int_equal(stash_open(dir, &o, &db), 0);
+    assert_int_equal(stash_put(db, ".snapshots/a", 12, "x", 1), 0);
+    assert_int_equal(stash_put(db, "snaps/a", 7, "x", 1), -EINVAL);
+    assert_int_equal(stash_close(db), 0);
+    o.snapshot_dir[0] = '\0';
+    assert_int_equal(stash_open(dir, &o, &db), 0);
+    assert_int_equal(stash_put(db, "snaps/a", 7, "x", 1), 0);
+    assert_int_equal(stash_close(db), 0);
+    strcpy(o.snapshot_dir, "a/b");
+    assert_int_equal(stash_open(dir, &o, &db), -EINVAL);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -467,6 +618,8 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_xattrs, tu_setup, tu_teardown),
         cmocka_unit_test_setup_teardown(test_named_snapshots, tu_setup, tu_teardown),
         cmocka_unit_test_setup_teardown(test_model, tu_setup, tu_teardown),
+        cmocka_unit_test_setup_teardown(test_put_stream, tu_setup, tu_teardown),
+        cmocka_unit_test_setup_teardown(test_reserved_key, tu_setup, tu_teardown),
     };
     tu_filter();
     return cmocka_run_group_tests(tests, NULL, NULL);

@@ -90,35 +90,58 @@ static int open_store(const char *dir, const char *cfg, int read_only, stash_t *
     return 0;
 }
 
-/* Read all of standard input. */
-static int slurp(char **buf, size_t *len)
+/* stash_put_stream's source: standard input. */
+static int read_stdin(void *arg, void *buf, size_t len, size_t *got)
 {
-    size_t cap = 65536, n = 0;
-    char *p = malloc(cap);
-    if (!p)
-        return -1;
     for (;;) {
-        if (n == cap) {
-            char *q = realloc(p, cap *= 2);
-            if (!q) {
-                free(p);
-                return -1;
-            }
-            p = q;
+        ssize_t n = read(STDIN_FILENO, buf, len);
+        if (n >= 0) {
+            *got = (size_t)n;
+            return 0;
         }
-        size_t k = fread(p + n, 1, cap - n, stdin);
-        n += k;
-        if (k == 0) {
-            if (ferror(stdin)) {
-                free(p);
-                return -1;
-            }
-            break;
+        if (errno != EINTR) {
+            int e = errno;
+            fprintf(stderr, "stashctl: reading standard input: %s\n", strerror(e));
+            *(int *)arg = 1;
+            return -e;
         }
     }
-    *buf = p;
-    *len = n;
-    return 0;
+}
+
+/* KEY's value to standard output, 1 MiB at a time, all at one instant. */
+static int cmd_get(stash_t *db, const char *key)
+{
+    size_t cap = 1u << 20, n;
+    char *buf = malloc(cap);
+    stash_snapshot_t *s = stash_snapshot_new(db);
+    if (!buf || !s) {
+        free(buf);
+        stash_snapshot_free(db, s);
+        fprintf(stderr, "stashctl: out of memory\n");
+        return 1;
+    }
+    int rc = 0;
+    for (uint64_t off = 0;; off += n) {
+        int r = stash_pread_at(db, s, key, strlen(key), buf, cap, off, &n);
+        if (r == -ENOENT) {
+            fprintf(stderr, "stashctl: %s: not found\n", key);
+            rc = 1;
+        } else if (r) {
+            rc = fail("get");
+        } else if (n && fwrite(buf, 1, n, stdout) != n) {
+            fprintf(stderr, "stashctl: writing standard output: %s\n", strerror(errno));
+            rc = 1;
+        }
+        if (rc || n == 0)
+            break;
+    }
+    if (rc == 0 && fflush(stdout) != 0) {
+        fprintf(stderr, "stashctl: writing standard output: %s\n", strerror(errno));
+        rc = 1;
+    }
+    free(buf);
+    stash_snapshot_free(db, s);
+    return rc;
 }
 
 /* A key as one printable line: bytes outside printable ASCII, and the
@@ -342,10 +365,17 @@ static int check_store(const char *dir, const char *cfg)
         fprintf(stderr, "stashctl: %s holds no store: %s\n", dir, strerror(errno));
         rc = 1;
     } else if (flock(fd, LOCK_SH | LOCK_NB) < 0) {
-        char pid[32] = "";
-        ssize_t k = pread(fd, pid, sizeof pid - 1, 0);
-        pid[k > 0 ? strcspn(pid, "\n") : 0] = '\0';
-        fprintf(stderr, "stashctl: store %s is in use (locked by process %s)\n", dir, *pid ? pid : "unknown");
+        /* LOCK: the holder's pid, then what it is (stashfs: its mountpoint). */
+        char txt[1100] = "";
+        ssize_t k = pread(fd, txt, sizeof txt - 1, 0);
+        txt[k > 0 ? k : 0] = '\0';
+        char *note = strchr(txt, '\n');
+        if (note) {
+            *note++ = '\0';
+            note[strcspn(note, "\n")] = '\0';
+        }
+        fprintf(stderr, "stashctl: store %s is in use by process %s%s%s%s\n", dir, *txt ? txt : "unknown",
+                note && *note ? " (" : "", note && *note ? note : "", note && *note ? ")" : "");
         rc = 1;
     } else {
         rc = cmd_check(dir);
@@ -404,35 +434,21 @@ int main(int argc, char **argv)
     if (open_store(dir, cfg, !writes, &db))
         return 1;
     int rc = 0;
-    if (!strcmp(cmd, "put")) {
-        char *v = args[1];
-        size_t vl = v ? strlen(v) : 0;
-        if (!v && slurp(&v, &vl) < 0) {
-            fprintf(stderr, "stashctl: cannot read the value from standard input\n");
+    if (!strcmp(cmd, "put") && args[1]) {
+        stash_batch_t *b = stash_batch_new();
+        if (!b || stash_batch_put(b, args[0], strlen(args[0]), args[1], strlen(args[1])) != 0 ||
+            stash_write(db, b, STASH_SYNC) != 0)
+            rc = fail("put");
+        stash_batch_free(b);
+    } else if (!strcmp(cmd, "put")) {
+        int input_failed = 0;
+        if (stash_put_stream(db, args[0], strlen(args[0]), read_stdin, &input_failed, STASH_SYNC) != 0 &&
+            !input_failed)
+            rc = fail("put");
+        else if (input_failed)
             rc = 1;
-        } else {
-            stash_batch_t *b = stash_batch_new();
-            if (!b || stash_batch_put(b, args[0], strlen(args[0]), v, vl) != 0 ||
-                stash_write(db, b, STASH_SYNC) != 0)
-                rc = fail("put");
-            stash_batch_free(b);
-            if (!args[1])
-                free(v);
-        }
     } else if (!strcmp(cmd, "get")) {
-        void *v;
-        size_t vl;
-        int r = stash_get(db, args[0], strlen(args[0]), &v, &vl);
-        if (r == -ENOENT) {
-            fprintf(stderr, "stashctl: %s: not found\n", args[0]);
-            rc = 1;
-        } else if (r) {
-            rc = fail("get");
-        } else {
-            if (fwrite(v, 1, vl, stdout) != vl || fflush(stdout) != 0)
-                rc = 1;
-            stash_free(v);
-        }
+        rc = cmd_get(db, args[0]);
     } else if (!strcmp(cmd, "del")) {
         void *v;
         size_t vl;

@@ -79,6 +79,19 @@ same "value survives compaction" "$tmp/out" "$tmp/blob"
 expect 0 "check clean" "$ctl" -d "$store" check
 grep -q "^clean" "$tmp/out" || { echo "FAIL: check output"; cat "$tmp/out"; fails=$((fails + 1)); }
 
+# dump-sst / dump-wal print a file's records; they need no store option.
+expect 0 "dump-sst" "$ctl" dump-sst "$(ls "$store"/*.sst | head -n 1)"
+grep -q '^[0-9]* put a/1 plain 4 bytes "va/1"$' "$tmp/out" || { echo "FAIL: dump-sst output"; head "$tmp/out"; fails=$((fails + 1)); }
+grep -q '<chunk gen [0-9a-f]* index 0> 65536 bytes' "$tmp/out" || { echo "FAIL: dump-sst chunk"; fails=$((fails + 1)); }
+"$ctl" -d "$store" put walkey walvalue
+expect 0 "dump-wal" "$ctl" dump-wal "$(ls "$store"/*.log | tail -n 1)"
+grep -q '^[0-9]* put walkey plain 8 bytes "walvalue"$' "$tmp/out" || { echo "FAIL: dump-wal output"; cat "$tmp/out"; fails=$((fails + 1)); }
+expect 0 "dump-wal of a MANIFEST" "$ctl" dump-wal "$(ls "$store"/MANIFEST-* | tail -n 1)"
+grep -q '^# edit at offset [0-9]*:.* add 1,' "$tmp/out" || { echo "FAIL: MANIFEST dump"; cat "$tmp/out"; fails=$((fails + 1)); }
+expect 1 "dump-sst of a non-table" "$ctl" dump-sst "$store/CURRENT"
+expect 1 "dump-wal of a badly named file" "$ctl" dump-wal "$store/CURRENT"
+expect 2 "dump-sst without a file" "$ctl" dump-sst
+
 # A backup is a store of its own, with the same contents, that passes check.
 expect 0 "backup" "$ctl" -d "$store" backup "$tmp/bak"
 expect 0 "check backup" "$ctl" -d "$tmp/bak" check

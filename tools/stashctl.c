@@ -19,10 +19,15 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/file.h>
+#include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
 
 #include "smartstash.h"
+#include "batch.h"
+#include "coding.h"
+#include "ikey.h"
+#include "value.h"
 #include "sstable.h"
 #include "version.h"
 #include "wal.h"
@@ -41,7 +46,10 @@ static const char *usage_line =
     "  backup DEST_DIR                       copy the store, consistent at one instant, to DEST_DIR\n"
     "  snapshot create|delete NAME           take or drop a named snapshot (stashfs shows it\n"
     "                                        under .snapshots/NAME)\n"
-    "  snapshot list                         list the named snapshots\n";
+    "  snapshot list                         list the named snapshots\n"
+    "  dump-sst FILE                         print every entry of a table file\n"
+    "  dump-wal FILE                         print every record of a log or MANIFEST file\n"
+    "(dump-sst and dump-wal take a file path and need no -d/-c)\n";
 
 static int usage(const char *why)
 {
@@ -214,6 +222,201 @@ static int cmd_scan(stash_t *db, int argc, char **argv)
         fprintf(stderr, "stashctl: scan stopped: %s\n", stash_strerror(rc));
         return 1;
     }
+    return fflush(stdout) == 0 ? 0 : 1;
+}
+
+/* ---- dump-sst, dump-wal: every record of one file, for debugging ---- */
+
+/* Up to 48 bytes of P, escaped, and how much was left out. */
+static void print_preview(const uint8_t *p, size_t n)
+{
+    putchar('"');
+    print_escaped(p, n > 48 ? 48 : n);
+    putchar('"');
+    if (n > 48)
+        printf("... (%zu bytes)", n);
+}
+
+static uint64_t be64(const uint8_t *p)
+{
+    uint64_t v = 0;
+    for (int i = 0; i < 8; i++)
+        v = v << 8 | p[i];
+    return v;
+}
+
+/* A user key from its stored form (a leading 0xFF is stored as FF 00). */
+static void print_user_key(const uint8_t *k, size_t kl)
+{
+    if (kl >= 2 && k[0] == NS_BYTE && k[1] == NS_ESC) {
+        fputs("\\xff", stdout);
+        print_escaped(k + 2, kl - 2);
+    } else {
+        print_escaped(k, kl);
+    }
+}
+
+/* One stored entry: its sequence number and type, the key (a user key, or
+ * which of the engine's records it is), and what its value holds. */
+static void print_entry(uint64_t seq, int type, const uint8_t *k, size_t kl, const uint8_t *v, size_t vl)
+{
+    printf("%llu %s ", (unsigned long long)seq, type == KT_PUT ? "put" : type == KT_DEL ? "del" : "?");
+    if (key_is_sys(k, kl)) {
+        int ns = kl >= 2 ? k[1] : -1;
+        if (ns == NS_CHUNK && kl == CHUNK_KEY_LEN)
+            printf("<chunk gen %016llx index %llu>", (unsigned long long)be64(k + 2),
+                   (unsigned long long)be64(k + 10));
+        else if ((ns == NS_BLOB || ns == NS_STREAM) && kl == BLOB_KEY_LEN)
+            printf("<%s gen %016llx>", ns == NS_BLOB ? "owner" : "stream", (unsigned long long)be64(k + 2));
+        else if (ns == NS_SNAP) {
+            fputs("<snapshot ", stdout);
+            print_escaped(k + 2, kl - 2);
+            putchar('>');
+        } else {
+            fputs("<engine key ", stdout);
+            print_escaped(k, kl);
+            putchar('>');
+        }
+        if (type == KT_PUT) {
+            if (ns == NS_CHUNK)
+                printf(" %zu bytes", vl);
+            else if (ns == NS_BLOB || ns == NS_STREAM) {
+                fputs(" for ", stdout);
+                print_user_key(v, vl);
+            } else if (ns == NS_SNAP && vl >= 8) {
+                printf(" sequence %llu", (unsigned long long)(v[0] | (uint64_t)v[1] << 8 | (uint64_t)v[2] << 16 |
+                                                              (uint64_t)v[3] << 24 | (uint64_t)v[4] << 32 |
+                                                              (uint64_t)v[5] << 40 | (uint64_t)v[6] << 48 |
+                                                              (uint64_t)v[7] << 56));
+            }
+        }
+        putchar('\n');
+        return;
+    }
+    print_user_key(k, kl);
+    if (type == KT_PUT) {
+        struct envelope e;
+        if (env_decode(v, vl, &e) < 0) {
+            printf(" DAMAGED VALUE (%zu bytes)\n", vl);
+            return;
+        }
+        if (e.kind == VK_PLAIN) {
+            printf(" plain %zu bytes ", vl - (size_t)(e.data - v));
+            print_preview(e.data, vl - (size_t)(e.data - v));
+        } else {
+            printf(" %s mode %o uid %u gid %u mtime %lld xattrs %zu bytes, ", e.kind == VK_ATTR ? "attr" : "chunked",
+                   (unsigned)e.st.mode, (unsigned)e.st.uid, (unsigned)e.st.gid, (long long)e.st.mtime_ns, e.xlen);
+            if (e.kind == VK_ATTR) {
+                printf("%llu bytes ", (unsigned long long)e.st.size);
+                print_preview(e.data, (size_t)e.st.size);
+            } else {
+                printf("%llu bytes in gen %016llx", (unsigned long long)e.st.size, (unsigned long long)e.gen);
+            }
+        }
+    }
+    putchar('\n');
+}
+
+static int dump_sst(const char *path)
+{
+    sst_reader_t *r;
+    if (sst_open(path, 0, &ikey_fmt, NULL, &r) != 0) {
+        fprintf(stderr, "stashctl: %s\n", stash_last_error(NULL));
+        return 1;
+    }
+    printf("# %s: %llu entries, %llu bytes\n", path, (unsigned long long)sst_entries(r),
+           (unsigned long long)sst_file_size(r));
+    sst_iter_t *it = sst_iter_new(r);
+    for (sst_iter_seek_first(it); it && sst_iter_valid(it); sst_iter_next(it)) {
+        size_t kl, vl;
+        const uint8_t *k = sst_iter_key(it, &kl);
+        const uint8_t *v = sst_iter_value(it, &vl);
+        uint64_t tag = ikey_tag(k, kl);
+        print_entry(TAG_SEQ(tag), TAG_TYPE(tag), k, ikey_ulen(kl), v, vl);
+    }
+    int rc = it ? sst_iter_status(it) : -ENOMEM;
+    sst_iter_free(it);
+    sst_close(r);
+    if (rc) {
+        fprintf(stderr, "stashctl: %s: %s\n", path, stash_last_error(NULL));
+        return 1;
+    }
+    return fflush(stdout) == 0 ? 0 : 1;
+}
+
+static int print_batch_entry(void *arg, uint64_t seq, int type, const uint8_t *k, size_t kl,
+                             const uint8_t *v, size_t vl)
+{
+    print_entry(seq, type, k, kl, v, vl);
+    return 0;
+}
+
+/* A log record is a write batch; a MANIFEST record a version edit. */
+static int print_record(void *arg, const void *rec, size_t len, uint64_t off)
+{
+    const uint8_t *p = rec, *end = p + len;
+    if (*(int *)arg) {
+        printf("# edit at offset %llu:", (unsigned long long)off);
+        if (len < 1 || p[0] != 1) {
+            printf(" unknown edit format\n");
+            return 0;
+        }
+        static const char *names[] = {NULL, "log", "next_file", "last_seq", "add", "delete"};
+        static const int nargs[] = {0, 1, 1, 1, 3, 2};
+        for (p++; p < end;) {
+            int tag = *p++;
+            if (tag < 1 || tag > 5) {
+                printf(" <unknown tag %d>", tag);
+                break;
+            }
+            printf(" %s", names[tag]);
+            for (int i = 0; i < nargs[tag]; i++) {
+                uint64_t v;
+                size_t n = dec_varint(p, end, &v);
+                if (!n) {
+                    printf(" <truncated>");
+                    p = end;
+                    break;
+                }
+                p += n;
+                printf("%s%llu", i ? "," : " ", (unsigned long long)v);
+            }
+        }
+        putchar('\n');
+        return 0;
+    }
+    uint64_t first;
+    uint32_t count;
+    if (batch_decode(p, len, NULL, NULL, &first, &count) != 0) {
+        printf("# batch at offset %llu: DAMAGED (%zu bytes)\n", (unsigned long long)off, len);
+        return 0;
+    }
+    printf("# batch at offset %llu: %u entries from sequence %llu\n", (unsigned long long)off, count,
+           (unsigned long long)first);
+    return batch_decode(p, len, print_batch_entry, NULL, NULL, NULL);
+}
+
+static int dump_wal(const char *path)
+{
+    const char *base = strrchr(path, '/');
+    base = base ? base + 1 : path;
+    int manifest = !strncmp(base, "MANIFEST-", 9);
+    char *end;
+    unsigned long long num = strtoull(manifest ? base + 9 : base, &end, 10);
+    if (end == (manifest ? base + 9 : base) || (manifest ? *end != '\0' : strcmp(end, ".log") != 0)) {
+        fprintf(stderr, "stashctl: %s: not a log (NNNNNN.log) or MANIFEST-NNNNNN name\n", path);
+        return 1;
+    }
+    printf("# %s\n", path);
+    uint64_t good;
+    if (wal_replay(path, num, WAL_NEWEST, print_record, &manifest, &good) != 0) {
+        fprintf(stderr, "stashctl: %s\n", stash_last_error(NULL));
+        return 1;
+    }
+    struct stat st;
+    if (stat(path, &st) == 0 && (uint64_t)st.st_size > good)
+        printf("# %llu bytes after the last whole record (a torn tail)\n",
+               (unsigned long long)st.st_size - good);
     return fflush(stdout) == 0 ? 0 : 1;
 }
 
@@ -397,6 +600,11 @@ int main(int argc, char **argv)
         case 'h': fputs(usage_line, stdout); return 0;
         default: return usage(NULL);
         }
+    }
+    if (optind < argc && (!strcmp(argv[optind], "dump-sst") || !strcmp(argv[optind], "dump-wal"))) {
+        if (argc - optind != 2 || !*argv[optind + 1])
+            return usage("dump-sst and dump-wal take one FILE");
+        return argv[optind][5] == 's' ? dump_sst(argv[optind + 1]) : dump_wal(argv[optind + 1]);
     }
     if ((!dir && !cfg) || (dir && cfg))
         return usage("give the store with -d DATA_DIR or -c CONFIG");

@@ -1702,28 +1702,37 @@ static void work_unlock_fg(stash_t *db)
     pthread_mutex_unlock(&db->mu);
 }
 
+/* DEST must be missing (it is made) or an empty directory. */
+static int backup_dest(const char *dest)
+{
+    if (mkdir(dest, 0755) == 0)
+        return 0;
+    int e = errno;
+    DIR *d = e == EEXIST ? opendir(dest) : NULL;
+    struct dirent *de;
+    int empty = d != NULL;
+    while (d && (de = readdir(d)))
+        if (strcmp(de->d_name, ".") && strcmp(de->d_name, ".."))
+            empty = 0;
+    if (d)
+        closedir(d);
+    if (!empty)
+        return err_set(e == EEXIST ? -EEXIST : -e, "backup destination %s: %s", dest,
+                       e == EEXIST ? "not an empty directory" : strerror(e));
+    return 0;
+}
+
 int stash_backup(stash_t *db, const char *dest)
 {
     if (!db || !dest || !*dest)
         return err_set(-EINVAL, "stash_backup: bad arguments");
     if (db->opt.read_only)
         return err_set(-EROFS, "store %s is open read-only: its memtable cannot be written out", db->dir);
-    if (mkdir(dest, 0755) < 0) {
-        int e = errno;
-        DIR *d = e == EEXIST ? opendir(dest) : NULL;
-        struct dirent *de;
-        int empty = d != NULL;
-        while (d && (de = readdir(d)))
-            if (strcmp(de->d_name, ".") && strcmp(de->d_name, ".."))
-                empty = 0;
-        if (d)
-            closedir(d);
-        if (!empty)
-            return err_set(e == EEXIST ? -EEXIST : -e, "backup destination %s: %s", dest,
-                           e == EEXIST ? "not an empty directory" : strerror(e));
-    }
+    int rc = backup_dest(dest);
+    if (rc)
+        return rc;
     /* Everything acknowledged so far goes to tables first. */
-    int rc = do_write(db, NULL, 0, 1);
+    rc = do_write(db, NULL, 0, 1);
     if (rc)
         return rc;
     work_lock_fg(db);
@@ -1738,6 +1747,84 @@ int stash_backup(stash_t *db, const char *dest)
     }
     work_unlock_fg(db);
     return rc < 0 ? rc : 0;
+}
+
+/*
+ * Copy what iterator IT sees -- the newest version at or below its sequence
+ * of every stored key, deletions left out, named snapshot records left out
+ * -- into store OUT, in batches of about a megabyte.
+ */
+static int copy_visible(stash_iter_t *it, stash_t *out)
+{
+    iiter_t *m = it->m;
+    stash_batch_t *b = stash_batch_new();
+    uint8_t *last = malloc(IKEY_MAX);
+    size_t lastlen = 0;
+    int have = 0, rc = b && last ? 0 : err_set(-ENOMEM, "out of memory");
+    for (m->ops->seek_first(m); rc == 0 && m->ops->valid(m); m->ops->next(m)) {
+        size_t kl, vl;
+        const uint8_t *k = m->ops->key(m, &kl);
+        uint64_t tag = m->ops->tag(m);
+        if (TAG_SEQ(tag) > it->seq)
+            continue;               /* written after the snapshot */
+        if (have && kl == lastlen && !memcmp(k, last, kl))
+            continue;               /* an older version */
+        memcpy(last, k, kl);
+        lastlen = kl;
+        have = 1;
+        if (TAG_TYPE(tag) != KT_PUT || (kl >= 2 && k[0] == NS_BYTE && k[1] == NS_SNAP))
+            continue;
+        if (key_is_sys(k, kl))
+            atomic_store(&out->has_blobs, 1);
+        const uint8_t *v = m->ops->value(m, &vl);
+        rc = batch_put_raw(b, k, kl, NULL, 0, v, vl);
+        if (rc == 0 && batch_data(b, &vl) && vl >= (1u << 20)) {
+            rc = do_write(out, b, 0, 0);
+            stash_batch_clear(b);
+        }
+    }
+    if (rc == 0)
+        rc = m->ops->status(m);
+    if (rc == 0 && stash_batch_count(b))
+        rc = do_write(out, b, 0, 0);
+    if (rc == 0)
+        rc = do_write(out, NULL, 1, 0);     /* fsync the copy's log */
+    stash_batch_free(b);
+    free(last);
+    return rc;
+}
+
+int stash_backup_snapshot(stash_t *db, const char *name, const char *dest)
+{
+    if (!db || !name || !dest || !*dest)
+        return err_set(-EINVAL, "stash_backup_snapshot: bad arguments");
+    stash_snapshot_t *s = stash_snapshot_open(db, name, NULL);
+    if (!s) {
+        int bad = check_snap_name(name);
+        return bad ? bad : strcmp(err_get(), "out of memory") ? -ENOENT : -ENOMEM;
+    }
+    int rc = backup_dest(dest);
+    stash_t *out = NULL;
+    if (rc == 0) {
+        stash_options_t o = db->opt;
+        o.create_if_missing = 1;
+        o.read_only = 0;
+        o.holder = NULL;
+        rc = stash_open(dest, &o, &out);
+    }
+    stash_iter_t *it = rc == 0 ? stash_iter_new(db, s) : NULL;
+    if (rc == 0 && !it)
+        rc = err_set(-ENOMEM, "out of memory");
+    if (rc == 0)
+        rc = copy_visible(it, out);
+    stash_iter_free(it);
+    stash_snapshot_free(db, s);
+    if (out) {
+        int crc = stash_close(out);
+        if (rc == 0)
+            rc = crc;
+    }
+    return rc;
 }
 
 static int compact_range_stored(stash_t *db, const void *begin, size_t blen, const void *end, size_t elen);

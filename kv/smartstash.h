@@ -435,6 +435,19 @@ int  stash_compact_range(stash_t *db, const void *begin, size_t blen, const void
 int  stash_backup(stash_t *db, const char *dest_dir);
 
 /*
+ * Make DEST_DIR a new store holding exactly what named snapshot NAME sees:
+ * every key, value, attribute and large value as of that instant, and no
+ * named snapshots.  The live store keeps serving reads and writes (and may
+ * be read-only).  The entries are copied one by one into a store created
+ * in DEST_DIR with this store's options, so it costs a read and a write of
+ * the snapshot's data; the copy is fsynced before the call returns.  DEST_DIR
+ * must not exist or be empty; after a failure it holds a partial store the
+ * caller should remove.  Errors: -ENOENT (no snapshot NAME), -EEXIST
+ * (DEST_DIR not empty), -ENOSPC, -EIO, -EINVAL, -ENOMEM.
+ */
+int  stash_backup_snapshot(stash_t *db, const char *name, const char *dest_dir);
+
+/*
  * Write a human-readable summary of the store (tables and bytes per level,
  * memtables, log, cache hit rate, bytes written by flushes and compactions
  * and the write amplification they add up to, stalls) into BUF, always

@@ -101,6 +101,26 @@ same "backup holds the values" "$tmp/out" "$tmp/blob"
 same "backup holds the same keys" "$tmp/keys1" "$tmp/keys2"
 expect 1 "backup into a non-empty directory" "$ctl" -d "$store" backup "$tmp/bak"
 grep -q "not an empty directory" "$tmp/err" || { echo "FAIL: backup refusal message"; fails=$((fails + 1)); }
+# A backup of a named snapshot holds what it saw, not what came after.
+"$ctl" -d "$store" snapshot create before
+"$ctl" -d "$store" put a/1 after
+"$ctl" -d "$store" del blob
+expect 0 "backup --snapshot" "$ctl" -d "$store" backup --snapshot before "$tmp/bak-snap"
+expect 0 "check snapshot backup" "$ctl" -d "$tmp/bak-snap" check
+expect 0 "get from snapshot backup" "$ctl" -d "$tmp/bak-snap" get blob
+same "snapshot backup holds the old large value" "$tmp/out" "$tmp/blob"
+expect 0 "get old value from snapshot backup" "$ctl" -d "$tmp/bak-snap" get a/1
+printf 'va/1' >"$tmp/want"; same "snapshot backup holds the old value" "$tmp/out" "$tmp/want"
+"$ctl" -d "$tmp/bak" scan >"$tmp/keys1"; "$ctl" -d "$tmp/bak-snap" scan >"$tmp/keys2"
+same "snapshot backup holds the snapshot's keys" "$tmp/keys1" "$tmp/keys2"
+expect 0 "snapshot backup has no snapshots" "$ctl" -d "$tmp/bak-snap" snapshot list
+[ -s "$tmp/out" ] && { echo "FAIL: snapshots copied into a snapshot backup"; fails=$((fails + 1)); }
+expect 1 "backup of a missing snapshot" "$ctl" -d "$store" backup --snapshot nosuch "$tmp/bak-none"
+grep -q "snapshot nosuch: not found" "$tmp/err" || { echo "FAIL: missing snapshot message"; cat "$tmp/err"; fails=$((fails + 1)); }
+expect 2 "backup --snapshot without a name" "$ctl" -d "$store" backup --snapshot
+"$ctl" -d "$store" snapshot delete before
+"$ctl" -d "$store" put a/1 va/1
+"$ctl" -d "$store" put blob <"$tmp/blob"
 expect 2 "backup without destination" "$ctl" -d "$store" backup
 
 # Named snapshots.

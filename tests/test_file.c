@@ -366,6 +366,26 @@ static void test_named_snapshots(void **state)
         int n = 0;
         assert_int_equal(stash_snapshot_list(db, count_snap, &n), 0);
         assert_int_equal(n, 1);
+        /* A backup of the snapshot is a store holding exactly its contents. */
+        char bak[600];
+        snprintf(bak, sizeof bak, "%s/bak%d", dir, round);
+        assert_int_equal(stash_backup_snapshot(db, "s1", bak), 0);
+        assert_int_equal(stash_backup_snapshot(db, "s1", bak), -EEXIST);
+        stash_t *b;
+        assert_int_equal(stash_open(bak, NULL, &b), 0);
+        assert_int_equal(stash_get(b, "k", 1, &v, &vl), 0);
+        assert_int_equal(vl, 2);
+        assert_memory_equal(v, "v1", 2);
+        stash_free(v);
+        assert_int_equal(stash_get(b, "big", 3, &v, &vl), 0);
+        assert_int_equal(vl, 200000);
+        for (size_t i = 0; i < vl; i++)
+            assert_int_equal(((uint8_t *)v)[i], 1);
+        stash_free(v);
+        n = 0;
+        assert_int_equal(stash_snapshot_list(b, count_snap, &n), 0);
+        assert_int_equal(n, 0);
+        assert_int_equal(stash_close(b), 0);
         /* Survives a restart and another compaction. */
         assert_int_equal(stash_close(db), 0);
         db = open_small();
@@ -373,6 +393,9 @@ static void test_named_snapshots(void **state)
     }
     assert_int_equal(stash_snapshot_delete(db, "s1"), 0);
     assert_int_equal(stash_snapshot_delete(db, "s1"), -ENOENT);
+    char bak[600];
+    snprintf(bak, sizeof bak, "%s/bak-none", dir);
+    assert_int_equal(stash_backup_snapshot(db, "s1", bak), -ENOENT);
     assert_null(stash_snapshot_open(db, "s1", NULL));
     assert_int_equal(stash_close(db), 0);
     db = open_small();

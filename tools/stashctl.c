@@ -43,7 +43,8 @@ static const char *usage_line =
     "  stats                                 print the store's statistics\n"
     "  compact                               compact the whole store\n"
     "  check                                 verify every checksum of every file\n"
-    "  backup DEST_DIR                       copy the store, consistent at one instant, to DEST_DIR\n"
+    "  backup [--snapshot NAME] DEST_DIR     copy the store, consistent at one instant (or as\n"
+    "                                        named snapshot NAME saw it), to DEST_DIR\n"
     "  snapshot create|delete NAME           take or drop a named snapshot (stashfs shows it\n"
     "                                        under .snapshots/NAME)\n"
     "  snapshot list                         list the named snapshots\n"
@@ -614,10 +615,18 @@ int main(int argc, char **argv)
     int nargs = argc - optind - 1;
     char **args = argv + optind + 1;
 
+    const char *snap = NULL;
+    if (!strcmp(cmd, "backup") && nargs >= 1 && !strcmp(args[0], "--snapshot")) {
+        if (nargs < 2 || !*args[1])
+            return usage("--snapshot takes a NAME");
+        snap = args[1];
+        args += 2;
+        nargs -= 2;
+    }
     int writes = !strcmp(cmd, "put") || !strcmp(cmd, "del") || !strcmp(cmd, "compact") ||
-                 !strcmp(cmd, "backup") ||
+                 (!strcmp(cmd, "backup") && !snap) ||
                  (!strcmp(cmd, "snapshot") && argc - optind >= 2 && strcmp(argv[optind + 1], "list"));
-    int known = writes || !strcmp(cmd, "snapshot") || !strcmp(cmd, "get") || !strcmp(cmd, "scan") || !strcmp(cmd, "stats") ||
+    int known = writes || !strcmp(cmd, "backup") || !strcmp(cmd, "snapshot") || !strcmp(cmd, "get") || !strcmp(cmd, "scan") || !strcmp(cmd, "stats") ||
                 !strcmp(cmd, "check");
     if (!known)
         return usage("unknown command");
@@ -699,8 +708,13 @@ int main(int argc, char **argv)
             rc = fail("snapshot delete");
         }
     } else if (!strcmp(cmd, "backup")) {
-        if (stash_backup(db, args[0]) != 0)
+        int r = snap ? stash_backup_snapshot(db, snap, args[0]) : stash_backup(db, args[0]);
+        if (r == -ENOENT && snap) {
+            fprintf(stderr, "stashctl: snapshot %s: not found\n", snap);
+            rc = 1;
+        } else if (r) {
             rc = fail("backup");
+        }
     }
     if (stash_close(db) != 0 && rc == 0)
         rc = fail("close");

@@ -303,7 +303,7 @@ static int finish_output(vset_t *vs, sst_writer_t **w, uint64_t num, int level, 
 
 int compact_run(vset_t *vs, const stash_options_t *o, struct compaction *c,
                 uint64_t smallest_snapshot, vedit_t *e, struct cstats *st,
-                void (*yield)(void *arg), void *arg)
+                void (*yield)(void *arg, uint64_t entries), void *arg)
 {
     int out_level = c->level + 1;
     for (int w = 0; w < 2; w++) {
@@ -365,9 +365,9 @@ int compact_run(vset_t *vs, const stash_options_t *o, struct compaction *c,
         const void *k = m->ops->key(m, &kl);
         m->ops->value(m, &vl);
         bytes += kl + vl;
-        if (yield && (++steps % 4096 == 0 || bytes >= (4u << 20))) {
-            yield(arg);
-            bytes = 0;
+        if (yield && (++steps == 4096 || bytes >= (4u << 20))) {
+            yield(arg, steps);
+            steps = bytes = 0;
         }
         uint64_t tag = m->ops->tag(m);
         if (!have_cur || kl != ikey_ulen(cur.len) || memcmp(k, cur.p, kl) != 0) {
@@ -398,6 +398,8 @@ int compact_run(vset_t *vs, const stash_options_t *o, struct compaction *c,
     }
     if (rc == 0)
         rc = m->ops->status(m);
+    if (yield && steps)
+        yield(arg, steps);
     if (rc == 0 && w)
         rc = finish_output(vs, &w, num, out_level, e, st);
     if (w)

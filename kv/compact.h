@@ -51,13 +51,15 @@ void compact_free(struct compaction *c);
 
 /*
  * Run C, filling edit E (deletes of the inputs, adds of the outputs).  YIELD
- * (may be NULL) is called now and then with ARG, between output entries, so
- * the caller can flush a waiting memtable in the middle of a long
- * compaction; it may install new versions but must not touch C's inputs.
+ * (may be NULL) is called now and then with ARG and the number of input
+ * entries read since its last call, between output entries (and once at the
+ * end), so the caller can count progress and flush a waiting memtable in
+ * the middle of a long compaction; it may install new versions but must not
+ * touch C's inputs.
  */
 int compact_run(vset_t *vs, const stash_options_t *o, struct compaction *c,
                 uint64_t smallest_snapshot, vedit_t *e, struct cstats *st,
-                void (*yield)(void *arg), void *arg);
+                void (*yield)(void *arg, uint64_t entries), void *arg);
 
 /* Write memtable M as a level-0 table; *OUT is NULL for an empty memtable. */
 int flush_memtable(vset_t *vs, const stash_options_t *o, memtable_t *m, fmeta_t **out,

@@ -135,6 +135,7 @@ struct stash {
      * chunked value may exist. */
     pthread_mutex_t keylock[KEY_STRIPES];
     atomic_int has_blobs;
+    _Atomic uint64_t compact_entries;   /* read by compactions, as they go */
 
     /* Named snapshots: their records live under the engine's keys; each
      * holds a pinned snapshot in snaps.  Under named_mu. */
@@ -1532,9 +1533,10 @@ static uint64_t smallest_snapshot(stash_t *db)
 
 /* Called from inside a long compaction: writers waiting for a flush must
  * not wait for the whole compaction. */
-static void flush_waiting(void *arg)
+static void flush_waiting(void *arg, uint64_t entries)
 {
     stash_t *db = arg;
+    atomic_fetch_add(&db->compact_entries, entries);
     pthread_mutex_lock(&db->mu);
     int waiting = db->nimm > 0 && !db->bgerr;
     pthread_mutex_unlock(&db->mu);
@@ -2295,6 +2297,32 @@ int stash_close(stash_t *db)
 
 /* ------------------------------------------------------------------ */
 /* statistics                                                           */
+
+int stash_counters(stash_t *db, stash_counters_t *c)
+{
+    if (!db || !c)
+        return err_set(-EINVAL, "stash_counters: bad arguments");
+    memset(c, 0, sizeof *c);
+    pthread_mutex_lock(&db->mu);
+    c->sequence = db->last_seq;
+    c->memtable_bytes = mt_memory(db->mem);
+    for (int i = 0; i < db->nimm; i++)
+        c->memtable_bytes += mt_memory(db->imm[i].mt);
+    for (int l = 0; l < NLEVELS && l < STASH_LEVELS; l++) {
+        c->level_tables[l] = (uint64_t)db->ver->n[l];
+        c->level_bytes[l] = level_bytes(db->ver, l);
+        for (int i = 0; i < db->ver->n[l]; i++)
+            c->level_entries[l] += db->ver->f[l][i]->entries;
+    }
+    c->flush_bytes = db->cst.flush_bytes;
+    c->compactions = db->cst.compactions;
+    c->compact_bytes_read = db->cst.compact_bytes_read;
+    c->compact_bytes_written = db->cst.compact_bytes_written;
+    c->stalls = db->st_stalls;
+    pthread_mutex_unlock(&db->mu);
+    c->compact_entries_read = atomic_load(&db->compact_entries);
+    return 0;
+}
 
 int stash_stats(stash_t *db, char *buf, size_t len)
 {

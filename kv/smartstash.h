@@ -455,6 +455,27 @@ int  stash_backup_snapshot(stash_t *db, const char *name, const char *dest_dir);
  */
 int  stash_stats(stash_t *db, char *buf, size_t len);
 
+/* The same figures as numbers, for programs (and progress displays). */
+#define STASH_LEVELS 7
+typedef struct stash_counters {
+    uint64_t sequence;                 /* of the newest write */
+    uint64_t memtable_bytes;           /* the memtable and frozen ones */
+    uint64_t level_tables[STASH_LEVELS];
+    uint64_t level_bytes[STASH_LEVELS];
+    uint64_t level_entries[STASH_LEVELS];
+    uint64_t flush_bytes;              /* written to level 0, since open */
+    uint64_t compactions;              /* since open */
+    uint64_t compact_bytes_read;       /* by finished compactions */
+    uint64_t compact_bytes_written;
+    uint64_t compact_entries_read;     /* by compactions, counted while they
+                                          run: grows during one long
+                                          compaction */
+    uint64_t stalls;                   /* writes delayed or stopped */
+} stash_counters_t;
+
+/* Fill *C.  Errors: -EINVAL. */
+int  stash_counters(stash_t *db, stash_counters_t *c);
+
 /* A short static description of a (negative or positive) errno value. */
 const char *stash_strerror(int err);
 

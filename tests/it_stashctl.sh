@@ -92,6 +92,18 @@ expect 1 "dump-sst of a non-table" "$ctl" dump-sst "$store/CURRENT"
 expect 1 "dump-wal of a badly named file" "$ctl" dump-wal "$store/CURRENT"
 expect 2 "dump-sst without a file" "$ctl" dump-sst
 
+# On a terminal, compact and check draw a progress bar on stderr (a pty
+# from script(1)); in a pipe they do not.
+if command -v script >/dev/null 2>&1; then
+    script -qec "'$ctl' -d '$store' compact" /dev/null >"$tmp/tty" 2>&1
+    grep -q "compacting \[#*\] 100%" "$tmp/tty" || { echo "FAIL: compact progress bar"; od -c "$tmp/tty" | head; fails=$((fails + 1)); }
+    script -qec "'$ctl' -d '$store' check" /dev/null >"$tmp/tty" 2>&1
+    grep -q "checking \[#*\] 100%" "$tmp/tty" || { echo "FAIL: check progress bar"; fails=$((fails + 1)); }
+    grep -q "^clean" "$tmp/tty" || { echo "FAIL: check result under a terminal"; fails=$((fails + 1)); }
+fi
+"$ctl" -d "$store" check 2>"$tmp/err" >/dev/null
+[ -s "$tmp/err" ] && { echo "FAIL: progress drawn into a pipe"; fails=$((fails + 1)); }
+
 # A backup is a store of its own, with the same contents, that passes check.
 expect 0 "backup" "$ctl" -d "$store" backup "$tmp/bak"
 expect 0 "check backup" "$ctl" -d "$tmp/bak" check

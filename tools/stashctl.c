@@ -15,6 +15,8 @@
 #include <fcntl.h>
 #include <getopt.h>
 #include <limits.h>
+#include <pthread.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -421,12 +423,108 @@ static int dump_wal(const char *path)
     return fflush(stdout) == 0 ? 0 : 1;
 }
 
+/* ---- progress bars (on a terminal only) ---- */
+
+static int show_progress;       /* stderr is a terminal */
+static uint64_t prog_total, prog_done;
+static int prog_last = -1;
+
+static void progress(const char *what, uint64_t done, uint64_t total)
+{
+    if (!show_progress || !total)
+        return;
+    int pct = done >= total ? 100 : (int)(done * 100 / total);
+    if (pct == prog_last)
+        return;
+    prog_last = pct;
+    char bar[41];
+    for (int i = 0; i < 40; i++)
+        bar[i] = i < pct * 40 / 100 ? '#' : '.';
+    bar[40] = 0;
+    fprintf(stderr, "\r%s [%s] %3d%%", what, bar, pct);
+}
+
+static void progress_end(const char *what)
+{
+    if (!show_progress)
+        return;
+    prog_last = -1;
+    progress(what, 1, 1);
+    fputc('\n', stderr);
+    prog_last = -1;
+}
+
+/* compact: a thread draws the bar from the engine's counters while
+ * stash_compact_range works.  The whole-store compaction reads level 0
+ * into 1, then 1 (grown) into 2, and so on to the deepest level: its input
+ * is about the sum, over those steps, of everything above plus the next
+ * level. */
+struct compact_watch {
+    stash_t *db;
+    uint64_t base, total;
+    atomic_int done;
+};
+
+static void *watch_compaction(void *arg)
+{
+    struct compact_watch *w = arg;
+    while (!atomic_load(&w->done)) {
+        stash_counters_t c;
+        if (stash_counters(w->db, &c) == 0) {
+            uint64_t d = c.compact_entries_read - w->base;
+            progress("compacting", d < w->total ? d : w->total - 1, w->total);
+        }
+        usleep(200000);
+    }
+    return NULL;
+}
+
+static int cmd_compact(stash_t *db)
+{
+    struct compact_watch w = {.db = db};
+    stash_counters_t c;
+    pthread_t t;
+    int watching = 0;
+    if (show_progress && stash_counters(db, &c) == 0) {
+        int deepest = 1;
+        for (int l = 1; l < STASH_LEVELS; l++)
+            if (c.level_tables[l])
+                deepest = l;
+        uint64_t above = 0;
+        for (int l = 0; l < deepest; l++) {
+            above += c.level_entries[l];
+            w.total += above + c.level_entries[l + 1];
+        }
+        w.base = c.compact_entries_read;
+        watching = w.total > 0 && pthread_create(&t, NULL, watch_compaction, &w) == 0;
+    }
+    int rc = stash_compact_range(db, NULL, 0, NULL, 0);
+    if (watching) {
+        atomic_store(&w.done, 1);
+        pthread_join(t, NULL);
+        if (rc == 0)
+            progress_end("compacting");
+        else
+            fputc('\n', stderr);
+    }
+    return rc ? fail("compact") : 0;
+}
+
 /* ---- check ---- */
 
 static int damaged;
 
+static void clear_progress(void)
+{
+    if (show_progress && prog_last >= 0) {
+        fprintf(stderr, "\r%60s\r", "");
+        prog_last = -1;
+    }
+}
+
 static void report(const char *file, const char *what)
 {
+    clear_progress();
     printf("damaged: %s: %s\n", file, what);
     damaged++;
 }
@@ -441,13 +539,15 @@ static int check_table(const char *dir, const char *name, uint64_t num)
         return 1;
     }
     sst_iter_t *it = sst_iter_new(r);
-    uint64_t n = 0;
+    uint64_t n = 0, all = sst_entries(r), size = sst_file_size(r);
     for (sst_iter_seek_first(it); sst_iter_valid(it); sst_iter_next(it))
-        n++;
+        if (++n % 4096 == 0 && all)
+            progress("checking", prog_done + (n < all ? size / all * n : size), prog_total);
     if (sst_iter_status(it)) {
         size_t sl, ll;
         const unsigned char *s = sst_smallest(r, &sl), *l = sst_largest(r, &ll);
         char msg[600];
+        clear_progress();
         snprintf(msg, sizeof msg, "%s (table holds keys ", stash_last_error(NULL));
         printf("damaged: %s: %s", name, msg);
         print_escaped(s, sl > 8 ? sl - 8 : 0);
@@ -520,6 +620,16 @@ static int cmd_check(const char *dir)
             newest_log = num;
     }
     rewinddir(d);
+    /* The bar counts bytes of the files to read. */
+    while ((e = readdir(d))) {
+        char path[PATH_MAX];
+        struct stat st;
+        snprintf(path, sizeof path, "%s/%s", dir, e->d_name);
+        if ((isdigit((unsigned char)e->d_name[0]) || !strncmp(e->d_name, "MANIFEST-", 9)) &&
+            stat(path, &st) == 0 && S_ISREG(st.st_mode))
+            prog_total += (uint64_t)st.st_size;
+    }
+    rewinddir(d);
     int tables = 0, logs = 0, manifests = 0;
     while ((e = readdir(d))) {
         char path[PATH_MAX], *end;
@@ -527,6 +637,7 @@ static int cmd_check(const char *dir)
         if (isdigit((unsigned char)e->d_name[0])) {
             unsigned long long num = strtoull(e->d_name, &end, 10);
             if (!strcmp(end, ".sst") && !is_live(num)) {
+                clear_progress();
                 printf("orphan: %s (in no version: left by an interrupted flush or compaction; "
                        "the next open removes it)\n", e->d_name);
             } else if (!strcmp(end, ".sst")) {
@@ -542,8 +653,15 @@ static int cmd_check(const char *dir)
             if (*end || wal_replay(path, num, WAL_NEWEST, NULL, NULL, NULL) != 0)
                 report(e->d_name, *end ? "not a MANIFEST name" : stash_last_error(NULL));
         }
+        struct stat st;
+        if ((isdigit((unsigned char)e->d_name[0]) || !strncmp(e->d_name, "MANIFEST-", 9)) &&
+            stat(path, &st) == 0 && S_ISREG(st.st_mode)) {
+            prog_done += (uint64_t)st.st_size;
+            progress("checking", prog_done, prog_total);
+        }
     }
     closedir(d);
+    progress_end("checking");
     free(live);
     printf("%s: %d tables, %d logs, %d MANIFEST checked, %d damaged\n", damaged ? "damage found" : "clean",
            tables, logs, manifests, damaged);
@@ -645,6 +763,7 @@ int main(int argc, char **argv)
     if (nargs >= 1 && strcmp(cmd, "scan") && !*args[0])
         return usage("a key cannot be empty");
 
+    show_progress = isatty(STDERR_FILENO);
     if (!strcmp(cmd, "check"))
         return check_store(dir, cfg);
     stash_t *db;
@@ -689,10 +808,7 @@ int main(int argc, char **argv)
         stash_stats(db, buf, sizeof buf);
         fputs(buf, stdout);
     } else if (!strcmp(cmd, "compact")) {
-        if (isatty(STDERR_FILENO))
-            fputs("compacting...\n", stderr);
-        if (stash_compact_range(db, NULL, 0, NULL, 0) != 0)
-            rc = fail("compact");
+        rc = cmd_compact(db);
     } else if (!strcmp(cmd, "snapshot") && !strcmp(args[0], "list")) {
         rc = stash_snapshot_list(db, print_snapshot, NULL) ? fail("snapshot list") : 0;
     } else if (!strcmp(cmd, "snapshot") && !strcmp(args[0], "create")) {

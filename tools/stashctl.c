@@ -454,6 +454,14 @@ static void progress_end(const char *what)
     prog_last = -1;
 }
 
+static void clear_progress(void)
+{
+    if (show_progress && prog_last >= 0) {
+        fprintf(stderr, "\r%60s\r", "");
+        prog_last = -1;
+    }
+}
+
 /* compact: a thread draws the bar from the engine's counters while
  * stash_compact_range works.  The whole-store compaction reads level 0
  * into 1, then 1 (grown) into 2, and so on to the deepest level: its input
@@ -502,25 +510,17 @@ static int cmd_compact(stash_t *db)
     if (watching) {
         atomic_store(&w.done, 1);
         pthread_join(t, NULL);
-        if (rc == 0)
-            progress_end("compacting");
-        else
-            fputc('\n', stderr);
     }
+    if (rc == 0)
+        progress_end("compacting");
+    else
+        clear_progress();
     return rc ? fail("compact") : 0;
 }
 
 /* ---- check ---- */
 
 static int damaged;
-
-static void clear_progress(void)
-{
-    if (show_progress && prog_last >= 0) {
-        fprintf(stderr, "\r%60s\r", "");
-        prog_last = -1;
-    }
-}
 
 static void report(const char *file, const char *what)
 {

@@ -42,9 +42,12 @@ PREFIX   ?= /usr/local
 DESTDIR  ?=
 LIBDIR   := $(PREFIX)/lib
 INCDIR   := $(PREFIX)/include
+BINDIR   := $(PREFIX)/bin
+MANDIR   := $(PREFIX)/share/man
+DATADIR  := $(PREFIX)/share/smartstash
 VERSION  := 0.1.0
 
-.PHONY: all deps test run clean install
+.PHONY: all deps test run clean install uninstall
 all: deps $(BUILD)/libsmartstash.a $(BUILD)/libsmartstash.so $(TOOLS) $(BUILD)/stashfs
 
 # One pkg-config probe per run; installs what is missing.
@@ -92,15 +95,30 @@ $(BUILD)/smartstash.pc: Makefile
 	  'Version: $(VERSION)' 'Requires.private: libzstd yaml-0.1' \
 	  'Libs: -L$${libdir} -lsmartstash' 'Libs.private: -lpthread' 'Cflags: -I$${includedir}' > $@
 
-# Library (shared with its soname, and static), header, pkg-config file.
+# Programs, library (shared with its soname, and static), header,
+# pkg-config file, man pages, the systemd unit example.
 install: all $(BUILD)/smartstash.pc
-	install -d $(DESTDIR)$(LIBDIR)/pkgconfig $(DESTDIR)$(INCDIR)
+	install -d $(DESTDIR)$(LIBDIR)/pkgconfig $(DESTDIR)$(INCDIR) $(DESTDIR)$(BINDIR) \
+	  $(DESTDIR)$(MANDIR)/man1 $(DESTDIR)$(MANDIR)/man3 $(DESTDIR)$(DATADIR)
+	install -m 0755 $(BUILD)/stashfs $(BUILD)/stashctl $(DESTDIR)$(BINDIR)/
+	install -m 0644 man/stashfs.1 man/stashctl.1 $(DESTDIR)$(MANDIR)/man1/
+	install -m 0644 man/smartstash.3 $(DESTDIR)$(MANDIR)/man3/
+	install -m 0644 contrib/stashfs@.service $(DESTDIR)$(DATADIR)/
 	install -m 0644 $(BUILD)/libsmartstash.a $(DESTDIR)$(LIBDIR)/libsmartstash.a
 	install -m 0755 $(BUILD)/libsmartstash.so $(DESTDIR)$(LIBDIR)/libsmartstash.so.$(VERSION)
 	ln -sf libsmartstash.so.$(VERSION) $(DESTDIR)$(LIBDIR)/libsmartstash.so.0
 	ln -sf libsmartstash.so.0 $(DESTDIR)$(LIBDIR)/libsmartstash.so
 	install -m 0644 kv/smartstash.h $(DESTDIR)$(INCDIR)/smartstash.h
 	install -m 0644 $(BUILD)/smartstash.pc $(DESTDIR)$(LIBDIR)/pkgconfig/smartstash.pc
+
+uninstall:
+	rm -f $(DESTDIR)$(BINDIR)/stashfs $(DESTDIR)$(BINDIR)/stashctl \
+	  $(DESTDIR)$(MANDIR)/man1/stashfs.1 $(DESTDIR)$(MANDIR)/man1/stashctl.1 \
+	  $(DESTDIR)$(MANDIR)/man3/smartstash.3 $(DESTDIR)$(DATADIR)/stashfs@.service \
+	  $(DESTDIR)$(LIBDIR)/libsmartstash.a $(DESTDIR)$(LIBDIR)/libsmartstash.so \
+	  $(DESTDIR)$(LIBDIR)/libsmartstash.so.0 $(DESTDIR)$(LIBDIR)/libsmartstash.so.$(VERSION) \
+	  $(DESTDIR)$(INCDIR)/smartstash.h $(DESTDIR)$(LIBDIR)/pkgconfig/smartstash.pc
+	-rmdir $(DESTDIR)$(DATADIR) 2>/dev/null
 
 $(BUILD)/asan/libsmartstash.a: $(ASAN_OBJ)
 	@rm -f $@

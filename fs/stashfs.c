@@ -1166,7 +1166,17 @@ int main(int argc, char **argv)
     my_uid = getuid();
     my_gid = getgid();
     fuse_opt_add_arg(&args, "-odefault_permissions");
-    fuse_opt_add_arg(&args, "-ofsname=stashfs");
+    /* mount(8), df and /proc/mounts show the store's directory as the
+     * source (commas and backslashes escaped for the option parser). */
+    char fsname[2 * PATH_MAX + 16];
+    size_t fo = (size_t)snprintf(fsname, sizeof fsname, "-ofsname=");
+    for (const char *p = stashfs_data_dir; *p && fo + 3 < sizeof fsname; p++) {
+        if (*p == ',' || *p == '\\')
+            fsname[fo++] = '\\';
+        fsname[fo++] = *p;
+    }
+    fsname[fo] = '\0';
+    fuse_opt_add_arg(&args, fsname);
     fuse_opt_add_arg(&args, "-osubtype=stashfs");
     struct fuse *f = fuse_new(&args, &ops, sizeof ops, NULL);
     if (!f) {

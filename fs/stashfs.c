@@ -31,6 +31,7 @@
 #include <fuse.h>
 #include <fuse_lowlevel.h>
 #include <limits.h>
+#include <pthread.h>
 #include <signal.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -816,8 +817,12 @@ static int fs_readlink(const char *path, char *buf, size_t size)
     READ_OP(r_readlink(rel, buf, size), -EINVAL);
 }
 
+static int ctl_result(char *val, size_t size);
+
 static int fs_getxattr(const char *path, const char *name, char *val, size_t size)
 {
+    if (!strcmp(path, "/") && !strcmp(name, "user.stashfs.backup"))
+        return ctl_result(val, size);
     READ_OP(r_getxattr(rel, name, val, size), -ENODATA);
 }
 
@@ -848,11 +853,72 @@ static int fs_utimens(const char *path, const struct timespec tv[2], struct fuse
 {
     WRITE_OP(w_utimens(path, tv, fi));
 }
+/*
+ * Backups of the mounted store, asked for through two attribute names on
+ * the mount's root (stashctl backup does so when it finds the store held by
+ * this daemon, since it cannot open it itself):
+ *   setxattr user.stashfs.backup = DEST                    stash_backup
+ *   setxattr user.stashfs.backup-snapshot = NAME \0 DEST   stash_backup_snapshot
+ * DEST is absolute.  The call returns when the copy is done, with its error;
+ * getxattr user.stashfs.backup then reads the last result's message.  Only
+ * the daemon's own user and root may ask.  Nothing is stored.
+ */
+#define CTL_BACKUP      "user.stashfs.backup"
+#define CTL_BACKUP_SNAP "user.stashfs.backup-snapshot"
+static pthread_mutex_t ctl_mu = PTHREAD_MUTEX_INITIALIZER;
+static char ctl_msg[1100] = "no backup asked for yet";
+
+static int is_control(const char *path, const char *name)
+{
+    return !strcmp(path, "/") && (!strcmp(name, CTL_BACKUP) || !strcmp(name, CTL_BACKUP_SNAP));
+}
+
+static int control(const char *name, const char *val, size_t size)
+{
+    uid_t who = fuse_get_context()->uid;
+    if (who != 0 && who != my_uid)
+        return -EPERM;
+    char buf[2 * PATH_MAX];
+    if (size >= sizeof buf)
+        return -ENAMETOOLONG;
+    memcpy(buf, val, size);
+    buf[size] = '\0';
+    const char *snap = NULL, *dest = buf;
+    if (!strcmp(name, CTL_BACKUP_SNAP)) {
+        size_t n = strlen(buf);
+        if (n == size)
+            return -EINVAL;
+        snap = buf;
+        dest = buf + n + 1;
+    }
+    if (dest[0] != '/')
+        return -EINVAL;
+    int rc = snap ? stash_backup_snapshot(db, snap, dest) : stash_backup(db, dest);
+    pthread_mutex_lock(&ctl_mu);
+    snprintf(ctl_msg, sizeof ctl_msg, "%s", rc ? stash_last_error(db) : "ok");
+    pthread_mutex_unlock(&ctl_mu);
+    return rc;
+}
+
 static int fs_setxattr(const char *path, const char *name, const char *val, size_t size, int flags)
 {
+    if (is_control(path, name))
+        return control(name, val, size);
     WRITE_OP(w_setxattr(path, name, val, size, flags));
 }
 static int fs_removexattr(const char *path, const char *name) { WRITE_OP(w_removexattr(path, name)); }
+
+/* The message of the last backup asked for (see control()). */
+static int ctl_result(char *val, size_t size)
+{
+    pthread_mutex_lock(&ctl_mu);
+    size_t n = strlen(ctl_msg);
+    int rc = size == 0 ? (int)n : size < n ? -ERANGE : (int)n;
+    if (size >= n)
+        memcpy(val, ctl_msg, n);
+    pthread_mutex_unlock(&ctl_mu);
+    return rc;
+}
 
 static int fs_rename(const char *from, const char *to, unsigned int flags)
 {

@@ -64,7 +64,7 @@ check "truncate down" truncate -s 5 "$m/greeting"
 check "cut" test "$(cat "$m/greeting")" = hello
 check "find" sh -c "find '$m' -name 2 | grep -q moved/sub/2"
 check "du" du -s "$m"
-check "df" sh -c "df '$m' | grep -q stashfs"
+check "df shows the store" sh -c "df '$m' | grep -qF '$(cd "$store" && pwd -P)'"
 
 # Every errno case from a C program.
 mkdir -p "$m/errno" && "$build/fs_errno" "$m/errno" >"$tmp/out" 2>&1 || { bad "fs_errno"; cat "$tmp/out"; }
@@ -141,6 +141,36 @@ check "ls .snapshots" sh -c "ls '$m/.snapshots' | grep -qx s1"
 check "snapshot is read-only" sh -c "! echo x 2>/dev/null > '$m/.snapshots/s1/seq/0'"
 check "snapshot files cannot be removed" sh -c "! rm -f '$m/.snapshots/s1/seq/0' 2>/dev/null"
 cat "$m/.snapshots/s1/seq/5" >"$tmp/snap5"
+
+# stashctl backup of the mounted store while a writer keeps writing: the
+# daemon takes it.  The writer puts i into load/f(i mod 50), i = 1, 2, ...;
+# a copy of one instant T holds exactly the values T-49 .. T, or T-49 .. T-1
+# and an empty file when T's "echo >" had truncated but not yet written.
+mkdir "$m/load"
+(i=0; while [ ! -e "$tmp/stop-load" ]; do i=$((i + 1)); echo $i >"$m/load/f$((i % 50))"; done) &
+loader=$!
+sleep 1
+check "stashctl backup of a mounted store" "$ctl" -d "$store" backup "$tmp/bak"
+check "stashctl backup --snapshot of a mounted store" "$ctl" -d "$store" backup --snapshot s1 "$tmp/bak-s1"
+touch "$tmp/stop-load"; wait "$loader"
+"$ctl" -d "$store" backup "$tmp/bak" 2>"$tmp/err" && bad "backup into a used directory"
+grep -q "backup by stashfs (process [0-9]*, mounted at .*): backup destination .* not an empty directory" "$tmp/err" ||
+    { bad "backup refusal message"; cat "$tmp/err"; }
+check "backup passes check" "$ctl" -d "$tmp/bak" check
+check "snapshot backup passes check" "$ctl" -d "$tmp/bak-s1" check
+mkdir "$tmp/mnt3"
+extra_cleanup='fusermount3 -u "$tmp/mnt3" 2>/dev/null'
+check "backup mounts" "$fs" "$tmp/bak" "$tmp/mnt3"
+for f in "$tmp/mnt3"/load/f*; do echo "$(cat "$f")"; done | sort -n >"$tmp/bak.vals"
+check "backup holds one instant of the writer" awk '
+    $1 == "" { empty++; next }
+    !n++ { first = $1 } { last = $1 }
+    END { exit !(n + empty == 50 && empty <= 1 && last - first == n - 1 && last >= 50) }' "$tmp/bak.vals"
+[ -s "$tmp/bak.vals" ] && echo "backup of a mounted store: values $(head -n 2 "$tmp/bak.vals" | tr '\n' ' ')... $(tail -n 1 "$tmp/bak.vals")"
+check "backup holds the rest" cmp "$tmp/big" "$tmp/mnt3/big"
+check "unmount the backup" fusermount3 -u "$tmp/mnt3"
+"$ctl" -d "$tmp/bak-s1" get seq/5 >"$tmp/bak-s1.5"
+check "snapshot backup holds the snapshot's files" cmp "$tmp/snap5" "$tmp/bak-s1.5"
 
 # Everything is still there after a remount.
 find "$m" -path "$m/par" -prune -o -print | sort >"$tmp/before.list"

@@ -22,6 +22,7 @@
 #include <string.h>
 #include <sys/file.h>
 #include <sys/stat.h>
+#include <sys/xattr.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -78,7 +79,7 @@ static int print_snapshot(void *arg, const char *name, uint64_t seq, int64_t cti
     return 0;
 }
 
-static int open_store(const char *dir, const char *cfg, int read_only, stash_t **db)
+static int open_store(const char *dir, const char *cfg, int read_only, stash_t **db, int *busy)
 {
     stash_options_t o;
     char *d = NULL;
@@ -94,11 +95,70 @@ static int open_store(const char *dir, const char *cfg, int read_only, stash_t *
     o.read_only = read_only;
     rc = stash_open(dir, &o, db);
     stash_free(d);
+    if (rc == -EBUSY && busy) {
+        *busy = 1;
+        return 1;
+    }
     if (rc) {
         fprintf(stderr, "stashctl: cannot open the store: %s\n", stash_last_error(NULL));
         return 1;
     }
     return 0;
+}
+
+/*
+ * The store in DIR is held by another process.  When that is a stashfs
+ * daemon, it takes the backup: stashctl asks through an attribute of the
+ * mount's root (see stashfs), and waits for the copy.  Otherwise the store
+ * is busy, said in one line.
+ */
+static int backup_through_mount(const char *dir, const char *snap, const char *dest)
+{
+    char lock[PATH_MAX], txt[1100] = "";
+    snprintf(lock, sizeof lock, "%s/LOCK", dir);
+    int fd = open(lock, O_RDONLY | O_CLOEXEC);
+    ssize_t k = fd >= 0 ? read(fd, txt, sizeof txt - 1) : -1;
+    if (fd >= 0)
+        close(fd);
+    txt[k > 0 ? k : 0] = '\0';
+    char *note = strchr(txt, '\n');
+    if (note) {
+        *note++ = '\0';
+        note[strcspn(note, "\n")] = '\0';
+    }
+    const char *tag = "stashfs, mounted at ";
+    if (!note || strncmp(note, tag, strlen(tag))) {
+        fprintf(stderr, "stashctl: cannot open the store: %s\n", stash_last_error(NULL));
+        return 1;
+    }
+    const char *mnt = note + strlen(tag);
+    /* The value: [NAME NUL] DEST, DEST absolute (the daemon runs in /). */
+    char cwd[PATH_MAX] = "";
+    if (dest[0] != '/' && !getcwd(cwd, sizeof cwd)) {
+        fprintf(stderr, "stashctl: getcwd: %s\n", strerror(errno));
+        return 1;
+    }
+    size_t sl = snap ? strlen(snap) + 1 : 0, n = sl + strlen(cwd) + 1 + strlen(dest);
+    char *val = malloc(n + 1);
+    if (!val) {
+        fprintf(stderr, "stashctl: out of memory\n");
+        return 1;
+    }
+    if (snap)
+        memcpy(val, snap, sl);
+    snprintf(val + sl, n + 1 - sl, "%s%s%s", cwd, *cwd ? "/" : "", dest);
+    n = sl + strlen(val + sl);
+    int ok = setxattr(mnt, snap ? "user.stashfs.backup-snapshot" : "user.stashfs.backup", val, n, 0) == 0;
+    free(val);
+    if (ok)
+        return 0;
+    int e = errno;
+    char msg[1100];
+    ssize_t m = e == ENOTSUP || e == EPERM || e == EACCES ? -1 : getxattr(mnt, "user.stashfs.backup", msg, sizeof msg - 1);
+    msg[m > 0 ? m : 0] = '\0';
+    fprintf(stderr, "stashctl: backup by stashfs (process %s, mounted at %s): %s\n", txt, mnt,
+            m > 0 ? msg : strerror(e));
+    return 1;
 }
 
 /* stash_put_stream's source: standard input. */
@@ -767,8 +827,20 @@ int main(int argc, char **argv)
     if (!strcmp(cmd, "check"))
         return check_store(dir, cfg);
     stash_t *db;
-    if (open_store(dir, cfg, !writes, &db))
+    int busy = 0;
+    if (open_store(dir, cfg, !writes, &db, !strcmp(cmd, "backup") ? &busy : NULL)) {
+        if (busy) {
+            /* With -c, the config's data_dir names the store. */
+            char *d = NULL;
+            stash_options_t o;
+            if (cfg && stash_config_load(cfg, &o, &d) == 0)
+                dir = d;
+            int r = backup_through_mount(dir, snap, args[0]);
+            stash_free(d);
+            return r;
+        }
         return 1;
+    }
     int rc = 0;
     if (!strcmp(cmd, "put") && args[1]) {
         stash_batch_t *b = stash_batch_new();

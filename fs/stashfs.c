@@ -1035,7 +1035,7 @@ static const struct fuse_operations ops = {
 
 struct cli {
     char *config;
-    char *memtable_size, *compaction_interval, *wal_flush_interval, *snapdir;
+    char *memtable_size, *compaction_interval, *wal_flush_interval, *snapdir, *mmap_reads;
     int nonopts;
 };
 
@@ -1045,6 +1045,7 @@ static const struct fuse_opt cli_opts[] = {
     OPT("memtable_size=%s", memtable_size),
     OPT("compaction_interval=%s", compaction_interval),
     OPT("wal_flush_interval=%s", wal_flush_interval),
+    OPT("mmap_reads=%s", mmap_reads),
     OPT("snapdir=%s", snapdir),
     FUSE_OPT_END,
 };
@@ -1075,6 +1076,8 @@ static void usage(FILE *f)
             "    -o memtable_size=N       bytes (K, M, G suffixes), overrides the config\n"
             "    -o compaction_interval=N seconds\n"
             "    -o wal_flush_interval=N  seconds (0: every write is fsynced)\n"
+            "    -o mmap_reads=0|1        read tables through a memory mapping (default 0 here:\n"
+            "                             the daemon's resident memory stays small)\n"
             "    -o snapdir=NAME          the snapshots directory (default .snapshots; empty: none)\n"
             "\n");
 }
@@ -1166,6 +1169,13 @@ int main(int argc, char **argv)
         so.wal_flush_interval = (unsigned)v;
     else if (c.wal_flush_interval)
         return die(-1, "stashfs: bad wal_flush_interval %s\n", c.wal_flush_interval);
+    /* Mapped tables would count in the daemon's resident memory as it
+     * serves files: off unless asked for. */
+    so.mmap_reads = 0;
+    if (c.mmap_reads && (!strcmp(c.mmap_reads, "1") || !strcmp(c.mmap_reads, "0")))
+        so.mmap_reads = c.mmap_reads[0] == '1';
+    else if (c.mmap_reads)
+        return die(-1, "stashfs: bad mmap_reads %s (0 or 1)\n", c.mmap_reads);
 
     /* The engine refuses keys under the snapshots directory's name. */
     if (c.snapdir) {

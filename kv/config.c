@@ -48,6 +48,7 @@ static const struct field fields[] = {
     F(l0_slowdown_trigger, K_INT),
     F(l0_stop_trigger, K_INT),
     F(max_open_files, K_INT),
+    F(mmap_reads, K_BOOL),
     F(snapshot_dir, K_NAME),
 };
 #define NFIELDS (sizeof fields / sizeof fields[0])

@@ -194,6 +194,7 @@ void stash_options_init(stash_options_t *o)
     o->l0_slowdown_trigger = 8;
     o->l0_stop_trigger = 12;
     o->max_open_files = 512;
+    o->mmap_reads = 1;
     strcpy(o->snapshot_dir, ".snapshots");
 }
 
@@ -2253,6 +2254,14 @@ int stash_open(const char *dir, const stash_options_t *o, stash_t **out)
         stash_iter_t *it = stash_iter_new(db, NULL);
         rc = it ? drop_streams(db, it) : err_set(-ENOMEM, "out of memory");
         stash_iter_free(it);
+        /* What the logs held goes to a table in the background, as a full
+         * memtable would: reads stop searching a large recovered memtable
+         * and the old logs can go. */
+        if (rc == 0) {
+            pthread_mutex_lock(&db->mu);
+            rc = make_room(db, 1);
+            pthread_mutex_unlock(&db->mu);
+        }
         if (rc)
             stash_close(db);
         else

@@ -184,13 +184,17 @@ static int random_height(memtable_t *m)
 static struct node *find_ge(const memtable_t *m, const void *key, size_t klen,
                             uint64_t tag, struct node **prev)
 {
-    struct node *x = m->head;
+    struct node *x = m->head, *ge = NULL;   /* ge: a node known to be >= */
     int level = atomic_load_explicit(&m->height, memory_order_relaxed) - 1;
     for (;;) {
         struct node *nx = atomic_load_explicit(&x->next[level], memory_order_acquire);
-        if (nx && node_cmp(nx, key, klen, tag) < 0) {
-            x = nx;
-            continue;
+        /* A node already found >= at the level above needs no second look. */
+        if (nx && nx != ge) {
+            if (node_cmp(nx, key, klen, tag) < 0) {
+                x = nx;
+                continue;
+            }
+            ge = nx;
         }
         if (prev)
             prev[level] = x;

@@ -98,6 +98,18 @@ typedef struct stash_options {
     int      l0_stop_trigger;      /* level-0 tables at which writers wait.
                                       Default 12. */
     int      max_open_files;       /* table files kept open.  Default 512. */
+    int      mmap_reads;           /* 1: read tables through a read-only
+                                      memory mapping instead of pread: no
+                                      system call or copy per block read
+                                      (checksums are still checked on every
+                                      read).  The cost: an I/O error of the
+                                      disk under a table, or a table file
+                                      truncated by another program, kills
+                                      the process with SIGBUS instead of
+                                      failing the read with -EIO (as with
+                                      LMDB, or LevelDB's default).  Blocks
+                                      over 32 KiB (chunks of large values)
+                                      are always read with pread.  Default 1. */
     char     snapshot_dir[256];    /* the name under which stashfs shows named
                                       snapshots: writes of the key NAME or of
                                       keys starting "NAME/" fail with -EINVAL,

@@ -47,6 +47,7 @@ static void manifest_path(char *buf, size_t len, const char *dir, uint64_t numbe
 struct tcache {
     pthread_mutex_t mu;
     int cap, open;
+    int map;                          /* mmap_reads */
     fmeta_t lru;                      /* sentinel of the open readers */
     sst_cache_t *blocks;
 };
@@ -78,13 +79,15 @@ static void lru_in(struct tcache *tc, fmeta_t *f)
     tc->lru.lnext = f;
 }
 
-static int open_reader(const char *dir, uint64_t number, sst_cache_t *blocks, sst_reader_t **r)
+static int open_reader(const char *dir, uint64_t number, sst_cache_t *blocks, int map, sst_reader_t **r)
 {
     char path[PATH_MAX];
     table_path(path, sizeof path, dir, number);
     int rc = sst_open(path, number, &ikey_fmt, blocks, r);
     if (rc == -ENOENT)
         return err_set(-EIO, "table %06llu.sst named by the MANIFEST is missing", (unsigned long long)number);
+    if (rc == 0 && map)
+        (void)sst_map(*r);    /* without a mapping, reads use pread */
     return rc;
 }
 
@@ -97,7 +100,7 @@ int fmeta_acquire(fmeta_t *f, sst_reader_t **out)
         f->users++;
         pthread_mutex_unlock(&tc->mu);
         sst_reader_t *r;
-        int rc = open_reader(f->dir, f->number, tc->blocks, &r);
+        int rc = open_reader(f->dir, f->number, tc->blocks, tc->map, &r);
         pthread_mutex_lock(&tc->mu);
         f->users--;
         if (rc) {
@@ -161,7 +164,7 @@ int fmeta_open(vset_t *vs, uint64_t number, fmeta_t **out)
     if (!f)
         return err_set(-ENOMEM, "out of memory");
     sst_reader_t *r;
-    int rc = open_reader(vs->dir, number, vs->cache, &r);
+    int rc = open_reader(vs->dir, number, vs->cache, vs->opt->mmap_reads, &r);
     if (rc) {
         free(f);
         return rc;
@@ -636,7 +639,9 @@ int vset_recover(vset_t *vs, int read_only)
     snprintf(cur, sizeof cur, "%s/CURRENT", vs->dir);
     vs->next_file = 2;
     vs->pending_min = UINT64_MAX;
-    if (!vs->tc && !(vs->tc = tcache_new(vs->opt->max_open_files, vs->cache)))
+    if (!vs->tc && (vs->tc = tcache_new(vs->opt->max_open_files, vs->cache)))
+        vs->tc->map = vs->opt->mmap_reads;
+    if (!vs->tc)
         return err_set(-ENOMEM, "out of memory");
     int fd = open(cur, O_RDONLY | O_CLOEXEC);
     struct mstate s;

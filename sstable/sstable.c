@@ -17,6 +17,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <sys/stat.h>
 #include <unistd.h>
 #include <zstd.h>
@@ -431,9 +432,12 @@ int sst_writer_finish(sst_writer_t *w, uint64_t *file_size)
 /* ================================================================== */
 /* reader                                                               */
 
+#define MAP_BLOCK_MAX (32u << 10)     /* larger blocks are read with pread */
+
 struct sst_reader {
     int fd;
     uint64_t number, size;
+    const uint8_t *map;         /* the whole file, when sst_map() succeeded */
     sst_keyfmt_t kf;
     sst_cache_t *cache;
     char name[64];
@@ -477,36 +481,52 @@ static ZSTD_DCtx *thread_dctx(void)
  * Read, verify and (if needed) decompress the block at H.  *OUT is malloc'd
  * and holds the block's bytes (possibly followed by slack).
  */
-static int read_block(const sst_reader_t *r, struct handle h, uint8_t **out, size_t *len)
+/*
+ * Block H checked against its checksum and made plain: *out and *len get
+ * the contents.  *owned is set when *out is a new malloc'd buffer (a block
+ * read with pread, or decompressed); otherwise *out points into the file's
+ * mapping (a raw block of a mapped table), valid while R is open.
+ */
+static int read_block(const sst_reader_t *r, struct handle h, uint8_t **out, size_t *len, int *owned)
 {
     if (h.size > MAX_BLOCK || h.off > r->size || h.size + TRAILER > r->size - h.off)
         return err_set(-EIO, "sst %s: block handle at %llu out of bounds", r->name,
                        (unsigned long long)h.off);
     size_t n = (size_t)h.size + TRAILER;
-    uint8_t *buf = malloc(n);
-    if (!buf)
-        return err_set(-ENOMEM, "out of memory");
-    size_t done = 0;
-    while (done < n) {
-        ssize_t k = pread(r->fd, buf + done, n - done, (off_t)(h.off + done));
-        if (k < 0 && errno == EINTR)
-            continue;
-        if (k <= 0) {
-            free(buf);
-            return err_set(-EIO, "sst %s: read at %llu failed: %s", r->name,
-                           (unsigned long long)h.off, k < 0 ? strerror(errno) : "short file");
+    uint8_t *buf = NULL;
+    const uint8_t *src;
+    /* Large blocks (chunks of big values, read in long runs) keep pread:
+     * one call is cheap next to their size, and their pages then stay out
+     * of the process's resident memory. */
+    if (r->map && n <= MAP_BLOCK_MAX) {
+        src = r->map + h.off;
+    } else {
+        if (!(buf = malloc(n)))
+            return err_set(-ENOMEM, "out of memory");
+        size_t done = 0;
+        while (done < n) {
+            ssize_t k = pread(r->fd, buf + done, n - done, (off_t)(h.off + done));
+            if (k < 0 && errno == EINTR)
+                continue;
+            if (k <= 0) {
+                free(buf);
+                return err_set(-EIO, "sst %s: read at %llu failed: %s", r->name,
+                               (unsigned long long)h.off, k < 0 ? strerror(errno) : "short file");
+            }
+            done += (size_t)k;
         }
-        done += (size_t)k;
+        src = buf;
     }
-    uint8_t type = buf[h.size];
-    if (crc32c_extend(crc32c(buf, (size_t)h.size), &type, 1) != dec_u32(buf + h.size + 1)) {
+    uint8_t type = src[h.size];
+    if (crc32c_extend(crc32c(src, (size_t)h.size), &type, 1) != dec_u32(src + h.size + 1)) {
         free(buf);
         return err_set(-EIO, "sst %s: bad block checksum at offset %llu", r->name,
                        (unsigned long long)h.off);
     }
     if (type == RAW) {
-        *out = buf;
+        *out = buf ? buf : (uint8_t *)src;
         *len = (size_t)h.size;
+        *owned = buf != NULL;
         return 0;
     }
     if (type != ZSTD) {
@@ -514,7 +534,7 @@ static int read_block(const sst_reader_t *r, struct handle h, uint8_t **out, siz
         return err_set(-EIO, "sst %s: unknown compression %u at offset %llu", r->name, type,
                        (unsigned long long)h.off);
     }
-    unsigned long long raw = ZSTD_getFrameContentSize(buf, (size_t)h.size);
+    unsigned long long raw = ZSTD_getFrameContentSize(src, (size_t)h.size);
     ZSTD_DCtx *d = thread_dctx();
     uint8_t *dst = raw <= MAX_BLOCK ? malloc(raw ? raw : 1) : NULL;
     if (!d || !dst) {
@@ -524,7 +544,7 @@ static int read_block(const sst_reader_t *r, struct handle h, uint8_t **out, siz
                                          (unsigned long long)h.off)
                                : err_set(-ENOMEM, "out of memory");
     }
-    size_t got = ZSTD_decompressDCtx(d, dst, raw, buf, (size_t)h.size);
+    size_t got = ZSTD_decompressDCtx(d, dst, raw, src, (size_t)h.size);
     free(buf);
     if (ZSTD_isError(got) || got != raw) {
         free(dst);
@@ -533,6 +553,7 @@ static int read_block(const sst_reader_t *r, struct handle h, uint8_t **out, siz
     }
     *out = dst;
     *len = (size_t)raw;
+    *owned = 1;
     return 0;
 }
 
@@ -613,11 +634,12 @@ int sst_open(const char *path, uint64_t file_number, const sst_keyfmt_t *kf,
                       ih = { dec_u64(f + 32), dec_u64(f + 40) };
         uint8_t *pb = NULL;
         size_t pl;
-        rc = read_block(r, ih, &r->index, &r->index_len);
+        int owned;      /* always: nothing is mapped yet */
+        rc = read_block(r, ih, &r->index, &r->index_len, &owned);
         if (rc == 0 && fh.size)
-            rc = read_block(r, fh, &r->filter, &r->filter_len);
+            rc = read_block(r, fh, &r->filter, &r->filter_len, &owned);
         if (rc == 0)
-            rc = read_block(r, ph, &pb, &pl);
+            rc = read_block(r, ph, &pb, &pl, &owned);
         if (rc == 0)
             rc = parse_props(r, pb, pl);
         free(pb);
@@ -632,10 +654,25 @@ int sst_open(const char *path, uint64_t file_number, const sst_keyfmt_t *kf,
     return 0;
 }
 
+int sst_map(sst_reader_t *r)
+{
+    if (r->map || r->size == 0)
+        return 0;
+    void *p = mmap(NULL, (size_t)r->size, PROT_READ, MAP_SHARED, r->fd, 0);
+    if (p == MAP_FAILED)
+        return err_set(-errno, "sst %s: cannot map: %s", r->name, strerror(errno));
+    /* Lookups jump around the file. */
+    madvise(p, (size_t)r->size, MADV_RANDOM);
+    r->map = p;
+    return 0;
+}
+
 void sst_close(sst_reader_t *r)
 {
     if (!r)
         return;
+    if (r->map)
+        munmap((void *)r->map, (size_t)r->size);
     if (r->fd >= 0)
         close(r->fd);
     free(r->index);
@@ -718,9 +755,17 @@ static int get_block(sst_reader_t *r, struct handle h, struct bref *b)
     }
     uint8_t *data;
     size_t len;
-    int rc = read_block(r, h, &data, &len);
+    int owned;
+    int rc = read_block(r, h, &data, &len, &owned);
     if (rc)
         return rc;
+    if (!owned) {
+        /* A raw block of a mapped table: read in place, checked each time,
+         * never cached (the page cache holds it already). */
+        b->data = data;
+        b->len = len;
+        return 0;
+    }
     if (r->cache && (b->ce = sst_cache_insert(r->cache, r->number, h.off, data, len))) {
         b->data = sst_cache_data(b->ce, &b->len);
         return 0;

@@ -78,6 +78,19 @@ int sst_open(const char *path, uint64_t file_number, const sst_keyfmt_t *kf,
              sst_cache_t *cache, sst_reader_t **out);
 void sst_close(sst_reader_t *r);
 
+/*
+ * Serve R's block reads from a read-only shared mapping of its file from
+ * now on (call before R is shared between threads): a raw block of up to
+ * 32 KiB is then read in place -- no system call, no copy, no block cache
+ * entry -- and its checksum still checked on every read; compressed blocks
+ * are decompressed straight from the mapping into the block cache; larger
+ * blocks keep pread (cheap next to their size, and their pages stay out of
+ * the process's resident memory).  The price: an I/O error
+ * of the disk under a mapped page, or the file truncated by someone else,
+ * is a SIGBUS rather than -EIO.  0, or a negative errno (R keeps pread).
+ */
+int sst_map(sst_reader_t *r);
+
 /* Is KEY possibly in the table?  0 only when the filter rules it out. */
 int sst_may_contain(const sst_reader_t *r, const void *key, size_t klen);
 

@@ -43,6 +43,7 @@ static int use_existing = 0;
 static size_t memtable_size = 0;   /* 0 = the engine's default */
 static int show_stats = 0;
 static int compression_level = -1;   /* -1 = the engine's default */
+static int mmap_reads = -1;          /* -1 = the engine's default */
 
 static void usage(FILE *f)
 {
@@ -64,7 +65,8 @@ static void usage(FILE *f)
         "  --write_buffer_size=B  memtable size (default: the engine's)\n"
         "  --use_existing_db=0|1  do not empty the store before fills (default 0)\n"
         "  --stats=0|1            print the engine's statistics after each benchmark (stash only)\n"
-        "  --compression_level=N  zstd level of table blocks, 0 = off (stash only; default: the engine's)\n",
+        "  --compression_level=N  zstd level of table blocks, 0 = off (stash only; default: the engine's)\n"
+        "  --mmap_reads=0|1       read tables through a memory mapping (stash only; default: the engine's)\n",
         benchmarks);
 }
 
@@ -97,6 +99,8 @@ static int s_open(const char *dir)
         o.memtable_size = memtable_size;
     if (compression_level >= 0)
         o.compression_level = compression_level;
+    if (mmap_reads >= 0)
+        o.mmap_reads = mmap_reads;
     int rc = stash_open(dir, &o, &sdb);
     if (rc)
         fprintf(stderr, "stash_open: %s\n", stash_last_error(NULL));
@@ -608,6 +612,7 @@ static int parse_flag(const char *a)
     else if (IS("use_existing_db")) use_existing = atoi(v);
     else if (IS("stats")) show_stats = atoi(v);
     else if (IS("compression_level")) compression_level = atoi(v);
+    else if (IS("mmap_reads")) mmap_reads = atoi(v);
     else return -1;
 #undef IS
     return 0;

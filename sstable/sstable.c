@@ -661,8 +661,6 @@ int sst_map(sst_reader_t *r)
     void *p = mmap(NULL, (size_t)r->size, PROT_READ, MAP_SHARED, r->fd, 0);
     if (p == MAP_FAILED)
         return err_set(-errno, "sst %s: cannot map: %s", r->name, strerror(errno));
-    /* Lookups jump around the file. */
-    madvise(p, (size_t)r->size, MADV_RANDOM);
     r->map = p;
     return 0;
 }

@@ -2109,6 +2109,24 @@ static void destroy(stash_t *db)
  * clean up the chunks of what they replace), and the named snapshots, pinned
  * before any compaction can run.
  */
+/* Record that no log older than the current one is needed (at open, when
+ * the logs replayed held nothing), and delete them. */
+static int drop_empty_logs(stash_t *db)
+{
+    vedit_t *e = calloc(1, sizeof *e);
+    if (!e)
+        return err_set(-ENOMEM, "out of memory");
+    e->has_log = 1;
+    e->log_number = wal_number(db->log);
+    work_lock_fg(db);
+    int rc = vset_apply(&db->vs, e);
+    work_unlock_fg(db);
+    free(e);
+    if (rc == 0)
+        vset_remove_obsolete(&db->vs, wal_number(db->log), 0);
+    return rc;
+}
+
 /*
  * Drop what streamed puts cut off by a crash left behind: every stream
  * record still live names a generation no value owns; its chunks and the
@@ -2254,13 +2272,24 @@ int stash_open(const char *dir, const stash_options_t *o, stash_t **out)
         stash_iter_t *it = stash_iter_new(db, NULL);
         rc = it ? drop_streams(db, it) : err_set(-ENOMEM, "out of memory");
         stash_iter_free(it);
-        /* What the logs held goes to a table in the background, as a full
-         * memtable would: reads stop searching a large recovered memtable
-         * and the old logs can go. */
+        /* What the logs held goes to a table now, as LevelDB's recovery
+         * does: reads do not search a large recovered memtable, and the old
+         * logs go at once (a process that opens, writes a little and closes
+         * would otherwise leave a log behind each time). */
         if (rc == 0) {
             pthread_mutex_lock(&db->mu);
             rc = make_room(db, 1);
             pthread_mutex_unlock(&db->mu);
+            work_lock_fg(db);
+            while (rc == 0 && (rc = flush_one(db)) > 0)
+                rc = 0;
+            work_unlock_fg(db);
+            pthread_mutex_lock(&db->mu);
+            int empty = db->nimm == 0 && mt_count(db->mem) == 0;
+            pthread_mutex_unlock(&db->mu);
+            /* The logs held nothing: the MANIFEST says so, and they go. */
+            if (rc == 0 && empty)
+                rc = drop_empty_logs(db);
         }
         if (rc)
             stash_close(db);

@@ -365,10 +365,18 @@ static void test_torn_tail_and_corruption(void **state)
     assert_int_equal(stash_close(db), 0);
     db = open_db(NULL);
     expect(db, NULL, "t099", "again");
+    for (int i = 0; i < 100; i++) {
+        char k[16];
+        snprintf(k, sizeof k, "u%03d", i);
+        put_s(db, k, "0123456789abcdef0123456789abcdef");
+    }
     assert_int_equal(stash_close(db), 0);
 
-    /* Flip a byte in the middle of that (now older) log: open fails with
-     * -EIO naming the file, and nothing is opened. */
+    /* Flip a byte in the middle of the log, with whole records after it:
+     * that is damage, not a torn tail.  Open fails with -EIO naming the
+     * file, and nothing is opened. */
+    newest_log(path, sizeof path, 1);
+    assert_int_equal(stat(path, &st), 0);
     int fd = open(path, O_RDWR);
     assert_true(fd >= 0);
     unsigned char c;
@@ -383,6 +391,32 @@ static void test_torn_tail_and_corruption(void **state)
     const char *msg = stash_last_error(NULL);
     assert_non_null(strstr(msg, ".log"));
     assert_non_null(strstr(msg, "offset"));
+}
+
+/* Opening and closing without writes leaves no logs behind. */
+static void test_no_empty_logs(void **state)
+{
+    (void)state;
+    stash_t *db = open_db(NULL);
+    put_s(db, "k", "v");
+    assert_int_equal(stash_close(db), 0);
+    for (int i = 0; i < 5; i++) {
+        db = open_db(NULL);
+        assert_int_equal(stash_close(db), 0);
+    }
+    char cmd[700], out[32];
+    snprintf(cmd, sizeof cmd, "ls %s | grep -c '\\.log$'", dir);
+    FILE *p = popen(cmd, "r");
+    assert_non_null(fgets(out, sizeof out, p));
+    pclose(p);
+    if (atoi(out) > 2) {
+        snprintf(cmd, sizeof cmd, "ls -l %s", dir);
+        (void)system(cmd);
+    }
+    assert_true(atoi(out) <= 2);    /* the current one, and one at most still flushing */
+    db = open_db(NULL);
+    expect(db, NULL, "k", "v");
+    assert_int_equal(stash_close(db), 0);
 }
 
 static void test_lock(void **state)
@@ -1212,6 +1246,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_iterator, tu_setup, teardown),
         cmocka_unit_test_setup_teardown(test_many_logs_recover, tu_setup, teardown),
         cmocka_unit_test_setup_teardown(test_torn_tail_and_corruption, tu_setup, teardown),
+        cmocka_unit_test_setup_teardown(test_no_empty_logs, tu_setup, teardown),
         cmocka_unit_test_setup_teardown(test_lock, tu_setup, teardown),
         cmocka_unit_test_setup_teardown(test_read_only_and_missing, tu_setup, teardown),
         cmocka_unit_test_setup_teardown(test_disk_full, tu_setup, teardown),

@@ -358,15 +358,18 @@ int stash_pwrite(stash_t *db, const void *key, size_t klen, const void *buf, siz
             size_t in = (size_t)(pos % CHUNK_SIZE);
             size_t n = CHUNK_SIZE - in < off + len - pos ? CHUNK_SIZE - in : (size_t)(off + len - pos);
             size_t have = 0;
-            if (in != 0 || n != CHUNK_SIZE)
-                rc = chunk_base(db, &f, idx, c, &have);
-            if (rc)
-                break;
-            memcpy(c + in, src, n);
-            size_t clen = in + n > have ? in + n : have;
             uint8_t ck[CHUNK_KEY_LEN];
             chunk_key(ck, e.gen, idx);
-            rc = batch_put_raw(b, ck, sizeof ck, NULL, 0, c, clen);
+            if (in == 0 && n == CHUNK_SIZE) {
+                /* A whole chunk goes into the batch straight from BUF. */
+                rc = batch_put_raw(b, ck, sizeof ck, NULL, 0, src, n);
+            } else {
+                rc = chunk_base(db, &f, idx, c, &have);
+                if (rc)
+                    break;
+                memcpy(c + in, src, n);
+                rc = batch_put_raw(b, ck, sizeof ck, NULL, 0, c, in + n > have ? in + n : have);
+            }
             src += n;
             pos += n;
         }

@@ -422,7 +422,7 @@ static int make_room(stash_t *db, int force)
     int synced_ok = rc == 0;
     if (rc == 0)
         rc = wal_create(db->dir, num, &nw);
-    memtable_t *mt = rc == 0 ? mt_new() : NULL;
+    memtable_t *mt = rc == 0 ? mt_new(db->opt.memtable_size / 64) : NULL;
     if (rc == 0 && !mt)
         rc = err_set(-ENOMEM, "out of memory for a new memtable");
     pthread_mutex_lock(&db->mu);
@@ -1905,7 +1905,7 @@ static int replay_record(void *arg, const void *rec, size_t len, uint64_t off)
             db->imm = f;
             db->capimm = cap;
         }
-        memtable_t *mt = mt_new();
+        memtable_t *mt = mt_new(r->db->opt.memtable_size / 64);
         if (!mt)
             return err_set(-ENOMEM, "out of memory during recovery");
         /* The rest of this log goes to the next memtable: keep the log. */
@@ -2235,7 +2235,7 @@ int stash_open(const char *dir, const stash_options_t *o, stash_t **out)
     pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
     pthread_cond_init(&db->bg_cv, &ca);
     pthread_condattr_destroy(&ca);
-    db->mem = mt_new();
+    db->mem = mt_new(db->opt.memtable_size / 64);
     db->group = stash_batch_new();
     db->cache = sst_cache_new(db->opt.block_cache_size);
     db->vs.dir = db->dir;

@@ -17,9 +17,13 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "bloom.h"
+
 #define MAX_HEIGHT   12
 #define ARENA_BLOCK  (64 * 1024)
 #define ARENA_ALIGN  8
+#define FILTER_WORDS 8              /* 512-bit filter blocks */
+#define FILTER_PROBES 6
 
 struct node {
     uint64_t tag;
@@ -36,6 +40,8 @@ struct ablock {
 
 struct memtable {
     atomic_int ref;
+    _Atomic uint64_t *filter;        /* FILTER_WORDS-word blocks, or NULL */
+    uint64_t fblocks;
     atomic_int height;               /* of the tallest tower in use */
     _Atomic size_t memory;
     _Atomic uint64_t count;
@@ -120,16 +126,25 @@ static struct node *new_node(memtable_t *m, int height, size_t klen, size_t vlen
     return n;
 }
 
-memtable_t *mt_new(void)
+memtable_t *mt_new(size_t filter_bytes)
 {
     memtable_t *m = calloc(1, sizeof *m);
     if (!m)
         return NULL;
+    if (filter_bytes) {
+        m->fblocks = filter_bytes / (FILTER_WORDS * 8) ? filter_bytes / (FILTER_WORDS * 8) : 1;
+        m->filter = calloc(m->fblocks * FILTER_WORDS, sizeof *m->filter);
+        if (!m->filter) {
+            free(m);
+            return NULL;
+        }
+    }
     atomic_init(&m->ref, 1);
     atomic_init(&m->height, 1);
     m->rnd = 0x9E3779B97F4A7C15ULL ^ (uintptr_t)m;
     m->head = new_node(m, MAX_HEIGHT, 0, 0);
     if (!m->head) {
+        free(m->filter);
         free(m);
         return NULL;
     }
@@ -151,6 +166,7 @@ void mt_unref(memtable_t *m)
         free(b);
         b = p;
     }
+    free(m->filter);
     free(m);
 }
 
@@ -175,6 +191,41 @@ static int random_height(memtable_t *m)
             return h;
         h++;
     }
+}
+
+/*
+ * The filter: a blocked bloom filter.  A key's hash picks one 512-bit
+ * block (one cache line) and FILTER_PROBES bits in it.  The single writer
+ * sets a key's bits before it links the key's node, and a reader that can
+ * see that node's sequence number synchronised with the writer after both,
+ * so the filter never says "absent" of a key the reader may see.
+ */
+static void filter_bits(const memtable_t *m, const void *key, size_t klen, uint64_t *block, uint64_t *bits)
+{
+    uint64_t h = bloom_hash(key, klen);
+    h = (h ^ (h << 29)) * 0x9E3779B97F4A7C15ull;
+    *block = (h >> 32) % m->fblocks * FILTER_WORDS;
+    *bits = h * 0xBF58476D1CE4E5B9ull;
+}
+
+static void filter_add(memtable_t *m, const void *key, size_t klen)
+{
+    uint64_t block, bits;
+    filter_bits(m, key, klen, &block, &bits);
+    for (int i = 0; i < FILTER_PROBES; i++, bits >>= 9)
+        atomic_fetch_or_explicit(&m->filter[block + (bits & 511) / 64], 1ull << (bits & 63),
+                                 memory_order_relaxed);
+}
+
+static int filter_may_hold(const memtable_t *m, const void *key, size_t klen)
+{
+    uint64_t block, bits;
+    filter_bits(m, key, klen, &block, &bits);
+    for (int i = 0; i < FILTER_PROBES; i++, bits >>= 9)
+        if (!(atomic_load_explicit(&m->filter[block + (bits & 511) / 64], memory_order_relaxed) &
+              (1ull << (bits & 63))))
+            return 0;
+    return 1;
 }
 
 /*
@@ -213,6 +264,8 @@ int mt_add(memtable_t *m, uint64_t seq, int type,
         vlen = 0;
     struct node *prev[MAX_HEIGHT];
     find_ge(m, key, klen, tag, prev);
+    if (m->filter)
+        filter_add(m, key, klen);
 
     int h = random_height(m);
     struct node *n = new_node(m, h, klen, vlen);
@@ -241,6 +294,8 @@ int mt_add(memtable_t *m, uint64_t seq, int type,
 int mt_get(const memtable_t *m, const void *key, size_t klen, uint64_t seq,
            const void **val, size_t *vlen)
 {
+    if (m->filter && !filter_may_hold(m, key, klen))
+        return -1;
     struct node *n = find_ge(m, key, klen, TAG(seq, 0xff), NULL);
     if (!n || n->klen != klen || (klen && memcmp(nkey(n), key, klen) != 0))
         return -1;

@@ -32,8 +32,14 @@ enum { KT_DEL = 0, KT_PUT = 1 };
 typedef struct memtable memtable_t;
 typedef struct mt_iter mt_iter_t;
 
-/* A new empty memtable with one reference, or NULL without memory. */
-memtable_t *mt_new(void);
+/*
+ * A new empty memtable with one reference, or NULL without memory.
+ * FILTER_BYTES > 0 gives it a bloom filter of about that many bytes over the
+ * keys it holds, so that mt_get of a key it does not hold usually returns at
+ * once instead of searching the list (the engine gives memtable_size / 64).
+ * The filter is outside mt_memory().
+ */
+memtable_t *mt_new(size_t filter_bytes);
 void mt_ref(memtable_t *m);
 void mt_unref(memtable_t *m);
 

@@ -12,7 +12,7 @@
 static void test_order_and_versions(void **state)
 {
     (void)state;
-    memtable_t *m = mt_new();
+    memtable_t *m = mt_new(0);
     assert_non_null(m);
     /* Insert out of order, several versions per key. */
     assert_int_equal(mt_add(m, 5, KT_PUT, "b", 1, "b5", 2), 0);
@@ -54,7 +54,7 @@ static void test_order_and_versions(void **state)
 static void test_snapshot_visibility(void **state)
 {
     (void)state;
-    memtable_t *m = mt_new();
+    memtable_t *m = mt_new(0);
     mt_add(m, 10, KT_PUT, "k", 1, "v10", 3);
     mt_add(m, 20, KT_DEL, "k", 1, NULL, 0);
     mt_add(m, 30, KT_PUT, "k", 1, "v30", 3);
@@ -76,7 +76,7 @@ static void test_snapshot_visibility(void **state)
 static void test_empty_and_large_values(void **state)
 {
     (void)state;
-    memtable_t *m = mt_new();
+    memtable_t *m = mt_new(0);
     size_t big = 16u << 20;
     char *b = malloc(big);
     for (size_t i = 0; i < big; i++)
@@ -102,13 +102,14 @@ static int cmp_u32(const void *a, const void *b)
     return x < y ? -1 : x > y;
 }
 
-static void test_random_order(void **state)
+/* With no filter, a saturated one and a real one: every key present is
+ * found, every key absent is not. */
+static void random_order(size_t filter_bytes)
 {
-    (void)state;
     uint64_t s = tu_seed("test_memtable random", 42);
     enum { N = 20000 };
     uint32_t *ks = malloc(N * sizeof *ks);
-    memtable_t *m = mt_new();
+    memtable_t *m = mt_new(filter_bytes);
     for (int i = 0; i < N; i++) {
         ks[i] = (uint32_t)(tu_rand(&s) % 1000000000u) * 2 + 1; /* odd: even probes miss */
         char k[16];
@@ -132,6 +133,13 @@ static void test_random_order(void **state)
         mt_iter_next(it);
     }
     assert_false(mt_iter_valid(it));
+    for (int i = 0; i < N; i++) {
+        char k[16];
+        snprintf(k, sizeof k, "%010u", ks[i]);
+        const void *v;
+        size_t vl;
+        assert_int_equal(mt_get(m, k, 10, SEQ_MAX, &v, &vl), KT_PUT);
+    }
     for (int i = 0; i < 1000; i++) {
         uint32_t probe = (uint32_t)(tu_rand(&s) % 1000000000u) * 2;
         char k[16];
@@ -143,6 +151,14 @@ static void test_random_order(void **state)
     mt_iter_free(it);
     mt_unref(m);
     free(ks);
+}
+
+static void test_random_order(void **state)
+{
+    (void)state;
+    random_order(0);
+    random_order(512);
+    random_order(65536);
 }
 
 /* Readers scan while one writer inserts: every scan is sorted and a key
@@ -181,7 +197,7 @@ static void *reader(void *arg)
 static void test_concurrent_readers(void **state)
 {
     (void)state;
-    struct conc c = { .m = mt_new() };
+    struct conc c = { .m = mt_new(4096) };   /* with a filter: it must never hide a key seen */
     pthread_t t[4];
     for (int i = 0; i < 4; i++)
         pthread_create(&t[i], NULL, reader, &c);

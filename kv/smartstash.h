@@ -66,7 +66,9 @@ typedef struct stash_snapshot stash_snapshot_t; /* a pinned point in time */
 typedef struct stash_options {
     size_t   memtable_size;        /* bytes written to the memtable before it is
                                       frozen and a new one (and a new log) is
-                                      started.  Default 64 MiB, minimum 64 KiB. */
+                                      started; each memtable also has a bloom
+                                      filter of memtable_size / 64 bytes.
+                                      Default 64 MiB, minimum 64 KiB. */
     unsigned compaction_interval;  /* seconds between runs of the background
                                       compaction timer.  Default 60. */
     unsigned wal_flush_interval;   /* seconds between background fsyncs of the

@@ -151,10 +151,13 @@ $(BUILD)/stashfs: fs/stashfs.c $(BUILD)/libsmartstash.a
 $(BUILD)/fs_errno: tests/fs_errno.c
 	$(CC) $(BASEFLAGS) $(CFLAGS) $< -o $@
 
+$(BUILD)/fs_fsx: tests/fs_fsx.c
+	$(CC) $(BASEFLAGS) $(CFLAGS) $< -o $@
+
 $(BUILD)/crashtest: tests/crashtest.c $(BUILD)/libsmartstash.a
 	$(CC) $(BASEFLAGS) $(CFLAGS) $< -o $@ $(BUILD)/libsmartstash.a $(LIBS)
 
-test: all $(TESTS) $(ASAN_TESTS) $(TSAN_TESTS) $(BUILD)/crashtest $(BUILD)/fs_errno
+test: all $(TESTS) $(ASAN_TESTS) $(TSAN_TESTS) $(BUILD)/crashtest $(BUILD)/fs_errno $(BUILD)/fs_fsx
 	@sh tests/run.sh $(BUILD)
 
 run: all

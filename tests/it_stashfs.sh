@@ -68,6 +68,12 @@ check "df shows the store" sh -c "df '$m' | grep -qF '$(cd "$store" && pwd -P)'"
 
 # Every errno case from a C program.
 mkdir -p "$m/errno" && "$build/fs_errno" "$m/errno" >"$tmp/out" 2>&1 || { bad "fs_errno"; cat "$tmp/out"; }
+# fsx-style: 100,000 random writes, reads, truncations, mapped reads and
+# writes, fsyncs and reopens on one file, checked against a copy in memory
+# (a fixed seed: a failure replays), and larger files crossing chunks.
+"$build/fs_fsx" "$m/fsx" 100000 20261125 262144 >"$tmp/out" 2>&1 || { bad "fs_fsx"; tail -n 20 "$tmp/out"; }
+"$build/fs_fsx" "$m/fsx2" 10000 7 4194304 >"$tmp/out" 2>&1 || { bad "fs_fsx 4 MiB"; tail -n 20 "$tmp/out"; }
+rm -f "$m/fsx" "$m/fsx2"
 
 # tar round trip, rsync -a of a real tree, cp -a
 src=/usr/include

@@ -371,11 +371,22 @@ static int w_create(const char *path, mode_t mode, struct fuse_file_info *fi)
     return rc;
 }
 
+/* Regular files, FIFOs and sockets: an empty value with that mode (the
+ * kernel serves a FIFO's or socket's I/O itself).  Device nodes, which would
+ * need their device number kept too, are refused. */
 static int w_mknod(const char *path, mode_t mode, dev_t rdev)
 {
-    if (!S_ISREG(mode))
+    if (S_ISREG(mode))
+        return w_create(path, mode, NULL);
+    if (!S_ISFIFO(mode) && !S_ISSOCK(mode))
         return -EPERM;
-    return w_create(path, mode, NULL);
+    char key[KEYBUF];
+    size_t kl;
+    int rc = path_key(path, key, sizeof key, &kl);
+    if (rc)
+        return rc;
+    stash_stat_t s = new_attrs((mode & S_IFMT) | (mode & 07777));
+    return stash_create(db, key, kl, &s, STASH_EXCL);
 }
 
 static int r_open(const char *path, struct fuse_file_info *fi)

@@ -178,6 +178,17 @@ check "unmount the backup" fusermount3 -u "$tmp/mnt3"
 "$ctl" -d "$tmp/bak-s1" get seq/5 >"$tmp/bak-s1.5"
 check "snapshot backup holds the snapshot's files" cmp "$tmp/snap5" "$tmp/bak-s1.5"
 
+# FIFOs and sockets are kept as nodes (the kernel carries their data);
+# device nodes are refused.
+check "mkfifo" mkfifo "$m/fifo"
+(echo through >"$m/fifo") &
+fifo_writer=$!
+check "a FIFO carries data" test "$(cat "$m/fifo")" = through
+wait "$fifo_writer"
+check "a socket node" python3 -c "import socket; socket.socket(socket.AF_UNIX).bind('$m/sock')"
+check "socket type" test -S "$m/sock"
+check "mknod of a device refused" sh -c "! mknod '$m/dev' c 1 3 2>/dev/null"
+
 # Everything is still there after a remount.
 find "$m" -path "$m/par" -prune -o -print | sort >"$tmp/before.list"
 stat -c '%n %a %s %Y %g' "$m/greeting" "$m/moved/sub/2" "$m/api" "$m/api/hello" >"$tmp/before.stat"
@@ -191,6 +202,8 @@ check "xattr after remount" test "$(getfattr --absolute-names --only-values -n u
 check "big file after remount" cmp "$tmp/big" "$m/big"
 check "diff -r after remount" diff -r --no-dereference "$src" "$m/inc"
 check "snapshot after remount" cmp "$tmp/snap5" "$m/.snapshots/s1/seq/5"
+check "FIFO after remount" test -p "$m/fifo"
+check "socket after remount" test -S "$m/sock"
 check "rmdir a snapshot" rmdir "$m/.snapshots/s1"
 check "snapshot gone" test ! -e "$m/.snapshots/s1"
 unmount

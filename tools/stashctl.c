@@ -347,10 +347,7 @@ static void print_entry(uint64_t seq, int type, const uint8_t *k, size_t kl, con
                 fputs(" for ", stdout);
                 print_user_key(v, vl);
             } else if (ns == NS_SNAP && vl >= 8) {
-                printf(" sequence %llu", (unsigned long long)(v[0] | (uint64_t)v[1] << 8 | (uint64_t)v[2] << 16 |
-                                                              (uint64_t)v[3] << 24 | (uint64_t)v[4] << 32 |
-                                                              (uint64_t)v[5] << 40 | (uint64_t)v[6] << 48 |
-                                                              (uint64_t)v[7] << 56));
+                printf(" sequence %llu", (unsigned long long)dec_u64(v));
             }
         }
         putchar('\n');

@@ -1801,12 +1801,16 @@ int stash_backup_snapshot(stash_t *db, const char *name, const char *dest)
 {
     if (!db || !name || !dest || !*dest)
         return err_set(-EINVAL, "stash_backup_snapshot: bad arguments");
-    stash_snapshot_t *s = stash_snapshot_open(db, name, NULL);
-    if (!s) {
-        int bad = check_snap_name(name);
-        return bad ? bad : strcmp(err_get(), "out of memory") ? -ENOENT : -ENOMEM;
-    }
-    int rc = backup_dest(dest);
+    int rc = check_snap_name(name);
+    if (rc)
+        return rc;
+    pthread_mutex_lock(&db->named_mu);
+    struct named *n = find_named(db, name);
+    stash_snapshot_t *s = n ? snapshot_pin(db, &n->seq) : NULL;
+    pthread_mutex_unlock(&db->named_mu);
+    if (!s)
+        return n ? err_set(-ENOMEM, "out of memory") : err_set(-ENOENT, "no snapshot %s", name);
+    rc = backup_dest(dest);
     stash_t *out = NULL;
     if (rc == 0) {
         stash_options_t o = db->opt;

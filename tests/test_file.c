@@ -396,6 +396,8 @@ static void test_named_snapshots(void **state)
     char bak[600];
     snprintf(bak, sizeof bak, "%s/bak-none", dir);
     assert_int_equal(stash_backup_snapshot(db, "s1", bak), -ENOENT);
+    assert_non_null(strstr(stash_last_error(db), "no snapshot s1"));
+    assert_int_equal(stash_backup_snapshot(db, "a/b", bak), -EINVAL);
     assert_null(stash_snapshot_open(db, "s1", NULL));
     assert_int_equal(stash_close(db), 0);
     db = open_small();

@@ -434,6 +434,32 @@ static int w_truncate(const char *path, off_t size, struct fuse_file_info *fi)
     return stash_truncate(db, key, kl, (uint64_t)size);
 }
 
+/*
+ * Before the last entry of a directory shown without a record (keys written
+ * through the library as "a/b" with no "a/") goes away, give the directory
+ * its record, so that it stays, empty, as directories do until rmdir.  The
+ * kernel keeps the directory's entry cached and would disagree otherwise.
+ * KEY (KL bytes) is the entry leaving.
+ */
+static int keep_parent(const char *key, size_t kl)
+{
+    size_t pl = kl;
+    while (pl > 0 && key[pl - 1] != '/')
+        pl--;
+    if (pl == 0)
+        return 0;   /* the root always exists */
+    char pk[KEYBUF];
+    memcpy(pk, key, pl);   /* "parent/" */
+    stash_stat_t s;
+    int rc = stash_stat(db, NULL, pk, pl, &s);
+    if (rc != -ENOENT)
+        return rc < 0 ? rc : 0;
+    stash_stat_t d = {.mode = S_IFDIR | 0755, .uid = my_uid, .gid = my_gid};
+    d.atime_ns = d.mtime_ns = d.ctime_ns = ts_to_ns(&mount_time);
+    rc = stash_create(db, pk, pl, &d, STASH_EXCL);
+    return rc == -EEXIST ? 0 : rc;
+}
+
 static int w_unlink(const char *path)
 {
     char key[KEYBUF];
@@ -447,6 +473,8 @@ static int w_unlink(const char *path)
         return -ENOENT;
     if (k == K_DIR)
         return -EISDIR;
+    if ((rc = keep_parent(key, kl)))
+        return rc;
     return stash_delete(db, key, kl);
 }
 
@@ -512,6 +540,8 @@ static int w_rmdir(const char *path)
         return rc;
     if (!rc)
         return -ENOTEMPTY;
+    if ((rc = keep_parent(key, kl)))
+        return rc;
     key[kl] = '/';
     return stash_delete(db, key, kl + 1);
 }
@@ -533,6 +563,8 @@ static int w_rename(const char *from, const char *to, unsigned int flags)
         rc = -ENOENT;
     if (rc == 0 && tkind != K_NONE && (flags & RENAME_NOREPLACE))
         rc = -EEXIST;
+    if (rc == 0 && fkind != K_NONE)
+        rc = keep_parent(fk, fl);
     if (rc == 0 && fkind == K_FILE) {
         if (tkind == K_DIR)
             rc = -EISDIR;
@@ -1003,9 +1035,9 @@ static int fs_access(const char *path, int mask)
 static void *fs_init(struct fuse_conn_info *conn, struct fuse_config *cfg)
 {
     /* This daemon is the store's only writer, so the kernel may cache. */
-    cfg->entry_timeout = 5.0;
-    cfg->attr_timeout = 5.0;
-    cfg->negative_timeout = 5.0;
+    cfg->entry_timeout = 86400.0;
+    cfg->attr_timeout = 86400.0;
+    cfg->negative_timeout = 86400.0;
     cfg->kernel_cache = 1;
     cfg->use_ino = 0;
     return NULL;

@@ -16,6 +16,7 @@ mount_fs
 unmount
 "$ctl" -d "$store" put api/hello "from the library" || bad "stashctl put"
 printf 'ab' | "$ctl" -d "$store" put "api/bad//name" || bad "stashctl put odd key"
+for k in imp/g imp/sub/f imp2/h; do "$ctl" -d "$store" put "$k" "$k" || bad "stashctl put $k"; done
 mount_fs
 m="$mnt"
 
@@ -24,6 +25,12 @@ check "API key listed" sh -c "ls '$m/api' | grep -qx hello"
 check "odd key hidden" sh -c "[ -z \"\$(ls -A '$m/api/bad')\" ]"
 check "API key mode 0644" test "$(stat -c %a "$m/api/hello")" = 644
 check "chmod of a directory with no record" chmod 700 "$m/api"
+# Directories that exist only as the prefix of library-written keys stay,
+# empty, when their last entry goes (the kernel caches them as directories).
+check "rm of the last file of a record-less directory" rm "$m/imp/sub/f" "$m/imp/g"
+check "record-less directories stay" sh -c "test -d '$m/imp/sub' && [ -z \"\$(ls -A '$m/imp/sub')\" ] && [ \"\$(ls '$m/imp')\" = sub ]"
+check "mv out of a record-less directory" sh -c "mv '$m/imp2/h' '$m/imp/h' && test -d '$m/imp2' && [ \"\$(cat '$m/imp/h')\" = imp2/h ]"
+check "rmdir of the emptied directories" sh -c "rmdir '$m/imp/sub' '$m/imp2' && test ! -e '$m/imp2' && test -d '$m/imp'"
 check "chown keeps what it is not given" sh -c "chown :123 '$m/api/hello' && [ \"\$(stat -c %u:%g '$m/api/hello')\" = \"\$(id -u):123\" ]"
 
 echo "hello world" >"$m/greeting" || bad "echo >"

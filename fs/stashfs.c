@@ -296,6 +296,7 @@ static int r_readdir(const char *path, void *buf, fuse_fill_dir_t filler, off_t 
         return rc;
     if (kl)
         key[kl++] = '/';
+    int plus = (flags & FUSE_READDIR_PLUS) != 0;
     filler(buf, ".", NULL, 0, 0);
     filler(buf, "..", NULL, 0, 0);
     stash_iter_t *it = stash_iter_new(db, cur);
@@ -327,19 +328,36 @@ static int r_readdir(const char *path, void *buf, fuse_fill_dir_t filler, off_t 
             memcpy(name, rest, cl);
             name[cl] = 0;
         }
+        /* With readdirplus each entry carries its attributes, read from the
+         * entry itself, so that ls -l or find need no lookup per entry. */
+        struct stat st;
+        stash_stat_t s;
         if (!slash) {
-            if (ok && filler(buf, name, NULL, 0, 0))
+            int full = plus && stash_iter_stat(it, &s) == 0 && !S_ISDIR(s.mode);
+            if (full)
+                fill_stat(&s, 0, &st);
+            if (ok && filler(buf, name, full ? &st : NULL, 0, full ? FUSE_FILL_DIR_PLUS : 0))
                 break;
             stash_iter_next(it);
             continue;
         }
         /* A sub-tree: one entry (unless a file of that name hides it), then
-         * skip past every key under it: seek to "name0" ('0' follows '/'). */
+         * skip past every key under it: seek to "name0" ('0' follows '/').
+         * Its attributes are those of its record "name/" when the sub-tree
+         * starts with one, the defaults lookup() gives otherwise. */
         if (ok) {
-            stash_stat_t s;
             memcpy(seek + kl, rest, cl);
-            if (stash_stat(db, cur, seek, kl + cl, &s) != 0 && filler(buf, name, NULL, 0, 0))
-                break;
+            if (stash_stat(db, cur, seek, kl + cl, &s) != 0) {
+                if (plus) {
+                    if (rl != cl + 1 || stash_iter_stat(it, &s) != 0) {
+                        memset(&s, 0, sizeof s);
+                        s.atime_ns = s.mtime_ns = s.ctime_ns = ts_to_ns(&mount_time);
+                    }
+                    fill_stat(&s, 1, &st);
+                }
+                if (filler(buf, name, plus ? &st : NULL, 0, plus ? FUSE_FILL_DIR_PLUS : 0))
+                    break;
+            }
         }
         memcpy(seek + kl, rest, cl);
         seek[kl + cl] = '/' + 1;

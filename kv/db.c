@@ -51,6 +51,8 @@
 #define GROUP_MAX   (1u << 20)   /* bytes a commit group grows to */
 #define GROUP_SMALL (128u << 10) /* a small first batch only takes this much more */
 #define MAX_FROZEN  2            /* frozen memtables before writers wait for a flush */
+#define LOG_WRITE_AHEAD (1u << 20) /* zeros kept ahead of the log so synced appends do
+                                     not change its size (see wal_set_prealloc) */
 
 /* What a reader sees: the active memtable, the frozen ones (newest first)
  * and the tables. */
@@ -418,10 +420,11 @@ static int make_room(stash_t *db, int force)
     wal_t *old = db->log, *nw = NULL;
     int dirty = db->log_dirty;
     pthread_mutex_unlock(&db->mu);
+    wal_set_prealloc(old, 0);   /* retiring: no zeros ahead */
     rc = dirty ? wal_sync(old) : 0;
     int synced_ok = rc == 0;
-    if (rc == 0)
-        rc = wal_create(db->dir, num, &nw);
+    if (rc == 0 && (rc = wal_create(db->dir, num, &nw)) == 0)
+        wal_set_prealloc(nw, LOG_WRITE_AHEAD);
     memtable_t *mt = rc == 0 ? mt_new(db->opt.memtable_size / 64) : NULL;
     if (rc == 0 && !mt)
         rc = err_set(-ENOMEM, "out of memory for a new memtable");
@@ -1334,6 +1337,19 @@ const void *stash_iter_value(const stash_iter_t *it, size_t *vlen)
     if (vlen)
         *vlen = iv->n;
     return iv->p;
+}
+
+int stash_iter_stat(const stash_iter_t *it, stash_stat_t *st)
+{
+    if (!it || !it->valid || !st)
+        return err_set(-EINVAL, "stash_iter_stat: the iterator is not on an entry");
+    size_t n = 0;
+    const uint8_t *p = it->m->ops->value(it->m, &n);
+    struct envelope e;
+    if (env_decode(p, n, &e) < 0)
+        return err_set(-EIO, "damaged value envelope");
+    *st = e.st;
+    return 0;
 }
 
 /*
@@ -2258,8 +2274,10 @@ int stash_open(const char *dir, const stash_options_t *o, stash_t **out)
         rc = recover(db);
     if (rc == 0 && !db->opt.read_only) {
         rc = wal_create(db->dir, vset_new_file(&db->vs), &db->log);
-        if (rc == 0)
+        if (rc == 0) {
+            wal_set_prealloc(db->log, LOG_WRITE_AHEAD);
             db->log_size = wal_size(db->log);
+        }
     }
     if (rc == 0 && !(db->view = view_make(db)))
         rc = err_set(-ENOMEM, "out of memory");
@@ -2324,6 +2342,7 @@ int stash_close(stash_t *db)
         pthread_join(db->bg, NULL);
     }
     if (db->log) {
+        wal_set_prealloc(db->log, 0);
         if (db->log_dirty && !db->bgerr)
             rc = wal_sync(db->log);
         wal_close(db->log);

@@ -301,6 +301,14 @@ typedef struct stash_stat {
  */
 int  stash_stat(stash_t *db, const stash_snapshot_t *s, const void *key, size_t klen, stash_stat_t *st);
 
+/*
+ * The size and attributes of the entry an iterator is on, as stash_stat
+ * would give them, without another lookup (and without reading a large
+ * value's chunks).  Returns 0, -EINVAL when IT is not on an entry, or -EIO
+ * for a damaged entry.
+ */
+int  stash_iter_stat(const stash_iter_t *it, stash_stat_t *st);
+
 /* Bits of stash_setstat's MASK: which fields of *st to store. */
 #define STASH_SET_MODE  0x01
 #define STASH_SET_UID   0x02

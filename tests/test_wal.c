@@ -1,7 +1,7 @@
 /*
  * test_wal.c - the write-ahead log: CRC32C, round trips of records from 0
  * bytes to 1 MiB, a torn tail at every byte offset of the last record,
- * flipped bytes anywhere, zeroed tails, bad headers.
+ * flipped bytes anywhere, zeroed tails, zeros written ahead, bad headers.
  */
 #include "testutil.h"
 
@@ -230,8 +230,68 @@ static void test_zero_tail(void **state)
     struct got g = { 0 };
     assert_int_equal(wal_replay(p, 4, WAL_NEWEST, collect, &g, NULL), 0);
     check_prefix(&g, &r, 3);
+    /* Zeros after whole records end an older log too (space written ahead). */
+    g.n = 0;
+    assert_int_equal(wal_replay(p, 4, 0, collect, &g, NULL), 0);
+    check_prefix(&g, &r, 3);
+    /* But half a record before the zeros is damage in an older log. */
+    int fd = open(p, O_RDWR);
+    assert_true(fd >= 0);
+    assert_int_equal(pwrite(fd, "\x11\x22\x33\x44\x10\x00\x01half", 11, (off_t)r.end[2]), 11);
+    close(fd);
     g.n = 0;
     assert_int_equal(wal_replay(p, 4, 0, collect, &g, NULL), -EIO);
+    g.n = 0;
+    assert_int_equal(wal_replay(p, 4, WAL_NEWEST, collect, &g, NULL), 0);
+    check_prefix(&g, &r, 3);
+}
+
+/* A log that writes zeros ahead: synced appends land inside the zeros (the
+ * file does not grow at each sync), and replays see exactly the records,
+ * whether the log is the newest or an older one, after each sync. */
+static void test_write_ahead(void **state)
+{
+    (void)state;
+    uint64_t s = tu_seed("test_wal write ahead", 31);
+    wal_t *w;
+    assert_int_equal(wal_create(dir, 21, &w), 0);
+    wal_set_prealloc(w, 256 * 1024);
+    char p[600];
+    logpath(p, sizeof p, 21);
+    static struct recs r;
+    r.n = 0;
+    unsigned char *buf = malloc(70000);
+    int grew = 0;
+    struct stat st;
+    off_t last = 0;
+    for (int i = 0; i < 400; i++) {
+        size_t len = i % 50 == 49 ? 20000 + tu_rand(&s) % 50000 : tu_rand(&s) % 700;
+        fill(buf, len, &s);
+        assert_int_equal(wal_append(w, buf, len), 0);
+        r.len[r.n] = len;
+        r.crc[r.n] = crc32c(buf, len);
+        r.end[r.n] = wal_size(w);
+        r.n++;
+        assert_int_equal(wal_sync(w), 0);
+        assert_int_equal(stat(p, &st), 0);
+        assert_true((uint64_t)st.st_size >= wal_size(w) + 256 * 1024 / 4);
+        grew += st.st_size != last;
+        last = st.st_size;
+        if (i % 37 == 0) {
+            static struct got g;
+            for (int newest = 0; newest < 2; newest++) {
+                g.n = 0;
+                uint64_t end = 0;
+                assert_int_equal(wal_replay(p, 21, newest ? WAL_NEWEST : 0, collect, &g, &end), 0);
+                check_prefix(&g, &r, r.n);
+                assert_int_equal(end, wal_size(w));
+            }
+        }
+    }
+    /* About 1.6 MB of records: the file grew a few times, not at each sync. */
+    assert_true(grew < 20);
+    assert_int_equal(wal_close(w), 0);
+    free(buf);
 }
 
 /* Flip one byte at OFF of a log holding 6 records; -EIO, and no record at or
@@ -367,6 +427,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_torn_tail_long_record, tu_setup, tu_teardown),
         cmocka_unit_test_setup_teardown(test_repair_cuts_the_file, tu_setup, tu_teardown),
         cmocka_unit_test_setup_teardown(test_zero_tail, tu_setup, tu_teardown),
+        cmocka_unit_test_setup_teardown(test_write_ahead, tu_setup, tu_teardown),
         cmocka_unit_test_setup_teardown(test_flipped_bytes, tu_setup, tu_teardown),
         cmocka_unit_test_setup_teardown(test_bad_header, tu_setup, tu_teardown),
         cmocka_unit_test_setup_teardown(test_create_exclusive, tu_setup, tu_teardown),

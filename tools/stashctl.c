@@ -456,6 +456,21 @@ static int print_record(void *arg, const void *rec, size_t len, uint64_t off)
     return batch_decode(p, len, print_batch_entry, NULL, NULL, NULL);
 }
 
+/* Whether the file at PATH holds only zero bytes from offset FROM on. */
+static int zero_tail(const char *path, uint64_t from)
+{
+    FILE *f = fopen(path, "rb");
+    if (!f || fseeko(f, (off_t)from, SEEK_SET) != 0) {
+        if (f)
+            fclose(f);
+        return 0;
+    }
+    int c, zero = 1;
+    while (zero && (c = getc(f)) != EOF)
+        zero = c == 0;
+    fclose(f);
+    return zero;
+}
 static int dump_wal(const char *path)
 {
     const char *base = strrchr(path, '/');
@@ -475,8 +490,8 @@ static int dump_wal(const char *path)
     }
     struct stat st;
     if (stat(path, &st) == 0 && (uint64_t)st.st_size > good)
-        printf("# %llu bytes after the last whole record (a torn tail)\n",
-               (unsigned long long)st.st_size - good);
+        printf("# %llu bytes after the last whole record (%s)\n", (unsigned long long)st.st_size - good,
+               zero_tail(path, good) ? "zeros written ahead of the log" : "a torn tail");
     return fflush(stdout) == 0 ? 0 : 1;
 }
 

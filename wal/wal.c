@@ -33,7 +33,9 @@ enum { T_ZERO = 0, T_FULL = 1, T_FIRST = 2, T_MIDDLE = 3, T_LAST = 4, T_HEADER =
 struct wal {
     int fd;
     uint64_t num;
-    uint64_t size;
+    uint64_t size;        /* end of the last record: where the next one goes */
+    uint64_t alloc;       /* end of the file (zeros from size to alloc) */
+    size_t prealloc;      /* bytes of zeros to keep ahead, 0 = none */
     int dirty;
     int broken;
     uint32_t seed;        /* crc of the log number, the start of every fragment crc */
@@ -122,6 +124,7 @@ static int write_all(wal_t *w, const uint8_t *p, size_t n)
             /* Take back the partial record so the log stays well-formed. */
             if (ftruncate(w->fd, (off_t)w->size) < 0)
                 w->broken = 1;
+            w->alloc = w->size;
             if (e == ENOSPC || e == EDQUOT)
                 return err_set(-ENOSPC, "wal %s: disk full", w->name);
             w->broken = 1;
@@ -142,6 +145,8 @@ static int append_typed(wal_t *w, uint8_t type, const void *rec, size_t len)
     int rc = write_all(w, w->buf, n);
     if (rc == 0) {
         w->size += n;
+        if (w->alloc < w->size)
+            w->alloc = w->size;
         w->dirty = 1;
     }
     if (w->cap > (4u << 20)) {   /* do not keep a huge buffer after a huge record */
@@ -157,10 +162,42 @@ int wal_append(wal_t *w, const void *rec, size_t len)
     return append_typed(w, T_FULL, rec, len);
 }
 
+void wal_set_prealloc(wal_t *w, size_t bytes)
+{
+    w->prealloc = bytes;
+}
+
+/* Extend the zeros past the last record to PREALLOC bytes.  Best effort: on
+ * any failure the file is cut back to where it was and writing ahead stops. */
+static void write_ahead(wal_t *w)
+{
+    static const uint8_t zeros[65536];
+    uint64_t from = w->alloc, to = w->size + w->prealloc;
+    while (from < to) {
+        size_t n = to - from < sizeof zeros ? (size_t)(to - from) : sizeof zeros;
+        ssize_t k = pwrite(w->fd, zeros, n, (off_t)from);
+        if (k < 0 && errno == EINTR)
+            continue;
+        if (k <= 0) {
+            if (ftruncate(w->fd, (off_t)w->alloc) < 0)
+                w->broken = 1;
+            w->prealloc = 0;
+            return;
+        }
+        from += (uint64_t)k;
+    }
+    w->alloc = to;
+}
+
 int wal_sync(wal_t *w)
 {
     if (w->broken)
         return err_set(-EIO, "wal %s: an earlier write failed; the log is closed to writes", w->name);
+    if (w->prealloc && w->alloc < w->size + w->prealloc / 4) {
+        write_ahead(w);
+        if (w->broken)
+            return err_set(-EIO, "wal %s: cannot cut back the zeros written ahead", w->name);
+    }
     if (fdatasync(w->fd) < 0) {
         w->broken = 1;
         return err_set(-EIO, "wal %s: fsync failed: %s", w->name, strerror(errno));
@@ -177,6 +214,9 @@ int wal_close(wal_t *w)
 {
     if (!w)
         return 0;
+    if (w->alloc > w->size && !w->broken && ftruncate(w->fd, (off_t)w->size) < 0) {
+        /* The zeros stay: readers take them as the end of the log. */
+    }
     int rc = close(w->fd) < 0 ? -EIO : 0;
     free(w->buf);
     free(w);
@@ -390,7 +430,10 @@ int wal_replay(const char *path, uint64_t lognum, int flags,
          * so a bad header in a file longer than one is damage, not a tear. */
         int torn_header = good == 0 && r.size < HDR + HEADER_LEN;
         int tail_only = good > 0 ? !data_after(&r, at) : torn_header;
-        if ((flags & WAL_NEWEST) && (all_zero(r.p + good, r.size - good) || tail_only)) {
+        /* Zeros after the header and whole records are space written ahead
+         * (wal_set_prealloc): the end of any log. */
+        int zeros = all_zero(r.p + good, r.size - good);
+        if ((good > 0 && zeros) || ((flags & WAL_NEWEST) && (zeros || tail_only))) {
             /* A write torn by a crash: drop it. */
             if (flags & WAL_REPAIR) {
                 if (good == 0) {

@@ -16,7 +16,8 @@
  * log stays well-formed; when even that fails the writer refuses further
  * appends (-EIO) and the caller must treat the store as read-only.
  *
- * Reading: wal_replay() hands back every whole record in order.  A record
+ * Reading: wal_replay() hands back every whole record in order.  A tail of
+ * zeros (space written ahead, see wal_set_prealloc) ends any log.  A record
  * that fails its check is handled by where it is: at the tail of the newest
  * log (no valid fragment anywhere after it) it is a write torn by a crash and
  * is dropped without error; anywhere else it is corruption and replay fails
@@ -55,12 +56,26 @@ int wal_append(wal_t *w, const void *rec, size_t len);
 /* fdatasync the log.  Errors: -EIO (the writer then refuses appends). */
 int wal_sync(wal_t *w);
 
+/*
+ * Write zeros ahead of the records: when a wal_sync finds fewer than BYTES/4
+ * zero bytes past the last record, it first writes zeros up to BYTES past it
+ * (in the same fdatasync).  Later records overwrite those zeros, so syncing
+ * them flushes data blocks only: no change of file size for the filesystem
+ * to journal, which makes small synced appends much cheaper.  0 (the
+ * default) turns it off.  A reader takes an all-zero tail as the end of any
+ * log.  Failing to write the zeros (a full disk) is not an error: the log
+ * just stops writing ahead.
+ */
+void wal_set_prealloc(wal_t *w, size_t bytes);
+
 /* Bytes in the file so far, and whether anything is appended but unsynced. */
 uint64_t wal_size(const wal_t *w);
 int wal_dirty(const wal_t *w);
 uint64_t wal_number(const wal_t *w);
 
-/* Close without syncing (call wal_sync first when it matters); frees W. */
+/* Close without syncing (call wal_sync first when it matters); frees W.
+ * Zeros written ahead are cut off (not synced: either way the log reads the
+ * same). */
 int wal_close(wal_t *w);
 
 /*

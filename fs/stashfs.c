@@ -286,9 +286,41 @@ static int r_getattr(const char *path, struct stat *st, struct fuse_file_info *f
     return 0;
 }
 
+/*
+ * A directory stream.  Entries are numbered in listing order ("." is 0, ".."
+ * 1); the offset handed to the kernel with entry N is N + 1, the place to go
+ * on from.  The stream remembers the key it stopped at, so reading a
+ * directory in order costs one seek per batch of entries; any other offset
+ * (seekdir to an old place) lists from the start and skips to it.
+ */
+struct dirh {
+    off_t next;         /* the offset a continuing read asks for */
+    int done;           /* the listing reached its end at offset next */
+    size_t rlen;        /* resume here: the key that gives entry next - 1... */
+    char resume[KEYBUF];
+};
+
+static int fs_opendir(const char *path, struct fuse_file_info *fi)
+{
+    struct dirh *d = calloc(1, sizeof *d);
+    if (!d)
+        return -ENOMEM;
+    fi->fh = (uint64_t)(uintptr_t)d;
+    return 0;
+}
+
+static int fs_releasedir(const char *path, struct fuse_file_info *fi)
+{
+    free((void *)(uintptr_t)fi->fh);
+    return 0;
+}
+
 static int r_readdir(const char *path, void *buf, fuse_fill_dir_t filler, off_t off,
                       struct fuse_file_info *fi, enum fuse_readdir_flags flags)
 {
+    struct dirh *d = fi ? (struct dirh *)(uintptr_t)fi->fh : NULL;
+    if (!d)
+        return -EBADF;
     char key[KEYBUF];
     size_t kl;
     int rc = path_key(path, key, sizeof key, &kl);
@@ -297,8 +329,17 @@ static int r_readdir(const char *path, void *buf, fuse_fill_dir_t filler, off_t 
     if (kl)
         key[kl++] = '/';
     int plus = (flags & FUSE_READDIR_PLUS) != 0;
-    filler(buf, ".", NULL, 0, 0);
-    filler(buf, "..", NULL, 0, 0);
+    off_t ord = 0;      /* the number of the next entry to produce */
+    if (off > 0 && off == d->next && d->done)
+        return 0;
+    if (ord >= off && filler(buf, ".", NULL, 1, 0))
+        return 0;
+    ord++;
+    if (ord >= off && filler(buf, "..", NULL, 2, 0)) {
+        d->next = 1, d->done = 0, d->rlen = 0;
+        return 0;
+    }
+    ord++;
     stash_iter_t *it = stash_iter_new(db, cur);
     if (!it)
         return -ENOMEM;
@@ -309,12 +350,24 @@ static int r_readdir(const char *path, void *buf, fuse_fill_dir_t filler, off_t 
     }
     memcpy(seek, key, kl);
     char name[256];
-    stash_iter_seek(it, key, kl);
-    while (stash_iter_valid(it)) {
+    if (off > 2 && off == d->next && d->rlen) {
+        stash_iter_seek(it, d->resume, d->rlen);   /* go on where the last batch stopped */
+        ord = off;
+    } else {
+        stash_iter_seek(it, key, kl);
+    }
+    d->done = 0;
+    for (;;) {
+        if (!stash_iter_valid(it)) {
+            d->next = ord, d->done = 1;
+            break;
+        }
         size_t n;
         const char *k = stash_iter_key(it, &n);
-        if (n < kl || memcmp(k, key, kl) != 0)
+        if (n < kl || memcmp(k, key, kl) != 0) {
+            d->next = ord, d->done = 1;
             break;
+        }
         const char *rest = k + kl;
         size_t rl = n - kl;
         const char *slash = memchr(rest, '/', rl);
@@ -332,36 +385,48 @@ static int r_readdir(const char *path, void *buf, fuse_fill_dir_t filler, off_t 
          * entry itself, so that ls -l or find need no lookup per entry. */
         struct stat st;
         stash_stat_t s;
+        int show = 0, full = 0;
         if (!slash) {
-            int full = plus && stash_iter_stat(it, &s) == 0 && !S_ISDIR(s.mode);
+            show = ok;
+            full = show && plus && stash_iter_stat(it, &s) == 0 && !S_ISDIR(s.mode);
             if (full)
                 fill_stat(&s, 0, &st);
-            if (ok && filler(buf, name, full ? &st : NULL, 0, full ? FUSE_FILL_DIR_PLUS : 0))
-                break;
-            stash_iter_next(it);
-            continue;
-        }
-        /* A sub-tree: one entry (unless a file of that name hides it), then
-         * skip past every key under it: seek to "name0" ('0' follows '/').
-         * Its attributes are those of its record "name/" when the sub-tree
-         * starts with one, the defaults lookup() gives otherwise. */
-        if (ok) {
+        } else if (ok) {
+            /* A sub-tree: one entry, unless a file of that name hides it.
+             * Its attributes are those of its record "name/" when the
+             * sub-tree starts with one, the defaults lookup() gives
+             * otherwise. */
             memcpy(seek + kl, rest, cl);
-            if (stash_stat(db, cur, seek, kl + cl, &s) != 0) {
-                if (plus) {
-                    if (rl != cl + 1 || stash_iter_stat(it, &s) != 0) {
-                        memset(&s, 0, sizeof s);
-                        s.atime_ns = s.mtime_ns = s.ctime_ns = ts_to_ns(&mount_time);
-                    }
-                    fill_stat(&s, 1, &st);
+            show = stash_stat(db, cur, seek, kl + cl, &s) != 0;
+            if (show && plus) {
+                if (rl != cl + 1 || stash_iter_stat(it, &s) != 0) {
+                    memset(&s, 0, sizeof s);
+                    s.atime_ns = s.mtime_ns = s.ctime_ns = ts_to_ns(&mount_time);
                 }
-                if (filler(buf, name, plus ? &st : NULL, 0, plus ? FUSE_FILL_DIR_PLUS : 0))
-                    break;
+                fill_stat(&s, 1, &st);
+                full = 1;
             }
         }
-        memcpy(seek + kl, rest, cl);
-        seek[kl + cl] = '/' + 1;
-        stash_iter_seek(it, seek, kl + cl + 1);
+        if (show && ord >= off) {
+            if (filler(buf, name, full ? &st : NULL, ord + 1, full ? FUSE_FILL_DIR_PLUS : 0)) {
+                /* The reply is full: the next read starts with this entry. */
+                d->next = ord;
+                d->rlen = n;
+                memcpy(d->resume, k, n);
+                break;
+            }
+        }
+        if (show)
+            ord++;
+        if (!slash) {
+            stash_iter_next(it);
+        } else {
+            /* Skip past every key under the sub-tree: seek to "name0" ('0'
+             * follows '/'). */
+            memcpy(seek + kl, rest, cl);
+            seek[kl + cl] = '/' + 1;
+            stash_iter_seek(it, seek, kl + cl + 1);
+        }
     }
     rc = stash_iter_status(it);
     stash_iter_free(it);
@@ -1065,6 +1130,8 @@ static const struct fuse_operations ops = {
     .init = fs_init,
     .getattr = fs_getattr,
     .readdir = fs_readdir,
+    .opendir = fs_opendir,
+    .releasedir = fs_releasedir,
     .create = fs_create,
     .mknod = fs_mknod,
     .open = fs_open,

@@ -1,10 +1,12 @@
 /*
  * fs_errno.c - the errors a POSIX program sees on a stashfs mount, one call
  * at a time, and the file semantics around them (O_TRUNC, O_APPEND, gaps,
- * truncation, an unlinked file still open, RENAME_NOREPLACE).
+ * truncation, an unlinked file still open, RENAME_NOREPLACE), and directory
+ * streams (readdir in batches, telldir/seekdir, removals while reading).
  * Usage: fs_errno MOUNTPOINT (an empty, freshly mounted store).  Prints each
  * failure and exits 1 if there was any.
  */
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <stdio.h>
@@ -57,6 +59,145 @@ static void expect_content(const char *what, const char *rel, const char *want, 
         close(fd);
     if (got != (ssize_t)n || memcmp(buf, want, n) != 0) {
         printf("FAIL: %s: read %zd bytes\n", what, got);
+        fails++;
+    }
+}
+
+/*
+ * Directory streams over a directory of 3,000 entries (files of sizes
+ * i % 97, directories with and without entries, a symlink), read in many
+ * batches: every name exactly once with the right type and size; telldir
+ * and seekdir to any earlier place give the same entries again; entries
+ * removed while the directory is being read never make another entry appear
+ * twice or go missing.
+ */
+#define DN 3000
+static int dir_seen[DN + 10];
+
+static int entry_index(const char *name)
+{
+    if (name[0] == 'e' && name[1] >= '0' && name[1] <= '9')
+        return atoi(name + 1);
+    if (!strcmp(name, "sub")) return DN;
+    if (!strcmp(name, "subfull")) return DN + 1;
+    if (!strcmp(name, "lnk")) return DN + 2;
+    if (!strcmp(name, ".")) return DN + 3;
+    if (!strcmp(name, "..")) return DN + 4;
+    return -1;
+}
+
+static void dir_streams(void)
+{
+    char rel[300];
+    EXPECT("mkdir big", mkdir(P("big"), 0755), 0);
+    for (int i = 0; i < DN; i++) {
+        snprintf(rel, sizeof rel, "big/e%05d", i);
+        char text[100];
+        memset(text, 'a' + i % 26, sizeof text);
+        int fd = open(P(rel), O_WRONLY | O_CREAT | O_EXCL, 0600 | (i % 2 ? 044 : 0));
+        if (fd < 0 || write(fd, text, (size_t)(i % 97)) != i % 97 || close(fd) < 0) {
+            printf("FAIL: creating %s: %s\n", rel, strerror(errno));
+            fails++;
+            return;
+        }
+    }
+    EXPECT("mkdir big/sub", mkdir(P("big/sub"), 0700), 0);
+    EXPECT("mkdir big/subfull", mkdir(P("big/subfull"), 0755), 0);
+    put("big/subfull/x", "x");
+    EXPECT("symlink in big", symlink("e00001", P("big/lnk")), 0);
+
+    /* One whole listing, and the attributes readdir brought along. */
+    DIR *d = opendir(P("big"));
+    if (!d) {
+        printf("FAIL: opendir big: %s\n", strerror(errno));
+        fails++;
+        return;
+    }
+    memset(dir_seen, 0, sizeof dir_seen);
+    static long pos[DN + 10];
+    static int order[DN + 10];
+    int n = 0;
+    struct dirent *de;
+    while ((de = readdir(d))) {
+        int i = entry_index(de->d_name);
+        if (i < 0 || dir_seen[i]++) {
+            printf("FAIL: readdir gave %s %s\n", de->d_name, i < 0 ? "(unknown)" : "twice");
+            fails++;
+            continue;
+        }
+        pos[n] = telldir(d);
+        order[n++] = i;
+        struct stat st;
+        snprintf(rel, sizeof rel, "big/%s", de->d_name);
+        if (i < DN && (lstat(P(rel), &st) != 0 || st.st_size != i % 97 || !S_ISREG(st.st_mode) ||
+                       (st.st_mode & 0777) != (mode_t)(0600 | (i % 2 ? 044 : 0)) || de->d_type != DT_REG)) {
+            printf("FAIL: %s: size %lld mode %o type %d\n", rel, (long long)st.st_size, st.st_mode, de->d_type);
+            fails++;
+        }
+        if ((i == DN || i == DN + 1) && de->d_type != DT_DIR) {
+            printf("FAIL: %s: type %d, not a directory\n", rel, de->d_type);
+            fails++;
+        }
+        if (i == DN + 2 && de->d_type != DT_LNK) {
+            printf("FAIL: lnk: type %d, not a symlink\n", de->d_type);
+            fails++;
+        }
+    }
+    if (n != DN + 5) {
+        printf("FAIL: listed %d entries of %d\n", n, DN + 5);
+        fails++;
+    }
+    /* seekdir back to places telldir gave: the same entries follow. */
+    for (int t = 0; t < 20 && n == DN + 5; t++) {
+        int at = (t * 997) % (n - 1);
+        seekdir(d, pos[at]);
+        for (int k = at + 1; k < at + 40 && k < n; k++) {
+            de = readdir(d);
+            if (!de || entry_index(de->d_name) != order[k]) {
+                printf("FAIL: after seekdir to entry %d, entry %d is %s\n", at, k, de ? de->d_name : "missing");
+                fails++;
+                break;
+            }
+        }
+    }
+    rewinddir(d);
+    int again = 0;
+    while (readdir(d))
+        again++;
+    if (again != n) {
+        printf("FAIL: after rewinddir %d entries, not %d\n", again, n);
+        fails++;
+    }
+    closedir(d);
+
+    /* Remove every third file while reading: each entry still there at
+     * the end was seen exactly once. */
+    d = opendir(P("big"));
+    memset(dir_seen, 0, sizeof dir_seen);
+    int removed = 0;
+    while (d && (de = readdir(d))) {
+        int i = entry_index(de->d_name);
+        if (i >= 0)
+            dir_seen[i]++;
+        if (i >= 0 && i < DN && i % 100 == 0) {
+            for (int j = i + 3; j < i + 100 && j < DN; j += 3) {
+                snprintf(rel, sizeof rel, "big/e%05d", j);
+                removed += unlink(P(rel)) == 0;
+            }
+        }
+    }
+    if (d)
+        closedir(d);
+    for (int i = 0; i < DN + 5; i++) {
+        int gone = i < DN && i % 100 >= 3 && (i % 100) % 3 == 0;
+        if (dir_seen[i] > 1 || (!gone && dir_seen[i] != 1)) {
+            printf("FAIL: while removing, entry %d seen %d times\n", i, dir_seen[i]);
+            fails++;
+            break;
+        }
+    }
+    if (removed < DN / 4) {
+        printf("FAIL: removed only %d files\n", removed);
         fails++;
     }
 }
@@ -161,6 +302,8 @@ int main(int argc, char **argv)
     fd = open(P("dir"), O_RDONLY | O_DIRECTORY);
     EXPECT("fsync a directory", fsync(fd), 0);
     close(fd);
+
+    dir_streams();
 
     if (fails)
         printf("%d failures\n", fails);

@@ -228,6 +228,34 @@ static void test_stat_and_create(void **state)
     assert_int_equal(st.uid, 12);
     assert_int_equal(stash_pwrite(db, "k", 1, "x", 1, STASH_MAX_FILE), -EFBIG);
     assert_int_equal(stash_truncate(db, "nope", 4, 0), -ENOENT);
+
+    /* An iterator gives each entry's attributes as stash_stat does: a plain
+     * value, one with attributes, a chunked one. */
+    assert_int_equal(stash_put(db, "j", 1, "plain", 5), 0);
+    static uint8_t big[300000];
+    memset(big, 7, sizeof big);
+    assert_int_equal(stash_pwrite(db, "l", 1, big, sizeof big, 5), 0);
+    stash_iter_t *it = stash_iter_new(db, NULL);
+    assert_int_equal(stash_iter_stat(it, &st), -EINVAL);   /* not on an entry */
+    int n = 0;
+    for (stash_iter_seek_first(it); stash_iter_valid(it); stash_iter_next(it), n++) {
+        size_t kl;
+        const char *k = stash_iter_key(it, &kl);
+        stash_stat_t want;
+        assert_int_equal(stash_stat(db, NULL, k, kl, &want), 0);
+        assert_int_equal(stash_iter_stat(it, &st), 0);
+        assert_int_equal(st.size, want.size);
+        assert_int_equal(st.mode, want.mode);
+        assert_int_equal(st.uid, want.uid);
+        assert_int_equal(st.gid, want.gid);
+        assert_int_equal(st.atime_ns, want.atime_ns);
+        assert_int_equal(st.mtime_ns, want.mtime_ns);
+        assert_int_equal(st.ctime_ns, want.ctime_ns);
+    }
+    assert_int_equal(n, 3);
+    stash_iter_free(it);
+    assert_int_equal(stash_stat(db, NULL, "l", 1, &st), 0);
+    assert_int_equal(st.size, sizeof big + 5);
     assert_int_equal(stash_close(db), 0);
 }
 

@@ -1,13 +1,24 @@
 /*
- * memtable.c - skip list over an arena; see memtable.h for the contract.
+ * memtable.c - skip lists over an arena; see memtable.h for the contract.
  *
  * A node is one arena allocation: the header, its tower of next pointers,
  * then the key bytes and the value bytes.  Towers are 1..MAX_HEIGHT high with
  * a branching factor of 4.  The single writer builds a node completely, then
  * links it bottom-up with release stores; a reader that sees a pointer
- * (acquire load) therefore sees the whole node.  The list head's height only
+ * (acquire load) therefore sees the whole node.  A list head's height only
  * grows; a reader that sees a new height before the links simply finds NULL
  * there and drops a level.
+ *
+ * Segments: a large memtable is several skip lists ("segments") of about
+ * seg_bytes each, filled one after the other, so an insert searches a list
+ * of a few megabytes (it stays in the caches) instead of one of the whole
+ * memtable.  Every entry of a newer segment has a higher sequence number
+ * than every entry of an older one (the writer adds in sequence order), so a
+ * lookup searches the segments newest first and stops at the first visible
+ * entry; each segment has its own bloom filter, besides the one over the
+ * whole memtable, so that only segments that may hold the key are searched.
+ * Iterators merge the segments.  A segment is published (segs[n], then nseg
+ * with a release store) only once built.
  */
 #include "memtable.h"
 
@@ -20,6 +31,7 @@
 #include "bloom.h"
 
 #define MAX_HEIGHT   12
+#define MAX_SEGS     16
 #define ARENA_BLOCK  (64 * 1024)
 #define ARENA_ALIGN  8
 #define FILTER_WORDS 8              /* 512-bit filter blocks */
@@ -38,23 +50,38 @@ struct ablock {
     /* payload follows */
 };
 
+struct filter {
+    _Atomic uint64_t *w;             /* FILTER_WORDS-word blocks, or NULL */
+    uint64_t blocks;
+};
+
+struct seg {
+    struct node *head;
+    atomic_int height;               /* of the tallest tower in use */
+    struct filter f;
+};
+
 struct memtable {
     atomic_int ref;
-    _Atomic uint64_t *filter;        /* FILTER_WORDS-word blocks, or NULL */
-    uint64_t fblocks;
-    atomic_int height;               /* of the tallest tower in use */
+    struct filter f;                 /* over the whole memtable */
     _Atomic size_t memory;
     _Atomic uint64_t count;
     uint64_t rnd;                    /* writer-only */
     struct ablock *blocks;           /* writer-only: arena blocks, newest first */
     char *cur;                       /* writer-only: free space in the newest block */
     size_t left;
-    struct node *head;
+    size_t seg_bytes;                /* start a new segment after this many; 0 = one */
+    size_t seg_filter;               /* bytes of each segment's filter */
+    size_t seg_start;                /* writer-only: memory when the last one began */
+    atomic_int nseg;
+    struct seg *segs[MAX_SEGS];
 };
 
 struct mt_iter {
     const memtable_t *m;
-    struct node *n;
+    int n;                           /* segments seen at the last seek */
+    int best;                        /* the segment at the smallest entry, -1: none */
+    struct node *at[MAX_SEGS];
 };
 
 static inline const uint8_t *nkey(const struct node *n)
@@ -126,28 +153,47 @@ static struct node *new_node(memtable_t *m, int height, size_t klen, size_t vlen
     return n;
 }
 
-memtable_t *mt_new(size_t filter_bytes)
+static int filter_init(struct filter *f, size_t bytes)
+{
+    f->w = NULL;
+    f->blocks = 0;
+    if (!bytes)
+        return 0;
+    f->blocks = bytes / (FILTER_WORDS * 8) ? bytes / (FILTER_WORDS * 8) : 1;
+    f->w = calloc(f->blocks * FILTER_WORDS, sizeof *f->w);
+    return f->w ? 0 : -ENOMEM;
+}
+
+/* A new, empty segment: its head node comes from the arena. */
+static struct seg *seg_new(memtable_t *m, size_t filter_bytes)
+{
+    struct seg *g = calloc(1, sizeof *g);
+    if (!g)
+        return NULL;
+    if (filter_init(&g->f, filter_bytes) < 0 || !(g->head = new_node(m, MAX_HEIGHT, 0, 0))) {
+        free(g->f.w);
+        free(g);
+        return NULL;
+    }
+    atomic_init(&g->height, 1);
+    return g;
+}
+
+memtable_t *mt_new(size_t filter_bytes, size_t seg_bytes)
 {
     memtable_t *m = calloc(1, sizeof *m);
     if (!m)
         return NULL;
-    if (filter_bytes) {
-        m->fblocks = filter_bytes / (FILTER_WORDS * 8) ? filter_bytes / (FILTER_WORDS * 8) : 1;
-        m->filter = calloc(m->fblocks * FILTER_WORDS, sizeof *m->filter);
-        if (!m->filter) {
-            free(m);
-            return NULL;
-        }
-    }
-    atomic_init(&m->ref, 1);
-    atomic_init(&m->height, 1);
     m->rnd = 0x9E3779B97F4A7C15ULL ^ (uintptr_t)m;
-    m->head = new_node(m, MAX_HEIGHT, 0, 0);
-    if (!m->head) {
-        free(m->filter);
-        free(m);
+    atomic_init(&m->ref, 1);
+    m->seg_bytes = seg_bytes;
+    if (seg_bytes && filter_bytes)
+        m->seg_filter = filter_bytes / 8 > 64 ? filter_bytes / 8 : 64;
+    if (filter_init(&m->f, filter_bytes) < 0 || !(m->segs[0] = seg_new(m, m->seg_filter))) {
+        mt_unref(m);
         return NULL;
     }
+    atomic_init(&m->nseg, 1);
     return m;
 }
 
@@ -166,7 +212,13 @@ void mt_unref(memtable_t *m)
         free(b);
         b = p;
     }
-    free(m->filter);
+    for (int i = 0; i < MAX_SEGS; i++) {
+        if (m->segs[i]) {
+            free(m->segs[i]->f.w);
+            free(m->segs[i]);
+        }
+    }
+    free(m->f.w);
     free(m);
 }
 
@@ -194,49 +246,48 @@ static int random_height(memtable_t *m)
 }
 
 /*
- * The filter: a blocked bloom filter.  A key's hash picks one 512-bit
+ * The filters: blocked bloom filters.  A key's hash picks one 512-bit
  * block (one cache line) and FILTER_PROBES bits in it.  The single writer
  * sets a key's bits before it links the key's node, and a reader that can
  * see that node's sequence number synchronised with the writer after both,
- * so the filter never says "absent" of a key the reader may see.
+ * so a filter never says "absent" of a key the reader may see.
  */
-static void filter_bits(const memtable_t *m, const void *key, size_t klen, uint64_t *block, uint64_t *bits)
+static uint64_t key_hash(const void *key, size_t klen)
 {
     uint64_t h = bloom_hash(key, klen);
-    h = (h ^ (h << 29)) * 0x9E3779B97F4A7C15ull;
-    *block = (h >> 32) % m->fblocks * FILTER_WORDS;
-    *bits = h * 0xBF58476D1CE4E5B9ull;
+    return (h ^ (h << 29)) * 0x9E3779B97F4A7C15ull;
 }
 
-static void filter_add(memtable_t *m, const void *key, size_t klen)
+static void filter_add(struct filter *f, uint64_t h)
 {
-    uint64_t block, bits;
-    filter_bits(m, key, klen, &block, &bits);
+    uint64_t block = (h >> 32) % f->blocks * FILTER_WORDS, bits = h * 0xBF58476D1CE4E5B9ull;
     for (int i = 0; i < FILTER_PROBES; i++, bits >>= 9)
-        atomic_fetch_or_explicit(&m->filter[block + (bits & 511) / 64], 1ull << (bits & 63),
+        atomic_fetch_or_explicit(&f->w[block + (bits & 511) / 64], 1ull << (bits & 63),
                                  memory_order_relaxed);
 }
 
-static int filter_may_hold(const memtable_t *m, const void *key, size_t klen)
+static int filter_may_hold(const struct filter *f, uint64_t h)
 {
-    uint64_t block, bits;
-    filter_bits(m, key, klen, &block, &bits);
+    if (!f->w)
+        return 1;
+    uint64_t block = (h >> 32) % f->blocks * FILTER_WORDS, bits = h * 0xBF58476D1CE4E5B9ull;
     for (int i = 0; i < FILTER_PROBES; i++, bits >>= 9)
-        if (!(atomic_load_explicit(&m->filter[block + (bits & 511) / 64], memory_order_relaxed) &
+        if (!(atomic_load_explicit(&f->w[block + (bits & 511) / 64], memory_order_relaxed) &
               (1ull << (bits & 63))))
             return 0;
     return 1;
 }
 
 /*
- * The first node >= (key, tag), or NULL.  When PREV is given, it receives at
- * each level the last node < (key, tag), which is where an insert links in.
+ * The first node of segment G >= (key, tag), or NULL.  When PREV is given,
+ * it receives at each level the last node < (key, tag), which is where an
+ * insert links in.
  */
-static struct node *find_ge(const memtable_t *m, const void *key, size_t klen,
+static struct node *find_ge(const struct seg *g, const void *key, size_t klen,
                             uint64_t tag, struct node **prev)
 {
-    struct node *x = m->head, *ge = NULL;   /* ge: a node known to be >= */
-    int level = atomic_load_explicit(&m->height, memory_order_relaxed) - 1;
+    struct node *x = g->head, *ge = NULL;   /* ge: a node known to be >= */
+    int level = atomic_load_explicit(&g->height, memory_order_relaxed) - 1;
     for (;;) {
         struct node *nx = atomic_load_explicit(&x->next[level], memory_order_acquire);
         /* A node already found >= at the level above needs no second look. */
@@ -262,13 +313,29 @@ int mt_add(memtable_t *m, uint64_t seq, int type,
     uint64_t tag = TAG(seq, type);
     if (type != KT_PUT)
         vlen = 0;
+    int ns = atomic_load_explicit(&m->nseg, memory_order_relaxed);
+    if (m->seg_bytes && ns < MAX_SEGS && mt_memory(m) - m->seg_start >= m->seg_bytes) {
+        /* The current segment is full: readers see the new one only once
+         * it is whole. */
+        struct seg *g = seg_new(m, m->seg_filter);
+        if (!g)
+            return -ENOMEM;
+        m->segs[ns] = g;
+        atomic_store_explicit(&m->nseg, ns + 1, memory_order_release);
+        m->seg_start = mt_memory(m);
+        ns++;
+    }
+    struct seg *g = m->segs[ns - 1];
     struct node *prev[MAX_HEIGHT];
-    find_ge(m, key, klen, tag, prev);
-    if (m->filter)
-        filter_add(m, key, klen);
+    find_ge(g, key, klen, tag, prev);
+    uint64_t h = m->f.w || g->f.w ? key_hash(key, klen) : 0;
+    if (m->f.w)
+        filter_add(&m->f, h);
+    if (g->f.w)
+        filter_add(&g->f, h);
 
-    int h = random_height(m);
-    struct node *n = new_node(m, h, klen, vlen);
+    int height = random_height(m);
+    struct node *n = new_node(m, height, klen, vlen);
     if (!n)
         return -ENOMEM;
     n->tag = tag;
@@ -276,13 +343,13 @@ int mt_add(memtable_t *m, uint64_t seq, int type,
     if (vlen)
         memcpy((uint8_t *)nval(n), val, vlen);
 
-    int cur = atomic_load_explicit(&m->height, memory_order_relaxed);
-    if (h > cur) {
-        for (int i = cur; i < h; i++)
-            prev[i] = m->head;
-        atomic_store_explicit(&m->height, h, memory_order_relaxed);
+    int cur = atomic_load_explicit(&g->height, memory_order_relaxed);
+    if (height > cur) {
+        for (int i = cur; i < height; i++)
+            prev[i] = g->head;
+        atomic_store_explicit(&g->height, height, memory_order_relaxed);
     }
-    for (int i = 0; i < h; i++) {
+    for (int i = 0; i < height; i++) {
         struct node *nx = atomic_load_explicit(&prev[i]->next[i], memory_order_relaxed);
         atomic_store_explicit(&n->next[i], nx, memory_order_relaxed);
         atomic_store_explicit(&prev[i]->next[i], n, memory_order_release);
@@ -294,23 +361,49 @@ int mt_add(memtable_t *m, uint64_t seq, int type,
 int mt_get(const memtable_t *m, const void *key, size_t klen, uint64_t seq,
            const void **val, size_t *vlen)
 {
-    if (m->filter && !filter_may_hold(m, key, klen))
+    uint64_t h = key_hash(key, klen);
+    if (!filter_may_hold(&m->f, h))
         return -1;
-    struct node *n = find_ge(m, key, klen, TAG(seq, 0xff), NULL);
-    if (!n || n->klen != klen || (klen && memcmp(nkey(n), key, klen) != 0))
-        return -1;
-    if (TAG_TYPE(n->tag) != KT_PUT)
-        return KT_DEL;
-    *val = nval(n);
-    *vlen = n->vlen;
-    return KT_PUT;
+    int ns = atomic_load_explicit(&m->nseg, memory_order_acquire);
+    /* Newest segment first: its visible entries are the newest. */
+    for (int i = ns - 1; i >= 0; i--) {
+        const struct seg *g = m->segs[i];
+        if (ns > 1 && !filter_may_hold(&g->f, h))
+            continue;
+        struct node *n = find_ge(g, key, klen, TAG(seq, 0xff), NULL);
+        if (!n || n->klen != klen || (klen && memcmp(nkey(n), key, klen) != 0))
+            continue;
+        if (TAG_TYPE(n->tag) != KT_PUT)
+            return KT_DEL;
+        *val = nval(n);
+        *vlen = n->vlen;
+        return KT_PUT;
+    }
+    return -1;
+}
+
+/* ---- iterators: a merge of the segments ---- */
+
+static void pick_best(mt_iter_t *it)
+{
+    int b = -1;
+    for (int i = 0; i < it->n; i++) {
+        const struct node *x = it->at[i];
+        if (x && (b < 0 || ikey_cmp(nkey(x), x->klen, x->tag, nkey(it->at[b]), it->at[b]->klen,
+                                    it->at[b]->tag) < 0))
+            b = i;
+    }
+    it->best = b;
 }
 
 mt_iter_t *mt_iter_new(const memtable_t *m)
 {
     mt_iter_t *it = calloc(1, sizeof *it);
-    if (it)
+    if (it) {
         it->m = m;
+        it->n = atomic_load_explicit(&m->nseg, memory_order_acquire);
+        it->best = -1;
+    }
     return it;
 }
 
@@ -321,38 +414,49 @@ void mt_iter_free(mt_iter_t *it)
 
 void mt_iter_seek(mt_iter_t *it, const void *key, size_t klen, uint64_t tag)
 {
-    it->n = find_ge(it->m, key, klen, tag, NULL);
+    it->n = atomic_load_explicit(&it->m->nseg, memory_order_acquire);
+    for (int i = 0; i < it->n; i++)
+        it->at[i] = find_ge(it->m->segs[i], key, klen, tag, NULL);
+    pick_best(it);
 }
 
 void mt_iter_seek_first(mt_iter_t *it)
 {
-    it->n = atomic_load_explicit(&it->m->head->next[0], memory_order_acquire);
+    it->n = atomic_load_explicit(&it->m->nseg, memory_order_acquire);
+    for (int i = 0; i < it->n; i++)
+        it->at[i] = atomic_load_explicit(&it->m->segs[i]->head->next[0], memory_order_acquire);
+    pick_best(it);
 }
 
 int mt_iter_valid(const mt_iter_t *it)
 {
-    return it->n != NULL;
+    return it->best >= 0;
 }
 
 void mt_iter_next(mt_iter_t *it)
 {
-    assert(it->n);
-    it->n = atomic_load_explicit(&it->n->next[0], memory_order_acquire);
+    assert(it->best >= 0);
+    struct node **x = &it->at[it->best];
+    *x = atomic_load_explicit(&(*x)->next[0], memory_order_acquire);
+    if (it->n == 1)
+        it->best = *x ? 0 : -1;
+    else
+        pick_best(it);
 }
 
 const void *mt_iter_key(const mt_iter_t *it, size_t *klen)
 {
-    *klen = it->n->klen;
-    return nkey(it->n);
+    *klen = it->at[it->best]->klen;
+    return nkey(it->at[it->best]);
 }
 
 uint64_t mt_iter_tag(const mt_iter_t *it)
 {
-    return it->n->tag;
+    return it->at[it->best]->tag;
 }
 
 const void *mt_iter_value(const mt_iter_t *it, size_t *vlen)
 {
-    *vlen = it->n->vlen;
-    return nval(it->n);
+    *vlen = it->at[it->best]->vlen;
+    return nval(it->at[it->best]);
 }

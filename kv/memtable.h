@@ -1,5 +1,5 @@
 /*
- * memtable.h - the in-memory table: a skip list of entries ordered by
+ * memtable.h - the in-memory table: skip lists of entries ordered by
  * (user key ascending, tag descending), where a tag is (sequence << 8 | type).
  *
  * Each entry is a put (with a value) or a deletion marker, stamped with the
@@ -37,13 +37,19 @@ typedef struct mt_iter mt_iter_t;
  * FILTER_BYTES > 0 gives it a bloom filter of about that many bytes over the
  * keys it holds, so that mt_get of a key it does not hold usually returns at
  * once instead of searching the list (the engine gives memtable_size / 64).
- * The filter is outside mt_memory().
+ * SEG_BYTES > 0 splits it into skip lists ("segments") of about that many
+ * bytes, filled one after another (at most 16), so that inserts search a
+ * short list (the engine gives memtable_size / 4).  Each segment then has a
+ * filter of FILTER_BYTES / 8.  The filters
+ * are outside mt_memory().
  */
-memtable_t *mt_new(size_t filter_bytes);
+memtable_t *mt_new(size_t filter_bytes, size_t seg_bytes);
 void mt_ref(memtable_t *m);
 void mt_unref(memtable_t *m);
 
-/* Add an entry.  TYPE is KT_PUT or KT_DEL (VAL ignored).  -ENOMEM. */
+/* Add an entry.  TYPE is KT_PUT or KT_DEL (VAL ignored).  -ENOMEM.  In a
+ * memtable with segments, sequence numbers must rise from call to call (the
+ * engine adds in commit order); lookups rely on it. */
 int mt_add(memtable_t *m, uint64_t seq, int type,
            const void *key, size_t klen, const void *val, size_t vlen);
 
@@ -60,8 +66,9 @@ uint64_t mt_count(const memtable_t *m);
 int mt_get(const memtable_t *m, const void *key, size_t klen, uint64_t seq,
            const void **val, size_t *vlen);
 
-/* Iterators walk every entry, all versions, in table order.  The caller
- * keeps a reference on the memtable for the iterator's lifetime. */
+/* Iterators walk every entry, all versions, in table order; a seek sees
+ * every entry added before it.  The caller keeps a reference on the
+ * memtable for the iterator's lifetime. */
 mt_iter_t *mt_iter_new(const memtable_t *m);
 void mt_iter_free(mt_iter_t *it);
 void mt_iter_seek(mt_iter_t *it, const void *key, size_t klen, uint64_t tag);

@@ -381,14 +381,15 @@ static int r_readdir(const char *path, void *buf, fuse_fill_dir_t filler, off_t 
             memcpy(name, rest, cl);
             name[cl] = 0;
         }
-        /* With readdirplus each entry carries its attributes, read from the
-         * entry itself, so that ls -l or find need no lookup per entry. */
+        /* Each entry carries its type (d_type), and with readdirplus all its
+         * attributes, read from the entry itself, so that ls -l or find
+         * need no lookup per entry. */
         struct stat st;
         stash_stat_t s;
         int show = 0, full = 0;
         if (!slash) {
             show = ok;
-            full = show && plus && stash_iter_stat(it, &s) == 0 && !S_ISDIR(s.mode);
+            full = show && stash_iter_stat(it, &s) == 0 && !S_ISDIR(s.mode);
             if (full)
                 fill_stat(&s, 0, &st);
         } else if (ok) {
@@ -398,7 +399,7 @@ static int r_readdir(const char *path, void *buf, fuse_fill_dir_t filler, off_t 
              * otherwise. */
             memcpy(seek + kl, rest, cl);
             show = stash_stat(db, cur, seek, kl + cl, &s) != 0;
-            if (show && plus) {
+            if (show) {
                 if (rl != cl + 1 || stash_iter_stat(it, &s) != 0) {
                     memset(&s, 0, sizeof s);
                     s.atime_ns = s.mtime_ns = s.ctime_ns = ts_to_ns(&mount_time);
@@ -408,7 +409,7 @@ static int r_readdir(const char *path, void *buf, fuse_fill_dir_t filler, off_t 
             }
         }
         if (show && ord >= off) {
-            if (filler(buf, name, full ? &st : NULL, ord + 1, full ? FUSE_FILL_DIR_PLUS : 0)) {
+            if (filler(buf, name, full ? &st : NULL, ord + 1, full && plus ? FUSE_FILL_DIR_PLUS : 0)) {
                 /* The reply is full: the next read starts with this entry. */
                 d->next = ord;
                 d->rlen = n;
@@ -442,6 +443,39 @@ static stash_stat_t new_attrs(mode_t mode)
     return s;
 }
 
+/*
+ * The entries of the directory holding KEY (KL bytes) change (an entry is
+ * made, removed or renamed): its mtime and ctime become now, as POSIX asks.
+ * A directory shown without a record (keys written through the library as
+ * "a/b" with no "a/") gets one, so that it also stays, empty, after its last
+ * entry goes, as directories do until rmdir; the kernel keeps the
+ * directory's entry cached and would disagree otherwise.  The root's record
+ * is the key "/".
+ */
+static int touch_parent(const char *key, size_t kl)
+{
+    size_t pl = kl;
+    while (pl > 0 && key[pl - 1] != '/')
+        pl--;
+    char pk[KEYBUF];
+    if (pl == 0)
+        pk[pl++] = '/';
+    else
+        memcpy(pk, key, pl);   /* "parent/" */
+    stash_stat_t t = {.mtime_ns = now()};
+    t.ctime_ns = t.mtime_ns;
+    int rc = stash_setstat(db, pk, pl, &t, STASH_SET_MTIME | STASH_SET_CTIME);
+    if (rc != -ENOENT)
+        return rc;
+    stash_stat_t d = {.mode = S_IFDIR | 0755, .uid = my_uid, .gid = my_gid};
+    d.atime_ns = ts_to_ns(&mount_time);
+    d.mtime_ns = d.ctime_ns = t.mtime_ns;
+    rc = stash_create(db, pk, pl, &d, STASH_EXCL);
+    if (rc == -EEXIST)   /* made meanwhile by another call */
+        rc = stash_setstat(db, pk, pl, &t, STASH_SET_MTIME | STASH_SET_CTIME);
+    return rc;
+}
+
 static int w_create(const char *path, mode_t mode, struct fuse_file_info *fi)
 {
     char key[KEYBUF];
@@ -451,7 +485,7 @@ static int w_create(const char *path, mode_t mode, struct fuse_file_info *fi)
         return rc;
     stash_stat_t s = new_attrs(S_IFREG | (mode & 07777));
     rc = stash_create(db, key, kl, &s, STASH_EXCL);
-    return rc;
+    return rc ? rc : touch_parent(key, kl);
 }
 
 /* Regular files, FIFOs and sockets: an empty value with that mode (the
@@ -469,7 +503,8 @@ static int w_mknod(const char *path, mode_t mode, dev_t rdev)
     if (rc)
         return rc;
     stash_stat_t s = new_attrs((mode & S_IFMT) | (mode & 07777));
-    return stash_create(db, key, kl, &s, STASH_EXCL);
+    rc = stash_create(db, key, kl, &s, STASH_EXCL);
+    return rc ? rc : touch_parent(key, kl);
 }
 
 static int r_open(const char *path, struct fuse_file_info *fi)
@@ -517,32 +552,6 @@ static int w_truncate(const char *path, off_t size, struct fuse_file_info *fi)
     return stash_truncate(db, key, kl, (uint64_t)size);
 }
 
-/*
- * Before the last entry of a directory shown without a record (keys written
- * through the library as "a/b" with no "a/") goes away, give the directory
- * its record, so that it stays, empty, as directories do until rmdir.  The
- * kernel keeps the directory's entry cached and would disagree otherwise.
- * KEY (KL bytes) is the entry leaving.
- */
-static int keep_parent(const char *key, size_t kl)
-{
-    size_t pl = kl;
-    while (pl > 0 && key[pl - 1] != '/')
-        pl--;
-    if (pl == 0)
-        return 0;   /* the root always exists */
-    char pk[KEYBUF];
-    memcpy(pk, key, pl);   /* "parent/" */
-    stash_stat_t s;
-    int rc = stash_stat(db, NULL, pk, pl, &s);
-    if (rc != -ENOENT)
-        return rc < 0 ? rc : 0;
-    stash_stat_t d = {.mode = S_IFDIR | 0755, .uid = my_uid, .gid = my_gid};
-    d.atime_ns = d.mtime_ns = d.ctime_ns = ts_to_ns(&mount_time);
-    rc = stash_create(db, pk, pl, &d, STASH_EXCL);
-    return rc == -EEXIST ? 0 : rc;
-}
-
 static int w_unlink(const char *path)
 {
     char key[KEYBUF];
@@ -556,7 +565,7 @@ static int w_unlink(const char *path)
         return -ENOENT;
     if (k == K_DIR)
         return -EISDIR;
-    if ((rc = keep_parent(key, kl)))
+    if ((rc = touch_parent(key, kl)))
         return rc;
     return stash_delete(db, key, kl);
 }
@@ -574,7 +583,8 @@ static int w_mkdir(const char *path, mode_t mode)
         return -EEXIST;
     key[kl] = '/';
     s = new_attrs(S_IFDIR | (mode & 07777));
-    return stash_create(db, key, kl + 1, &s, STASH_EXCL);
+    rc = stash_create(db, key, kl + 1, &s, STASH_EXCL);
+    return rc ? rc : touch_parent(key, kl);
 }
 
 /* Whether directory KEY (without its '/') holds any entry. */
@@ -623,7 +633,7 @@ static int w_rmdir(const char *path)
         return rc;
     if (!rc)
         return -ENOTEMPTY;
-    if ((rc = keep_parent(key, kl)))
+    if ((rc = touch_parent(key, kl)))
         return rc;
     key[kl] = '/';
     return stash_delete(db, key, kl + 1);
@@ -647,7 +657,7 @@ static int w_rename(const char *from, const char *to, unsigned int flags)
     if (rc == 0 && tkind != K_NONE && (flags & RENAME_NOREPLACE))
         rc = -EEXIST;
     if (rc == 0 && fkind != K_NONE)
-        rc = keep_parent(fk, fl);
+        rc = touch_parent(fk, fl);
     if (rc == 0 && fkind == K_FILE) {
         if (tkind == K_DIR)
             rc = -EISDIR;
@@ -670,6 +680,16 @@ static int w_rename(const char *from, const char *to, unsigned int flags)
             tk[tl] = '/';
             rc = stash_rename_prefix(db, fk, fl + 1, tk, tl + 1, NULL);
         }
+    }
+    if (rc == 0) {
+        /* The target's directory changed too, and the moved entry's ctime
+         * moves (as on Linux filesystems). */
+        rc = touch_parent(tk, tl);
+        stash_stat_t t = {.ctime_ns = now()};
+        size_t ol = fkind == K_DIR ? tl + 1 : tl;   /* a directory's record */
+        int r = stash_setstat(db, tk, ol, &t, STASH_SET_CTIME);
+        if (rc == 0 && r != -ENOENT)
+            rc = r;
     }
     free(fk);
     free(tk);
@@ -771,7 +791,9 @@ static int w_symlink(const char *target, const char *path)
         return -EEXIST;
     s = new_attrs(S_IFLNK | 0777);
     rc = stash_create(db, key, kl, &s, STASH_EXCL);
-    return rc ? rc : stash_pwrite(db, key, kl, target, strlen(target), 0);
+    if (rc == 0)
+        rc = stash_pwrite(db, key, kl, target, strlen(target), 0);
+    return rc ? rc : touch_parent(key, kl);
 }
 
 static int r_readlink(const char *path, char *buf, size_t size)

@@ -2,7 +2,8 @@
  * fs_errno.c - the errors a POSIX program sees on a stashfs mount, one call
  * at a time, and the file semantics around them (O_TRUNC, O_APPEND, gaps,
  * truncation, an unlinked file still open, RENAME_NOREPLACE), and directory
- * streams (readdir in batches, telldir/seekdir, removals while reading).
+ * streams (readdir in batches, telldir/seekdir, removals while reading), and
+ * the times of directories whose entries change.
  * Usage: fs_errno MOUNTPOINT (an empty, freshly mounted store).  Prints each
  * failure and exits 1 if there was any.
  */
@@ -14,6 +15,7 @@
 #include <string.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
+#include <time.h>
 #include <unistd.h>
 
 static int fails;
@@ -202,6 +204,92 @@ static void dir_streams(void)
     }
 }
 
+/*
+ * POSIX times of directories: making, removing or renaming an entry moves
+ * the mtime and ctime of the directories involved, and a rename moves the
+ * renamed entry's ctime.  Each directory is first dated in 2001, then the
+ * operation must leave its mtime at least at the operation's start and its
+ * ctime past what it was.
+ */
+static struct timespec ts_now(void)
+{
+    struct timespec t;
+    clock_gettime(CLOCK_REALTIME, &t);
+    return t;
+}
+
+static int ts_before(struct timespec a, struct timespec b)
+{
+    return a.tv_sec < b.tv_sec || (a.tv_sec == b.tv_sec && a.tv_nsec < b.tv_nsec);
+}
+
+static void age(const char *rel, struct stat *was)
+{
+    struct timespec old[2] = {{978307200, 0}, {978307200, 0}};
+    if (utimensat(AT_FDCWD, P(rel), old, AT_SYMLINK_NOFOLLOW) != 0 || lstat(P(rel), was) != 0) {
+        printf("FAIL: dating %s: %s\n", rel, strerror(errno));
+        fails++;
+    }
+}
+
+static void expect_moved(const char *what, const char *rel, const struct stat *was, struct timespec start,
+                         int mtime_too)
+{
+    struct stat st;
+    if (lstat(P(rel), &st) != 0) {
+        printf("FAIL: %s: stat %s: %s\n", what, rel, strerror(errno));
+        fails++;
+        return;
+    }
+    if ((mtime_too && ts_before(st.st_mtim, start)) || !ts_before(was->st_ctim, st.st_ctim)) {
+        printf("FAIL: %s: %s mtime %lld ctime %lld.%09ld (was %lld.%09ld)\n", what, rel,
+               (long long)st.st_mtim.tv_sec, (long long)st.st_ctim.tv_sec, st.st_ctim.tv_nsec,
+               (long long)was->st_ctim.tv_sec, was->st_ctim.tv_nsec);
+        fails++;
+    }
+}
+
+static void dir_times(void)
+{
+    struct stat a, b, f;
+    struct timespec t;
+    EXPECT("mkdir times", mkdir(P("times"), 0755), 0);
+    EXPECT("mkdir times/a", mkdir(P("times/a"), 0755), 0);
+    EXPECT("mkdir times/b", mkdir(P("times/b"), 0755), 0);
+    struct { const char *what; int op; } ops[] = {
+        {"create", 0}, {"mkdir", 1}, {"symlink", 2}, {"mkfifo", 3}, {"unlink", 4}, {"rmdir", 5},
+    };
+    for (size_t i = 0; i < sizeof ops / sizeof ops[0]; i++) {
+        age("times/a", &a);
+        t = ts_now();
+        int fd;
+        switch (ops[i].op) {
+        case 0: fd = open(P("times/a/f"), O_WRONLY | O_CREAT | O_EXCL, 0644); EXPECT("create in times/a", fd, 0); close(fd); break;
+        case 1: EXPECT("mkdir in times/a", mkdir(P("times/a/d"), 0755), 0); break;
+        case 2: EXPECT("symlink in times/a", symlink("f", P("times/a/l")), 0); break;
+        case 3: EXPECT("mkfifo in times/a", mkfifo(P("times/a/p"), 0644), 0); break;
+        case 4: EXPECT("unlink in times/a", unlink(P("times/a/l")), 0); break;
+        case 5: EXPECT("rmdir in times/a", rmdir(P("times/a/d")), 0); break;
+        }
+        expect_moved(ops[i].what, "times/a", &a, t, 1);
+    }
+    /* rename across directories: both directories and the file. */
+    age("times/a", &a);
+    age("times/b", &b);
+    age("times/a/f", &f);
+    t = ts_now();
+    EXPECT("rename across directories", rename(P("times/a/f"), P("times/b/g")), 0);
+    expect_moved("rename (source directory)", "times/a", &a, t, 1);
+    expect_moved("rename (target directory)", "times/b", &b, t, 1);
+    expect_moved("rename (the file's ctime)", "times/b/g", &f, t, 0);
+    /* at the root too */
+    struct stat r;
+    age(".", &r);
+    t = ts_now();
+    put("times-root-file", "x");
+    expect_moved("create at the root", ".", &r, t, 1);
+}
+
 int main(int argc, char **argv)
 {
     if (argc != 2) {
@@ -304,6 +392,7 @@ int main(int argc, char **argv)
     close(fd);
 
     dir_streams();
+    dir_times();
 
     if (fails)
         printf("%d failures\n", fails);

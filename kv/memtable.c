@@ -412,11 +412,54 @@ void mt_iter_free(mt_iter_t *it)
     free(it);
 }
 
+/*
+ * find_ge in every segment at once: the searches take one step each in
+ * turn, and a search that moves to a node asks for the node it compares
+ * next ahead of time, so the cache misses of the segments overlap instead of
+ * adding up.
+ */
+static void find_ge_all(const memtable_t *m, int n, const void *key, size_t klen, uint64_t tag,
+                        struct node **out)
+{
+    struct node *x[MAX_SEGS], *ge[MAX_SEGS];
+    int level[MAX_SEGS], left = n;
+    for (int i = 0; i < n; i++) {
+        x[i] = m->segs[i]->head;
+        ge[i] = NULL;
+        level[i] = atomic_load_explicit(&m->segs[i]->height, memory_order_relaxed) - 1;
+    }
+    while (left) {
+        for (int i = 0; i < n; i++) {
+            if (level[i] < 0)
+                continue;
+            struct node *nx = atomic_load_explicit(&x[i]->next[level[i]], memory_order_acquire);
+            if (nx && nx != ge[i]) {
+                if (node_cmp(nx, key, klen, tag) < 0) {
+                    x[i] = nx;
+                    __builtin_prefetch(atomic_load_explicit(&nx->next[level[i]], memory_order_relaxed));
+                    continue;
+                }
+                ge[i] = nx;
+            }
+            if (level[i] == 0) {
+                out[i] = nx;
+                level[i] = -1;
+                left--;
+            } else {
+                level[i]--;
+                __builtin_prefetch(atomic_load_explicit(&x[i]->next[level[i]], memory_order_relaxed));
+            }
+        }
+    }
+}
+
 void mt_iter_seek(mt_iter_t *it, const void *key, size_t klen, uint64_t tag)
 {
     it->n = atomic_load_explicit(&it->m->nseg, memory_order_acquire);
-    for (int i = 0; i < it->n; i++)
-        it->at[i] = find_ge(it->m->segs[i], key, klen, tag, NULL);
+    if (it->n == 1)
+        it->at[0] = find_ge(it->m->segs[0], key, klen, tag, NULL);
+    else
+        find_ge_all(it->m, it->n, key, klen, tag, it->at);
     pick_best(it);
 }
 

@@ -452,6 +452,39 @@ static stash_stat_t new_attrs(mode_t mode)
  * directory's entry cached and would disagree otherwise.  The root's record
  * is the key "/".
  */
+/*
+ * Directories whose times were set less than TOUCH_NS ago: a burst of
+ * entries made or removed in one directory (an untar, an rm -r) moves its
+ * times once per TOUCH_NS, not once per entry, much as the clock-tick
+ * grained times of Linux's disk filesystems do.  Emptied whenever a
+ * directory's attributes are set explicitly, so a time set by utimensat is
+ * always moved by the next change.
+ */
+#define TOUCH_NS    2000000
+#define TOUCH_SLOTS 256
+#define TOUCH_KEY   96
+static struct {
+    size_t len;
+    int64_t t;
+    char key[TOUCH_KEY];
+} touched[TOUCH_SLOTS];
+static pthread_mutex_t touch_mu = PTHREAD_MUTEX_INITIALIZER;
+
+static size_t touch_slot(const char *k, size_t n)
+{
+    uint64_t h = 1469598103934665603ull;
+    for (size_t i = 0; i < n; i++)
+        h = (h ^ (unsigned char)k[i]) * 1099511628211ull;
+    return (size_t)(h % TOUCH_SLOTS);
+}
+
+static void touch_forget(void)
+{
+    pthread_mutex_lock(&touch_mu);
+    memset(touched, 0, sizeof touched);
+    pthread_mutex_unlock(&touch_mu);
+}
+
 static int touch_parent(const char *key, size_t kl)
 {
     size_t pl = kl;
@@ -464,7 +497,23 @@ static int touch_parent(const char *key, size_t kl)
         memcpy(pk, key, pl);   /* "parent/" */
     stash_stat_t t = {.mtime_ns = now()};
     t.ctime_ns = t.mtime_ns;
+    size_t slot = touch_slot(pk, pl);
+    if (pl <= TOUCH_KEY) {
+        pthread_mutex_lock(&touch_mu);
+        int recent = touched[slot].len == pl && !memcmp(touched[slot].key, pk, pl) &&
+                     t.mtime_ns - touched[slot].t < TOUCH_NS;
+        pthread_mutex_unlock(&touch_mu);
+        if (recent)
+            return 0;
+    }
     int rc = stash_setstat(db, pk, pl, &t, STASH_SET_MTIME | STASH_SET_CTIME);
+    if (rc == 0 && pl <= TOUCH_KEY) {
+        pthread_mutex_lock(&touch_mu);
+        touched[slot].len = pl;
+        touched[slot].t = t.mtime_ns;
+        memcpy(touched[slot].key, pk, pl);
+        pthread_mutex_unlock(&touch_mu);
+    }
     if (rc != -ENOENT)
         return rc;
     stash_stat_t d = {.mode = S_IFDIR | 0755, .uid = my_uid, .gid = my_gid};
@@ -747,7 +796,13 @@ static int set_attrs(const char *path, const stash_stat_t *want, unsigned mask)
     if (!(mask & STASH_SET_GID))
         s.gid = st.st_gid;
     s.ctime_ns = now();
-    return stash_setstat(db, key, kl, &s, mask | STASH_SET_MODE | STASH_SET_UID | STASH_SET_GID | STASH_SET_CTIME);
+    int dir = S_ISDIR(st.st_mode);
+    if (dir)
+        touch_forget();
+    rc = stash_setstat(db, key, kl, &s, mask | STASH_SET_MODE | STASH_SET_UID | STASH_SET_GID | STASH_SET_CTIME);
+    if (dir)
+        touch_forget();   /* a change made meanwhile must not hide this one */
+    return rc;
 }
 
 static int w_chmod(const char *path, mode_t mode, struct fuse_file_info *fi)

@@ -19,9 +19,11 @@
  *
  * State: one open store (the daemon holds its lock while mounted), so every
  * change to it passes through this process and the kernel's caches of
- * entries, attributes and pages are kept for a while: nothing else can make
+ * entries, attributes and pages are kept for a day: nothing else can make
  * them stale.  Each call is one or a few engine calls; the engine serialises
- * read-modify-writes of one key, so threads need no lock here.
+ * read-modify-writes of one key, so threads need no lock here (only the
+ * small table of recently touched directories has one).  Directory streams
+ * keep their place in fi->fh (struct dirh).
  */
 #define FUSE_USE_VERSION 31
 

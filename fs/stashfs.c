@@ -298,8 +298,8 @@ static int r_getattr(const char *path, struct stat *st, struct fuse_file_info *f
 struct dirh {
     off_t next;         /* the offset a continuing read asks for */
     int done;           /* the listing reached its end at offset next */
-    size_t rlen;        /* resume here: the key that gives entry next - 1... */
-    char resume[KEYBUF];
+    size_t rlen;        /* 0, or: entry number next (the first one that did */
+    char resume[KEYBUF];/* not fit in the last reply) comes from this key */
 };
 
 static int fs_opendir(const char *path, struct fuse_file_info *fi)
@@ -446,15 +446,6 @@ static stash_stat_t new_attrs(mode_t mode)
 }
 
 /*
- * The entries of the directory holding KEY (KL bytes) change (an entry is
- * made, removed or renamed): its mtime and ctime become now, as POSIX asks.
- * A directory shown without a record (keys written through the library as
- * "a/b" with no "a/") gets one, so that it also stays, empty, after its last
- * entry goes, as directories do until rmdir; the kernel keeps the
- * directory's entry cached and would disagree otherwise.  The root's record
- * is the key "/".
- */
-/*
  * Directories whose times were set less than TOUCH_NS ago: a burst of
  * entries made or removed in one directory (an untar, an rm -r) moves its
  * times once per TOUCH_NS, not once per entry, much as the clock-tick
@@ -487,6 +478,15 @@ static void touch_forget(void)
     pthread_mutex_unlock(&touch_mu);
 }
 
+/*
+ * The entries of the directory holding KEY (KL bytes) change (an entry is
+ * made, removed or renamed): its mtime and ctime become now, as POSIX asks.
+ * A directory shown without a record (keys written through the library as
+ * "a/b" with no "a/") gets one, so that it also stays, empty, after its last
+ * entry goes, as directories do until rmdir; the kernel keeps the
+ * directory's entry cached and would disagree otherwise.  The root's record
+ * is the key "/".
+ */
 static int touch_parent(const char *key, size_t kl)
 {
     size_t pl = kl;

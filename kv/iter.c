@@ -54,6 +54,14 @@ iiter_t *iter_memtable(const memtable_t *m)
 
 /* ---- merging iterator ---- */
 
+/* A child's current entry, kept so that heap comparisons make no calls
+ * through the child's operations (valid until the child moves). */
+struct head {
+    const void *k;
+    size_t kl;
+    uint64_t tag;
+};
+
 struct merge {
     iiter_t base;
     int err;          /* a child failed: the whole stream stops */
@@ -61,6 +69,7 @@ struct merge {
     int hn;           /* children in the heap (the valid ones) */
     iiter_t **child;
     int *heap;        /* indexes into child */
+    struct head *cur; /* per child: its entry while it is in the heap */
 };
 
 #define MI(x) ((struct merge *)(x))
@@ -69,12 +78,17 @@ struct merge {
 /* Is child a before child b in table order (ties: lower index first)? */
 static int before(const struct merge *m, int a, int b)
 {
-    size_t la, lb;
-    const void *ka = m->child[a]->ops->key(m->child[a], &la);
-    const void *kb = m->child[b]->ops->key(m->child[b], &lb);
-    int c = ikey_cmp(ka, la, m->child[a]->ops->tag(m->child[a]),
-                     kb, lb, m->child[b]->ops->tag(m->child[b]));
+    const struct head *x = &m->cur[a], *y = &m->cur[b];
+    int c = ikey_cmp(x->k, x->kl, x->tag, y->k, y->kl, y->tag);
     return c < 0 || (c == 0 && a < b);
+}
+
+/* Note child I's entry after it moved (it must be valid). */
+static void load(struct merge *m, int i)
+{
+    iiter_t *c = m->child[i];
+    m->cur[i].k = c->ops->key(c, &m->cur[i].kl);
+    m->cur[i].tag = c->ops->tag(c);
 }
 
 static void sift_down(struct merge *m, int i)
@@ -111,8 +125,10 @@ static void rebuild(struct merge *m)
     m->hn = 0;
     m->err = 0;
     for (int i = 0; i < m->n; i++) {
-        if (m->child[i]->ops->valid(m->child[i]))
+        if (m->child[i]->ops->valid(m->child[i])) {
+            load(m, i);
             m->heap[m->hn++] = i;
+        }
         else if (failed(m, m->child[i]))
             return;
     }
@@ -150,20 +166,22 @@ static void mg_next(iiter_t *it)
         if (failed(m, c))
             return;
         m->heap[0] = m->heap[--m->hn];
+    } else {
+        load(m, m->heap[0]);
     }
     sift_down(m, 0);
 }
 
 static const void *mg_key(const iiter_t *it, size_t *kl)
 {
-    iiter_t *c = CMI(it)->child[CMI(it)->heap[0]];
-    return c->ops->key(c, kl);
+    const struct head *h = &CMI(it)->cur[CMI(it)->heap[0]];
+    *kl = h->kl;
+    return h->k;
 }
 
 static uint64_t mg_tag(const iiter_t *it)
 {
-    iiter_t *c = CMI(it)->child[CMI(it)->heap[0]];
-    return c->ops->tag(c);
+    return CMI(it)->cur[CMI(it)->heap[0]].tag;
 }
 
 static const void *mg_value(const iiter_t *it, size_t *vl)
@@ -192,6 +210,7 @@ static void mg_destroy(iiter_t *it)
         iter_free(m->child[i]);
     free(m->child);
     free(m->heap);
+    free(m->cur);
     free(m);
 }
 
@@ -205,13 +224,15 @@ iiter_t *iter_merge(iiter_t **child, int n)
     if (m) {
         m->child = malloc(sizeof *m->child * (size_t)(n ? n : 1));
         m->heap = malloc(sizeof *m->heap * (size_t)(n ? n : 1));
+        m->cur = malloc(sizeof *m->cur * (size_t)(n ? n : 1));
     }
-    if (!m || !m->child || !m->heap) {
+    if (!m || !m->child || !m->heap || !m->cur) {
         for (int i = 0; i < n; i++)
             iter_free(child[i]);
         if (m) {
             free(m->child);
             free(m->heap);
+            free(m->cur);
             free(m);
         }
         return NULL;

@@ -22,7 +22,7 @@
 
 #include "err.h"
 
-enum kind { K_SIZE, K_UINT, K_INT, K_BOOL, K_DIR, K_NAME };
+enum kind { K_SIZE, K_UINT, K_INT, K_SINT, K_BOOL, K_DIR, K_NAME };
 
 struct field {
     const char *name;
@@ -36,7 +36,7 @@ static const struct field fields[] = {
     F(memtable_size, K_SIZE),
     F(compaction_interval, K_UINT),
     F(wal_flush_interval, K_UINT),
-    F(compression_level, K_INT),
+    F(compression_level, K_SINT),
     F(block_cache_size, K_SIZE),
     F(bloom_bits_per_key, K_INT),
     F(create_if_missing, K_BOOL),
@@ -183,6 +183,14 @@ static int set_field(const char *path, const struct field *f, const char *val, i
         int i = (int)v;
         memcpy(dst, &i, sizeof i);
         return 0;
+    case K_SINT: {   /* may be negative */
+        int neg = *val == '-';
+        if (parse_number(val + neg, 0, INT_MAX, &v, &why) < 0)
+            break;
+        int si = neg ? -(int)v : (int)v;
+        memcpy(dst, &si, sizeof si);
+        return 0;
+    }
     case K_DIR:
     case K_NAME:
         break;

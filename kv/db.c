@@ -184,7 +184,7 @@ void stash_options_init(stash_options_t *o)
     o->memtable_size = 64u << 20;
     o->compaction_interval = 60;
     o->wal_flush_interval = 10;
-    o->compression_level = 1;
+    o->compression_level = -1;
     o->block_cache_size = 8u << 20;
     o->bloom_bits_per_key = 10;
     o->create_if_missing = 1;
@@ -204,8 +204,8 @@ static int check_options(const stash_options_t *o)
 {
     if (o->memtable_size < (64u << 10))
         return err_set(-EINVAL, "memtable_size %zu is below the minimum of 65536", o->memtable_size);
-    if (o->compression_level < 0 || o->compression_level > 22)
-        return err_set(-EINVAL, "compression_level %d outside 0..22", o->compression_level);
+    if (o->compression_level < -100 || o->compression_level > 22)
+        return err_set(-EINVAL, "compression_level %d outside -100..22", o->compression_level);
     if (o->bloom_bits_per_key < 0 || o->bloom_bits_per_key > 32)
         return err_set(-EINVAL, "bloom_bits_per_key %d outside 0..32", o->bloom_bits_per_key);
     if (o->block_size < 256 || o->block_size > (16u << 20))

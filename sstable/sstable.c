@@ -129,7 +129,7 @@ static int write_block(sst_writer_t *w, const uint8_t *data, size_t len, struct 
     const uint8_t *stored = data;
     size_t slen = len;
     uint8_t type = RAW;
-    if (w->o.compression_level > 0 && len > 64) {
+    if (w->o.compression_level != 0 && len > 64) {
         size_t bound = ZSTD_compressBound(len);
         if (bound > w->ccap) {
             uint8_t *p = realloc(w->cbuf, bound);

@@ -46,7 +46,7 @@ typedef struct sst_keyfmt {
 
 typedef struct sst_options {
     size_t block_size;          /* data block target, bytes */
-    int compression_level;      /* zstd level, 0 = none */
+    int compression_level;      /* zstd level (negative: zstd's fast levels), 0 = none */
     int bloom_bits_per_key;     /* 0 = no filter */
 } sst_options_t;
 

@@ -94,6 +94,10 @@ static void test_every_key(void **state)
     assert_int_equal(o.max_open_files, 100);
     assert_string_equal(o.snapshot_dir, ".snaps");
     stash_free(d);
+    write_cfg("data_dir: x\ncompression_level: -3\n");   /* zstd's fast levels */
+    assert_int_equal(stash_config_load(path, &o, &d), 0);
+    assert_int_equal(o.compression_level, -3);
+    stash_free(d);
     write_cfg("data_dir: x\nsnapshot_dir: ''\n");   /* empty: nothing reserved */
     assert_int_equal(stash_config_load(path, &o, &d), 0);
     assert_string_equal(o.snapshot_dir, "");
@@ -130,6 +134,9 @@ static void test_bad_files(void **state)
     bad("data_dir: x\nmemtable_size: 99999999999999999999999\n", "too large", "line 2");
     bad("data_dir: x\nbloom_bits_per_key: 99999999999\n", "bloom_bits_per_key", "line 2");
     bad("data_dir: x\nread_only: maybe\n", "read_only", "line 2");
+    bad("data_dir: x\ncompression_level: --3\n", "compression_level", "line 2");
+    bad("data_dir: x\ncompression_level: '-'\n", "compression_level", "line 2");
+    bad("data_dir: x\nbloom_bits_per_key: -3\n", "must not be negative", "line 2");
     bad("data_dir: x\nmemtable_size:\n", "memtable_size", "line 2");
     bad("data_dir: x\nmemtable_size: [1, 2]\n", "memtable_size", "line 2");
     bad("data_dir: x\ndata_dir: y\n", "twice", "line 2");

@@ -129,6 +129,10 @@ static void test_bad_arguments(void **state)
     stash_t *db2;
     assert_int_equal(stash_open(dir, &o, &db2), -EINVAL);
     assert_non_null(strstr(stash_last_error(NULL), "memtable_size"));
+    stash_options_init(&o);
+    o.compression_level = -101;
+    assert_int_equal(stash_open(dir, &o, &db2), -EINVAL);
+    assert_non_null(strstr(stash_last_error(NULL), "compression_level -101"));
     assert_string_equal(stash_strerror(-ENOENT), "not found");
     free(big);
     assert_int_equal(stash_close(db), 0);

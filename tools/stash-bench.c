@@ -42,7 +42,7 @@ static int bloom_bits = 10;
 static int use_existing = 0;
 static size_t memtable_size = 0;   /* 0 = the engine's default */
 static int show_stats = 0;
-static int compression_level = -1;   /* -1 = the engine's default */
+static int compression_level = 1000;   /* 1000 = the engine's default */
 static int mmap_reads = -1;          /* -1 = the engine's default */
 
 static void usage(FILE *f)
@@ -65,7 +65,7 @@ static void usage(FILE *f)
         "  --write_buffer_size=B  memtable size (default: the engine's)\n"
         "  --use_existing_db=0|1  do not empty the store before fills (default 0)\n"
         "  --stats=0|1            print the engine's statistics after each benchmark (stash only)\n"
-        "  --compression_level=N  zstd level of table blocks, 0 = off (stash only; default: the engine's)\n"
+        "  --compression_level=N  zstd level of table blocks, negative = fast, 0 = off (stash only; default: the engine's)\n"
         "  --mmap_reads=0|1       read tables through a memory mapping (stash only; default: the engine's)\n",
         benchmarks);
 }
@@ -97,7 +97,7 @@ static int s_open(const char *dir)
     o.bloom_bits_per_key = bloom_bits;
     if (memtable_size)
         o.memtable_size = memtable_size;
-    if (compression_level >= 0)
+    if (compression_level != 1000)
         o.compression_level = compression_level;
     if (mmap_reads >= 0)
         o.mmap_reads = mmap_reads;

@@ -7,6 +7,7 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <sys/mount.h>
 #include <sys/stat.h>
 
 #include "crc32c.h"
@@ -294,6 +295,58 @@ static void test_write_ahead(void **state)
     free(buf);
 }
 
+static int teardown_tiny(void **state)
+{
+    char mnt[600];
+    snprintf(mnt, sizeof mnt, "%s/tiny", dir);
+    umount2(mnt, MNT_DETACH);   /* even when the test failed */
+    return tu_teardown(state);
+}
+
+/* Zeros that do not fit on the disk: the sync still succeeds (the zeros are
+ * only an optimisation), the file is cut back, and the log goes on until the
+ * records themselves no longer fit, losing none that were written. */
+static void test_write_ahead_disk_full(void **state)
+{
+    (void)state;
+    char mnt[600];
+    snprintf(mnt, sizeof mnt, "%s/tiny", dir);
+    mkdir(mnt, 0755);
+    if (mount("tmpfs", mnt, "tmpfs", 0, "size=512k") != 0)
+        skip();   /* needs root */
+    wal_t *w;
+    assert_int_equal(wal_create(mnt, 3, &w), 0);
+    wal_set_prealloc(w, 4u << 20);   /* more than the disk holds */
+    char p[700];
+    wal_path(p, sizeof p, mnt, 3);
+    static struct recs r;
+    r.n = 0;
+    unsigned char buf[1000];
+    uint64_t s = 5;
+    int rc = 0;
+    for (int i = 0; i < 1000 && rc == 0; i++) {
+        fill(buf, sizeof buf, &s);
+        if ((rc = wal_append(w, buf, sizeof buf)) == 0) {
+            r.len[r.n] = sizeof buf;
+            r.crc[r.n] = crc32c(buf, sizeof buf);
+            r.end[r.n] = wal_size(w);
+            r.n++;
+            assert_int_equal(wal_sync(w), 0);
+            struct stat st;
+            assert_int_equal(stat(p, &st), 0);
+            assert_int_equal((uint64_t)st.st_size, wal_size(w));   /* no zeros left behind */
+        }
+    }
+    assert_int_equal(rc, -ENOSPC);
+    assert_true(r.n > 100);
+    assert_int_equal(wal_close(w), 0);
+    static struct got g;
+    g.n = 0;
+    assert_int_equal(wal_replay(p, 3, 0, collect, &g, NULL), 0);
+    check_prefix(&g, &r, r.n);
+    umount2(mnt, MNT_DETACH);
+}
+
 /* Flip one byte at OFF of a log holding 6 records; -EIO, and no record at or
  * after the damaged one is handed back. */
 static void flip_at(uint64_t off, int damaged_rec)
@@ -428,6 +481,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_repair_cuts_the_file, tu_setup, tu_teardown),
         cmocka_unit_test_setup_teardown(test_zero_tail, tu_setup, tu_teardown),
         cmocka_unit_test_setup_teardown(test_write_ahead, tu_setup, tu_teardown),
+        cmocka_unit_test_setup_teardown(test_write_ahead_disk_full, tu_setup, teardown_tiny),
         cmocka_unit_test_setup_teardown(test_flipped_bytes, tu_setup, tu_teardown),
         cmocka_unit_test_setup_teardown(test_bad_header, tu_setup, tu_teardown),
         cmocka_unit_test_setup_teardown(test_create_exclusive, tu_setup, tu_teardown),

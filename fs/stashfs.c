@@ -194,6 +194,24 @@ static void fill_stat(const stash_stat_t *s, int dir, struct stat *st)
     ns_to_ts(s->ctime_ns, &st->st_ctim);
 }
 
+/* What a directory without a record shows: no mode recorded (fill_stat
+ * gives 0755 and the daemon's user), dated when the store was mounted. */
+static void implicit_dir(stash_stat_t *s)
+{
+    memset(s, 0, sizeof *s);
+    s->atime_ns = s->mtime_ns = s->ctime_ns = ts_to_ns(&mount_time);
+}
+
+/* The record that keeps such a directory: what it showed, with mtime and
+ * ctime T. */
+static stash_stat_t dir_record(int64_t t)
+{
+    stash_stat_t d = {.mode = S_IFDIR | 0755, .uid = my_uid, .gid = my_gid};
+    d.atime_ns = ts_to_ns(&mount_time);
+    d.mtime_ns = d.ctime_ns = t;
+    return d;
+}
+
 /* Whether some key starts with PREFIX (a directory's "dir/"). */
 static int has_prefix(const char *prefix, size_t plen)
 {
@@ -236,7 +254,7 @@ static int lookup(const char *path, char *key, size_t *klen, stash_stat_t *s, en
     }
     if (*klen == 0) {
         *kind = K_DIR;
-        s->atime_ns = s->mtime_ns = s->ctime_ns = ts_to_ns(&mount_time);
+        implicit_dir(s);
         stash_stat_t r;
         if (stash_stat(db, cur, "/", 1, &r) == 0)
             *s = r;
@@ -266,7 +284,7 @@ static int lookup(const char *path, char *key, size_t *klen, stash_stat_t *s, en
         return rc;
     *kind = rc ? K_DIR : K_NONE;
     if (rc)
-        s->atime_ns = s->mtime_ns = s->ctime_ns = ts_to_ns(&mount_time);
+        implicit_dir(s);
     return 0;
 }
 
@@ -402,10 +420,8 @@ static int r_readdir(const char *path, void *buf, fuse_fill_dir_t filler, off_t 
             memcpy(seek + kl, rest, cl);
             show = stash_stat(db, cur, seek, kl + cl, &s) != 0;
             if (show) {
-                if (rl != cl + 1 || stash_iter_stat(it, &s) != 0) {
-                    memset(&s, 0, sizeof s);
-                    s.atime_ns = s.mtime_ns = s.ctime_ns = ts_to_ns(&mount_time);
-                }
+                if (rl != cl + 1 || stash_iter_stat(it, &s) != 0)
+                    implicit_dir(&s);
                 fill_stat(&s, 1, &st);
                 full = 1;
             }
@@ -518,9 +534,7 @@ static int touch_parent(const char *key, size_t kl)
     }
     if (rc != -ENOENT)
         return rc;
-    stash_stat_t d = {.mode = S_IFDIR | 0755, .uid = my_uid, .gid = my_gid};
-    d.atime_ns = ts_to_ns(&mount_time);
-    d.mtime_ns = d.ctime_ns = t.mtime_ns;
+    stash_stat_t d = dir_record(t.mtime_ns);
     rc = stash_create(db, pk, pl, &d, STASH_EXCL);
     if (rc == -EEXIST)   /* made meanwhile by another call */
         rc = stash_setstat(db, pk, pl, &t, STASH_SET_MTIME | STASH_SET_CTIME);
@@ -770,8 +784,7 @@ static int attr_key(const char *path, char *key, size_t *kl, struct stat *shown,
         return 0;
     key[(*kl)++] = '/';
     if (make && !s.mode) {
-        stash_stat_t d = {.mode = st.st_mode, .uid = st.st_uid, .gid = st.st_gid};
-        d.atime_ns = d.mtime_ns = d.ctime_ns = ts_to_ns(&mount_time);
+        stash_stat_t d = dir_record(ts_to_ns(&mount_time));
         if ((rc = stash_create(db, key, *kl, &d, STASH_EXCL)) && rc != -EEXIST)
             return rc;
     }
@@ -934,8 +947,7 @@ static int w_removexattr(const char *path, const char *name)
 
 static void snaproot_stat(struct stat *st)
 {
-    stash_stat_t s = {.mode = S_IFDIR | 0755, .uid = my_uid, .gid = my_gid};
-    s.atime_ns = s.mtime_ns = s.ctime_ns = ts_to_ns(&mount_time);
+    stash_stat_t s = dir_record(ts_to_ns(&mount_time));
     fill_stat(&s, 1, st);
 }
 

@@ -401,8 +401,7 @@ mt_iter_t *mt_iter_new(const memtable_t *m)
     mt_iter_t *it = calloc(1, sizeof *it);
     if (it) {
         it->m = m;
-        it->n = atomic_load_explicit(&m->nseg, memory_order_acquire);
-        it->best = -1;
+        it->best = -1;   /* not positioned: the seeks count the segments */
     }
     return it;
 }

@@ -2307,20 +2307,26 @@ int stash_open(const char *dir, const stash_options_t *o, stash_t **out)
         /* What the logs held goes to a table now, as LevelDB's recovery
          * does: reads do not search a large recovered memtable, and the old
          * logs go at once (a process that opens, writes a little and closes
-         * would otherwise leave a log behind each time). */
+         * would otherwise leave a log behind each time).  That is only
+         * tidying: when it fails (a disk too full for the table, or for the
+         * compaction a full level 0 waits on), the store opens anyway with
+         * the data in memory and still in its logs, and the background
+         * thread retries as it does for any failed flush. */
         if (rc == 0) {
             pthread_mutex_lock(&db->mu);
-            rc = make_room(db, 1);
+            int frc = make_room(db, 1);
             pthread_mutex_unlock(&db->mu);
             work_lock_fg(db);
-            while (rc == 0 && (rc = flush_one(db)) > 0)
-                rc = 0;
+            while (frc == 0 && (frc = flush_one(db)) > 0)
+                frc = 0;
             work_unlock_fg(db);
             pthread_mutex_lock(&db->mu);
             int empty = db->nimm == 0 && mt_count(db->mem) == 0;
+            if (frc && db->bgerr)
+                rc = frc;   /* not tidying: the store could not be made writable */
             pthread_mutex_unlock(&db->mu);
             /* The logs held nothing: the MANIFEST says so, and they go. */
-            if (rc == 0 && empty)
+            if (rc == 0 && frc == 0 && empty)
                 rc = drop_empty_logs(db);
         }
         if (rc)

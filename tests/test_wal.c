@@ -1,14 +1,18 @@
 /*
  * test_wal.c - the write-ahead log: CRC32C, round trips of records from 0
  * bytes to 1 MiB, a torn tail at every byte offset of the last record,
- * flipped bytes anywhere, zeroed tails, zeros written ahead, bad headers.
+ * flipped bytes anywhere, zeroed tails, zeros written ahead (and appends
+ * through their mapping surviving a kill -9), bad headers.
  */
 #include "testutil.h"
 
 #include <errno.h>
 #include <fcntl.h>
+#include <signal.h>
 #include <sys/mount.h>
 #include <sys/stat.h>
+#include <sys/vfs.h>
+#include <sys/wait.h>
 
 #include "crc32c.h"
 #include "err.h"
@@ -295,6 +299,102 @@ static void test_write_ahead(void **state)
     free(buf);
 }
 
+/* The records appended by kill_after_appends: N lengths from seed S, some
+ * spanning blocks, one larger than the zeros written ahead. */
+static size_t mapped_len(int i, uint64_t *s)
+{
+    if (i == 500)
+        return 300000;
+    return i % 60 == 59 ? 20000 + tu_rand(s) % 40000 : tu_rand(s) % 400;
+}
+
+/* Child: append 900 records to log 41 with zeros written ahead, syncing once
+ * after record 300, then die by SIGKILL with the rest unsynced.  Before
+ * dying it tells through FD whether the log was mapped ('M') or not ('P'). */
+static void kill_after_appends(int fd)
+{
+    wal_t *w;
+    if (wal_create(dir, 41, &w) != 0)
+        _exit(2);
+    wal_set_prealloc(w, 256 * 1024);
+    uint64_t s = 77;
+    unsigned char *buf = malloc(300000);
+    char mapped = 'P';
+    for (int i = 0; i < 900; i++) {
+        size_t len = mapped_len(i, &s);
+        fill(buf, len, &s);
+        if (wal_append(w, buf, len) != 0)
+            _exit(3);
+        if (i == 300 && wal_sync(w) != 0)
+            _exit(4);
+        if (i == 899) {
+            FILE *m = fopen("/proc/self/maps", "r");
+            char line[1024];
+            while (m && fgets(line, sizeof line, m))
+                if (strstr(line, "000041.log"))
+                    mapped = 'M';
+            if (m)
+                fclose(m);
+        }
+    }
+    if (write(fd, &mapped, 1) != 1)
+        _exit(5);
+    raise(SIGKILL);
+    _exit(6);
+}
+
+/* Records copied into the mapping of the zeros ahead are in the file as soon
+ * as wal_append returns: a process killed right after still leaves all of
+ * them, in order, and the zeros after them end the log. */
+static void test_mapped_appends_survive_kill(void **state)
+{
+    (void)state;
+    int pfd[2];
+    assert_int_equal(pipe(pfd), 0);
+    pid_t pid = fork();
+    assert_true(pid >= 0);
+    if (pid == 0) {
+        close(pfd[0]);
+        kill_after_appends(pfd[1]);
+    }
+    close(pfd[1]);
+    char mapped = 0;
+    assert_int_equal(read(pfd[0], &mapped, 1), 1);
+    close(pfd[0]);
+    int st;
+    assert_int_equal(waitpid(pid, &st, 0), pid);
+    assert_true(WIFSIGNALED(st) && WTERMSIG(st) == SIGKILL);
+
+    /* On the filesystems that allow it, the mapping must have been used. */
+    struct statfs fs;
+    assert_int_equal(statfs(dir, &fs), 0);
+    if (fs.f_type == 0xEF53 || fs.f_type == 0x58465342 || fs.f_type == 0x01021994)
+        assert_int_equal(mapped, 'M');
+
+    static struct recs r;
+    r.n = 0;
+    uint64_t s = 77;
+    unsigned char *buf = malloc(300000);
+    for (int i = 0; i < 900; i++) {
+        size_t len = mapped_len(i, &s);
+        fill(buf, len, &s);
+        r.len[r.n] = len;
+        r.crc[r.n] = crc32c(buf, len);
+        r.n++;
+    }
+    free(buf);
+    char p[600];
+    logpath(p, sizeof p, 41);
+    static struct got g;
+    g.n = 0;
+    uint64_t end = 0;
+    assert_int_equal(wal_replay(p, 41, WAL_NEWEST, collect, &g, &end), 0);
+    check_prefix(&g, &r, r.n);
+    struct stat sb;
+    assert_int_equal(stat(p, &sb), 0);
+    assert_true((uint64_t)sb.st_size > end);   /* the zeros ahead are still there */
+}
+
 static int teardown_tiny(void **state)
 {
     char mnt[600];
@@ -482,6 +582,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_zero_tail, tu_setup, tu_teardown),
         cmocka_unit_test_setup_teardown(test_write_ahead, tu_setup, tu_teardown),
         cmocka_unit_test_setup_teardown(test_write_ahead_disk_full, tu_setup, teardown_tiny),
+        cmocka_unit_test_setup_teardown(test_mapped_appends_survive_kill, tu_setup, tu_teardown),
         cmocka_unit_test_setup_teardown(test_flipped_bytes, tu_setup, tu_teardown),
         cmocka_unit_test_setup_teardown(test_bad_header, tu_setup, tu_teardown),
         cmocka_unit_test_setup_teardown(test_create_exclusive, tu_setup, tu_teardown),

@@ -19,6 +19,7 @@
 #include <string.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
+#include <sys/vfs.h>
 #include <unistd.h>
 
 #include "coding.h"
@@ -42,6 +43,10 @@ struct wal {
     char name[32];
     uint8_t *buf;
     size_t cap;
+    int can_map;          /* the filesystem never fails a store into written blocks */
+    uint8_t *map;         /* shared mapping of the zeros ahead: [map_off, map_end) */
+    uint64_t map_off, map_end;
+    unsigned streak;      /* appends since the last sync */
 };
 
 static uint32_t num_seed(uint64_t num)
@@ -112,6 +117,14 @@ static int encode(wal_t *w, uint8_t type_full, const uint8_t *rec, size_t len, s
     return 0;
 }
 
+static void unmap(wal_t *w)
+{
+    if (w->map)
+        munmap(w->map, (size_t)(w->map_end - w->map_off));
+    w->map = NULL;
+    w->map_off = w->map_end = 0;
+}
+
 static int write_all(wal_t *w, const uint8_t *p, size_t n)
 {
     size_t done = 0;
@@ -121,7 +134,10 @@ static int write_all(wal_t *w, const uint8_t *p, size_t n)
             continue;
         if (k <= 0) {
             int e = k < 0 ? errno : ENOSPC;
-            /* Take back the partial record so the log stays well-formed. */
+            /* Take back the partial record so the log stays well-formed
+             * (and drop the mapping first: no page of it may lie past the
+             * end of the file). */
+            unmap(w);
             if (ftruncate(w->fd, (off_t)w->size) < 0)
                 w->broken = 1;
             w->alloc = w->size;
@@ -135,6 +151,17 @@ static int write_all(wal_t *w, const uint8_t *p, size_t n)
     return 0;
 }
 
+static void write_ahead(wal_t *w);
+static void map_ahead(wal_t *w);
+
+/*
+ * Appends since the last sync before the zeros ahead are mapped.  A log that
+ * is synced after nearly every append gains nothing from the mapping and
+ * would pay for it: each fdatasync write-protects the mapped pages again, so
+ * the next store faults.
+ */
+#define MAP_AFTER 32
+
 static int append_typed(wal_t *w, uint8_t type, const void *rec, size_t len)
 {
     if (w->broken)
@@ -142,12 +169,23 @@ static int append_typed(wal_t *w, uint8_t type, const void *rec, size_t len)
     size_t n;
     if (encode(w, type, rec, len, &n) < 0)
         return err_set(-ENOMEM, "wal %s: out of memory for a record of %zu bytes", w->name, len);
-    int rc = write_all(w, w->buf, n);
+    if (w->can_map && w->prealloc) {
+        if (w->alloc < w->size + n + w->prealloc / 4)
+            write_ahead(w);
+        if (!w->map && w->streak >= MAP_AFTER)
+            map_ahead(w);
+    }
+    int rc = 0;
+    if (w->map && w->size >= w->map_off && w->size + n <= w->map_end)
+        memcpy(w->map + (w->size - w->map_off), w->buf, n);
+    else
+        rc = write_all(w, w->buf, n);
     if (rc == 0) {
         w->size += n;
         if (w->alloc < w->size)
             w->alloc = w->size;
         w->dirty = 1;
+        w->streak++;
     }
     if (w->cap > (4u << 20)) {   /* do not keep a huge buffer after a huge record */
         free(w->buf);
@@ -179,6 +217,7 @@ static void write_ahead(wal_t *w)
         if (k < 0 && errno == EINTR)
             continue;
         if (k <= 0) {
+            unmap(w);
             if (ftruncate(w->fd, (off_t)w->alloc) < 0)
                 w->broken = 1;
             w->prealloc = 0;
@@ -187,6 +226,35 @@ static void write_ahead(wal_t *w)
         from += (uint64_t)k;
     }
     w->alloc = to;
+    if (w->map)
+        map_ahead(w);   /* take in the new zeros */
+}
+
+/*
+ * Map the zeros ahead, from the page of the next record to the end of the
+ * file, so that appends copy their records into the mapping instead of
+ * calling pwrite.  The bytes land in the same page cache, so they survive
+ * the process being killed exactly as written ones do, and fdatasync
+ * flushes them.  Only zeros already written with pwrite are mapped: the
+ * filesystem has reserved their blocks, so a store into the mapping never
+ * meets a full disk (which would raise SIGBUS instead of returning ENOSPC).
+ * On any failure appends just go on with pwrite.
+ */
+static void map_ahead(wal_t *w)
+{
+    unmap(w);
+    uint64_t off = w->size & ~(uint64_t)(sysconf(_SC_PAGESIZE) - 1);
+    if (w->alloc <= w->size)
+        return;
+    void *m = mmap(NULL, (size_t)(w->alloc - off), PROT_READ | PROT_WRITE, MAP_SHARED, w->fd,
+                   (off_t)off);
+    if (m == MAP_FAILED) {
+        w->can_map = 0;
+        return;
+    }
+    w->map = m;
+    w->map_off = off;
+    w->map_end = w->alloc;
 }
 
 int wal_sync(wal_t *w)
@@ -198,6 +266,9 @@ int wal_sync(wal_t *w)
         if (w->broken)
             return err_set(-EIO, "wal %s: cannot cut back the zeros written ahead", w->name);
     }
+    /* Unmapped, the pages are flushed as plain dirty pages; see MAP_AFTER. */
+    unmap(w);
+    w->streak = 0;
     if (fdatasync(w->fd) < 0) {
         w->broken = 1;
         return err_set(-EIO, "wal %s: fsync failed: %s", w->name, strerror(errno));
@@ -214,6 +285,7 @@ int wal_close(wal_t *w)
 {
     if (!w)
         return 0;
+    unmap(w);
     if (w->alloc > w->size && !w->broken && ftruncate(w->fd, (off_t)w->size) < 0) {
         /* The zeros stay: readers take them as the end of the log. */
     }
@@ -233,6 +305,28 @@ static int sync_dir(const char *dir)
     return rc;
 }
 
+/*
+ * May appends go through a shared mapping of zeros written ahead?  Only on
+ * filesystems that allocate (or reserve) blocks when the zeros are written
+ * and then overwrite them in place: ext4, xfs, tmpfs.  A copy-on-write
+ * filesystem needs new blocks for every overwrite, so a full disk would
+ * surface as SIGBUS; those, and anything unknown, use pwrite.
+ */
+static int mappable(int fd)
+{
+    struct statfs s;
+    if (fstatfs(fd, &s) < 0)
+        return 0;
+    switch ((unsigned long)s.f_type) {
+    case 0xEF53:        /* ext2/3/4 */
+    case 0x58465342:    /* xfs */
+    case 0x01021994:    /* tmpfs */
+        return 1;
+    default:
+        return 0;
+    }
+}
+
 int wal_create(const char *dir, uint64_t lognum, wal_t **out)
 {
     char path[4096];
@@ -243,12 +337,13 @@ int wal_create(const char *dir, uint64_t lognum, wal_t **out)
     w->num = lognum;
     w->seed = num_seed(lognum);
     snprintf(w->name, sizeof w->name, "%06llu.log", (unsigned long long)lognum);
-    w->fd = open(path, O_CREAT | O_EXCL | O_WRONLY | O_CLOEXEC, 0644);
+    w->fd = open(path, O_CREAT | O_EXCL | O_RDWR | O_CLOEXEC, 0644);
     if (w->fd < 0) {
         int e = errno;
         free(w);
         return err_set(-e, "wal %s: cannot create: %s", base(path), strerror(e));
     }
+    w->can_map = mappable(w->fd);
     uint8_t h[HEADER_LEN];
     memcpy(h, MAGIC, 8);
     enc_u32(h + 8, WAL_VERSION);

@@ -10,8 +10,10 @@
  * the log number.  docs/format.md gives the byte layout.
  *
  * Writing: wal_create() makes the file durable (file and directory fsynced)
- * before it returns; wal_append() hands one whole record to the kernel with a
- * single write(); wal_sync() makes everything appended so far durable.  If an
+ * before it returns; wal_append() hands one whole record to the kernel (one
+ * write(), or a copy into a shared mapping of zeros written ahead, see
+ * wal_set_prealloc), so a record survives the process being killed once the
+ * call returns; wal_sync() makes everything appended so far durable.  If an
  * append fails part-way, the file is cut back to the previous record so the
  * log stays well-formed; when even that fails the writer refuses further
  * appends (-EIO) and the caller must treat the store as read-only.
@@ -57,14 +59,21 @@ int wal_append(wal_t *w, const void *rec, size_t len);
 int wal_sync(wal_t *w);
 
 /*
- * Write zeros ahead of the records: when a wal_sync finds fewer than BYTES/4
- * zero bytes past the last record, it first writes zeros up to BYTES past it
- * (in the same fdatasync).  Later records overwrite those zeros, so syncing
- * them flushes data blocks only: no change of file size for the filesystem
- * to journal, which makes small synced appends much cheaper.  0 (the
- * default) turns it off.  A reader takes an all-zero tail as the end of any
- * log.  Failing to write the zeros (a full disk) is not an error: the log
- * just stops writing ahead.
+ * Write zeros ahead of the records: when a wal_sync (or, on filesystems that
+ * allow the mapping below, a wal_append) finds fewer than BYTES/4 zero bytes
+ * past the last record, it first writes zeros up to BYTES past it.  Later
+ * records overwrite those zeros, so syncing them flushes data blocks only:
+ * no change of file size for the filesystem to journal, which makes small
+ * synced appends much cheaper.  0 (the default) turns it off.  A reader
+ * takes an all-zero tail as the end of any log.  Failing to write the zeros
+ * (a full disk) is not an error: the log just stops writing ahead.
+ *
+ * On ext4, xfs and tmpfs, once a log has taken 32 appends since its
+ * last sync, the zeros ahead are mapped shared and appends copy into the
+ * mapping: no system call per record.  Only zeros already written are
+ * mapped, so the filesystem has their blocks and a full disk cannot turn a
+ * store into SIGBUS.  The one way left for a store to fault is a filesystem
+ * that has shut down after an I/O error, where a write(2) would fail anyway.
  */
 void wal_set_prealloc(wal_t *w, size_t bytes);
 

@@ -39,6 +39,7 @@ static int sync_threads = 8;
 static double compression_ratio = 0.5;
 static size_t cache_size = 8u << 20;
 static int bloom_bits = 10;
+static size_t block_size = 0;      /* 0 = the engine's default */
 static int use_existing = 0;
 static size_t memtable_size = 0;   /* 0 = the engine's default */
 static int show_stats = 0;
@@ -52,6 +53,7 @@ static void usage(FILE *f)
         "  --benchmarks=LIST      comma-separated, run in order (default %s):\n"
         "                         fillseq fillrandom overwrite fillsync readrandom readmissing\n"
         "                         readseq seekrandom deleterandom readwhilewriting fillbig readbig\n"
+        "                         compact (the whole store, then its disk usage) reopen\n"
         "  --num=N                keys (default 1000000)\n"
         "  --reads=N              reads per read benchmark (default: num)\n"
         "  --value_size=N         bytes per value (default 100)\n"
@@ -62,6 +64,7 @@ static void usage(FILE *f)
         "  --compression_ratio=F  how far values compress (default 0.5)\n"
         "  --cache_size=BYTES     block cache (default 8 MiB)\n"
         "  --bloom_bits=N         bloom filter bits per key (default 10)\n"
+        "  --block_size=BYTES     table data block size (default: the engine's)\n"
         "  --write_buffer_size=B  memtable size (default: the engine's)\n"
         "  --use_existing_db=0|1  do not empty the store before fills (default 0)\n"
         "  --stats=0|1            print the engine's statistics after each benchmark (stash only)\n"
@@ -85,6 +88,7 @@ struct engine {
     void (*iter_next)(void *it);
     size_t (*iter_kv)(void *it);   /* key + value bytes of the current entry */
     void (*iter_free)(void *it);
+    int (*compact)(void);   /* the whole key range, waiting until done */
 };
 
 static stash_t *sdb;
@@ -95,6 +99,8 @@ static int s_open(const char *dir)
     stash_options_init(&o);
     o.block_cache_size = cache_size;
     o.bloom_bits_per_key = bloom_bits;
+    if (block_size)
+        o.block_size = block_size;
     if (memtable_size)
         o.memtable_size = memtable_size;
     if (compression_level != 1000)
@@ -142,10 +148,17 @@ static size_t s_iter_kv(void *it)
     return kl + vl;
 }
 static void s_iter_free(void *it) { stash_iter_free(it); }
+static int s_compact(void)
+{
+    int rc = stash_compact_range(sdb, NULL, 0, NULL, 0);
+    if (rc)
+        fprintf(stderr, "stash_compact_range: %s\n", stash_last_error(NULL));
+    return rc;
+}
 
 static const struct engine stash_engine = {
     s_open, s_close, s_put, s_get, s_del, s_iter_new, s_iter_seek, s_iter_first,
-    s_iter_valid, s_iter_next, s_iter_kv, s_iter_free,
+    s_iter_valid, s_iter_next, s_iter_kv, s_iter_free, s_compact,
 };
 
 static leveldb_t *ldb;
@@ -168,6 +181,8 @@ static int l_open(const char *dir)
     }
     if (memtable_size)
         leveldb_options_set_write_buffer_size(lopt, memtable_size);
+    if (block_size)
+        leveldb_options_set_block_size(lopt, block_size);
     leveldb_options_set_compression(lopt, leveldb_snappy_compression);
     lro = leveldb_readoptions_create();
     lwo = leveldb_writeoptions_create();
@@ -240,10 +255,15 @@ static size_t l_iter_kv(void *it)
     return kl + vl;
 }
 static void l_iter_free(void *it) { leveldb_iter_destroy(it); }
+static int l_compact(void)
+{
+    leveldb_compact_range(ldb, NULL, 0, NULL, 0);
+    return 0;
+}
 
 static const struct engine leveldb_engine = {
     l_open, l_close, l_put, l_get, l_del, l_iter_new, l_iter_seek, l_iter_first,
-    l_iter_valid, l_iter_next, l_iter_kv, l_iter_free,
+    l_iter_valid, l_iter_next, l_iter_kv, l_iter_free, l_compact,
 };
 
 static const struct engine *E;
@@ -608,6 +628,7 @@ static int parse_flag(const char *a)
     else if (IS("compression_ratio")) compression_ratio = atof(v);
     else if (IS("cache_size")) cache_size = (size_t)atoll(v);
     else if (IS("bloom_bits")) bloom_bits = atoi(v);
+    else if (IS("block_size")) block_size = (size_t)atoll(v);
     else if (IS("write_buffer_size")) memtable_size = (size_t)atoll(v);
     else if (IS("use_existing_db")) use_existing = atoi(v);
     else if (IS("stats")) show_stats = atoi(v);
@@ -691,6 +712,15 @@ int main(int argc, char **argv)
             rc = run(b, 3, reads / 2);
         else if (!strcmp(b, "fillbig") || !strcmp(b, "readbig"))
             rc = run(b, 1, 1000);
+        else if (!strcmp(b, "compact") || !strcmp(b, "reopen")) {
+            uint64_t t0 = now_ns();
+            rc = b[0] == 'c' ? E->compact() : (E->close(), E->open(dbdir));
+            printf("%-16s : %9.3f s%s\n", b, (double)(now_ns() - t0) / 1e9,
+                   rc ? " (failed)" : "");
+            if (rc == 0 && b[0] == 'c')
+                printf("%-16s   disk usage: %.1f MB\n", "", disk_usage_mb());
+            rc = rc ? -1 : 0;
+        }
         else {
             fprintf(stderr, "stash-bench: unknown benchmark %s\n", b);
             rc = 2;

@@ -169,23 +169,31 @@ struct block_iter {
 block_iter_t *bi_new(const uint8_t *data, size_t len, sst_cmp_fn cmp)
 {
     block_iter_t *it = calloc(1, sizeof *it);
-    if (!it)
-        return NULL;
+    if (it)
+        bi_reset(it, data, len, cmp);
+    return it;
+}
+
+void bi_reset(block_iter_t *it, const uint8_t *data, size_t len, sst_cmp_fn cmp)
+{
+    struct buf key = it->key;   /* kept: no allocation per block */
+    memset(it, 0, sizeof *it);
+    it->key.p = key.p;
+    it->key.cap = key.cap;
     it->data = data;
     it->cmp = cmp ? cmp : bytewise_cmp;
     if (len < 4) {
         it->status = -EIO;
-        return it;
+        return;
     }
     uint32_t n = dec_u32(data + len - 4);
     if (n == 0 || (uint64_t)n * 4 + 4 > len) {
         it->status = -EIO;
-        return it;
+        return;
     }
     it->nrestarts = n;
     it->entries_end = len - 4 - (size_t)n * 4;
     it->restarts = data + it->entries_end;
-    return it;
 }
 
 void bi_free(block_iter_t *it)

@@ -43,6 +43,8 @@ typedef struct block_iter block_iter_t;
 /* An iterator over the block DATA/LEN ordered by CMP (NULL = memcmp order).
  * NULL when out of memory. */
 block_iter_t *bi_new(const uint8_t *data, size_t len, sst_cmp_fn cmp);
+/* Point IT at another block, as bi_new would, reusing its memory. */
+void bi_reset(block_iter_t *it, const uint8_t *data, size_t len, sst_cmp_fn cmp);
 void bi_free(block_iter_t *it);
 void bi_seek(block_iter_t *it, const void *key, size_t klen);  /* first >= key */
 void bi_seek_first(block_iter_t *it);

@@ -478,6 +478,69 @@ static ZSTD_DCtx *thread_dctx(void)
 }
 
 /*
+ * The two block iterators of a point lookup (index, then data block), kept
+ * per thread so that a lookup allocates nothing.  A lookup made while the
+ * thread's pair is in use (a callback that looks up again) gets its own.
+ */
+struct lookup_iters {
+    block_iter_t *it[2];
+    int busy;
+};
+
+static pthread_key_t ikey;
+static pthread_once_t ionce = PTHREAD_ONCE_INIT;
+
+static void iters_free(void *p)
+{
+    struct lookup_iters *t = p;
+    bi_free(t->it[0]);
+    bi_free(t->it[1]);
+    free(t);
+}
+
+static void ikey_make(void)
+{
+    pthread_key_create(&ikey, iters_free);
+}
+
+/* The thread's pair, marked busy, or NULL (in use, or out of memory). */
+static struct lookup_iters *iters_take(void)
+{
+    pthread_once(&ionce, ikey_make);
+    struct lookup_iters *t = pthread_getspecific(ikey);
+    if (!t) {
+        t = calloc(1, sizeof *t);
+        if (!t)
+            return NULL;
+        t->it[0] = bi_new(NULL, 0, NULL);
+        t->it[1] = bi_new(NULL, 0, NULL);
+        if (!t->it[0] || !t->it[1] || pthread_setspecific(ikey, t) != 0) {
+            iters_free(t);
+            return NULL;
+        }
+    }
+    if (t->busy)
+        return NULL;
+    t->busy = 1;
+    return t;
+}
+
+static block_iter_t *lookup_iter(struct lookup_iters *t, int i, const uint8_t *data, size_t len,
+                                 sst_cmp_fn cmp)
+{
+    if (!t)
+        return bi_new(data, len, cmp);
+    bi_reset(t->it[i], data, len, cmp);
+    return t->it[i];
+}
+
+static void lookup_iter_done(struct lookup_iters *t, block_iter_t *it)
+{
+    if (!t)
+        bi_free(it);
+}
+
+/*
  * Read, verify and (if needed) decompress the block at H.  *OUT is malloc'd
  * and holds the block's bytes (possibly followed by slack).
  */
@@ -780,9 +843,13 @@ int sst_get(sst_reader_t *r, const void *key, size_t klen, sst_get_fn fn, void *
 {
     if (!sst_may_contain(r, key, klen))
         return 1;
-    block_iter_t *ix = bi_new(r->index, r->index_len, r->kf.cmp);
-    if (!ix)
+    struct lookup_iters *t = iters_take();
+    block_iter_t *ix = lookup_iter(t, 0, r->index, r->index_len, r->kf.cmp);
+    if (!ix) {
+        if (t)
+            t->busy = 0;
         return err_set(-ENOMEM, "out of memory");
+    }
     bi_seek(ix, key, klen);
     int rc = 1;
     struct handle h;
@@ -797,7 +864,7 @@ int sst_get(sst_reader_t *r, const void *key, size_t klen, sst_get_fn fn, void *
         else
             rc = get_block(r, h, &b);
         if (rc == 0) {
-            block_iter_t *di = bi_new(b.data, b.len, r->kf.cmp);
+            block_iter_t *di = lookup_iter(t, 1, b.data, b.len, r->kf.cmp);
             if (!di) {
                 rc = err_set(-ENOMEM, "out of memory");
             } else {
@@ -812,12 +879,14 @@ int sst_get(sst_reader_t *r, const void *key, size_t klen, sst_get_fn fn, void *
                 } else {
                     rc = 1;
                 }
-                bi_free(di);
+                lookup_iter_done(t, di);
             }
         }
         bref_release(r, &b);
     }
-    bi_free(ix);
+    lookup_iter_done(t, ix);
+    if (t)
+        t->busy = 0;
     return rc;
 }
 

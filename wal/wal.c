@@ -162,6 +162,15 @@ static void map_ahead(wal_t *w);
  */
 #define MAP_AFTER 32
 
+/*
+ * Records larger than this keep pwrite even when the log is mapped: one
+ * system call costs little next to their size, while a copy into the
+ * mapping faults once per page.  They also do not top up the zeros ahead,
+ * which a long run of them (a large file streamed in) would otherwise write
+ * twice, zeros first.
+ */
+#define MAP_RECORD_MAX 4096
+
 static int append_typed(wal_t *w, uint8_t type, const void *rec, size_t len)
 {
     if (w->broken)
@@ -169,14 +178,14 @@ static int append_typed(wal_t *w, uint8_t type, const void *rec, size_t len)
     size_t n;
     if (encode(w, type, rec, len, &n) < 0)
         return err_set(-ENOMEM, "wal %s: out of memory for a record of %zu bytes", w->name, len);
-    if (w->can_map && w->prealloc) {
+    if (w->can_map && w->prealloc && n <= MAP_RECORD_MAX) {
         if (w->alloc < w->size + n + w->prealloc / 4)
             write_ahead(w);
         if (!w->map && w->streak >= MAP_AFTER)
             map_ahead(w);
     }
     int rc = 0;
-    if (w->map && w->size >= w->map_off && w->size + n <= w->map_end)
+    if (w->map && n <= MAP_RECORD_MAX && w->size >= w->map_off && w->size + n <= w->map_end)
         memcpy(w->map + (w->size - w->map_off), w->buf, n);
     else
         rc = write_all(w, w->buf, n);

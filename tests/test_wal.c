@@ -395,6 +395,70 @@ static void test_mapped_appends_survive_kill(void **state)
     assert_true((uint64_t)sb.st_size > end);   /* the zeros ahead are still there */
 }
 
+/* A power cut can leave a page of the newest log unwritten (still the zeros
+ * written ahead) before pages that were written: that log ends at the last
+ * whole record before the page; in an older log, which was synced whole,
+ * the same page is damage. */
+static void test_unwritten_page(void **state)
+{
+    (void)state;
+    uint64_t s = tu_seed("test_wal unwritten page", 41);
+    wal_t *w;
+    assert_int_equal(wal_create(dir, 51, &w), 0);
+    wal_set_prealloc(w, 256 * 1024);
+    static struct recs r;
+    r.n = 0;
+    unsigned char buf[9000];
+    for (int i = 0; i < 300; i++) {
+        size_t len = i % 40 == 39 ? 5000 + tu_rand(&s) % 4000 : 1 + tu_rand(&s) % 400;
+        fill(buf, len, &s);
+        assert_int_equal(wal_append(w, buf, len), 0);
+        r.len[r.n] = len;
+        r.crc[r.n] = crc32c(buf, len);
+        r.end[r.n] = wal_size(w);
+        r.n++;
+    }
+    assert_int_equal(wal_sync(w), 0);
+    char p[600];
+    logpath(p, sizeof p, 51);
+    /* The file as a crash leaves it: records, then zeros; the writer is
+     * dropped without closing (closing would cut the zeros). */
+    int fd = open(p, O_RDWR);
+    assert_true(fd >= 0);
+    struct stat st;
+    assert_int_equal(fstat(fd, &st), 0);
+    assert_true((uint64_t)st.st_size > wal_size(w));
+    unsigned char *copy = malloc((size_t)st.st_size);
+    assert_int_equal(pread(fd, copy, (size_t)st.st_size, 0), st.st_size);
+    for (uint64_t page = 2; page * 4096 + 4096 < wal_size(w); page += 5) {
+        static const unsigned char zero[4096];
+        assert_int_equal(pwrite(fd, copy, (size_t)st.st_size, 0), st.st_size);
+        assert_int_equal(pwrite(fd, zero, sizeof zero, (off_t)(page * 4096)), 4096);
+        int keep = 0;
+        while (keep < r.n && r.end[keep] <= page * 4096)
+            keep++;
+        static struct got g;
+        g.n = 0;
+        uint64_t end = 0;
+        assert_int_equal(wal_replay(p, 51, WAL_NEWEST, collect, &g, &end), 0);
+        check_prefix(&g, &r, keep);
+        assert_int_equal(end, keep ? r.end[keep - 1] : 0);
+        g.n = 0;
+        assert_int_equal(wal_replay(p, 51, 0, collect, &g, NULL), -EIO);
+    }
+    /* Garbage instead of zeros is still damage, even in the newest log. */
+    assert_int_equal(pwrite(fd, copy, (size_t)st.st_size, 0), st.st_size);
+    unsigned char junk[4096];
+    fill(junk, sizeof junk, &s);
+    assert_int_equal(pwrite(fd, junk, sizeof junk, 3 * 4096), 4096);
+    static struct got g2;
+    g2.n = 0;
+    assert_int_equal(wal_replay(p, 51, WAL_NEWEST, collect, &g2, NULL), -EIO);
+    close(fd);
+    free(copy);
+    assert_int_equal(wal_close(w), 0);
+}
+
 static int teardown_tiny(void **state)
 {
     char mnt[600];
@@ -583,6 +647,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_write_ahead, tu_setup, tu_teardown),
         cmocka_unit_test_setup_teardown(test_write_ahead_disk_full, tu_setup, teardown_tiny),
         cmocka_unit_test_setup_teardown(test_mapped_appends_survive_kill, tu_setup, tu_teardown),
+        cmocka_unit_test_setup_teardown(test_unwritten_page, tu_setup, tu_teardown),
         cmocka_unit_test_setup_teardown(test_flipped_bytes, tu_setup, tu_teardown),
         cmocka_unit_test_setup_teardown(test_bad_header, tu_setup, tu_teardown),
         cmocka_unit_test_setup_teardown(test_create_exclusive, tu_setup, tu_teardown),

@@ -414,6 +414,35 @@ static int all_zero(const uint8_t *p, uint64_t n)
     return 1;
 }
 
+/*
+ * Does the failing fragment at X meet a page that never reached the disk?
+ * The kernel writes a log's dirty pages back in no set order, so after a
+ * power cut a page still holding the zeros written ahead can sit before
+ * pages that did reach the disk.  Nothing after such a page was synced (a
+ * sync writes back every page before it returns), so in the newest log it
+ * ends the log as a torn tail does.  Looked for from X to the end of the
+ * fragment's claimed length: a page that is zero from X (or from its start)
+ * to its end.
+ */
+#define PAGE 4096
+static int unwritten_page(const struct reader *r, uint64_t x)
+{
+    uint64_t end = x + HDR;
+    if (end <= r->size)
+        end += (uint64_t)r->p[x + 4] | (uint64_t)r->p[x + 5] << 8;
+    uint64_t block_end = (x / WAL_BLOCK_SIZE + 1) * WAL_BLOCK_SIZE;
+    if (end > block_end)
+        end = block_end;
+    if (end > r->size)
+        end = r->size;
+    for (uint64_t pg = x - x % PAGE; pg < end; pg += PAGE) {
+        uint64_t from = pg > x ? pg : x, to = pg + PAGE < r->size ? pg + PAGE : r->size;
+        if (from < to && all_zero(r->p + from, to - from))
+            return 1;
+    }
+    return 0;
+}
+
 int wal_replay(const char *path, uint64_t lognum, int flags,
                wal_record_fn fn, void *arg, uint64_t *good_end)
 {
@@ -537,7 +566,8 @@ int wal_replay(const char *path, uint64_t lognum, int flags,
         /* Zeros after the header and whole records are space written ahead
          * (wal_set_prealloc): the end of any log. */
         int zeros = all_zero(r.p + good, r.size - good);
-        if ((good > 0 && zeros) || ((flags & WAL_NEWEST) && (zeros || tail_only))) {
+        int hole = good > 0 && unwritten_page(&r, at);
+        if ((good > 0 && zeros) || ((flags & WAL_NEWEST) && (zeros || tail_only || hole))) {
             /* A write torn by a crash: drop it. */
             if (flags & WAL_REPAIR) {
                 if (good == 0) {

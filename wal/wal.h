@@ -22,8 +22,10 @@
  * zeros (space written ahead, see wal_set_prealloc) ends any log.  A record
  * that fails its check is handled by where it is: at the tail of the newest
  * log (no valid fragment anywhere after it) it is a write torn by a crash and
- * is dropped without error; anywhere else it is corruption and replay fails
- * with -EIO, naming file and offset, before any record after it is returned.
+ * is dropped without error, and so is everything from a page of zeros that
+ * a crash kept from the disk (see docs/format.md); anywhere else it is
+ * corruption and replay fails with -EIO, naming file and offset, before any
+ * record after it is returned.
  *
  * Thread-safety: a wal_t is used by one thread at a time (the engine's commit
  * leader); different wal_t's are independent.  wal_replay() is reentrant.

@@ -459,6 +459,27 @@ static void test_unwritten_page(void **state)
     assert_int_equal(wal_close(w), 0);
 }
 
+/* A record that starts where exactly a fragment header fits in the block
+ * begins with an empty fragment; replay joins it like any other. */
+static void test_empty_first_fragment(void **state)
+{
+    (void)state;
+    uint64_t s = 3;
+    static struct recs r;
+    r.n = 0;
+    /* The log header takes 7 + 20 bytes; the first record's 7 + 32727 leave
+     * exactly 7 bytes of the first block. */
+    size_t lens[] = { WAL_BLOCK_SIZE - 3 * 7 - 20, 100, 0, 5 };
+    write_log(61, lens, 4, &r, &s);
+    assert_int_equal(r.end[0], WAL_BLOCK_SIZE - 7);
+    char p[600];
+    logpath(p, sizeof p, 61);
+    static struct got g;
+    g.n = 0;
+    assert_int_equal(wal_replay(p, 61, WAL_NEWEST, collect, &g, NULL), 0);
+    check_prefix(&g, &r, 4);
+}
+
 static int teardown_tiny(void **state)
 {
     char mnt[600];
@@ -648,6 +669,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_write_ahead_disk_full, tu_setup, teardown_tiny),
         cmocka_unit_test_setup_teardown(test_mapped_appends_survive_kill, tu_setup, tu_teardown),
         cmocka_unit_test_setup_teardown(test_unwritten_page, tu_setup, tu_teardown),
+        cmocka_unit_test_setup_teardown(test_empty_first_fragment, tu_setup, tu_teardown),
         cmocka_unit_test_setup_teardown(test_flipped_bytes, tu_setup, tu_teardown),
         cmocka_unit_test_setup_teardown(test_bad_header, tu_setup, tu_teardown),
         cmocka_unit_test_setup_teardown(test_create_exclusive, tu_setup, tu_teardown),

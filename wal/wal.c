@@ -545,7 +545,8 @@ int wal_replay(const char *path, uint64_t lognum, int flags,
                 rec = np;
                 rcap = cap;
             }
-            memcpy(rec + rlen, h + HDR, n);
+            if (n)   /* a record may start with an empty fragment: rec may still be NULL */
+                memcpy(rec + rlen, h + HDR, n);
             rlen += n;
         }
         pos += HDR + n;

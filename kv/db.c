@@ -147,6 +147,7 @@ struct stash {
 
     /* statistics, under mu */
     uint64_t st_puts, st_dels, st_groups, st_writers, st_syncs, st_logged, st_rotations;
+    uint64_t st_idle;           /* compactions of a store at rest */
 };
 
 struct stash_iter {
@@ -1638,11 +1639,37 @@ static void table_work(stash_t *db)
 }
 
 /*
+ * Called by the background thread when the store took no write for a whole
+ * compaction_interval: the memtable goes to a table and level 0 into level
+ * 1, so a store at rest takes its compact size (tables compressed,
+ * overwritten entries dropped, no log left to replay at the next open).
+ * Level 0 is kept uncompressed while writes come because it is rewritten
+ * soon; at rest nothing rewrites it.
+ */
+static void idle_compact(stash_t *db)
+{
+    if (do_write(db, NULL, 0, 1) != 0)   /* freeze the memtable, if it holds anything */
+        return;
+    pthread_mutex_lock(&db->work_mu);
+    int rc;
+    while ((rc = flush_one(db)) > 0)
+        ;
+    struct compaction c;
+    if (rc == 0 && !db->closing && compact_range_pick(db->vs.cur, 0, NULL, 0, NULL, 0, &c))
+        run_compaction(db, &c);
+    pthread_mutex_unlock(&db->work_mu);
+    pthread_mutex_lock(&db->mu);
+    db->st_idle++;
+    pthread_mutex_unlock(&db->mu);
+}
+
+/*
  * The background thread: flushes frozen memtables as soon as they appear,
- * compacts when a level crosses its bound and at least every
- * compaction_interval seconds, and fsyncs the log every wal_flush_interval
- * seconds if anything was appended since the last fsync (queueing as an
- * ordinary sync writer, so it never races the leader).
+ * compacts when a level crosses its bound, compacts a store at rest (see
+ * idle_compact) when a compaction_interval tick finds no write since the
+ * tick before, and fsyncs the log every wal_flush_interval seconds if
+ * anything was appended since the last fsync (queueing as an ordinary sync
+ * writer, so it never races the leader).
  */
 static void *bg_main(void *arg)
 {
@@ -1651,6 +1678,7 @@ static void *bg_main(void *arg)
     uint64_t comp_every = (uint64_t)(db->opt.compaction_interval ? db->opt.compaction_interval : 60) * 1000000u;
     uint64_t next_wal = now_us() + wal_every, next_comp = now_us() + comp_every;
     pthread_mutex_lock(&db->mu);
+    uint64_t tick_seq = db->last_seq;   /* last_seq at the last compaction tick */
     while (!db->closing) {
         uint64_t now = now_us();
         uint64_t wake = next_comp;
@@ -1681,11 +1709,20 @@ static void *bg_main(void *arg)
             next_comp = now + comp_every;
         if (db->bgerr)
             continue;
+        /* At rest: no write for a whole interval, and something to tidy.
+         * Not while level 0 is long enough to slow writers down (the flush
+         * below must not wait on this thread's own compactions). */
+        int idle = due && db->last_seq == tick_seq && db->nimm == 0 && !db->work_err &&
+                   (mt_count(db->mem) > 0 || db->ver->n[0] > 0) &&
+                   db->ver->n[0] < db->opt.l0_slowdown_trigger;
+        if (due)
+            tick_seq = db->last_seq;
         pthread_mutex_unlock(&db->mu);
         /* Flushes always; compactions when a threshold is crossed (picked
-         * inside) or the timer is due. */
-        (void)due;
+         * inside) or the store is at rest. */
         table_work(db);
+        if (idle)
+            idle_compact(db);
         pthread_mutex_lock(&db->mu);
         /* A foreground caller (backup, compact_range) wants the table work:
          * step aside until it is done (it flushes for the writers). */
@@ -2447,6 +2484,7 @@ int stash_stats(stash_t *db, char *buf, size_t len)
              "writes:           %llu writers in %llu commit groups, %llu fsyncs, %llu bytes logged\n"
              "flushes:          %llu bytes written to level 0\n"
              "compactions:      %llu (%llu moved without rewriting), %llu bytes read, %llu written\n"
+             "at rest:          %llu times the memtable and level 0 were compacted after an idle interval\n"
              "write amplification: %.2f (log + flush + compaction bytes / logged bytes)\n"
              "memtable switches: %llu\n"
              "stalls:           %llu, %.3f s in all\n"
@@ -2460,6 +2498,7 @@ int stash_stats(stash_t *db, char *buf, size_t len)
              (unsigned long long)c.flush_bytes,
              (unsigned long long)c.compactions, (unsigned long long)c.moves,
              (unsigned long long)c.compact_bytes_read, (unsigned long long)c.compact_bytes_written,
+             (unsigned long long)db->st_idle,
              user > 0 ? (user + (double)c.flush_bytes + (double)c.compact_bytes_written) / user : 0.0,
              (unsigned long long)db->st_rotations,
              (unsigned long long)db->st_stalls, (double)db->st_stall_us / 1e6, nsnap,

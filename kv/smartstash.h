@@ -70,7 +70,11 @@ typedef struct stash_options {
                                       filter of memtable_size / 64 bytes.
                                       Default 64 MiB, minimum 64 KiB. */
     unsigned compaction_interval;  /* seconds between runs of the background
-                                      compaction timer.  Default 60. */
+                                      compaction timer.  A run that finds no
+                                      write since the run before flushes the
+                                      memtable and compacts level 0 into
+                                      level 1, so a store at rest shrinks to
+                                      its compact size.  Default 60. */
     unsigned wal_flush_interval;   /* seconds between background fsyncs of the
                                       log; 0 = fsync every write as if it had
                                       STASH_SYNC.  Default 10. */

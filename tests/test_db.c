@@ -6,6 +6,7 @@
  */
 #include "testutil.h"
 
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <pthread.h>
@@ -607,6 +608,109 @@ static void test_disk_full_tables(void **state)
     assert_int_equal(stash_put(db, "after", 5, v, sizeof v), 0);
     assert_int_equal(stash_compact_range(db, NULL, 0, NULL, 0), 0);
     assert_int_equal(stash_close(db), 0);
+}
+
+/* ---- a store at rest ---- */
+
+/* The number after PREFIX in the stats, at its first line starting so. */
+static long long stat_num(stash_t *db, const char *prefix)
+{
+    static char buf[8192];
+    assert_int_equal(stash_stats(db, buf, sizeof buf), 0);
+    const char *p = strstr(buf, prefix);
+    assert_non_null(p);
+    long long v = -1;
+    assert_int_equal(sscanf(p + strlen(prefix), " %lld", &v), 1);
+    return v;
+}
+
+static long long stat_after(stash_t *db, const char *prefix, const char *word)
+{
+    static char buf[8192];
+    assert_int_equal(stash_stats(db, buf, sizeof buf), 0);
+    const char *p = strstr(buf, prefix);
+    assert_non_null(p);
+    const char *q = strstr(p, word);
+    assert_non_null(q);
+    while (q > p && q[-1] == ' ')
+        q--;
+    while (q > p && q[-1] >= '0' && q[-1] <= '9')
+        q--;
+    return atoll(q);
+}
+
+static long long dir_bytes(const char *d)
+{
+    DIR *dd = opendir(d);
+    assert_non_null(dd);
+    long long total = 0;
+    struct dirent *e;
+    while ((e = readdir(dd))) {
+        char path[1200];
+        struct stat st;
+        snprintf(path, sizeof path, "%s/%s", d, e->d_name);
+        if (stat(path, &st) == 0 && S_ISREG(st.st_mode))
+            total += st.st_size;
+    }
+    closedir(dd);
+    return total;
+}
+
+/* A store that stops taking writes: within two compaction intervals its
+ * memtable goes to a table and level 0 into level 1 (compressed), so it
+ * shrinks, and everything still reads back, before and after a reopen. */
+static void test_idle_compaction(void **state)
+{
+    (void)state;
+    stash_options_t o;
+    stash_options_init(&o);
+    o.memtable_size = 256 << 10;
+    o.compaction_interval = 1;
+    o.l0_compaction_trigger = 8;   /* level 0 stays as the writes leave it */
+    o.l0_slowdown_trigger = 16;
+    o.l0_stop_trigger = 24;
+    stash_t *db = NULL;
+    assert_int_equal(stash_open(dir, &o, &db), 0);
+    char k[32], v[400];
+    for (int i = 0; i < 3000; i++) {
+        snprintf(k, sizeof k, "rest%05d", i);
+        for (size_t j = 0; j < sizeof v; j++)   /* compresses well */
+            v[j] = (char)('a' + (i + j / 40) % 7);
+        assert_int_equal(stash_put(db, k, strlen(k), v, sizeof v), 0);
+    }
+    long long l0 = stat_num(db, "level 0:");
+    long long mem = stat_after(db, "memtable:", "entries");
+    long long before = dir_bytes(dir);
+    printf("after the writes: %lld level-0 tables, %lld entries in the memtable, %lld bytes\n",
+           l0, mem, before);
+    assert_true(l0 >= 2);
+    assert_true(mem > 0);
+    assert_int_equal(stat_num(db, "at rest:"), 0);
+    int waited = 0;
+    while (waited < 100 && (stat_num(db, "at rest:") < 1 || stat_num(db, "level 0:") > 0)) {
+        usleep(100000);
+        waited++;
+    }
+    long long after = dir_bytes(dir);
+    printf("at rest after %.1f s: %lld bytes\n", waited / 10.0, after);
+    assert_int_equal(stat_num(db, "level 0:"), 0);
+    assert_int_equal(stat_after(db, "memtable:", "entries"), 0);
+    assert_true(stat_num(db, "level 1:") >= 1);
+    assert_true(after < before / 2);
+    for (int round = 0; round < 2; round++) {
+        for (int i = 0; i < 3000; i++) {
+            snprintf(k, sizeof k, "rest%05d", i);
+            void *got;
+            size_t gl;
+            assert_int_equal(stash_get(db, k, strlen(k), &got, &gl), 0);
+            assert_int_equal(gl, sizeof v);
+            assert_int_equal(((char *)got)[0], 'a' + i % 7);
+            stash_free(got);
+        }
+        assert_int_equal(stash_close(db), 0);
+        if (round == 0)
+            assert_int_equal(stash_open(dir, &o, &db), 0);
+    }
 }
 
 /* ---- many threads ---- */
@@ -1278,6 +1382,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_read_only_and_missing, tu_setup, teardown),
         cmocka_unit_test_setup_teardown(test_disk_full, tu_setup, teardown),
         cmocka_unit_test_setup_teardown(test_disk_full_tables, tu_setup, teardown),
+        cmocka_unit_test_setup_teardown(test_idle_compaction, tu_setup, teardown),
         cmocka_unit_test_setup_teardown(test_concurrent, tu_setup, teardown),
         cmocka_unit_test_setup_teardown(test_group_commit, tu_setup, teardown),
         cmocka_unit_test_setup_teardown(test_model, tu_setup, teardown),

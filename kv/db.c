@@ -418,11 +418,18 @@ static int throttle(stash_t *db)
  * it and start a new memtable and a new log.  The old log is fsynced first,
  * so only the newest log can ever be torn by a crash.
  */
+#define FORCE_IDLE 2   /* make_room's FORCE from idle_compact: never wait */
+
 static int make_room(stash_t *db, int force)
 {
     if (!force && mt_memory(db->mem) < db->opt.memtable_size)
         return 0;
     if (force && mt_count(db->mem) == 0)
+        return 0;
+    /* The background thread freezing the memtable of a store at rest must
+     * not wait in throttle for flushes only it would do: if writes came
+     * back meanwhile and filled the queue, it leaves the memtable be. */
+    if (force == FORCE_IDLE && (db->nimm > 0 || db->ver->n[0] >= db->opt.l0_slowdown_trigger))
         return 0;
     int rc = throttle(db);
     if (rc)
@@ -1648,7 +1655,7 @@ static void table_work(stash_t *db)
  */
 static void idle_compact(stash_t *db)
 {
-    if (do_write(db, NULL, 0, 1) != 0)   /* freeze the memtable, if it holds anything */
+    if (do_write(db, NULL, 0, FORCE_IDLE) != 0)   /* freeze the memtable, if it holds anything */
         return;
     pthread_mutex_lock(&db->work_mu);
     int rc;

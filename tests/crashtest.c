@@ -1,8 +1,11 @@
 /*
- * crashtest.c - kill -9 in the middle of synced writes, then check recovery.
+ * crashtest.c - kill -9 in the middle of writes, then check recovery.
  *
- * Each round forks a child that opens the store and writes random batches
- * with STASH_SYNC, reporting each acknowledged batch number on a pipe.  The
+ * Each round forks a child that opens the store and writes random batches,
+ * one in 64 with STASH_SYNC and the rest without (a killed process loses
+ * nothing the kernel has, so an unsynced batch acknowledged before the kill
+ * must survive it too; runs of small unsynced batches go through the log's
+ * memory mapping), reporting each acknowledged batch number on a pipe.  The
  * parent kills it (SIGKILL) after a random delay, reopens the store and
  * checks that
  *   - every acknowledged batch is present, whole, with the right bytes;
@@ -36,19 +39,37 @@ static uint64_t rnd(uint64_t *s)
     return x * 0x2545F4914F6CDD1DULL;
 }
 
-/* Batch B has (B*2654435761 % MAXENT) + 1 entries; entry j's value length
- * and bytes follow from (B, j), so the checker needs no record of them. */
+/* Batches come in runs of 64: in every other run they are small (so the
+ * log takes them through its memory mapping), otherwise they have up to
+ * MAXENT entries of up to 2,000 bytes, now and then 100,000 or more. */
+static int small_batch(uint32_t b)
+{
+    return (b / 64) % 2 == 1;
+}
+
+/* Batch B's entry count, and entry j's value length and bytes, follow from
+ * (B, j), so the checker needs no record of them. */
 static int batch_entries(uint32_t b)
 {
+    if (small_batch(b))
+        return (int)((b * 2654435761u) % 3) + 1;
     return (int)((b * 2654435761u) % MAXENT) + 1;
 }
 
 static size_t entry_len(uint32_t b, int j)
 {
     uint32_t h = (b * 31u + (uint32_t)j) * 2246822519u;
+    if (small_batch(b))
+        return h % 200;
     if (h % 97 == 0)
         return 100000 + h % 100000;   /* sometimes large: spans log blocks */
     return h % 2000;
+}
+
+/* One batch in 64 is synced, so runs of unsynced appends are long. */
+static int batch_synced(uint32_t b)
+{
+    return b % 64 == 0;
 }
 
 static void entry_key(char *k, uint32_t b, int j)
@@ -100,7 +121,7 @@ static void child(const char *dir, uint32_t first, int fd)
             entry_val(v, n, b, j);
             stash_batch_put(bt, k, strlen(k), v, n);
         }
-        int rc = stash_write(db, bt, STASH_SYNC);
+        int rc = stash_write(db, bt, batch_synced(b) ? STASH_SYNC : 0);
         stash_batch_free(bt);
         if (rc) {
             fprintf(stderr, "child: write: %s\n", stash_last_error(NULL));
@@ -225,7 +246,9 @@ int main(int argc, char **argv)
             child(dir, next, p[1]);
         }
         close(p[1]);
-        useconds_t delay = (useconds_t)(2000 + rnd(&seed) % 60000);
+        /* Every other round runs longer, so that some reach long runs of
+         * unsynced appends after the open's own flush. */
+        useconds_t delay = (useconds_t)(2000 + rnd(&seed) % (r % 2 ? 60000 : 250000));
         usleep(delay);
         kill(pid, SIGKILL);
         int status;

@@ -361,6 +361,10 @@ int mt_add(memtable_t *m, uint64_t seq, int type,
 int mt_get(const memtable_t *m, const void *key, size_t klen, uint64_t seq,
            const void **val, size_t *vlen)
 {
+    /* An empty memtable (a store just opened, or at rest) answers without
+     * touching its filter, whose probes would each miss the cache. */
+    if (atomic_load_explicit(&m->count, memory_order_relaxed) == 0)
+        return -1;
     uint64_t h = key_hash(key, klen);
     if (!filter_may_hold(&m->f, h))
         return -1;

@@ -534,6 +534,21 @@ static void test_disk_full(void **state)
     assert_int_equal(stash_close(db), 0);
 }
 
+/* Keys FMT(i) for i < N each hold VLEN bytes starting with 'a' + i % MOD. */
+static void check_marked(stash_t *db, const char *fmt, int n, size_t vlen, int mod)
+{
+    for (int i = 0; i < n; i++) {
+        char k[32];
+        snprintf(k, sizeof k, fmt, i);
+        void *got;
+        size_t gl;
+        assert_int_equal(stash_get(db, k, strlen(k), &got, &gl), 0);
+        assert_int_equal(gl, vlen);
+        assert_int_equal(((char *)got)[0], 'a' + i % mod);
+        stash_free(got);
+    }
+}
+
 /* The disk fills up while memtables are being flushed to tables: writes fail
  * with -ENOSPC (they never hang), nothing acknowledged is lost, the store
  * still opens while the disk is full, and works again once there is room. */
@@ -592,16 +607,7 @@ static void test_disk_full_tables(void **state)
         if (rc)
             print_error("round %d: %s\n", round, stash_last_error(NULL));
         assert_int_equal(rc, 0);
-        for (int i = 0; i < acked; i++) {
-            char k[16];
-            snprintf(k, sizeof k, "t%05d", i);
-            void *got;
-            size_t gl;
-            assert_int_equal(stash_get(db, k, strlen(k), &got, &gl), 0);
-            assert_int_equal(gl, sizeof v);
-            assert_int_equal(((char *)got)[0], 'a' + i % 26);
-            stash_free(got);
-        }
+        check_marked(db, "t%05d", acked, sizeof v, 26);
         if (round == 0)
             assert_int_equal(stash_close(db), 0);
     }
@@ -698,15 +704,7 @@ static void test_idle_compaction(void **state)
     assert_true(stat_num(db, "level 1:") >= 1);
     assert_true(after < before / 2);
     for (int round = 0; round < 2; round++) {
-        for (int i = 0; i < 3000; i++) {
-            snprintf(k, sizeof k, "rest%05d", i);
-            void *got;
-            size_t gl;
-            assert_int_equal(stash_get(db, k, strlen(k), &got, &gl), 0);
-            assert_int_equal(gl, sizeof v);
-            assert_int_equal(((char *)got)[0], 'a' + i % 7);
-            stash_free(got);
-        }
+        check_marked(db, "rest%05d", 3000, sizeof v, 7);
         assert_int_equal(stash_close(db), 0);
         if (round == 0)
             assert_int_equal(stash_open(dir, &o, &db), 0);

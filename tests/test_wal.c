@@ -52,6 +52,16 @@ static void fill(unsigned char *p, size_t n, uint64_t *s)
         p[i] = (unsigned char)(tu_rand(s) >> 56);
 }
 
+/* Append LEN bytes of BUF to W, which must take them, and note the record in R. */
+static void append_noted(wal_t *w, const unsigned char *buf, size_t len, struct recs *r)
+{
+    assert_int_equal(wal_append(w, buf, len), 0);
+    r->len[r->n] = len;
+    r->crc[r->n] = crc32c(buf, len);
+    r->end[r->n] = wal_size(w);
+    r->n++;
+}
+
 /* Write records of the given lengths to log LOGNUM; remember what went in. */
 static void write_log(uint64_t lognum, const size_t *lens, int n, struct recs *r, uint64_t *seed)
 {
@@ -60,11 +70,7 @@ static void write_log(uint64_t lognum, const size_t *lens, int n, struct recs *r
     unsigned char *buf = malloc(1u << 20);
     for (int i = 0; i < n; i++) {
         fill(buf, lens[i], seed);
-        assert_int_equal(wal_append(w, buf, lens[i]), 0);
-        r->len[r->n] = lens[i];
-        r->crc[r->n] = crc32c(buf, lens[i]);
-        r->end[r->n] = wal_size(w);
-        r->n++;
+        append_noted(w, buf, lens[i], r);
     }
     assert_true(wal_dirty(w) || n == 0);
     assert_int_equal(wal_sync(w), 0);
@@ -272,11 +278,7 @@ static void test_write_ahead(void **state)
     for (int i = 0; i < 400; i++) {
         size_t len = i % 50 == 49 ? 20000 + tu_rand(&s) % 50000 : tu_rand(&s) % 700;
         fill(buf, len, &s);
-        assert_int_equal(wal_append(w, buf, len), 0);
-        r.len[r.n] = len;
-        r.crc[r.n] = crc32c(buf, len);
-        r.end[r.n] = wal_size(w);
-        r.n++;
+        append_noted(w, buf, len, &r);
         assert_int_equal(wal_sync(w), 0);
         assert_int_equal(stat(p, &st), 0);
         assert_true((uint64_t)st.st_size >= wal_size(w) + 256 * 1024 / 4);
@@ -412,11 +414,7 @@ static void test_unwritten_page(void **state)
     for (int i = 0; i < 300; i++) {
         size_t len = i % 40 == 39 ? 5000 + tu_rand(&s) % 4000 : 1 + tu_rand(&s) % 400;
         fill(buf, len, &s);
-        assert_int_equal(wal_append(w, buf, len), 0);
-        r.len[r.n] = len;
-        r.crc[r.n] = crc32c(buf, len);
-        r.end[r.n] = wal_size(w);
-        r.n++;
+        append_noted(w, buf, len, &r);
     }
     assert_int_equal(wal_sync(w), 0);
     char p[600];

@@ -1716,12 +1716,16 @@ static void *bg_main(void *arg)
             next_comp = now + comp_every;
         if (db->bgerr)
             continue;
-        /* At rest: no write for a whole interval, and something to tidy.
-         * Not while level 0 is long enough to slow writers down (the flush
-         * below must not wait on this thread's own compactions). */
+        /* At rest: no write for a whole interval, and enough to tidy that
+         * it is worth rewriting level 1 for: the memtable and level 0 hold
+         * at least a quarter of level 1's bytes (a few writes now and then
+         * do not rewrite level 1 every time; they wait for the usual level-0
+         * trigger).  Not while level 0 is long enough to slow writers down
+         * (the flush below must not wait on this thread's own compactions). */
         int idle = due && db->last_seq == tick_seq && db->nimm == 0 && !db->work_err &&
                    (mt_count(db->mem) > 0 || db->ver->n[0] > 0) &&
-                   db->ver->n[0] < db->opt.l0_slowdown_trigger;
+                   db->ver->n[0] < db->opt.l0_slowdown_trigger &&
+                   mt_memory(db->mem) + level_bytes(db->ver, 0) >= level_bytes(db->ver, 1) / 4;
         if (due)
             tick_seq = db->last_seq;
         pthread_mutex_unlock(&db->mu);

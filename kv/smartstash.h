@@ -73,8 +73,10 @@ typedef struct stash_options {
                                       compaction timer.  A run that finds no
                                       write since the run before flushes the
                                       memtable and compacts level 0 into
-                                      level 1, so a store at rest shrinks to
-                                      its compact size.  Default 60. */
+                                      level 1 (when they hold at least a
+                                      quarter of level 1's bytes), so a store
+                                      at rest shrinks to its compact size.
+                                      Default 60. */
     unsigned wal_flush_interval;   /* seconds between background fsyncs of the
                                       log; 0 = fsync every write as if it had
                                       STASH_SYNC.  Default 10. */

@@ -1703,7 +1703,11 @@ static void *bg_main(void *arg)
         if (db->closing)
             break;
         now = now_us();
-        if (wal_every && now >= next_wal) {
+        /* The sync queues as a writer; with frozen memtables waiting, the
+         * leader in front of it may be waiting in throttle for this very
+         * thread to flush them.  So it waits until the table work below
+         * has flushed them (the next turn of the loop). */
+        if (wal_every && now >= next_wal && db->nimm == 0) {
             next_wal = now + wal_every;
             if (db->log_dirty && !db->bgerr) {
                 pthread_mutex_unlock(&db->mu);

@@ -451,81 +451,73 @@ struct sst_reader {
     size_t smallest_len, largest_len;
 };
 
-static pthread_key_t dkey;
-static pthread_once_t donce = PTHREAD_ONCE_INIT;
-
-static void dctx_free(void *p)
-{
-    ZSTD_freeDCtx(p);
-}
-
-static void dkey_make(void)
-{
-    pthread_key_create(&dkey, dctx_free);
-}
-
-/* One decompression context per thread, freed when the thread ends. */
-static ZSTD_DCtx *thread_dctx(void)
-{
-    pthread_once(&donce, dkey_make);
-    ZSTD_DCtx *d = pthread_getspecific(dkey);
-    if (!d) {
-        d = ZSTD_createDCtx();
-        if (d)
-            pthread_setspecific(dkey, d);
-    }
-    return d;
-}
-
 /*
- * The two block iterators of a point lookup (index, then data block), kept
- * per thread so that a lookup allocates nothing.  A lookup made while the
- * thread's pair is in use (a callback that looks up again) gets its own.
+ * What each reading thread keeps, freed when the thread ends: its zstd
+ * decompression context, and the two block iterators of a point lookup
+ * (index, then data block), so that a lookup allocates nothing.  A lookup
+ * made while the pair is in use (a callback that looks up again) gets its
+ * own iterators.
  */
-struct lookup_iters {
+struct tstate {
+    ZSTD_DCtx *dctx;
     block_iter_t *it[2];
     int busy;
 };
 
-static pthread_key_t ikey;
-static pthread_once_t ionce = PTHREAD_ONCE_INIT;
+static pthread_key_t tkey;
+static pthread_once_t tonce = PTHREAD_ONCE_INIT;
 
-static void iters_free(void *p)
+static void thread_state_free(void *p)
 {
-    struct lookup_iters *t = p;
+    struct tstate *t = p;
+    ZSTD_freeDCtx(t->dctx);
     bi_free(t->it[0]);
     bi_free(t->it[1]);
     free(t);
 }
 
-static void ikey_make(void)
+static void tkey_make(void)
 {
-    pthread_key_create(&ikey, iters_free);
+    pthread_key_create(&tkey, thread_state_free);
 }
 
-/* The thread's pair, marked busy, or NULL (in use, or out of memory). */
-static struct lookup_iters *iters_take(void)
+/* This thread's state, made on first use; NULL when out of memory. */
+static struct tstate *thread_state(void)
 {
-    pthread_once(&ionce, ikey_make);
-    struct lookup_iters *t = pthread_getspecific(ikey);
+    pthread_once(&tonce, tkey_make);
+    struct tstate *t = pthread_getspecific(tkey);
     if (!t) {
         t = calloc(1, sizeof *t);
         if (!t)
             return NULL;
+        t->dctx = ZSTD_createDCtx();
         t->it[0] = bi_new(NULL, 0, NULL);
         t->it[1] = bi_new(NULL, 0, NULL);
-        if (!t->it[0] || !t->it[1] || pthread_setspecific(ikey, t) != 0) {
-            iters_free(t);
+        if (!t->dctx || !t->it[0] || !t->it[1] || pthread_setspecific(tkey, t) != 0) {
+            thread_state_free(t);
             return NULL;
         }
     }
-    if (t->busy)
+    return t;
+}
+
+static ZSTD_DCtx *thread_dctx(void)
+{
+    struct tstate *t = thread_state();
+    return t ? t->dctx : NULL;
+}
+
+/* The thread's iterator pair, marked busy, or NULL (in use, or out of memory). */
+static struct tstate *iters_take(void)
+{
+    struct tstate *t = thread_state();
+    if (!t || t->busy)
         return NULL;
     t->busy = 1;
     return t;
 }
 
-static block_iter_t *lookup_iter(struct lookup_iters *t, int i, const uint8_t *data, size_t len,
+static block_iter_t *lookup_iter(struct tstate *t, int i, const uint8_t *data, size_t len,
                                  sst_cmp_fn cmp)
 {
     if (!t)
@@ -534,7 +526,7 @@ static block_iter_t *lookup_iter(struct lookup_iters *t, int i, const uint8_t *d
     return t->it[i];
 }
 
-static void lookup_iter_done(struct lookup_iters *t, block_iter_t *it)
+static void lookup_iter_done(struct tstate *t, block_iter_t *it)
 {
     if (!t)
         bi_free(it);
@@ -843,7 +835,7 @@ int sst_get(sst_reader_t *r, const void *key, size_t klen, sst_get_fn fn, void *
 {
     if (!sst_may_contain(r, key, klen))
         return 1;
-    struct lookup_iters *t = iters_take();
+    struct tstate *t = iters_take();
     block_iter_t *ix = lookup_iter(t, 0, r->index, r->index_len, r->kf.cmp);
     if (!ix) {
         if (t)

@@ -530,6 +530,46 @@ static void test_write_ahead_disk_full(void **state)
     umount2(mnt, MNT_DETACH);
 }
 
+/* Unsynced appends through the mapping while the disk fills: the zeros
+ * ahead stop fitting first (the mapping goes, appends fall back to pwrite),
+ * then the records themselves; every record taken replays. */
+static void test_mapped_disk_full(void **state)
+{
+    (void)state;
+    char mnt[600];
+    snprintf(mnt, sizeof mnt, "%s/tiny", dir);
+    mkdir(mnt, 0755);
+    if (mount("tmpfs", mnt, "tmpfs", 0, "size=512k") != 0)
+        skip();   /* needs root */
+    wal_t *w;
+    assert_int_equal(wal_create(mnt, 4, &w), 0);
+    wal_set_prealloc(w, 64 * 1024);
+    char p[700];
+    wal_path(p, sizeof p, mnt, 4);
+    static struct recs r;
+    r.n = 0;
+    unsigned char buf[700];
+    uint64_t s = 9;
+    int rc = 0;
+    for (int i = 0; i < 1000 && rc == 0; i++) {
+        fill(buf, sizeof buf, &s);
+        if ((rc = wal_append(w, buf, sizeof buf)) == 0) {
+            r.len[r.n] = sizeof buf;
+            r.crc[r.n] = crc32c(buf, sizeof buf);
+            r.end[r.n] = wal_size(w);
+            r.n++;
+        }
+    }
+    assert_int_equal(rc, -ENOSPC);
+    assert_true(r.n > 300);
+    assert_int_equal(wal_close(w), 0);
+    static struct got g;
+    g.n = 0;
+    assert_int_equal(wal_replay(p, 4, WAL_NEWEST, collect, &g, NULL), 0);
+    check_prefix(&g, &r, r.n);
+    umount2(mnt, MNT_DETACH);
+}
+
 /* Flip one byte at OFF of a log holding 6 records; -EIO, and no record at or
  * after the damaged one is handed back. */
 static void flip_at(uint64_t off, int damaged_rec)
@@ -665,6 +705,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_zero_tail, tu_setup, tu_teardown),
         cmocka_unit_test_setup_teardown(test_write_ahead, tu_setup, tu_teardown),
         cmocka_unit_test_setup_teardown(test_write_ahead_disk_full, tu_setup, teardown_tiny),
+        cmocka_unit_test_setup_teardown(test_mapped_disk_full, tu_setup, teardown_tiny),
         cmocka_unit_test_setup_teardown(test_mapped_appends_survive_kill, tu_setup, tu_teardown),
         cmocka_unit_test_setup_teardown(test_unwritten_page, tu_setup, tu_teardown),
         cmocka_unit_test_setup_teardown(test_empty_first_fragment, tu_setup, tu_teardown),

@@ -486,48 +486,61 @@ static int teardown_tiny(void **state)
     return tu_teardown(state);
 }
 
-/* Zeros that do not fit on the disk: the sync still succeeds (the zeros are
- * only an optimisation), the file is cut back, and the log goes on until the
- * records themselves no longer fit, losing none that were written. */
-static void test_write_ahead_disk_full(void **state)
+/*
+ * Append records of LEN bytes to log NUM (zeros ahead: PRE bytes) on a
+ * 512 KiB tmpfs until the disk is full, syncing after each one when SYNC;
+ * then every record taken (at least MIN of them) must replay.
+ */
+static void fill_tiny_disk(uint64_t num, size_t pre, size_t len, int sync, int min)
 {
-    (void)state;
     char mnt[600];
     snprintf(mnt, sizeof mnt, "%s/tiny", dir);
     mkdir(mnt, 0755);
     if (mount("tmpfs", mnt, "tmpfs", 0, "size=512k") != 0)
         skip();   /* needs root */
     wal_t *w;
-    assert_int_equal(wal_create(mnt, 3, &w), 0);
-    wal_set_prealloc(w, 4u << 20);   /* more than the disk holds */
+    assert_int_equal(wal_create(mnt, num, &w), 0);
+    wal_set_prealloc(w, pre);
     char p[700];
-    wal_path(p, sizeof p, mnt, 3);
+    wal_path(p, sizeof p, mnt, num);
     static struct recs r;
     r.n = 0;
     unsigned char buf[1000];
-    uint64_t s = 5;
+    assert_true(len <= sizeof buf);
+    uint64_t s = num;
     int rc = 0;
     for (int i = 0; i < 1000 && rc == 0; i++) {
-        fill(buf, sizeof buf, &s);
-        if ((rc = wal_append(w, buf, sizeof buf)) == 0) {
-            r.len[r.n] = sizeof buf;
-            r.crc[r.n] = crc32c(buf, sizeof buf);
+        fill(buf, len, &s);
+        if ((rc = wal_append(w, buf, len)) == 0) {
+            r.len[r.n] = len;
+            r.crc[r.n] = crc32c(buf, len);
             r.end[r.n] = wal_size(w);
             r.n++;
-            assert_int_equal(wal_sync(w), 0);
-            struct stat st;
-            assert_int_equal(stat(p, &st), 0);
-            assert_int_equal((uint64_t)st.st_size, wal_size(w));   /* no zeros left behind */
+            if (sync) {
+                assert_int_equal(wal_sync(w), 0);
+                struct stat st;
+                assert_int_equal(stat(p, &st), 0);
+                assert_int_equal((uint64_t)st.st_size, wal_size(w));   /* no zeros left behind */
+            }
         }
     }
     assert_int_equal(rc, -ENOSPC);
-    assert_true(r.n > 100);
+    assert_true(r.n > min);
     assert_int_equal(wal_close(w), 0);
     static struct got g;
     g.n = 0;
-    assert_int_equal(wal_replay(p, 3, 0, collect, &g, NULL), 0);
+    assert_int_equal(wal_replay(p, num, 0, collect, &g, NULL), 0);
     check_prefix(&g, &r, r.n);
     umount2(mnt, MNT_DETACH);
+}
+
+/* Zeros that do not fit on the disk: the sync still succeeds (the zeros are
+ * only an optimisation), the file is cut back, and the log goes on until the
+ * records themselves no longer fit, losing none that were written. */
+static void test_write_ahead_disk_full(void **state)
+{
+    (void)state;
+    fill_tiny_disk(3, 4u << 20, 1000, 1, 100);   /* more zeros than the disk holds */
 }
 
 /* Unsynced appends through the mapping while the disk fills: the zeros
@@ -536,38 +549,7 @@ static void test_write_ahead_disk_full(void **state)
 static void test_mapped_disk_full(void **state)
 {
     (void)state;
-    char mnt[600];
-    snprintf(mnt, sizeof mnt, "%s/tiny", dir);
-    mkdir(mnt, 0755);
-    if (mount("tmpfs", mnt, "tmpfs", 0, "size=512k") != 0)
-        skip();   /* needs root */
-    wal_t *w;
-    assert_int_equal(wal_create(mnt, 4, &w), 0);
-    wal_set_prealloc(w, 64 * 1024);
-    char p[700];
-    wal_path(p, sizeof p, mnt, 4);
-    static struct recs r;
-    r.n = 0;
-    unsigned char buf[700];
-    uint64_t s = 9;
-    int rc = 0;
-    for (int i = 0; i < 1000 && rc == 0; i++) {
-        fill(buf, sizeof buf, &s);
-        if ((rc = wal_append(w, buf, sizeof buf)) == 0) {
-            r.len[r.n] = sizeof buf;
-            r.crc[r.n] = crc32c(buf, sizeof buf);
-            r.end[r.n] = wal_size(w);
-            r.n++;
-        }
-    }
-    assert_int_equal(rc, -ENOSPC);
-    assert_true(r.n > 300);
-    assert_int_equal(wal_close(w), 0);
-    static struct got g;
-    g.n = 0;
-    assert_int_equal(wal_replay(p, 4, WAL_NEWEST, collect, &g, NULL), 0);
-    check_prefix(&g, &r, r.n);
-    umount2(mnt, MNT_DETACH);
+    fill_tiny_disk(4, 64 * 1024, 700, 0, 300);
 }
 
 /* Flip one byte at OFF of a log holding 6 records; -EIO, and no record at or

@@ -1663,8 +1663,10 @@ static void idle_compact(stash_t *db)
         ;
     struct compaction c;
     if (rc == 0 && !db->closing && compact_range_pick(db->vs.cur, 0, NULL, 0, NULL, 0, &c))
-        run_compaction(db, &c);
+        rc = run_compaction(db, &c);
     pthread_mutex_unlock(&db->work_mu);
+    if (rc < 0)
+        return;   /* work_err says why; the next tick at rest tries again */
     pthread_mutex_lock(&db->mu);
     db->st_idle++;
     pthread_mutex_unlock(&db->mu);

@@ -714,7 +714,12 @@ int main(int argc, char **argv)
             rc = run(b, 1, 1000);
         else if (!strcmp(b, "compact") || !strcmp(b, "reopen")) {
             uint64_t t0 = now_ns();
-            rc = b[0] == 'c' ? E->compact() : (E->close(), E->open(dbdir));
+            if (b[0] == 'c') {
+                rc = E->compact();
+            } else {
+                E->close();
+                rc = E->open(dbdir);
+            }
             printf("%-16s : %9.3f s%s\n", b, (double)(now_ns() - t0) / 1e9,
                    rc ? " (failed)" : "");
             if (rc == 0 && b[0] == 'c')

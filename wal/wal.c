@@ -252,9 +252,9 @@ static void write_ahead(wal_t *w)
 static void map_ahead(wal_t *w)
 {
     unmap(w);
-    uint64_t off = w->size & ~(uint64_t)(sysconf(_SC_PAGESIZE) - 1);
     if (w->alloc <= w->size)
         return;
+    uint64_t off = w->size & ~(uint64_t)(sysconf(_SC_PAGESIZE) - 1);
     void *m = mmap(NULL, (size_t)(w->alloc - off), PROT_READ | PROT_WRITE, MAP_SHARED, w->fd,
                    (off_t)off);
     if (m == MAP_FAILED) {
@@ -567,7 +567,7 @@ int wal_replay(const char *path, uint64_t lognum, int flags,
         /* Zeros after the header and whole records are space written ahead
          * (wal_set_prealloc): the end of any log. */
         int zeros = all_zero(r.p + good, r.size - good);
-        int hole = good > 0 && unwritten_page(&r, at);
+        int hole = (flags & WAL_NEWEST) && good > 0 && unwritten_page(&r, at);
         if ((good > 0 && zeros) || ((flags & WAL_NEWEST) && (zeros || tail_only || hole))) {
             /* A write torn by a crash: drop it. */
             if (flags & WAL_REPAIR) {

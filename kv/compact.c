@@ -15,7 +15,7 @@
 
 static sst_options_t table_options(const stash_options_t *o)
 {
-    sst_options_t so = { o->block_size, o->compression_level, o->bloom_bits_per_key };
+    sst_options_t so = { o->block_size, o->compression_level, o->bloom_bits_per_key, 16384 };
     return so;
 }
 

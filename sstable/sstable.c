@@ -20,6 +20,8 @@
 #include <sys/mman.h>
 #include <sys/stat.h>
 #include <unistd.h>
+#define ZDICT_STATIC_LINKING_ONLY     /* ZDICT_trainFromBuffer_fastCover */
+#include <zdict.h>
 #include <zstd.h>
 
 #include "bloom.h"
@@ -32,7 +34,24 @@
 #define MAX_BLOCK ((uint64_t)2 << 30)   /* a block never decompresses to more */
 #define MAX_PROPS 32
 
-enum { RAW = 0, ZSTD = 1 };
+enum { RAW = 0, ZSTD = 1, ZSTD_DICT = 2 };
+
+/*
+ * The table's zstd dictionary.  A 4 KiB block is too small for zstd to earn
+ * back its own entropy tables, and building those tables is much of the
+ * cost of decompressing it.  So a compressing writer holds back its first
+ * DICT_SAMPLE bytes of data blocks, trains a dictionary of up to dict_size
+ * bytes on them, writes it first in the file and compresses every data block
+ * with it; a reader loads it once at open.  Too few blocks to learn from
+ * (a small table) and the blocks are compressed without one.
+ */
+#define DICT_SAMPLE (256u << 10)
+#define DICT_MIN_BLOCKS 16
+
+struct pend {
+    uint8_t *data, *key;
+    size_t len, klen;
+};
 
 struct handle {
     uint64_t off, size;
@@ -74,6 +93,11 @@ struct sst_writer {
     uint8_t *cbuf;
     size_t ccap;
     int error;
+    int dict_state;               /* 0: holding blocks back, 1: compressing with cdict, -1: none */
+    ZSTD_CDict *cdict;
+    struct handle dict;           /* where the dictionary is ({0,0}: no dictionary) */
+    struct pend *pend;            /* data blocks held back until the dictionary is made */
+    size_t npend, cappend, pend_bytes;
 };
 
 static int wflush(sst_writer_t *w)
@@ -138,11 +162,13 @@ static int write_block(sst_writer_t *w, const uint8_t *data, size_t len, struct 
             w->cbuf = p;
             w->ccap = bound;
         }
-        size_t c = ZSTD_compressCCtx(w->cctx, w->cbuf, w->ccap, data, len, w->o.compression_level);
+        size_t c = w->cdict ? ZSTD_compress_usingCDict(w->cctx, w->cbuf, w->ccap, data, len, w->cdict)
+                            : ZSTD_compressCCtx(w->cctx, w->cbuf, w->ccap, data, len,
+                                                w->o.compression_level);
         if (!ZSTD_isError(c) && c < len - len / 8) {
             stored = w->cbuf;
             slen = c;
-            type = ZSTD;
+            type = w->cdict ? ZSTD_DICT : ZSTD;
         }
     }
     uint8_t tr[TRAILER];
@@ -158,27 +184,135 @@ static int write_block(sst_writer_t *w, const uint8_t *data, size_t len, struct 
     return rc;
 }
 
+/* Write the finished data block P[0..N) whose last key is K and index it. */
+static int emit_data(sst_writer_t *w, const uint8_t *p, size_t n, const uint8_t *k, size_t kl)
+{
+    struct handle h;
+    int rc = write_block(w, p, n, &h);
+    if (rc)
+        return w->error = rc < 0 ? rc : -EIO;
+    uint8_t hv[16];
+    enc_u64(hv, h.off);
+    enc_u64(hv + 8, h.size);
+    if (bb_add(w->index, k, kl, hv, sizeof hv) < 0)
+        return w->error = err_set(-ENOMEM, "out of memory");
+    w->nblocks++;
+    return 0;
+}
+
+static void pend_free(sst_writer_t *w)
+{
+    for (size_t i = 0; i < w->npend; i++) {
+        free(w->pend[i].data);
+        free(w->pend[i].key);
+    }
+    free(w->pend);
+    w->pend = NULL;
+    w->npend = w->cappend = w->pend_bytes = 0;
+}
+
+/*
+ * Train the dictionary on the held-back blocks (when there are enough of
+ * them and training succeeds), write it, then write the held-back blocks.
+ * A failed training is not an error: the table is compressed without one.
+ */
+static int make_dict(sst_writer_t *w)
+{
+    w->dict_state = -1;
+    if (w->npend >= DICT_MIN_BLOCKS) {
+        size_t cap = w->o.dict_size, total = 0;
+        if (cap > w->pend_bytes / 16)
+            cap = w->pend_bytes / 16;
+        uint8_t *samples = malloc(w->pend_bytes), *dict = malloc(cap);
+        size_t *sizes = malloc(w->npend * sizeof *sizes);
+        if (!samples || !dict || !sizes) {
+            free(samples);
+            free(dict);
+            free(sizes);
+            return w->error = err_set(-ENOMEM, "out of memory");
+        }
+        for (size_t i = 0; i < w->npend; i++) {
+            memcpy(samples + total, w->pend[i].data, w->pend[i].len);
+            total += w->pend[i].len;
+            sizes[i] = w->pend[i].len;
+        }
+        /* Fixed parameters: a few milliseconds, where zstd's own search of
+         * them takes tens, for a dictionary a few percent less good. */
+        ZDICT_fastCover_params_t fp;
+        memset(&fp, 0, sizeof fp);
+        fp.k = 200;
+        fp.d = 8;
+        fp.f = 18;
+        fp.accel = 1;
+        fp.splitPoint = 1.0;
+        fp.zParams.compressionLevel = w->o.compression_level;
+        size_t dl = ZDICT_trainFromBuffer_fastCover(dict, cap, samples, sizes, (unsigned)w->npend, fp);
+        if (!ZDICT_isError(dl)) {
+            int lvl = w->o.compression_level;
+            w->cdict = ZSTD_createCDict(dict, dl, lvl);
+            w->o.compression_level = 0;       /* the dictionary itself is stored raw */
+            int rc = w->cdict ? write_block(w, dict, dl, &w->dict) : 0;
+            w->o.compression_level = lvl;
+            if (rc) {
+                free(samples);
+                free(dict);
+                free(sizes);
+                return w->error = rc;
+            }
+            if (w->cdict)
+                w->dict_state = 1;
+        }
+        free(samples);
+        free(dict);
+        free(sizes);
+    }
+    for (size_t i = 0; i < w->npend && !w->error; i++)
+        emit_data(w, w->pend[i].data, w->pend[i].len, w->pend[i].key, w->pend[i].klen);
+    pend_free(w);
+    return w->error;
+}
+
+/* Hold back block P[0..N) (last key K) until the dictionary is made. */
+static int hold_back(sst_writer_t *w, const uint8_t *p, size_t n, const uint8_t *k, size_t kl)
+{
+    if (w->npend == w->cappend) {
+        size_t cap = w->cappend ? 2 * w->cappend : 64;
+        struct pend *q = realloc(w->pend, cap * sizeof *q);
+        if (!q)
+            return w->error = err_set(-ENOMEM, "out of memory");
+        w->pend = q;
+        w->cappend = cap;
+    }
+    struct pend *e = &w->pend[w->npend];
+    e->data = malloc(n ? n : 1);
+    e->key = malloc(kl ? kl : 1);
+    if (!e->data || !e->key) {
+        free(e->data);
+        free(e->key);
+        return w->error = err_set(-ENOMEM, "out of memory");
+    }
+    memcpy(e->data, p, n);
+    memcpy(e->key, k, kl);
+    e->len = n;
+    e->klen = kl;
+    w->npend++;
+    w->pend_bytes += n;
+    return w->pend_bytes >= DICT_SAMPLE ? make_dict(w) : 0;
+}
+
 static int flush_data(sst_writer_t *w)
 {
     if (bb_empty(w->data))
         return 0;
     const uint8_t *p;
     size_t n;
-    struct handle h;
-    int rc = bb_finish(w->data, &p, &n);
-    if (rc == 0)
-        rc = write_block(w, p, n, &h);
-    if (rc)
-        return w->error = rc < 0 ? rc : -EIO;
-    uint8_t hv[16];
-    enc_u64(hv, h.off);
-    enc_u64(hv + 8, h.size);
+    if (bb_finish(w->data, &p, &n) < 0)
+        return w->error = err_set(-ENOMEM, "out of memory");
     size_t kl;
     const uint8_t *k = bb_last_key(w->data, &kl);
-    rc = bb_add(w->index, k, kl, hv, sizeof hv);
+    int rc = w->dict_state == 0 ? hold_back(w, p, n, k, kl) : emit_data(w, p, n, k, kl);
     bb_reset(w->data);
-    w->nblocks++;
-    return rc ? (w->error = err_set(rc, "out of memory")) : 0;
+    return rc;
 }
 
 int sst_writer_open(const char *path, const sst_options_t *o, const sst_keyfmt_t *kf,
@@ -188,6 +322,7 @@ int sst_writer_open(const char *path, const sst_options_t *o, const sst_keyfmt_t
     if (!w)
         return err_set(-ENOMEM, "out of memory");
     w->o = *o;
+    w->dict_state = o->compression_level != 0 && o->dict_size >= 256 ? 0 : -1;
     if (w->o.block_size < 256)
         w->o.block_size = 256;
     if (kf)
@@ -284,7 +419,7 @@ int sst_writer_set_prop(sst_writer_t *w, const char *name, uint64_t value)
 
 uint64_t sst_writer_size(const sst_writer_t *w)
 {
-    return w->off + bb_size(w->data);
+    return w->off + w->pend_bytes * 3 / 4 + bb_size(w->data);
 }
 
 uint64_t sst_writer_count(const sst_writer_t *w)
@@ -301,6 +436,8 @@ static void writer_free(sst_writer_t *w)
     free(w->first);
     free(w->hashes);
     free(w->cbuf);
+    pend_free(w);
+    ZSTD_freeCDict(w->cdict);
     ZSTD_freeCCtx(w->cctx);
     free(w->path);
     free(w);
@@ -325,14 +462,16 @@ static int props_block(sst_writer_t *w, uint8_t **out, size_t *len)
     uint8_t *p = malloc(cap), *q = p;
     if (!p)
         return -ENOMEM;
-    struct prop std[6] = {
+    struct prop std[8] = {
         { "entries", w->count }, { "data_blocks", w->nblocks }, { "raw_bytes", w->raw_bytes },
         { "stored_bytes", w->stored_bytes }, { "filter_keys", w->nh },
         { "bloom_bits_per_key", (uint64_t)w->o.bloom_bits_per_key },
+        { "dict_offset", w->dict.off }, { "dict_size", w->dict.size },
     };
-    q += enc_varint(q, (uint64_t)(6 + w->nprops + 2));
-    for (int i = 0; i < 6 + w->nprops; i++) {
-        const struct prop *pr = i < 6 ? &std[i] : &w->props[i - 6];
+    int nstd = w->dict.size ? 8 : 6;
+    q += enc_varint(q, (uint64_t)(nstd + w->nprops + 2));
+    for (int i = 0; i < nstd + w->nprops; i++) {
+        const struct prop *pr = i < nstd ? &std[i] : &w->props[i - nstd];
         size_t nl = strlen(pr->name);
         q += enc_varint(q, nl);
         memcpy(q, pr->name, nl);
@@ -361,6 +500,12 @@ static int props_block(sst_writer_t *w, uint8_t **out, size_t *len)
 int sst_writer_finish(sst_writer_t *w, uint64_t *file_size)
 {
     int rc = w->error ? w->error : flush_data(w);
+    if (rc == 0 && w->dict_state == 0)
+        rc = make_dict(w);
+    /* The meta blocks go without the dictionary: a reader needs the
+     * properties to find it. */
+    ZSTD_freeCDict(w->cdict);
+    w->cdict = NULL;
     struct handle fh = { 0, 0 }, ph = { 0, 0 }, ih = { 0, 0 };
     if (rc == 0 && w->o.bloom_bits_per_key > 0) {
         size_t n = bloom_size(w->nh, w->o.bloom_bits_per_key);
@@ -408,7 +553,7 @@ int sst_writer_finish(sst_writer_t *w, uint64_t *file_size)
         enc_u64(f + 24, ph.size);
         enc_u64(f + 32, ih.off);
         enc_u64(f + 40, ih.size);
-        enc_u32(f + 48, SST_VERSION);
+        enc_u32(f + 48, w->dict.size ? SST_VERSION_DICT : SST_VERSION);
         enc_u32(f + 52, crc32c(f, 52));
         enc_u64(f + 56, SST_MAGIC);
         rc = wappend(w, f, sizeof f);
@@ -449,6 +594,7 @@ struct sst_reader {
     int nprops;
     uint8_t *smallest, *largest;
     size_t smallest_len, largest_len;
+    ZSTD_DDict *ddict;          /* the table's dictionary, or NULL */
 };
 
 /*
@@ -584,7 +730,7 @@ static int read_block(const sst_reader_t *r, struct handle h, uint8_t **out, siz
         *owned = buf != NULL;
         return 0;
     }
-    if (type != ZSTD) {
+    if (type != ZSTD && !(type == ZSTD_DICT && r->ddict)) {
         free(buf);
         return err_set(-EIO, "sst %s: unknown compression %u at offset %llu", r->name, type,
                        (unsigned long long)h.off);
@@ -599,7 +745,8 @@ static int read_block(const sst_reader_t *r, struct handle h, uint8_t **out, siz
                                          (unsigned long long)h.off)
                                : err_set(-ENOMEM, "out of memory");
     }
-    size_t got = ZSTD_decompressDCtx(d, dst, raw, src, (size_t)h.size);
+    size_t got = type == ZSTD_DICT ? ZSTD_decompress_usingDDict(d, dst, raw, src, (size_t)h.size, r->ddict)
+                                   : ZSTD_decompressDCtx(d, dst, raw, src, (size_t)h.size);
     free(buf);
     if (ZSTD_isError(got) || got != raw) {
         free(dst);
@@ -681,7 +828,7 @@ int sst_open(const char *path, uint64_t file_number, const sst_keyfmt_t *kf,
         rc = err_set(-EIO, "sst %s: not a table (bad magic number)", r->name);
     } else if (dec_u32(f + 52) != crc32c(f, 52)) {
         rc = err_set(-EIO, "sst %s: bad footer checksum", r->name);
-    } else if (dec_u32(f + 48) != SST_VERSION) {
+    } else if (dec_u32(f + 48) != SST_VERSION && dec_u32(f + 48) != SST_VERSION_DICT) {
         rc = err_set(-EIO, "sst %s: unsupported format version %u", r->name, dec_u32(f + 48));
     }
     if (rc == 0) {
@@ -698,6 +845,24 @@ int sst_open(const char *path, uint64_t file_number, const sst_keyfmt_t *kf,
         if (rc == 0)
             rc = parse_props(r, pb, pl);
         free(pb);
+        uint64_t doff = 0, dsize = 0;
+        sst_prop(r, "dict_offset", &doff);
+        sst_prop(r, "dict_size", &dsize);
+        if (rc == 0 && (dsize != 0) != (dec_u32(f + 48) == SST_VERSION_DICT))
+            rc = err_set(-EIO, dsize ? "sst %s: a dictionary in a table of format version 1"
+                                     : "sst %s: a table of format version 2 without its dictionary",
+                         r->name);
+        if (rc == 0 && dsize) {
+            uint8_t *db;
+            size_t dl;
+            rc = read_block(r, (struct handle){ doff, dsize }, &db, &dl, &owned);
+            if (rc == 0) {
+                r->ddict = ZSTD_createDDict(db, dl);
+                free(db);
+                if (!r->ddict)
+                    rc = err_set(-EIO, "sst %s: bad compression dictionary", r->name);
+            }
+        }
         if (rc == -ENOENT)
             rc = -EIO;
     }
@@ -732,6 +897,7 @@ void sst_close(sst_reader_t *r)
     free(r->filter);
     free(r->smallest);
     free(r->largest);
+    ZSTD_freeDDict(r->ddict);
     free(r);
 }
 

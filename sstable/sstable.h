@@ -3,7 +3,9 @@
  * key order, written once by a writer and read by any number of threads.
  *
  * A table is data blocks (about block_size bytes each, keys prefix-compressed,
- * each zstd-compressed when that saves at least an eighth), a bloom filter
+ * each zstd-compressed when that saves at least an eighth, with a zstd
+ * dictionary trained on the table's first blocks when there are enough of
+ * them -- format version 2), a bloom filter
  * over the keys' filter parts, a properties block, an index block (the last
  * key of each data block and where the block is), and a fixed 64-byte footer
  * with a magic number, a format version and its own checksum.  Every block
@@ -35,7 +37,8 @@
 #include "block.h"
 #include "cache.h"
 
-#define SST_VERSION 1
+#define SST_VERSION 1        /* a table without a compression dictionary */
+#define SST_VERSION_DICT 2   /* a table whose data blocks use its dictionary */
 #define SST_MAGIC   UINT64_C(0x5353544153485442)   /* "BTHSATSS" on disk */
 #define SST_FOOTER  64
 
@@ -48,6 +51,7 @@ typedef struct sst_options {
     size_t block_size;          /* data block target, bytes */
     int compression_level;      /* zstd level (negative: zstd's fast levels), 0 = none */
     int bloom_bits_per_key;     /* 0 = no filter */
+    size_t dict_size;           /* largest zstd dictionary to train, bytes; 0 = none */
 } sst_options_t;
 
 typedef struct sst_writer sst_writer_t;

@@ -16,6 +16,7 @@
 #include "bloom.h"
 #include "cache.h"
 #include "err.h"
+#include "crc32c.h"
 #include "sstable.h"
 
 
@@ -33,9 +34,11 @@ static size_t val_of(char *v, long i)
     return n;
 }
 
+static size_t dict_size;   /* the dictionary build() asks for */
+
 static void build(const char *path, long n, size_t bs, int level, int bloom, long step)
 {
-    sst_options_t o = { bs, level, bloom };
+    sst_options_t o = { bs, level, bloom, dict_size };
     sst_writer_t *w;
     assert_int_equal(sst_writer_open(path, &o, NULL, &w), 0);
     char k[24], v[400];
@@ -306,7 +309,7 @@ static void test_custom_order(void **state)
     char path[600];
     snprintf(path, sizeof path, "%s/ik.sst", dir);
     sst_keyfmt_t kf = { ikcmp, ikfilter };
-    sst_options_t o = { 4096, 0, 10 };
+    sst_options_t o = { 4096, 0, 10, 0 };
     sst_writer_t *w;
     assert_int_equal(sst_writer_open(path, &o, &kf, &w), 0);
     char k[64];
@@ -429,7 +432,7 @@ static void test_corruption(void **state)
     close(fd);
     expect_open_fails(path);
     /* Abandon removes the file; an existing path is refused. */
-    sst_options_t o = { 4096, 0, 10 };
+    sst_options_t o = { 4096, 0, 10, 0 };
     sst_writer_t *w;
     assert_int_equal(sst_writer_open(path, &o, NULL, &w), -EEXIST);
     unlink(path);
@@ -438,6 +441,103 @@ static void test_corruption(void **state)
     sst_writer_abandon(w);
     struct stat st;
     assert_int_equal(stat(path, &st), -1);
+}
+
+static uint32_t footer_version(const char *path)
+{
+    return (uint32_t)footer_u64(path, 6);
+}
+
+/* The footer's version set to V, its checksum made right again. */
+static void set_version(const char *path, uint32_t v)
+{
+    int fd = open(path, O_RDWR);
+    struct stat st;
+    fstat(fd, &st);
+    uint8_t f[64];
+    assert_int_equal(pread(fd, f, 64, st.st_size - 64), 64);
+    for (int i = 0; i < 4; i++)
+        f[48 + i] = (uint8_t)(v >> (8 * i));
+    uint32_t c = crc32c(f, 52);
+    for (int i = 0; i < 4; i++)
+        f[52 + i] = (uint8_t)(c >> (8 * i));
+    assert_int_equal(pwrite(fd, f, 64, st.st_size - 64), 64);
+    close(fd);
+}
+
+/* Tables compressed with their own dictionary (format version 2): trained
+ * while writing (a large table) or at the end (a small one), none at all
+ * when too small, and a damaged dictionary or a version that does not match
+ * it refuses the table. */
+static void test_dictionary(void **state)
+{
+    (void)state;
+    char path[600], plain[600];
+    snprintf(plain, sizeof plain, "%s/plain.sst", dir);
+    build(plain, 20000, 4096, -1, 10, 1);
+    struct { long n; size_t bs; int level; int has_dict; } cases[] = {
+        { 20000, 4096, -1, 1 }, { 20000, 4096, 3, 1 }, { 400, 1024, -1, 1 }, { 50, 1024, -1, 0 },
+    };
+    dict_size = 16384;
+    for (size_t c = 0; c < sizeof cases / sizeof cases[0]; c++) {
+        snprintf(path, sizeof path, "%s/d%zu.sst", dir, c);
+        build(path, cases[c].n, cases[c].bs, cases[c].level, 10, 1);
+        sst_reader_t *r;
+        assert_int_equal(sst_open(path, 1, NULL, NULL, &r), 0);
+        uint64_t off = 99, size = 0;
+        int have = sst_prop(r, "dict_size", &size) == 0;
+        assert_int_equal(have, cases[c].has_dict);
+        assert_int_equal(footer_version(path), have ? 2 : 1);
+        if (have) {
+            assert_int_equal(sst_prop(r, "dict_offset", &off), 0);
+            assert_int_equal(off, 0);
+            assert_true(size > 0 && size <= 16384);
+        }
+        sst_close(r);
+        sst_cache_t *cache = c % 2 ? NULL : sst_cache_new(1 << 20);
+        check_table(path, (uint64_t)c + 10, cases[c].n, 1, cache);
+        sst_cache_free(cache);
+        if (c == 0) {
+            struct stat sp, sd;
+            stat(plain, &sp);
+            stat(path, &sd);
+            printf("20000 entries at level -1: %lld bytes, %lld with a %llu-byte dictionary\n",
+                   (long long)sp.st_size, (long long)sd.st_size, (unsigned long long)size);
+        }
+    }
+    snprintf(path, sizeof path, "%s/d0.sst", dir);
+    /* A byte of the dictionary: the table does not open. */
+    flip(path, 3);
+    expect_open_fails(path);
+    assert_non_null(strstr(err_get(), "checksum"));
+    flip(path, 3);
+    /* A data block of it: lookups that touch it fail, the others work. */
+    sst_reader_t *r;
+    assert_int_equal(sst_open(path, 1, NULL, NULL, &r), 0);
+    uint64_t dsize;
+    assert_int_equal(sst_prop(r, "dict_size", &dsize), 0);
+    sst_close(r);
+    flip(path, (long)dsize + 5 + 100);
+    assert_int_equal(sst_open(path, 1, NULL, NULL, &r), 0);
+    char k[24];
+    struct found f;
+    key_of(k, 0);
+    assert_int_equal(sst_get(r, k, strlen(k), take, &f), -EIO);
+    key_of(k, 19999);
+    assert_int_equal(sst_get(r, k, strlen(k), take, &f), 0);
+    sst_close(r);
+    /* The version must say whether there is a dictionary. */
+    set_version(path, 1);
+    expect_open_fails(path);
+    assert_non_null(strstr(err_get(), "dictionary"));
+    snprintf(path, sizeof path, "%s/d3.sst", dir);
+    set_version(path, 2);
+    expect_open_fails(path);
+    assert_non_null(strstr(err_get(), "dictionary"));
+    set_version(path, 3);
+    expect_open_fails(path);
+    assert_non_null(strstr(err_get(), "version 3"));
+    dict_size = 0;
 }
 
 static void test_cache_bounds(void **state)
@@ -538,6 +638,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_bloom, tu_setup, tu_teardown),
         cmocka_unit_test_setup_teardown(test_custom_order, tu_setup, tu_teardown),
         cmocka_unit_test_setup_teardown(test_corruption, tu_setup, tu_teardown),
+        cmocka_unit_test_setup_teardown(test_dictionary, tu_setup, tu_teardown),
         cmocka_unit_test(test_cache_bounds),
         cmocka_unit_test_setup_teardown(test_concurrent_reads, tu_setup, tu_teardown),
     };

@@ -194,6 +194,22 @@ static void fill_stat(const stash_stat_t *s, int dir, struct stat *st)
     ns_to_ts(s->ctime_ns, &st->st_ctim);
 }
 
+/* A device node's number: its value, 8 bytes little-endian (mknod). */
+static void dev_number(const char *key, size_t kl, struct stat *st)
+{
+    if (!S_ISCHR(st->st_mode) && !S_ISBLK(st->st_mode))
+        return;
+    uint8_t b[8];
+    size_t n = 0;
+    uint64_t v = 0;
+    if (stash_pread_at(db, cur, key, kl, b, sizeof b, 0, &n) == 0 && n == sizeof b)
+        for (int i = 7; i >= 0; i--)
+            v = v << 8 | b[i];
+    st->st_rdev = (dev_t)v;
+    st->st_size = 0;
+    st->st_blocks = 0;
+}
+
 /* What a directory without a record shows: no mode recorded (fill_stat
  * gives 0755 and the daemon's user), dated when the store was mounted. */
 static void implicit_dir(stash_stat_t *s)
@@ -303,6 +319,7 @@ static int r_getattr(const char *path, struct stat *st, struct fuse_file_info *f
     if (k == K_NONE)
         return -ENOENT;
     fill_stat(&s, k == K_DIR, st);
+    dev_number(key, kl, st);
     return 0;
 }
 
@@ -409,7 +426,9 @@ static int r_readdir(const char *path, void *buf, fuse_fill_dir_t filler, off_t 
         int show = 0, full = 0;
         if (!slash) {
             show = ok;
-            full = show && stash_iter_stat(it, &s) == 0 && !S_ISDIR(s.mode);
+            /* (a device node's number is in its value: lookup reads it) */
+            full = show && stash_iter_stat(it, &s) == 0 && !S_ISDIR(s.mode) && !S_ISCHR(s.mode) &&
+                   !S_ISBLK(s.mode);
             if (full)
                 fill_stat(&s, 0, &st);
         } else if (ok) {
@@ -560,8 +579,8 @@ static int w_mknod(const char *path, mode_t mode, dev_t rdev)
 {
     if (S_ISREG(mode))
         return w_create(path, mode, NULL);
-    if (!S_ISFIFO(mode) && !S_ISSOCK(mode))
-        return -EPERM;
+    if (!S_ISFIFO(mode) && !S_ISSOCK(mode) && !S_ISCHR(mode) && !S_ISBLK(mode))
+        return -EINVAL;
     char key[KEYBUF];
     size_t kl;
     int rc = path_key(path, key, sizeof key, &kl);
@@ -569,6 +588,14 @@ static int w_mknod(const char *path, mode_t mode, dev_t rdev)
         return rc;
     stash_stat_t s = new_attrs((mode & S_IFMT) | (mode & 07777));
     rc = stash_create(db, key, kl, &s, STASH_EXCL);
+    if (rc == 0 && (S_ISCHR(mode) || S_ISBLK(mode))) {
+        /* The kernel has checked CAP_MKNOD; the number is the value. */
+        uint8_t b[8];
+        uint64_t v = (uint64_t)rdev;
+        for (int i = 0; i < 8; i++)
+            b[i] = (uint8_t)(v >> (8 * i));
+        rc = stash_pwrite(db, key, kl, b, sizeof b, 0);
+    }
     return rc ? rc : touch_parent(key, kl);
 }
 

@@ -185,8 +185,8 @@ check "unmount the backup" fusermount3 -u "$tmp/mnt3"
 "$ctl" -d "$tmp/bak-s1" get seq/5 >"$tmp/bak-s1.5"
 check "snapshot backup holds the snapshot's files" cmp "$tmp/snap5" "$tmp/bak-s1.5"
 
-# FIFOs and sockets are kept as nodes (the kernel carries their data);
-# device nodes are refused.
+# FIFOs, sockets and device nodes are kept as nodes (the kernel carries
+# their data); a device node keeps its number.
 check "mkfifo" mkfifo "$m/fifo"
 (echo through >"$m/fifo") &
 fifo_writer=$!
@@ -194,7 +194,11 @@ check "a FIFO carries data" test "$(cat "$m/fifo")" = through
 wait "$fifo_writer"
 check "a socket node" python3 -c "import socket; socket.socket(socket.AF_UNIX).bind('$m/sock')"
 check "socket type" test -S "$m/sock"
-check "mknod of a device refused" sh -c "! mknod '$m/dev' c 1 3 2>/dev/null"
+check "mknod of a character device" mknod "$m/dev" c 1 3
+check "mknod of a block device" mknod "$m/blk" b 7 200
+check "device numbers" test "$(stat -c '%F %t:%T %s' "$m/dev" "$m/blk" | tr '\n' ' ')" = \
+    "character special file 1:3 0 block special file 7:c8 0 "
+check "ls -l shows the numbers" sh -c "ls -l '$m' | grep -q '^crw.* 1, *3 .* dev\$'"
 
 # Everything is still there after a remount.
 find "$m" -path "$m/par" -prune -o -print | sort >"$tmp/before.list"
@@ -211,6 +215,8 @@ check "diff -r after remount" diff -r --no-dereference "$src" "$m/inc"
 check "snapshot after remount" cmp "$tmp/snap5" "$m/.snapshots/s1/seq/5"
 check "FIFO after remount" test -p "$m/fifo"
 check "socket after remount" test -S "$m/sock"
+check "device after remount" test "$(stat -c '%F %t:%T' "$m/dev" "$m/blk" | tr '\n' ' ')" = \
+    "character special file 1:3 block special file 7:c8 "
 check "rmdir a snapshot" rmdir "$m/.snapshots/s1"
 check "snapshot gone" test ! -e "$m/.snapshots/s1"
 unmount

@@ -25,7 +25,7 @@
  * small table of recently touched directories has one).  Directory streams
  * keep their place in fi->fh (struct dirh).
  */
-#define FUSE_USE_VERSION 31
+#define FUSE_USE_VERSION 312
 
 #include <ctype.h>
 #include <errno.h>
@@ -1528,7 +1528,24 @@ int main(int argc, char **argv)
             /* harmless: every path the daemon uses is absolute */
         }
     }
-    rc = o.singlethread ? fuse_loop(f) : fuse_loop_mt(f, o.clone_fd);
+    if (o.singlethread) {
+        rc = fuse_loop(f);
+    } else {
+        /* -o max_threads, max_idle_threads and clone_fd as given (libfuse's
+         * defaults otherwise: 10 threads).  Fewer threads spend less CPU
+         * per request, but one slow call (an fsync, a backup) then holds up
+         * more of the others. */
+        struct fuse_loop_config *lc = fuse_loop_cfg_create();
+        if (!lc) {
+            rc = 1;
+        } else {
+            fuse_loop_cfg_set_clone_fd(lc, (unsigned)o.clone_fd);
+            fuse_loop_cfg_set_max_threads(lc, o.max_threads);
+            fuse_loop_cfg_set_idle_threads(lc, o.max_idle_threads);
+            rc = fuse_loop_mt(f, lc);
+            fuse_loop_cfg_destroy(lc);
+        }
+    }
     fuse_remove_signal_handlers(se);
     fuse_unmount(f);
     fuse_destroy(f);

@@ -8,6 +8,8 @@
  *     mode, owner and times the key's attributes (stash_stat), never part of
  *     the value.  A key written through the library (mode 0) shows as a
  *     regular file 0644 owned by the daemon's user.
+ *   - a symbolic link's value is its target, a device node's value its
+ *     number (8 bytes, little-endian); FIFOs and sockets have none.
  *   - a directory exists while some key starts with "dir/"; mkdir makes the
  *     key "dir/" (empty value, directory mode), which keeps an empty
  *     directory and holds its attributes.  A key ending in "/" is that

@@ -208,6 +208,45 @@ int fmeta_open(vset_t *vs, uint64_t number, fmeta_t **out)
     return 0;
 }
 
+/*
+ * A table whose key range and entry count the MANIFEST gives: it is not
+ * opened until a read needs it, so that damage to its index, filter,
+ * properties or dictionary fails only the reads that touch it.  That it
+ * exists is checked here: a missing table fails the open.
+ */
+static int fmeta_known(vset_t *vs, uint64_t number, uint64_t size, uint64_t entries, const uint8_t *smallest,
+                       size_t slen, const uint8_t *largest, size_t llen, fmeta_t **out)
+{
+    char path[PATH_MAX];
+    struct stat st;
+    table_path(path, sizeof path, vs->dir, number);
+    if (stat(path, &st) < 0)
+        return errno == ENOENT ? err_set(-EIO, "table %06llu.sst named by the MANIFEST is missing",
+                                         (unsigned long long)number)
+                               : err_set(-EIO, "table %06llu.sst: %s", (unsigned long long)number,
+                                         strerror(errno));
+    fmeta_t *f = calloc(1, sizeof *f);
+    if (!f || !(f->smallest = malloc(slen)) || !(f->largest = malloc(llen))) {
+        if (f)
+            free(f->smallest);
+        free(f);
+        return err_set(-ENOMEM, "out of memory");
+    }
+    memcpy(f->smallest, smallest, slen);
+    memcpy(f->largest, largest, llen);
+    f->slen = slen;
+    f->llen = llen;
+    f->number = number;
+    f->size = size;
+    f->entries = entries;
+    f->dir = vs->dir;
+    f->tc = vs->tc;
+    atomic_init(&f->refs, 1);
+    atomic_init(&f->obsolete, 0);
+    *out = f;
+    return 0;
+}
+
 void fmeta_ref(fmeta_t *f)
 {
     atomic_fetch_add_explicit(&f->refs, 1, memory_order_relaxed);
@@ -342,17 +381,28 @@ static size_t encode_edit(const vedit_t *e, uint8_t *p)
         q += enc_varint(q, e->del[i].number);
     }
     for (int i = 0; i < e->nadd; i++) {
-        *q++ = 4;
+        const fmeta_t *f = e->add[i].f;
+        *q++ = 6;
         q += enc_varint(q, (uint64_t)e->add[i].level);
-        q += enc_varint(q, e->add[i].f->number);
-        q += enc_varint(q, e->add[i].f->size);
+        q += enc_varint(q, f->number);
+        q += enc_varint(q, f->size);
+        q += enc_varint(q, f->entries);
+        q += enc_varint(q, f->slen);
+        memcpy(q, f->smallest, f->slen);
+        q += f->slen;
+        q += enc_varint(q, f->llen);
+        memcpy(q, f->largest, f->llen);
+        q += f->llen;
     }
     return (size_t)(q - p);
 }
 
 static int write_edit(wal_t *m, const vedit_t *e)
 {
-    uint8_t *buf = malloc(64 + (size_t)(e->nadd + e->ndel) * 32);
+    size_t cap = 64 + (size_t)(e->nadd + e->ndel) * 64;
+    for (int i = 0; i < e->nadd; i++)
+        cap += e->add[i].f->slen + e->add[i].f->llen;
+    uint8_t *buf = malloc(cap);
     if (!buf)
         return err_set(-ENOMEM, "out of memory");
     size_t n = encode_edit(e, buf);
@@ -363,11 +413,19 @@ static int write_edit(wal_t *m, const vedit_t *e)
     return rc;
 }
 
-/* What replaying a MANIFEST builds: levels of table numbers. */
+/* A table as its MANIFEST edits describe it: with its key range and entry
+ * count (tag 6), or only its number (tag 4, stores written before tag 6). */
+struct mtable {
+    uint64_t number, size, entries;
+    uint8_t *smallest, *largest;    /* NULL with tag 4 */
+    size_t slen, llen;
+};
+
+/* What replaying a MANIFEST builds: the tables of each level. */
 struct mstate {
     uint64_t log_number, next_file, last_seq;
     int have_next;
-    uint64_t *num[NLEVELS];
+    struct mtable *t[NLEVELS];
     int n[NLEVELS], cap[NLEVELS];
     const char *name;
 };
@@ -375,25 +433,55 @@ struct mstate {
 static int ms_del(struct mstate *s, int level, uint64_t number)
 {
     for (int i = 0; i < s->n[level]; i++) {
-        if (s->num[level][i] == number) {
-            s->num[level][i] = s->num[level][--s->n[level]];
+        if (s->t[level][i].number == number) {
+            free(s->t[level][i].smallest);
+            free(s->t[level][i].largest);
+            s->t[level][i] = s->t[level][--s->n[level]];
             return 0;
         }
     }
     return -1;
 }
 
-static int ms_add(struct mstate *s, int level, uint64_t number)
+/* Add table T (its keys, if any, now owned by S). */
+static int ms_add(struct mstate *s, int level, const struct mtable *t)
 {
     if (s->n[level] == s->cap[level]) {
         int cap = s->cap[level] ? 2 * s->cap[level] : 16;
-        uint64_t *p = realloc(s->num[level], (size_t)cap * sizeof *p);
+        struct mtable *p = realloc(s->t[level], (size_t)cap * sizeof *p);
         if (!p)
             return -ENOMEM;
-        s->num[level] = p;
+        s->t[level] = p;
         s->cap[level] = cap;
     }
-    s->num[level][s->n[level]++] = number;
+    s->t[level][s->n[level]++] = *t;
+    return 0;
+}
+
+static void ms_free(struct mstate *s)
+{
+    for (int l = 0; l < NLEVELS; l++) {
+        for (int i = 0; i < s->n[l]; i++) {
+            free(s->t[l][i].smallest);
+            free(s->t[l][i].largest);
+        }
+        free(s->t[l]);
+    }
+}
+
+/* A varint length and that many bytes at *P (before END), copied. */
+static int dec_bytes(const uint8_t **p, const uint8_t *end, uint8_t **out, size_t *len)
+{
+    uint64_t n;
+    size_t k = dec_varint(*p, end, &n);
+    if (!k || n > (uint64_t)(end - *p - (ptrdiff_t)k) || n > STASH_MAX_KEY + 64)
+        return -1;
+    *p += k;
+    if (!(*out = malloc(n ? n : 1)))
+        return -ENOMEM;
+    memcpy(*out, *p, n);
+    *p += n;
+    *len = n;
     return 0;
 }
 
@@ -416,21 +504,42 @@ static int replay_edit(void *arg, const void *rec, size_t len, uint64_t off)
             else if (tag == 2) { s->next_file = a; s->have_next = 1; }
             else s->last_seq = a;
             break;
-        case 4: case 5:
+        case 4: case 5: case 6:
             if (!(k = dec_varint(p, end, &a)) || a >= NLEVELS)
                 goto bad;
             p += k;
             if (!(k = dec_varint(p, end, &b)))
                 goto bad;
             p += k;
-            if (tag == 4) {
-                if (!(k = dec_varint(p, end, &c)))
+            if (tag == 5) {
+                if (ms_del(s, (int)a, b) < 0)
+                    goto bad;
+                break;
+            }
+            if (!(k = dec_varint(p, end, &c)))
+                goto bad;
+            p += k;
+            struct mtable t = { b, c, 0, NULL, NULL, 0, 0 };
+            if (tag == 6) {
+                uint64_t en;
+                if (!(k = dec_varint(p, end, &en)))
                     goto bad;
                 p += k;
-                if (ms_add(s, (int)a, b) < 0)
-                    return err_set(-ENOMEM, "out of memory");
-            } else if (ms_del(s, (int)a, b) < 0) {
-                goto bad;
+                t.entries = en;
+                int r1 = dec_bytes(&p, end, &t.smallest, &t.slen);
+                int r2 = r1 ? r1 : dec_bytes(&p, end, &t.largest, &t.llen);
+                if (r1 || r2 || t.slen < IKEY_TRAILER || t.llen < IKEY_TRAILER) {
+                    free(t.smallest);
+                    free(t.largest);
+                    if (r1 == -ENOMEM || r2 == -ENOMEM)
+                        return err_set(-ENOMEM, "out of memory");
+                    goto bad;
+                }
+            }
+            if (ms_add(s, (int)a, &t) < 0) {
+                free(t.smallest);
+                free(t.largest);
+                return err_set(-ENOMEM, "out of memory");
             }
             break;
         default:
@@ -674,18 +783,20 @@ int vset_recover(vset_t *vs, int read_only)
         vs->last_seq = s.last_seq;
         for (int l = 0; rc == 0 && l < NLEVELS; l++) {
             for (int i = 0; rc == 0 && i < s.n[l]; i++) {
+                struct mtable *t = &s.t[l][i];
                 fmeta_t *f;
-                rc = fmeta_open(vs, s.num[l][i], &f);
+                rc = t->smallest ? fmeta_known(vs, t->number, t->size, t->entries, t->smallest,
+                                               t->slen, t->largest, t->llen, &f)
+                                 : fmeta_open(vs, t->number, &f);
                 if (rc == 0 && (rc = add_file(v, l, f)) < 0)
                     fmeta_unref(f);
-                if (rc == 0 && s.num[l][i] >= vs->next_file)
+                if (rc == 0 && t->number >= vs->next_file)
                     rc = err_set(-EIO, "store %s: table %06llu.sst is newer than the file counter",
-                                 vs->dir, (unsigned long long)s.num[l][i]);
+                                 vs->dir, (unsigned long long)t->number);
             }
         }
     }
-    for (int l = 0; l < NLEVELS; l++)
-        free(s.num[l]);
+    ms_free(&s);
     if (rc) {
         version_unref(v);
         return rc;

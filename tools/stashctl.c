@@ -421,11 +421,12 @@ static int print_record(void *arg, const void *rec, size_t len, uint64_t off)
             printf(" unknown edit format\n");
             return 0;
         }
-        static const char *names[] = {NULL, "log", "next_file", "last_seq", "add", "delete"};
-        static const int nargs[] = {0, 1, 1, 1, 3, 2};
+        /* tag 6: an added table with its entry count and key range */
+        static const char *names[] = {NULL, "log", "next_file", "last_seq", "add", "delete", "add"};
+        static const int nargs[] = {0, 1, 1, 1, 3, 2, 4};
         for (p++; p < end;) {
             int tag = *p++;
-            if (tag < 1 || tag > 5) {
+            if (tag < 1 || tag > 6) {
                 printf(" <unknown tag %d>", tag);
                 break;
             }
@@ -439,7 +440,20 @@ static int print_record(void *arg, const void *rec, size_t len, uint64_t off)
                     break;
                 }
                 p += n;
-                printf("%s%llu", i ? "," : " ", (unsigned long long)v);
+                printf("%s%llu", i == 3 ? " entries=" : i ? "," : " ", (unsigned long long)v);
+            }
+            for (int i = 0; tag == 6 && i < 2 && p < end; i++) {
+                uint64_t kl;
+                size_t n = dec_varint(p, end, &kl);
+                if (!n || kl < 8 || kl > (uint64_t)(end - p - (ptrdiff_t)n)) {
+                    printf(" <bad key>");
+                    p = end;
+                    break;
+                }
+                p += n;
+                fputs(i ? ".." : " keys ", stdout);
+                print_escaped(p, (size_t)kl - 8);   /* the user key, without its trailer */
+                p += kl;
             }
         }
         putchar('\n');

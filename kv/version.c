@@ -158,44 +158,57 @@ int vset_open_tables(vset_t *vs)
 
 /* ---- tables and versions ---- */
 
-int fmeta_open(vset_t *vs, uint64_t number, fmeta_t **out)
+/* A table as its MANIFEST edits describe it: with its key range and entry
+ * count (tag 6), or only its number (tag 4, stores written before tag 6). */
+struct mtable {
+    uint64_t number, size, entries;
+    uint8_t *smallest, *largest;    /* NULL with tag 4 */
+    size_t slen, llen;
+};
+
+/* A new fmeta (one reference, no reader) for table NUMBER with these
+ * facts; NULL when out of memory. */
+static fmeta_t *fmeta_new(vset_t *vs, uint64_t number, uint64_t size, uint64_t entries,
+                          const void *smallest, size_t slen, const void *largest, size_t llen)
 {
     fmeta_t *f = calloc(1, sizeof *f);
-    if (!f)
-        return err_set(-ENOMEM, "out of memory");
-    sst_reader_t *r;
-    int rc = open_reader(vs->dir, number, vs->cache, vs->opt->mmap_reads, &r);
-    if (rc) {
+    if (!f || !(f->smallest = malloc(slen)) || !(f->largest = malloc(llen))) {
+        if (f)
+            free(f->smallest);
         free(f);
-        return rc;
+        return NULL;
     }
-    size_t sl, ll;
-    const void *s = sst_smallest(r, &sl), *l = sst_largest(r, &ll);
-    if (sl < IKEY_TRAILER || ll < IKEY_TRAILER) {
-        sst_close(r);
-        free(f);
-        return err_set(-EIO, "table %06llu.sst: bad key range", (unsigned long long)number);
-    }
-    f->smallest = malloc(sl);
-    f->largest = malloc(ll);
-    if (!f->smallest || !f->largest) {
-        sst_close(r);
-        free(f->smallest);
-        free(f->largest);
-        free(f);
-        return err_set(-ENOMEM, "out of memory");
-    }
-    memcpy(f->smallest, s, sl);
-    memcpy(f->largest, l, ll);
-    f->slen = sl;
-    f->llen = ll;
+    memcpy(f->smallest, smallest, slen);
+    memcpy(f->largest, largest, llen);
+    f->slen = slen;
+    f->llen = llen;
     f->number = number;
-    f->size = sst_file_size(r);
-    f->entries = sst_entries(r);
+    f->size = size;
+    f->entries = entries;
     f->dir = vs->dir;
     f->tc = vs->tc;
     atomic_init(&f->refs, 1);
     atomic_init(&f->obsolete, 0);
+    return f;
+}
+
+int fmeta_open(vset_t *vs, uint64_t number, fmeta_t **out)
+{
+    sst_reader_t *r;
+    int rc = open_reader(vs->dir, number, vs->cache, vs->opt->mmap_reads, &r);
+    if (rc)
+        return rc;
+    size_t sl, ll;
+    const void *s = sst_smallest(r, &sl), *l = sst_largest(r, &ll);
+    if (sl < IKEY_TRAILER || ll < IKEY_TRAILER) {
+        sst_close(r);
+        return err_set(-EIO, "table %06llu.sst: bad key range", (unsigned long long)number);
+    }
+    fmeta_t *f = fmeta_new(vs, number, sst_file_size(r), sst_entries(r), s, sl, l, ll);
+    if (!f) {
+        sst_close(r);
+        return err_set(-ENOMEM, "out of memory");
+    }
     /* Keep the reader just opened in the cache, as the most recent. */
     pthread_mutex_lock(&f->tc->mu);
     f->r = r;
@@ -214,37 +227,18 @@ int fmeta_open(vset_t *vs, uint64_t number, fmeta_t **out)
  * properties or dictionary fails only the reads that touch it.  That it
  * exists is checked here: a missing table fails the open.
  */
-static int fmeta_known(vset_t *vs, uint64_t number, uint64_t size, uint64_t entries, const uint8_t *smallest,
-                       size_t slen, const uint8_t *largest, size_t llen, fmeta_t **out)
+static int fmeta_known(vset_t *vs, const struct mtable *t, fmeta_t **out)
 {
     char path[PATH_MAX];
     struct stat st;
-    table_path(path, sizeof path, vs->dir, number);
+    table_path(path, sizeof path, vs->dir, t->number);
     if (stat(path, &st) < 0)
         return errno == ENOENT ? err_set(-EIO, "table %06llu.sst named by the MANIFEST is missing",
-                                         (unsigned long long)number)
-                               : err_set(-EIO, "table %06llu.sst: %s", (unsigned long long)number,
+                                         (unsigned long long)t->number)
+                               : err_set(-EIO, "table %06llu.sst: %s", (unsigned long long)t->number,
                                          strerror(errno));
-    fmeta_t *f = calloc(1, sizeof *f);
-    if (!f || !(f->smallest = malloc(slen)) || !(f->largest = malloc(llen))) {
-        if (f)
-            free(f->smallest);
-        free(f);
-        return err_set(-ENOMEM, "out of memory");
-    }
-    memcpy(f->smallest, smallest, slen);
-    memcpy(f->largest, largest, llen);
-    f->slen = slen;
-    f->llen = llen;
-    f->number = number;
-    f->size = size;
-    f->entries = entries;
-    f->dir = vs->dir;
-    f->tc = vs->tc;
-    atomic_init(&f->refs, 1);
-    atomic_init(&f->obsolete, 0);
-    *out = f;
-    return 0;
+    *out = fmeta_new(vs, t->number, t->size, t->entries, t->smallest, t->slen, t->largest, t->llen);
+    return *out ? 0 : err_set(-ENOMEM, "out of memory");
 }
 
 void fmeta_ref(fmeta_t *f)
@@ -412,14 +406,6 @@ static int write_edit(wal_t *m, const vedit_t *e)
     free(buf);
     return rc;
 }
-
-/* A table as its MANIFEST edits describe it: with its key range and entry
- * count (tag 6), or only its number (tag 4, stores written before tag 6). */
-struct mtable {
-    uint64_t number, size, entries;
-    uint8_t *smallest, *largest;    /* NULL with tag 4 */
-    size_t slen, llen;
-};
 
 /* What replaying a MANIFEST builds: the tables of each level. */
 struct mstate {
@@ -785,9 +771,7 @@ int vset_recover(vset_t *vs, int read_only)
             for (int i = 0; rc == 0 && i < s.n[l]; i++) {
                 struct mtable *t = &s.t[l][i];
                 fmeta_t *f;
-                rc = t->smallest ? fmeta_known(vs, t->number, t->size, t->entries, t->smallest,
-                                               t->slen, t->largest, t->llen, &f)
-                                 : fmeta_open(vs, t->number, &f);
+                rc = t->smallest ? fmeta_known(vs, t, &f) : fmeta_open(vs, t->number, &f);
                 if (rc == 0 && (rc = add_file(v, l, f)) < 0)
                     fmeta_unref(f);
                 if (rc == 0 && t->number >= vs->next_file)

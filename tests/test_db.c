@@ -15,6 +15,7 @@
 #include <sys/stat.h>
 #include <sys/wait.h>
 
+#include "coding.h"
 #include "smartstash.h"
 #include "wal.h"
 
@@ -533,6 +534,19 @@ static void test_disk_full(void **state)
     snprintf(k, sizeof k, "f%04d", acked);
     assert_int_equal(stash_get(db, k, 5, &got, &gl), -ENOENT);
     assert_int_equal(stash_close(db), 0);
+}
+
+/* Put keys FMT(i) for i < N, each VLEN bytes of 'a' + i % 26. */
+static void put_marked(stash_t *db, const char *fmt, int n, size_t vlen)
+{
+    char v[1024];
+    assert_true(vlen <= sizeof v);
+    for (int i = 0; i < n; i++) {
+        char k[32];
+        snprintf(k, sizeof k, fmt, i);
+        memset(v, 'a' + i % 26, vlen);
+        assert_int_equal(stash_put(db, k, strlen(k), v, vlen), 0);
+    }
 }
 
 /* Keys FMT(i) for i < N each hold VLEN bytes starting with 'a' + i % MOD. */
@@ -1300,15 +1314,10 @@ static void test_damaged_table_meta(void **state)
     small_tables(&o);
     o.block_cache_size = 0;
     stash_t *db = open_db(&o);
-    char v[200];
-    for (int i = 0; i < 3000; i++) {
-        char k[16];
-        snprintf(k, sizeof k, "m%05d", i);
-        memset(v, 'a' + i % 26, sizeof v);
-        assert_int_equal(stash_put(db, k, strlen(k), v, sizeof v), 0);
-    }
+    put_marked(db, "m%05d", 3000, 200);
     assert_int_equal(stash_compact_range(db, NULL, 0, NULL, 0), 0);
     assert_true(level_tables(db, 1) > 3);
+    char v[200];
     assert_int_equal(stash_close(db), 0);
     char path[1024];
     some_table(path, sizeof path);
@@ -1350,17 +1359,6 @@ static void test_damaged_table_meta(void **state)
     }
 }
 
-static size_t put_varint(uint8_t *p, uint64_t v)
-{
-    size_t n = 0;
-    while (v >= 0x80) {
-        p[n++] = (uint8_t)(v | 0x80);
-        v >>= 7;
-    }
-    p[n++] = (uint8_t)v;
-    return n;
-}
-
 /* A MANIFEST that adds tables by number only (tag 4, as stores wrote
  * before the key range went into the edit, tag 6): the open reads each
  * table's range from the table itself, and the MANIFEST it writes then
@@ -1371,13 +1369,7 @@ static void test_manifest_without_ranges(void **state)
     stash_options_t o;
     small_tables(&o);
     stash_t *db = open_db(&o);
-    char v[200];
-    for (int i = 0; i < 3000; i++) {
-        char k[16];
-        snprintf(k, sizeof k, "r%05d", i);
-        memset(v, 'a' + i % 26, sizeof v);
-        assert_int_equal(stash_put(db, k, strlen(k), v, sizeof v), 0);
-    }
+    put_marked(db, "r%05d", 3000, 200);
     assert_int_equal(stash_compact_range(db, NULL, 0, NULL, 0), 0);
     int level = 1;
     while (level < 7 && level_tables(db, level) == 0)
@@ -1391,9 +1383,9 @@ static void test_manifest_without_ranges(void **state)
     uint8_t rec[4096];
     size_t n = 0;
     rec[n++] = 1;                                   /* edit format */
-    rec[n++] = 1; n += put_varint(rec + n, 9000);   /* log number */
-    rec[n++] = 2; n += put_varint(rec + n, 9001);   /* next file */
-    rec[n++] = 3; n += put_varint(rec + n, 100000); /* last sequence */
+    rec[n++] = 1; n += enc_varint(rec + n, 9000);   /* log number */
+    rec[n++] = 2; n += enc_varint(rec + n, 9001);   /* next file */
+    rec[n++] = 3; n += enc_varint(rec + n, 100000); /* last sequence */
     DIR *d = opendir(dir);
     assert_non_null(d);
     long found = 0;
@@ -1407,9 +1399,9 @@ static void test_manifest_without_ranges(void **state)
         snprintf(path, sizeof path, "%s/%s", dir, de->d_name);
         assert_int_equal(stat(path, &st), 0);
         rec[n++] = 4;
-        n += put_varint(rec + n, (uint64_t)level);
-        n += put_varint(rec + n, num);
-        n += put_varint(rec + n, (uint64_t)st.st_size);
+        n += enc_varint(rec + n, (uint64_t)level);
+        n += enc_varint(rec + n, num);
+        n += enc_varint(rec + n, (uint64_t)st.st_size);
         found++;
     }
     closedir(d);
@@ -1431,17 +1423,7 @@ static void test_manifest_without_ranges(void **state)
     for (int round = 0; round < 2; round++) {
         db = open_db(&o);
         assert_int_equal(level_tables(db, level), ntables);
-        for (int i = 0; i < 3000; i++) {
-            char k[16];
-            snprintf(k, sizeof k, "r%05d", i);
-            void *got;
-            size_t gl;
-            assert_int_equal(stash_get(db, k, strlen(k), &got, &gl), 0);
-            memset(v, 'a' + i % 26, sizeof v);
-            assert_int_equal(gl, sizeof v);
-            assert_memory_equal(got, v, gl);
-            stash_free(got);
-        }
+        check_marked(db, "r%05d", 3000, 200, 26);
         assert_int_equal(stash_close(db), 0);
     }
 }

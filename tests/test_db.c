@@ -564,6 +564,34 @@ static void check_marked(stash_t *db, const char *fmt, int n, size_t vlen, int m
     }
 }
 
+/* Read keys FMT(i) for i < N (values as put_marked wrote them) from a store
+ * with damage: each read is -EIO or exactly right, never wrong bytes or
+ * "not found".  Returns the number of right ones; *BAD gets the others. */
+static int read_damaged(stash_t *db, const char *fmt, int n, size_t vlen, int *bad)
+{
+    char v[1024];
+    int good = 0;
+    *bad = 0;
+    for (int i = 0; i < n; i++) {
+        char k[32];
+        snprintf(k, sizeof k, fmt, i);
+        void *got;
+        size_t gl;
+        int rc = stash_get(db, k, strlen(k), &got, &gl);
+        if (rc == -EIO) {
+            (*bad)++;
+            continue;
+        }
+        assert_int_equal(rc, 0);
+        memset(v, 'a' + i % 26, vlen);
+        assert_int_equal(gl, vlen);
+        assert_memory_equal(got, v, gl);
+        stash_free(got);
+        good++;
+    }
+    return good;
+}
+
 /* The disk fills up while memtables are being flushed to tables: writes fail
  * with -ENOSPC (they never hang), nothing acknowledged is lost, the store
  * still opens while the disk is full, and works again once there is room. */
@@ -1317,7 +1345,6 @@ static void test_damaged_table_meta(void **state)
     put_marked(db, "m%05d", 3000, 200);
     assert_int_equal(stash_compact_range(db, NULL, 0, NULL, 0), 0);
     assert_true(level_tables(db, 1) > 3);
-    char v[200];
     assert_int_equal(stash_close(db), 0);
     char path[1024];
     some_table(path, sizeof path);
@@ -1332,24 +1359,7 @@ static void test_damaged_table_meta(void **state)
     for (int s = 0; s < 4; s++) {
         flip_at(path, spots[s]);
         db = open_db(&o);
-        int bad = 0, good = 0;
-        for (int i = 0; i < 3000; i++) {
-            char k[16];
-            snprintf(k, sizeof k, "m%05d", i);
-            void *got;
-            size_t gl;
-            int rc = stash_get(db, k, strlen(k), &got, &gl);
-            if (rc == -EIO) {
-                bad++;
-                continue;
-            }
-            assert_int_equal(rc, 0);
-            memset(v, 'a' + i % 26, sizeof v);
-            assert_int_equal(gl, sizeof v);
-            assert_memory_equal(got, v, gl);
-            stash_free(got);
-            good++;
-        }
+        int bad, good = read_damaged(db, "m%05d", 3000, 200, &bad);
         if (s > 0 || bad)   /* a damaged filter may still answer "maybe" for every key */
             assert_true(bad > 0);
         assert_true(good > 2000);
@@ -1436,13 +1446,7 @@ static void test_table_corruption(void **state)
     o.compression_level = 0;
     o.block_cache_size = 0;
     stash_t *db = open_db(&o);
-    char v[200];
-    for (int i = 0; i < 3000; i++) {
-        char k[16];
-        snprintf(k, sizeof k, "c%05d", i);
-        memset(v, 'a' + i % 26, sizeof v);
-        assert_int_equal(stash_put(db, k, strlen(k), v, sizeof v), 0);
-    }
+    put_marked(db, "c%05d", 3000, 200);
     assert_int_equal(stash_compact_range(db, NULL, 0, NULL, 0), 0);
     assert_int_equal(stash_close(db), 0);
 
@@ -1456,24 +1460,7 @@ static void test_table_corruption(void **state)
     close(fd);
 
     db = open_db(&o);
-    int bad = 0, good = 0;
-    for (int i = 0; i < 3000; i++) {
-        char k[16];
-        snprintf(k, sizeof k, "c%05d", i);
-        void *got;
-        size_t gl;
-        int rc = stash_get(db, k, strlen(k), &got, &gl);
-        if (rc == -EIO) {
-            bad++;
-            continue;
-        }
-        assert_int_equal(rc, 0);   /* never wrong data, never "not found" */
-        memset(v, 'a' + i % 26, sizeof v);
-        assert_int_equal(gl, sizeof v);
-        assert_memory_equal(got, v, gl);
-        stash_free(got);
-        good++;
-    }
+    int bad, good = read_damaged(db, "c%05d", 3000, 200, &bad);
     assert_true(bad > 0 && bad < 100);
     assert_true(good > 2800);
     assert_non_null(strstr(stash_last_error(db), "checksum"));

@@ -13,9 +13,14 @@
 #include "err.h"
 #include "ikey.h"
 
+/* The largest zstd dictionary a compressed table trains (sstable.c): big
+ * enough for the entropy tables and some shared content, small next to a
+ * table of 64 KiB or more. */
+#define TABLE_DICT_SIZE (16u << 10)
+
 static sst_options_t table_options(const stash_options_t *o)
 {
-    sst_options_t so = { o->block_size, o->compression_level, o->bloom_bits_per_key, 16384 };
+    sst_options_t so = { o->block_size, o->compression_level, o->bloom_bits_per_key, TABLE_DICT_SIZE };
     return so;
 }
 

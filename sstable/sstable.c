@@ -815,6 +815,7 @@ int sst_open(const char *path, uint64_t file_number, const sst_keyfmt_t *kf,
     int rc = 0;
     struct stat st;
     uint8_t f[SST_FOOTER];
+    uint32_t version = 0;
     if (r->fd < 0) {
         rc = err_set(errno == ENOENT ? -ENOENT : -EIO, "sst %s: cannot open: %s", r->name, strerror(errno));
     } else if (fstat(r->fd, &st) < 0) {
@@ -828,8 +829,8 @@ int sst_open(const char *path, uint64_t file_number, const sst_keyfmt_t *kf,
         rc = err_set(-EIO, "sst %s: not a table (bad magic number)", r->name);
     } else if (dec_u32(f + 52) != crc32c(f, 52)) {
         rc = err_set(-EIO, "sst %s: bad footer checksum", r->name);
-    } else if (dec_u32(f + 48) != SST_VERSION && dec_u32(f + 48) != SST_VERSION_DICT) {
-        rc = err_set(-EIO, "sst %s: unsupported format version %u", r->name, dec_u32(f + 48));
+    } else if ((version = dec_u32(f + 48)) != SST_VERSION && version != SST_VERSION_DICT) {
+        rc = err_set(-EIO, "sst %s: unsupported format version %u", r->name, version);
     }
     if (rc == 0) {
         struct handle fh = { dec_u64(f), dec_u64(f + 8) }, ph = { dec_u64(f + 16), dec_u64(f + 24) },
@@ -848,7 +849,7 @@ int sst_open(const char *path, uint64_t file_number, const sst_keyfmt_t *kf,
         uint64_t doff = 0, dsize = 0;
         sst_prop(r, "dict_offset", &doff);
         sst_prop(r, "dict_size", &dsize);
-        if (rc == 0 && (dsize != 0) != (dec_u32(f + 48) == SST_VERSION_DICT))
+        if (rc == 0 && (dsize != 0) != (version == SST_VERSION_DICT))
             rc = err_set(-EIO, dsize ? "sst %s: a dictionary in a table of format version 1"
                                      : "sst %s: a table of format version 2 without its dictionary",
                          r->name);

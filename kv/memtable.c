@@ -120,20 +120,6 @@ static void *arena_alloc(memtable_t *m, size_t size)
     return p;
 }
 
-int ikey_cmp(const void *ka, size_t kalen, uint64_t taga,
-             const void *kb, size_t kblen, uint64_t tagb)
-{
-    size_t n = kalen < kblen ? kalen : kblen;
-    int c = n ? memcmp(ka, kb, n) : 0;
-    if (c)
-        return c;
-    if (kalen != kblen)
-        return kalen < kblen ? -1 : 1;
-    if (taga != tagb)
-        return taga > tagb ? -1 : 1;   /* newer first */
-    return 0;
-}
-
 static inline int node_cmp(const struct node *n, const void *key, size_t klen, uint64_t tag)
 {
     return ikey_cmp(nkey(n), n->klen, n->tag, key, klen, tag);
@@ -258,12 +244,16 @@ static uint64_t key_hash(const void *key, size_t klen)
     return (h ^ (h << 29)) * 0x9E3779B97F4A7C15ull;
 }
 
+/* Only the single writer sets bits, so a plain load and store will do: a
+ * locked read-modify-write per probe costs more than the rest of the add. */
 static void filter_add(struct filter *f, uint64_t h)
 {
     uint64_t block = (h >> 32) % f->blocks * FILTER_WORDS, bits = h * 0xBF58476D1CE4E5B9ull;
-    for (int i = 0; i < FILTER_PROBES; i++, bits >>= 9)
-        atomic_fetch_or_explicit(&f->w[block + (bits & 511) / 64], 1ull << (bits & 63),
-                                 memory_order_relaxed);
+    for (int i = 0; i < FILTER_PROBES; i++, bits >>= 9) {
+        _Atomic uint64_t *w = &f->w[block + (bits & 511) / 64];
+        atomic_store_explicit(w, atomic_load_explicit(w, memory_order_relaxed) | 1ull << (bits & 63),
+                              memory_order_relaxed);
+    }
 }
 
 static int filter_may_hold(const struct filter *f, uint64_t h)

@@ -21,6 +21,7 @@
 
 #include <stddef.h>
 #include <stdint.h>
+#include <string.h>
 
 enum { KT_DEL = 0, KT_PUT = 1 };
 
@@ -79,8 +80,38 @@ const void *mt_iter_key(const mt_iter_t *it, size_t *klen);
 uint64_t mt_iter_tag(const mt_iter_t *it);
 const void *mt_iter_value(const mt_iter_t *it, size_t *vlen);
 
-/* Compare (ka, taga) with (kb, tagb) in table order. */
-int ikey_cmp(const void *ka, size_t kalen, uint64_t taga,
-             const void *kb, size_t kblen, uint64_t tagb);
+/* Bytewise comparison of the first N bytes of A and B, eight at a time:
+ * keys are short, and a call to memcmp costs more than the comparing. */
+static inline int key_bytes_cmp(const uint8_t *a, const uint8_t *b, size_t n)
+{
+    for (; n >= 8; a += 8, b += 8, n -= 8) {
+        uint64_t x, y;
+        memcpy(&x, a, 8);
+        memcpy(&y, b, 8);
+        if (x != y) {
+#if __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
+            x = __builtin_bswap64(x);
+            y = __builtin_bswap64(y);
+#endif
+            return x < y ? -1 : 1;
+        }
+    }
+    return n ? memcmp(a, b, n) : 0;
+}
+
+/* Compare (ka, taga) with (kb, tagb) in table order: user key ascending,
+ * then tag descending (newer first). */
+static inline int ikey_cmp(const void *ka, size_t kalen, uint64_t taga,
+                           const void *kb, size_t kblen, uint64_t tagb)
+{
+    int c = key_bytes_cmp(ka, kb, kalen < kblen ? kalen : kblen);
+    if (c)
+        return c;
+    if (kalen != kblen)
+        return kalen < kblen ? -1 : 1;
+    if (taga != tagb)
+        return taga > tagb ? -1 : 1;
+    return 0;
+}
 
 #endif

@@ -48,8 +48,11 @@ int batch_put_chunks(stash_batch_t *b, const uint8_t *ikey, size_t iklen, uint64
  * bytes are all zero (a missing chunk reads as zeros). */
 int batch_put_chunk(stash_batch_t *b, uint64_t gen, uint64_t idx, const uint8_t *val, size_t n);
 
-/* Whether B creates a chunked value or writes chunks. */
+/* Whether B creates a chunked value or writes chunks (or makes a hard
+ * link: batch_set_blobs), after which plain writes look up what they
+ * replace (db.c). */
 int batch_has_blobs(const stash_batch_t *b);
+void batch_set_blobs(stash_batch_t *b);
 
 /* Append every entry of SRC to DST (for group commit).  -ENOMEM. */
 int batch_append(stash_batch_t *dst, const stash_batch_t *src);

@@ -136,7 +136,8 @@ struct stash {
      * plain writes clean up the chunks of what they replace once any
      * chunked value may exist. */
     pthread_mutex_t keylock[KEY_STRIPES];
-    atomic_int has_blobs;
+    atomic_int has_blobs;               /* or hard links */
+    pthread_mutex_t linklock;           /* recursive; see db_link_hold */
     _Atomic uint64_t compact_entries;   /* read by compactions, as they go */
 
     /* Named snapshots: their records live under the engine's keys; each
@@ -171,6 +172,7 @@ struct ivalue {
     const uint8_t *p;
     size_t n;
     uint8_t *big;               /* an assembled chunked value */
+    void *shared;               /* a hard link's shared entry */
     int err;                    /* a damaged envelope */
 };
 
@@ -635,6 +637,145 @@ int db_commit(stash_t *db, stash_batch_t *b, int sync)
     return do_write(db, b, sync, 0);
 }
 
+/* ---- hard links ---- */
+
+void db_link_hold(stash_t *db, int *held)
+{
+    if (!*held) {
+        pthread_mutex_lock(&db->linklock);
+        *held = 1;
+    }
+}
+
+void db_link_release(stash_t *db, int *held)
+{
+    if (*held) {
+        pthread_mutex_unlock(&db->linklock);
+        *held = 0;
+    }
+}
+
+int db_resolve(struct view *v, uint64_t seq, struct envelope *e, void **raw, size_t *rlen)
+{
+    uint8_t lk[LINK_KEY_LEN];
+    uint64_t id = e->link;
+    link_key(lk, id);
+    *raw = NULL;
+    int rc = db_view_get(v, seq, lk, sizeof lk, raw, rlen);
+    if (rc == -ENOENT)
+        return err_set(-EIO, "a hard link names value %016llx, which is missing", (unsigned long long)id);
+    if (rc)
+        return rc;
+    if (link_decode(*raw, *rlen, id, e) < 0) {
+        free(*raw);
+        *raw = NULL;
+        return err_set(-EIO, "damaged shared entry of hard-linked value %016llx", (unsigned long long)id);
+    }
+    return 0;
+}
+
+struct blast {
+    const uint8_t *key;
+    size_t klen;
+    int type;                   /* of the last entry for KEY, -1: none */
+    const uint8_t *val;
+    size_t vlen;
+};
+
+static int blast_fn(void *arg, uint64_t seq, int type, const uint8_t *key, size_t klen,
+                    const uint8_t *val, size_t vlen)
+{
+    struct blast *l = arg;
+    if (klen == l->klen && !memcmp(key, l->key, klen)) {
+        l->type = type;
+        l->val = val;
+        l->vlen = vlen;
+    }
+    return 0;
+}
+
+/* KEY's value as batch B leaves it: 0 with a malloc'd copy, -ENOENT when B
+ * deletes it, 1 when B does not touch it, or -ENOMEM. */
+static int batch_last(const stash_batch_t *b, const uint8_t *key, size_t klen, void **val, size_t *vlen)
+{
+    size_t len;
+    const uint8_t *data = batch_data(b, &len);
+    struct blast l = {key, klen, -1, NULL, 0};
+    if (batch_decode(data, len, blast_fn, &l, NULL, NULL) < 0 || l.type < 0)
+        return 1;
+    if (l.type != KT_PUT)
+        return -ENOENT;
+    if (!(*val = malloc(l.vlen ? l.vlen : 1)))
+        return -ENOMEM;
+    memcpy(*val, l.val, l.vlen);
+    *vlen = l.vlen;
+    return 0;
+}
+
+/* One name of shared value ID goes: its back reference is deleted and the
+ * name count lowered, the value with it when it was the last. */
+static int drop_link(stash_t *db, stash_batch_t *b, const uint8_t *ik, size_t iklen, uint64_t id)
+{
+    uint8_t lk[LINK_KEY_LEN], *rk = malloc(LINK_KEY_LEN + iklen);
+    if (!rk)
+        return -ENOMEM;
+    link_key(lk, id);
+    int rc = batch_del_raw(b, rk, lref_key(rk, id, ik, iklen));
+    free(rk);
+    void *raw = NULL;
+    size_t rlen = 0;
+    int r = rc ? rc : batch_last(b, lk, sizeof lk, &raw, &rlen);
+    if (r == 1) {
+        uint64_t seq;
+        struct view *v = db_view(db, NULL, &seq);
+        r = db_view_get(v, seq, lk, sizeof lk, &raw, &rlen);
+        db_view_put(v);
+    }
+    if (r == -ENOENT)
+        return 0;               /* already gone: nothing to count down */
+    if (r)
+        return r;
+    struct envelope e;
+    if (link_decode(raw, rlen, id, &e) < 0) {
+        rc = err_set(-EIO, "damaged shared entry of hard-linked value %016llx", (unsigned long long)id);
+    } else if (e.nlink <= 1) {
+        rc = batch_del_raw(b, lk, sizeof lk);
+        if (rc == 0 && e.kind == VK_CHUNKED)
+            rc = batch_drop_chunks(b, &e);
+    } else {
+        e.nlink--;
+        e.st.ctime_ns = now_ns();
+        uint8_t *hdr = malloc(env_header_max(e.xlen));
+        rc = hdr ? batch_put_raw(b, lk, sizeof lk, hdr, env_encode_header(&e, hdr), e.data,
+                                 e.kind == VK_CHUNKED ? 0 : (size_t)e.st.size)
+                 : -ENOMEM;
+        free(hdr);
+    }
+    free(raw);
+    return rc;
+}
+
+int move_lref(stash_batch_t *b, uint64_t id, const uint8_t *from, size_t flen, const uint8_t *to, size_t tlen)
+{
+    uint8_t *rk = malloc(LINK_KEY_LEN + (flen > tlen ? flen : tlen));
+    if (!rk)
+        return -ENOMEM;
+    int rc = batch_del_raw(b, rk, lref_key(rk, id, from, flen));
+    if (rc == 0)
+        rc = batch_put_raw(b, rk, lref_key(rk, id, to, tlen), NULL, 0, NULL, 0);
+    free(rk);
+    return rc;
+}
+
+int db_drop_old(stash_t *db, stash_batch_t *b, const uint8_t *ik, size_t iklen, const struct envelope *old)
+{
+    if (old->link)
+        return drop_link(db, b, ik, iklen, old->link);
+    if (old->kind == VK_CHUNKED)
+        return batch_drop_chunks(b, old);
+    return 0;
+}
+
 int db_reserved(stash_t *db, const uint8_t *ik, size_t iklen)
 {
     const char *sd = db->opt.snapshot_dir;
@@ -669,6 +810,7 @@ struct cleanup {
     struct view *v;
     uint64_t seq;
     stash_batch_t *out;
+    int held;               /* the link lock */
     int rc;
 };
 
@@ -697,17 +839,20 @@ static int drop_replaced(void *arg, uint64_t seq, int type, const uint8_t *key, 
         return 0;
     if (rc)
         return rc;
-    if (env_decode(old, olen, &e) == 0 && e.kind == VK_CHUNKED)
-        rc = batch_drop_chunks(c->out, &e);
+    if (env_decode(old, olen, &e) == 0) {
+        if (e.link)
+            db_link_hold(c->db, &c->held);
+        rc = db_drop_old(c->db, c->out, key, klen, &e);
+    }
     free(old);
     return rc;
 }
 
 /*
- * Commit a batch of user writes.  Once the store may hold chunked values,
- * a put or delete that replaces one must also drop its chunks: the keys'
- * stripes are locked, the values they replace looked up, and the deletions
- * committed in the same batch.
+ * Commit a batch of user writes.  Once the store may hold chunked values or
+ * hard links, a put or delete that replaces one must also drop its chunks or
+ * count down its names: the keys' stripes are locked, the values they
+ * replace looked up, and the changes committed in the same batch.
  */
 static int write_user(stash_t *db, stash_batch_t *b, int sync)
 {
@@ -734,6 +879,7 @@ static int write_user(stash_t *db, stash_batch_t *b, int sync)
         view_unref(c.v);
         if (rc == 0)
             rc = do_write(db, stash_batch_count(c.out) == n0 ? b : c.out, sync, 0);
+        db_link_release(db, &c.held);
     }
     stash_batch_free(c.out);
     for (int i = KEY_STRIPES - 1; i >= 0; i--)
@@ -899,7 +1045,14 @@ int stash_get_at(stash_t *db, const stash_snapshot_t *s, const void *key, size_t
     if (rc == 0 && env_decode(raw, rlen, &e) < 0) {
         free(raw);
         rc = err_set(-EIO, "damaged value envelope for a key of %zu bytes", klen);
-    } else if (rc == 0 && e.kind != VK_CHUNKED) {
+    } else if (rc == 0 && e.kind == VK_LINK) {
+        void *shared = NULL;
+        free(raw);
+        raw = NULL;
+        if ((rc = db_resolve(v, seq, &e, &shared, &rlen)) == 0)
+            raw = shared;
+    }
+    if (rc == 0 && e.kind != VK_CHUNKED) {
         /* Slide the value to the front of the copy. */
         memmove(raw, e.data, (size_t)e.st.size);
         *val = raw;
@@ -1188,6 +1341,7 @@ void stash_iter_free(stash_iter_t *it)
     free(it->cur);
     free(it->ukey);
     free(it->val->big);
+    free(it->val->shared);
     free(it->val);
     free(it);
 }
@@ -1328,11 +1482,14 @@ const void *stash_iter_value(const stash_iter_t *it, size_t *vlen)
         const uint8_t *p = it->m->ops->value(it->m, &n);
         struct envelope e;
         free(iv->big);
-        iv->big = NULL;
+        free(iv->shared);
+        iv->big = iv->shared = NULL;
         iv->p = NULL;
         iv->n = 0;
         if (env_decode(p, n, &e) < 0) {
             iv->err = err_set(-EIO, "damaged value envelope");
+        } else if (e.kind == VK_LINK && (iv->err = db_resolve(it->v, it->seq, &e, &iv->shared, &n)) != 0) {
+            /* a damaged or missing shared entry: err says which */
         } else if (e.kind != VK_CHUNKED) {
             iv->p = e.data;
             iv->n = (size_t)e.st.size;
@@ -1366,8 +1523,12 @@ int stash_iter_stat(const stash_iter_t *it, stash_stat_t *st)
     struct envelope e;
     if (env_decode(p, n, &e) < 0)
         return err_set(-EIO, "damaged value envelope");
-    *st = e.st;
-    return 0;
+    void *shared = NULL;
+    int rc = e.kind == VK_LINK ? db_resolve(it->v, it->seq, &e, &shared, &n) : 0;
+    if (rc == 0)
+        *st = e.st;
+    free(shared);
+    return rc;
 }
 
 /*
@@ -1395,6 +1556,7 @@ int stash_rename_prefix(stash_t *db, const void *from, size_t flen, const void *
     stash_batch_t *b = stash_batch_new();
     uint8_t *nk = NULL, *ik = NULL;
     uint64_t n = 0;
+    int held = 0;
     if (!it || !b)
         rc = err_set(-ENOMEM, "out of memory");
     for (stash_iter_seek(it, from, flen); rc == 0 && stash_iter_valid(it); stash_iter_next(it)) {
@@ -1425,8 +1587,11 @@ int stash_rename_prefix(stash_t *db, const void *from, size_t flen, const void *
         size_t olen;
         int r = view_lookup(it->v, it->seq, ik, iklen, &old, &olen);
         if (r == 0) {
-            if (env_decode(old, olen, &te) == 0 && te.kind == VK_CHUNKED)
-                rc = batch_drop_chunks(b, &te);
+            if (env_decode(old, olen, &te) == 0) {
+                if (te.link)
+                    db_link_hold(db, &held);
+                rc = db_drop_old(db, b, ik, iklen, &te);
+            }
             free(old);
         } else if (r != -ENOENT) {
             rc = r;
@@ -1438,6 +1603,8 @@ int stash_rename_prefix(stash_t *db, const void *from, size_t flen, const void *
             blob_key(bk, e.gen);
             rc = batch_put_raw(b, bk, sizeof bk, NULL, 0, ik, iklen);
         }
+        if (rc == 0 && e.kind == VK_LINK)
+            rc = move_lref(b, e.link, it->cur, it->curlen, ik, iklen);
         if (rc == 0)
             rc = batch_del_raw(b, it->cur, it->curlen);
         n++;
@@ -1446,6 +1613,7 @@ int stash_rename_prefix(stash_t *db, const void *from, size_t flen, const void *
         rc = stash_iter_status(it);
     if (rc == 0 && n)
         rc = do_write(db, b, 0, 0);
+    db_link_release(db, &held);
     free(nk);
     free(ik);
     stash_batch_free(b);
@@ -2178,6 +2346,7 @@ static void destroy(stash_t *db)
     pthread_mutex_destroy(&db->mu);
     pthread_mutex_destroy(&db->work_mu);
     pthread_mutex_destroy(&db->named_mu);
+    pthread_mutex_destroy(&db->linklock);
     free(db->named);
     for (int i = 0; i < KEY_STRIPES; i++)
         pthread_mutex_destroy(&db->keylock[i]);
@@ -2283,6 +2452,11 @@ static int load_engine_keys(stash_t *db)
     const uint8_t *k = it->m->ops->valid(it->m) ? it->m->ops->key(it->m, &kl) : NULL;
     if (k && kl >= 2 && k[0] == NS_BYTE && k[1] == NS_BLOB)
         atomic_store(&db->has_blobs, 1);
+    const uint8_t links[2] = {NS_BYTE, NS_LINK};
+    it->m->ops->seek(it->m, links, sizeof links, TAG(it->seq, 0xff));
+    k = it->m->ops->valid(it->m) ? it->m->ops->key(it->m, &kl) : NULL;
+    if (k && kl >= 2 && k[0] == NS_BYTE && (k[1] == NS_LINK || k[1] == NS_LREF))
+        atomic_store(&db->has_blobs, 1);
     int rc = it->m->ops->status(it->m);
     if (rc == 0)
         rc = load_named(db, it);
@@ -2311,6 +2485,11 @@ int stash_open(const char *dir, const stash_options_t *o, stash_t **out)
     pthread_mutex_init(&db->mu, NULL);
     pthread_mutex_init(&db->work_mu, NULL);
     pthread_mutex_init(&db->named_mu, NULL);
+    pthread_mutexattr_t ra;
+    pthread_mutexattr_init(&ra);
+    pthread_mutexattr_settype(&ra, PTHREAD_MUTEX_RECURSIVE);
+    pthread_mutex_init(&db->linklock, &ra);
+    pthread_mutexattr_destroy(&ra);
     for (int i = 0; i < KEY_STRIPES; i++)
         pthread_mutex_init(&db->keylock[i], NULL);
     pthread_cond_init(&db->done_cv, NULL);

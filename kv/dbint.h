@@ -54,4 +54,27 @@ int db_key(const void *key, size_t klen, struct skey *k);
  * value E. */
 int batch_drop_chunks(stash_batch_t *b, const struct envelope *e);
 
+/*
+ * Hard links.  A change to a shared entry (value.h) is made under the link
+ * lock, one recursive mutex taken after any key stripes and held until the
+ * change is committed; *HELD says whether this caller holds it.
+ */
+void db_link_hold(stash_t *db, int *held);
+void db_link_release(stash_t *db, int *held);
+
+/* E is a link (kind VK_LINK): read its shared entry at V/SEQ into *RAW
+ * (malloc'd) and decode it into E.  -EIO when it is missing or damaged. */
+int db_resolve(struct view *v, uint64_t seq, struct envelope *e, void **raw, size_t *rlen);
+
+/*
+ * Add to B what replacing or deleting stored key IK, whose value was OLD,
+ * also changes: a chunked value's chunks go; a link (OLD->link set) loses
+ * its back reference and one name, and its shared entry goes with the last.
+ * The caller holds IK's stripe, and the link lock when OLD is a link.
+ */
+int db_drop_old(stash_t *db, stash_batch_t *b, const uint8_t *ik, size_t iklen, const struct envelope *old);
+
+/* Add to B the move of value ID's back reference from name FROM to TO. */
+int move_lref(stash_batch_t *b, uint64_t id, const uint8_t *from, size_t flen, const uint8_t *to, size_t tlen);
+
 #endif

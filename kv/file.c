@@ -9,6 +9,11 @@
  * INLINE_MAX bytes and is chunked once it grows past that; it is never
  * turned back into an inline one (except by stash_put/stash_create).
  * Reads take one view and one sequence number and read everything there.
+ *
+ * A hard-linked key's value lives in a shared entry (value.h): loading the
+ * key follows its link, and a change writes the shared entry, under the
+ * link lock besides the key's stripe (dbint.h), so changes through two
+ * names of one value never lose each other's work.
  */
 #include <errno.h>
 #include <stdlib.h>
@@ -28,14 +33,29 @@ struct fkey {
     pthread_mutex_t *lock;
     void *raw;              /* the stored value, malloc'd, or NULL */
     size_t rawlen;
-    struct envelope e;
+    void *shared;           /* a link's shared entry, malloc'd, or NULL */
+    size_t sharedlen;
+    struct envelope e;      /* the value's (a link's: its shared entry's) */
     int exists;
+    int held;               /* the link lock */
 };
 
 static void fkey_done(struct fkey *f)
 {
     free(f->raw);
+    free(f->shared);
     skey_done(&f->k);
+}
+
+/* Decode F's stored value; a link is followed to its shared entry at V/SEQ. */
+static int fkey_decode(struct view *v, uint64_t seq, struct fkey *f, size_t klen)
+{
+    if (env_decode(f->raw, f->rawlen, &f->e) < 0)
+        return err_set(-EIO, "damaged value envelope for a key of %zu bytes", klen);
+    f->exists = 1;
+    free(f->shared);
+    f->shared = NULL;
+    return f->e.kind == VK_LINK ? db_resolve(v, seq, &f->e, &f->shared, &f->sharedlen) : 0;
 }
 
 /* Escape KEY and look its current value up (at V/SEQ).  0 whether or not it
@@ -54,32 +74,36 @@ static int fkey_load(stash_t *db, struct view *v, uint64_t seq, const void *key,
     rc = db_view_get(v, seq, f->ik, f->iklen, &f->raw, &f->rawlen);
     if (rc == -ENOENT)
         return 0;
-    if (rc)
-        return rc;
-    if (env_decode(f->raw, f->rawlen, &f->e) < 0)
-        return err_set(-EIO, "damaged value envelope for a key of %zu bytes", klen);
-    f->exists = 1;
-    return 0;
+    return rc ? rc : fkey_decode(v, seq, f, klen);
 }
 
 /* Re-read the key under its lock (the caller took it after fkey_load with
- * no view, so nothing can change it from here on). */
+ * no view, so nothing can change it from here on).  A link also takes the
+ * link lock, then reads its shared entry. */
 static int fkey_reload(stash_t *db, struct fkey *f, size_t klen)
 {
     uint64_t seq;
     struct view *v = db_view(db, NULL, &seq);
     int rc = db_view_get(v, seq, f->ik, f->iklen, &f->raw, &f->rawlen);
-    if (rc == 0) {
-        f->exists = 1;
-        if (env_decode(f->raw, f->rawlen, &f->e) < 0)
-            rc = err_set(-EIO, "damaged value envelope for a key of %zu bytes", klen);
-    } else if (rc == -ENOENT) {
-        rc = 0;
+    if (rc == 0 && f->rawlen == 9 && *(uint8_t *)f->raw == VK_LINK) {
+        db_link_hold(db, &f->held);
+        db_view_put(v);
+        v = db_view(db, NULL, &seq);
     }
+    if (rc == 0)
+        rc = fkey_decode(v, seq, f, klen);
+    else if (rc == -ENOENT)
+        rc = 0;
     /* Keep the view only as long as the read: chunk reads below take their
      * own, after this key's lock was taken, so they see its latest state. */
     db_view_put(v);
     return rc;
+}
+
+static void fkey_unlock(stash_t *db, struct fkey *f)
+{
+    db_link_release(db, &f->held);
+    pthread_mutex_unlock(f->lock);
 }
 
 /* Lock and load KEY for a change. */
@@ -97,7 +121,7 @@ static int fkey_lock(stash_t *db, const void *key, size_t klen, struct fkey *f)
     pthread_mutex_lock(f->lock);
     rc = fkey_reload(db, f, klen);
     if (rc)
-        pthread_mutex_unlock(f->lock);
+        fkey_unlock(db, f);
     return rc;
 }
 
@@ -108,6 +132,20 @@ static void to_attr(struct envelope *e)
         e->kind = VK_ATTR;
 }
 
+/* Where envelope E is stored for F: the shared entry of a linked value, or
+ * F's own key.  LK is room for the former. */
+static const uint8_t *primary(const struct fkey *f, const struct envelope *e, uint8_t lk[LINK_KEY_LEN],
+                              size_t *len)
+{
+    if (!e->link) {
+        *len = f->iklen;
+        return f->ik;
+    }
+    link_key(lk, e->link);
+    *len = LINK_KEY_LEN;
+    return lk;
+}
+
 /* Put KEY's primary entry: envelope E and, when inline, DATA. */
 static int put_primary(stash_batch_t *b, struct fkey *f, const struct envelope *e, const void *data, size_t dlen)
 {
@@ -115,8 +153,10 @@ static int put_primary(stash_batch_t *b, struct fkey *f, const struct envelope *
     uint8_t small[256], *hdr = hmax <= sizeof small ? small : malloc(hmax);
     if (!hdr)
         return -ENOMEM;
-    size_t hlen = env_encode_header(e, hdr);
-    int rc = batch_put_raw(b, f->ik, f->iklen, hdr, hlen, data, e->kind == VK_CHUNKED ? 0 : dlen);
+    size_t hlen = env_encode_header(e, hdr), plen;
+    uint8_t lk[LINK_KEY_LEN];
+    const uint8_t *pk = primary(f, e, lk, &plen);
+    int rc = batch_put_raw(b, pk, plen, hdr, hlen, data, e->kind == VK_CHUNKED ? 0 : dlen);
     if (hdr != small)
         free(hdr);
     return rc;
@@ -208,7 +248,7 @@ int stash_setstat(stash_t *db, const void *key, size_t klen, const stash_stat_t 
             rc = db_commit(db, b, 0);
         stash_batch_free(b);
     }
-    pthread_mutex_unlock(f.lock);
+    fkey_unlock(db, &f);
     fkey_done(&f);
     return rc == -ENOMEM ? err_set(rc, "out of memory") : rc;
 }
@@ -228,15 +268,15 @@ int stash_create(stash_t *db, const void *key, size_t klen, const stash_stat_t *
         e.st.size = 0;
         stash_batch_t *b = stash_batch_new();
         rc = b ? 0 : -ENOMEM;
-        if (rc == 0 && f.exists && f.e.kind == VK_CHUNKED)
-            rc = batch_drop_chunks(b, &f.e);
+        if (rc == 0 && f.exists)
+            rc = db_drop_old(db, b, f.ik, f.iklen, &f.e);
         if (rc == 0)
             rc = put_primary(b, &f, &e, NULL, 0);
         if (rc == 0)
             rc = db_commit(db, b, 0);
         stash_batch_free(b);
     }
-    pthread_mutex_unlock(f.lock);
+    fkey_unlock(db, &f);
     fkey_done(&f);
     return rc == -ENOMEM ? err_set(rc, "out of memory") : rc;
 }
@@ -313,7 +353,10 @@ static struct envelope grow_env(struct fkey *f, uint64_t newsize, int *convertin
  * gets its owner record. */
 static int convert(stash_batch_t *b, struct fkey *f, const struct envelope *e)
 {
-    return batch_put_chunks(b, f->ik, f->iklen, e->gen, f->e.data, f->exists ? (size_t)f->e.st.size : 0);
+    uint8_t lk[LINK_KEY_LEN];
+    size_t plen;
+    const uint8_t *pk = primary(f, e, lk, &plen);
+    return batch_put_chunks(b, pk, plen, e->gen, f->e.data, f->exists ? (size_t)f->e.st.size : 0);
 }
 
 int stash_pwrite(stash_t *db, const void *key, size_t klen, const void *buf, size_t len, uint64_t off)
@@ -380,7 +423,7 @@ int stash_pwrite(stash_t *db, const void *key, size_t klen, const void *buf, siz
         rc = db_commit(db, b, 0);
     free(c);
     stash_batch_free(b);
-    pthread_mutex_unlock(f.lock);
+    fkey_unlock(db, &f);
     fkey_done(&f);
     return rc == -ENOMEM ? err_set(rc, "out of memory") : rc;
 }
@@ -397,7 +440,7 @@ int stash_truncate(stash_t *db, const void *key, size_t klen, uint64_t size)
     if (rc)
         return rc;
     if (!f.exists) {
-        pthread_mutex_unlock(f.lock);
+        fkey_unlock(db, &f);
         fkey_done(&f);
         return -ENOENT;
     }
@@ -446,21 +489,24 @@ int stash_truncate(stash_t *db, const void *key, size_t klen, uint64_t size)
         rc = db_commit(db, b, 0);
     free(c);
     stash_batch_free(b);
-    pthread_mutex_unlock(f.lock);
+    fkey_unlock(db, &f);
     fkey_done(&f);
     return rc == -ENOMEM ? err_set(rc, "out of memory") : rc;
 }
 
-/* Add to B the move of F's stored value to T (T's chunks dropped when it
- * held another chunked value). */
-static int add_move(stash_batch_t *b, struct fkey *f, struct fkey *t)
+/* Add to B the move of F's stored value to T (what T held dropped, unless
+ * it is F's own chunked value). */
+static int add_move(stash_t *db, stash_batch_t *b, struct fkey *f, struct fkey *t)
 {
     int rc = 0;
-    if (t->exists && t->e.kind == VK_CHUNKED && !(f->e.kind == VK_CHUNKED && f->e.gen == t->e.gen))
-        rc = batch_drop_chunks(b, &t->e);
+    if (t->exists && !(f->e.kind == VK_CHUNKED && t->e.kind == VK_CHUNKED && !f->e.link && !t->e.link &&
+                       f->e.gen == t->e.gen))
+        rc = db_drop_old(db, b, t->ik, t->iklen, &t->e);
     if (rc == 0)
         rc = batch_put_raw(b, t->ik, t->iklen, NULL, 0, f->raw, f->rawlen);
-    if (rc == 0 && f->e.kind == VK_CHUNKED) {
+    if (rc == 0 && f->e.link) {
+        rc = move_lref(b, f->e.link, f->ik, f->iklen, t->ik, t->iklen);
+    } else if (rc == 0 && f->e.kind == VK_CHUNKED) {
         uint8_t bk[BLOB_KEY_LEN];
         blob_key(bk, f->e.gen);
         rc = batch_put_raw(b, bk, sizeof bk, NULL, 0, t->ik, t->iklen);
@@ -497,13 +543,95 @@ int stash_rename(stash_t *db, const void *from, size_t flen, const void *to, siz
         rc = -ENOENT;
     if (rc == 0 && t.exists && (flags & STASH_NOREPLACE))
         rc = -EEXIST;
-    if (rc == 0 && !(f.iklen == t.iklen && memcmp(f.ik, t.ik, f.iklen) == 0)) {
+    /* Two names of one value: nothing to do, as rename(2) says. */
+    if (rc == 0 && !(f.iklen == t.iklen && memcmp(f.ik, t.ik, f.iklen) == 0) &&
+        !(f.e.link && t.exists && t.e.link == f.e.link)) {
         stash_batch_t *b = stash_batch_new();
-        rc = b ? add_move(b, &f, &t) : -ENOMEM;
+        rc = b ? add_move(db, b, &f, &t) : -ENOMEM;
         if (rc == 0)
             rc = db_commit(db, b, 0);
         stash_batch_free(b);
     }
+    db_link_release(db, &t.held);
+    db_link_release(db, &f.held);
+    if (l2 != l1)
+        pthread_mutex_unlock(l2);
+    pthread_mutex_unlock(l1);
+    fkey_done(&f);
+    fkey_done(&t);
+    return rc == -ENOMEM ? err_set(rc, "out of memory") : rc;
+}
+
+int stash_link(stash_t *db, const void *key, size_t klen, const void *newkey, size_t nklen)
+{
+    if (!db)
+        return err_set(-EINVAL, "stash_link: bad arguments");
+    int rc = db_writable(db);
+    if (rc)
+        return rc;
+    struct fkey f, t;
+    if ((rc = fkey_load(db, NULL, 0, key, klen, &f)))
+        return rc;
+    if ((rc = fkey_load(db, NULL, 0, newkey, nklen, &t)) || (rc = db_reserved(db, t.ik, t.iklen))) {
+        fkey_done(&t);
+        fkey_done(&f);
+        return rc;
+    }
+    pthread_mutex_t *l1 = f.lock < t.lock ? f.lock : t.lock, *l2 = f.lock < t.lock ? t.lock : f.lock;
+    pthread_mutex_lock(l1);
+    if (l2 != l1)
+        pthread_mutex_lock(l2);
+    rc = fkey_reload(db, &f, klen);
+    if (rc == 0)
+        rc = fkey_reload(db, &t, nklen);
+    if (rc == 0 && !f.exists)
+        rc = -ENOENT;
+    else if (rc == 0 && t.exists)
+        rc = -EEXIST;
+    else if (rc == 0 && f.e.link && f.e.nlink >= LINK_MAX)
+        rc = err_set(-EMLINK, "a value has at most %u names", LINK_MAX);
+    if (rc == 0) {
+        /* The first link moves the value into a shared entry, and both
+         * names become links to it; a later one only adds a name. */
+        struct envelope e = f.e, le;
+        int fresh = !e.link;
+        to_attr(&e);
+        if (fresh) {
+            e.link = new_gen();
+            e.nlink = 1;
+        }
+        e.nlink++;
+        e.st.ctime_ns = now_ns();
+        memset(&le, 0, sizeof le);
+        le.kind = VK_LINK;
+        le.link = e.link;
+        uint8_t rec[9], lk[LINK_KEY_LEN], *rk = malloc(LINK_KEY_LEN + (f.iklen > t.iklen ? f.iklen : t.iklen));
+        link_key(lk, e.link);
+        env_encode_header(&le, rec);
+        stash_batch_t *b = stash_batch_new();
+        rc = b && rk ? put_primary(b, &f, &e, e.data, (size_t)e.st.size) : -ENOMEM;
+        if (rc == 0 && fresh && e.kind == VK_CHUNKED) {
+            uint8_t bk[BLOB_KEY_LEN];
+            blob_key(bk, e.gen);
+            rc = batch_put_raw(b, bk, sizeof bk, NULL, 0, lk, sizeof lk);
+        }
+        if (rc == 0 && fresh)
+            rc = batch_put_raw(b, f.ik, f.iklen, NULL, 0, rec, sizeof rec);
+        if (rc == 0 && fresh)
+            rc = batch_put_raw(b, rk, lref_key(rk, e.link, f.ik, f.iklen), NULL, 0, NULL, 0);
+        if (rc == 0)
+            rc = batch_put_raw(b, t.ik, t.iklen, NULL, 0, rec, sizeof rec);
+        if (rc == 0)
+            rc = batch_put_raw(b, rk, lref_key(rk, e.link, t.ik, t.iklen), NULL, 0, NULL, 0);
+        if (rc == 0) {
+            batch_set_blobs(b);
+            rc = db_commit(db, b, 0);
+        }
+        stash_batch_free(b);
+        free(rk);
+    }
+    db_link_release(db, &t.held);
+    db_link_release(db, &f.held);
     if (l2 != l1)
         pthread_mutex_unlock(l2);
     pthread_mutex_unlock(l1);
@@ -682,7 +810,7 @@ static int xchange(stash_t *db, const void *key, size_t klen, const char *name, 
         stash_batch_free(b);
     }
     free(nx);
-    pthread_mutex_unlock(f.lock);
+    fkey_unlock(db, &f);
     fkey_done(&f);
     return rc == -ENOMEM ? err_set(rc, "out of memory") : rc;
 }
@@ -786,12 +914,12 @@ static int put_chunked(stash_t *db, struct fkey *f, read_fn rd, void *arg, int s
                 rc = batch_put_raw(b, bk, sizeof bk, NULL, 0, f->ik, f->iklen);
             if (rc == 0)
                 rc = batch_del_raw(b, sk, sizeof sk);
-            if (rc == 0 && f->exists && f->e.kind == VK_CHUNKED)
-                rc = batch_drop_chunks(b, &f->e);
+            if (rc == 0 && f->exists)
+                rc = db_drop_old(db, b, f->ik, f->iklen, &f->e);
             if (rc == 0)
                 rc = db_commit(db, b, sync);
-            pthread_mutex_unlock(f->lock);
         }
+        fkey_unlock(db, f);
     }
     if (rc && committed && b) {
         /* Give back what the committed batches wrote (an open after a

@@ -302,6 +302,8 @@ typedef struct stash_stat {
     uint32_t mode;      /* st_mode as stashfs shows it; 0 = none recorded */
     uint32_t uid, gid;
     int64_t  atime_ns, mtime_ns, ctime_ns;     /* nanoseconds since 1970 */
+    uint32_t nlink;     /* names of the value: 1, more once stash_link gave it others */
+    uint64_t link_id;   /* 0, or the same nonzero number for every name of a linked value */
 } stash_stat_t;
 
 /*
@@ -309,6 +311,22 @@ typedef struct stash_stat {
  * large value's chunks.  Errors: -ENOENT, -EINVAL, -EIO, -ENOMEM.
  */
 int  stash_stat(stash_t *db, const stash_snapshot_t *s, const void *key, size_t klen, stash_stat_t *st);
+
+/*
+ * Make NEWKEY a second name of KEY's value: a hard link.  From then on both
+ * names give the same value, size and attributes; a change through either
+ * (stash_pwrite, stash_truncate, stash_setstat, the xattr calls) is seen
+ * through both, and stash_stat gives nlink, the number of names, and one
+ * link_id for all of them.  Replacing or deleting a name (stash_put,
+ * stash_delete, a batch, stash_rename onto it) takes only that name away;
+ * the value goes with its last name.  stash_rename moves a name.  Renaming
+ * one name of a value onto another of the same value does nothing.
+ * Errors: -ENOENT (no KEY), -EEXIST (NEWKEY exists), -EMLINK (65,000 names
+ * already), -EINVAL (a bad or reserved key), -EROFS, -EIO, -ENOMEM.
+ * Caveat: once a store holds a link, every put and delete looks up the
+ * value it replaces, as it does once the store holds a large value.
+ */
+int  stash_link(stash_t *db, const void *key, size_t klen, const void *newkey, size_t nklen);
 
 /*
  * The size and attributes of the entry an iterator is on, as stash_stat

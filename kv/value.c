@@ -87,6 +87,22 @@ void stream_key(uint8_t out[BLOB_KEY_LEN], uint64_t gen)
     put_be64(out + 2, gen);
 }
 
+void link_key(uint8_t out[LINK_KEY_LEN], uint64_t id)
+{
+    out[0] = NS_BYTE;
+    out[1] = NS_LINK;
+    put_be64(out + 2, id);
+}
+
+size_t lref_key(uint8_t *out, uint64_t id, const uint8_t *ik, size_t iklen)
+{
+    out[0] = NS_BYTE;
+    out[1] = NS_LREF;
+    put_be64(out + 2, id);
+    memcpy(out + LINK_KEY_LEN, ik, iklen);
+    return LINK_KEY_LEN + iklen;
+}
+
 static uint64_t t2u(int64_t t)
 {
     return t < 0 ? 0 : (uint64_t)t;
@@ -98,9 +114,15 @@ int env_decode(const uint8_t *v, size_t n, struct envelope *e)
     uint64_t x;
     size_t k;
     memset(e, 0, sizeof *e);
+    e->st.nlink = 1;
     if (n < 1)
         return -EIO;
     e->kind = *p++;
+    if (e->kind == VK_LINK) {
+        if (n != 9 || (e->link = dec_u64(p)) == 0)
+            return -EIO;
+        return 0;
+    }
     if (e->kind == VK_PLAIN) {
         if (!(k = dec_varint(p, end, &x)))
             return -EIO;
@@ -146,14 +168,33 @@ int env_decode(const uint8_t *v, size_t n, struct envelope *e)
     return 0;
 }
 
+int link_decode(const uint8_t *v, size_t n, uint64_t id, struct envelope *e)
+{
+    uint64_t nlink;
+    size_t k = dec_varint(v, v + n, &nlink);
+    if (!k || nlink == 0 || nlink > LINK_MAX || env_decode(v + k, n - k, e) < 0 ||
+        (e->kind != VK_ATTR && e->kind != VK_CHUNKED))
+        return -EIO;
+    e->link = e->st.link_id = id;
+    e->nlink = e->st.nlink = (uint32_t)nlink;
+    return 0;
+}
+
 size_t env_header_max(size_t xlen)
 {
-    return 1 + 10 + 6 * 10 + xlen + 10 + 8;
+    return 10 + 1 + 10 + 6 * 10 + xlen + 10 + 8;
 }
 
 size_t env_encode_header(const struct envelope *e, uint8_t *out)
 {
     uint8_t *p = out;
+    if (e->kind == VK_LINK) {
+        *p++ = VK_LINK;
+        enc_u64(p, e->link);
+        return 9;
+    }
+    if (e->nlink)
+        p += enc_varint(p, e->nlink);
     *p++ = (uint8_t)e->kind;
     if (e->kind == VK_PLAIN) {
         p += enc_varint(p, t2u(e->st.mtime_ns) / 1000000000u);

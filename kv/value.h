@@ -9,6 +9,10 @@
  *   0xFF 0x03 | gen (u64 BE)                    a large value's owner key
  *   0xFF 0x04 | name                            a named snapshot: its sequence
  *                                               (u64 LE) and creation time (varint ns)
+ *   0xFF 0x05 | gen (u64 BE)                    a streamed put not yet committed
+ *   0xFF 0x06 | id (u64 BE)                     a value with hard links (several
+ *                                               names): varint nlink | envelope
+ *   0xFF 0x07 | id (u64 BE) | stored name       one name of value id (empty)
  * The escape keeps user keys in bytewise order and puts every engine key
  * after all of them, so an iterator stops at the first one.
  *
@@ -16,6 +20,8 @@
  *   0 plain    varint write time (seconds) | the value
  *   1 attr     varint n | attribute record (n bytes) | the value
  *   2 chunked  varint n | attribute record (n bytes) | varint size | gen (u64 LE)
+ *   3 link     id (u64 LE): the value is the one under 0xFF 0x06 | id, whose
+ *              envelope is an attr or chunked one led by its name count
  * A chunked value's bytes live in chunks of CHUNK_SIZE under (gen, index); a
  * missing chunk reads as zeros.  The attribute record is
  *   varint mode | varint uid | varint gid | varint atime_ns | varint mtime_ns
@@ -39,15 +45,20 @@
 #define NS_BLOB   0x03
 #define NS_SNAP   0x04
 #define NS_STREAM 0x05          /* a streamed put not yet committed */
+#define NS_LINK   0x06          /* a value with hard links */
+#define NS_LREF   0x07          /* one name of such a value */
 
 #define VK_PLAIN   0
 #define VK_ATTR    1
 #define VK_CHUNKED 2
+#define VK_LINK    3
 
 #define CHUNK_SIZE  65536u
 #define INLINE_MAX  65536u       /* larger values are chunked */
 #define CHUNK_KEY_LEN 18
 #define BLOB_KEY_LEN 10
+#define LINK_KEY_LEN 10
+#define LINK_MAX   65000u        /* names of one value */
 #define MAX_XATTR_BYTES 65536u   /* all extended attributes of one key */
 
 /* A stored key: at most STASH_MAX_KEY + 1 bytes. */
@@ -83,8 +94,18 @@ void chunk_key(uint8_t out[CHUNK_KEY_LEN], uint64_t gen, uint64_t index);
 void blob_key(uint8_t out[BLOB_KEY_LEN], uint64_t gen);
 /* The record of a streamed put in progress into generation GEN. */
 void stream_key(uint8_t out[BLOB_KEY_LEN], uint64_t gen);
+/* The shared entry of hard-linked value ID. */
+void link_key(uint8_t out[LINK_KEY_LEN], uint64_t id);
+/* The back reference from value ID to its name IK (OUT has room for
+ * LINK_KEY_LEN + iklen); returns the length. */
+size_t lref_key(uint8_t *out, uint64_t id, const uint8_t *ik, size_t iklen);
 
-/* A decoded envelope; pointers point into the stored value. */
+/*
+ * A decoded envelope; pointers point into the stored value.  A link (kind
+ * VK_LINK) has only LINK set.  The envelope of a shared entry (link_decode)
+ * is an attr or chunked one with LINK and NLINK set, and st.nlink and
+ * st.link_id with them; env_encode_header then writes the name count too.
+ */
 struct envelope {
     int kind;
     stash_stat_t st;            /* mode 0 for a plain value */
@@ -92,10 +113,15 @@ struct envelope {
     size_t xlen;
     const uint8_t *data;        /* inline value (plain and attr) */
     uint64_t gen;               /* chunked */
+    uint64_t link;              /* the shared entry's id, 0 = none */
+    uint32_t nlink;             /* a shared entry's names */
 };
 
-/* Decode a stored value; -EIO when it is not a well-formed envelope. */
+/* Decode a key's stored value; -EIO when it is not a well-formed envelope. */
 int env_decode(const uint8_t *v, size_t n, struct envelope *e);
+
+/* Decode shared entry ID's stored value; -EIO when it is damaged. */
+int link_decode(const uint8_t *v, size_t n, uint64_t id, struct envelope *e);
 
 /* Bytes needed to encode an envelope header for E with an inline value. */
 size_t env_header_max(size_t xlen);

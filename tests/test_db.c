@@ -882,6 +882,77 @@ static void test_concurrent(void **state)
     assert_int_equal(stash_close(db), 0);
 }
 
+/* Writers through two names of one hard-linked value, each on its own
+ * blocks, and a third thread linking and unlinking more names: no write is
+ * lost and the name count ends right. */
+struct lw {
+    stash_t *db;
+    int id;
+};
+
+static void *link_writer(void *arg)
+{
+    struct lw *w = arg;
+    const char *name = w->id ? "w" : "v";
+    uint8_t blk[4096];
+    for (int i = 0; i < 40; i++) {
+        memset(blk, 'a' + w->id * 13 + i % 13, sizeof blk);
+        if (stash_pwrite(w->db, name, 1, blk, sizeof blk, (uint64_t)(2 * i + w->id) * sizeof blk))
+            return (void *)1;
+    }
+    return NULL;
+}
+
+static void *link_churner(void *arg)
+{
+    struct lw *w = arg;
+    for (int i = 0; i < 40; i++) {
+        char k[16];
+        snprintf(k, sizeof k, "x%d", i % 3);
+        if (i % 2 == 0 && stash_link(w->db, "v", 1, k, strlen(k)))
+            return (void *)1;
+        if (i % 2 == 1) {
+            snprintf(k, sizeof k, "x%d", (i - 1) % 3);
+            if (stash_delete(w->db, k, strlen(k)))
+                return (void *)1;
+        }
+    }
+    return NULL;
+}
+
+static void test_link_writers(void **state)
+{
+    (void)state;
+    stash_t *db = open_db(NULL);
+    assert_int_equal(stash_put(db, "v", 1, "", 0), 0);
+    assert_int_equal(stash_link(db, "v", 1, "w", 1), 0);
+    pthread_t t[3];
+    struct lw w[3] = {{db, 0}, {db, 1}, {db, 2}};
+    pthread_create(&t[0], NULL, link_writer, &w[0]);
+    pthread_create(&t[1], NULL, link_writer, &w[1]);
+    pthread_create(&t[2], NULL, link_churner, &w[2]);
+    for (int i = 0; i < 3; i++) {
+        void *r;
+        pthread_join(t[i], &r);
+        assert_null(r);
+    }
+    uint8_t *buf = malloc(80 * 4096);
+    size_t got;
+    assert_int_equal(stash_pread(db, "v", 1, buf, 80 * 4096, 0, &got), 0);
+    assert_int_equal(got, 80 * 4096);
+    for (int b = 0; b < 80; b++) {
+        int id = b % 2, i = b / 2;
+        for (int j = 0; j < 4096; j++)
+            if (buf[b * 4096 + j] != 'a' + id * 13 + i % 13)
+                fail_msg("block %d byte %d: %c", b, j, buf[b * 4096 + j]);
+    }
+    free(buf);
+    stash_stat_t st;
+    assert_int_equal(stash_stat(db, NULL, "w", 1, &st), 0);
+    assert_int_equal(st.nlink, 2);
+    assert_int_equal(stash_close(db), 0);
+}
+
 /* Synced writes from many threads share fsyncs. */
 static void *sync_writer(void *arg)
 {
@@ -1635,6 +1706,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_idle_compaction, tu_setup, teardown),
         cmocka_unit_test_setup_teardown(test_concurrent, tu_setup, teardown),
         cmocka_unit_test_setup_teardown(test_group_commit, tu_setup, teardown),
+        cmocka_unit_test_setup_teardown(test_link_writers, tu_setup, teardown),
         cmocka_unit_test_setup_teardown(test_model, tu_setup, teardown),
         cmocka_unit_test_setup_teardown(test_compaction_drops_garbage, tu_setup, teardown),
         cmocka_unit_test_setup_teardown(test_iterator_stability, tu_setup, teardown),

@@ -661,6 +661,301 @@ static void test_reserved_key(void **state)
     assert_int_equal(stash_open(dir, &o, &db), -EINVAL);
 }
 
+
+static void expect_links(stash_t *db, const char *key, uint32_t nlink, uint64_t *id)
+{
+    stash_stat_t st;
+    assert_int_equal(stash_stat(db, NULL, key, strlen(key), &st), 0);
+    if (st.nlink != nlink)
+        fail_msg("%s: %u names, expected %u", key, st.nlink, nlink);
+    if (id && *id)
+        assert_true(st.link_id == *id);
+    else if (id)
+        *id = st.link_id;
+}
+
+/* Hard links: both names give one value, a change through one is seen
+ * through the other, names go one at a time, and all of it survives a
+ * reopen and compactions. */
+static void test_links(void **state)
+{
+    (void)state;
+    stash_t *db = open_small();
+    void *v;
+    size_t vl;
+    assert_int_equal(stash_put(db, "a", 1, "hello", 5), 0);
+    expect_links(db, "a", 1, NULL);
+    assert_int_equal(stash_link(db, "a", 1, "b", 1), 0);
+    assert_int_equal(stash_link(db, "a", 1, "b", 1), -EEXIST);
+    assert_int_equal(stash_link(db, "nope", 4, "c", 1), -ENOENT);
+    assert_int_equal(stash_link(db, "a", 1, "a", 1), -EEXIST);
+    uint64_t id = 0;
+    expect_links(db, "a", 2, &id);
+    assert_true(id != 0);
+    expect_links(db, "b", 2, &id);
+    check_value(db, "b", (const uint8_t *)"hello", 5);
+
+    /* Changes through either name. */
+    assert_int_equal(stash_pwrite(db, "b", 1, "J", 1, 0), 0);
+    check_value(db, "a", (const uint8_t *)"Jello", 5);
+    assert_int_equal(stash_setstat(db, "a", 1, &(stash_stat_t){.mode = 0100600}, STASH_SET_MODE), 0);
+    stash_stat_t st;
+    assert_int_equal(stash_stat(db, NULL, "b", 1, &st), 0);
+    assert_int_equal(st.mode, 0100600);
+    assert_int_equal(stash_setxattr(db, "b", 1, "user.k", "v", 1, 0), 0);
+    char x[8];
+    size_t xn;
+    assert_int_equal(stash_getxattr(db, NULL, "a", 1, "user.k", x, sizeof x, &xn), 0);
+    assert_int_equal(xn, 1);
+
+    /* A snapshot keeps what the shared value was. */
+    stash_snapshot_t *snap = stash_snapshot_new(db);
+    assert_int_equal(stash_truncate(db, "a", 1, 2), 0);
+    check_value(db, "b", (const uint8_t *)"Je", 2);
+    assert_int_equal(stash_get_at(db, snap, "b", 1, &v, &vl), 0);
+    assert_int_equal(vl, 5);
+    assert_memory_equal(v, "Jello", 5);
+    stash_free(v);
+    stash_snapshot_free(db, snap);
+
+    /* A third name; then names go one by one. */
+    assert_int_equal(stash_link(db, "b", 1, "c", 1), 0);
+    expect_links(db, "a", 3, &id);
+    expect_links(db, "c", 3, &id);
+    assert_int_equal(stash_delete(db, "a", 1), 0);
+    assert_int_equal(stash_get(db, "a", 1, &v, &vl), -ENOENT);
+    expect_links(db, "b", 2, &id);
+    assert_int_equal(stash_put(db, "c", 1, "own", 3), 0);      /* c leaves */
+    expect_links(db, "b", 1, &id);
+    expect_links(db, "c", 1, NULL);
+    check_value(db, "b", (const uint8_t *)"Je", 2);
+    check_value(db, "c", (const uint8_t *)"own", 3);
+
+    /* Renames move a name; onto another name of the same value, nothing. */
+    assert_int_equal(stash_link(db, "b", 1, "d", 1), 0);
+    assert_int_equal(stash_rename(db, "b", 1, "d", 1, 0), 0);
+    expect_links(db, "b", 2, &id);
+    expect_links(db, "d", 2, &id);
+    assert_int_equal(stash_rename(db, "b", 1, "e", 1, 0), 0);
+    expect_links(db, "e", 2, &id);
+    assert_int_equal(stash_rename(db, "c", 1, "e", 1, 0), 0);   /* e replaced */
+    expect_links(db, "d", 1, &id);
+    check_value(db, "e", (const uint8_t *)"own", 3);
+    assert_int_equal(stash_link(db, "d", 1, "dir/x", 5), 0);
+    assert_int_equal(stash_rename_prefix(db, "dir/", 4, "new/", 4, NULL), 0);
+    expect_links(db, "new/x", 2, &id);
+    check_value(db, "new/x", (const uint8_t *)"Je", 2);
+    assert_int_equal(stash_link(db, "e", 1, "dir/x", 5), 0);   /* a target the next move replaces */
+    assert_int_equal(stash_rename_prefix(db, "new/", 4, "dir/", 4, NULL), 0);
+    expect_links(db, "e", 1, NULL);
+    expect_links(db, "dir/x", 2, &id);
+
+    /* Iterators give a link's value and attributes. */
+    stash_iter_t *it = stash_iter_new(db, NULL);
+    int seen = 0;
+    for (stash_iter_seek_first(it); stash_iter_valid(it); stash_iter_next(it)) {
+        size_t kl;
+        const char *k = stash_iter_key(it, &kl);
+        if (kl == 5 && !memcmp(k, "dir/x", 5)) {
+            const void *iv = stash_iter_value(it, &vl);
+            assert_int_equal(vl, 2);
+            assert_memory_equal(iv, "Je", 2);
+            assert_int_equal(stash_iter_stat(it, &st), 0);
+            assert_int_equal(st.nlink, 2);
+            assert_true(st.link_id == id);
+            seen++;
+        }
+    }
+    assert_int_equal(stash_iter_status(it), 0);
+    stash_iter_free(it);
+    assert_int_equal(seen, 1);
+
+    /* All of it after a reopen; and a put there still counts names down. */
+    assert_int_equal(stash_close(db), 0);
+    db = open_small();
+    expect_links(db, "d", 2, &id);
+    check_value(db, "dir/x", (const uint8_t *)"Je", 2);
+    assert_int_equal(stash_put(db, "d", 1, "mine", 4), 0);
+    expect_links(db, "dir/x", 1, &id);
+    assert_int_equal(stash_close(db), 0);
+}
+
+/* A large linked value: written through one name, read through the other,
+ * and its space given back once both names are gone. */
+static void test_link_large(void **state)
+{
+    (void)state;
+    stash_t *db = open_small();
+    enum { N = 400000 };
+    uint8_t *big = malloc(N), *part = malloc(100000);
+    uint64_t seed = 9;
+    fill(big, N, &seed);
+    fill(part, 100000, &seed);
+    assert_int_equal(stash_put(db, "pad", 3, "x", 1), 0);
+    assert_int_equal(stash_compact_range(db, NULL, 0, NULL, 0), 0);
+    uint64_t empty = disk_bytes();
+    assert_int_equal(stash_put(db, "L", 1, big, N), 0);
+    assert_int_equal(stash_link(db, "L", 1, "M", 1), 0);
+    assert_int_equal(stash_pwrite(db, "M", 1, part, 100000, 150000), 0);
+    memcpy(big + 150000, part, 100000);
+    check_value(db, "L", big, N);
+    assert_int_equal(stash_truncate(db, "L", 1, 300000), 0);
+    check_value(db, "M", big, 300000);
+    /* A small value that grows past the inline limit while linked. */
+    assert_int_equal(stash_put(db, "s", 1, "tiny", 4), 0);
+    assert_int_equal(stash_link(db, "s", 1, "t", 1), 0);
+    assert_int_equal(stash_pwrite(db, "t", 1, big, N, 4), 0);
+    uint8_t *grown = malloc(N + 4);
+    memcpy(grown, "tiny", 4);
+    memcpy(grown + 4, big, N);
+    check_value(db, "s", grown, N + 4);
+    assert_int_equal(stash_compact_range(db, NULL, 0, NULL, 0), 0);
+    assert_true(disk_bytes() > empty + 600000);
+    assert_int_equal(stash_close(db), 0);
+    db = open_small();
+    check_value(db, "M", big, 300000);
+    check_value(db, "t", grown, N + 4);
+    /* Both names of each in one batch, and one by one. */
+    stash_batch_t *b = stash_batch_new();
+    assert_int_equal(stash_batch_delete(b, "L", 1), 0);
+    assert_int_equal(stash_batch_delete(b, "M", 1), 0);
+    assert_int_equal(stash_write(db, b, 0), 0);
+    stash_batch_free(b);
+    assert_int_equal(stash_delete(db, "s", 1), 0);
+    check_value(db, "t", grown, N + 4);
+    assert_int_equal(stash_delete(db, "t", 1), 0);
+    assert_int_equal(stash_compact_range(db, NULL, 0, NULL, 0), 0);
+    assert_int_equal(stash_close(db), 0);
+    db = open_small();
+    assert_int_equal(stash_compact_range(db, NULL, 0, NULL, 0), 0);
+    uint64_t after = disk_bytes();
+    if (after > empty + 100000)
+        fail_msg("%llu bytes on disk after both names went, %llu before", (unsigned long long)after,
+                 (unsigned long long)empty);
+    assert_int_equal(stash_close(db), 0);
+    free(big);
+    free(part);
+    free(grown);
+}
+
+/* Random puts, deletes, writes, truncations, links and renames over a few
+ * names, against a model of which names share a value. */
+static void test_link_model(void **state)
+{
+    (void)state;
+    uint64_t seed = tu_seed("test_file link model", 20261130);
+    enum { NK = 6, MAXSZ = 200000 };
+    int grp[NK];                         /* the value a name has, -1: none */
+    uint8_t *val[NK];                    /* values, by slot */
+    size_t size[NK];
+    for (int i = 0; i < NK; i++) {
+        grp[i] = -1;
+        val[i] = calloc(1, MAXSZ);
+        size[i] = 0;
+    }
+    uint8_t *buf = malloc(MAXSZ);
+    stash_t *db = open_small();
+    for (int step = 0; step < 2000; step++) {
+        int k = (int)(tu_rand(&seed) % NK), j = (int)(tu_rand(&seed) % NK);
+        char key[16], key2[16];
+        snprintf(key, sizeof key, "n%d", k);
+        snprintf(key2, sizeof key2, "n%d", j);
+        int op = (int)(tu_rand(&seed) % 100);
+        /* A name that gets a value of its own takes a free slot. */
+        int freeslot = -1;
+        for (int s2 = 0; s2 < NK && freeslot < 0; s2++) {
+            int used = 0;
+            for (int n = 0; n < NK; n++)
+                used |= grp[n] == s2;
+            if (!used)
+                freeslot = s2;
+        }
+        if (op < 25) {
+            size_t len = tu_rand(&seed) % 3 ? tu_rand(&seed) % 3000 : tu_rand(&seed) % 100000;
+            size_t off = tu_rand(&seed) % (MAXSZ / 2);
+            if (off + len > MAXSZ)
+                len = MAXSZ - off;
+            fill(buf, len, &seed);
+            assert_int_equal(stash_pwrite(db, key, 2, buf, len, off), 0);
+            if (grp[k] < 0) {
+                grp[k] = freeslot;
+                memset(val[freeslot], 0, MAXSZ);
+                size[freeslot] = 0;
+            }
+            memcpy(val[grp[k]] + off, buf, len);
+            if (off + len > size[grp[k]])
+                size[grp[k]] = off + len;
+        } else if (op < 35) {
+            size_t len = tu_rand(&seed) % 200;
+            fill(buf, len, &seed);
+            assert_int_equal(stash_put(db, key, 2, buf, len), 0);
+            grp[k] = -1;
+            for (int s2 = 0; s2 < NK; s2++) {
+                int used = 0;
+                for (int n = 0; n < NK; n++)
+                    used |= grp[n] == s2;
+                if (!used) {
+                    grp[k] = s2;
+                    break;
+                }
+            }
+            memset(val[grp[k]], 0, MAXSZ);
+            memcpy(val[grp[k]], buf, len);
+            size[grp[k]] = len;
+        } else if (op < 45) {
+            assert_int_equal(stash_delete(db, key, 2), 0);
+            grp[k] = -1;
+        } else if (op < 52 && grp[k] >= 0) {
+            size_t ns = tu_rand(&seed) % (MAXSZ / 2);
+            assert_int_equal(stash_truncate(db, key, 2, ns), 0);
+            if (ns < size[grp[k]])
+                memset(val[grp[k]] + ns, 0, size[grp[k]] - ns);
+            size[grp[k]] = ns;
+        } else if (op < 72) {
+            int rc = stash_link(db, key, 2, key2, 2);
+            int want = grp[k] < 0 ? -ENOENT : grp[j] >= 0 ? -EEXIST : 0;
+            if (rc != want)
+                fail_msg("step %d: link %s %s gave %d, expected %d", step, key, key2, rc, want);
+            if (rc == 0)
+                grp[j] = grp[k];
+        } else if (op < 82) {
+            int rc = stash_rename(db, key, 2, key2, 2, 0);
+            assert_int_equal(rc, grp[k] < 0 ? -ENOENT : 0);
+            if (rc == 0 && j != k && grp[j] != grp[k]) {
+                grp[j] = grp[k];
+                grp[k] = -1;
+            }
+        } else if (op < 97) {
+            for (int n = 0; n < NK; n++) {
+                char kn[16];
+                snprintf(kn, sizeof kn, "n%d", n);
+                stash_stat_t st;
+                int rc = stash_stat(db, NULL, kn, 2, &st);
+                if (grp[n] < 0) {
+                    assert_int_equal(rc, -ENOENT);
+                    continue;
+                }
+                assert_int_equal(rc, 0);
+                uint32_t names = 0;
+                for (int m = 0; m < NK; m++)
+                    names += grp[m] == grp[n];
+                if (st.nlink != names)
+                    fail_msg("step %d: %s has %u names, expected %u", step, kn, st.nlink, names);
+                check_value(db, kn, val[grp[n]], size[grp[n]]);
+            }
+        } else if (op < 99) {
+            assert_int_equal(stash_close(db), 0);
+            db = open_small();
+        } else {
+            assert_int_equal(stash_compact_range(db, NULL, 0, NULL, 0), 0);
+        }
+    }
+    for (int i = 0; i < NK; i++)
+        free(val[i]);
+    free(buf);
+    assert_int_equal(stash_close(db), 0);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -673,6 +968,9 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_model, tu_setup, tu_teardown),
         cmocka_unit_test_setup_teardown(test_put_stream, tu_setup, tu_teardown),
         cmocka_unit_test_setup_teardown(test_reserved_key, tu_setup, tu_teardown),
+        cmocka_unit_test_setup_teardown(test_links, tu_setup, tu_teardown),
+        cmocka_unit_test_setup_teardown(test_link_large, tu_setup, tu_teardown),
+        cmocka_unit_test_setup_teardown(test_link_model, tu_setup, tu_teardown),
     };
     tu_filter();
     return cmocka_run_group_tests(tests, NULL, NULL);

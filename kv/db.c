@@ -1258,6 +1258,39 @@ stash_snapshot_t *stash_snapshot_open(stash_t *db, const char *name, int64_t *ct
 }
 
 /* Pin every named snapshot recorded in the store (IT: a raw iterator). */
+int stash_link_names(stash_t *db, uint64_t link_id,
+                     int (*fn)(void *arg, const void *key, size_t klen), void *arg)
+{
+    if (!db || !fn || !link_id)
+        return err_set(-EINVAL, "stash_link_names: bad arguments");
+    stash_iter_t *it = stash_iter_new(db, NULL);
+    uint8_t pre[LINK_KEY_LEN], *last = malloc(LINK_KEY_LEN + IKEY_MAX), *name = malloc(IKEY_MAX);
+    size_t lastlen = 0;
+    int rc = it && last && name ? 0 : err_set(-ENOMEM, "out of memory");
+    lref_key(pre, link_id, NULL, 0);
+    iiter_t *m = it ? it->m : NULL;
+    for (m ? m->ops->seek(m, pre, sizeof pre, TAG(it->seq, 0xff)) : (void)0;
+         rc == 0 && m && m->ops->valid(m); m->ops->next(m)) {
+        size_t kl, ul;
+        const uint8_t *k = m->ops->key(m, &kl);
+        uint64_t tag = m->ops->tag(m);
+        if (kl <= sizeof pre || kl > LINK_KEY_LEN + IKEY_MAX || memcmp(k, pre, sizeof pre))
+            break;
+        if (TAG_SEQ(tag) > it->seq || (kl == lastlen && !memcmp(k, last, kl)))
+            continue;           /* newer than this view, or an older version */
+        memcpy(last, k, kl);
+        lastlen = kl;
+        if (TAG_TYPE(tag) == KT_PUT && key_unescape(k + sizeof pre, kl - sizeof pre, name, &ul) == 0)
+            rc = fn(arg, name, ul);
+    }
+    if (rc == 0 && m)
+        rc = m->ops->status(m);
+    free(last);
+    free(name);
+    stash_iter_free(it);
+    return rc;
+}
+
 static int load_named(stash_t *db, stash_iter_t *it)
 {
     const uint8_t start[2] = {NS_BYTE, NS_SNAP};

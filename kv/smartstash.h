@@ -329,6 +329,15 @@ int  stash_stat(stash_t *db, const stash_snapshot_t *s, const void *key, size_t 
 int  stash_link(stash_t *db, const void *key, size_t klen, const void *newkey, size_t nklen);
 
 /*
+ * Call FN(ARG, name, length) for each name of the linked value LINK_ID (the
+ * link_id stash_stat gives), in key order, as of now.  A nonzero return
+ * from FN stops the walk and is returned.  Errors: -EINVAL (LINK_ID 0),
+ * -EIO, -ENOMEM.
+ */
+int  stash_link_names(stash_t *db, uint64_t link_id,
+                      int (*fn)(void *arg, const void *key, size_t klen), void *arg);
+
+/*
  * The size and attributes of the entry an iterator is on, as stash_stat
  * would give them, without another lookup (and without reading a large
  * value's chunks).  Returns 0, -EINVAL when IT is not on an entry, or -EIO

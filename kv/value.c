@@ -99,7 +99,8 @@ size_t lref_key(uint8_t *out, uint64_t id, const uint8_t *ik, size_t iklen)
     out[0] = NS_BYTE;
     out[1] = NS_LREF;
     put_be64(out + 2, id);
-    memcpy(out + LINK_KEY_LEN, ik, iklen);
+    if (iklen)
+        memcpy(out + LINK_KEY_LEN, ik, iklen);
     return LINK_KEY_LEN + iklen;
 }
 

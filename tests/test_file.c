@@ -662,6 +662,20 @@ static void test_reserved_key(void **state)
 }
 
 
+struct names {
+    char s[256];
+};
+
+static int add_name(void *arg, const void *key, size_t klen)
+{
+    struct names *n = arg;
+    size_t l = strlen(n->s);
+    assert_true(l + klen + 2 < sizeof n->s);
+    memcpy(n->s + l, key, klen);
+    strcpy(n->s + l + klen, ",");
+    return 0;
+}
+
 static void expect_links(stash_t *db, const char *key, uint32_t nlink, uint64_t *id)
 {
     stash_stat_t st;
@@ -769,6 +783,14 @@ static void test_links(void **state)
     assert_int_equal(stash_iter_status(it), 0);
     stash_iter_free(it);
     assert_int_equal(seen, 1);
+
+    /* The names of a value. */
+    assert_int_equal(stash_link(db, "dir/x", 5, "\xff", 1), 0);
+    struct names nm = {0};
+    assert_int_equal(stash_link_names(db, id, add_name, &nm), 0);
+    assert_string_equal(nm.s, "d,dir/x,\xff,");
+    assert_int_equal(stash_delete(db, "\xff", 1), 0);
+    assert_int_equal(stash_link_names(db, 0, add_name, &nm), -EINVAL);
 
     /* All of it after a reopen; and a put there still counts names down. */
     assert_int_equal(stash_close(db), 0);

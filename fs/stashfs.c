@@ -22,7 +22,12 @@
  * State: one open store (the daemon holds its lock while mounted), so every
  * change to it passes through this process and the kernel's caches of
  * entries, attributes and pages are kept for a day: nothing else can make
- * them stale.  Each call is one or a few engine calls; the engine serialises
+ * them stale.  The one exception is hard links: the kernel knows each name
+ * as its own inode, so a change through one name (or a name count that
+ * changes) has the other names' cached attributes and pages dropped, by a
+ * notifier thread (a notification sent from inside a request may wait on
+ * that very request).  Inode numbers are derived: a linked value's is its
+ * link id, shared by its names; any other entry's a hash of its path.  Each call is one or a few engine calls; the engine serialises
  * read-modify-writes of one key, so threads need no lock here (only the
  * small table of recently touched directories has one).  Directory streams
  * keep their place in fi->fh (struct dirh).
@@ -38,6 +43,7 @@
 #include <pthread.h>
 #include <signal.h>
 #include <stdarg.h>
+#include <stdatomic.h>
 #include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -64,6 +70,17 @@ static const char *snapdir = ".snapshots";
 static size_t snaplen = 10;
 static __thread stash_snapshot_t *cur;     /* the snapshot this call reads, or NULL */
 static __thread int64_t cur_ctime;
+static __thread uint64_t cur_salt;         /* 0, or a hash of its name (inode numbers) */
+
+/* Hard links: set once a linked value was seen (writes then look up their
+ * value's names); the notifier's queue of paths to invalidate. */
+static atomic_int links_seen;
+static struct fuse *fuse_self;
+static pthread_mutex_t inval_mu = PTHREAD_MUTEX_INITIALIZER;
+static pthread_cond_t inval_cv = PTHREAD_COND_INITIALIZER;
+static struct inval { struct inval *next; char path[]; } *inval_head, **inval_tail = &inval_head;
+static int inval_stop, inval_started;
+static pthread_t inval_thread;
 
 /* ------------------------------------------------------------------ */
 /* paths and keys                                                       */
@@ -91,6 +108,42 @@ static int path_key(const char *path, char *buf, size_t cap, size_t *klen)
 #define KEYBUF (STASH_MAX_KEY + 2)
 
 enum where { W_LIVE, W_SNAPROOT, W_SNAPTOP, W_SNAP };
+
+/* FNV-1a over P, from H (0: the offset basis). */
+static uint64_t fnv64(uint64_t h, const void *p, size_t n)
+{
+    const uint8_t *b = p;
+    if (!h)
+        h = 0xcbf29ce484222325ull;
+    for (size_t i = 0; i < n; i++)
+        h = (h ^ b[i]) * 0x100000001b3ull;
+    return h;
+}
+
+#define ROOT_INO 1
+#define SNAPROOT_INO 2
+
+/*
+ * The inode number of KEY (attributes S) as this call sees it: a linked
+ * value's link id, so that its names share it (tar, rsync -H, cp -a and du
+ * find hard links by it); else a hash of the key.  Inside a snapshot both
+ * are mixed with the snapshot's name, so a snapshot's file is never taken
+ * for the live one.  Renaming a file that is not linked changes its number.
+ */
+static uint64_t ino_of(const stash_stat_t *s, const char *key, size_t kl)
+{
+    uint64_t h;
+    if (s->link_id) {
+        h = (s->link_id ^ cur_salt) * 0x9E3779B97F4A7C15ull;
+        h ^= h >> 29;
+        atomic_store_explicit(&links_seen, 1, memory_order_relaxed);
+    } else if (kl == 0 && !cur_salt) {
+        return ROOT_INO;
+    } else {
+        h = fnv64(cur_salt ? fnv64(0, &cur_salt, sizeof cur_salt) : 0, key, kl);
+    }
+    return h <= SNAPROOT_INO ? h + SNAPROOT_INO + 1 : h;
+}
 
 /*
  * Where PATH is: the live tree, the snapshots directory, the top of one
@@ -126,11 +179,13 @@ static int enter(const char *path, const char **rel)
 {
     char name[256];
     cur = NULL;
+    cur_salt = 0;
     int w = where(path, name, rel);
     if (w == W_SNAPTOP || w == W_SNAP) {
         cur = stash_snapshot_open(db, name, &cur_ctime);
         if (!cur)
             return -ENOENT;
+        cur_salt = fnv64(0, name, strlen(name)) | 1;
     }
     return w;
 }
@@ -140,6 +195,7 @@ static void leave(void)
     if (cur)
         stash_snapshot_free(db, cur);
     cur = NULL;
+    cur_salt = 0;
 }
 
 /* Writing calls: anything under the snapshots directory is read-only. */
@@ -187,7 +243,7 @@ static void fill_stat(const stash_stat_t *s, int dir, struct stat *st)
     st->st_mode = s->mode ? s->mode : (mode_t)(dir ? S_IFDIR | 0755 : S_IFREG | 0644);
     st->st_uid = s->mode ? s->uid : my_uid;
     st->st_gid = s->mode ? s->gid : my_gid;
-    st->st_nlink = S_ISDIR(st->st_mode) ? 2 : 1;
+    st->st_nlink = S_ISDIR(st->st_mode) ? 2 : s->nlink ? s->nlink : 1;
     st->st_size = S_ISDIR(st->st_mode) ? 0 : (off_t)s->size;
     st->st_blksize = 65536;
     st->st_blocks = (blkcnt_t)((s->size + 511) / 512);
@@ -321,6 +377,7 @@ static int r_getattr(const char *path, struct stat *st, struct fuse_file_info *f
     if (k == K_NONE)
         return -ENOENT;
     fill_stat(&s, k == K_DIR, st);
+    st->st_ino = ino_of(&s, key, kl);
     dev_number(key, kl, st);
     return 0;
 }
@@ -431,8 +488,10 @@ static int r_readdir(const char *path, void *buf, fuse_fill_dir_t filler, off_t 
             /* (a device node's number is in its value: lookup reads it) */
             full = show && stash_iter_stat(it, &s) == 0 && !S_ISDIR(s.mode) && !S_ISCHR(s.mode) &&
                    !S_ISBLK(s.mode);
-            if (full)
+            if (full) {
                 fill_stat(&s, 0, &st);
+                st.st_ino = ino_of(&s, k, kl + cl);
+            }
         } else if (ok) {
             /* A sub-tree: one entry, unless a file of that name hides it.
              * Its attributes are those of its record "name/" when the
@@ -444,6 +503,7 @@ static int r_readdir(const char *path, void *buf, fuse_fill_dir_t filler, off_t 
                 if (rl != cl + 1 || stash_iter_stat(it, &s) != 0)
                     implicit_dir(&s);
                 fill_stat(&s, 1, &st);
+                st.st_ino = ino_of(&s, seek, kl + cl);
                 full = 1;
             }
         }
@@ -790,6 +850,35 @@ static int w_rename(const char *from, const char *to, unsigned int flags)
     return rc;
 }
 
+/* link(2): NEW becomes another name of FROM's value (stash_link). */
+static int w_link(const char *from, const char *to)
+{
+    char *fk = malloc(KEYBUF), *tk = malloc(KEYBUF);
+    size_t fl, tl;
+    stash_stat_t fs, ts;
+    enum kind fkind, tkind;
+    int rc = fk && tk ? 0 : -ENOMEM;
+    if (rc == 0)
+        rc = lookup(from, fk, &fl, &fs, &fkind);
+    if (rc == 0)
+        rc = lookup(to, tk, &tl, &ts, &tkind);
+    if (rc == 0 && fkind == K_NONE)
+        rc = -ENOENT;
+    else if (rc == 0 && fkind == K_DIR)
+        rc = -EPERM;
+    else if (rc == 0 && tkind != K_NONE)
+        rc = -EEXIST;
+    if (rc == 0)
+        rc = stash_link(db, fk, fl, tk, tl);
+    if (rc == 0) {
+        atomic_store(&links_seen, 1);
+        rc = touch_parent(tk, tl);
+    }
+    free(fk);
+    free(tk);
+    return rc;
+}
+
 /*
  * The key holding PATH's attributes: the file's own, or the directory's
  * record "dir/".  A directory shown without a record gets one (with what
@@ -971,6 +1060,124 @@ static int w_removexattr(const char *path, const char *name)
     return rc == -ENOENT ? -ENODATA : rc;
 }
 
+/* ---- hard links: the other names' kernel caches ---- */
+
+/* The link id of live PATH's value, or 0 (always 0 until a link was seen). */
+static uint64_t link_id_of(const char *path)
+{
+    if (!atomic_load_explicit(&links_seen, memory_order_relaxed))
+        return 0;
+    char key[KEYBUF];
+    size_t kl;
+    stash_stat_t s;
+    if (path_key(path, key, sizeof key, &kl) || stash_stat(db, NULL, key, kl, &s))
+        return 0;
+    return s.link_id;
+}
+
+static void inval_push(const char *path, size_t n)
+{
+    struct inval *e = malloc(sizeof *e + n + 1);
+    if (!e)
+        return;                 /* the caches age out in attr_timeout */
+    memcpy(e->path, path, n);
+    e->path[n] = 0;
+    e->next = NULL;
+    pthread_mutex_lock(&inval_mu);
+    *inval_tail = e;
+    inval_tail = &e->next;
+    pthread_cond_signal(&inval_cv);
+    pthread_mutex_unlock(&inval_mu);
+}
+
+struct inval_arg {
+    const char *except;         /* a key not to invalidate, or NULL */
+    size_t elen;
+    char path[KEYBUF + 1];
+};
+
+static int inval_one(void *arg, const void *key, size_t klen)
+{
+    struct inval_arg *a = arg;
+    if (klen > KEYBUF - 1 || (a->except && klen == a->elen && !memcmp(key, a->except, klen)))
+        return 0;
+    a->path[0] = '/';
+    memcpy(a->path + 1, key, klen);
+    inval_push(a->path, klen + 1);
+    return 0;
+}
+
+/* Have the kernel drop what it caches of every name of linked value ID
+ * but EXCEPT (a path, or NULL). */
+static void inval_id(uint64_t id, const char *except)
+{
+    struct inval_arg *a = malloc(sizeof *a);
+    if (!a)
+        return;
+    a->except = NULL;
+    if (except) {
+        while (*except == '/')
+            except++;
+        a->except = except;
+        a->elen = strlen(except);
+    }
+    (void)stash_link_names(db, id, inval_one, a);
+    free(a);
+}
+
+static void inval_names(const char *path, const char *except)
+{
+    uint64_t id = link_id_of(path);
+    if (id)
+        inval_id(id, except);
+}
+
+static void *inval_loop(void *arg)
+{
+    (void)arg;
+    pthread_mutex_lock(&inval_mu);
+    for (;;) {
+        while (!inval_head && !inval_stop)
+            pthread_cond_wait(&inval_cv, &inval_mu);
+        if (!inval_head)
+            break;
+        struct inval *e = inval_head;
+        if (!(inval_head = e->next))
+            inval_tail = &inval_head;
+        pthread_mutex_unlock(&inval_mu);
+        (void)fuse_invalidate_path(fuse_self, e->path);   /* -ENOENT: not cached */
+        free(e);
+        pthread_mutex_lock(&inval_mu);
+    }
+    pthread_mutex_unlock(&inval_mu);
+    return NULL;
+}
+
+static void fs_destroy(void *private_data)
+{
+    (void)private_data;
+    if (!inval_started)
+        return;
+    pthread_mutex_lock(&inval_mu);
+    inval_stop = 1;
+    pthread_cond_signal(&inval_cv);
+    pthread_mutex_unlock(&inval_mu);
+    pthread_join(inval_thread, NULL);
+    inval_started = 0;
+}
+
+/* A change to PATH's value: when it is linked, its other names' caches go
+ * stale (their attributes, their pages, their name count). */
+#define LINKED_OP(call)                       \
+    int rc = live_only(path);                 \
+    if (rc)                                   \
+        return rc;                            \
+    uint64_t lid_ = link_id_of(path);         \
+    rc = call;                                \
+    if (rc >= 0 && lid_)                      \
+        inval_id(lid_, path);                 \
+    return rc
+
 /* ------------------------------------------------------------------ */
 /* the entry points: snapshots are read-only trees                      */
 
@@ -978,6 +1185,7 @@ static void snaproot_stat(struct stat *st)
 {
     stash_stat_t s = dir_record(ts_to_ns(&mount_time));
     fill_stat(&s, 1, st);
+    st->st_ino = SNAPROOT_INO;
 }
 
 struct lister {
@@ -1035,7 +1243,11 @@ static int fs_open(const char *path, struct fuse_file_info *fi)
         rc = -EROFS;
     else if (w == W_SNAPROOT)
         rc = -EISDIR;
-    else
+    else if (w == W_LIVE && (fi->flags & O_TRUNC)) {
+        uint64_t lid = link_id_of(path);
+        if ((rc = r_open(rel, fi)) == 0 && lid)
+            inval_id(lid, path);
+    } else
         rc = r_open(rel, fi);
     leave();
     return rc;
@@ -1081,23 +1293,24 @@ static int fs_listxattr(const char *path, char *list, size_t size)
     int rc = live_only(path);             \
     return rc ? rc : call
 
+
 static int fs_create(const char *path, mode_t mode, struct fuse_file_info *fi) { WRITE_OP(w_create(path, mode, fi)); }
 static int fs_mknod(const char *path, mode_t mode, dev_t rdev) { WRITE_OP(w_mknod(path, mode, rdev)); }
 static int fs_write(const char *path, const char *buf, size_t size, off_t off, struct fuse_file_info *fi)
 {
-    WRITE_OP(w_write(path, buf, size, off, fi));
+    LINKED_OP(w_write(path, buf, size, off, fi));
 }
-static int fs_truncate(const char *path, off_t size, struct fuse_file_info *fi) { WRITE_OP(w_truncate(path, size, fi)); }
-static int fs_unlink(const char *path) { WRITE_OP(w_unlink(path)); }
+static int fs_truncate(const char *path, off_t size, struct fuse_file_info *fi) { LINKED_OP(w_truncate(path, size, fi)); }
+static int fs_unlink(const char *path) { LINKED_OP(w_unlink(path)); }
 static int fs_symlink(const char *target, const char *path) { WRITE_OP(w_symlink(target, path)); }
-static int fs_chmod(const char *path, mode_t mode, struct fuse_file_info *fi) { WRITE_OP(w_chmod(path, mode, fi)); }
+static int fs_chmod(const char *path, mode_t mode, struct fuse_file_info *fi) { LINKED_OP(w_chmod(path, mode, fi)); }
 static int fs_chown(const char *path, uid_t uid, gid_t gid, struct fuse_file_info *fi)
 {
-    WRITE_OP(w_chown(path, uid, gid, fi));
+    LINKED_OP(w_chown(path, uid, gid, fi));
 }
 static int fs_utimens(const char *path, const struct timespec tv[2], struct fuse_file_info *fi)
 {
-    WRITE_OP(w_utimens(path, tv, fi));
+    LINKED_OP(w_utimens(path, tv, fi));
 }
 /*
  * Backups of the mounted store, asked for through two attribute names on
@@ -1150,9 +1363,9 @@ static int fs_setxattr(const char *path, const char *name, const char *val, size
 {
     if (is_control(path, name))
         return control(name, val, size);
-    WRITE_OP(w_setxattr(path, name, val, size, flags));
+    LINKED_OP(w_setxattr(path, name, val, size, flags));
 }
-static int fs_removexattr(const char *path, const char *name) { WRITE_OP(w_removexattr(path, name)); }
+static int fs_removexattr(const char *path, const char *name) { LINKED_OP(w_removexattr(path, name)); }
 
 /* The message of the last backup asked for (see control()). */
 static int ctl_result(char *val, size_t size)
@@ -1171,7 +1384,15 @@ static int fs_rename(const char *from, const char *to, unsigned int flags)
     int rc = live_only(from);
     if (rc == 0)
         rc = live_only(to);
-    return rc ? rc : w_rename(from, to, flags);
+    if (rc)
+        return rc;
+    uint64_t fid = link_id_of(from), tid = link_id_of(to);
+    rc = w_rename(from, to, flags);
+    if (rc == 0 && fid)
+        inval_id(fid, to);          /* ctime */
+    if (rc == 0 && tid && tid != fid)
+        inval_id(tid, to);          /* one name fewer */
+    return rc;
 }
 
 /* mkdir in the snapshots directory takes a snapshot; rmdir drops one. */
@@ -1205,7 +1426,14 @@ static int fs_rmdir(const char *path)
 
 static int fs_link(const char *from, const char *to)
 {
-    return -EPERM;
+    int rc = live_only(from);
+    if (rc == 0)
+        rc = live_only(to);
+    if (rc == 0)
+        rc = w_link(from, to);
+    if (rc == 0)
+        inval_names(from, NULL);    /* every name's count went up */
+    return rc;
 }
 
 static int fs_statfs(const char *path, struct statvfs *sv)
@@ -1242,12 +1470,15 @@ static void *fs_init(struct fuse_conn_info *conn, struct fuse_config *cfg)
     cfg->attr_timeout = 86400.0;
     cfg->negative_timeout = 86400.0;
     cfg->kernel_cache = 1;
-    cfg->use_ino = 0;
+    cfg->use_ino = 1;
+    fuse_self = fuse_get_context()->fuse;
+    inval_started = pthread_create(&inval_thread, NULL, inval_loop, NULL) == 0;
     return NULL;
 }
 
 static const struct fuse_operations ops = {
     .init = fs_init,
+    .destroy = fs_destroy,
     .getattr = fs_getattr,
     .readdir = fs_readdir,
     .opendir = fs_opendir,

@@ -355,7 +355,8 @@ int  stash_iter_stat(const stash_iter_t *it, stash_stat_t *st);
 
 /*
  * Change the fields of KEY's attributes named by MASK (size is not touched:
- * use stash_truncate).  The value is unchanged.  Errors: -ENOENT, -EINVAL,
+ * use stash_truncate; nlink and link_id follow from stash_link).  The value
+ * is unchanged.  Errors: -ENOENT, -EINVAL,
  * -EROFS, -ENOSPC, -EIO, -ENOMEM.
  */
 int  stash_setstat(stash_t *db, const void *key, size_t klen, const stash_stat_t *st, unsigned mask);

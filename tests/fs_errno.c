@@ -326,7 +326,12 @@ int main(int argc, char **argv)
     EXPECT("unlink missing", unlink(P("missing")), ENOENT);
     EXPECT("rmdir missing", rmdir(P("missing")), ENOENT);
     EXPECT("rename missing", rename(P("missing"), P("other")), ENOENT);
-    EXPECT("hard link", link(P("file"), P("hard")), EPERM);
+    EXPECT("hard link", link(P("file"), P("hard")), 0);
+    EXPECT("hard link onto an existing name", link(P("file"), P("hard")), EEXIST);
+    EXPECT("hard link of a missing file", link(P("missing"), P("hard2")), ENOENT);
+    EXPECT("hard link of a directory", link(P("dir"), P("hard3")), EPERM);
+    EXPECT("hard link into a missing directory", link(P("file"), P("missing/x")), ENOENT);
+    EXPECT("unlink one name", unlink(P("hard")), 0);
     EXPECT("readlink of a file", readlink(P("file"), name, sizeof name), EINVAL);
 
     /* RENAME_NOREPLACE */

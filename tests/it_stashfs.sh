@@ -82,6 +82,31 @@ mkdir -p "$m/errno" && "$build/fs_errno" "$m/errno" >"$tmp/out" 2>&1 || { bad "f
 "$build/fs_fsx" "$m/fsx2" 10000 7 4194304 >"$tmp/out" 2>&1 || { bad "fs_fsx 4 MiB"; tail -n 20 "$tmp/out"; }
 rm -f "$m/fsx" "$m/fsx2"
 
+# Hard links: one value under several names, in any directory; a change
+# through one name is seen through the others at once (the kernel's caches
+# of the other names are dropped); tar and rsync -H keep them.
+echo one >"$m/h1"
+check "ln" ln "$m/h1" "$m/h2"
+mkdir -p "$m/hd"
+check "ln into another directory" ln "$m/h2" "$m/hd/h3"
+check "one inode, three names" test "$(stat -c '%i %h' "$m/h1" "$m/h2" "$m/hd/h3" | sort -u | wc -l)" = 1
+check "link count 3" test "$(stat -c %h "$m/h1")" = 3
+cat "$m/h2" "$m/hd/h3" >/dev/null          # (cache all three)
+echo two >>"$m/h1"
+check "appended through one name, read through another" test "$(cat "$m/hd/h3")" = "$(printf 'one\ntwo')"
+check "its size through the third" test "$(stat -c %s "$m/h2")" = 8
+chmod 600 "$m/h2"
+check "chmod through one name" test "$(stat -c %a "$m/h1")" = 600
+check "rm one name" rm "$m/h1"
+check "the others stay" test "$(cat "$m/h2")" = "$(printf 'one\ntwo')"
+check "their count drops" test "$(stat -c %h "$m/h2" "$m/hd/h3" | sort -u)" = 2
+check "mv keeps the inode" sh -c "i=\$(stat -c %i '$m/h2'); mv '$m/h2' '$m/hd/h4' && [ \"\$(stat -c %i '$m/hd/h4')\" = \"\$i\" ]"
+check "tar keeps hard links" sh -c "tar -C '$m' -cf '$tmp/h.tar' hd && mkdir '$tmp/hx' && tar -C '$tmp/hx' -xf '$tmp/h.tar' && [ \"\$(stat -c %h '$tmp/hx/hd/h3')\" = 2 ]"
+check "rsync -aH keeps hard links" sh -c "rsync -aH '$tmp/hx/hd/' '$m/hr/' && [ \"\$(stat -c %i '$m/hr/h3')\" = \"\$(stat -c %i '$m/hr/h4')\" ] && [ \"\$(stat -c %h '$m/hr/h3')\" = 2 ]"
+check "a hard-linked tree through cp -al" sh -c "cp -al '$m/hr' '$m/hr2' && [ \"\$(stat -c %h '$m/hr2/h3')\" = 4 ]"
+check "du counts it once" test "$(du -s --apparent-size -B1 "$m/hr" "$m/hr2" | awk '{s+=$1} END {print s}')" = 8
+check "rm -r of linked trees" rm -r "$m/hr" "$m/hr2"
+
 # tar round trip, rsync -a of a real tree, cp -a
 src=/usr/include
 [ -d "$src/linux" ] || src=/usr/share/doc
@@ -205,10 +230,13 @@ check "ls -l shows the numbers" sh -c "ls -l '$m' | grep -q '^crw.* 1, *3 .* dev
 # Everything is still there after a remount.
 find "$m" -path "$m/par" -prune -o -print | sort >"$tmp/before.list"
 stat -c '%n %a %s %Y %g' "$m/greeting" "$m/moved/sub/2" "$m/api" "$m/api/hello" >"$tmp/before.stat"
+stat -c '%n %i %h %s %a' "$m/hd/h3" "$m/hd/h4" >"$tmp/before.links"
 unmount
 mount_fs
 find "$m" -path "$m/par" -prune -o -print | sort >"$tmp/after.list"
 stat -c '%n %a %s %Y %g' "$m/greeting" "$m/moved/sub/2" "$m/api" "$m/api/hello" >"$tmp/after.stat"
+stat -c '%n %i %h %s %a' "$m/hd/h3" "$m/hd/h4" >"$tmp/after.links"
+check "hard links after remount" cmp "$tmp/before.links" "$tmp/after.links"
 check "same tree after remount" cmp "$tmp/before.list" "$tmp/after.list"
 check "same metadata after remount" cmp "$tmp/before.stat" "$tmp/after.stat"
 check "xattr after remount" test "$(getfattr --absolute-names --only-values -n user.colour "$m/greeting")" = blue

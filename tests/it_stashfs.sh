@@ -255,6 +255,8 @@ unmount
 check "stash_get of a file" test "$("$ctl" -d "$store" get moved/sub/2)" = two
 "$ctl" -d "$store" get big >"$tmp/big2" && check "stash_get of the big file" cmp "$tmp/big" "$tmp/big2"
 check "odd key kept" test "$("$ctl" -d "$store" get "api/bad//name")" = ab
+check "stash_get of a hard link" test "$("$ctl" -d "$store" get hd/h3)" = "$(printf 'one\ntwo')"
+check "dumps show links" sh -c "for f in '$store'/*.sst '$store'/*.log; do '$ctl' dump-sst \"\$f\" 2>/dev/null; '$ctl' dump-wal \"\$f\" 2>/dev/null; done | grep -q '^[0-9]* put hd/h3 link to value [0-9a-f]*\$'"
 
 # Background mode: returns once mounted; a busy store is refused in one line.
 "$fs" "$store" "$mnt" 2>"$tmp/err" || bad "background mount"

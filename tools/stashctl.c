@@ -319,6 +319,26 @@ static void print_user_key(const uint8_t *k, size_t kl)
     }
 }
 
+/* What envelope E (decoded from V, VL bytes) holds. */
+static void print_envelope(const struct envelope *e, const uint8_t *v, size_t vl)
+{
+    if (e->kind == VK_LINK) {
+        printf(" link to value %016llx", (unsigned long long)e->link);
+    } else if (e->kind == VK_PLAIN) {
+        printf(" plain %zu bytes ", vl - (size_t)(e->data - v));
+        print_preview(e->data, vl - (size_t)(e->data - v));
+    } else {
+        printf(" %s mode %o uid %u gid %u mtime %lld xattrs %zu bytes, ", e->kind == VK_ATTR ? "attr" : "chunked",
+               (unsigned)e->st.mode, (unsigned)e->st.uid, (unsigned)e->st.gid, (long long)e->st.mtime_ns, e->xlen);
+        if (e->kind == VK_ATTR) {
+            printf("%llu bytes ", (unsigned long long)e->st.size);
+            print_preview(e->data, (size_t)e->st.size);
+        } else {
+            printf("%llu bytes in gen %016llx", (unsigned long long)e->st.size, (unsigned long long)e->gen);
+        }
+    }
+}
+
 /* One stored entry: its sequence number and type, the key (a user key, or
  * which of the engine's records it is), and what its value holds. */
 static void print_entry(uint64_t seq, int type, const uint8_t *k, size_t kl, const uint8_t *v, size_t vl)
@@ -335,6 +355,12 @@ static void print_entry(uint64_t seq, int type, const uint8_t *k, size_t kl, con
             fputs("<snapshot ", stdout);
             print_escaped(k + 2, kl - 2);
             putchar('>');
+        } else if (ns == NS_LINK && kl == LINK_KEY_LEN) {
+            printf("<linked value %016llx>", (unsigned long long)be64(k + 2));
+        } else if (ns == NS_LREF && kl > LINK_KEY_LEN) {
+            printf("<value %016llx has name ", (unsigned long long)be64(k + 2));
+            print_user_key(k + LINK_KEY_LEN, kl - LINK_KEY_LEN);
+            putchar('>');
         } else {
             fputs("<engine key ", stdout);
             print_escaped(k, kl);
@@ -348,6 +374,14 @@ static void print_entry(uint64_t seq, int type, const uint8_t *k, size_t kl, con
                 print_user_key(v, vl);
             } else if (ns == NS_SNAP && vl >= 8) {
                 printf(" sequence %llu", (unsigned long long)dec_u64(v));
+            } else if (ns == NS_LINK && kl == LINK_KEY_LEN) {
+                struct envelope e;
+                if (link_decode(v, vl, be64(k + 2), &e) < 0) {
+                    printf(" DAMAGED VALUE (%zu bytes)", vl);
+                } else {
+                    printf(" %u names,", e.nlink);
+                    print_envelope(&e, v, vl);
+                }
             }
         }
         putchar('\n');
@@ -360,19 +394,7 @@ static void print_entry(uint64_t seq, int type, const uint8_t *k, size_t kl, con
             printf(" DAMAGED VALUE (%zu bytes)\n", vl);
             return;
         }
-        if (e.kind == VK_PLAIN) {
-            printf(" plain %zu bytes ", vl - (size_t)(e.data - v));
-            print_preview(e.data, vl - (size_t)(e.data - v));
-        } else {
-            printf(" %s mode %o uid %u gid %u mtime %lld xattrs %zu bytes, ", e.kind == VK_ATTR ? "attr" : "chunked",
-                   (unsigned)e.st.mode, (unsigned)e.st.uid, (unsigned)e.st.gid, (long long)e.st.mtime_ns, e.xlen);
-            if (e.kind == VK_ATTR) {
-                printf("%llu bytes ", (unsigned long long)e.st.size);
-                print_preview(e.data, (size_t)e.st.size);
-            } else {
-                printf("%llu bytes in gen %016llx", (unsigned long long)e.st.size, (unsigned long long)e.gen);
-            }
-        }
+        print_envelope(&e, v, vl);
     }
     putchar('\n');
 }

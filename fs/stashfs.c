@@ -26,8 +26,8 @@
  * as its own inode, so a change through one name (or a name count that
  * changes) has the other names' cached attributes and pages dropped, by a
  * notifier thread (a notification sent from inside a request may wait on
- * that very request).  Inode numbers are derived: a linked value's is its
- * link id, shared by its names; any other entry's a hash of its path.  Each call is one or a few engine calls; the engine serialises
+ * that very request).  Inode numbers are the engine's (stash_create picks
+ * one per value), or a hash of the path for keys written by the library.  Each call is one or a few engine calls; the engine serialises
  * read-modify-writes of one key, so threads need no lock here (only the
  * small table of recently touched directories has one).  Directory streams
  * keep their place in fi->fh (struct dirh).
@@ -124,19 +124,21 @@ static uint64_t fnv64(uint64_t h, const void *p, size_t n)
 #define SNAPROOT_INO 2
 
 /*
- * The inode number of KEY (attributes S) as this call sees it: a linked
- * value's link id, so that its names share it (tar, rsync -H, cp -a and du
- * find hard links by it); else a hash of the key.  Inside a snapshot both
- * are mixed with the snapshot's name, so a snapshot's file is never taken
- * for the live one.  Renaming a file that is not linked changes its number.
+ * The inode number of KEY (attributes S) as this call sees it: the one the
+ * engine keeps with the value (stash_create chose it; renames keep it, and
+ * a value's hard links share it, which is how tar, rsync -H, cp -a and du
+ * find them); for a key written through the library, which has none, a
+ * hash of the key.  Inside a snapshot both are mixed with the snapshot's
+ * name, so a snapshot's file is never taken for the live one.
  */
 static uint64_t ino_of(const stash_stat_t *s, const char *key, size_t kl)
 {
     uint64_t h;
-    if (s->link_id) {
-        h = (s->link_id ^ cur_salt) * 0x9E3779B97F4A7C15ull;
-        h ^= h >> 29;
+    if (s->link_id)
         atomic_store_explicit(&links_seen, 1, memory_order_relaxed);
+    if (s->ino) {
+        h = (s->ino ^ cur_salt) * 0x9E3779B97F4A7C15ull;
+        h ^= h >> 29;
     } else if (kl == 0 && !cur_salt) {
         return ROOT_INO;
     } else {

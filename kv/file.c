@@ -266,6 +266,7 @@ int stash_create(stash_t *db, const void *key, size_t klen, const stash_stat_t *
     } else {
         struct envelope e = {.kind = VK_ATTR, .st = *st};
         e.st.size = 0;
+        e.st.ino = new_gen();
         stash_batch_t *b = stash_batch_new();
         rc = b ? 0 : -ENOMEM;
         if (rc == 0 && f.exists)
@@ -599,6 +600,8 @@ int stash_link(stash_t *db, const void *key, size_t klen, const void *newkey, si
         if (fresh) {
             e.link = new_gen();
             e.nlink = 1;
+            if (!e.st.ino)
+                e.st.ino = e.link;      /* one inode number for all names */
         }
         e.nlink++;
         e.st.ctime_ns = now_ns();

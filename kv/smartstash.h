@@ -304,6 +304,7 @@ typedef struct stash_stat {
     int64_t  atime_ns, mtime_ns, ctime_ns;     /* nanoseconds since 1970 */
     uint32_t nlink;     /* names of the value: 1, more once stash_link gave it others */
     uint64_t link_id;   /* 0, or the same nonzero number for every name of a linked value */
+    uint64_t ino;       /* 0, or a number stash_create chose, kept by renames and links */
 } stash_stat_t;
 
 /*
@@ -365,8 +366,10 @@ int  stash_setstat(stash_t *db, const void *key, size_t klen, const stash_stat_t
 #define STASH_EXCL 1    /* fail with -EEXIST when KEY exists */
 
 /*
- * Set KEY to an empty value with attributes *ST (its size field is
- * ignored), replacing any value it had (with STASH_EXCL: failing instead).
+ * Set KEY to an empty value with attributes *ST (its size, nlink, link_id
+ * and ino fields are ignored), replacing any value it had (with STASH_EXCL:
+ * failing instead).  The value gets a random nonzero inode number (ino),
+ * which stays with it through changes, renames and links; stashfs shows it.
  * Errors: -EEXIST, -EINVAL, -EROFS, -ENOSPC, -EIO, -ENOMEM.
  */
 int  stash_create(stash_t *db, const void *key, size_t klen, const stash_stat_t *st, unsigned flags);

@@ -155,6 +155,12 @@ int env_decode(const uint8_t *v, size_t n, struct envelope *e)
     e->st.atime_ns = (int64_t)f[3];
     e->st.mtime_ns = (int64_t)f[4];
     e->st.ctime_ns = (int64_t)f[5];
+    /* An inode number leads the extended attributes as one with an empty
+     * name (no real one has that). */
+    if (aend - p >= 10 && p[0] == 0 && p[1] == 8) {
+        e->st.ino = dec_u64(p + 2);
+        p += 10;
+    }
     e->xattr = p;
     e->xlen = (size_t)(aend - p);
     p = aend;
@@ -183,7 +189,7 @@ int link_decode(const uint8_t *v, size_t n, uint64_t id, struct envelope *e)
 
 size_t env_header_max(size_t xlen)
 {
-    return 10 + 1 + 10 + 6 * 10 + xlen + 10 + 8;
+    return 10 + 1 + 10 + 6 * 10 + 10 + xlen + 10 + 8;
 }
 
 size_t env_encode_header(const struct envelope *e, uint8_t *out)
@@ -201,7 +207,7 @@ size_t env_encode_header(const struct envelope *e, uint8_t *out)
         p += enc_varint(p, t2u(e->st.mtime_ns) / 1000000000u);
         return (size_t)(p - out);
     }
-    uint8_t rec[6 * 10];
+    uint8_t rec[6 * 10 + 10];
     size_t r = 0;
     r += enc_varint(rec + r, e->st.mode);
     r += enc_varint(rec + r, e->st.uid);
@@ -209,6 +215,12 @@ size_t env_encode_header(const struct envelope *e, uint8_t *out)
     r += enc_varint(rec + r, t2u(e->st.atime_ns));
     r += enc_varint(rec + r, t2u(e->st.mtime_ns));
     r += enc_varint(rec + r, t2u(e->st.ctime_ns));
+    if (e->st.ino) {
+        rec[r++] = 0;
+        rec[r++] = 8;
+        enc_u64(rec + r, e->st.ino);
+        r += 8;
+    }
     p += enc_varint(p, r + e->xlen);
     memcpy(p, rec, r);
     p += r;

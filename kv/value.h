@@ -27,6 +27,8 @@
  *   varint mode | varint uid | varint gid | varint atime_ns | varint mtime_ns
  *   | varint ctime_ns | the rest: extended attributes, each
  *     varint name length | name | varint value length | value
+ *   of which the first may be the inode number: 0x00 0x08 | ino (u64 LE)
+ *   (an empty name, which no extended attribute has)
  * Times are nanoseconds since 1970 (times before it are stored as 0).
  *
  * Pure functions, no state: safe from any thread.

@@ -82,6 +82,14 @@ mkdir -p "$m/errno" && "$build/fs_errno" "$m/errno" >"$tmp/out" 2>&1 || { bad "f
 "$build/fs_fsx" "$m/fsx2" 10000 7 4194304 >"$tmp/out" 2>&1 || { bad "fs_fsx 4 MiB"; tail -n 20 "$tmp/out"; }
 rm -f "$m/fsx" "$m/fsx2"
 
+# Inode numbers stay through renames of files and directories.
+mkdir -p "$m/ino/d" && echo x >"$m/ino/f"
+ino_f=$(stat -c %i "$m/ino/f") ino_d=$(stat -c %i "$m/ino/d")
+mv "$m/ino/f" "$m/ino/g" && mv "$m/ino/d" "$m/ino/e"
+check "a renamed file keeps its inode number" test "$(stat -c %i "$m/ino/g")" = "$ino_f"
+check "a renamed directory keeps its inode number" test "$(stat -c %i "$m/ino/e")" = "$ino_d"
+check "inode numbers differ" test "$ino_f" != "$ino_d"
+
 # Hard links: one value under several names, in any directory; a change
 # through one name is seen through the others at once (the kernel's caches
 # of the other names are dropped); tar and rsync -H keep them.

@@ -792,11 +792,36 @@ static void test_links(void **state)
     assert_int_equal(stash_delete(db, "\xff", 1), 0);
     assert_int_equal(stash_link_names(db, 0, add_name, &nm), -EINVAL);
 
+    /* Inode numbers: stash_create picks one, renames, changes and links
+     * keep it, and it is not an extended attribute. */
+    stash_stat_t c0 = {.mode = 0100644}, c1, c2;
+    assert_int_equal(stash_create(db, "f", 1, &c0, 0), 0);
+    assert_int_equal(stash_stat(db, NULL, "f", 1, &c1), 0);
+    assert_true(c1.ino != 0);
+    assert_int_equal(stash_setxattr(db, "f", 1, "user.a", "1", 1, 0), 0);
+    assert_int_equal(stash_pwrite(db, "f", 1, "data", 4, 0), 0);
+    assert_int_equal(stash_rename(db, "f", 1, "g", 1, 0), 0);
+    assert_int_equal(stash_link(db, "g", 1, "h", 1), 0);
+    assert_int_equal(stash_stat(db, NULL, "h", 1, &c2), 0);
+    assert_true(c2.ino == c1.ino);
+    char names[64];
+    size_t need;
+    assert_int_equal(stash_listxattr(db, NULL, "h", 1, names, sizeof names, &need), 0);
+    assert_int_equal(need, 7);
+    assert_memory_equal(names, "user.a", 7);
+    assert_int_equal(stash_create(db, "f2", 2, &c0, 0), 0);
+    assert_int_equal(stash_stat(db, NULL, "f2", 2, &c2), 0);
+    assert_true(c2.ino != c1.ino && c2.ino != 0);
+    assert_int_equal(stash_stat(db, NULL, "d", 1, &c2), 0);
+    assert_true(c2.ino == c2.link_id);     /* linked from a value without one */
+
     /* All of it after a reopen; and a put there still counts names down. */
     assert_int_equal(stash_close(db), 0);
     db = open_small();
     expect_links(db, "d", 2, &id);
     check_value(db, "dir/x", (const uint8_t *)"Je", 2);
+    assert_int_equal(stash_stat(db, NULL, "g", 1, &c2), 0);
+    assert_true(c2.ino == c1.ino);
     assert_int_equal(stash_put(db, "d", 1, "mine", 4), 0);
     expect_links(db, "dir/x", 1, &id);
     assert_int_equal(stash_close(db), 0);

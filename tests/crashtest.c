@@ -14,6 +14,12 @@
  * Tiny memtables, tables and levels make log switches, flushes and
  * compactions happen during the kills.
  *
+ * A second series does the same to hard links, in a store of its own: the
+ * child gives value "v" a new name l<i>, drops l<i-2> and writes byte i
+ * through l<i> at slot i mod 50, and reports i.  After each kill every name
+ * must lead to one value whose name count is right, l<i> must exist for the
+ * last reported i, and that i's byte must be in its slot.
+ *
  * Usage: crashtest [--rounds N] [--seed S] [--dir DIR]
  * Prints the seed; a failing round can be replayed with the same seed.
  */
@@ -202,6 +208,147 @@ static long verify(const char *dir, uint32_t acked_upto, uint32_t first_round)
     return ok ? maxb : -1;
 }
 
+/* ---- hard links ---- */
+
+static void link_child(const char *dir, uint32_t first, int out)
+{
+    stash_options_t o;
+    stash_options_init(&o);
+    o.memtable_size = 64 << 10;
+    o.target_file_size = 64 << 10;
+    o.level1_max_bytes = 256 << 10;
+    stash_t *db;
+    if (stash_open(dir, &o, &db) != 0)
+        _exit(3);
+    if (first == 1 && (stash_put(db, "v", 1, "", 0) != 0 || stash_pwrite(db, "v", 1, "", 1, 4999) != 0))
+        _exit(4);
+    for (uint32_t i = first;; i++) {
+        char k[16];
+        uint8_t byte = (uint8_t)i;
+        snprintf(k, sizeof k, "l%u", i);
+        if (stash_link(db, "v", 1, k, strlen(k)) != 0)
+            _exit(5);
+        if (i > 2) {
+            snprintf(k, sizeof k, "l%u", i - 2);
+            if (stash_delete(db, k, strlen(k)) != 0)
+                _exit(6);
+            snprintf(k, sizeof k, "l%u", i);
+        }
+        if (stash_pwrite(db, k, strlen(k), &byte, 1, (uint64_t)(i % 50) * 100) != 0)
+            _exit(7);
+        if (i % 32 == 0 && stash_sync(db) != 0)
+            _exit(8);
+        if (write(out, &i, sizeof i) != sizeof i)
+            _exit(9);
+    }
+}
+
+struct lnames {
+    stash_t *db;
+    uint64_t id;
+    uint32_t count, top, bad;
+};
+
+static int link_name(void *arg, const void *key, size_t klen)
+{
+    struct lnames *n = arg;
+    stash_stat_t st;
+    char k[32];
+    if (klen >= sizeof k)
+        return n->bad = 1, 0;
+    memcpy(k, key, klen);
+    k[klen] = 0;
+    if (stash_stat(n->db, NULL, k, klen, &st) != 0 || st.link_id != n->id) {
+        fprintf(stderr, "name %s does not lead to value %016llx\n", k, (unsigned long long)n->id);
+        n->bad = 1;
+    }
+    n->count++;
+    if (k[0] == 'l' && (uint32_t)atol(k + 1) > n->top)
+        n->top = (uint32_t)atol(k + 1);
+    return 0;
+}
+
+/* The highest i whose name exists, or -1 when the store is inconsistent. */
+static long link_verify(const char *dir, uint32_t acked)
+{
+    stash_t *db;
+    if (stash_open(dir, NULL, &db) != 0) {
+        fprintf(stderr, "links: reopen failed: %s\n", stash_last_error(NULL));
+        return -1;
+    }
+    stash_stat_t st;
+    struct lnames n = {db, 0, 0, 0, 0};
+    int rc = stash_stat(db, NULL, "v", 1, &st);
+    if (acked == 0 && (rc == -ENOENT || (rc == 0 && st.link_id == 0))) {
+        stash_close(db);        /* killed before the first step */
+        return 0;
+    }
+    int ok = rc == 0;
+    if (!ok)
+        fprintf(stderr, "links: v: %s\n", stash_last_error(db));
+    n.id = ok ? st.link_id : 0;
+    if (ok && (!n.id || stash_link_names(db, n.id, link_name, &n) != 0 || n.bad)) {
+        fprintf(stderr, "links: v is not linked, or its names are wrong\n");
+        ok = 0;
+    }
+    if (ok && n.count != st.nlink) {
+        fprintf(stderr, "links: %u names, but the value counts %u\n", n.count, st.nlink);
+        ok = 0;
+    }
+    uint8_t byte = 0;
+    size_t got = 0;
+    if (ok && acked && (stash_pread(db, "v", 1, &byte, 1, (uint64_t)(acked % 50) * 100, &got) != 0 ||
+                        got != 1 || n.top < acked)) {
+        fprintf(stderr, "links: acknowledged step %u lost (names up to l%u)\n", acked, n.top);
+        ok = 0;
+    }
+    if (ok && acked && byte != (uint8_t)acked && n.top == acked) {
+        fprintf(stderr, "links: step %u's byte is %u\n", acked, byte);
+        ok = 0;
+    }
+    if (stash_close(db) != 0)
+        ok = 0;
+    return ok ? (long)n.top : -1;
+}
+
+static int link_rounds(const char *dir, int rounds, uint64_t *seed)
+{
+    /* NEXT follows the names that exist (a killed step may have made its
+     * name and no more); ACKED only what a child reported. */
+    uint32_t next = 1, acked = 0;
+    for (int r = 0; r < rounds; r++) {
+        int p[2];
+        if (pipe(p) < 0)
+            return perror("pipe"), 1;
+        pid_t pid = fork();
+        if (pid == 0) {
+            close(p[0]);
+            link_child(dir, next, p[1]);
+        }
+        close(p[1]);
+        usleep((useconds_t)(2000 + rnd(seed) % 100000));
+        kill(pid, SIGKILL);
+        int status;
+        waitpid(pid, &status, 0);
+        uint32_t i;
+        while (read(p[0], &i, sizeof i) == sizeof i)
+            acked = i;
+        close(p[0]);
+        if (WIFEXITED(status)) {
+            fprintf(stderr, "links round %d: child exited with %d before the kill\n", r, WEXITSTATUS(status));
+            return 1;
+        }
+        long top = link_verify(dir, acked);
+        if (top < 0) {
+            fprintf(stderr, "links round %d FAILED\n", r);
+            return 1;
+        }
+        next = (uint32_t)top + 1;
+    }
+    printf("crashtest: %d rounds of hard links, %u steps: ok\n", rounds, next - 1);
+    return 0;
+}
+
 int main(int argc, char **argv)
 {
     int rounds = 50;
@@ -281,5 +428,18 @@ int main(int argc, char **argv)
     }
     printf("crashtest: %d rounds, %ld acknowledged batches checked: %s\n", rounds, total_acked,
            failed ? "FAILED" : "ok");
+    if (!failed) {
+        char ldir[600];
+        snprintf(ldir, sizeof ldir, "%s.links", dir);
+        failed = link_rounds(ldir, rounds / 3 + 1, &seed);
+        if (!failed && own_dir) {
+            char cmd[700];
+            snprintf(cmd, sizeof cmd, "rm -rf '%s'", ldir);
+            if (system(cmd) != 0)
+                fprintf(stderr, "could not remove %s\n", ldir);
+        } else if (failed) {
+            fprintf(stderr, "store left for inspection in %s\n", ldir);
+        }
+    }
     return failed;
 }

@@ -4,10 +4,13 @@
 #include "value.h"
 
 #include <errno.h>
+#include <pthread.h>
+#include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/random.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "coding.h"
 
@@ -242,15 +245,44 @@ int64_t now_ns(void)
     return (int64_t)t.tv_sec * 1000000000 + t.tv_nsec;
 }
 
+/*
+ * Random numbers from a per-thread splitmix64 stream seeded from the kernel:
+ * a file create needs one, and a system call each time costs more than the
+ * rest of the create.  A forked child reseeds (fork_epoch), or it would
+ * repeat its parent's numbers, and chunk generations must never repeat.
+ */
+static _Atomic unsigned fork_epoch = 1;
+static pthread_once_t fork_once = PTHREAD_ONCE_INIT;
+
+static void after_fork(void)
+{
+    atomic_fetch_add(&fork_epoch, 1);
+}
+
+static void watch_forks(void)
+{
+    pthread_atfork(NULL, NULL, after_fork);
+}
+
 uint64_t new_gen(void)
 {
-    uint64_t g = 0;
-    while (g == 0) {
-        if (getrandom(&g, sizeof g, 0) != (ssize_t)sizeof g) {
-            /* No entropy source: time and address bits still differ per call. */
-            static _Atomic uint64_t ctr;
-            g = (uint64_t)now_ns() ^ ((uint64_t)(uintptr_t)&g << 17) ^ ++ctr;
+    static __thread uint64_t state;
+    static __thread unsigned epoch;
+    pthread_once(&fork_once, watch_forks);
+    unsigned e = atomic_load(&fork_epoch);
+    if (epoch != e) {
+        if (getrandom(&state, sizeof state, 0) != (ssize_t)sizeof state) {
+            /* No entropy source: time and address bits still differ per thread. */
+            state = (uint64_t)now_ns() ^ ((uint64_t)(uintptr_t)&state << 17) ^ ((uint64_t)getpid() << 40);
         }
+        epoch = e;
     }
-    return g;
+    uint64_t z;
+    do {
+        z = (state += 0x9E3779B97F4A7C15ull);
+        z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
+        z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
+        z ^= z >> 31;
+    } while (z == 0);
+    return z;
 }

@@ -1003,6 +1003,30 @@ static void test_link_model(void **state)
     assert_int_equal(stash_close(db), 0);
 }
 
+/* Generation numbers (chunks, links, inode numbers) never repeat in a
+ * forked child: it draws a fresh seed instead of its parent's stream. */
+uint64_t new_gen(void);
+
+static void test_gen_after_fork(void **state)
+{
+    (void)state;
+    (void)new_gen();
+    int p[2];
+    assert_int_equal(pipe(p), 0);
+    pid_t pid = fork();
+    if (pid == 0) {
+        uint64_t g = new_gen();
+        _exit(write(p[1], &g, sizeof g) == sizeof g ? 0 : 1);
+    }
+    uint64_t mine = new_gen(), theirs = 0;
+    assert_int_equal(read(p[0], &theirs, sizeof theirs), sizeof theirs);
+    int st;
+    waitpid(pid, &st, 0);
+    close(p[0]);
+    close(p[1]);
+    assert_true(mine != theirs && mine != 0 && theirs != 0);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -1018,6 +1042,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_links, tu_setup, tu_teardown),
         cmocka_unit_test_setup_teardown(test_link_large, tu_setup, tu_teardown),
         cmocka_unit_test_setup_teardown(test_link_model, tu_setup, tu_teardown),
+        cmocka_unit_test(test_gen_after_fork),
     };
     tu_filter();
     return cmocka_run_group_tests(tests, NULL, NULL);

@@ -288,10 +288,32 @@ static stash_stat_t dir_record(int64_t t)
     return d;
 }
 
+/*
+ * An iterator over the keys under directory prefix PREFIX ("dir/", PLEN
+ * bytes; "" = everything).  It stops at the end of the prefix instead of
+ * walking on through the deleted keys of the directories after it: a
+ * lookup of a new name in a directory whose files were deleted would
+ * otherwise cost a walk over all of them.
+ */
+static stash_iter_t *dir_iter(const char *prefix, size_t plen)
+{
+    stash_iter_t *it = stash_iter_new(db, cur);
+    if (it && plen) {
+        char end[KEYBUF];
+        memcpy(end, prefix, plen);
+        end[plen - 1]++;            /* "dir/" -> "dir0" */
+        if (stash_iter_set_upper(it, end, plen) < 0) {
+            stash_iter_free(it);
+            it = NULL;
+        }
+    }
+    return it;
+}
+
 /* Whether some key starts with PREFIX (a directory's "dir/"). */
 static int has_prefix(const char *prefix, size_t plen)
 {
-    stash_iter_t *it = stash_iter_new(db, cur);
+    stash_iter_t *it = dir_iter(prefix, plen);
     if (!it)
         return -ENOMEM;
     stash_iter_seek(it, prefix, plen);
@@ -438,7 +460,7 @@ static int r_readdir(const char *path, void *buf, fuse_fill_dir_t filler, off_t 
         return 0;
     }
     ord++;
-    stash_iter_t *it = stash_iter_new(db, cur);
+    stash_iter_t *it = dir_iter(key, kl);
     if (!it)
         return -ENOMEM;
     char *seek = malloc(KEYBUF + 1);
@@ -746,10 +768,12 @@ static int w_mkdir(const char *path, mode_t mode)
 /* Whether directory KEY (without its '/') holds any entry. */
 static int dir_empty(char *key, size_t kl)
 {
-    stash_iter_t *it = stash_iter_new(db, cur);
-    if (!it)
-        return -ENOMEM;
     key[kl] = '/';
+    stash_iter_t *it = dir_iter(key, kl + 1);
+    if (!it) {
+        key[kl] = 0;
+        return -ENOMEM;
+    }
     stash_iter_seek(it, key, kl + 1);
     int empty = 1;
     while (stash_iter_valid(it)) {

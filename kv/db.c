@@ -164,6 +164,8 @@ struct stash_iter {
     size_t ukeycap;
     int ukeyon;
     struct ivalue *val;         /* the current value, decoded */
+    uint8_t *ub;                /* stored form of the upper bound, or NULL */
+    size_t ublen;
 };
 
 /* An iterator's decoded value; separate so the const accessor may fill it. */
@@ -1376,6 +1378,7 @@ void stash_iter_free(stash_iter_t *it)
     free(it->val->big);
     free(it->val->shared);
     free(it->val);
+    free(it->ub);
     free(it);
 }
 
@@ -1409,6 +1412,12 @@ static void find_visible(stash_iter_t *it, int skipping)
         const void *k = m->ops->key(m, &kl);
         if (key_is_sys(k, kl))
             break;      /* the engine's own keys sort after every user key */
+        if (it->ub) {
+            size_t n = kl < it->ublen ? kl : it->ublen;
+            int c = memcmp(k, it->ub, n);
+            if (c > 0 || (c == 0 && kl >= it->ublen))
+                break;  /* past the bound: nothing more to look at */
+        }
         if (TAG_SEQ(tag) > it->seq ||
             (skipping && kl == it->curlen && memcmp(k, it->cur, kl) == 0)) {
             m->ops->next(m);
@@ -1466,6 +1475,21 @@ void stash_iter_seek(stash_iter_t *it, const void *key, size_t klen)
     it->m->ops->seek(it->m, k.p, k.len, TAG(it->seq, 0xff));
     skey_done(&k);
     find_visible(it, 0);
+}
+
+int stash_iter_set_upper(stash_iter_t *it, const void *end, size_t elen)
+{
+    if (!it || (end && (elen == 0 || elen > STASH_MAX_KEY)))
+        return err_set(-EINVAL, "stash_iter_set_upper: bad arguments");
+    free(it->ub);
+    it->ub = NULL;
+    it->ublen = 0;
+    if (!end)
+        return 0;
+    if (!(it->ub = malloc(elen + 1)))
+        return err_set(-ENOMEM, "out of memory");
+    it->ublen = key_escape(end, elen, it->ub);
+    return 0;
 }
 
 void stash_iter_seek_first(stash_iter_t *it)
@@ -1592,6 +1616,21 @@ int stash_rename_prefix(stash_t *db, const void *from, size_t flen, const void *
     int held = 0;
     if (!it || !b)
         rc = err_set(-ENOMEM, "out of memory");
+    /* Stop at the end of the prefix, not at the first live key after it. */
+    size_t el = flen;
+    while (el && ((const uint8_t *)from)[el - 1] == 0xFF)
+        el--;
+    if (rc == 0 && el) {
+        uint8_t *end = malloc(el);
+        if (!end) {
+            rc = err_set(-ENOMEM, "out of memory");
+        } else {
+            memcpy(end, from, el);
+            end[el - 1]++;
+            rc = stash_iter_set_upper(it, end, el);
+            free(end);
+        }
+    }
     for (stash_iter_seek(it, from, flen); rc == 0 && stash_iter_valid(it); stash_iter_next(it)) {
         size_t kl, vl, iklen;
         const uint8_t *k = stash_iter_key(it, &kl);

@@ -280,6 +280,17 @@ int  stash_iter_status(const stash_iter_t *it); /* 0, or the error that stopped 
 void stash_iter_free(stash_iter_t *it);
 
 /*
+ * Limit IT to keys below END (ELEN bytes, bytewise; NULL lifts the limit).
+ * From then on a seek or stash_iter_next that reaches END leaves IT not
+ * valid, without going on through what lies beyond: deleted keys there are
+ * never looked at, which is what makes a prefix scan over a range that once
+ * held many deleted keys cheap.  For the keys starting with P, END is P
+ * with its last byte incremented (dropping trailing 0xFF bytes first).
+ * Returns 0, -EINVAL or -ENOMEM.
+ */
+int  stash_iter_set_upper(stash_iter_t *it, const void *end, size_t elen);
+
+/*
  * Large values, ranged access and attributes.
  *
  * A value over 64 KiB is kept in 64 KiB chunks under the engine's own keys

@@ -953,6 +953,62 @@ static void test_link_writers(void **state)
     assert_int_equal(stash_close(db), 0);
 }
 
+/* An upper bound ends a scan at the bound, also when the keys after it are
+ * all deleted, and can be moved or lifted. */
+static void test_iterator_bound(void **state)
+{
+    (void)state;
+    stash_t *db = open_db(NULL);
+    const char *keys[] = {"a", "b/1", "b/2", "b0", "c", "\xff", "\xff\x01"};
+    for (int i = 0; i < 7; i++)
+        assert_int_equal(stash_put(db, keys[i], strlen(keys[i]), "v", 1), 0);
+    for (int i = 0; i < 3000; i++) {
+        char k[32];
+        snprintf(k, sizeof k, "b1/%05d", i);
+        assert_int_equal(stash_put(db, k, strlen(k), "x", 1), 0);
+        assert_int_equal(stash_delete(db, k, strlen(k)), 0);
+    }
+    stash_iter_t *it = stash_iter_new(db, NULL);
+    assert_int_equal(stash_iter_set_upper(it, "b0", 2), 0);
+    size_t kl;
+    stash_iter_seek(it, "b/", 2);
+    assert_true(stash_iter_valid(it));
+    assert_memory_equal(stash_iter_key(it, &kl), "b/1", 3);
+    stash_iter_next(it);
+    assert_memory_equal(stash_iter_key(it, &kl), "b/2", 3);
+    stash_iter_next(it);
+    assert_false(stash_iter_valid(it));           /* "b0" is not below "b0" */
+    assert_int_equal(stash_iter_status(it), 0);
+    assert_int_equal(stash_iter_set_upper(it, "b2", 2), 0);
+    stash_iter_seek(it, "b0", 2);
+    assert_memory_equal(stash_iter_key(it, &kl), "b0", 2);
+    stash_iter_next(it);                          /* past 3,000 deleted b1/ keys */
+    assert_false(stash_iter_valid(it));
+    assert_int_equal(stash_iter_set_upper(it, "\xff\x01", 2), 0);
+    stash_iter_seek(it, "c", 1);
+    assert_memory_equal(stash_iter_key(it, &kl), "c", 1);
+    stash_iter_next(it);
+    assert_true(stash_iter_valid(it));
+    assert_memory_equal(stash_iter_key(it, &kl), "\xff", 1);
+    stash_iter_next(it);
+    assert_false(stash_iter_valid(it));
+    assert_int_equal(stash_iter_set_upper(it, NULL, 0), 0);
+    stash_iter_seek(it, "\xff\x01", 2);
+    assert_true(stash_iter_valid(it));
+    assert_int_equal(stash_iter_set_upper(it, "", 0), -EINVAL);
+    stash_iter_free(it);
+
+    /* A prefix move stops at the prefix too, and moves only it. */
+    uint64_t moved = 0;
+    assert_int_equal(stash_rename_prefix(db, "b/", 2, "m/", 2, &moved), 0);
+    assert_int_equal(moved, 2);
+    void *v;
+    size_t vl;
+    assert_int_equal(stash_get(db, "b0", 2, &v, &vl), 0);
+    stash_free(v);
+    assert_int_equal(stash_close(db), 0);
+}
+
 /* Synced writes from many threads share fsyncs. */
 static void *sync_writer(void *arg)
 {
@@ -1707,6 +1763,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_concurrent, tu_setup, teardown),
         cmocka_unit_test_setup_teardown(test_group_commit, tu_setup, teardown),
         cmocka_unit_test_setup_teardown(test_link_writers, tu_setup, teardown),
+        cmocka_unit_test_setup_teardown(test_iterator_bound, tu_setup, teardown),
         cmocka_unit_test_setup_teardown(test_model, tu_setup, teardown),
         cmocka_unit_test_setup_teardown(test_compaction_drops_garbage, tu_setup, teardown),
         cmocka_unit_test_setup_teardown(test_iterator_stability, tu_setup, teardown),

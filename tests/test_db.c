@@ -997,15 +997,6 @@ static void test_iterator_bound(void **state)
     assert_true(stash_iter_valid(it));
     assert_int_equal(stash_iter_set_upper(it, "", 0), -EINVAL);
     stash_iter_free(it);
-
-    /* A prefix move stops at the prefix too, and moves only it. */
-    uint64_t moved = 0;
-    assert_int_equal(stash_rename_prefix(db, "b/", 2, "m/", 2, &moved), 0);
-    assert_int_equal(moved, 2);
-    void *v;
-    size_t vl;
-    assert_int_equal(stash_get(db, "b0", 2, &v, &vl), 0);
-    stash_free(v);
     assert_int_equal(stash_close(db), 0);
 }
 

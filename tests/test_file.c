@@ -291,6 +291,20 @@ static void test_rename(void **state)
     check_value(db, "d0", (const uint8_t *)"not moved", 9);
     assert_int_equal(stash_get(db, "d/1", 3, &v, &vl), -ENOENT);
     assert_int_equal(stash_rename_prefix(db, "e/", 2, "e/f/", 4, NULL), -EINVAL);
+    /* A move stops at the end of its prefix (past it lie only deleted keys
+     * and then "e0"), and moves only the prefix. */
+    for (int i = 0; i < 500; i++) {
+        char k[32];
+        snprintf(k, sizeof k, "e/3/%04d", i);
+        assert_int_equal(stash_put(db, k, strlen(k), "x", 1), 0);
+        assert_int_equal(stash_delete(db, k, strlen(k)), 0);
+    }
+    assert_int_equal(stash_put(db, "e0", 2, "after", 5), 0);
+    assert_int_equal(stash_rename_prefix(db, "e/", 2, "g/", 2, &moved), 0);
+    assert_int_equal(moved, 2);
+    check_value(db, "e0", (const uint8_t *)"after", 5);
+    check_value(db, "g/1", (const uint8_t *)"one", 3);
+    assert_int_equal(stash_rename_prefix(db, "g/", 2, "e/", 2, &moved), 0);
     assert_int_equal(stash_close(db), 0);
     db = open_small();
     check_value(db, "e/2/x", big, sizeof big);

@@ -252,6 +252,21 @@ static int cmd_scan(stash_t *db, int argc, char **argv)
     if (!it)
         return fail("scan");
     long n = 0;
+    /* Stop at the prefix's end, not at the first live key after it. */
+    size_t el = plen;
+    while (el && (unsigned char)prefix[el - 1] == 0xFF)
+        el--;
+    if (el) {
+        char *end = strndup(prefix, el);
+        if (end)
+            end[el - 1]++;
+        if (!end || stash_iter_set_upper(it, end, el) != 0) {
+            free(end);
+            stash_iter_free(it);
+            return fail("scan");
+        }
+        free(end);
+    }
     if (plen)
         stash_iter_seek(it, prefix, plen);
     else

@@ -517,30 +517,59 @@ static int add_move(stash_t *db, stash_batch_t *b, struct fkey *f, struct fkey *
     return rc;
 }
 
+static void fkey_unlock2(stash_t *db, struct fkey *f, struct fkey *t)
+{
+    db_link_release(db, &t->held);
+    db_link_release(db, &f->held);
+    pthread_mutex_t *l1 = f->lock < t->lock ? f->lock : t->lock, *l2 = f->lock < t->lock ? t->lock : f->lock;
+    if (l2 != l1)
+        pthread_mutex_unlock(l2);
+    pthread_mutex_unlock(l1);
+}
+
+/*
+ * Lock and load FROM and TO for a change to both (a rename, a link): their
+ * stripes in address order (once when they are the same), then each key as
+ * fkey_lock does.  TO may not be a reserved key.  Undo with fkey_unlock2;
+ * on an error nothing is held or allocated.
+ */
+static int fkey_lock2(stash_t *db, const void *from, size_t flen, const void *to, size_t tlen,
+                      struct fkey *f, struct fkey *t)
+{
+    int rc = db_writable(db);
+    if (rc)
+        return rc;
+    if ((rc = fkey_load(db, NULL, 0, from, flen, f)))
+        return rc;
+    if ((rc = fkey_load(db, NULL, 0, to, tlen, t)) || (rc = db_reserved(db, t->ik, t->iklen))) {
+        fkey_done(t);
+        fkey_done(f);
+        return rc;
+    }
+    pthread_mutex_t *l1 = f->lock < t->lock ? f->lock : t->lock, *l2 = f->lock < t->lock ? t->lock : f->lock;
+    pthread_mutex_lock(l1);
+    if (l2 != l1)
+        pthread_mutex_lock(l2);
+    rc = fkey_reload(db, f, flen);
+    if (rc == 0)
+        rc = fkey_reload(db, t, tlen);
+    if (rc) {
+        fkey_unlock2(db, f, t);
+        fkey_done(t);
+        fkey_done(f);
+    }
+    return rc;
+}
+
 int stash_rename(stash_t *db, const void *from, size_t flen, const void *to, size_t tlen, unsigned flags)
 {
     if (!db || (flags & ~STASH_NOREPLACE))
         return err_set(-EINVAL, "stash_rename: bad arguments");
-    int rc = db_writable(db);
+    struct fkey f, t;
+    int rc = fkey_lock2(db, from, flen, to, tlen, &f, &t);
     if (rc)
         return rc;
-    struct fkey f, t;
-    if ((rc = fkey_load(db, NULL, 0, from, flen, &f)))
-        return rc;
-    if ((rc = fkey_load(db, NULL, 0, to, tlen, &t)) || (rc = db_reserved(db, t.ik, t.iklen))) {
-        fkey_done(&t);
-        fkey_done(&f);
-        return rc;
-    }
-    /* Two stripes in address order (once when they are the same). */
-    pthread_mutex_t *l1 = f.lock < t.lock ? f.lock : t.lock, *l2 = f.lock < t.lock ? t.lock : f.lock;
-    pthread_mutex_lock(l1);
-    if (l2 != l1)
-        pthread_mutex_lock(l2);
-    rc = fkey_reload(db, &f, flen);
-    if (rc == 0)
-        rc = fkey_reload(db, &t, tlen);
-    if (rc == 0 && !f.exists)
+    if (!f.exists)
         rc = -ENOENT;
     if (rc == 0 && t.exists && (flags & STASH_NOREPLACE))
         rc = -EEXIST;
@@ -553,11 +582,7 @@ int stash_rename(stash_t *db, const void *from, size_t flen, const void *to, siz
             rc = db_commit(db, b, 0);
         stash_batch_free(b);
     }
-    db_link_release(db, &t.held);
-    db_link_release(db, &f.held);
-    if (l2 != l1)
-        pthread_mutex_unlock(l2);
-    pthread_mutex_unlock(l1);
+    fkey_unlock2(db, &f, &t);
     fkey_done(&f);
     fkey_done(&t);
     return rc == -ENOMEM ? err_set(rc, "out of memory") : rc;
@@ -567,29 +592,15 @@ int stash_link(stash_t *db, const void *key, size_t klen, const void *newkey, si
 {
     if (!db)
         return err_set(-EINVAL, "stash_link: bad arguments");
-    int rc = db_writable(db);
+    struct fkey f, t;
+    int rc = fkey_lock2(db, key, klen, newkey, nklen, &f, &t);
     if (rc)
         return rc;
-    struct fkey f, t;
-    if ((rc = fkey_load(db, NULL, 0, key, klen, &f)))
-        return rc;
-    if ((rc = fkey_load(db, NULL, 0, newkey, nklen, &t)) || (rc = db_reserved(db, t.ik, t.iklen))) {
-        fkey_done(&t);
-        fkey_done(&f);
-        return rc;
-    }
-    pthread_mutex_t *l1 = f.lock < t.lock ? f.lock : t.lock, *l2 = f.lock < t.lock ? t.lock : f.lock;
-    pthread_mutex_lock(l1);
-    if (l2 != l1)
-        pthread_mutex_lock(l2);
-    rc = fkey_reload(db, &f, klen);
-    if (rc == 0)
-        rc = fkey_reload(db, &t, nklen);
-    if (rc == 0 && !f.exists)
+    if (!f.exists)
         rc = -ENOENT;
-    else if (rc == 0 && t.exists)
+    else if (t.exists)
         rc = -EEXIST;
-    else if (rc == 0 && f.e.link && f.e.nlink >= LINK_MAX)
+    else if (f.e.link && f.e.nlink >= LINK_MAX)
         rc = err_set(-EMLINK, "a value has at most %u names", LINK_MAX);
     if (rc == 0) {
         /* The first link moves the value into a shared entry, and both
@@ -633,11 +644,7 @@ int stash_link(stash_t *db, const void *key, size_t klen, const void *newkey, si
         stash_batch_free(b);
         free(rk);
     }
-    db_link_release(db, &t.held);
-    db_link_release(db, &f.held);
-    if (l2 != l1)
-        pthread_mutex_unlock(l2);
-    pthread_mutex_unlock(l1);
+    fkey_unlock2(db, &f, &t);
     fkey_done(&f);
     fkey_done(&t);
     return rc == -ENOMEM ? err_set(rc, "out of memory") : rc;

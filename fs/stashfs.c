@@ -819,19 +819,30 @@ static int w_rmdir(const char *path)
     return stash_delete(db, key, kl + 1);
 }
 
+/* The keys and kinds of FROM and TO (a rename, a link).  *FK and *TK are
+ * malloc'd (KEYBUF bytes) or NULL, also on an error: the caller frees both. */
+static int lookup2(const char *from, const char *to, char **fk, size_t *fl, enum kind *fkind,
+                   char **tk, size_t *tl, enum kind *tkind)
+{
+    stash_stat_t s;
+    *fk = malloc(KEYBUF);
+    *tk = malloc(KEYBUF);
+    int rc = *fk && *tk ? 0 : -ENOMEM;
+    if (rc == 0)
+        rc = lookup(from, *fk, fl, &s, fkind);
+    if (rc == 0)
+        rc = lookup(to, *tk, tl, &s, tkind);
+    return rc;
+}
+
 static int w_rename(const char *from, const char *to, unsigned int flags)
 {
     if (flags & ~(unsigned)RENAME_NOREPLACE)
         return -EINVAL;
-    char *fk = malloc(KEYBUF), *tk = malloc(KEYBUF);
+    char *fk, *tk;
     size_t fl, tl;
-    stash_stat_t fs, ts;
     enum kind fkind, tkind;
-    int rc = fk && tk ? 0 : -ENOMEM;
-    if (rc == 0)
-        rc = lookup(from, fk, &fl, &fs, &fkind);
-    if (rc == 0)
-        rc = lookup(to, tk, &tl, &ts, &tkind);
+    int rc = lookup2(from, to, &fk, &fl, &fkind, &tk, &tl, &tkind);
     if (rc == 0 && fkind == K_NONE)
         rc = -ENOENT;
     if (rc == 0 && tkind != K_NONE && (flags & RENAME_NOREPLACE))
@@ -879,15 +890,10 @@ static int w_rename(const char *from, const char *to, unsigned int flags)
 /* link(2): NEW becomes another name of FROM's value (stash_link). */
 static int w_link(const char *from, const char *to)
 {
-    char *fk = malloc(KEYBUF), *tk = malloc(KEYBUF);
+    char *fk, *tk;
     size_t fl, tl;
-    stash_stat_t fs, ts;
     enum kind fkind, tkind;
-    int rc = fk && tk ? 0 : -ENOMEM;
-    if (rc == 0)
-        rc = lookup(from, fk, &fl, &fs, &fkind);
-    if (rc == 0)
-        rc = lookup(to, tk, &tl, &ts, &tkind);
+    int rc = lookup2(from, to, &fk, &fl, &fkind, &tk, &tl, &tkind);
     if (rc == 0 && fkind == K_NONE)
         rc = -ENOENT;
     else if (rc == 0 && fkind == K_DIR)

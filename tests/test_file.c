@@ -1017,6 +1017,30 @@ static void test_link_model(void **state)
     assert_int_equal(stash_close(db), 0);
 }
 
+/* A value takes at most 65,000 names; the next link is refused with
+ * -EMLINK and a message, and changes nothing. */
+static void test_link_limit(void **state)
+{
+    (void)state;
+    stash_t *db = open_small();
+    assert_int_equal(stash_put(db, "v", 1, "x", 1), 0);
+    char k[16];
+    for (int i = 1; i < 65000; i++) {
+        snprintf(k, sizeof k, "n%05d", i);
+        assert_int_equal(stash_link(db, "v", 1, k, strlen(k)), 0);
+    }
+    expect_links(db, "n00001", 65000, NULL);
+    assert_int_equal(stash_link(db, "v", 1, "over", 4), -EMLINK);
+    assert_non_null(strstr(stash_last_error(db), "65000 names"));
+    void *v;
+    size_t vl;
+    assert_int_equal(stash_get(db, "over", 4, &v, &vl), -ENOENT);
+    assert_int_equal(stash_delete(db, "n00001", 6), 0);
+    assert_int_equal(stash_link(db, "n00002", 6, "over", 4), 0);
+    expect_links(db, "v", 65000, NULL);
+    assert_int_equal(stash_close(db), 0);
+}
+
 /* Generation numbers (chunks, links, inode numbers) never repeat in a
  * forked child: it draws a fresh seed instead of its parent's stream. */
 uint64_t new_gen(void);
@@ -1056,6 +1080,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_links, tu_setup, tu_teardown),
         cmocka_unit_test_setup_teardown(test_link_large, tu_setup, tu_teardown),
         cmocka_unit_test_setup_teardown(test_link_model, tu_setup, tu_teardown),
+        cmocka_unit_test_setup_teardown(test_link_limit, tu_setup, tu_teardown),
         cmocka_unit_test(test_gen_after_fork),
     };
     tu_filter();

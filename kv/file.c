@@ -106,7 +106,7 @@ static void fkey_unlock(stash_t *db, struct fkey *f)
     pthread_mutex_unlock(f->lock);
 }
 
-/* Lock and load KEY for a change. */
+/* Lock and load KEY for a change.  On failure nothing is held or allocated. */
 static int fkey_lock(stash_t *db, const void *key, size_t klen, struct fkey *f)
 {
     int rc = db_writable(db);
@@ -120,8 +120,10 @@ static int fkey_lock(stash_t *db, const void *key, size_t klen, struct fkey *f)
     }
     pthread_mutex_lock(f->lock);
     rc = fkey_reload(db, f, klen);
-    if (rc)
+    if (rc) {
         fkey_unlock(db, f);
+        fkey_done(f);
+    }
     return rc;
 }
 

@@ -11,7 +11,10 @@
 #include <sys/stat.h>
 #include <sys/wait.h>
 
+#include "batch.h"
+#include "dbint.h"
 #include "smartstash.h"
+#include "value.h"
 
 
 static stash_t *open_small(void)
@@ -1041,6 +1044,84 @@ static void test_link_limit(void **state)
     assert_int_equal(stash_close(db), 0);
 }
 
+/* A name whose shared entry is damaged or missing (as a lost or corrupt
+ * table would leave it) reads as -EIO naming the value, through every call;
+ * other keys are untouched, and the name can still be removed or replaced. */
+static void expect_broken(stash_t *db, const char *k, const char *why)
+{
+    void *v;
+    size_t vl, n;
+    char buf[8];
+    uint64_t size;
+    stash_stat_t st;
+    assert_int_equal(stash_get(db, k, strlen(k), &v, &vl), -EIO);
+    assert_non_null(strstr(stash_last_error(db), why));
+    assert_int_equal(stash_pread(db, k, strlen(k), buf, sizeof buf, 0, &n), -EIO);
+    assert_int_equal(stash_stat(db, NULL, k, strlen(k), &st), -EIO);
+    assert_int_equal(stash_value_size(db, k, strlen(k), &size), -EIO);
+    assert_int_equal(stash_pwrite(db, k, strlen(k), "x", 1, 0), -EIO);
+    stash_iter_t *it = stash_iter_new(db, NULL);
+    assert_non_null(it);
+    /* The key is still listed (a directory listing is not broken by one
+     * bad value); its value is NULL and the status says why. */
+    stash_iter_seek(it, k, strlen(k));
+    assert_true(stash_iter_valid(it));
+    size_t kl;
+    const void *ik = stash_iter_key(it, &kl);
+    assert_int_equal(kl, strlen(k));
+    assert_memory_equal(ik, k, kl);
+    assert_null(stash_iter_value(it, &vl));
+    assert_int_equal(stash_iter_status(it), -EIO);
+    stash_iter_free(it);
+}
+
+static void test_link_damaged(void **state)
+{
+    (void)state;
+    for (int round = 0; round < 2; round++) {
+        stash_t *db = open_small();
+        assert_int_equal(stash_put(db, "a", 1, "hello", 5), 0);
+        assert_int_equal(stash_link(db, "a", 1, "b", 1), 0);
+        assert_int_equal(stash_put(db, "c", 1, "other", 5), 0);
+        stash_stat_t st;
+        assert_int_equal(stash_stat(db, NULL, "a", 1, &st), 0);
+        uint8_t lk[LINK_KEY_LEN];
+        link_key(lk, st.link_id);
+        stash_batch_t *b = stash_batch_new();
+        assert_non_null(b);
+        if (round == 0)
+            assert_int_equal(batch_put_raw(b, lk, sizeof lk, NULL, 0, "\x07garbage", 8), 0);
+        else
+            assert_int_equal(batch_del_raw(b, lk, sizeof lk), 0);
+        assert_int_equal(db_commit(db, b, 0), 0);
+        stash_batch_free(b);
+        const char *why = round == 0 ? "damaged shared entry" : "missing";
+        expect_broken(db, "a", why);
+        expect_broken(db, "b", why);
+        void *v;
+        size_t vl;
+        assert_int_equal(stash_get(db, "c", 1, &v, &vl), 0);
+        assert_memory_equal(v, "other", 5);
+        stash_free(v);
+        /* Again from the tables, after a reopen. */
+        assert_int_equal(stash_compact_range(db, NULL, 0, NULL, 0), 0);
+        assert_int_equal(stash_close(db), 0);
+        db = open_small();
+        expect_broken(db, "b", why);
+        /* Replacing one name and removing the other both work. */
+        assert_int_equal(stash_put(db, "a", 1, "new", 3), 0);
+        assert_int_equal(stash_get(db, "a", 1, &v, &vl), 0);
+        assert_int_equal(vl, 3);
+        stash_free(v);
+        assert_int_equal(stash_delete(db, "b", 1), 0);
+        assert_int_equal(stash_get(db, "b", 1, &v, &vl), -ENOENT);
+        assert_int_equal(stash_get(db, "c", 1, &v, &vl), 0);
+        stash_free(v);
+        assert_int_equal(stash_close(db), 0);
+        tu_rmrf(dir);
+    }
+}
+
 /* Generation numbers (chunks, links, inode numbers) never repeat in a
  * forked child: it draws a fresh seed instead of its parent's stream. */
 uint64_t new_gen(void);
@@ -1081,6 +1162,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_link_large, tu_setup, tu_teardown),
         cmocka_unit_test_setup_teardown(test_link_model, tu_setup, tu_teardown),
         cmocka_unit_test_setup_teardown(test_link_limit, tu_setup, tu_teardown),
+        cmocka_unit_test_setup_teardown(test_link_damaged, tu_setup, tu_teardown),
         cmocka_unit_test(test_gen_after_fork),
     };
     tu_filter();

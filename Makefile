@@ -144,8 +144,8 @@ $(BUILD)/stash-bench: tools/stash-bench.c $(BUILD)/libsmartstash.a
 $(BUILD)/%: tools/%.c $(BUILD)/libsmartstash.a
 	$(CC) $(BASEFLAGS) $(CFLAGS) $< -o $@ $(BUILD)/libsmartstash.a $(LIBS)
 
-$(BUILD)/stashfs: fs/stashfs.c $(BUILD)/libsmartstash.a
-	$(CC) $(BASEFLAGS) $(CFLAGS) $(shell pkg-config --cflags fuse3 2>/dev/null) $< -o $@ \
+$(BUILD)/stashfs: fs/stashfs.c fs/loop.c fs/loop.h $(BUILD)/libsmartstash.a
+	$(CC) $(BASEFLAGS) $(CFLAGS) $(shell pkg-config --cflags fuse3 2>/dev/null) fs/stashfs.c fs/loop.c -o $@ \
 	  $(BUILD)/libsmartstash.a $(shell pkg-config --libs fuse3 2>/dev/null) $(LIBS)
 
 $(BUILD)/fs_errno: tests/fs_errno.c

@@ -1,7 +1,7 @@
 /*
  * stashfs.c - the SmartStashDB filesystem: a store mounted as a directory,
- * paths as keys, file contents as values (libfuse3, path-based API,
- * multi-threaded loop).
+ * paths as keys, file contents as values (libfuse3, path-based API; the
+ * requests are read and dispatched by loop.c).
  *
  * Mapping (README, "The filesystem"):
  *   - the file MNT/a/b/c is the key "a/b/c"; its bytes are the value, its
@@ -57,6 +57,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "loop.h"
 #include "smartstash.h"
 
 static stash_t *db;
@@ -1503,8 +1504,17 @@ static void *fs_init(struct fuse_conn_info *conn, struct fuse_config *cfg)
     cfg->negative_timeout = 86400.0;
     cfg->kernel_cache = 1;
     cfg->use_ino = 1;
+    /* A spliced request stays in a pipe of the thread that read it; the
+     * loop (loop.h) hands requests to other threads.  Reading into memory
+     * also spares the copy out of the pipe that a write would need. */
+    conn->want &= ~FUSE_CAP_SPLICE_READ;
     fuse_self = fuse_get_context()->fuse;
+    /* Signals are for the loop's thread, to end its read of the device. */
+    sigset_t all, old;
+    sigfillset(&all);
+    pthread_sigmask(SIG_BLOCK, &all, &old);
     inval_started = pthread_create(&inval_thread, NULL, inval_loop, NULL) == 0;
+    pthread_sigmask(SIG_SETMASK, &old, NULL);
     return NULL;
 }
 
@@ -1793,13 +1803,9 @@ int main(int argc, char **argv)
             /* harmless: every path the daemon uses is absolute */
         }
     }
-    if (o.singlethread) {
-        rc = fuse_loop(f);
-    } else {
-        /* -o max_threads, max_idle_threads and clone_fd as given (libfuse's
-         * defaults otherwise: 10 threads).  Fewer threads spend less CPU
-         * per request, but one slow call (an fsync, a backup) then holds up
-         * more of the others. */
+    if (!o.singlethread && (o.clone_fd || o.max_idle_threads != UINT_MAX)) {
+        /* -o clone_fd or max_idle_threads: libfuse's multi-threaded loop,
+         * as asked (every request on a pool thread). */
         struct fuse_loop_config *lc = fuse_loop_cfg_create();
         if (!lc) {
             rc = 1;
@@ -1808,8 +1814,17 @@ int main(int argc, char **argv)
             fuse_loop_cfg_set_max_threads(lc, o.max_threads);
             fuse_loop_cfg_set_idle_threads(lc, o.max_idle_threads);
             rc = fuse_loop_mt(f, lc);
+            /* It returns the signal that ended it; that is a clean stop. */
+            if (rc == SIGTERM || rc == SIGINT || rc == SIGHUP)
+                rc = 0;
             fuse_loop_cfg_destroy(lc);
         }
+    } else {
+        /* One thread for quick requests, up to -o max_threads (10) for
+         * fsyncs and large transfers; -s: all on one thread (loop.h). */
+        rc = loop_run(se, o.singlethread ? 0 : o.max_threads);
+        if (rc)
+            fprintf(stderr, "stashfs: reading requests: %s\n", strerror(-rc));
     }
     fuse_remove_signal_handlers(se);
     fuse_unmount(f);

@@ -17,7 +17,7 @@ unmount
 "$ctl" -d "$store" put api/hello "from the library" || bad "stashctl put"
 printf 'ab' | "$ctl" -d "$store" put "api/bad//name" || bad "stashctl put odd key"
 for k in imp/g imp/sub/f imp2/h; do "$ctl" -d "$store" put "$k" "$k" || bad "stashctl put $k"; done
-mount_fs -o max_threads=4     # (8 writers below: libfuse's 10 threads otherwise)
+mount_fs -o max_threads=4     # (fewer pool threads than the 8 writers below)
 m="$mnt"
 
 check "API key is a file" test "$(cat "$m/api/hello")" = "from the library"
@@ -286,6 +286,45 @@ grep -qi "mount *point" "$tmp/err" || { bad "missing mountpoint message"; cat "$
 # The background daemon closes the store: it opens again at once.
 i=0; until "$ctl" -d "$store" get greeting >/dev/null 2>&1 || [ $i -gt 50 ]; do sleep 0.1; i=$((i + 1)); done
 check "store free after unmount" "$ctl" -d "$store" get greeting
+
+# Each way of serving requests (the default loop, -s, libfuse's loop with
+# -o clone_fd) answers four processes writing files of 100 KiB writes with
+# an fsync each (both go to the default loop's pool) and small files, and
+# ends cleanly on SIGTERM or SIGHUP, keeping everything written (SIGINT
+# too, but a shell starts background jobs with it ignored).
+head -c 204800 /dev/urandom >"$tmp/rnd"
+n=0
+for loop in "" "-s" "-o clone_fd"; do
+    for sig in TERM HUP; do
+        n=$((n + 1))
+        mount_fs $loop
+        writers=""
+        for p in 1 2 3 4; do
+            ( for i in 1 2 3; do
+                  dd if="$tmp/rnd" of="$m/loop$n.$p.$i" bs=100k conv=fsync 2>/dev/null || exit 1
+                  echo "$n $p $i" >"$m/small$n.$p.$i" || exit 1
+              done ) &
+            writers="$writers $!"
+        done
+        for w in $writers; do wait "$w" || bad "writer under loop '$loop'"; done
+        kill -$sig "$pid"
+        i=0; while kill -0 "$pid" 2>/dev/null && [ $i -lt 100 ]; do sleep 0.1; i=$((i + 1)); done
+        if kill -0 "$pid" 2>/dev/null; then
+            bad "SIG$sig did not stop the daemon (loop '$loop')"
+        else
+            wait "$pid"; st=$?; pid=""
+            [ "$st" = 0 ] || bad "exit status $st after SIG$sig (loop '$loop')"
+            grep -q " $mnt fuse" /proc/mounts && bad "still mounted after SIG$sig (loop '$loop')"
+        fi
+        unmount
+        for p in 1 2 3 4; do for i in 1 2 3; do
+            "$ctl" -d "$store" get "loop$n.$p.$i" >"$tmp/got" 2>&1 && cmp -s "$tmp/got" "$tmp/rnd" ||
+                bad "loop$n.$p.$i after SIG$sig (loop '$loop')"
+            [ "$("$ctl" -d "$store" get "small$n.$p.$i" 2>&1)" = "$n $p $i" ] ||
+                bad "small$n.$p.$i after SIG$sig (loop '$loop')"
+        done; done
+    done
+done
 
 [ "$fails" = 0 ] && echo "stashfs: all checks passed"
 [ "$fails" = 0 ]

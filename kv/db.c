@@ -68,6 +68,8 @@ struct view {
 struct frozen {
     memtable_t *mt;
     uint64_t log_keep;
+    uint64_t frozen_us;         /* when it was frozen */
+    uint64_t bytes;             /* log bytes it holds */
 };
 
 /* One thread waiting in the write queue. */
@@ -131,6 +133,9 @@ struct stash {
     int work_err;               /* the last flush or compaction error, under mu */
     char work_msg[256];         /* and its message */
     uint64_t st_stalls, st_stall_us;
+    double drain_rate;          /* log bytes per µs that flushes drain (pace), under mu */
+    uint64_t pace_us;           /* when the writes paced so far are due */
+    uint64_t st_paced_us;
 
     /* Large values: keys are locked by stripe for read-modify-write, and
      * plain writes clean up the chunks of what they replace once any
@@ -418,6 +423,39 @@ static int throttle(stash_t *db)
 }
 
 /*
+ * Called by the leader with mu held before it logs BYTES: while a frozen
+ * memtable waits for its flush, or level 0 is past its slowdown trigger,
+ * the log is paced at the rate flushes have been draining memtables
+ * (measured from freeze to the end of the flush, so time spent behind a
+ * compaction counts), at half that rate past the slowdown trigger.  The
+ * active memtable then fills about when the flush before it ends, and the
+ * wait is spread over the writes in steps of a millisecond or more, rather
+ * than a run at full speed into a stop of a second at the memtable switch.
+ */
+static void pace(stash_t *db, size_t bytes)
+{
+    int behind = db->nimm > 0, slow = db->ver->n[0] >= db->opt.l0_slowdown_trigger;
+    if ((!behind && !slow) || db->drain_rate <= 0 || db->closing) {
+        db->pace_us = 0;
+        return;
+    }
+    double rate = slow ? db->drain_rate / 2 : db->drain_rate * 1.5;
+    uint64_t now = now_us();
+    if (db->pace_us < now)
+        db->pace_us = now;
+    db->pace_us += (uint64_t)((double)bytes / rate);
+    if (db->pace_us < now + 1000)
+        return;
+    uint64_t wait = db->pace_us - now;
+    if (wait > 200000)
+        wait = 200000;
+    db->st_paced_us += wait;
+    pthread_mutex_unlock(&db->mu);
+    usleep((useconds_t)wait);
+    pthread_mutex_lock(&db->mu);
+}
+
+/*
  * Called by the leader with mu held: when the active memtable is full, freeze
  * it and start a new memtable and a new log.  The old log is fsynced first,
  * so only the newest log can ever be torn by a crash.
@@ -474,6 +512,8 @@ static int make_room(stash_t *db, int force)
         return rc;
     }
     db->log_dirty = 0;
+    db->imm[db->nimm].bytes = db->log_size;
+    db->imm[db->nimm].frozen_us = now_us();
     db->log_size = wal_size(nw);
     db->imm[db->nimm].mt = db->mem;
     db->imm[db->nimm].log_keep = num;
@@ -562,6 +602,11 @@ static int do_write(stash_t *db, const stash_batch_t *b, int sync, int force)
         const stash_batch_t *g;
         int gsync;
         last = build_group(db, &w, &g, &gsync, &rc);
+        if (rc == 0 && g) {
+            size_t glen;
+            batch_data(g, &glen);
+            pace(db, glen);
+        }
         uint32_t count = g ? (uint32_t)stash_batch_count(g) : 0;
         memtable_t *mem = db->mem;
         wal_t *log = db->log;
@@ -1751,6 +1796,7 @@ static int flush_one(stash_t *db)
     }
     memtable_t *mt = db->imm[0].mt;
     uint64_t keep = db->imm[0].log_keep, seq = db->last_seq;
+    uint64_t frozen_us = db->imm[0].frozen_us, bytes = db->imm[0].bytes;
     struct cstats st = db->cst;
     pthread_mutex_unlock(&db->mu);
 
@@ -1788,6 +1834,11 @@ static int flush_one(stash_t *db)
         return rc;
     }
     pthread_mutex_lock(&db->mu);
+    uint64_t took = now_us() - frozen_us;
+    if (took > 0 && bytes > 0) {
+        double r = (double)bytes / (double)took;
+        db->drain_rate = db->drain_rate > 0 ? (db->drain_rate + r) / 2 : r;
+    }
     db->work_err = 0;
     db->nimm--;
     memmove(db->imm, db->imm + 1, (size_t)db->nimm * sizeof *db->imm);
@@ -2758,7 +2809,7 @@ int stash_stats(stash_t *db, char *buf, size_t len)
              "at rest:          %llu times the memtable and level 0 were compacted after an idle interval\n"
              "write amplification: %.2f (log + flush + compaction bytes / logged bytes)\n"
              "memtable switches: %llu\n"
-             "stalls:           %llu, %.3f s in all\n"
+             "stalls:           %llu, %.3f s in all; writes paced for %.3f s\n"
              "snapshots:        %d\n"
              "state:            %s\n",
              vset_open_tables(&db->vs), db->opt.max_open_files,
@@ -2772,7 +2823,8 @@ int stash_stats(stash_t *db, char *buf, size_t len)
              (unsigned long long)db->st_idle,
              user > 0 ? (user + (double)c.flush_bytes + (double)c.compact_bytes_written) / user : 0.0,
              (unsigned long long)db->st_rotations,
-             (unsigned long long)db->st_stalls, (double)db->st_stall_us / 1e6, nsnap,
+             (unsigned long long)db->st_stalls, (double)db->st_stall_us / 1e6,
+             (double)db->st_paced_us / 1e6, nsnap,
              db->bgerr ? "read-only after a failed write" : db->work_err ? "last background job failed" : "ok");
     pthread_mutex_unlock(&db->mu);
     return 0;

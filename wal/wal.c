@@ -47,7 +47,13 @@ struct wal {
     uint8_t *map;         /* shared mapping of the zeros ahead: [map_off, map_end) */
     uint64_t map_off, map_end;
     unsigned streak;      /* appends since the last sync */
+    uint64_t behind;      /* records up to here have been handed to the disk */
 };
+
+/* Hand the disk what was written, without waiting, every this many bytes,
+ * so the fsync at a memtable switch (or a synced write after a run of
+ * unsynced ones) finds little left to write. */
+#define WRITE_BEHIND (4u << 20)
 
 static uint32_t num_seed(uint64_t num)
 {
@@ -195,6 +201,12 @@ static int append_typed(wal_t *w, uint8_t type, const void *rec, size_t len)
             w->alloc = w->size;
         w->dirty = 1;
         w->streak++;
+        if (w->size - w->behind >= WRITE_BEHIND && !w->map) {
+            /* Best effort; the fsync to come is what counts. */
+            (void)sync_file_range(w->fd, (off_t)w->behind, (off_t)(w->size - w->behind),
+                                  SYNC_FILE_RANGE_WRITE);
+            w->behind = w->size;
+        }
     }
     if (w->cap > (4u << 20)) {   /* do not keep a huge buffer after a huge record */
         free(w->buf);
@@ -283,6 +295,7 @@ int wal_sync(wal_t *w)
         return err_set(-EIO, "wal %s: fsync failed: %s", w->name, strerror(errno));
     }
     w->dirty = 0;
+    w->behind = w->size;
     return 0;
 }
 

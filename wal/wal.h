@@ -13,7 +13,9 @@
  * before it returns; wal_append() hands one whole record to the kernel (one
  * write(), or a copy into a shared mapping of zeros written ahead, see
  * wal_set_prealloc), so a record survives the process being killed once the
- * call returns; wal_sync() makes everything appended so far durable.  If an
+ * call returns; wal_sync() makes everything appended so far durable (every
+ * 4 MiB written, appends start the disk writing without waiting for it, so
+ * that a sync after a long run finds little left).  If an
  * append fails part-way, the file is cut back to the previous record so the
  * log stays well-formed; when even that fails the writer refuses further
  * appends (-EIO) and the caller must treat the store as read-only.

@@ -1,12 +1,22 @@
 /*
  * loop.c - stashfs's request loop; see loop.h for the contract.
  *
- * The loop thread reads one request at a time into a buffer of the
- * session's size.  A request for the pool takes its buffer with it (the
- * loop reads the next one into a spare), and the worker that answers it
- * puts the buffer back on the spare list, so buffers are reused rather than
- * allocated per request.  Workers are started when a request waits and
- * none is idle, up to the limit; they stay until the loop ends.
+ * Leader and followers: the serving threads take turns at reading the
+ * device.  The thread whose turn it is reads a request and, if it is quick,
+ * answers it and reads the next, keeping the turn, so a run of quick
+ * requests costs no thread switch at all.  A slow request (loop.h says
+ * which) makes it give the turn up first, waking a waiting thread or
+ * starting a new one, and then answer the request itself: the request is
+ * not delayed by a wake-up, and the next reader's wake-up overlaps the slow
+ * work.  Each thread keeps its own buffer.
+ *
+ * Ending: serving threads block every signal, so a signal (SIGTERM,
+ * SIGINT, SIGHUP: libfuse's handlers end the session) lands on the thread
+ * that called loop_run, which waits on a semaphore for that or for a
+ * reader that saw the unmount.  It then wakes the waiting threads, cancels
+ * the one blocked in read(2) (cancellation is enabled only there, where it
+ * holds no lock), and joins them all; a thread answering a request
+ * finishes it first.
  */
 #define FUSE_USE_VERSION 312
 
@@ -15,28 +25,27 @@
 #include <errno.h>
 #include <linux/fuse.h>
 #include <pthread.h>
+#include <semaphore.h>
 #include <signal.h>
 #include <stdlib.h>
 #include <string.h>
-
-struct job {
-    struct fuse_buf buf;
-    struct job *next;
-};
+#include <time.h>
 
 static struct {
     struct fuse_session *se;
     pthread_mutex_t mu;
-    pthread_cond_t work;             /* a job is queued, or the loop ends */
-    struct job *head, **tail;        /* queued jobs, oldest first */
-    struct job *spare;               /* answered jobs, buffers kept */
-    pthread_t *threads;
-    unsigned nthreads, max, idle;
+    pthread_cond_t turn;            /* the reader's turn is free, or stop */
+    int reading;                    /* a thread holds the turn */
     int stop;
-} pool;
+    unsigned waiting;               /* threads waiting for the turn */
+    unsigned nthreads, max;         /* serving threads, and their limit */
+    pthread_t *threads;
+    sem_t finish;                   /* posted when a reader sees the end */
+    int err;                        /* a failed read of the device */
+} lp;
 
-/* Does the request in BUF go to the pool?  Reads the kernel's header only:
- * the opcode, and for READ and WRITE the size of the transfer. */
+/* Does the request in BUF go off the reader's turn?  Reads the kernel's
+ * header only: the opcode, and for READ and WRITE the transfer's size. */
 static int slow(const struct fuse_buf *buf)
 {
     if (buf->flags & FUSE_BUF_IS_FD || buf->size < sizeof(struct fuse_in_header))
@@ -59,127 +68,130 @@ static int slow(const struct fuse_buf *buf)
     }
 }
 
-static void *worker(void *arg)
-{
-    (void)arg;
-    pthread_mutex_lock(&pool.mu);
-    for (;;) {
-        while (!pool.head && !pool.stop) {
-            pool.idle++;
-            pthread_cond_wait(&pool.work, &pool.mu);
-            pool.idle--;
-        }
-        struct job *j = pool.head;
-        if (!j)
-            break;                      /* stopping, and nothing is left */
-        if (!(pool.head = j->next))
-            pool.tail = &pool.head;
-        pthread_mutex_unlock(&pool.mu);
-        fuse_session_process_buf(pool.se, &j->buf);
-        pthread_mutex_lock(&pool.mu);
-        j->next = pool.spare;
-        pool.spare = j;
-    }
-    pthread_mutex_unlock(&pool.mu);
-    return NULL;
-}
+static void *serve(void *arg);
 
-/* Start one more worker, signals blocked.  Called with pool.mu held.
- * Returns 0 or -1 (no thread: the caller answers the request itself). */
-static int add_worker(void)
+/* Start one more serving thread, every signal blocked.  Called with lp.mu
+ * held.  Failing is not an error: the turn waits for a busy thread. */
+static void add_thread(void)
 {
-    if (pool.nthreads == pool.max)
-        return 0;
+    if (lp.nthreads == lp.max + 1 || lp.stop)
+        return;
     sigset_t all, old;
     sigfillset(&all);
     pthread_sigmask(SIG_BLOCK, &all, &old);
-    int rc = pthread_create(&pool.threads[pool.nthreads], NULL, worker, NULL);
+    if (pthread_create(&lp.threads[lp.nthreads], NULL, serve, NULL) == 0)
+        lp.nthreads++;
     pthread_sigmask(SIG_SETMASK, &old, NULL);
-    if (rc != 0)
-        return pool.nthreads ? 0 : -1;
-    pool.nthreads++;
-    return 0;
 }
 
-/* Queue J for the pool.  Returns 0, or -1 if no worker could be started. */
-static int hand_off(struct job *j)
+/* The session is over (unmounted, or a read failed with ERR): stop every
+ * thread and wake loop_run.  Called with lp.mu held. */
+static void end(int err)
 {
-    pthread_mutex_lock(&pool.mu);
-    int rc = 0;
-    if (pool.idle == 0)
-        rc = add_worker();
-    if (rc == 0) {
-        j->next = NULL;
-        *pool.tail = j;
-        pool.tail = &j->next;
-        pthread_cond_signal(&pool.work);
+    if (err && !lp.err)
+        lp.err = err;
+    fuse_session_exit(lp.se);
+    lp.stop = 1;
+    pthread_cond_broadcast(&lp.turn);
+    sem_post(&lp.finish);
+}
+
+static void free_buf(void *p)
+{
+    free(((struct fuse_buf *)p)->mem);
+}
+
+static void *serve(void *arg)
+{
+    (void)arg;
+    struct fuse_buf buf;
+    memset(&buf, 0, sizeof buf);
+    pthread_setcancelstate(PTHREAD_CANCEL_DISABLE, NULL);
+    pthread_cleanup_push(free_buf, &buf);
+    pthread_mutex_lock(&lp.mu);
+    for (;;) {
+        while (lp.reading && !lp.stop) {
+            lp.waiting++;
+            pthread_cond_wait(&lp.turn, &lp.mu);
+            lp.waiting--;
+        }
+        if (lp.stop)
+            break;
+        lp.reading = 1;
+        pthread_mutex_unlock(&lp.mu);
+        /* This thread's turn: read and answer until a slow request. */
+        for (;;) {
+            pthread_setcancelstate(PTHREAD_CANCEL_ENABLE, NULL);
+            int n = fuse_session_receive_buf(lp.se, &buf);
+            pthread_setcancelstate(PTHREAD_CANCEL_DISABLE, NULL);
+            if (n == -EINTR)
+                continue;
+            if (n <= 0 || fuse_session_exited(lp.se)) {
+                pthread_mutex_lock(&lp.mu);
+                lp.reading = 0;
+                end(n < 0 ? n : 0);
+                goto out;
+            }
+            if (lp.max && slow(&buf)) {
+                pthread_mutex_lock(&lp.mu);
+                lp.reading = 0;
+                if (lp.waiting)
+                    pthread_cond_signal(&lp.turn);
+                else
+                    add_thread();
+                pthread_mutex_unlock(&lp.mu);
+                fuse_session_process_buf(lp.se, &buf);
+                break;
+            }
+            fuse_session_process_buf(lp.se, &buf);
+        }
+        pthread_mutex_lock(&lp.mu);
     }
-    pthread_mutex_unlock(&pool.mu);
-    return rc;
-}
-
-/* A job for the next request: a spare, or a new one whose buffer libfuse
- * allocates on the first read into it. */
-static struct job *take_job(void)
-{
-    pthread_mutex_lock(&pool.mu);
-    struct job *j = pool.spare;
-    if (j)
-        pool.spare = j->next;
-    pthread_mutex_unlock(&pool.mu);
-    if (!j)
-        j = calloc(1, sizeof *j);
-    return j;
+out:
+    pthread_mutex_unlock(&lp.mu);
+    pthread_cleanup_pop(1);
+    return NULL;
 }
 
 int loop_run(struct fuse_session *se, unsigned workers)
 {
-    memset(&pool, 0, sizeof pool);
-    pool.se = se;
-    pool.max = workers;
-    pool.tail = &pool.head;
-    pthread_mutex_init(&pool.mu, NULL);
-    pthread_cond_init(&pool.work, NULL);
-    if (workers && !(pool.threads = calloc(workers, sizeof *pool.threads)))
+    memset(&lp, 0, sizeof lp);
+    lp.se = se;
+    lp.max = workers;
+    pthread_mutex_init(&lp.mu, NULL);
+    pthread_cond_init(&lp.turn, NULL);
+    sem_init(&lp.finish, 0, 0);
+    if (!(lp.threads = calloc(workers + 1, sizeof *lp.threads)))
         return -ENOMEM;
-    int rc = 0;
-    struct job *j = NULL;
+    pthread_mutex_lock(&lp.mu);
+    add_thread();
+    int started = lp.nthreads;
+    pthread_mutex_unlock(&lp.mu);
+    if (!started) {
+        free(lp.threads);
+        return -EAGAIN;
+    }
+    /* Signals land here (the serving threads block them); the timeout only
+     * guards against one taken by another thread of the process. */
     while (!fuse_session_exited(se)) {
-        if (!j && !(j = take_job())) {
-            rc = -ENOMEM;
+        struct timespec t;
+        clock_gettime(CLOCK_REALTIME, &t);
+        t.tv_sec += 1;
+        if (sem_timedwait(&lp.finish, &t) < 0 && errno != EINTR && errno != ETIMEDOUT)
             break;
-        }
-        int n = fuse_session_receive_buf(se, &j->buf);
-        if (n == -EINTR)
-            continue;
-        if (n <= 0) {
-            rc = n;
-            break;
-        }
-        if (workers && slow(&j->buf) && hand_off(j) == 0) {
-            j = NULL;
-            continue;
-        }
-        fuse_session_process_buf(se, &j->buf);
     }
-    /* Let the pool answer what it holds, then end it. */
-    pthread_mutex_lock(&pool.mu);
-    pool.stop = 1;
-    pthread_cond_broadcast(&pool.work);
-    pthread_mutex_unlock(&pool.mu);
-    for (unsigned i = 0; i < pool.nthreads; i++)
-        pthread_join(pool.threads[i], NULL);
-    if (j) {
-        free(j->buf.mem);
-        free(j);
-    }
-    while ((j = pool.spare)) {
-        pool.spare = j->next;
-        free(j->buf.mem);
-        free(j);
-    }
-    free(pool.threads);
-    pthread_cond_destroy(&pool.work);
-    pthread_mutex_destroy(&pool.mu);
-    return rc;
+    pthread_mutex_lock(&lp.mu);
+    lp.stop = 1;
+    pthread_cond_broadcast(&lp.turn);
+    unsigned n = lp.nthreads;
+    pthread_mutex_unlock(&lp.mu);
+    for (unsigned i = 0; i < n; i++)
+        pthread_cancel(lp.threads[i]);      /* acts only on a thread in read(2) */
+    for (unsigned i = 0; i < n; i++)
+        pthread_join(lp.threads[i], NULL);
+    free(lp.threads);
+    sem_destroy(&lp.finish);
+    pthread_cond_destroy(&lp.turn);
+    pthread_mutex_destroy(&lp.mu);
+    return lp.err;
 }

@@ -1,6 +1,6 @@
 /*
- * loop.h - stashfs's request loop: one thread answers the quick requests
- * itself and hands the slow ones to a small pool.
+ * loop.h - stashfs's request loop: the thread reading the device answers
+ * quick requests itself and hands its turn on before a slow one.
  *
  * Why not libfuse's multi-threaded loop: its threads all wait in read(2) on
  * /dev/fuse and the kernel wakes them in turn, longest-waiting first, so
@@ -9,31 +9,31 @@
  * (create, stat and read of small files) and, with several processes at
  * work, finds requests already queued and never sleeps.  What it must not
  * do is hold everyone behind a request that waits on the disk or moves a
- * lot of data, so those go to the pool:
+ * lot of data, so before one of those it passes the reading on to another
+ * thread (waking or starting one) and then answers the request itself:
  *   - FSYNC and FSYNCDIR (a disk flush; several at once commit together);
  *   - READ and WRITE of more than POOL_MIN_IO bytes (readahead sends
- *     several reads at once, and the pool serves them in parallel).
+ *     several reads at once, and they are served in parallel).
  *
  * Contract:
  *   loop_run(se, workers) serves SE until it exits (unmount, a signal)
- *   and returns 0, or a negative errno when reading the device fails.  The
- *   pool has at most WORKERS threads, started as requests need them; with
- *   WORKERS == 0 every request is answered on the calling thread.  Before
- *   it returns, every handed-off request has been answered and the pool's
- *   threads have ended.
+ *   and returns 0, or a negative errno when reading the device fails.  At
+ *   most 1 + WORKERS threads serve, started as slow requests need them;
+ *   with WORKERS == 0 one thread answers everything in turn.  The calling
+ *   thread only waits for the end.  Before it returns, every request taken
+ *   has been answered and the serving threads have ended.
  *
- * Requirements: the session must not use splice for reads
- * (FUSE_CAP_SPLICE_READ off): a spliced request lives in a pipe of the
- * thread that read it and cannot change threads.  The filesystem's
- * handlers must be thread-safe when WORKERS > 0.  Pool threads block every
- * signal, so SIGINT/SIGTERM reach the loop's thread and end its read.
+ * Requirements: the filesystem's handlers must be thread-safe when
+ * WORKERS > 0.  Serving threads block every signal, so that SIGINT,
+ * SIGTERM and SIGHUP reach the thread in loop_run; the caller should start
+ * its other threads with them blocked too.
  */
 #ifndef STASHFS_LOOP_H
 #define STASHFS_LOOP_H
 
 #include <fuse_lowlevel.h>
 
-/* Reads and writes larger than this go to the pool. */
+/* Reads and writes larger than this count as slow. */
 #define POOL_MIN_IO (64u << 10)
 
 int loop_run(struct fuse_session *se, unsigned workers);

@@ -1504,9 +1504,9 @@ static void *fs_init(struct fuse_conn_info *conn, struct fuse_config *cfg)
     cfg->negative_timeout = 86400.0;
     cfg->kernel_cache = 1;
     cfg->use_ino = 1;
-    /* A spliced request stays in a pipe of the thread that read it; the
-     * loop (loop.h) hands requests to other threads.  Reading into memory
-     * also spares the copy out of the pipe that a write would need. */
+    /* No splice: a large write spliced into a pipe would be copied out of
+     * it again into a fresh buffer for .write; read into the serving
+     * thread's own buffer, it is copied once. */
     conn->want &= ~FUSE_CAP_SPLICE_READ;
     fuse_self = fuse_get_context()->fuse;
     /* Signals are for the loop's thread, to end its read of the device. */
@@ -1756,7 +1756,16 @@ int main(int argc, char **argv)
         close(pfd[0]);
         setsid();
     }
+    /* The engine's threads block the signals that end the mount, so they
+     * reach the thread waiting in loop_run (loop.h). */
+    sigset_t ends, old;
+    sigemptyset(&ends);
+    sigaddset(&ends, SIGINT);
+    sigaddset(&ends, SIGTERM);
+    sigaddset(&ends, SIGHUP);
+    pthread_sigmask(SIG_BLOCK, &ends, &old);
     int rc = stash_open(stashfs_data_dir, &so, &db);
+    pthread_sigmask(SIG_SETMASK, &old, NULL);
     if (rc)
         return die(pfd[1], "stashfs: cannot open the store: %s\n", stash_last_error(NULL));
     clock_gettime(CLOCK_REALTIME, &mount_time);
@@ -1820,8 +1829,9 @@ int main(int argc, char **argv)
             fuse_loop_cfg_destroy(lc);
         }
     } else {
-        /* One thread for quick requests, up to -o max_threads (10) for
-         * fsyncs and large transfers; -s: all on one thread (loop.h). */
+        /* One thread at a time reads and answers quick requests; up to
+         * -o max_threads (10) more take fsyncs and large transfers; -s:
+         * one thread for everything (loop.h). */
         rc = loop_run(se, o.singlethread ? 0 : o.max_threads);
         if (rc)
             fprintf(stderr, "stashfs: reading requests: %s\n", strerror(-rc));

@@ -40,6 +40,7 @@
 #include <fuse.h>
 #include <fuse_lowlevel.h>
 #include <limits.h>
+#include <malloc.h>
 #include <pthread.h>
 #include <signal.h>
 #include <stdarg.h>
@@ -1647,6 +1648,13 @@ __attribute__((format(printf, 2, 3))) static int die(int fd, const char *fmt, ..
 
 int main(int argc, char **argv)
 {
+    /* One malloc arena for all threads.  Memtables are allocated by the
+     * serving threads and freed by the engine's: with an arena per thread,
+     * the freed memory stayed in each arena.  A 1 GiB copy after a few
+     * thousand small files peaked at 226-231 MiB resident with an arena per
+     * thread and 156 MiB with one, and small-file creates and large
+     * transfers were no slower (a little faster: fewer fresh pages). */
+    mallopt(M_ARENA_MAX, 1);
     struct fuse_args args = FUSE_ARGS_INIT(argc, argv);
     struct cli c = {0};
     if (fuse_opt_parse(&args, &c, cli_opts, cli_proc) < 0)

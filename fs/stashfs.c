@@ -1840,9 +1840,16 @@ int main(int argc, char **argv)
         /* One thread at a time reads and answers quick requests; up to
          * -o max_threads (10) more take fsyncs and large transfers; -s:
          * one thread for everything (loop.h). */
-        rc = loop_run(se, o.singlethread ? 0 : o.max_threads);
+        /* -o remember=T needs libfuse's thread that forgets old nodes (a
+         * no-op without it); its own loops start it themselves. */
+        if (fuse_start_cleanup_thread(f) != 0) {
+            rc = -ENOMEM;
+        } else {
+            rc = loop_run(se, o.singlethread ? 0 : o.max_threads);
+            fuse_stop_cleanup_thread(f);
+        }
         if (rc)
-            fprintf(stderr, "stashfs: reading requests: %s\n", strerror(-rc));
+            fprintf(stderr, "stashfs: serving requests: %s\n", strerror(-rc));
     }
     fuse_remove_signal_handlers(se);
     fuse_unmount(f);

@@ -1834,8 +1834,10 @@ static int flush_one(stash_t *db)
         return rc;
     }
     pthread_mutex_lock(&db->mu);
+    /* A small memtable (frozen at rest or for a forced flush) says more
+     * about fixed costs than about the rate: it is not measured. */
     uint64_t took = now_us() - frozen_us;
-    if (took > 0 && bytes > 0) {
+    if (took > 0 && bytes >= db->opt.memtable_size / 8) {
         double r = (double)bytes / (double)took;
         db->drain_rate = db->drain_rate > 0 ? (db->drain_rate + r) / 2 : r;
     }

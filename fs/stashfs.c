@@ -1510,7 +1510,7 @@ static void *fs_init(struct fuse_conn_info *conn, struct fuse_config *cfg)
      * thread's own buffer, it is copied once. */
     conn->want &= ~FUSE_CAP_SPLICE_READ;
     fuse_self = fuse_get_context()->fuse;
-    /* Signals are for the loop's thread, to end its read of the device. */
+    /* Signals are for the thread waiting in loop_run (loop.h). */
     sigset_t all, old;
     sigfillset(&all);
     pthread_sigmask(SIG_BLOCK, &all, &old);

@@ -288,13 +288,14 @@ i=0; until "$ctl" -d "$store" get greeting >/dev/null 2>&1 || [ $i -gt 50 ]; do 
 check "store free after unmount" "$ctl" -d "$store" get greeting
 
 # Each way of serving requests (the default loop, -s, libfuse's loop with
-# -o clone_fd) answers four processes writing files of 100 KiB writes with
-# an fsync each (both go to the default loop's pool) and small files, and
-# ends cleanly on SIGTERM or SIGHUP, keeping everything written (SIGINT
-# too, but a shell starts background jobs with it ignored).
+# -o clone_fd, the default loop beside libfuse's node-forgetting thread
+# with -o remember) answers four processes writing files of 100 KiB writes
+# with an fsync each (both pass the reading on to another thread) and small
+# files, and ends cleanly on SIGTERM or SIGHUP, keeping everything written
+# (SIGINT too, but a shell starts background jobs with it ignored).
 head -c 204800 /dev/urandom >"$tmp/rnd"
 n=0
-for loop in "" "-s" "-o clone_fd"; do
+for loop in "" "-s" "-o clone_fd" "-o remember=1"; do
     for sig in TERM HUP; do
         n=$((n + 1))
         mount_fs $loop

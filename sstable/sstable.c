@@ -679,10 +679,6 @@ static void lookup_iter_done(struct tstate *t, block_iter_t *it)
 }
 
 /*
- * Read, verify and (if needed) decompress the block at H.  *OUT is malloc'd
- * and holds the block's bytes (possibly followed by slack).
- */
-/*
  * Block H checked against its checksum and made plain: *out and *len get
  * the contents.  *owned is set when *out is a new malloc'd buffer (a block
  * read with pread, or decompressed); otherwise *out points into the file's

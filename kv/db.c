@@ -110,8 +110,11 @@ struct stash {
     struct view *view;
     version_t *ver;             /* the current version (a reference) */
     uint64_t last_seq;
-    int log_dirty;              /* appended since the last fsync */
+    int log_dirty;              /* appended since the last fsync started */
     uint64_t log_size;          /* bytes in the current log */
+    uint64_t log_synced;        /* bytes of the current log known durable */
+    int syncing;                /* an fsync of the log runs outside the queue */
+    pthread_cond_t sync_cv;     /* ... and has ended */
     int bgerr;
     struct stash_snapshot snaps;/* list sentinel */
 
@@ -514,7 +517,7 @@ static int make_room(stash_t *db, int force)
     db->log_dirty = 0;
     db->imm[db->nimm].bytes = db->log_size;
     db->imm[db->nimm].frozen_us = now_us();
-    db->log_size = wal_size(nw);
+    db->log_size = db->log_synced = wal_size(nw);
     db->imm[db->nimm].mt = db->mem;
     db->imm[db->nimm].log_keep = num;
     db->nimm++;
@@ -526,6 +529,9 @@ static int make_room(stash_t *db, int force)
         db->bgerr = -EROFS;
         rc = err_set(-ENOMEM, "out of memory for a new view; store is now read-only");
     }
+    /* A sync outside the queue may still hold the old log's descriptor. */
+    while (db->syncing)
+        pthread_cond_wait(&db->sync_cv, &db->mu);
     pthread_mutex_unlock(&db->mu);
     wal_close(old);
     pthread_mutex_lock(&db->mu);
@@ -573,6 +579,44 @@ static struct writer *build_group(stash_t *db, struct writer *w, const stash_bat
     return last;
 }
 
+/*
+ * Called with mu held, out of the write queue: return once log LOGNUM is
+ * durable up to TARGET bytes.  One fdatasync runs at a time, by whichever
+ * waiter finds none running, and covers everything appended before it
+ * started; the others wait for it, so syncs that arrive while one runs
+ * share the next.  Meanwhile the queue goes on: writers that need no sync
+ * never wait for the disk.  A rotated log was synced whole by make_room.
+ */
+static int wait_synced(stash_t *db, uint64_t lognum, uint64_t target)
+{
+    for (;;) {
+        if (db->bgerr)
+            return err_set(db->bgerr, "store %s is read-only after an earlier write failed", db->dir);
+        if (!db->log || wal_number(db->log) != lognum || db->log_synced >= target)
+            return 0;
+        if (db->syncing) {
+            pthread_cond_wait(&db->sync_cv, &db->mu);
+            continue;
+        }
+        db->syncing = 1;
+        uint64_t upto = db->log_size;
+        int fd = wal_fd(db->log);
+        pthread_mutex_unlock(&db->mu);
+        int rc = wal_sync_fd(fd, lognum);
+        pthread_mutex_lock(&db->mu);
+        db->syncing = 0;
+        pthread_cond_broadcast(&db->sync_cv);
+        if (rc) {
+            db->bgerr = -EROFS;
+            return rc;
+        }
+        if (db->log && wal_number(db->log) == lognum && upto > db->log_synced)
+            db->log_synced = upto;
+        if (db->log_size == db->log_synced)
+            db->log_dirty = 0;
+    }
+}
+
 static int do_write(stash_t *db, const stash_batch_t *b, int sync, int force)
 {
     struct writer w = { .b = b, .sync = sync, .force = force };
@@ -598,6 +642,8 @@ static int do_write(stash_t *db, const stash_batch_t *b, int sync, int force)
     else
         rc = make_room(db, force);
     struct writer *last = &w;
+    int must_sync = 0;
+    uint64_t lognum = 0, target = 0;
     if (rc == 0) {
         const stash_batch_t *g;
         int gsync;
@@ -611,8 +657,8 @@ static int do_write(stash_t *db, const stash_batch_t *b, int sync, int force)
         memtable_t *mem = db->mem;
         wal_t *log = db->log;
         uint64_t seq = db->last_seq + 1;
-        int dirty = db->log_dirty;
         size_t len = 0;
+        must_sync = gsync || db->opt.wal_flush_interval == 0;
         if (rc == 0) {
             pthread_mutex_unlock(&db->mu);
             const uint8_t *data = NULL;
@@ -620,27 +666,27 @@ static int do_write(stash_t *db, const stash_batch_t *b, int sync, int force)
                 batch_set_seq((stash_batch_t *)g, seq);
                 data = batch_data(g, &len);
                 rc = wal_append(log, data, len);
-                dirty = dirty || rc == 0;
             }
-            int must_sync = gsync || db->opt.wal_flush_interval == 0;
-            if (rc == 0 && must_sync && dirty) {
-                rc = wal_sync(log);
-                if (rc == 0)
-                    dirty = 0;
+            /* The fdatasync itself runs after the queue moves on. */
+            if (rc == 0 && must_sync) {
+                int fd = wal_sync_start(log);
+                rc = fd < 0 ? fd : 0;
             }
             if (rc == 0 && count)
                 rc = batch_decode(data, len, apply_entry, mem, NULL, NULL);
             pthread_mutex_lock(&db->mu);
             if (rc == 0) {
                 db->last_seq += count;
-                db->log_dirty = dirty;
                 db->log_size = wal_size(log);
+                db->log_dirty = db->log_size > db->log_synced;
+                lognum = wal_number(log);
+                target = db->log_size;
                 db->st_groups += count > 0;
                 db->st_logged += len;
                 db->st_syncs += must_sync;
             } else if (rc != -ENOSPC || !count) {
-                /* A failed fsync, or an append the log could not take back,
-                 * leaves the log in an unknown state: stop writing. */
+                /* An append the log could not take back leaves it in an
+                 * unknown state: stop writing. */
                 db->bgerr = -EROFS;
             }
         }
@@ -648,11 +694,14 @@ static int do_write(stash_t *db, const stash_batch_t *b, int sync, int force)
             stash_batch_clear(db->group);
     }
 
+    /* Take the group off the queue and let the next leader go.  Writers
+     * that need no sync are done; the others wait for the fsync below. */
+    int waiting = rc == 0 && must_sync;
     for (;;) {
         struct writer *p = db->wq_head;
         db->wq_head = p->next;
         db->st_writers++;
-        if (p != &w) {
+        if (p != &w && !waiting) {
             p->rc = rc;
             p->done = 1;
             pthread_cond_signal(&p->cv);
@@ -664,6 +713,17 @@ static int do_write(stash_t *db, const stash_batch_t *b, int sync, int force)
         pthread_cond_signal(&db->wq_head->cv);
     else
         db->wq_tail = NULL;
+    if (waiting) {
+        rc = wait_synced(db, lognum, target);
+        /* The group's chain, w to last, is still linked; a woken writer
+         * returns at once, so each next pointer is read before waking. */
+        for (struct writer *p = last == &w ? NULL : w.next, *nx; p; p = nx) {
+            nx = p == last ? NULL : p->next;
+            p->rc = rc;
+            p->done = 1;
+            pthread_cond_signal(&p->cv);
+        }
+    }
     pthread_mutex_unlock(&db->mu);
     pthread_cond_destroy(&w.cv);
     return rc;
@@ -2480,6 +2540,7 @@ static void destroy(stash_t *db)
         pthread_mutex_destroy(&db->keylock[i]);
     pthread_cond_destroy(&db->bg_cv);
     pthread_cond_destroy(&db->done_cv);
+    pthread_cond_destroy(&db->sync_cv);
     free(db->dir);
     free(db);
 }
@@ -2621,6 +2682,7 @@ int stash_open(const char *dir, const stash_options_t *o, stash_t **out)
     for (int i = 0; i < KEY_STRIPES; i++)
         pthread_mutex_init(&db->keylock[i], NULL);
     pthread_cond_init(&db->done_cv, NULL);
+    pthread_cond_init(&db->sync_cv, NULL);
     pthread_condattr_t ca;
     pthread_condattr_init(&ca);
     pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
@@ -2647,7 +2709,7 @@ int stash_open(const char *dir, const stash_options_t *o, stash_t **out)
         rc = wal_create(db->dir, vset_new_file(&db->vs), &db->log);
         if (rc == 0) {
             wal_set_prealloc(db->log, LOG_WRITE_AHEAD);
-            db->log_size = wal_size(db->log);
+            db->log_size = db->log_synced = wal_size(db->log);
         }
     }
     if (rc == 0 && !(db->view = view_make(db)))

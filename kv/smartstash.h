@@ -220,8 +220,11 @@ void stash_batch_clear(stash_batch_t *b);
 /*
  * Apply batch B atomically: after a crash it is present whole or not at all,
  * and no reader ever sees part of it.  FLAGS: 0, or STASH_SYNC to return only
- * once it is on disk.  The batch is not changed; free it with
- * stash_batch_free().  An empty batch is a no-op (with STASH_SYNC, a sync).
+ * once it is on disk (readers may see it a little earlier: it is applied as
+ * soon as it is in the log, and the call then waits for the fsync; if that
+ * fsync fails, the call returns -EIO and the store turns read-only).  The
+ * batch is not changed; free it with stash_batch_free().  An empty batch is
+ * a no-op (with STASH_SYNC, a sync).
  * Errors: -EINVAL, -EROFS, -ENOSPC, -EIO, -ENOMEM.
  */
 int  stash_write(stash_t *db, stash_batch_t *b, int flags);

@@ -278,7 +278,7 @@ static void map_ahead(wal_t *w)
     w->map_end = w->alloc;
 }
 
-int wal_sync(wal_t *w)
+int wal_sync_start(wal_t *w)
 {
     if (w->broken)
         return err_set(-EIO, "wal %s: an earlier write failed; the log is closed to writes", w->name);
@@ -290,9 +290,24 @@ int wal_sync(wal_t *w)
     /* Unmapped, the pages are flushed as plain dirty pages; see MAP_AFTER. */
     unmap(w);
     w->streak = 0;
-    if (fdatasync(w->fd) < 0) {
+    return w->fd;
+}
+
+int wal_sync_fd(int fd, uint64_t lognum)
+{
+    if (fdatasync(fd) < 0)
+        return err_set(-EIO, "wal %06llu.log: fsync failed: %s", (unsigned long long)lognum, strerror(errno));
+    return 0;
+}
+
+int wal_sync(wal_t *w)
+{
+    int fd = wal_sync_start(w);
+    if (fd < 0)
+        return fd;
+    if (wal_sync_fd(fd, w->num) < 0) {
         w->broken = 1;
-        return err_set(-EIO, "wal %s: fsync failed: %s", w->name, strerror(errno));
+        return -EIO;
     }
     w->dirty = 0;
     w->behind = w->size;
@@ -300,6 +315,7 @@ int wal_sync(wal_t *w)
 }
 
 uint64_t wal_size(const wal_t *w) { return w->size; }
+int wal_fd(const wal_t *w) { return w->fd; }
 int wal_dirty(const wal_t *w) { return w->dirty; }
 uint64_t wal_number(const wal_t *w) { return w->num; }
 

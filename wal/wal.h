@@ -63,6 +63,19 @@ int wal_append(wal_t *w, const void *rec, size_t len);
 int wal_sync(wal_t *w);
 
 /*
+ * wal_sync in two halves, so that the fdatasync can run on another thread
+ * while the writer goes on appending.  wal_sync_start (the writer's call)
+ * readies what was appended for the sync and returns the file descriptor
+ * to sync, or -EIO if the log refuses writes.  wal_sync_fd (any thread)
+ * makes everything appended before wal_sync_start durable; the caller must
+ * keep the log open until it returns.  Errors: -EIO, with a message naming
+ * log LOGNUM; the log's writer is not told (the caller stops writing).
+ */
+int wal_sync_start(wal_t *w);
+int wal_sync_fd(int fd, uint64_t lognum);
+int wal_fd(const wal_t *w);
+
+/*
  * Write zeros ahead of the records: when a wal_sync (or, on filesystems that
  * allow the mapping below, a wal_append) finds fewer than BYTES/4 zero bytes
  * past the last record, it first writes zeros up to BYTES past it.  Later

@@ -2681,12 +2681,13 @@ int stash_open(const char *dir, const stash_options_t *o, stash_t **out)
     pthread_mutexattr_destroy(&ra);
     for (int i = 0; i < KEY_STRIPES; i++)
         pthread_mutex_init(&db->keylock[i], NULL);
-    pthread_cond_init(&db->done_cv, NULL);
-    pthread_cond_init(&db->sync_cv, NULL);
+    /* Every timed wait here counts on the monotonic clock. */
     pthread_condattr_t ca;
     pthread_condattr_init(&ca);
     pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
     pthread_cond_init(&db->bg_cv, &ca);
+    pthread_cond_init(&db->done_cv, &ca);
+    pthread_cond_init(&db->sync_cv, &ca);
     pthread_condattr_destroy(&ca);
     db->mem = new_memtable(&db->opt);
     db->group = stash_batch_new();

@@ -58,11 +58,11 @@ static int slow(const struct fuse_buf *buf)
     case FUSE_READ:
         if (buf->size < sizeof *in + sizeof(struct fuse_read_in))
             return 0;
-        return ((const struct fuse_read_in *)(in + 1))->size > POOL_MIN_IO;
+        return ((const struct fuse_read_in *)(in + 1))->size > SLOW_IO;
     case FUSE_WRITE:
         if (buf->size < sizeof *in + sizeof(struct fuse_write_in))
             return 0;
-        return ((const struct fuse_write_in *)(in + 1))->size > POOL_MIN_IO;
+        return ((const struct fuse_write_in *)(in + 1))->size > SLOW_IO;
     default:
         return 0;
     }

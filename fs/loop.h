@@ -12,7 +12,7 @@
  * lot of data, so before one of those it passes the reading on to another
  * thread (waking or starting one) and then answers the request itself:
  *   - FSYNC and FSYNCDIR (a disk flush; several at once commit together);
- *   - READ and WRITE of more than POOL_MIN_IO bytes (readahead sends
+ *   - READ and WRITE of more than SLOW_IO bytes (readahead sends
  *     several reads at once, and they are served in parallel).
  *
  * Contract:
@@ -34,7 +34,7 @@
 #include <fuse_lowlevel.h>
 
 /* Reads and writes larger than this count as slow. */
-#define POOL_MIN_IO (64u << 10)
+#define SLOW_IO (64u << 10)
 
 int loop_run(struct fuse_session *se, unsigned workers);
 

@@ -110,7 +110,6 @@ struct stash {
     struct view *view;
     version_t *ver;             /* the current version (a reference) */
     uint64_t last_seq;
-    int log_dirty;              /* appended since the last fsync started */
     uint64_t log_size;          /* bytes in the current log */
     uint64_t log_synced;        /* bytes of the current log known durable */
     int syncing;                /* an fsync of the log runs outside the queue */
@@ -379,6 +378,12 @@ static uint64_t now_us(void)
     return (uint64_t)t.tv_sec * 1000000u + (uint64_t)t.tv_nsec / 1000;
 }
 
+/* Has the current log taken records since the last fsync started?  (mu held) */
+static int log_dirty(const stash_t *db)
+{
+    return db->log_size > db->log_synced;
+}
+
 /*
  * Called by the leader with mu held before it writes: keep memory and read
  * cost bounded by making writers wait while too many memtables wait for a
@@ -481,7 +486,7 @@ static int make_room(stash_t *db, int force)
         return rc;
     uint64_t num = vset_new_file(&db->vs);
     wal_t *old = db->log, *nw = NULL;
-    int dirty = db->log_dirty;
+    int dirty = log_dirty(db);
     pthread_mutex_unlock(&db->mu);
     wal_set_prealloc(old, 0);   /* retiring: no zeros ahead */
     rc = dirty ? wal_sync(old) : 0;
@@ -514,7 +519,6 @@ static int make_room(stash_t *db, int force)
         mt_unref(mt);
         return rc;
     }
-    db->log_dirty = 0;
     db->imm[db->nimm].bytes = db->log_size;
     db->imm[db->nimm].frozen_us = now_us();
     db->log_size = db->log_synced = wal_size(nw);
@@ -612,8 +616,6 @@ static int wait_synced(stash_t *db, uint64_t lognum, uint64_t target)
         }
         if (db->log && wal_number(db->log) == lognum && upto > db->log_synced)
             db->log_synced = upto;
-        if (db->log_size == db->log_synced)
-            db->log_dirty = 0;
     }
 }
 
@@ -669,8 +671,7 @@ static int do_write(stash_t *db, const stash_batch_t *b, int sync, int force)
             }
             /* The fdatasync itself runs after the queue moves on. */
             if (rc == 0 && must_sync) {
-                int fd = wal_sync_start(log);
-                rc = fd < 0 ? fd : 0;
+                rc = wal_sync_start(log);
             }
             if (rc == 0 && count)
                 rc = batch_decode(data, len, apply_entry, mem, NULL, NULL);
@@ -678,7 +679,6 @@ static int do_write(stash_t *db, const stash_batch_t *b, int sync, int force)
             if (rc == 0) {
                 db->last_seq += count;
                 db->log_size = wal_size(log);
-                db->log_dirty = db->log_size > db->log_synced;
                 lognum = wal_number(log);
                 target = db->log_size;
                 db->st_groups += count > 0;
@@ -2067,7 +2067,7 @@ static void *bg_main(void *arg)
          * has flushed them (the next turn of the loop). */
         if (wal_every && now >= next_wal && db->nimm == 0) {
             next_wal = now + wal_every;
-            if (db->log_dirty && !db->bgerr) {
+            if (log_dirty(db) && !db->bgerr) {
                 pthread_mutex_unlock(&db->mu);
                 do_write(db, NULL, 1, 0);
                 pthread_mutex_lock(&db->mu);
@@ -2783,7 +2783,7 @@ int stash_close(stash_t *db)
     }
     if (db->log) {
         wal_set_prealloc(db->log, 0);
-        if (db->log_dirty && !db->bgerr)
+        if (log_dirty(db) && !db->bgerr)
             rc = wal_sync(db->log);
         wal_close(db->log);
     }

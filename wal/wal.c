@@ -290,7 +290,7 @@ int wal_sync_start(wal_t *w)
     /* Unmapped, the pages are flushed as plain dirty pages; see MAP_AFTER. */
     unmap(w);
     w->streak = 0;
-    return w->fd;
+    return 0;
 }
 
 int wal_sync_fd(int fd, uint64_t lognum)
@@ -302,10 +302,10 @@ int wal_sync_fd(int fd, uint64_t lognum)
 
 int wal_sync(wal_t *w)
 {
-    int fd = wal_sync_start(w);
-    if (fd < 0)
-        return fd;
-    if (wal_sync_fd(fd, w->num) < 0) {
+    int rc = wal_sync_start(w);
+    if (rc)
+        return rc;
+    if (wal_sync_fd(w->fd, w->num) < 0) {
         w->broken = 1;
         return -EIO;
     }

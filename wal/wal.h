@@ -65,11 +65,12 @@ int wal_sync(wal_t *w);
 /*
  * wal_sync in two halves, so that the fdatasync can run on another thread
  * while the writer goes on appending.  wal_sync_start (the writer's call)
- * readies what was appended for the sync and returns the file descriptor
- * to sync, or -EIO if the log refuses writes.  wal_sync_fd (any thread)
- * makes everything appended before wal_sync_start durable; the caller must
- * keep the log open until it returns.  Errors: -EIO, with a message naming
- * log LOGNUM; the log's writer is not told (the caller stops writing).
+ * readies what was appended for the sync and returns 0, or -EIO if the
+ * log refuses writes.  wal_sync_fd (any thread), given wal_fd's
+ * descriptor, makes everything appended before it started durable; the
+ * caller must keep the log open until it returns.  Errors: -EIO, with a
+ * message naming log LOGNUM; the log's writer is not told (the caller
+ * stops writing).
  */
 int wal_sync_start(wal_t *w);
 int wal_sync_fd(int fd, uint64_t lognum);

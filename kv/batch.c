@@ -118,23 +118,27 @@ static int all_zero(const uint8_t *p, size_t n)
     return 1;
 }
 
-int batch_put_chunk(stash_batch_t *b, uint64_t gen, uint64_t idx, const uint8_t *val, size_t n)
+int batch_put_chunk(stash_batch_t *b, int tagged, uint64_t gen, uint64_t idx, const uint8_t *val, size_t n)
 {
     b->blobs = 1;
     if (all_zero(val, n))
         return 0;   /* a missing chunk reads as zeros */
-    uint8_t ck[CHUNK_KEY_LEN];
-    chunk_key(ck, gen, idx);
-    return add_raw(b, KT_PUT, ck, sizeof ck, NULL, 0, val, n);
+    uint8_t ck[CHUNK_KEY_LEN], tag = CTAG_BYTES;
+    if (tagged)
+        tchunk_key(ck, gen, idx);
+    else
+        chunk_key(ck, gen, idx);
+    return add_raw(b, KT_PUT, ck, sizeof ck, &tag, tagged ? 1 : 0, val, n);
 }
 
-int batch_put_chunks(stash_batch_t *b, const uint8_t *ikey, size_t iklen, uint64_t gen,
+int batch_put_chunks(stash_batch_t *b, const uint8_t *ikey, size_t iklen, int tagged, uint64_t gen,
                      const uint8_t *val, size_t vlen)
 {
     uint8_t bk[BLOB_KEY_LEN];
     int rc = 0;
     for (size_t off = 0; rc == 0 && off < vlen; off += CHUNK_SIZE)
-        rc = batch_put_chunk(b, gen, off / CHUNK_SIZE, val + off, vlen - off < CHUNK_SIZE ? vlen - off : CHUNK_SIZE);
+        rc = batch_put_chunk(b, tagged, gen, off / CHUNK_SIZE, val + off,
+                             vlen - off < CHUNK_SIZE ? vlen - off : CHUNK_SIZE);
     if (rc == 0) {
         blob_key(bk, gen);
         rc = add_raw(b, KT_PUT, bk, sizeof bk, NULL, 0, ikey, iklen);
@@ -171,9 +175,10 @@ static int add(stash_batch_t *b, int type, const void *key, size_t klen,
         e.st.mtime_ns = e.st.atime_ns = e.st.ctime_ns = now_ns();
         if (vlen > INLINE_MAX) {
             e.kind = VK_CHUNKED;
+            e.tagged = 1;
             e.st.size = vlen;
             e.gen = new_gen();
-            rc = batch_put_chunks(b, k.p, k.len, e.gen, val, vlen);
+            rc = batch_put_chunks(b, k.p, k.len, 1, e.gen, val, vlen);
             if (rc == 0)
                 rc = add_raw(b, KT_PUT, k.p, k.len, hdr, env_encode_header(&e, hdr), NULL, 0);
         } else {

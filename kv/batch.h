@@ -37,16 +37,18 @@ int batch_put_raw(stash_batch_t *b, const void *key, size_t klen, const void *hd
 int batch_del_raw(stash_batch_t *b, const void *key, size_t klen);
 
 /*
- * The chunks of VAL, a new chunked value GEN owned by stored key IKEY
+ * The chunks of VAL, a new chunked value GEN (TAGGED: see batch_put_chunk)
+ * owned by stored key IKEY
  * (all-zero chunks are left out: a missing chunk reads as zeros), and its
  * owner record.
  */
-int batch_put_chunks(stash_batch_t *b, const uint8_t *ikey, size_t iklen, uint64_t gen,
+int batch_put_chunks(stash_batch_t *b, const uint8_t *ikey, size_t iklen, int tagged, uint64_t gen,
                      const uint8_t *val, size_t vlen);
 
 /* Chunk IDX (N <= CHUNK_SIZE bytes) of chunked value GEN; nothing when the
- * bytes are all zero (a missing chunk reads as zeros). */
-int batch_put_chunk(stash_batch_t *b, uint64_t gen, uint64_t idx, const uint8_t *val, size_t n);
+ * bytes are all zero (a missing chunk reads as zeros).  TAGGED: the value is
+ * of the tagged kind (value.h), and the record holds tag 0 and the bytes. */
+int batch_put_chunk(stash_batch_t *b, int tagged, uint64_t gen, uint64_t idx, const uint8_t *val, size_t n);
 
 /* Whether B creates a chunked value or writes chunks (or makes a hard
  * link: batch_set_blobs), after which plain writes look up what they

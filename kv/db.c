@@ -45,6 +45,7 @@
 #include "memtable.h"
 #include "dbint.h"
 #include "value.h"
+#include "vlog.h"
 #include "version.h"
 #include "wal.h"
 
@@ -58,6 +59,8 @@
  * and the tables. */
 struct view {
     atomic_int ref;
+    vlog_t *vl;                 /* value files, pinned at vepoch */
+    uint64_t vepoch;
     memtable_t *mem;
     version_t *ver;
     int nimm;
@@ -144,6 +147,8 @@ struct stash {
      * chunked value may exist. */
     pthread_mutex_t keylock[KEY_STRIPES];
     atomic_int has_blobs;               /* or hard links */
+    vlog_t *vl;                         /* value files (vlog.h) */
+    uint64_t vlog_freed;                /* files given back, under mu */
     pthread_mutex_t linklock;           /* recursive; see db_link_hold */
     _Atomic uint64_t compact_entries;   /* read by compactions, as they go */
 
@@ -298,6 +303,8 @@ static void view_unref(struct view *v)
     version_unref(v->ver);
     for (int i = 0; i < v->nimm; i++)
         mt_unref(v->imm[i]);
+    if (v->vl)
+        vlog_unpin(v->vl, v->vepoch);
     free(v);
 }
 
@@ -308,6 +315,8 @@ static struct view *view_make(stash_t *db)
     if (!v)
         return NULL;
     atomic_init(&v->ref, 1);
+    v->vl = db->vl;
+    v->vepoch = v->vl ? vlog_pin(v->vl) : 0;
     v->mem = db->mem;
     mt_ref(v->mem);
     v->ver = db->ver;
@@ -489,7 +498,9 @@ static int make_room(stash_t *db, int force)
     int dirty = log_dirty(db);
     pthread_mutex_unlock(&db->mu);
     wal_set_prealloc(old, 0);   /* retiring: no zeros ahead */
-    rc = dirty ? wal_sync(old) : 0;
+    rc = dirty ? vlog_sync(db->vl) : 0;
+    if (rc == 0 && dirty)
+        rc = wal_sync(old);
     int synced_ok = rc == 0;
     if (rc == 0 && (rc = wal_create(db->dir, num, &nw)) == 0)
         wal_set_prealloc(nw, LOG_WRITE_AHEAD);
@@ -606,7 +617,10 @@ static int wait_synced(stash_t *db, uint64_t lognum, uint64_t target)
         uint64_t upto = db->log_size;
         int fd = wal_fd(db->log);
         pthread_mutex_unlock(&db->mu);
-        int rc = wal_sync_fd(fd, lognum);
+        /* Value files first: a pointer is never durable before its bytes. */
+        int rc = vlog_sync(db->vl);
+        if (rc == 0)
+            rc = wal_sync_fd(fd, lognum);
         pthread_mutex_lock(&db->mu);
         db->syncing = 0;
         pthread_cond_broadcast(&db->sync_cv);
@@ -906,7 +920,7 @@ int batch_drop_chunks(stash_batch_t *b, const struct envelope *e)
     uint8_t ck[CHUNK_KEY_LEN], bk[BLOB_KEY_LEN];
     int rc = 0;
     for (uint64_t i = 0; rc == 0 && i < (e->st.size + CHUNK_SIZE - 1) / CHUNK_SIZE; i++) {
-        chunk_key(ck, e->gen, i);
+        ckey(ck, e, i);
         rc = batch_del_raw(b, ck, sizeof ck);
     }
     blob_key(bk, e->gen);
@@ -1093,40 +1107,83 @@ void db_view_put(struct view *v)
     view_unref(v);
 }
 
+struct vlog *db_vlog(stash_t *db)
+{
+    return db->vl;
+}
+
 int db_view_get(struct view *v, uint64_t seq, const uint8_t *ik, size_t iklen, void **val, size_t *vlen)
 {
     return view_lookup(v, seq, ik, iklen, val, vlen);
 }
 
+int db_chunk_bytes(struct view *v, const struct envelope *e, const uint8_t *raw, size_t rlen,
+                   uint8_t *scratch, const uint8_t **bytes, size_t *n)
+{
+    if (!e->tagged) {
+        *bytes = raw;
+        *n = rlen;
+    } else if (rlen >= 1 && raw[0] == CTAG_BYTES) {
+        *bytes = raw + 1;
+        *n = rlen - 1;
+    } else {
+        struct vptr p;
+        if (vptr_decode(raw, rlen, &p) < 0 || p.len > CHUNK_SIZE)
+            return err_set(-EIO, "damaged chunk record of value %016llx", (unsigned long long)e->gen);
+        int rc = vlog_read(v->vl, &p, scratch);
+        if (rc)
+            return rc;
+        *bytes = scratch;
+        *n = p.len;
+    }
+    if (*n > CHUNK_SIZE)
+        return err_set(-EIO, "damaged chunk of value %016llx: %zu bytes", (unsigned long long)e->gen, *n);
+    return 0;
+}
+
 int db_read_chunks(struct view *v, uint64_t seq, const struct envelope *e, uint8_t *buf,
                    uint64_t off, size_t len)
 {
-    while (len) {
+    uint8_t *scratch = NULL;
+    int rc = 0;
+    while (len && rc == 0) {
         uint64_t idx = off / CHUNK_SIZE;
         size_t in = (size_t)(off % CHUNK_SIZE);
         size_t n = CHUNK_SIZE - in < len ? CHUNK_SIZE - in : len;
         uint8_t ck[CHUNK_KEY_LEN];
         void *c;
         size_t clen;
-        chunk_key(ck, e->gen, idx);
-        int rc = view_lookup(v, seq, ck, sizeof ck, &c, &clen);
+        ckey(ck, e, idx);
+        rc = view_lookup(v, seq, ck, sizeof ck, &c, &clen);
         if (rc == -ENOENT) {
             memset(buf, 0, n);
-        } else if (rc) {
-            return rc;
-        } else {
-            size_t have = clen > in ? clen - in : 0;
-            if (have > n)
-                have = n;
-            memcpy(buf, (uint8_t *)c + in, have);
-            memset(buf + have, 0, n - have);
+            rc = 0;
+        } else if (rc == 0) {
+            const uint8_t *bytes;
+            size_t have;
+            struct vptr p;
+            if (e->tagged && in == 0 && vptr_decode(c, clen, &p) == 0 && p.len <= n) {
+                /* A whole chunk from a value file: straight into BUF. */
+                rc = vlog_read(v->vl, &p, buf);
+                if (rc == 0)
+                    memset(buf + p.len, 0, n - p.len);
+            } else if (!scratch && e->tagged && !(scratch = malloc(CHUNK_SIZE))) {
+                rc = err_set(-ENOMEM, "out of memory");
+            } else if ((rc = db_chunk_bytes(v, e, c, clen, scratch, &bytes, &have)) == 0) {
+                have = have > in ? have - in : 0;
+                if (have > n)
+                    have = n;
+                memcpy(buf, bytes + in, have);
+                memset(buf + have, 0, n - have);
+            }
             free(c);
         }
         buf += n;
         off += n;
         len -= n;
     }
-    return 0;
+    free(scratch);
+    return rc;
 }
 
 int db_key(const void *key, size_t klen, struct skey *k)
@@ -2028,6 +2085,117 @@ static void idle_compact(stash_t *db)
     pthread_mutex_unlock(&db->mu);
 }
 
+static int cmp_u64(const void *a, const void *b)
+{
+    uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
+    return x < y ? -1 : x > y;
+}
+
+/*
+ * Give back the value files no pointer anyone can still read names.  The
+ * candidates are the settled files (vlog.h), taken before the view, so the
+ * view holds every pointer into them; a pointer counts when its record is
+ * the version some reader sees: the newest at or below the view's sequence,
+ * or below a snapshot's (the snapshots are read after the view: one taken
+ * later sees nothing older).  Readers on older views keep what they can
+ * reach through the pins until they finish.  SEAL: seal the active file
+ * first, whatever was appended lately (vlog_seal_idle).  Returns the files
+ * given back.
+ */
+static int vlog_collect(stash_t *db, int seal)
+{
+    vlog_t *vl = db->vl;
+    if (!vl || db->opt.read_only)
+        return 0;
+    vlog_seal_idle(vl, seal);
+    uint64_t *cand = NULL, *seqs = NULL;
+    size_t nc = 0, ns = 0;
+    uint8_t *live = NULL;
+    int rc = vlog_settled(vl, &cand, &nc);
+    stash_iter_t *it = rc == 0 && nc ? stash_iter_new(db, NULL) : NULL;
+    if (rc == 0 && nc && !it)
+        rc = err_set(-ENOMEM, "out of memory");
+    if (it) {
+        pthread_mutex_lock(&db->mu);
+        size_t cap = 1;
+        for (stash_snapshot_t *p = db->snaps.next; p != &db->snaps; p = p->next)
+            cap++;
+        if ((seqs = malloc(cap * sizeof *seqs))) {
+            seqs[ns++] = it->seq;
+            for (stash_snapshot_t *p = db->snaps.next; p != &db->snaps; p = p->next)
+                if (p->seq < it->seq)
+                    seqs[ns++] = p->seq;
+        }
+        pthread_mutex_unlock(&db->mu);
+        live = calloc(nc, 1);
+        if (!seqs || !live)
+            rc = err_set(-ENOMEM, "out of memory");
+    }
+    if (it && rc == 0) {
+        qsort(seqs, ns, sizeof *seqs, cmp_u64);
+        iiter_t *m = it->m;
+        const uint8_t start[2] = {NS_BYTE, NS_TCHUNK};
+        uint8_t last[CHUNK_KEY_LEN];
+        uint64_t newer = UINT64_MAX;
+        for (m->ops->seek(m, start, sizeof start, TAG(UINT64_MAX >> 8, 0xff)); m->ops->valid(m);
+             m->ops->next(m)) {
+            size_t kl, vl2;
+            const uint8_t *k = m->ops->key(m, &kl);
+            if (kl < 2 || k[0] != NS_BYTE || k[1] != NS_TCHUNK)
+                break;
+            uint64_t seq = TAG_SEQ(m->ops->tag(m));
+            if (kl != CHUNK_KEY_LEN || memcmp(k, last, kl)) {
+                newer = UINT64_MAX;     /* the newest version of this key */
+                if (kl == CHUNK_KEY_LEN)
+                    memcpy(last, k, kl);
+            }
+            /* Seen by a reader at X when seq <= X < newer: the smallest
+             * X at or above seq decides. */
+            size_t lo = 0, hi = ns;
+            while (lo < hi) {
+                size_t mid = (lo + hi) / 2;
+                if (seqs[mid] < seq)
+                    lo = mid + 1;
+                else
+                    hi = mid;
+            }
+            int seen = lo < ns && seqs[lo] < newer;
+            newer = seq;
+            if (!seen || TAG_TYPE(m->ops->tag(m)) != KT_PUT)
+                continue;
+            struct vptr p;
+            const uint8_t *v = m->ops->value(m, &vl2);
+            if (vptr_decode(v, vl2, &p) < 0)
+                continue;
+            uint64_t *hit = bsearch(&p.file, cand, nc, sizeof *cand, cmp_u64);
+            if (hit)
+                live[hit - cand] = 1;
+        }
+        rc = m->ops->status(m);
+    }
+    size_t nd = 0;
+    for (size_t i = 0; rc == 0 && i < nc; i++)
+        if (!live[i])
+            cand[nd++] = cand[i];
+    stash_iter_free(it);
+    if (rc == 0 && nd) {
+        vlog_retire(vl, cand, nd);
+        /* The store's own view pins the epoch it was made in: renew it, so
+         * that only readers still at work hold the files back. */
+        pthread_mutex_lock(&db->mu);
+        (void)refresh_view(db);
+        pthread_mutex_unlock(&db->mu);
+    }
+    free(cand);
+    free(seqs);
+    free(live);
+    int reaped = vlog_reap(vl);
+    pthread_mutex_lock(&db->mu);
+    db->vlog_freed += (uint64_t)reaped;
+    pthread_mutex_unlock(&db->mu);
+    return rc < 0 ? rc : reaped;
+}
+
 /*
  * The background thread: flushes frozen memtables as soon as they appear,
  * compacts when a level crosses its bound, compacts a store at rest (see
@@ -2036,6 +2204,8 @@ static void idle_compact(stash_t *db)
  * anything was appended since the last fsync (queueing as an ordinary sync
  * writer, so it never races the leader).
  */
+#define VLOG_GC_EVERY 2000000u   /* µs */
+
 static void *bg_main(void *arg)
 {
     stash_t *db = arg;
@@ -2044,11 +2214,15 @@ static void *bg_main(void *arg)
     uint64_t next_wal = now_us() + wal_every, next_comp = now_us() + comp_every;
     pthread_mutex_lock(&db->mu);
     uint64_t tick_seq = db->last_seq;   /* last_seq at the last compaction tick */
+    uint64_t next_gc = 0, gc_seq = UINT64_MAX;   /* value files: see vlog_collect */
+    int gc_quiet = 0;           /* collections since the last write */
     while (!db->closing) {
         uint64_t now = now_us();
         uint64_t wake = next_comp;
         if (wal_every && next_wal < wake)
             wake = next_wal;
+        if ((db->last_seq != gc_seq || gc_quiet < 2) && next_gc < wake)
+            wake = next_gc;
         int work = db->nimm > 0;
         if (!work && wake > now) {
             struct timespec t;
@@ -2090,12 +2264,27 @@ static void *bg_main(void *arg)
                    mt_memory(db->mem) + level_bytes(db->ver, 0) >= level_bytes(db->ver, 1) / 4;
         if (due)
             tick_seq = db->last_seq;
+        /* Value files: look for garbage at most every VLOG_GC_EVERY, after
+         * writes and twice more once they stop (the second seals an idle
+         * active file so that it can go too), and at open (what a crash
+         * left behind). */
+        int gc = now >= next_gc && (db->last_seq != gc_seq || gc_quiet < 2);
+        if (gc) {
+            gc_quiet = db->last_seq == gc_seq ? gc_quiet + 1 : 0;
+            gc_seq = db->last_seq;
+            next_gc = now + VLOG_GC_EVERY;
+        }
         pthread_mutex_unlock(&db->mu);
         /* Flushes always; compactions when a threshold is crossed (picked
          * inside) or the store is at rest. */
         table_work(db);
         if (idle)
             idle_compact(db);
+        if (gc) {
+            (void)vlog_collect(db, 0);
+        } else {
+            vlog_reap(db->vl);
+        }
         pthread_mutex_lock(&db->mu);
         /* A foreground caller (backup, compact_range) wants the table work:
          * step aside until it is done (it flushes for the writers). */
@@ -2182,7 +2371,12 @@ int stash_backup(stash_t *db, const char *dest)
         uint64_t seq = db->last_seq;
         pthread_mutex_unlock(&db->mu);
         /* work_mu keeps compactions out while the tables are linked. */
-        rc = vset_backup(&db->vs, db->vs.cur, dest, seq);
+        /* The tables' pointers need the value files, linked first: every
+         * one (some may hold only garbage; the copy's first collection
+         * drops them). */
+        rc = vlog_backup(db->vl, dest);
+        if (rc == 0)
+            rc = vset_backup(&db->vs, db->vs.cur, dest, seq);
     }
     work_unlock_fg(db);
     return rc < 0 ? rc : 0;
@@ -2197,7 +2391,7 @@ static int copy_visible(stash_iter_t *it, stash_t *out)
 {
     iiter_t *m = it->m;
     stash_batch_t *b = stash_batch_new();
-    uint8_t *last = malloc(IKEY_MAX);
+    uint8_t *last = malloc(IKEY_MAX), *chunk = NULL;
     size_t lastlen = 0;
     int have = 0, rc = b && last ? 0 : err_set(-ENOMEM, "out of memory");
     for (m->ops->seek_first(m); rc == 0 && m->ops->valid(m); m->ops->next(m)) {
@@ -2216,6 +2410,24 @@ static int copy_visible(stash_iter_t *it, stash_t *out)
         if (key_is_sys(k, kl))
             atomic_store(&out->has_blobs, 1);
         const uint8_t *v = m->ops->value(m, &vl);
+        struct vptr p;
+        if (kl == CHUNK_KEY_LEN && k[0] == NS_BYTE && k[1] == NS_TCHUNK && vptr_decode(v, vl, &p) == 0) {
+            /* A pointer into this store's value files: the copy gets the
+             * bytes themselves. */
+            if (!chunk && !(chunk = malloc(1 + CHUNK_SIZE))) {
+                rc = err_set(-ENOMEM, "out of memory");
+                break;
+            }
+            if (p.len > CHUNK_SIZE) {
+                rc = err_set(-EIO, "damaged chunk record in the tables");
+                break;
+            }
+            chunk[0] = CTAG_BYTES;
+            if ((rc = vlog_read(it->v->vl, &p, chunk + 1)) < 0)
+                break;
+            v = chunk;
+            vl = 1 + (size_t)p.len;
+        }
         rc = batch_put_raw(b, k, kl, NULL, 0, v, vl);
         if (rc == 0 && batch_data(b, &vl) && vl >= (1u << 20)) {
             rc = do_write(out, b, 0, 0);
@@ -2230,6 +2442,7 @@ static int copy_visible(stash_iter_t *it, stash_t *out)
         rc = do_write(out, NULL, 1, 0);     /* fsync the copy's log */
     stash_batch_free(b);
     free(last);
+    free(chunk);
     return rc;
 }
 
@@ -2311,6 +2524,9 @@ static int compact_range_stored(stash_t *db, const void *begin, size_t blen, con
             rc = run_compaction(db, &c);
     }
     work_unlock_fg(db);
+    /* And value files no longer referenced go. */
+    if (rc >= 0)
+        rc = vlog_collect(db, 1);
     return rc < 0 ? rc : 0;
 }
 
@@ -2361,12 +2577,6 @@ static int replay_record(void *arg, const void *rec, size_t len, uint64_t off)
     if (r->prev_seq > db->last_seq)
         db->last_seq = r->prev_seq;
     return 0;
-}
-
-static int cmp_u64(const void *a, const void *b)
-{
-    uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
-    return x < y ? -1 : x > y;
 }
 
 /* The numbers of the NNNNNN.log files in the store directory, sorted. */
@@ -2516,9 +2726,17 @@ static int prepare_dir(stash_t *db)
     return 0;
 }
 
+static uint64_t vlog_newnum(void *arg)
+{
+    stash_t *db = arg;
+    return vset_new_file(&db->vs);
+}
+
 static void destroy(stash_t *db)
 {
     view_unref(db->view);
+    db->view = NULL;
+    vlog_close(db->vl);         /* after the last view: views pin it */
     version_unref(db->ver);
     vset_close(&db->vs);
     sst_cache_free(db->cache);   /* after every table is closed */
@@ -2606,19 +2824,23 @@ static int drop_streams(stash_t *db, stash_iter_t *it)
     if (n && rc == 0 && !b)
         rc = err_set(-ENOMEM, "out of memory");
     for (size_t i = 0; i < n && rc == 0; i++) {
-        uint8_t ck[CHUNK_KEY_LEN] = {NS_BYTE, NS_CHUNK}, prev[CHUNK_KEY_LEN] = {0};
-        memcpy(ck + 2, gens[i], 8);
         stash_batch_clear(b);
-        for (m->ops->seek(m, ck, sizeof ck, TAG(it->seq, 0xff)); rc == 0 && m->ops->valid(m); m->ops->next(m)) {
-            size_t kl;
-            const uint8_t *k = m->ops->key(m, &kl);
-            if (kl != CHUNK_KEY_LEN || memcmp(k, ck, 10))
-                break;
-            if (!memcmp(k, prev, kl))
-                continue;
-            memcpy(prev, k, kl);
-            if (TAG_TYPE(m->ops->tag(m)) == KT_PUT)
-                rc = batch_del_raw(b, k, kl);
+        /* Chunks of either kind (value.h). */
+        for (int ns = 0; ns < 2 && rc == 0; ns++) {
+            uint8_t ck[CHUNK_KEY_LEN] = {NS_BYTE, ns ? NS_TCHUNK : NS_CHUNK}, prev[CHUNK_KEY_LEN] = {0};
+            memcpy(ck + 2, gens[i], 8);
+            for (m->ops->seek(m, ck, sizeof ck, TAG(it->seq, 0xff)); rc == 0 && m->ops->valid(m);
+                 m->ops->next(m)) {
+                size_t kl;
+                const uint8_t *k = m->ops->key(m, &kl);
+                if (kl != CHUNK_KEY_LEN || memcmp(k, ck, 10))
+                    break;
+                if (!memcmp(k, prev, kl))
+                    continue;
+                memcpy(prev, k, kl);
+                if (TAG_TYPE(m->ops->tag(m)) == KT_PUT)
+                    rc = batch_del_raw(b, k, kl);
+            }
         }
         uint8_t sk[BLOB_KEY_LEN] = {NS_BYTE, NS_STREAM};
         memcpy(sk + 2, gens[i], 8);
@@ -2705,6 +2927,8 @@ int stash_open(const char *dir, const stash_options_t *o, stash_t **out)
     if (rc == 0)
         rc = take_lock(db);
     if (rc == 0)
+        rc = vlog_open(db->dir, db->opt.read_only, vlog_newnum, db, &db->vl);
+    if (rc == 0)
         rc = recover(db);
     if (rc == 0 && !db->opt.read_only) {
         rc = wal_create(db->dir, vset_new_file(&db->vs), &db->log);
@@ -2780,10 +3004,14 @@ int stash_close(stash_t *db)
         pthread_cond_signal(&db->bg_cv);
         pthread_mutex_unlock(&db->mu);
         pthread_join(db->bg, NULL);
+        /* Give back value files that hold only garbage: a short-lived
+         * process may never stay long enough for a collection. */
+        if (!db->bgerr)
+            (void)vlog_collect(db, 1);
     }
     if (db->log) {
         wal_set_prealloc(db->log, 0);
-        if (log_dirty(db) && !db->bgerr)
+        if (log_dirty(db) && !db->bgerr && (rc = vlog_sync(db->vl)) == 0)
             rc = wal_sync(db->log);
         wal_close(db->log);
     }
@@ -2843,7 +3071,10 @@ int stash_stats(stash_t *db, char *buf, size_t len)
     uint64_t hits, misses;
     sst_cache_stats(db->cache, &cused, &hits, &misses);
     struct cstats c = db->cst;
-    double user = (double)db->st_logged;
+    uint64_t vfiles = 0, vbytes = 0, vappended = 0;
+    if (db->vl)
+        vlog_usage(db->vl, &vfiles, &vbytes, &vappended);
+    double user = (double)db->st_logged + (double)vappended;
     o += (size_t)snprintf(buf + o, len - o,
              "store:            %s%s\n"
              "sequence:         %llu\n"
@@ -2866,13 +3097,18 @@ int stash_stats(stash_t *db, char *buf, size_t len)
     }
     if (o < len)
         o += (size_t)snprintf(buf + o, len - o,
+             "value files:      %llu, %llu bytes; %llu bytes appended since open, %llu files given back\n",
+             (unsigned long long)vfiles, (unsigned long long)vbytes, (unsigned long long)vappended,
+             (unsigned long long)db->vlog_freed);
+    if (o < len)
+        o += (size_t)snprintf(buf + o, len - o,
              "open tables:      %d (at most %d kept open when idle)\n"
              "block cache:      %zu bytes used, %llu hits, %llu misses (%.1f%% hit rate)\n"
              "writes:           %llu writers in %llu commit groups, %llu fsyncs, %llu bytes logged\n"
              "flushes:          %llu bytes written to level 0\n"
              "compactions:      %llu (%llu moved without rewriting), %llu bytes read, %llu written\n"
              "at rest:          %llu times the memtable and level 0 were compacted after an idle interval\n"
-             "write amplification: %.2f (log + flush + compaction bytes / logged bytes)\n"
+             "write amplification: %.2f (log + value file + flush + compaction bytes / logged + value file bytes)\n"
              "memtable switches: %llu\n"
              "stalls:           %llu, %.3f s in all; writes paced for %.3f s\n"
              "snapshots:        %d\n"

@@ -29,6 +29,17 @@ void db_view_put(struct view *v);
  * -ENOENT, or another negative errno. */
 int db_view_get(struct view *v, uint64_t seq, const uint8_t *ik, size_t iklen, void **val, size_t *vlen);
 
+/*
+ * The bytes of chunk record RAW (RLEN bytes) of chunked value E, read
+ * through V: *BYTES and *N point into RAW, or, for a pointer into a value
+ * file, into SCRATCH (CHUNK_SIZE bytes) once read and checked.  0 or -EIO.
+ */
+int db_chunk_bytes(struct view *v, const struct envelope *e, const uint8_t *raw, size_t rlen,
+                   uint8_t *scratch, const uint8_t **bytes, size_t *n);
+
+/* The store's value files (vlog.h). */
+struct vlog *db_vlog(stash_t *db);
+
 /* LEN bytes of chunked value E from OFF into BUF (missing chunks: zeros). */
 int db_read_chunks(struct view *v, uint64_t seq, const struct envelope *e, uint8_t *buf,
                    uint64_t off, size_t len);

@@ -24,6 +24,7 @@
 #include "dbint.h"
 #include "err.h"
 #include "value.h"
+#include "vlog.h"
 
 /* One key being changed: its stored key, lock and current envelope. */
 struct fkey {
@@ -308,22 +309,82 @@ static int chunk_base(stash_t *db, struct fkey *f, uint64_t idx, uint8_t *c, siz
     struct view *v = db_view(db, NULL, &seq);
     uint8_t ck[CHUNK_KEY_LEN];
     void *raw;
-    size_t n;
-    chunk_key(ck, f->e.gen, idx);
-    int rc = db_view_get(v, seq, ck, sizeof ck, &raw, &n);
+    size_t rlen;
+    ckey(ck, &f->e, idx);
+    int rc = db_view_get(v, seq, ck, sizeof ck, &raw, &rlen);
+    if (rc == 0) {
+        /* A pointer's bytes are read (and checked) straight into C. */
+        const uint8_t *bytes;
+        size_t n;
+        rc = db_chunk_bytes(v, &f->e, raw, rlen, c, &bytes, &n);
+        if (rc == 0 && bytes != c)
+            memcpy(c, bytes, n);
+        if (rc == 0)
+            *have = n;
+        free(raw);
+    }
     db_view_put(v);
-    if (rc == -ENOENT)
-        return 0;
+    return rc == -ENOENT ? 0 : rc;
+}
+
+/*
+ * Value files a change appended to (vlog.h), one entry per append: each is
+ * settled with vlog_done once the batch naming them is committed.
+ */
+struct appends {
+    uint64_t *file;
+    size_t n, cap;
+};
+
+static int appends_add(struct appends *a, uint64_t file)
+{
+    if (a->n == a->cap) {
+        size_t cap = a->cap ? 2 * a->cap : 16;
+        uint64_t *p = realloc(a->file, cap * sizeof *p);
+        if (!p)
+            return -ENOMEM;
+        a->file = p;
+        a->cap = cap;
+    }
+    a->file[a->n++] = file;
+    return 0;
+}
+
+static void appends_done(stash_t *db, struct appends *a)
+{
+    for (size_t i = 0; i < a->n; i++)
+        vlog_done(db_vlog(db), a->file[i]);
+    a->n = 0;
+}
+
+/*
+ * Add to B chunk CK's record: N bytes of chunk data.  For a value whose
+ * chunks are tagged, a chunk of at least VLOG_MIN bytes goes to a value file
+ * and the record is a pointer to it; anything smaller stays in the tree.
+ */
+#define VLOG_MIN (CHUNK_SIZE / 4)
+
+static int put_chunk_data(stash_t *db, stash_batch_t *b, const struct envelope *e, const uint8_t ck[CHUNK_KEY_LEN],
+                          const uint8_t *data, size_t n, struct appends *a)
+{
+    batch_set_blobs(b);
+    if (!e->tagged)
+        return batch_put_raw(b, ck, CHUNK_KEY_LEN, NULL, 0, data, n);
+    if (n < VLOG_MIN) {
+        uint8_t tag = CTAG_BYTES;
+        return batch_put_raw(b, ck, CHUNK_KEY_LEN, &tag, 1, data, n);
+    }
+    struct vptr p;
+    int rc = vlog_append(db_vlog(db), ck, CHUNK_KEY_LEN, data, n, &p);
     if (rc)
         return rc;
-    if (n > CHUNK_SIZE) {
-        free(raw);
-        return err_set(-EIO, "damaged chunk: %zu bytes", n);
+    if (appends_add(a, p.file) < 0) {
+        vlog_done(db_vlog(db), p.file);
+        return -ENOMEM;
     }
-    memcpy(c, raw, n);
-    *have = n;
-    free(raw);
-    return 0;
+    uint8_t rec[VPTR_LEN];
+    vptr_encode(rec, &p);
+    return batch_put_raw(b, ck, CHUNK_KEY_LEN, NULL, 0, rec, sizeof rec);
 }
 
 /*
@@ -342,6 +403,7 @@ static struct envelope grow_env(struct fkey *f, uint64_t newsize, int *convertin
     if (e.kind != VK_CHUNKED && newsize > INLINE_MAX) {
         to_attr(&e);
         e.kind = VK_CHUNKED;
+        e.tagged = 1;
         e.gen = new_gen();
         *converting = 1;
     }
@@ -359,7 +421,7 @@ static int convert(stash_batch_t *b, struct fkey *f, const struct envelope *e)
     uint8_t lk[LINK_KEY_LEN];
     size_t plen;
     const uint8_t *pk = primary(f, e, lk, &plen);
-    return batch_put_chunks(b, pk, plen, e->gen, f->e.data, f->exists ? (size_t)f->e.st.size : 0);
+    return batch_put_chunks(b, pk, plen, e->tagged, e->gen, f->e.data, f->exists ? (size_t)f->e.st.size : 0);
 }
 
 int stash_pwrite(stash_t *db, const void *key, size_t klen, const void *buf, size_t len, uint64_t off)
@@ -379,6 +441,7 @@ int stash_pwrite(stash_t *db, const void *key, size_t klen, const void *buf, siz
     struct envelope e = grow_env(&f, end, &converting);
     stash_batch_t *b = stash_batch_new();
     uint8_t *c = NULL;
+    struct appends a = {0};
     rc = b ? 0 : -ENOMEM;
     if (rc == 0 && e.kind != VK_CHUNKED) {
         /* Inline: the whole (at most INLINE_MAX) value is rewritten. */
@@ -405,16 +468,17 @@ int stash_pwrite(stash_t *db, const void *key, size_t klen, const void *buf, siz
             size_t n = CHUNK_SIZE - in < off + len - pos ? CHUNK_SIZE - in : (size_t)(off + len - pos);
             size_t have = 0;
             uint8_t ck[CHUNK_KEY_LEN];
-            chunk_key(ck, e.gen, idx);
-            if (in == 0 && n == CHUNK_SIZE) {
-                /* A whole chunk goes into the batch straight from BUF. */
-                rc = batch_put_raw(b, ck, sizeof ck, NULL, 0, src, n);
+            ckey(ck, &e, idx);
+            if (in == 0 && (n == CHUNK_SIZE || pos + n >= oldsize)) {
+                /* A whole chunk (or all of the last one there is) goes
+                 * straight from BUF. */
+                rc = put_chunk_data(db, b, &e, ck, src, n, &a);
             } else {
                 rc = chunk_base(db, &f, idx, c, &have);
                 if (rc)
                     break;
                 memcpy(c + in, src, n);
-                rc = batch_put_raw(b, ck, sizeof ck, NULL, 0, c, in + n > have ? in + n : have);
+                rc = put_chunk_data(db, b, &e, ck, c, in + n > have ? in + n : have, &a);
             }
             src += n;
             pos += n;
@@ -424,6 +488,8 @@ int stash_pwrite(stash_t *db, const void *key, size_t klen, const void *buf, siz
     }
     if (rc == 0)
         rc = db_commit(db, b, 0);
+    appends_done(db, &a);
+    free(a.file);
     free(c);
     stash_batch_free(b);
     fkey_unlock(db, &f);
@@ -472,7 +538,7 @@ int stash_truncate(stash_t *db, const void *key, size_t klen, uint64_t size)
         uint8_t ck[CHUNK_KEY_LEN];
         uint64_t keep = (size + CHUNK_SIZE - 1) / CHUNK_SIZE;
         for (uint64_t i = keep; rc == 0 && i < (oldsize + CHUNK_SIZE - 1) / CHUNK_SIZE; i++) {
-            chunk_key(ck, e.gen, i);
+            ckey(ck, &e, i);
             rc = batch_del_raw(b, ck, sizeof ck);
         }
         if (rc == 0 && size < oldsize && size % CHUNK_SIZE) {
@@ -481,8 +547,9 @@ int stash_truncate(stash_t *db, const void *key, size_t klen, uint64_t size)
                 rc = -ENOMEM;
             else if ((rc = chunk_base(db, &f, size / CHUNK_SIZE, c, &have)) == 0 && have) {
                 size_t cut = (size_t)(size % CHUNK_SIZE);
-                chunk_key(ck, e.gen, size / CHUNK_SIZE);
-                rc = batch_put_raw(b, ck, sizeof ck, NULL, 0, c, have < cut ? have : cut);
+                uint8_t tag = CTAG_BYTES;
+                ckey(ck, &e, size / CHUNK_SIZE);
+                rc = batch_put_raw(b, ck, sizeof ck, &tag, e.tagged ? 1 : 0, c, have < cut ? have : cut);
             }
         }
         if (rc == 0)
@@ -882,7 +949,9 @@ static int put_chunked(stash_t *db, struct fkey *f, read_fn rd, void *arg, int s
                        uint8_t *a, size_t na, uint8_t *c, size_t nc, int eof)
 {
     uint64_t gen = new_gen(), idx = 0, total = 0, committed = 0;
-    uint8_t sk[BLOB_KEY_LEN], bk[BLOB_KEY_LEN];
+    uint8_t sk[BLOB_KEY_LEN], bk[BLOB_KEY_LEN], ck[CHUNK_KEY_LEN];
+    struct envelope te = {.kind = VK_CHUNKED, .tagged = 1, .gen = gen};
+    struct appends ap = {0};
     stream_key(sk, gen);
     stash_batch_t *b = stash_batch_new();
     int rc = b ? batch_put_raw(b, sk, sizeof sk, NULL, 0, f->ik, f->iklen) : -ENOMEM;
@@ -894,10 +963,12 @@ static int put_chunked(stash_t *db, struct fkey *f, read_fn rd, void *arg, int s
                          (unsigned long long)STASH_MAX_FILE);
             break;
         }
-        rc = batch_put_chunk(b, gen, idx++, cur, n);
+        ckey(ck, &te, idx++);
+        rc = put_chunk_data(db, b, &te, ck, cur, n, &ap);
         total += n;
         if (rc == 0 && idx % STREAM_BATCH == 0) {
             rc = db_commit(db, b, 0);
+            appends_done(db, &ap);
             committed = idx;
             stash_batch_clear(b);
         }
@@ -917,6 +988,7 @@ static int put_chunked(stash_t *db, struct fkey *f, read_fn rd, void *arg, int s
             struct envelope e;
             memset(&e, 0, sizeof e);
             e.kind = VK_CHUNKED;
+            e.tagged = 1;
             e.st.atime_ns = e.st.mtime_ns = e.st.ctime_ns = now_ns();
             e.st.size = total;
             e.gen = gen;
@@ -933,14 +1005,15 @@ static int put_chunked(stash_t *db, struct fkey *f, read_fn rd, void *arg, int s
         }
         fkey_unlock(db, f);
     }
+    appends_done(db, &ap);
+    free(ap.file);
     if (rc && committed && b) {
         /* Give back what the committed batches wrote (an open after a
          * crash here does the same from the stream record). */
         stash_batch_clear(b);
-        uint8_t ck[CHUNK_KEY_LEN];
         int r = 0;
         for (uint64_t i = 0; r == 0 && i < committed; i++) {
-            chunk_key(ck, gen, i);
+            ckey(ck, &te, i);
             r = batch_del_raw(b, ck, sizeof ck);
         }
         if (r == 0 && batch_del_raw(b, sk, sizeof sk) == 0)

@@ -76,6 +76,22 @@ void chunk_key(uint8_t out[CHUNK_KEY_LEN], uint64_t gen, uint64_t index)
     put_be64(out + 10, index);
 }
 
+void ckey(uint8_t out[CHUNK_KEY_LEN], const struct envelope *e, uint64_t index)
+{
+    out[0] = NS_BYTE;
+    out[1] = e->tagged ? NS_TCHUNK : NS_CHUNK;
+    put_be64(out + 2, e->gen);
+    put_be64(out + 10, index);
+}
+
+void tchunk_key(uint8_t out[CHUNK_KEY_LEN], uint64_t gen, uint64_t index)
+{
+    out[0] = NS_BYTE;
+    out[1] = NS_TCHUNK;
+    put_be64(out + 2, gen);
+    put_be64(out + 10, index);
+}
+
 void blob_key(uint8_t out[BLOB_KEY_LEN], uint64_t gen)
 {
     out[0] = NS_BYTE;
@@ -122,6 +138,10 @@ int env_decode(const uint8_t *v, size_t n, struct envelope *e)
     if (n < 1)
         return -EIO;
     e->kind = *p++;
+    if (e->kind == VK_TCHUNKED) {
+        e->kind = VK_CHUNKED;
+        e->tagged = 1;
+    }
     if (e->kind == VK_LINK) {
         if (n != 9 || (e->link = dec_u64(p)) == 0)
             return -EIO;
@@ -205,7 +225,7 @@ size_t env_encode_header(const struct envelope *e, uint8_t *out)
     }
     if (e->nlink)
         p += enc_varint(p, e->nlink);
-    *p++ = (uint8_t)e->kind;
+    *p++ = (uint8_t)(e->kind == VK_CHUNKED && e->tagged ? VK_TCHUNKED : e->kind);
     if (e->kind == VK_PLAIN) {
         p += enc_varint(p, t2u(e->st.mtime_ns) / 1000000000u);
         return (size_t)(p - out);

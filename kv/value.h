@@ -13,6 +13,8 @@
  *   0xFF 0x06 | id (u64 BE)                     a value with hard links (several
  *                                               names): varint nlink | envelope
  *   0xFF 0x07 | id (u64 BE) | stored name       one name of value id (empty)
+ *   0xFF 0x08 | gen (u64 BE) | index (u64 BE)   one chunk of a large value whose
+ *                                               chunk records are tagged (below)
  * The escape keeps user keys in bytewise order and puts every engine key
  * after all of them, so an iterator stops at the first one.
  *
@@ -22,8 +24,11 @@
  *   2 chunked  varint n | attribute record (n bytes) | varint size | gen (u64 LE)
  *   3 link     id (u64 LE): the value is the one under 0xFF 0x06 | id, whose
  *              envelope is an attr or chunked one led by its name count
+ *   4 chunked, as 2, with tagged chunk records
  * A chunked value's bytes live in chunks of CHUNK_SIZE under (gen, index); a
- * missing chunk reads as zeros.  The attribute record is
+ * missing chunk reads as zeros.  Kind 2's chunks (0xFF 0x02) are the bytes
+ * themselves; kind 4's (0xFF 0x08) start with a tag: 0 and the bytes, or 1
+ * and a pointer into a value file (vlog.h).  The attribute record is
  *   varint mode | varint uid | varint gid | varint atime_ns | varint mtime_ns
  *   | varint ctime_ns | the rest: extended attributes, each
  *     varint name length | name | varint value length | value
@@ -49,11 +54,16 @@
 #define NS_STREAM 0x05          /* a streamed put not yet committed */
 #define NS_LINK   0x06          /* a value with hard links */
 #define NS_LREF   0x07          /* one name of such a value */
+#define NS_TCHUNK 0x08          /* a tagged chunk */
 
 #define VK_PLAIN   0
 #define VK_ATTR    1
 #define VK_CHUNKED 2
 #define VK_LINK    3
+#define VK_TCHUNKED 4           /* stored only: decoded as VK_CHUNKED, tagged */
+
+#define CTAG_BYTES 0            /* tagged chunk: the bytes follow */
+#define CTAG_VPTR  1            /* tagged chunk: a value-file pointer follows */
 
 #define CHUNK_SIZE  65536u
 #define INLINE_MAX  65536u       /* larger values are chunked */
@@ -92,7 +102,11 @@ struct skey {
 int skey_make(struct skey *s, const void *key, size_t klen);
 void skey_done(struct skey *s);
 
+struct envelope;
 void chunk_key(uint8_t out[CHUNK_KEY_LEN], uint64_t gen, uint64_t index);
+void tchunk_key(uint8_t out[CHUNK_KEY_LEN], uint64_t gen, uint64_t index);
+/* Chunk INDEX of chunked value E, in the namespace its kind uses. */
+void ckey(uint8_t out[CHUNK_KEY_LEN], const struct envelope *e, uint64_t index);
 void blob_key(uint8_t out[BLOB_KEY_LEN], uint64_t gen);
 /* The record of a streamed put in progress into generation GEN. */
 void stream_key(uint8_t out[BLOB_KEY_LEN], uint64_t gen);
@@ -115,6 +129,7 @@ struct envelope {
     size_t xlen;
     const uint8_t *data;        /* inline value (plain and attr) */
     uint64_t gen;               /* chunked */
+    int tagged;                 /* chunked: its chunk records are tagged (kind 4) */
     uint64_t link;              /* the shared entry's id, 0 = none */
     uint32_t nlink;             /* a shared entry's names */
 };

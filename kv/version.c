@@ -811,7 +811,8 @@ static uint64_t max_file_number(const char *dir)
             continue;
         char *end;
         unsigned long long num = strtoull(p, &end, 10);
-        if ((!strcmp(end, ".log") || !strcmp(end, ".sst") || (!*end && p != de->d_name)) && num > max)
+        if ((!strcmp(end, ".log") || !strcmp(end, ".sst") || !strcmp(end, ".val") ||
+             (!*end && p != de->d_name)) && num > max)
             max = num;
     }
     if (d)

@@ -20,6 +20,9 @@
  * must lead to one value whose name count is right, l<i> must exist for the
  * last reported i, and that i's byte must be in its slot.
  *
+ * A third series writes whole chunks of a large value, which go to value
+ * files, while their garbage is collected (see vlog_child).
+ *
  * Usage: crashtest [--rounds N] [--seed S] [--dir DIR]
  * Prints the seed; a failing round can be replayed with the same seed.
  */
@@ -349,6 +352,153 @@ static int link_rounds(const char *dir, int rounds, uint64_t *seed)
     return 0;
 }
 
+/* ---- value files ---- */
+
+/*
+ * The child writes step i as VSLOT bytes at slot i mod VSLOTS of value "big"
+ * with stash_pwrite (whole chunks: they go to value files), byte j of it
+ * (i * 7 + j) mod 251, with a sync every 8th step; every 16th step it also
+ * rewrites value "t" whole, deletes it, or compacts (which seals the value
+ * file and collects garbage), so that kills land in the middle of
+ * collections.  After a kill every slot must hold the bytes of one step
+ * whole, a step of that slot, no older than the last one reported for it.
+ */
+#define VSLOT  (256u << 10)
+#define VSLOTS 8
+
+static void vfill(uint8_t *b, uint32_t i)
+{
+    for (uint32_t j = 0; j < VSLOT; j++)
+        b[j] = (uint8_t)((i * 7u + j) % 251u);
+}
+
+static void vlog_child(const char *dir, uint32_t first, int out)
+{
+    stash_options_t o;
+    stash_options_init(&o);
+    o.memtable_size = 256 << 10;
+    o.target_file_size = 128 << 10;
+    o.level1_max_bytes = 512 << 10;
+    stash_t *db;
+    uint8_t *b = malloc(VSLOT);
+    if (!b || stash_open(dir, &o, &db) != 0)
+        _exit(3);
+    for (uint32_t i = first;; i++) {
+        vfill(b, i);
+        if (stash_pwrite(db, "big", 3, b, VSLOT, (uint64_t)(i % VSLOTS) * VSLOT) != 0)
+            _exit(4);
+        if (i % 16 == 5 && stash_pwrite(db, "t", 1, b, VSLOT, 0) != 0)
+            _exit(5);
+        int rc = i % 16 == 9 ? stash_delete(db, "t", 1) : 0;
+        if (rc != 0 && rc != -ENOENT)
+            _exit(6);
+        if (i % 16 == 13 && stash_compact_range(db, NULL, 0, NULL, 0) != 0)
+            _exit(7);
+        if (i % 8 == 0 && stash_sync(db) != 0)
+            _exit(8);
+        if (write(out, &i, sizeof i) != sizeof i)
+            _exit(9);
+    }
+}
+
+/* The newest step found in the store, or -1 when it is wrong.  ACKED[s] is
+ * the last step reported for slot s (0: none). */
+static long vlog_verify(const char *dir, const uint32_t *acked)
+{
+    stash_t *db;
+    if (stash_open(dir, NULL, &db) != 0) {
+        fprintf(stderr, "value files: reopen failed: %s\n", stash_last_error(NULL));
+        return -1;
+    }
+    uint8_t *b = malloc(VSLOT), *w = malloc(VSLOT);
+    long top = 0;
+    int ok = b && w;
+    for (uint32_t s = 0; ok && s < VSLOTS; s++) {
+        size_t got = 0;
+        int rc = stash_pread(db, "big", 3, b, VSLOT, (uint64_t)s * VSLOT, &got);
+        if (rc == -ENOENT)
+            got = 0, rc = 0;
+        int zero = 1;
+        for (size_t j = 0; j < got && zero; j++)
+            zero = b[j] == 0;
+        if (rc == 0 && zero && !acked[s])
+            continue;           /* never written, or a hole before a later slot */
+        if (rc != 0 || got != VSLOT) {
+            fprintf(stderr, "value files: slot %u: %s (%zu bytes, step %u acknowledged)\n", s,
+                    rc ? stash_last_error(db) : "short", got, acked[s]);
+            ok = 0;
+            continue;
+        }
+        /* Steps of slot s are s, s + VSLOTS, ...; look a little past the
+         * acknowledged one for one written but not yet reported. */
+        uint32_t from = acked[s] ? acked[s] : (s ? s : VSLOTS);
+        int found = 0;
+        for (uint32_t c = from; c < from + 64 * VSLOTS && !found; c += VSLOTS) {
+            if ((uint8_t)((c * 7u) % 251u) != b[0])
+                continue;
+            vfill(w, c);
+            if (memcmp(w, b, VSLOT) == 0) {
+                found = 1;
+                if ((long)c > top)
+                    top = c;
+            }
+        }
+        if (!found) {
+            fprintf(stderr, "value files: slot %u holds no whole step at or after %u\n", s, from);
+            ok = 0;
+        }
+    }
+    free(b);
+    free(w);
+    if (stash_close(db) != 0)
+        ok = 0;
+    return ok ? top : -1;
+}
+
+static int vlog_rounds(const char *dir, int rounds, uint64_t *seed)
+{
+    uint32_t next = 1, slot[VSLOTS] = {0};
+    for (int r = 0; r < rounds; r++) {
+        int p[2];
+        if (pipe(p) < 0)
+            return perror("pipe"), 1;
+        pid_t pid = fork();
+        if (pid == 0) {
+            close(p[0]);
+            vlog_child(dir, next, p[1]);
+        }
+        close(p[1]);
+        usleep((useconds_t)(5000 + rnd(seed) % 150000));
+        kill(pid, SIGKILL);
+        int status;
+        waitpid(pid, &status, 0);
+        uint32_t i;
+        while (read(p[0], &i, sizeof i) == sizeof i)
+            slot[i % VSLOTS] = i;
+        close(p[0]);
+        if (WIFEXITED(status)) {
+            fprintf(stderr, "value files round %d: child exited with %d before the kill\n", r,
+                    WEXITSTATUS(status));
+            return 1;
+        }
+        long top = vlog_verify(dir, slot);
+        if (top < 0) {
+            fprintf(stderr, "value files round %d FAILED\n", r);
+            return 1;
+        }
+        /* The next child's steps are new in every slot; a slot whose
+         * newest step was written but not reported counts as acknowledged
+         * from here on. */
+        uint32_t hi = (uint32_t)top;
+        for (int s = 0; s < VSLOTS; s++)
+            if (slot[s] > hi)
+                hi = slot[s];
+        next = hi + 1;
+    }
+    printf("crashtest: %d rounds of value-file writes, %u steps: ok\n", rounds, next - 1);
+    return 0;
+}
+
 int main(int argc, char **argv)
 {
     int rounds = 50;
@@ -439,6 +589,19 @@ int main(int argc, char **argv)
                 fprintf(stderr, "could not remove %s\n", ldir);
         } else if (failed) {
             fprintf(stderr, "store left for inspection in %s\n", ldir);
+        }
+    }
+    if (!failed) {
+        char vdir[600];
+        snprintf(vdir, sizeof vdir, "%s.vlog", dir);
+        failed = vlog_rounds(vdir, rounds / 3 + 1, &seed);
+        if (!failed && own_dir) {
+            char cmd[700];
+            snprintf(cmd, sizeof cmd, "rm -rf '%s'", vdir);
+            if (system(cmd) != 0)
+                fprintf(stderr, "could not remove %s\n", vdir);
+        } else if (failed) {
+            fprintf(stderr, "store left for inspection in %s\n", vdir);
         }
     }
     return failed;

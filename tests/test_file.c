@@ -1146,6 +1146,166 @@ static void test_gen_after_fork(void **state)
     assert_true(mine != theirs && mine != 0 && theirs != 0);
 }
 
+/* Value files in the store directory: how many, and their bytes. */
+static uint64_t val_bytes(int *files)
+{
+    DIR *d = opendir(dir);
+    struct dirent *de;
+    uint64_t n = 0;
+    char p[1024];
+    *files = 0;
+    while ((de = readdir(d))) {
+        struct stat st;
+        size_t l = strlen(de->d_name);
+        if (l < 4 || strcmp(de->d_name + l - 4, ".val"))
+            continue;
+        snprintf(p, sizeof p, "%s/%s", dir, de->d_name);
+        if (stat(p, &st) == 0) {
+            n += (uint64_t)st.st_size;
+            (*files)++;
+        }
+    }
+    closedir(d);
+    return n;
+}
+
+/* The path of the (only) value file, in P. */
+static void val_path(char *p, size_t len)
+{
+    DIR *d = opendir(dir);
+    struct dirent *de;
+    *p = 0;
+    while ((de = readdir(d))) {
+        size_t l = strlen(de->d_name);
+        if (l > 4 && !strcmp(de->d_name + l - 4, ".val"))
+            snprintf(p, len, "%s/%s", dir, de->d_name);
+    }
+    closedir(d);
+}
+
+/*
+ * Whole chunks written with stash_pwrite go to value files: they read back
+ * through every call and across a reopen; a snapshot and an open iterator
+ * keep an overwritten file's bytes readable until they are released, and
+ * the file is given back after that; partial writes, truncation and a
+ * backup work on such values; a damaged or missing value file gives -EIO
+ * on the value it holds and nothing else.
+ */
+static void test_value_files(void **state)
+{
+    (void)state;
+    const size_t n = 1u << 20;
+    uint8_t *a = malloc(n), *b = malloc(n), *buf = malloc(n);
+    uint64_t seed = 99;
+    fill(a, n, &seed);
+    fill(b, n, &seed);
+    stash_t *db = open_small();
+    assert_int_equal(stash_put(db, "small", 5, "x", 1), 0);
+    assert_int_equal(stash_pwrite(db, "f", 1, a, n, 0), 0);
+    int files;
+    uint64_t vb = val_bytes(&files);
+    assert_int_equal(files, 1);
+    assert_true(vb >= n && vb < n + n / 8);     /* the bytes went there, once */
+    check_value(db, "f", a, n);
+
+    /* A snapshot and an iterator see the old bytes after an overwrite. */
+    stash_snapshot_t *s = stash_snapshot_new(db);
+    stash_iter_t *it = stash_iter_new(db, NULL);
+    assert_non_null(s);
+    assert_non_null(it);
+    assert_int_equal(stash_compact_range(db, NULL, 0, NULL, 0), 0);  /* seals the file */
+    assert_int_equal(stash_pwrite(db, "f", 1, b, n, 0), 0);
+    assert_int_equal(stash_compact_range(db, NULL, 0, NULL, 0), 0);
+    check_value(db, "f", b, n);
+    size_t got;
+    assert_int_equal(stash_pread_at(db, s, "f", 1, buf, n, 0, &got), 0);
+    assert_int_equal(got, n);
+    assert_memory_equal(buf, a, n);
+    stash_snapshot_free(db, s);
+    assert_int_equal(stash_compact_range(db, NULL, 0, NULL, 0), 0);
+    stash_iter_seek(it, "f", 1);
+    assert_true(stash_iter_valid(it));
+    size_t vl;
+    const void *v = stash_iter_value(it, &vl);
+    assert_non_null(v);
+    assert_int_equal(vl, n);
+    assert_memory_equal(v, a, n);
+    assert_true(val_bytes(&files) >= 2 * n);    /* the iterator holds the old file */
+    stash_iter_free(it);
+    assert_int_equal(stash_compact_range(db, NULL, 0, NULL, 0), 0);
+    vb = val_bytes(&files);
+    assert_int_equal(files, 1);
+    assert_true(vb >= n && vb < n + n / 8);
+    check_value(db, "f", b, n);
+
+    /* Partial writes into chunks held in a value file, and truncation. */
+    memcpy(b + 70000, "partial", 7);
+    assert_int_equal(stash_pwrite(db, "f", 1, "partial", 7, 70000), 0);
+    memset(b + 300000, 0, n - 300000);
+    assert_int_equal(stash_truncate(db, "f", 1, 300000), 0);
+    assert_int_equal(stash_truncate(db, "f", 1, n), 0);
+    check_value(db, "f", b, n);
+
+    /* Across a reopen, and in a backup. */
+    assert_int_equal(stash_close(db), 0);
+    db = open_small();
+    check_value(db, "f", b, n);
+    char bdir[600];
+    snprintf(bdir, sizeof bdir, "%s.backup", dir);
+    assert_int_equal(stash_backup(db, bdir), 0);
+    stash_t *bk;
+    assert_int_equal(stash_open(bdir, NULL, &bk), 0);
+    check_value(bk, "f", b, n);
+    assert_int_equal(stash_close(bk), 0);
+    char cmd[700];
+    snprintf(cmd, sizeof cmd, "rm -rf '%s'", bdir);
+    assert_int_equal(system(cmd), 0);
+
+    /* A damaged byte in the value file: -EIO, never wrong bytes. */
+    assert_int_equal(stash_pwrite(db, "f", 1, a, n, 0), 0);
+    assert_int_equal(stash_close(db), 0);
+    char vp[1024];
+    val_bytes(&files);
+    assert_int_equal(stash_compact_range(db = open_small(), NULL, 0, NULL, 0), 0);
+    assert_int_equal(stash_close(db), 0);
+    val_bytes(&files);
+    assert_int_equal(files, 1);
+    val_path(vp, sizeof vp);
+    FILE *fp = fopen(vp, "r+b");
+    assert_non_null(fp);
+    assert_int_equal(fseek(fp, 200000, SEEK_SET), 0);
+    int c = fgetc(fp);
+    assert_int_equal(fseek(fp, 200000, SEEK_SET), 0);
+    fputc(c ^ 0x40, fp);
+    fclose(fp);
+    db = open_small();
+    assert_int_equal(stash_pread(db, "f", 1, buf, 4096, 196608, &got), -EIO);
+    assert_non_null(strstr(stash_last_error(db), ".val"));
+    assert_int_equal(stash_pread(db, "f", 1, buf, 4096, 0, &got), 0);
+    assert_memory_equal(buf, a, 4096);
+    void *sv;
+    assert_int_equal(stash_get(db, "small", 5, &sv, &vl), 0);
+    stash_free(sv);
+    /* It can still be replaced or removed. */
+    assert_int_equal(stash_delete(db, "f", 1), 0);
+    assert_int_equal(stash_close(db), 0);
+
+    /* A missing value file: -EIO naming it. */
+    db = open_small();
+    assert_int_equal(stash_pwrite(db, "g", 1, a, n, 0), 0);
+    assert_int_equal(stash_compact_range(db, NULL, 0, NULL, 0), 0);
+    assert_int_equal(stash_close(db), 0);
+    val_path(vp, sizeof vp);
+    assert_int_equal(unlink(vp), 0);
+    db = open_small();
+    assert_int_equal(stash_pread(db, "g", 1, buf, 4096, 0, &got), -EIO);
+    assert_non_null(strstr(stash_last_error(db), "missing"));
+    assert_int_equal(stash_close(db), 0);
+    free(a);
+    free(b);
+    free(buf);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -1163,6 +1323,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_link_model, tu_setup, tu_teardown),
         cmocka_unit_test_setup_teardown(test_link_limit, tu_setup, tu_teardown),
         cmocka_unit_test_setup_teardown(test_link_damaged, tu_setup, tu_teardown),
+        cmocka_unit_test_setup_teardown(test_value_files, tu_setup, tu_teardown),
         cmocka_unit_test(test_gen_after_fork),
     };
     tu_filter();

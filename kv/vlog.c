@@ -1,0 +1,597 @@
+/*
+ * vlog.c - value files; see vlog.h.
+ *
+ * State: a table of files sorted by number, under mu.  Each entry has its
+ * descriptor (opened on first read of a sealed file), its size, how many
+ * appends are out (reserved and not yet vlog_done), whether it is sealed and
+ * whether it has bytes not yet fsynced.  An append reserves its range under
+ * mu and writes outside it.  The pins are a short list of (epoch, count),
+ * oldest first; the retired files wait in their own list for reap.
+ */
+#include "vlog.h"
+
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <sys/uio.h>
+#include <unistd.h>
+
+#include "crc32c.h"
+#include "coding.h"
+#include "err.h"
+
+#define VLOG_MAGIC 0x4C565353u  /* "SSVL" little-endian */
+#define WB_CHUNK   (8u << 20)
+
+struct vfile {
+    uint64_t num;
+    int fd;                     /* -1 until opened */
+    uint64_t size;              /* bytes reserved (the active file) or on disk */
+    int pending;                /* appends not yet vlog_done */
+    int sealed;
+    atomic_int dirty;           /* appended since the last fsync */
+    uint64_t wb_off;            /* writeback started up to here */
+};
+
+struct pin {
+    uint64_t epoch;
+    uint64_t count;
+    struct pin *next;
+};
+
+struct dead {
+    uint64_t num;
+    uint64_t epoch;             /* retired while this epoch was current */
+    struct dead *next;
+};
+
+struct vlog {
+    char *dir;
+    int read_only;
+    vlog_numfn newnum;
+    void *arg;
+    pthread_mutex_t mu;
+    pthread_mutex_t sync_mu;    /* held by vlog_sync, and by reap */
+    struct vfile **f;           /* sorted by number */
+    size_t n, cap;
+    struct vfile *active;       /* NULL until the first append */
+    uint64_t epoch;
+    struct pin *pins;           /* oldest first */
+    struct dead *dead;
+    uint64_t appended;
+    uint64_t appended_seen;     /* at the last vlog_seal_idle */
+};
+
+static void vpath(char *buf, size_t len, const char *dir, uint64_t num)
+{
+    snprintf(buf, len, "%s/%06llu.val", dir, (unsigned long long)num);
+}
+
+static int sync_dir(const char *dir)
+{
+    int fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (fd < 0)
+        return err_set(-EIO, "store %s: cannot open directory", dir);
+    int rc = fsync(fd) < 0 ? err_set(-EIO, "store %s: fsync of directory failed", dir) : 0;
+    close(fd);
+    return rc;
+}
+
+/* Insert F into the sorted table; mu held (or not yet shared). */
+static int add_file(vlog_t *vl, struct vfile *f)
+{
+    if (vl->n == vl->cap) {
+        size_t cap = vl->cap ? vl->cap * 2 : 16;
+        struct vfile **p = realloc(vl->f, cap * sizeof *p);
+        if (!p)
+            return err_set(-ENOMEM, "out of memory");
+        vl->f = p;
+        vl->cap = cap;
+    }
+    size_t i = vl->n;
+    while (i > 0 && vl->f[i - 1]->num > f->num) {
+        vl->f[i] = vl->f[i - 1];
+        i--;
+    }
+    vl->f[i] = f;
+    vl->n++;
+    return 0;
+}
+
+static struct vfile *find(vlog_t *vl, uint64_t num)
+{
+    size_t lo = 0, hi = vl->n;
+    while (lo < hi) {
+        size_t mid = (lo + hi) / 2;
+        if (vl->f[mid]->num < num)
+            lo = mid + 1;
+        else
+            hi = mid;
+    }
+    return lo < vl->n && vl->f[lo]->num == num ? vl->f[lo] : NULL;
+}
+
+int vlog_open(const char *dir, int read_only, vlog_numfn newnum, void *arg, vlog_t **out)
+{
+    vlog_t *vl = calloc(1, sizeof *vl);
+    if (!vl || !(vl->dir = strdup(dir))) {
+        free(vl);
+        return err_set(-ENOMEM, "out of memory");
+    }
+    vl->read_only = read_only;
+    vl->newnum = newnum;
+    vl->arg = arg;
+    pthread_mutex_init(&vl->mu, NULL);
+    pthread_mutex_init(&vl->sync_mu, NULL);
+    DIR *d = opendir(dir);
+    if (!d) {
+        vlog_close(vl);
+        return err_set(-EIO, "store %s: cannot list directory", dir);
+    }
+    struct dirent *de;
+    int rc = 0;
+    while (rc == 0 && (de = readdir(d))) {
+        char *end;
+        if (de->d_name[0] < '0' || de->d_name[0] > '9')
+            continue;
+        unsigned long long num = strtoull(de->d_name, &end, 10);
+        if (strcmp(end, ".val") != 0)
+            continue;
+        struct stat st;
+        char p[PATH_MAX];
+        vpath(p, sizeof p, dir, num);
+        struct vfile *f = calloc(1, sizeof *f);
+        if (!f) {
+            rc = err_set(-ENOMEM, "out of memory");
+        } else if (stat(p, &st) < 0) {
+            free(f);
+            rc = err_set(-EIO, "value file %s: %s", p, strerror(errno));
+        } else {
+            f->num = num;
+            f->fd = -1;
+            f->size = (uint64_t)st.st_size;
+            f->sealed = 1;
+            atomic_init(&f->dirty, 0);
+            if ((rc = add_file(vl, f)) < 0)
+                free(f);
+        }
+    }
+    closedir(d);
+    if (rc) {
+        vlog_close(vl);
+        return rc;
+    }
+    *out = vl;
+    return 0;
+}
+
+/* Open F for reading (and, the active one, writing); mu held. */
+static int open_file(vlog_t *vl, struct vfile *f)
+{
+    if (f->fd >= 0)
+        return 0;
+    char p[PATH_MAX];
+    vpath(p, sizeof p, vl->dir, f->num);
+    f->fd = open(p, O_RDONLY | O_CLOEXEC);
+    if (f->fd < 0)
+        return err_set(-EIO, "value file %s: %s", p, strerror(errno));
+    return 0;
+}
+
+/* fsync F if it has unsynced appends. */
+static int sync_file(vlog_t *vl, struct vfile *f)
+{
+    if (!atomic_exchange(&f->dirty, 0))
+        return 0;
+    if (fdatasync(f->fd) < 0) {
+        atomic_store(&f->dirty, 1);
+        return err_set(-EIO, "value file %06llu.val in %s: fsync failed: %s", (unsigned long long)f->num,
+                       vl->dir, strerror(errno));
+    }
+    return 0;
+}
+
+int vlog_close(vlog_t *vl)
+{
+    if (!vl)
+        return 0;
+    int rc = 0;
+    for (size_t i = 0; i < vl->n; i++) {
+        struct vfile *f = vl->f[i];
+        if (f->fd >= 0) {
+            if (sync_file(vl, f) < 0)
+                rc = -EIO;
+            close(f->fd);
+        }
+        free(f);
+    }
+    while (vl->pins) {
+        struct pin *p = vl->pins;
+        vl->pins = p->next;
+        free(p);
+    }
+    while (vl->dead) {
+        struct dead *d = vl->dead;
+        vl->dead = d->next;
+        free(d);
+    }
+    pthread_mutex_destroy(&vl->mu);
+    pthread_mutex_destroy(&vl->sync_mu);
+    free(vl->f);
+    free(vl->dir);
+    free(vl);
+    return rc;
+}
+
+/* A fresh active file with its header written; mu held. */
+static int new_active(vlog_t *vl)
+{
+    struct vfile *f = calloc(1, sizeof *f);
+    if (!f)
+        return err_set(-ENOMEM, "out of memory");
+    f->num = vl->newnum(vl->arg);
+    atomic_init(&f->dirty, 1);
+    char p[PATH_MAX];
+    vpath(p, sizeof p, vl->dir, f->num);
+    f->fd = open(p, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
+    if (f->fd < 0) {
+        int e = errno;
+        free(f);
+        return err_set(e == ENOSPC ? -ENOSPC : -EIO, "value file %s: %s", p, strerror(e));
+    }
+    uint8_t h[VLOG_HDR];
+    enc_u32(h, VLOG_MAGIC);
+    enc_u32(h + 4, VLOG_VERSION);
+    enc_u64(h + 8, f->num);
+    ssize_t w = pwrite(f->fd, h, sizeof h, 0);
+    int rc = 0;
+    if (w != (ssize_t)sizeof h) {
+        int e = w < 0 ? errno : ENOSPC;
+        rc = err_set(e == ENOSPC ? -ENOSPC : -EIO, "value file %s: %s", p, strerror(e));
+    }
+    /* The name must be durable before any pointer into it is. */
+    if (rc == 0)
+        rc = sync_dir(vl->dir);
+    if (rc == 0)
+        rc = add_file(vl, f);
+    if (rc) {
+        close(f->fd);
+        unlink(p);
+        free(f);
+        return rc;
+    }
+    f->size = sizeof h;
+    if (vl->active)
+        vl->active->sealed = 1;
+    vl->active = f;
+    return 0;
+}
+
+int vlog_append(vlog_t *vl, const void *key, size_t klen, const void *buf, size_t len, struct vptr *p)
+{
+    if (vl->read_only)
+        return err_set(-EROFS, "store %s is open read-only", vl->dir);
+    size_t rec = VLOG_REC_HDR + klen + len;
+    pthread_mutex_lock(&vl->mu);
+    int rc = 0;
+    if (!vl->active || vl->active->size + rec > VLOG_FILE_MAX)
+        rc = new_active(vl);
+    if (rc) {
+        pthread_mutex_unlock(&vl->mu);
+        return rc;
+    }
+    struct vfile *f = vl->active;
+    uint64_t at = f->size;
+    f->size += rec;
+    f->pending++;
+    vl->appended += len;
+    pthread_mutex_unlock(&vl->mu);
+
+    p->file = f->num;
+    p->off = at + VLOG_REC_HDR + klen;
+    p->len = (uint32_t)len;
+    p->crc = crc32c(buf, len);
+    uint8_t h[VLOG_REC_HDR];
+    enc_u32(h, (uint32_t)len);
+    enc_u32(h + 4, p->crc);
+    struct iovec iov[3] = { { h, sizeof h }, { (void *)key, klen }, { (void *)buf, len } };
+    ssize_t w = pwritev(f->fd, iov, 3, (off_t)at);
+    if (w != (ssize_t)rec) {
+        int e = w < 0 ? errno : ENOSPC;
+        vlog_done(vl, f->num);
+        /* The reserved range stays a hole that nothing points to. */
+        return err_set(e == ENOSPC ? -ENOSPC : -EIO, "value file %06llu.val in %s: write failed: %s",
+                       (unsigned long long)f->num, vl->dir, strerror(e));
+    }
+    atomic_store(&f->dirty, 1);
+    /* Start the disk on every WB_CHUNK written, without waiting, so that a
+     * later fsync finds little left to do. */
+    uint64_t wb = 0, end = at + rec;
+    pthread_mutex_lock(&vl->mu);
+    if (end >= f->wb_off + WB_CHUNK) {
+        wb = f->wb_off;
+        f->wb_off = end;
+    }
+    pthread_mutex_unlock(&vl->mu);
+    if (wb || end >= WB_CHUNK)
+        if (end > wb && end - wb >= WB_CHUNK)
+            (void)sync_file_range(f->fd, (off_t)wb, (off_t)(end - wb), SYNC_FILE_RANGE_WRITE);
+    return 0;
+}
+
+void vlog_done(vlog_t *vl, uint64_t file)
+{
+    pthread_mutex_lock(&vl->mu);
+    struct vfile *f = find(vl, file);
+    if (f)
+        f->pending--;
+    pthread_mutex_unlock(&vl->mu);
+}
+
+int vlog_read(vlog_t *vl, const struct vptr *p, void *buf)
+{
+    pthread_mutex_lock(&vl->mu);
+    struct vfile *f = find(vl, p->file);
+    int rc = f ? open_file(vl, f) : err_set(-EIO, "value file %06llu.val in %s is missing",
+                                            (unsigned long long)p->file, vl->dir);
+    int fd = rc == 0 ? f->fd : -1;
+    pthread_mutex_unlock(&vl->mu);
+    if (rc)
+        return rc;
+    /* The descriptor stays open while any reader may use it: files are
+     * closed only by reap, once no pin can reach them. */
+    ssize_t r = pread(fd, buf, p->len, (off_t)p->off);
+    if (r != (ssize_t)p->len)
+        return err_set(-EIO, "value file %06llu.val in %s: %s at offset %llu", (unsigned long long)p->file,
+                       vl->dir, r < 0 ? strerror(errno) : "cut short", (unsigned long long)p->off);
+    if (crc32c(buf, p->len) != p->crc)
+        return err_set(-EIO, "value file %06llu.val in %s: checksum mismatch at offset %llu",
+                       (unsigned long long)p->file, vl->dir, (unsigned long long)p->off);
+    return 0;
+}
+
+int vlog_sync(vlog_t *vl)
+{
+    if (!vl)
+        return 0;
+    /* sync_mu keeps reap from closing a descriptor being synced. */
+    pthread_mutex_lock(&vl->sync_mu);
+    pthread_mutex_lock(&vl->mu);
+    struct vfile **todo = malloc((vl->n ? vl->n : 1) * sizeof *todo);
+    size_t n = 0;
+    int rc = 0;
+    for (size_t i = 0; i < vl->n; i++) {
+        if (!atomic_load(&vl->f[i]->dirty))
+            continue;
+        if (todo)
+            todo[n++] = vl->f[i];
+        else if (sync_file(vl, vl->f[i]) < 0)   /* no memory: under mu, then */
+            rc = -EIO;
+    }
+    pthread_mutex_unlock(&vl->mu);
+    for (size_t i = 0; i < n; i++)
+        if (sync_file(vl, todo[i]) < 0)
+            rc = -EIO;
+    free(todo);
+    pthread_mutex_unlock(&vl->sync_mu);
+    return rc;
+}
+
+void vptr_encode(uint8_t out[VPTR_LEN], const struct vptr *p)
+{
+    out[0] = 1;
+    enc_u64(out + 1, p->file);
+    enc_u64(out + 9, p->off);
+    enc_u32(out + 17, p->len);
+    enc_u32(out + 21, p->crc);
+}
+
+int vptr_decode(const uint8_t *in, size_t n, struct vptr *p)
+{
+    if (n != VPTR_LEN || in[0] != 1)
+        return -EIO;
+    p->file = dec_u64(in + 1);
+    p->off = dec_u64(in + 9);
+    p->len = dec_u32(in + 17);
+    p->crc = dec_u32(in + 21);
+    return 0;
+}
+
+uint64_t vlog_pin(vlog_t *vl)
+{
+    pthread_mutex_lock(&vl->mu);
+    uint64_t e = vl->epoch;
+    struct pin **pp = &vl->pins;
+    while (*pp && (*pp)->epoch != e)
+        pp = &(*pp)->next;
+    if (*pp) {
+        (*pp)->count++;
+    } else if ((*pp = malloc(sizeof **pp))) {
+        (*pp)->epoch = e;
+        (*pp)->count = 1;
+        (*pp)->next = NULL;
+    } else {
+        /* Out of memory: pin the oldest epoch there is instead (at worst
+         * files live longer). */
+        e = vl->pins ? vl->pins->epoch : 0;
+        if (vl->pins)
+            vl->pins->count++;
+    }
+    pthread_mutex_unlock(&vl->mu);
+    return e;
+}
+
+void vlog_unpin(vlog_t *vl, uint64_t epoch)
+{
+    pthread_mutex_lock(&vl->mu);
+    for (struct pin **pp = &vl->pins; *pp; pp = &(*pp)->next) {
+        if ((*pp)->epoch == epoch) {
+            if (--(*pp)->count == 0) {
+                struct pin *p = *pp;
+                *pp = p->next;
+                free(p);
+            }
+            break;
+        }
+    }
+    pthread_mutex_unlock(&vl->mu);
+}
+
+void vlog_seal_idle(vlog_t *vl, int force)
+{
+    pthread_mutex_lock(&vl->mu);
+    struct vfile *f = vl->active;
+    if (f && f->pending == 0 && (force || vl->appended == vl->appended_seen)) {
+        f->sealed = 1;
+        vl->active = NULL;
+    }
+    vl->appended_seen = vl->appended;
+    pthread_mutex_unlock(&vl->mu);
+}
+
+int vlog_settled(vlog_t *vl, uint64_t **nums, size_t *n)
+{
+    pthread_mutex_lock(&vl->mu);
+    uint64_t *a = malloc((vl->n ? vl->n : 1) * sizeof *a);
+    size_t k = 0;
+    for (size_t i = 0; a && i < vl->n; i++) {
+        struct vfile *f = vl->f[i];
+        int gone = 0;
+        for (struct dead *d = vl->dead; d && !gone; d = d->next)
+            gone = d->num == f->num;
+        if (f->sealed && f->pending == 0 && f != vl->active && !gone)
+            a[k++] = f->num;
+    }
+    pthread_mutex_unlock(&vl->mu);
+    if (!a)
+        return err_set(-ENOMEM, "out of memory");
+    *nums = a;
+    *n = k;
+    return 0;
+}
+
+void vlog_retire(vlog_t *vl, const uint64_t *nums, size_t n)
+{
+    pthread_mutex_lock(&vl->mu);
+    for (size_t i = 0; i < n; i++) {
+        struct dead *d = malloc(sizeof *d);
+        if (!d)
+            break;              /* found again by the next scan */
+        d->num = nums[i];
+        d->epoch = vl->epoch;
+        d->next = vl->dead;
+        vl->dead = d;
+    }
+    /* Readers that pin from now on cannot reach what was retired. */
+    vl->epoch++;
+    pthread_mutex_unlock(&vl->mu);
+}
+
+int vlog_reap(vlog_t *vl)
+{
+    int reaped = 0;
+    if (!vl || pthread_mutex_trylock(&vl->sync_mu) != 0)
+        return 0;               /* a sync is running: next time */
+    pthread_mutex_lock(&vl->mu);
+    uint64_t oldest = vl->pins ? vl->pins->epoch : vl->epoch;
+    for (struct pin *p = vl->pins; p; p = p->next)
+        if (p->epoch < oldest)
+            oldest = p->epoch;
+    for (struct dead **dp = &vl->dead; *dp;) {
+        struct dead *d = *dp;
+        if (d->epoch >= oldest) {
+            dp = &d->next;
+            continue;
+        }
+        *dp = d->next;
+        struct vfile *f = find(vl, d->num);
+        if (f) {
+            char p[PATH_MAX];
+            vpath(p, sizeof p, vl->dir, f->num);
+            if (unlink(p) == 0 || errno == ENOENT) {
+                if (f->fd >= 0)
+                    close(f->fd);
+                size_t i = 0;
+                while (vl->f[i] != f)
+                    i++;
+                memmove(vl->f + i, vl->f + i + 1, (vl->n - i - 1) * sizeof *vl->f);
+                vl->n--;
+                free(f);
+                reaped++;
+            }
+        }
+        free(d);
+    }
+    pthread_mutex_unlock(&vl->mu);
+    pthread_mutex_unlock(&vl->sync_mu);
+    return reaped;
+}
+
+void vlog_usage(vlog_t *vl, uint64_t *files, uint64_t *bytes, uint64_t *appended)
+{
+    pthread_mutex_lock(&vl->mu);
+    *files = vl->n;
+    *bytes = 0;
+    for (size_t i = 0; i < vl->n; i++)
+        *bytes += vl->f[i]->size;
+    *appended = vl->appended;
+    pthread_mutex_unlock(&vl->mu);
+}
+
+static int copy_file(const char *from, const char *to)
+{
+    int in = open(from, O_RDONLY | O_CLOEXEC);
+    int out = in < 0 ? -1 : open(to, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
+    int rc = in >= 0 && out >= 0 ? 0 : -errno;
+    char buf[1 << 16];
+    ssize_t r;
+    while (rc == 0 && (r = read(in, buf, sizeof buf)) != 0) {
+        if (r < 0 || write(out, buf, (size_t)r) != r)
+            rc = errno ? -errno : -EIO;
+    }
+    if (rc == 0 && fsync(out) < 0)
+        rc = -errno;
+    if (in >= 0)
+        close(in);
+    if (out >= 0)
+        close(out);
+    return rc;
+}
+
+int vlog_backup(vlog_t *vl, const char *dest)
+{
+    /* Seal the active file first, so every file linked is immutable; later
+     * appends start a new one. */
+    pthread_mutex_lock(&vl->mu);
+    if (vl->active) {
+        vl->active->sealed = 1;
+        vl->active = NULL;
+    }
+    size_t n = vl->n;
+    uint64_t *nums = malloc((n ? n : 1) * sizeof *nums);
+    for (size_t i = 0; nums && i < n; i++)
+        nums[i] = vl->f[i]->num;
+    pthread_mutex_unlock(&vl->mu);
+    if (!nums)
+        return err_set(-ENOMEM, "out of memory");
+    int rc = vlog_sync(vl);
+    for (size_t i = 0; rc == 0 && i < n; i++) {
+        char from[PATH_MAX], to[PATH_MAX];
+        vpath(from, sizeof from, vl->dir, nums[i]);
+        vpath(to, sizeof to, dest, nums[i]);
+        if (link(from, to) == 0)
+            continue;
+        int e = copy_file(from, to);
+        if (e)
+            rc = err_set(e, "backup: value file %s: %s", from, strerror(-e));
+    }
+    free(nums);
+    return rc;
+}

@@ -1,0 +1,110 @@
+/*
+ * vlog.h - value files: where whole chunks of large values are written once,
+ * outside the tree (docs/format.md, "Value files").
+ *
+ * A chunk written whole through stash_pwrite goes to the end of the active
+ * value file, NNNNNN.val, and the tree keeps only a pointer to it (file
+ * number, offset, length, CRC32C of the bytes): the bytes are not copied
+ * again by flushes and compactions.  A value file holds a header and then
+ * records (length, CRC, chunk key, bytes); it is only ever appended to, and
+ * is sealed, never to be written again, when it reaches VLOG_FILE_MAX or the
+ * store closes.
+ *
+ * Durability: vlog_append() hands the bytes to the kernel before it returns,
+ * and the caller commits the pointer to the log after that.  vlog_sync()
+ * makes every appended byte durable; the engine calls it before every fsync
+ * of its log, so a pointer is never durable before the bytes it points to.
+ *
+ * Lifetime.  A file is garbage when no pointer anyone can still read names
+ * it.  The engine finds out by a scan (see db.c, vlog_collect): vlog_settled()
+ * lists the candidates, sealed files whose appends are all committed, so a
+ * scan that starts later sees every pointer into them; vlog_retire() records
+ * the ones the scan found unreferenced.  Readers pin the current epoch for as
+ * long as they may follow a pointer (a view does: vlog_pin/vlog_unpin), and
+ * a retired file is unlinked only once every epoch up to the one it was
+ * retired in is unpinned (vlog_reap), so no reader ever finds a file gone.
+ * A file with some live chunks is kept whole: space is given back file by
+ * file.
+ *
+ * Reads: vlog_read() checks the CRC and returns -EIO, naming the file, on a
+ * mismatch, a short file or a missing one; never wrong bytes.
+ *
+ * Thread-safety: every call is safe from any thread; appends from several
+ * threads go to disjoint ranges and run in parallel.
+ */
+#ifndef STASH_VLOG_H
+#define STASH_VLOG_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#define VLOG_FILE_MAX  (128u << 20)
+#define VLOG_VERSION   1
+#define VLOG_HDR       16       /* file header: magic, version, number */
+#define VLOG_REC_HDR   8        /* record header: length, CRC; the key follows */
+#define VPTR_LEN       25       /* an encoded pointer, tag byte included */
+
+typedef struct vlog vlog_t;
+
+/* Where a chunk's bytes are. */
+struct vptr {
+    uint64_t file;
+    uint64_t off;               /* of the bytes, past the record header and key */
+    uint32_t len;
+    uint32_t crc;               /* CRC32C of the bytes */
+};
+
+/* NEWNUM gives fresh file numbers (shared with the store's other files). */
+typedef uint64_t (*vlog_numfn)(void *arg);
+
+/*
+ * Open the value files of store DIR: every NNNNNN.val there is sealed.  No
+ * file is created until the first append.  Errors: -ENOMEM, -EIO (a value
+ * file that cannot be read, named in the message).
+ */
+int vlog_open(const char *dir, int read_only, vlog_numfn newnum, void *arg, vlog_t **out);
+
+/* Seal the active file (fsync it) and free everything.  Returns 0 or -EIO. */
+int vlog_close(vlog_t *vl);
+
+/*
+ * Append LEN bytes (at most 4 GiB) as the chunk under KEY (KLEN bytes, kept
+ * for tools that walk a file) and fill *P.  The file stays unsettled until
+ * vlog_done(vl, p->file) is called, after the pointer is committed (or has
+ * failed to be).  Errors: -ENOSPC, -EIO (message set).
+ */
+int vlog_append(vlog_t *vl, const void *key, size_t klen, const void *buf, size_t len, struct vptr *p);
+void vlog_done(vlog_t *vl, uint64_t file);
+
+/* Read the bytes of *P into BUF (p->len bytes) and check them: 0 or -EIO. */
+int vlog_read(vlog_t *vl, const struct vptr *p, void *buf);
+
+/* Make every append that has returned durable: 0 or -EIO. */
+int vlog_sync(vlog_t *vl);
+
+/* Pointer coding: tag byte 1, file, offset (u64 LE), length, CRC (u32 LE). */
+void vptr_encode(uint8_t out[VPTR_LEN], const struct vptr *p);
+int vptr_decode(const uint8_t *in, size_t n, struct vptr *p);   /* 0 or -EIO */
+
+/* Garbage collection; see the top of this file. */
+uint64_t vlog_pin(vlog_t *vl);
+void vlog_unpin(vlog_t *vl, uint64_t epoch);
+/* Seal the active file when nothing was appended to it since the last call
+ * (FORCE: in any case) and no append is out, so that it can be collected
+ * too; the next append starts a new one. */
+void vlog_seal_idle(vlog_t *vl, int force);
+/* The candidates, sorted (malloc'd into *NUMS; *N may be 0): 0 or -ENOMEM. */
+int vlog_settled(vlog_t *vl, uint64_t **nums, size_t *n);
+/* Files NUMS[0..N) are garbage as of now: they go once older pins are gone. */
+void vlog_retire(vlog_t *vl, const uint64_t *nums, size_t n);
+/* Unlink the retired files no pinned epoch can still read; returns how many. */
+int vlog_reap(vlog_t *vl);
+
+/* Files and bytes on disk, and bytes appended since open. */
+void vlog_usage(vlog_t *vl, uint64_t *files, uint64_t *bytes, uint64_t *appended);
+
+/* Hard-link (or copy) every sealed file and the active one's bytes so far
+ * into directory DEST: 0 or a negative errno with a message. */
+int vlog_backup(vlog_t *vl, const char *dest);
+
+#endif

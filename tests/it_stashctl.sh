@@ -172,5 +172,22 @@ printf '\377' | dd of="$table" bs=1 seek=100 conv=notrunc 2>/dev/null
 expect 1 "check damaged" "$ctl" -d "$store" check
 grep -q "damaged: $(basename "$table")" "$tmp/out" || { echo "FAIL: check report"; cat "$tmp/out"; fails=$((fails + 1)); }
 
+# Damage a value file (the 300 KB value's chunks are there; the 40 MB
+# value's file went when it was emptied): check names it, and get of that
+# value fails rather than give wrong bytes.
+vfile=$(ls "$tmp/bak"/*.val 2>/dev/null)
+[ "$(echo "$vfile" | wc -l)" = 1 ] || { echo "FAIL: value files in the backup: $vfile"; fails=$((fails + 1)); }
+vfile=$(echo "$vfile" | head -n 1)
+if [ -z "$vfile" ]; then
+    echo "FAIL: no value file in the backup"; fails=$((fails + 1))
+else
+    printf '\377' | dd of="$vfile" bs=1 seek=100000 conv=notrunc 2>/dev/null
+    expect 1 "check damaged value file" "$ctl" -d "$tmp/bak" check
+    grep -q "damaged: $(basename "$vfile"): 1 chunk unreadable, the first: checksum mismatch" "$tmp/out" ||
+        { echo "FAIL: value file damage report"; cat "$tmp/out"; fails=$((fails + 1)); }
+    expect 1 "get from a damaged value file" "$ctl" -d "$tmp/bak" get blob
+    grep -q "checksum mismatch" "$tmp/err" || { echo "FAIL: value file get message"; fails=$((fails + 1)); }
+fi
+
 [ "$fails" = 0 ] && echo "stashctl: all checks passed"
 [ "$fails" = 0 ]

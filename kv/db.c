@@ -1035,6 +1035,8 @@ static int write_one(stash_t *db, int type, const void *key, size_t klen,
         return err_set(-EINVAL, "value length %zu over the limit of %u", vlen, STASH_MAX_VALUE);
     if (db->opt.read_only)
         return err_set(-EROFS, "store %s is open read-only", db->dir);
+    if (type == KT_PUT && vlen > INLINE_MAX)
+        return db_put_large(db, key, klen, val, vlen, 0);
     stash_batch_t *b = stash_batch_new();
     if (!b)
         return err_set(-ENOMEM, "out of memory");
@@ -1112,6 +1114,11 @@ struct vlog *db_vlog(stash_t *db)
     return db->vl;
 }
 
+int db_vlog_level(stash_t *db)
+{
+    return db->opt.compression_level;
+}
+
 int db_view_get(struct view *v, uint64_t seq, const uint8_t *ik, size_t iklen, void **val, size_t *vlen)
 {
     return view_lookup(v, seq, ik, iklen, val, vlen);
@@ -1130,11 +1137,10 @@ int db_chunk_bytes(struct view *v, const struct envelope *e, const uint8_t *raw,
         struct vptr p;
         if (vptr_decode(raw, rlen, &p) < 0 || p.len > CHUNK_SIZE)
             return err_set(-EIO, "damaged chunk record of value %016llx", (unsigned long long)e->gen);
-        int rc = vlog_read(v->vl, &p, scratch);
+        int rc = vlog_read(v->vl, &p, scratch, CHUNK_SIZE, n);
         if (rc)
             return rc;
         *bytes = scratch;
-        *n = p.len;
     }
     if (*n > CHUNK_SIZE)
         return err_set(-EIO, "damaged chunk of value %016llx: %zu bytes", (unsigned long long)e->gen, *n);
@@ -1162,11 +1168,12 @@ int db_read_chunks(struct view *v, uint64_t seq, const struct envelope *e, uint8
             const uint8_t *bytes;
             size_t have;
             struct vptr p;
-            if (e->tagged && in == 0 && vptr_decode(c, clen, &p) == 0 && p.len <= n) {
+            if (e->tagged && in == 0 && vptr_decode(c, clen, &p) == 0 &&
+                (p.zstd ? n == CHUNK_SIZE : p.len <= n)) {
                 /* A whole chunk from a value file: straight into BUF. */
-                rc = vlog_read(v->vl, &p, buf);
+                rc = vlog_read(v->vl, &p, buf, n, &have);
                 if (rc == 0)
-                    memset(buf + p.len, 0, n - p.len);
+                    memset(buf + have, 0, n - have);
             } else if (!scratch && e->tagged && !(scratch = malloc(CHUNK_SIZE))) {
                 rc = err_set(-ENOMEM, "out of memory");
             } else if ((rc = db_chunk_bytes(v, e, c, clen, scratch, &bytes, &have)) == 0) {
@@ -2135,7 +2142,7 @@ static int vlog_collect(stash_t *db, int seal)
         qsort(seqs, ns, sizeof *seqs, cmp_u64);
         iiter_t *m = it->m;
         const uint8_t start[2] = {NS_BYTE, NS_TCHUNK};
-        uint8_t last[CHUNK_KEY_LEN];
+        uint8_t last[CHUNK_KEY_LEN] = {0};
         uint64_t newer = UINT64_MAX;
         for (m->ops->seek(m, start, sizeof start, TAG(UINT64_MAX >> 8, 0xff)); m->ops->valid(m);
              m->ops->next(m)) {
@@ -2221,7 +2228,7 @@ static void *bg_main(void *arg)
         uint64_t wake = next_comp;
         if (wal_every && next_wal < wake)
             wake = next_wal;
-        if ((db->last_seq != gc_seq || gc_quiet < 2) && next_gc < wake)
+        if (!db->bgerr && (db->last_seq != gc_seq || gc_quiet < 2) && next_gc < wake)
             wake = next_gc;
         int work = db->nimm > 0;
         if (!work && wake > now) {
@@ -2359,10 +2366,15 @@ int stash_backup(stash_t *db, const char *dest)
     int rc = backup_dest(dest);
     if (rc)
         return rc;
+    /* A view held throughout pins the value files: none that the tables
+     * linked below point into can be given back meanwhile. */
+    struct view *pin = view_get(db, NULL);
     /* Everything acknowledged so far goes to tables first. */
     rc = do_write(db, NULL, 0, 1);
-    if (rc)
+    if (rc) {
+        view_unref(pin);
         return rc;
+    }
     work_lock_fg(db);
     while ((rc = flush_one(db)) > 0)
         ;
@@ -2379,6 +2391,7 @@ int stash_backup(stash_t *db, const char *dest)
             rc = vset_backup(&db->vs, db->vs.cur, dest, seq);
     }
     work_unlock_fg(db);
+    view_unref(pin);
     return rc < 0 ? rc : 0;
 }
 
@@ -2423,10 +2436,11 @@ static int copy_visible(stash_iter_t *it, stash_t *out)
                 break;
             }
             chunk[0] = CTAG_BYTES;
-            if ((rc = vlog_read(it->v->vl, &p, chunk + 1)) < 0)
+            size_t got;
+            if ((rc = vlog_read(it->v->vl, &p, chunk + 1, CHUNK_SIZE, &got)) < 0)
                 break;
             v = chunk;
-            vl = 1 + (size_t)p.len;
+            vl = 1 + got;
         }
         rc = batch_put_raw(b, k, kl, NULL, 0, v, vl);
         if (rc == 0 && batch_data(b, &vl) && vl >= (1u << 20)) {
@@ -2538,7 +2552,19 @@ struct replay {
     const char *name;
     uint64_t lognum;
     uint64_t prev_seq;    /* the last sequence replayed: records only go up */
+    int cut;              /* a batch's value-file bytes are missing: the log ends there */
 };
+
+/* Whether every value-file pointer batch entry names bytes that are there. */
+static int ptr_present(void *arg, uint64_t seq, int type, const uint8_t *key, size_t klen,
+                       const uint8_t *val, size_t vlen)
+{
+    struct vptr p;
+    if (type == KT_PUT && klen == CHUNK_KEY_LEN && key[0] == NS_BYTE && key[1] == NS_TCHUNK &&
+        vptr_decode(val, vlen, &p) == 0 && vlog_torn(arg, &p))
+        return -EIO;
+    return 0;
+}
 
 /* Apply one log record during recovery, freezing the memtable when full. */
 static int replay_record(void *arg, const void *rec, size_t len, uint64_t off)
@@ -2552,6 +2578,16 @@ static int replay_record(void *arg, const void *rec, size_t len, uint64_t off)
     if (count == 0 || first <= r->prev_seq || first + count - 1 > SEQ_MAX)
         return err_set(-EIO, "wal %s: sequence %llu out of order at offset %llu",
                        r->name, (unsigned long long)first, (unsigned long long)off);
+    /* Value-file bytes are written before the batch that points to them,
+     * but without an fsync a crash of the machine can keep the bytes and
+     * not the batch or, the other way, the batch and not the bytes.  A
+     * batch whose bytes are missing is torn like a half-written record:
+     * the log ends before it (and stays ended there at later opens, as the
+     * files it points into never grow again). */
+    if (r->cut || batch_decode(rec, len, ptr_present, db->vl, NULL, NULL) < 0) {
+        r->cut = 1;
+        return 0;
+    }
     if (mt_memory(db->mem) >= db->opt.memtable_size) {
         if (db->nimm == db->capimm) {
             int cap = db->capimm ? 2 * db->capimm : 8;
@@ -2636,7 +2672,7 @@ static int recover(stash_t *db)
         char path[PATH_MAX], name[32];
         wal_path(path, sizeof path, db->dir, logs[i]);
         snprintf(name, sizeof name, "%06llu.log", (unsigned long long)logs[i]);
-        struct replay r = { db, name, logs[i], prev };
+        struct replay r = { db, name, logs[i], prev, 0 };
         int flags = 0;
         if (i == n - 1)
             flags = WAL_NEWEST | (db->opt.read_only ? 0 : WAL_REPAIR);
@@ -3071,9 +3107,9 @@ int stash_stats(stash_t *db, char *buf, size_t len)
     uint64_t hits, misses;
     sst_cache_stats(db->cache, &cused, &hits, &misses);
     struct cstats c = db->cst;
-    uint64_t vfiles = 0, vbytes = 0, vappended = 0;
+    uint64_t vfiles = 0, vbytes = 0, vappended = 0, vstored = 0;
     if (db->vl)
-        vlog_usage(db->vl, &vfiles, &vbytes, &vappended);
+        vlog_usage(db->vl, &vfiles, &vbytes, &vappended, &vstored);
     double user = (double)db->st_logged + (double)vappended;
     o += (size_t)snprintf(buf + o, len - o,
              "store:            %s%s\n"
@@ -3097,9 +3133,10 @@ int stash_stats(stash_t *db, char *buf, size_t len)
     }
     if (o < len)
         o += (size_t)snprintf(buf + o, len - o,
-             "value files:      %llu, %llu bytes; %llu bytes appended since open, %llu files given back\n",
+             "value files:      %llu, %llu bytes; %llu bytes appended since open (%llu stored), "
+             "%llu files given back\n",
              (unsigned long long)vfiles, (unsigned long long)vbytes, (unsigned long long)vappended,
-             (unsigned long long)db->vlog_freed);
+             (unsigned long long)vstored, (unsigned long long)db->vlog_freed);
     if (o < len)
         o += (size_t)snprintf(buf + o, len - o,
              "open tables:      %d (at most %d kept open when idle)\n"

@@ -37,12 +37,16 @@ int db_view_get(struct view *v, uint64_t seq, const uint8_t *ik, size_t iklen, v
 int db_chunk_bytes(struct view *v, const struct envelope *e, const uint8_t *raw, size_t rlen,
                    uint8_t *scratch, const uint8_t **bytes, size_t *n);
 
-/* The store's value files (vlog.h). */
+/* The store's value files (vlog.h), and the zstd level for what goes in. */
 struct vlog *db_vlog(stash_t *db);
+int db_vlog_level(stash_t *db);
 
 /* LEN bytes of chunked value E from OFF into BUF (missing chunks: zeros). */
 int db_read_chunks(struct view *v, uint64_t seq, const struct envelope *e, uint8_t *buf,
                    uint64_t off, size_t len);
+
+/* stash_put of a value over INLINE_MAX (file.c): through value files. */
+int db_put_large(stash_t *db, const void *key, size_t klen, const void *val, size_t vlen, int sync);
 
 /* Commit B as stash_write does, without the chunk clean-up (callers hold the
  * key locks and add their own). */

@@ -313,14 +313,18 @@ static int chunk_base(stash_t *db, struct fkey *f, uint64_t idx, uint8_t *c, siz
     ckey(ck, &f->e, idx);
     int rc = db_view_get(v, seq, ck, sizeof ck, &raw, &rlen);
     if (rc == 0) {
-        /* A pointer's bytes are read (and checked) straight into C. */
+        /* A pointer's bytes are read (and checked) straight into C.  A
+         * decompression may leave scraps past its end (zstd uses the spare
+         * room of its output as scratch): the rest is zeroed again. */
         const uint8_t *bytes;
         size_t n;
         rc = db_chunk_bytes(v, &f->e, raw, rlen, c, &bytes, &n);
         if (rc == 0 && bytes != c)
             memcpy(c, bytes, n);
-        if (rc == 0)
+        if (rc == 0) {
+            memset(c + n, 0, CHUNK_SIZE - n);
             *have = n;
+        }
         free(raw);
     }
     db_view_put(v);
@@ -359,23 +363,25 @@ static void appends_done(stash_t *db, struct appends *a)
 
 /*
  * Add to B chunk CK's record: N bytes of chunk data.  For a value whose
- * chunks are tagged, a chunk of at least VLOG_MIN bytes goes to a value file
- * and the record is a pointer to it; anything smaller stays in the tree.
+ * chunks are tagged, a WHOLE chunk (written whole, not read, changed and
+ * written back) of at least VLOG_MIN bytes goes to a value file and the
+ * record is a pointer to it; anything else stays in the tree, so that small
+ * scattered writes leave no garbage in value files.
  */
 #define VLOG_MIN (CHUNK_SIZE / 4)
 
 static int put_chunk_data(stash_t *db, stash_batch_t *b, const struct envelope *e, const uint8_t ck[CHUNK_KEY_LEN],
-                          const uint8_t *data, size_t n, struct appends *a)
+                          const uint8_t *data, size_t n, int whole, struct appends *a)
 {
     batch_set_blobs(b);
     if (!e->tagged)
         return batch_put_raw(b, ck, CHUNK_KEY_LEN, NULL, 0, data, n);
-    if (n < VLOG_MIN) {
+    if (!whole || n < VLOG_MIN) {
         uint8_t tag = CTAG_BYTES;
         return batch_put_raw(b, ck, CHUNK_KEY_LEN, &tag, 1, data, n);
     }
     struct vptr p;
-    int rc = vlog_append(db_vlog(db), ck, CHUNK_KEY_LEN, data, n, &p);
+    int rc = vlog_append(db_vlog(db), ck, CHUNK_KEY_LEN, data, n, db_vlog_level(db), &p);
     if (rc)
         return rc;
     if (appends_add(a, p.file) < 0) {
@@ -472,13 +478,13 @@ int stash_pwrite(stash_t *db, const void *key, size_t klen, const void *buf, siz
             if (in == 0 && (n == CHUNK_SIZE || pos + n >= oldsize)) {
                 /* A whole chunk (or all of the last one there is) goes
                  * straight from BUF. */
-                rc = put_chunk_data(db, b, &e, ck, src, n, &a);
+                rc = put_chunk_data(db, b, &e, ck, src, n, 1, &a);
             } else {
                 rc = chunk_base(db, &f, idx, c, &have);
                 if (rc)
                     break;
                 memcpy(c + in, src, n);
-                rc = put_chunk_data(db, b, &e, ck, c, in + n > have ? in + n : have, &a);
+                rc = put_chunk_data(db, b, &e, ck, c, in + n > have ? in + n : have, 0, &a);
             }
             src += n;
             pos += n;
@@ -964,7 +970,7 @@ static int put_chunked(stash_t *db, struct fkey *f, read_fn rd, void *arg, int s
             break;
         }
         ckey(ck, &te, idx++);
-        rc = put_chunk_data(db, b, &te, ck, cur, n, &ap);
+        rc = put_chunk_data(db, b, &te, ck, cur, n, 1, &ap);
         total += n;
         if (rc == 0 && idx % STREAM_BATCH == 0) {
             rc = db_commit(db, b, 0);
@@ -1020,6 +1026,59 @@ static int put_chunked(stash_t *db, struct fkey *f, read_fn rd, void *arg, int s
             (void)db_commit(db, b, 0);
     }
     stash_batch_free(b);
+    return rc == -ENOMEM ? err_set(rc, "out of memory") : rc;
+}
+
+/*
+ * stash_put of a value over INLINE_MAX: its whole chunks go to value files
+ * and one batch commits their pointers with the primary and owner records,
+ * replacing the old value atomically (a crash before the commit leaves
+ * only unreferenced bytes in a value file, which are collected).  Chunks of
+ * zeros are left out (they read as zeros).  A linked name gets a value of
+ * its own; the others keep the shared one.
+ */
+int db_put_large(stash_t *db, const void *key, size_t klen, const void *val, size_t vlen, int sync)
+{
+    struct fkey f;
+    int rc = fkey_lock(db, key, klen, &f);
+    if (rc)
+        return rc;
+    struct envelope e;
+    memset(&e, 0, sizeof e);
+    e.kind = VK_CHUNKED;
+    e.tagged = 1;
+    e.gen = new_gen();
+    e.st.size = vlen;
+    e.st.atime_ns = e.st.mtime_ns = e.st.ctime_ns = now_ns();
+    stash_batch_t *b = stash_batch_new();
+    struct appends a = {0};
+    const uint8_t *p = val;
+    uint8_t ck[CHUNK_KEY_LEN], bk[BLOB_KEY_LEN], hdr[128];   /* env_header_max(0) */
+    rc = b ? 0 : -ENOMEM;
+    for (size_t off = 0; rc == 0 && off < vlen; off += CHUNK_SIZE) {
+        size_t n = vlen - off < CHUNK_SIZE ? vlen - off : CHUNK_SIZE;
+        size_t z = 0;
+        while (z < n && !p[off + z])
+            z++;
+        if (z == n)
+            continue;
+        ckey(ck, &e, off / CHUNK_SIZE);
+        rc = put_chunk_data(db, b, &e, ck, p + off, n, 1, &a);
+    }
+    blob_key(bk, e.gen);
+    if (rc == 0)
+        rc = batch_put_raw(b, bk, sizeof bk, NULL, 0, f.ik, f.iklen);
+    if (rc == 0)
+        rc = batch_put_raw(b, f.ik, f.iklen, hdr, env_encode_header(&e, hdr), NULL, 0);
+    if (rc == 0 && f.exists)
+        rc = db_drop_old(db, b, f.ik, f.iklen, &f.e);
+    if (rc == 0)
+        rc = db_commit(db, b, sync);
+    appends_done(db, &a);
+    free(a.file);
+    stash_batch_free(b);
+    fkey_unlock(db, &f);
+    fkey_done(&f);
     return rc == -ENOMEM ? err_set(rc, "out of memory") : rc;
 }
 

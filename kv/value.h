@@ -28,7 +28,7 @@
  * A chunked value's bytes live in chunks of CHUNK_SIZE under (gen, index); a
  * missing chunk reads as zeros.  Kind 2's chunks (0xFF 0x02) are the bytes
  * themselves; kind 4's (0xFF 0x08) start with a tag: 0 and the bytes, or 1
- * and a pointer into a value file (vlog.h).  The attribute record is
+ * (2: compressed) and a pointer into a value file (vlog.h).  The attribute record is
  *   varint mode | varint uid | varint gid | varint atime_ns | varint mtime_ns
  *   | varint ctime_ns | the rest: extended attributes, each
  *     varint name length | name | varint value length | value
@@ -64,6 +64,7 @@
 
 #define CTAG_BYTES 0            /* tagged chunk: the bytes follow */
 #define CTAG_VPTR  1            /* tagged chunk: a value-file pointer follows */
+#define CTAG_VPTRZ 2            /* the same, to bytes stored compressed */
 
 #define CHUNK_SIZE  65536u
 #define INLINE_MAX  65536u       /* larger values are chunked */

@@ -2,11 +2,13 @@
  * vlog.c - value files; see vlog.h.
  *
  * State: a table of files sorted by number, under mu.  Each entry has its
- * descriptor (opened on first read of a sealed file), its size, how many
- * appends are out (reserved and not yet vlog_done), whether it is sealed and
- * whether it has bytes not yet fsynced.  An append reserves its range under
- * mu and writes outside it.  The pins are a short list of (epoch, count),
- * oldest first; the retired files wait in their own list for reap.
+ * descriptor (opened on first read of a sealed file; idle ones are closed
+ * again past FD_MAX), its size, how many appends are out (reserved and not
+ * yet vlog_done), whether it is sealed and whether it has bytes not yet
+ * fsynced.  An append reserves its range under mu and writes outside it; a
+ * read or sync counts itself in users while it uses the descriptor outside
+ * mu.  The pins are a short array of (epoch, count), oldest first; the
+ * retired files wait in their own list for reap.
  */
 #include "vlog.h"
 
@@ -22,6 +24,7 @@
 #include <sys/stat.h>
 #include <sys/uio.h>
 #include <unistd.h>
+#include <zstd.h>
 
 #include "crc32c.h"
 #include "coding.h"
@@ -29,6 +32,11 @@
 
 #define VLOG_MAGIC 0x4C565353u  /* "SSVL" little-endian */
 #define WB_CHUNK   (8u << 20)
+#define POOL       8            /* zstd contexts kept per store */
+#define NPIN       64           /* epochs pinned at once (more share the newest) */
+#define FD_MAX     64           /* descriptors of sealed files kept open */
+#define SEAL_IDLE  (VLOG_FILE_MAX / 8)  /* an idle active file this big is sealed */
+#define PROBE      4096         /* bytes compressed to judge a chunk */
 
 struct vfile {
     uint64_t num;
@@ -38,12 +46,13 @@ struct vfile {
     int sealed;
     atomic_int dirty;           /* appended since the last fsync */
     uint64_t wb_off;            /* writeback started up to here */
+    int users;                  /* reads and syncs using fd right now */
+    uint64_t used;              /* when fd was last used (for closing idle ones) */
 };
 
 struct pin {
     uint64_t epoch;
     uint64_t count;
-    struct pin *next;
 };
 
 struct dead {
@@ -63,10 +72,19 @@ struct vlog {
     size_t n, cap;
     struct vfile *active;       /* NULL until the first append */
     uint64_t epoch;
-    struct pin *pins;           /* oldest first */
+    struct pin pins[NPIN];      /* oldest first */
+    int npin;
+    int nopen;                  /* descriptors open */
+    uint64_t tick;
     struct dead *dead;
     uint64_t appended;
     uint64_t appended_seen;     /* at the last vlog_seal_idle */
+    uint64_t stored;            /* bytes those took in the files */
+    /* zstd contexts kept for reuse, under mu */
+    ZSTD_CCtx *cctx[POOL];
+    int ncctx;
+    ZSTD_DCtx *dctx[POOL];
+    int ndctx;
 };
 
 static void vpath(char *buf, size_t len, const char *dir, uint64_t num)
@@ -118,6 +136,9 @@ static struct vfile *find(vlog_t *vl, uint64_t num)
     return lo < vl->n && vl->f[lo]->num == num ? vl->f[lo] : NULL;
 }
 
+static int open_file(vlog_t *vl, struct vfile *f);
+static void trim_fds(vlog_t *vl);
+
 int vlog_open(const char *dir, int read_only, vlog_numfn newnum, void *arg, vlog_t **out)
 {
     vlog_t *vl = calloc(1, sizeof *vl);
@@ -164,6 +185,16 @@ int vlog_open(const char *dir, int read_only, vlog_numfn newnum, void *arg, vlog
         }
     }
     closedir(d);
+    /* A process killed before it synced leaves bytes in the page cache that
+     * the logs' pointers name; they must be on disk before anything built
+     * from those logs is, so every file is synced once here. */
+    for (size_t i = 0; rc == 0 && !read_only && i < vl->n; i++) {
+        struct vfile *f = vl->f[i];
+        if ((rc = open_file(vl, f)) == 0 && fdatasync(f->fd) < 0)
+            rc = err_set(-EIO, "value file %06llu.val in %s: fsync failed: %s", (unsigned long long)f->num,
+                         dir, strerror(errno));
+        trim_fds(vl);
+    }
     if (rc) {
         vlog_close(vl);
         return rc;
@@ -182,7 +213,27 @@ static int open_file(vlog_t *vl, struct vfile *f)
     f->fd = open(p, O_RDONLY | O_CLOEXEC);
     if (f->fd < 0)
         return err_set(-EIO, "value file %s: %s", p, strerror(errno));
+    vl->nopen++;
     return 0;
+}
+
+/* Close the least recently used idle descriptors past FD_MAX; mu held. */
+static void trim_fds(vlog_t *vl)
+{
+    while (vl->nopen > FD_MAX) {
+        struct vfile *lru = NULL;
+        for (size_t i = 0; i < vl->n; i++) {
+            struct vfile *f = vl->f[i];
+            if (f->fd >= 0 && f != vl->active && f->sealed && !f->pending && !f->users &&
+                !atomic_load(&f->dirty) && (!lru || f->used < lru->used))
+                lru = f;
+        }
+        if (!lru)
+            return;
+        close(lru->fd);
+        lru->fd = -1;
+        vl->nopen--;
+    }
 }
 
 /* fsync F if it has unsynced appends. */
@@ -212,16 +263,15 @@ int vlog_close(vlog_t *vl)
         }
         free(f);
     }
-    while (vl->pins) {
-        struct pin *p = vl->pins;
-        vl->pins = p->next;
-        free(p);
-    }
     while (vl->dead) {
         struct dead *d = vl->dead;
         vl->dead = d->next;
         free(d);
     }
+    for (int i = 0; i < vl->ncctx; i++)
+        ZSTD_freeCCtx(vl->cctx[i]);
+    for (int i = 0; i < vl->ndctx; i++)
+        ZSTD_freeDCtx(vl->dctx[i]);
     pthread_mutex_destroy(&vl->mu);
     pthread_mutex_destroy(&vl->sync_mu);
     free(vl->f);
@@ -268,16 +318,74 @@ static int new_active(vlog_t *vl)
         return rc;
     }
     f->size = sizeof h;
+    vl->nopen++;
     if (vl->active)
         vl->active->sealed = 1;
     vl->active = f;
+    trim_fds(vl);
     return 0;
 }
 
-int vlog_append(vlog_t *vl, const void *key, size_t klen, const void *buf, size_t len, struct vptr *p)
+static ZSTD_CCtx *take_cctx(vlog_t *vl)
+{
+    pthread_mutex_lock(&vl->mu);
+    ZSTD_CCtx *c = vl->ncctx ? vl->cctx[--vl->ncctx] : NULL;
+    pthread_mutex_unlock(&vl->mu);
+    return c ? c : ZSTD_createCCtx();
+}
+
+static void give_cctx(vlog_t *vl, ZSTD_CCtx *c)
+{
+    pthread_mutex_lock(&vl->mu);
+    if (vl->ncctx < POOL) {
+        vl->cctx[vl->ncctx++] = c;
+        c = NULL;
+    }
+    pthread_mutex_unlock(&vl->mu);
+    ZSTD_freeCCtx(c);
+}
+
+/*
+ * Compress BUF (LEN bytes) at LEVEL into *OUT (malloc'd) when that pays:
+ * a first PROBE bytes compressed must shrink by an eighth (so incompressible
+ * data costs only the probe), and so must the whole.  Returns the
+ * compressed length, or 0 to store the bytes as they are.
+ */
+static size_t squeeze(vlog_t *vl, const void *buf, size_t len, int level, uint8_t **out)
+{
+    *out = NULL;
+    if (level == 0 || len < 2 * PROBE)
+        return 0;
+    ZSTD_CCtx *c = take_cctx(vl);
+    uint8_t *o = c ? malloc(ZSTD_compressBound(len)) : NULL;
+    size_t n = 0;
+    if (o) {
+        size_t t = ZSTD_compressCCtx(c, o, ZSTD_compressBound(len), buf, PROBE, level);
+        if (!ZSTD_isError(t) && t < PROBE - PROBE / 8) {
+            n = ZSTD_compressCCtx(c, o, ZSTD_compressBound(len), buf, len, level);
+            if (ZSTD_isError(n) || n >= len - len / 8)
+                n = 0;
+        }
+    }
+    if (c)
+        give_cctx(vl, c);
+    if (n)
+        *out = o;
+    else
+        free(o);
+    return n;
+}
+
+int vlog_append(vlog_t *vl, const void *key, size_t klen, const void *raw, size_t rawlen, int level,
+                struct vptr *p)
 {
     if (vl->read_only)
         return err_set(-EROFS, "store %s is open read-only", vl->dir);
+    uint8_t *z;
+    size_t zlen = squeeze(vl, raw, rawlen, level, &z);
+    const void *buf = zlen ? z : raw;
+    size_t len = zlen ? zlen : rawlen;
+    p->zstd = zlen != 0;
     size_t rec = VLOG_REC_HDR + klen + len;
     pthread_mutex_lock(&vl->mu);
     int rc = 0;
@@ -285,13 +393,15 @@ int vlog_append(vlog_t *vl, const void *key, size_t klen, const void *buf, size_
         rc = new_active(vl);
     if (rc) {
         pthread_mutex_unlock(&vl->mu);
+        free(z);
         return rc;
     }
     struct vfile *f = vl->active;
     uint64_t at = f->size;
     f->size += rec;
     f->pending++;
-    vl->appended += len;
+    vl->appended += rawlen;
+    vl->stored += len;
     pthread_mutex_unlock(&vl->mu);
 
     p->file = f->num;
@@ -303,6 +413,7 @@ int vlog_append(vlog_t *vl, const void *key, size_t klen, const void *buf, size_
     enc_u32(h + 4, p->crc);
     struct iovec iov[3] = { { h, sizeof h }, { (void *)key, klen }, { (void *)buf, len } };
     ssize_t w = pwritev(f->fd, iov, 3, (off_t)at);
+    free(z);
     if (w != (ssize_t)rec) {
         int e = w < 0 ? errno : ENOSPC;
         vlog_done(vl, f->num);
@@ -313,16 +424,17 @@ int vlog_append(vlog_t *vl, const void *key, size_t klen, const void *buf, size_
     atomic_store(&f->dirty, 1);
     /* Start the disk on every WB_CHUNK written, without waiting, so that a
      * later fsync finds little left to do. */
-    uint64_t wb = 0, end = at + rec;
+    uint64_t from = 0, end = at + rec;
+    int start = 0;
     pthread_mutex_lock(&vl->mu);
     if (end >= f->wb_off + WB_CHUNK) {
-        wb = f->wb_off;
+        from = f->wb_off;
         f->wb_off = end;
+        start = 1;
     }
     pthread_mutex_unlock(&vl->mu);
-    if (wb || end >= WB_CHUNK)
-        if (end > wb && end - wb >= WB_CHUNK)
-            (void)sync_file_range(f->fd, (off_t)wb, (off_t)(end - wb), SYNC_FILE_RANGE_WRITE);
+    if (start)      /* f keeps its descriptor: this append is still pending */
+        (void)sync_file_range(f->fd, (off_t)from, (off_t)(end - from), SYNC_FILE_RANGE_WRITE);
     return 0;
 }
 
@@ -335,19 +447,26 @@ void vlog_done(vlog_t *vl, uint64_t file)
     pthread_mutex_unlock(&vl->mu);
 }
 
-int vlog_read(vlog_t *vl, const struct vptr *p, void *buf)
+static int read_stored(vlog_t *vl, const struct vptr *p, void *buf)
 {
     pthread_mutex_lock(&vl->mu);
     struct vfile *f = find(vl, p->file);
     int rc = f ? open_file(vl, f) : err_set(-EIO, "value file %06llu.val in %s is missing",
                                             (unsigned long long)p->file, vl->dir);
-    int fd = rc == 0 ? f->fd : -1;
+    int fd = -1;
+    if (rc == 0) {
+        fd = f->fd;
+        f->users++;
+        f->used = ++vl->tick;
+    }
     pthread_mutex_unlock(&vl->mu);
     if (rc)
         return rc;
-    /* The descriptor stays open while any reader may use it: files are
-     * closed only by reap, once no pin can reach them. */
     ssize_t r = pread(fd, buf, p->len, (off_t)p->off);
+    pthread_mutex_lock(&vl->mu);
+    f->users--;
+    trim_fds(vl);
+    pthread_mutex_unlock(&vl->mu);
     if (r != (ssize_t)p->len)
         return err_set(-EIO, "value file %06llu.val in %s: %s at offset %llu", (unsigned long long)p->file,
                        vl->dir, r < 0 ? strerror(errno) : "cut short", (unsigned long long)p->off);
@@ -355,6 +474,46 @@ int vlog_read(vlog_t *vl, const struct vptr *p, void *buf)
         return err_set(-EIO, "value file %06llu.val in %s: checksum mismatch at offset %llu",
                        (unsigned long long)p->file, vl->dir, (unsigned long long)p->off);
     return 0;
+}
+
+int vlog_read(vlog_t *vl, const struct vptr *p, void *buf, size_t cap, size_t *n)
+{
+    if (!p->zstd) {
+        if (p->len > cap)
+            return err_set(-EIO, "value file %06llu.val in %s: a chunk of %u bytes at offset %llu is too long",
+                           (unsigned long long)p->file, vl->dir, p->len, (unsigned long long)p->off);
+        *n = p->len;
+        return read_stored(vl, p, buf);
+    }
+    uint8_t *z = malloc(p->len ? p->len : 1);
+    if (!z)
+        return err_set(-ENOMEM, "out of memory");
+    int rc = read_stored(vl, p, z);
+    if (rc == 0) {
+        pthread_mutex_lock(&vl->mu);
+        ZSTD_DCtx *d = vl->ndctx ? vl->dctx[--vl->ndctx] : NULL;
+        pthread_mutex_unlock(&vl->mu);
+        if (!d && !(d = ZSTD_createDCtx())) {
+            rc = err_set(-ENOMEM, "out of memory");
+        } else {
+            size_t r = ZSTD_decompressDCtx(d, buf, cap, z, p->len);
+            if (ZSTD_isError(r))
+                rc = err_set(-EIO, "value file %06llu.val in %s: chunk at offset %llu does not decompress: %s",
+                             (unsigned long long)p->file, vl->dir, (unsigned long long)p->off,
+                             ZSTD_getErrorName(r));
+            else
+                *n = r;
+            pthread_mutex_lock(&vl->mu);
+            if (vl->ndctx < POOL) {
+                vl->dctx[vl->ndctx++] = d;
+                d = NULL;
+            }
+            pthread_mutex_unlock(&vl->mu);
+            ZSTD_freeDCtx(d);
+        }
+    }
+    free(z);
+    return rc;
 }
 
 int vlog_sync(vlog_t *vl)
@@ -370,23 +529,38 @@ int vlog_sync(vlog_t *vl)
     for (size_t i = 0; i < vl->n; i++) {
         if (!atomic_load(&vl->f[i]->dirty))
             continue;
-        if (todo)
+        if (todo) {
             todo[n++] = vl->f[i];
-        else if (sync_file(vl, vl->f[i]) < 0)   /* no memory: under mu, then */
+            vl->f[i]->users++;
+        } else if (sync_file(vl, vl->f[i]) < 0) {   /* no memory: under mu, then */
             rc = -EIO;
+        }
     }
     pthread_mutex_unlock(&vl->mu);
     for (size_t i = 0; i < n; i++)
         if (sync_file(vl, todo[i]) < 0)
             rc = -EIO;
+    pthread_mutex_lock(&vl->mu);
+    for (size_t i = 0; i < n; i++)
+        todo[i]->users--;
+    pthread_mutex_unlock(&vl->mu);
     free(todo);
     pthread_mutex_unlock(&vl->sync_mu);
     return rc;
 }
 
+int vlog_torn(vlog_t *vl, const struct vptr *p)
+{
+    pthread_mutex_lock(&vl->mu);
+    struct vfile *f = find(vl, p->file);
+    int torn = f && p->off + p->len > f->size;
+    pthread_mutex_unlock(&vl->mu);
+    return torn;
+}
+
 void vptr_encode(uint8_t out[VPTR_LEN], const struct vptr *p)
 {
-    out[0] = 1;
+    out[0] = p->zstd ? 2 : 1;
     enc_u64(out + 1, p->file);
     enc_u64(out + 9, p->off);
     enc_u32(out + 17, p->len);
@@ -395,8 +569,9 @@ void vptr_encode(uint8_t out[VPTR_LEN], const struct vptr *p)
 
 int vptr_decode(const uint8_t *in, size_t n, struct vptr *p)
 {
-    if (n != VPTR_LEN || in[0] != 1)
+    if (n != VPTR_LEN || (in[0] != 1 && in[0] != 2))
         return -EIO;
+    p->zstd = in[0] == 2;
     p->file = dec_u64(in + 1);
     p->off = dec_u64(in + 9);
     p->len = dec_u32(in + 17);
@@ -408,21 +583,17 @@ uint64_t vlog_pin(vlog_t *vl)
 {
     pthread_mutex_lock(&vl->mu);
     uint64_t e = vl->epoch;
-    struct pin **pp = &vl->pins;
-    while (*pp && (*pp)->epoch != e)
-        pp = &(*pp)->next;
-    if (*pp) {
-        (*pp)->count++;
-    } else if ((*pp = malloc(sizeof **pp))) {
-        (*pp)->epoch = e;
-        (*pp)->count = 1;
-        (*pp)->next = NULL;
+    if (vl->npin && vl->pins[vl->npin - 1].epoch == e) {
+        vl->pins[vl->npin - 1].count++;
+    } else if (vl->npin < NPIN) {
+        vl->pins[vl->npin].epoch = e;
+        vl->pins[vl->npin].count = 1;
+        vl->npin++;
     } else {
-        /* Out of memory: pin the oldest epoch there is instead (at worst
-         * files live longer). */
-        e = vl->pins ? vl->pins->epoch : 0;
-        if (vl->pins)
-            vl->pins->count++;
+        /* Full: count this reader with the newest pinned epoch, an older
+         * one (it only keeps files longer). */
+        vl->pins[vl->npin - 1].count++;
+        e = vl->pins[vl->npin - 1].epoch;
     }
     pthread_mutex_unlock(&vl->mu);
     return e;
@@ -431,12 +602,11 @@ uint64_t vlog_pin(vlog_t *vl)
 void vlog_unpin(vlog_t *vl, uint64_t epoch)
 {
     pthread_mutex_lock(&vl->mu);
-    for (struct pin **pp = &vl->pins; *pp; pp = &(*pp)->next) {
-        if ((*pp)->epoch == epoch) {
-            if (--(*pp)->count == 0) {
-                struct pin *p = *pp;
-                *pp = p->next;
-                free(p);
+    for (int i = 0; i < vl->npin; i++) {
+        if (vl->pins[i].epoch == epoch) {
+            if (--vl->pins[i].count == 0) {
+                memmove(vl->pins + i, vl->pins + i + 1, (size_t)(vl->npin - i - 1) * sizeof *vl->pins);
+                vl->npin--;
             }
             break;
         }
@@ -448,7 +618,7 @@ void vlog_seal_idle(vlog_t *vl, int force)
 {
     pthread_mutex_lock(&vl->mu);
     struct vfile *f = vl->active;
-    if (f && f->pending == 0 && (force || vl->appended == vl->appended_seen)) {
+    if (f && f->pending == 0 && (force || (vl->appended == vl->appended_seen && f->size >= SEAL_IDLE))) {
         f->sealed = 1;
         vl->active = NULL;
     }
@@ -500,10 +670,7 @@ int vlog_reap(vlog_t *vl)
     if (!vl || pthread_mutex_trylock(&vl->sync_mu) != 0)
         return 0;               /* a sync is running: next time */
     pthread_mutex_lock(&vl->mu);
-    uint64_t oldest = vl->pins ? vl->pins->epoch : vl->epoch;
-    for (struct pin *p = vl->pins; p; p = p->next)
-        if (p->epoch < oldest)
-            oldest = p->epoch;
+    uint64_t oldest = vl->npin ? vl->pins[0].epoch : vl->epoch;
     for (struct dead **dp = &vl->dead; *dp;) {
         struct dead *d = *dp;
         if (d->epoch >= oldest) {
@@ -516,8 +683,10 @@ int vlog_reap(vlog_t *vl)
             char p[PATH_MAX];
             vpath(p, sizeof p, vl->dir, f->num);
             if (unlink(p) == 0 || errno == ENOENT) {
-                if (f->fd >= 0)
+                if (f->fd >= 0) {
                     close(f->fd);
+                    vl->nopen--;
+                }
                 size_t i = 0;
                 while (vl->f[i] != f)
                     i++;
@@ -534,9 +703,10 @@ int vlog_reap(vlog_t *vl)
     return reaped;
 }
 
-void vlog_usage(vlog_t *vl, uint64_t *files, uint64_t *bytes, uint64_t *appended)
+void vlog_usage(vlog_t *vl, uint64_t *files, uint64_t *bytes, uint64_t *appended, uint64_t *stored)
 {
     pthread_mutex_lock(&vl->mu);
+    *stored = vl->stored;
     *files = vl->n;
     *bytes = 0;
     for (size_t i = 0; i < vl->n; i++)
@@ -553,8 +723,9 @@ static int copy_file(const char *from, const char *to)
     char buf[1 << 16];
     ssize_t r;
     while (rc == 0 && (r = read(in, buf, sizeof buf)) != 0) {
+        errno = 0;
         if (r < 0 || write(out, buf, (size_t)r) != r)
-            rc = errno ? -errno : -EIO;
+            rc = errno ? -errno : -ENOSPC;
     }
     if (rc == 0 && fsync(out) < 0)
         rc = -errno;

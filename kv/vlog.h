@@ -50,17 +50,20 @@ typedef struct vlog vlog_t;
 struct vptr {
     uint64_t file;
     uint64_t off;               /* of the bytes, past the record header and key */
-    uint32_t len;
-    uint32_t crc;               /* CRC32C of the bytes */
+    uint32_t len;               /* bytes stored */
+    uint32_t crc;               /* CRC32C of the bytes stored */
+    int zstd;                   /* stored compressed (a zstd frame) */
 };
 
 /* NEWNUM gives fresh file numbers (shared with the store's other files). */
 typedef uint64_t (*vlog_numfn)(void *arg);
 
 /*
- * Open the value files of store DIR: every NNNNNN.val there is sealed.  No
- * file is created until the first append.  Errors: -ENOMEM, -EIO (a value
- * file that cannot be read, named in the message).
+ * Open the value files of store DIR: every NNNNNN.val there is sealed, and
+ * (unless READ_ONLY) fsynced, since a killed process may have left its
+ * bytes in the page cache only.  No file is created until the first append.
+ * Errors: -ENOMEM, -EIO (a value file that cannot be read or synced, named
+ * in the message).
  */
 int vlog_open(const char *dir, int read_only, vlog_numfn newnum, void *arg, vlog_t **out);
 
@@ -69,20 +72,35 @@ int vlog_close(vlog_t *vl);
 
 /*
  * Append LEN bytes (at most 4 GiB) as the chunk under KEY (KLEN bytes, kept
- * for tools that walk a file) and fill *P.  The file stays unsettled until
+ * for tools that walk a file) and fill *P.  LEVEL != 0: compressed with zstd
+ * at that level when a probe of the first 4 KiB and then the whole shrink
+ * by an eighth; incompressible bytes cost only the probe.  The file stays unsettled until
  * vlog_done(vl, p->file) is called, after the pointer is committed (or has
  * failed to be).  Errors: -ENOSPC, -EIO (message set).
  */
-int vlog_append(vlog_t *vl, const void *key, size_t klen, const void *buf, size_t len, struct vptr *p);
+int vlog_append(vlog_t *vl, const void *key, size_t klen, const void *buf, size_t len, int level,
+                struct vptr *p);
 void vlog_done(vlog_t *vl, uint64_t file);
 
-/* Read the bytes of *P into BUF (p->len bytes) and check them: 0 or -EIO. */
-int vlog_read(vlog_t *vl, const struct vptr *p, void *buf);
+/* Read the chunk *P points to into BUF (room for CAP bytes), checked and
+ * decompressed; *N gets its length.  0, -EIO (damage, a chunk over CAP) or
+ * -ENOMEM. */
+int vlog_read(vlog_t *vl, const struct vptr *p, void *buf, size_t cap, size_t *n);
+
+/*
+ * Whether *P names bytes past the end of its file: a pointer logged before
+ * a crash of the machine lost the bytes (not yet fsynced; the file itself
+ * was made durable before any pointer into it).  A missing file is not
+ * torn: files are removed when collected, and a logged pointer into one is
+ * a version that later records hide.
+ */
+int vlog_torn(vlog_t *vl, const struct vptr *p);
 
 /* Make every append that has returned durable: 0 or -EIO. */
 int vlog_sync(vlog_t *vl);
 
-/* Pointer coding: tag byte 1, file, offset (u64 LE), length, CRC (u32 LE). */
+/* Pointer coding: tag byte (1 stored as is, 2 zstd), file, offset (u64
+ * LE), stored length, CRC of the stored bytes (u32 LE). */
 void vptr_encode(uint8_t out[VPTR_LEN], const struct vptr *p);
 int vptr_decode(const uint8_t *in, size_t n, struct vptr *p);   /* 0 or -EIO */
 
@@ -90,8 +108,9 @@ int vptr_decode(const uint8_t *in, size_t n, struct vptr *p);   /* 0 or -EIO */
 uint64_t vlog_pin(vlog_t *vl);
 void vlog_unpin(vlog_t *vl, uint64_t epoch);
 /* Seal the active file when nothing was appended to it since the last call
- * (FORCE: in any case) and no append is out, so that it can be collected
- * too; the next append starts a new one. */
+ * and it holds at least an eighth of VLOG_FILE_MAX (FORCE: in any case),
+ * and no append is out, so that it can be collected too; the next append
+ * starts a new one. */
 void vlog_seal_idle(vlog_t *vl, int force);
 /* The candidates, sorted (malloc'd into *NUMS; *N may be 0): 0 or -ENOMEM. */
 int vlog_settled(vlog_t *vl, uint64_t **nums, size_t *n);
@@ -100,8 +119,9 @@ void vlog_retire(vlog_t *vl, const uint64_t *nums, size_t n);
 /* Unlink the retired files no pinned epoch can still read; returns how many. */
 int vlog_reap(vlog_t *vl);
 
-/* Files and bytes on disk, and bytes appended since open. */
-void vlog_usage(vlog_t *vl, uint64_t *files, uint64_t *bytes, uint64_t *appended);
+/* Files and bytes on disk, and bytes appended since open (as given, and as
+ * stored). */
+void vlog_usage(vlog_t *vl, uint64_t *files, uint64_t *bytes, uint64_t *appended, uint64_t *stored);
 
 /* Hard-link (or copy) every sealed file and the active one's bytes so far
  * into directory DEST: 0 or a negative errno with a message. */

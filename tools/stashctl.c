@@ -388,8 +388,8 @@ static void print_entry(uint64_t seq, int type, const uint8_t *k, size_t kl, con
             if (ns == NS_CHUNK || (ns == NS_TCHUNK && vl >= 1 && v[0] == CTAG_BYTES))
                 printf(" %zu bytes", ns == NS_CHUNK ? vl : vl - 1);
             else if (ns == NS_TCHUNK && vptr_decode(v, vl, &p) == 0)
-                printf(" %u bytes in value file %06llu.val at offset %llu", p.len, (unsigned long long)p.file,
-                       (unsigned long long)p.off);
+                printf(" %u bytes%s in value file %06llu.val at offset %llu", p.len, p.zstd ? " (zstd)" : "",
+                       (unsigned long long)p.file, (unsigned long long)p.off);
             else if (ns == NS_TCHUNK)
                 printf(" DAMAGED CHUNK RECORD (%zu bytes)", vl);
             else if (ns == NS_BLOB || ns == NS_STREAM) {
@@ -728,7 +728,7 @@ static void check_ptr(const char *dir, const char *holder, const uint8_t *v, siz
 static int is_vptr(int type, const uint8_t *k, size_t ukl, const uint8_t *v, size_t vl)
 {
     return type == KT_PUT && ukl == CHUNK_KEY_LEN && k[0] == NS_BYTE && k[1] == NS_TCHUNK && vl >= 1 &&
-           v[0] == CTAG_VPTR;
+           (v[0] == CTAG_VPTR || v[0] == CTAG_VPTRZ);
 }
 
 struct logcheck {

@@ -213,6 +213,8 @@ static int open_file(vlog_t *vl, struct vfile *f)
     f->fd = open(p, O_RDONLY | O_CLOEXEC);
     if (f->fd < 0)
         return err_set(-EIO, "value file %s: %s", p, strerror(errno));
+    /* Chunks of one file are mostly read in order: a larger read-ahead. */
+    (void)posix_fadvise(f->fd, 0, 0, POSIX_FADV_SEQUENTIAL);
     vl->nopen++;
     return 0;
 }

@@ -34,7 +34,7 @@ TEST_SRC := $(sort $(wildcard tests/test_*.c))
 TESTS    := $(TEST_SRC:tests/%.c=$(BUILD)/%)
 ASAN_TESTS := $(TEST_SRC:tests/%.c=$(BUILD)/asan/%)
 # The tests with many threads (and the background thread), also under ThreadSanitizer.
-TSAN_TESTS := $(BUILD)/tsan/test_db $(BUILD)/tsan/test_memtable $(BUILD)/tsan/test_sstable
+TSAN_TESTS := $(BUILD)/tsan/test_db $(BUILD)/tsan/test_memtable $(BUILD)/tsan/test_sstable $(BUILD)/tsan/test_file
 
 TOOLS    := $(patsubst tools/%.c,$(BUILD)/%,$(wildcard tools/*.c))
 

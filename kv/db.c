@@ -148,7 +148,12 @@ struct stash {
     pthread_mutex_t keylock[KEY_STRIPES];
     atomic_int has_blobs;               /* or hard links */
     vlog_t *vl;                         /* value files (vlog.h) */
-    uint64_t vlog_freed;                /* files given back, under mu */
+    pthread_t vlog_thread;              /* collects their garbage: vlog_main */
+    int vlog_running;
+    atomic_int vlog_stop;
+    pthread_cond_t vlog_cv;             /* wakes it to stop */
+    pthread_mutex_t gc_mu;              /* one vlog_collect at a time */
+    uint64_t vlog_freed, vlog_moved;    /* files given back, chunks moved; under mu */
     pthread_mutex_t linklock;           /* recursive; see db_link_hold */
     _Atomic uint64_t compact_entries;   /* read by compactions, as they go */
 
@@ -2099,26 +2104,160 @@ static int cmp_u64(const void *a, const void *b)
 }
 
 /*
- * Give back the value files no pointer anyone can still read names.  The
- * candidates are the settled files (vlog.h), taken before the view, so the
- * view holds every pointer into them; a pointer counts when its record is
- * the version some reader sees: the newest at or below the view's sequence,
- * or below a snapshot's (the snapshots are read after the view: one taken
- * later sees nothing older).  Readers on older views keep what they can
- * reach through the pins until they finish.  SEAL: seal the active file
- * first, whatever was appended lately (vlog_seal_idle).  Returns the files
- * given back.
+ * One pass over the tagged chunk records of iterator IT: for each pointer
+ * some reader sees (the newest version at or below a sequence in SEQS, see
+ * vlog_collect) into a file of CAND, add its record's bytes to LIVE; and
+ * when MOVE is given, note in *R the pointers the newest sequence sees into
+ * a file whose MOVE flag is set (at most RELOC_MAX bytes of them).
+ */
+struct reloc {
+    uint8_t ck[CHUNK_KEY_LEN];
+    uint8_t ptr[VPTR_LEN];
+};
+
+#define RELOC_MAX (64u << 20)   /* bytes moved out of sparse files per collection */
+
+static int scan_pointers(stash_iter_t *it, const uint64_t *seqs, size_t ns, const uint64_t *cand, size_t nc,
+                         uint64_t *live, const uint8_t *move, struct reloc **r, size_t *nr)
+{
+    iiter_t *m = it->m;
+    const uint8_t start[2] = {NS_BYTE, NS_TCHUNK};
+    uint8_t last[CHUNK_KEY_LEN] = {0};
+    uint64_t newer = UINT64_MAX, moving = 0;
+    size_t cap = 0;
+    for (m->ops->seek(m, start, sizeof start, TAG(UINT64_MAX >> 8, 0xff)); m->ops->valid(m); m->ops->next(m)) {
+        size_t kl, vl;
+        const uint8_t *k = m->ops->key(m, &kl);
+        if (kl < 2 || k[0] != NS_BYTE || k[1] != NS_TCHUNK)
+            break;
+        uint64_t seq = TAG_SEQ(m->ops->tag(m));
+        if (kl != CHUNK_KEY_LEN || memcmp(k, last, kl)) {
+            newer = UINT64_MAX;     /* the newest version of this key */
+            if (kl == CHUNK_KEY_LEN)
+                memcpy(last, k, kl);
+        }
+        /* Seen by a reader at X when seq <= X < newer: the smallest X at
+         * or above seq decides. */
+        size_t lo = 0, hi = ns;
+        while (lo < hi) {
+            size_t mid = (lo + hi) / 2;
+            if (seqs[mid] < seq)
+                lo = mid + 1;
+            else
+                hi = mid;
+        }
+        int seen = lo < ns && seqs[lo] < newer;
+        int current = lo == ns - 1 && seen;    /* seen at the newest sequence */
+        newer = seq;
+        if (!seen || TAG_TYPE(m->ops->tag(m)) != KT_PUT)
+            continue;
+        struct vptr p;
+        const uint8_t *v = m->ops->value(m, &vl);
+        if (vptr_decode(v, vl, &p) < 0)
+            continue;
+        uint64_t *hit = bsearch(&p.file, cand, nc, sizeof *cand, cmp_u64);
+        if (!hit)
+            continue;
+        live[hit - cand] += VLOG_REC_HDR + CHUNK_KEY_LEN + p.len;
+        if (!move || !move[hit - cand] || !current || moving >= RELOC_MAX)
+            continue;
+        if (*nr == cap) {
+            struct reloc *g = realloc(*r, (cap = cap ? 2 * cap : 64) * sizeof **r);
+            if (!g)
+                return err_set(-ENOMEM, "out of memory");
+            *r = g;
+        }
+        memcpy((*r)[*nr].ck, k, CHUNK_KEY_LEN);
+        memcpy((*r)[*nr].ptr, v, VPTR_LEN);
+        (*nr)++;
+        moving += p.len;
+    }
+    return m->ops->status(m);
+}
+
+/*
+ * Move live chunk R out of its (mostly dead) value file: under the lock
+ * every change to the chunk takes (its owner's stripe, or the link lock for
+ * a hard-linked value), and only if the record still holds the same
+ * pointer, its stored bytes are copied to the active file and the record
+ * rewritten.  A chunk of a streamed put not yet committed (no owner
+ * record) stays.  Returns 0 or a negative errno.
+ */
+static int relocate(stash_t *db, const struct reloc *r)
+{
+    uint8_t bk[BLOB_KEY_LEN] = {NS_BYTE, NS_BLOB};
+    memcpy(bk + 2, r->ck + 2, 8);
+    uint64_t seq;
+    struct view *v = view_get(db, &seq);
+    void *own = NULL, *own2 = NULL, *cur = NULL;
+    size_t olen, olen2, clen;
+    int rc = view_lookup(v, seq, bk, sizeof bk, &own, &olen);
+    view_unref(v);
+    if (rc)
+        return rc == -ENOENT ? 0 : rc;
+    int link = olen >= 2 && ((uint8_t *)own)[0] == NS_BYTE && ((uint8_t *)own)[1] == NS_LINK;
+    int held = 0;
+    pthread_mutex_t *lk = link ? NULL : db_keylock(db, own, olen);
+    if (link)
+        db_link_hold(db, &held);
+    else
+        pthread_mutex_lock(lk);
+    v = view_get(db, &seq);
+    rc = view_lookup(v, seq, bk, sizeof bk, &own2, &olen2);
+    int same = rc == 0 && olen2 == olen && !memcmp(own, own2, olen);
+    if (same && (rc = view_lookup(v, seq, r->ck, CHUNK_KEY_LEN, &cur, &clen)) == 0)
+        same = clen == VPTR_LEN && !memcmp(cur, r->ptr, VPTR_LEN);
+    view_unref(v);
+    if (rc == -ENOENT)
+        rc = 0;
+    struct vptr from, to;
+    if (rc == 0 && same && vptr_decode(r->ptr, VPTR_LEN, &from) == 0 &&
+        (rc = vlog_copy(db->vl, r->ck, CHUNK_KEY_LEN, &from, &to)) == 0) {
+        uint8_t rec[VPTR_LEN];
+        vptr_encode(rec, &to);
+        stash_batch_t *b = stash_batch_new();
+        rc = b ? batch_put_raw(b, r->ck, CHUNK_KEY_LEN, NULL, 0, rec, sizeof rec) : -ENOMEM;
+        if (rc == 0)
+            rc = do_write(db, b, 0, 0);
+        stash_batch_free(b);
+        vlog_done(db->vl, to.file);
+    }
+    if (link)
+        db_link_release(db, &held);
+    else
+        pthread_mutex_unlock(lk);
+    free(own);
+    free(own2);
+    free(cur);
+    return rc;
+}
+
+/*
+ * Give back the value files no pointer anyone can still read names, and
+ * empty the sparse ones.  The candidates are the settled files (vlog.h),
+ * taken before the view, so the view holds every pointer into them; a
+ * pointer counts when its record is the version some reader sees: the
+ * newest at or below the view's sequence, or below a snapshot's (the
+ * snapshots are read after the view: one taken later sees nothing older).
+ * Readers on older views keep what they can reach through the pins until
+ * they finish.  A file less than half of which is live (and at least 1 MiB)
+ * has its current live chunks moved to the active file (relocate), up to
+ * RELOC_MAX bytes a time, and goes at a later collection.  SEAL: seal the
+ * active file first, whatever was appended lately (vlog_seal_idle).  One
+ * collection runs at a time (gc_mu).  Returns the files given back.
  */
 static int vlog_collect(stash_t *db, int seal)
 {
     vlog_t *vl = db->vl;
     if (!vl || db->opt.read_only)
         return 0;
+    pthread_mutex_lock(&db->gc_mu);
     vlog_seal_idle(vl, seal);
-    uint64_t *cand = NULL, *seqs = NULL;
-    size_t nc = 0, ns = 0;
-    uint8_t *live = NULL;
-    int rc = vlog_settled(vl, &cand, &nc);
+    uint64_t *cand = NULL, *sizes = NULL, *seqs = NULL, *live = NULL;
+    uint8_t *move = NULL;
+    struct reloc *r = NULL;
+    size_t nc = 0, ns = 0, nr = 0;
+    int rc = vlog_settled(vl, &cand, &sizes, &nc);
     stash_iter_t *it = rc == 0 && nc ? stash_iter_new(db, NULL) : NULL;
     if (rc == 0 && nc && !it)
         rc = err_set(-ENOMEM, "out of memory");
@@ -2134,51 +2273,21 @@ static int vlog_collect(stash_t *db, int seal)
                     seqs[ns++] = p->seq;
         }
         pthread_mutex_unlock(&db->mu);
-        live = calloc(nc, 1);
-        if (!seqs || !live)
+        live = calloc(nc, sizeof *live);
+        move = calloc(nc, 1);
+        if (!seqs || !live || !move)
             rc = err_set(-ENOMEM, "out of memory");
     }
+    int sparse = 0;
     if (it && rc == 0) {
         qsort(seqs, ns, sizeof *seqs, cmp_u64);
-        iiter_t *m = it->m;
-        const uint8_t start[2] = {NS_BYTE, NS_TCHUNK};
-        uint8_t last[CHUNK_KEY_LEN] = {0};
-        uint64_t newer = UINT64_MAX;
-        for (m->ops->seek(m, start, sizeof start, TAG(UINT64_MAX >> 8, 0xff)); m->ops->valid(m);
-             m->ops->next(m)) {
-            size_t kl, vl2;
-            const uint8_t *k = m->ops->key(m, &kl);
-            if (kl < 2 || k[0] != NS_BYTE || k[1] != NS_TCHUNK)
-                break;
-            uint64_t seq = TAG_SEQ(m->ops->tag(m));
-            if (kl != CHUNK_KEY_LEN || memcmp(k, last, kl)) {
-                newer = UINT64_MAX;     /* the newest version of this key */
-                if (kl == CHUNK_KEY_LEN)
-                    memcpy(last, k, kl);
-            }
-            /* Seen by a reader at X when seq <= X < newer: the smallest
-             * X at or above seq decides. */
-            size_t lo = 0, hi = ns;
-            while (lo < hi) {
-                size_t mid = (lo + hi) / 2;
-                if (seqs[mid] < seq)
-                    lo = mid + 1;
-                else
-                    hi = mid;
-            }
-            int seen = lo < ns && seqs[lo] < newer;
-            newer = seq;
-            if (!seen || TAG_TYPE(m->ops->tag(m)) != KT_PUT)
-                continue;
-            struct vptr p;
-            const uint8_t *v = m->ops->value(m, &vl2);
-            if (vptr_decode(v, vl2, &p) < 0)
-                continue;
-            uint64_t *hit = bsearch(&p.file, cand, nc, sizeof *cand, cmp_u64);
-            if (hit)
-                live[hit - cand] = 1;
+        rc = scan_pointers(it, seqs, ns, cand, nc, live, NULL, NULL, NULL);
+        for (size_t i = 0; rc == 0 && i < nc; i++)
+            sparse |= move[i] = live[i] && sizes[i] >= (1u << 20) && live[i] < sizes[i] / 2;
+        if (rc == 0 && sparse) {
+            memset(live, 0, nc * sizeof *live);
+            rc = scan_pointers(it, seqs, ns, cand, nc, live, move, &r, &nr);
         }
-        rc = m->ops->status(m);
     }
     size_t nd = 0;
     for (size_t i = 0; rc == 0 && i < nc; i++)
@@ -2193,14 +2302,63 @@ static int vlog_collect(stash_t *db, int seal)
         (void)refresh_view(db);
         pthread_mutex_unlock(&db->mu);
     }
+    uint64_t moved = 0;
+    for (size_t i = 0; rc == 0 && i < nr && !atomic_load(&db->vlog_stop); i++) {
+        if ((rc = relocate(db, &r[i])) == 0)
+            moved++;
+    }
     free(cand);
+    free(sizes);
     free(seqs);
     free(live);
+    free(move);
+    free(r);
     int reaped = vlog_reap(vl);
     pthread_mutex_lock(&db->mu);
     db->vlog_freed += (uint64_t)reaped;
+    db->vlog_moved += moved;
     pthread_mutex_unlock(&db->mu);
+    pthread_mutex_unlock(&db->gc_mu);
     return rc < 0 ? rc : reaped;
+}
+
+/*
+ * The value-file thread: a collection every VLOG_GC_EVERY while writes come
+ * in, twice more once they stop (the second seals an idle active file so
+ * that it can go too), and one at start (what a crash left behind).  Its
+ * own thread, as relocations are writes, which may have to wait for the
+ * background thread's flushes.
+ */
+#define VLOG_GC_EVERY 2             /* seconds */
+
+static void *vlog_main(void *arg)
+{
+    stash_t *db = arg;
+    uint64_t seen = UINT64_MAX;
+    int quiet = 0;
+    pthread_mutex_lock(&db->mu);
+    while (!atomic_load(&db->vlog_stop)) {
+        if (!db->bgerr && (db->last_seq != seen || quiet < 2)) {
+            quiet = db->last_seq == seen ? quiet + 1 : 0;
+            seen = db->last_seq;
+            pthread_mutex_unlock(&db->mu);
+            (void)vlog_collect(db, 0);
+            pthread_mutex_lock(&db->mu);
+        } else {
+            pthread_mutex_unlock(&db->mu);
+            int n = vlog_reap(db->vl);
+            pthread_mutex_lock(&db->mu);
+            db->vlog_freed += (uint64_t)n;
+        }
+        if (atomic_load(&db->vlog_stop))
+            break;
+        struct timespec t;
+        clock_gettime(CLOCK_MONOTONIC, &t);
+        t.tv_sec += VLOG_GC_EVERY;
+        pthread_cond_timedwait(&db->vlog_cv, &db->mu, &t);
+    }
+    pthread_mutex_unlock(&db->mu);
+    return NULL;
 }
 
 /*
@@ -2211,8 +2369,6 @@ static int vlog_collect(stash_t *db, int seal)
  * anything was appended since the last fsync (queueing as an ordinary sync
  * writer, so it never races the leader).
  */
-#define VLOG_GC_EVERY 2000000u   /* µs */
-
 static void *bg_main(void *arg)
 {
     stash_t *db = arg;
@@ -2221,15 +2377,11 @@ static void *bg_main(void *arg)
     uint64_t next_wal = now_us() + wal_every, next_comp = now_us() + comp_every;
     pthread_mutex_lock(&db->mu);
     uint64_t tick_seq = db->last_seq;   /* last_seq at the last compaction tick */
-    uint64_t next_gc = 0, gc_seq = UINT64_MAX;   /* value files: see vlog_collect */
-    int gc_quiet = 0;           /* collections since the last write */
     while (!db->closing) {
         uint64_t now = now_us();
         uint64_t wake = next_comp;
         if (wal_every && next_wal < wake)
             wake = next_wal;
-        if (!db->bgerr && (db->last_seq != gc_seq || gc_quiet < 2) && next_gc < wake)
-            wake = next_gc;
         int work = db->nimm > 0;
         if (!work && wake > now) {
             struct timespec t;
@@ -2271,27 +2423,12 @@ static void *bg_main(void *arg)
                    mt_memory(db->mem) + level_bytes(db->ver, 0) >= level_bytes(db->ver, 1) / 4;
         if (due)
             tick_seq = db->last_seq;
-        /* Value files: look for garbage at most every VLOG_GC_EVERY, after
-         * writes and twice more once they stop (the second seals an idle
-         * active file so that it can go too), and at open (what a crash
-         * left behind). */
-        int gc = now >= next_gc && (db->last_seq != gc_seq || gc_quiet < 2);
-        if (gc) {
-            gc_quiet = db->last_seq == gc_seq ? gc_quiet + 1 : 0;
-            gc_seq = db->last_seq;
-            next_gc = now + VLOG_GC_EVERY;
-        }
         pthread_mutex_unlock(&db->mu);
         /* Flushes always; compactions when a threshold is crossed (picked
          * inside) or the store is at rest. */
         table_work(db);
         if (idle)
             idle_compact(db);
-        if (gc) {
-            (void)vlog_collect(db, 0);
-        } else {
-            vlog_reap(db->vl);
-        }
         pthread_mutex_lock(&db->mu);
         /* A foreground caller (backup, compact_range) wants the table work:
          * step aside until it is done (it flushes for the writers). */
@@ -2795,6 +2932,8 @@ static void destroy(stash_t *db)
     pthread_cond_destroy(&db->bg_cv);
     pthread_cond_destroy(&db->done_cv);
     pthread_cond_destroy(&db->sync_cv);
+    pthread_cond_destroy(&db->vlog_cv);
+    pthread_mutex_destroy(&db->gc_mu);
     free(db->dir);
     free(db);
 }
@@ -2946,7 +3085,9 @@ int stash_open(const char *dir, const stash_options_t *o, stash_t **out)
     pthread_cond_init(&db->bg_cv, &ca);
     pthread_cond_init(&db->done_cv, &ca);
     pthread_cond_init(&db->sync_cv, &ca);
+    pthread_cond_init(&db->vlog_cv, &ca);
     pthread_condattr_destroy(&ca);
+    pthread_mutex_init(&db->gc_mu, NULL);
     db->mem = new_memtable(&db->opt);
     db->group = stash_batch_new();
     db->cache = sst_cache_new(db->opt.block_cache_size);
@@ -2982,6 +3123,10 @@ int stash_open(const char *dir, const stash_options_t *o, stash_t **out)
             rc = err_set(-ENOMEM, "cannot start the background thread");
         else
             db->bg_running = 1;
+        if (rc == 0 && pthread_create(&db->vlog_thread, NULL, vlog_main, db) != 0)
+            rc = err_set(-ENOMEM, "cannot start the value-file thread");
+        else if (rc == 0)
+            db->vlog_running = 1;
     }
     /* With the background thread running, as its writes may fill memtables. */
     if (rc == 0 && !db->opt.read_only) {
@@ -3034,6 +3179,16 @@ int stash_close(stash_t *db)
     if (!db)
         return err_set(-EINVAL, "NULL store handle");
     int rc = 0;
+    if (db->vlog_running) {
+        /* First, while the background thread still flushes for the
+         * relocations' writes. */
+        pthread_mutex_lock(&db->mu);
+        atomic_store(&db->vlog_stop, 1);
+        pthread_cond_signal(&db->vlog_cv);
+        pthread_mutex_unlock(&db->mu);
+        pthread_join(db->vlog_thread, NULL);
+        db->vlog_running = 0;
+    }
     if (db->bg_running) {
         pthread_mutex_lock(&db->mu);
         db->closing = 1;
@@ -3134,9 +3289,9 @@ int stash_stats(stash_t *db, char *buf, size_t len)
     if (o < len)
         o += (size_t)snprintf(buf + o, len - o,
              "value files:      %llu, %llu bytes; %llu bytes appended since open (%llu stored), "
-             "%llu files given back\n",
+             "%llu files given back, %llu chunks moved out of sparse ones\n",
              (unsigned long long)vfiles, (unsigned long long)vbytes, (unsigned long long)vappended,
-             (unsigned long long)vstored, (unsigned long long)db->vlog_freed);
+             (unsigned long long)vstored, (unsigned long long)db->vlog_freed, (unsigned long long)db->vlog_moved);
     if (o < len)
         o += (size_t)snprintf(buf + o, len - o,
              "open tables:      %d (at most %d kept open when idle)\n"

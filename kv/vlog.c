@@ -328,6 +328,11 @@ static int new_active(vlog_t *vl)
     return 0;
 }
 
+/* Append LEN stored bytes BUF (already compressed or not, as P says) under
+ * KEY; fills in where they went.  The shared tail of vlog_append. */
+static int append_stored(vlog_t *vl, const void *key, size_t klen, const void *buf, size_t len,
+                         uint64_t rawlen, struct vptr *p);
+
 static ZSTD_CCtx *take_cctx(vlog_t *vl)
 {
     pthread_mutex_lock(&vl->mu);
@@ -385,9 +390,15 @@ int vlog_append(vlog_t *vl, const void *key, size_t klen, const void *raw, size_
         return err_set(-EROFS, "store %s is open read-only", vl->dir);
     uint8_t *z;
     size_t zlen = squeeze(vl, raw, rawlen, level, &z);
-    const void *buf = zlen ? z : raw;
-    size_t len = zlen ? zlen : rawlen;
     p->zstd = zlen != 0;
+    int rc = append_stored(vl, key, klen, zlen ? z : raw, zlen ? zlen : rawlen, rawlen, p);
+    free(z);
+    return rc;
+}
+
+static int append_stored(vlog_t *vl, const void *key, size_t klen, const void *buf, size_t len,
+                         uint64_t rawlen, struct vptr *p)
+{
     size_t rec = VLOG_REC_HDR + klen + len;
     pthread_mutex_lock(&vl->mu);
     int rc = 0;
@@ -395,7 +406,6 @@ int vlog_append(vlog_t *vl, const void *key, size_t klen, const void *raw, size_
         rc = new_active(vl);
     if (rc) {
         pthread_mutex_unlock(&vl->mu);
-        free(z);
         return rc;
     }
     struct vfile *f = vl->active;
@@ -415,7 +425,6 @@ int vlog_append(vlog_t *vl, const void *key, size_t klen, const void *raw, size_
     enc_u32(h + 4, p->crc);
     struct iovec iov[3] = { { h, sizeof h }, { (void *)key, klen }, { (void *)buf, len } };
     ssize_t w = pwritev(f->fd, iov, 3, (off_t)at);
-    free(z);
     if (w != (ssize_t)rec) {
         int e = w < 0 ? errno : ENOSPC;
         vlog_done(vl, f->num);
@@ -476,6 +485,20 @@ static int read_stored(vlog_t *vl, const struct vptr *p, void *buf)
         return err_set(-EIO, "value file %06llu.val in %s: checksum mismatch at offset %llu",
                        (unsigned long long)p->file, vl->dir, (unsigned long long)p->off);
     return 0;
+}
+
+int vlog_copy(vlog_t *vl, const void *key, size_t klen, const struct vptr *from, struct vptr *to)
+{
+    uint8_t *b = malloc(from->len ? from->len : 1);
+    if (!b)
+        return err_set(-ENOMEM, "out of memory");
+    int rc = read_stored(vl, from, b);
+    if (rc == 0) {
+        to->zstd = from->zstd;
+        rc = append_stored(vl, key, klen, b, from->len, from->len, to);
+    }
+    free(b);
+    return rc;
 }
 
 int vlog_read(vlog_t *vl, const struct vptr *p, void *buf, size_t cap, size_t *n)
@@ -628,23 +651,29 @@ void vlog_seal_idle(vlog_t *vl, int force)
     pthread_mutex_unlock(&vl->mu);
 }
 
-int vlog_settled(vlog_t *vl, uint64_t **nums, size_t *n)
+int vlog_settled(vlog_t *vl, uint64_t **nums, uint64_t **sizes, size_t *n)
 {
     pthread_mutex_lock(&vl->mu);
-    uint64_t *a = malloc((vl->n ? vl->n : 1) * sizeof *a);
+    uint64_t *a = malloc((vl->n ? vl->n : 1) * sizeof *a), *sz = malloc((vl->n ? vl->n : 1) * sizeof *sz);
     size_t k = 0;
     for (size_t i = 0; a && i < vl->n; i++) {
         struct vfile *f = vl->f[i];
         int gone = 0;
         for (struct dead *d = vl->dead; d && !gone; d = d->next)
             gone = d->num == f->num;
-        if (f->sealed && f->pending == 0 && f != vl->active && !gone)
+        if (f->sealed && f->pending == 0 && f != vl->active && !gone) {
+            sz[k] = f->size;
             a[k++] = f->num;
+        }
     }
     pthread_mutex_unlock(&vl->mu);
-    if (!a)
+    if (!a || !sz) {
+        free(a);
+        free(sz);
         return err_set(-ENOMEM, "out of memory");
+    }
     *nums = a;
+    *sizes = sz;
     *n = k;
     return 0;
 }

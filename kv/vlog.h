@@ -23,8 +23,8 @@
  * long as they may follow a pointer (a view does: vlog_pin/vlog_unpin), and
  * a retired file is unlinked only once every epoch up to the one it was
  * retired in is unpinned (vlog_reap), so no reader ever finds a file gone.
- * A file with some live chunks is kept whole: space is given back file by
- * file.
+ * Space is given back file by file: the engine empties a file that is
+ * mostly garbage by moving its live chunks (vlog_copy) first.
  *
  * Reads: vlog_read() checks the CRC and returns -EIO, naming the file, on a
  * mismatch, a short file or a missing one; never wrong bytes.
@@ -112,8 +112,14 @@ void vlog_unpin(vlog_t *vl, uint64_t epoch);
  * and no append is out, so that it can be collected too; the next append
  * starts a new one. */
 void vlog_seal_idle(vlog_t *vl, int force);
-/* The candidates, sorted (malloc'd into *NUMS; *N may be 0): 0 or -ENOMEM. */
-int vlog_settled(vlog_t *vl, uint64_t **nums, size_t *n);
+/* The candidates, sorted (malloc'd into *NUMS, their sizes in bytes into
+ * *SIZES; *N may be 0): 0 or -ENOMEM. */
+int vlog_settled(vlog_t *vl, uint64_t **nums, uint64_t **sizes, size_t *n);
+
+/* Append the bytes *FROM points to, as stored (checked, not decompressed),
+ * under KEY, and fill *TO; settle TO's file with vlog_done afterwards.  For
+ * moving the live chunks out of a file that is mostly garbage. */
+int vlog_copy(vlog_t *vl, const void *key, size_t klen, const struct vptr *from, struct vptr *to);
 /* Files NUMS[0..N) are garbage as of now: they go once older pins are gone. */
 void vlog_retire(vlog_t *vl, const uint64_t *nums, size_t n);
 /* Unlink the retired files no pinned epoch can still read; returns how many. */

@@ -15,7 +15,11 @@ for t in "$build"/asan/test_*; do
     [ -x "$t" ] && run "asan/$(basename "$t")" env ASAN_OPTIONS=detect_leaks=1 "$t"
 done
 for t in "$build"/tsan/test_*; do
-    [ -x "$t" ] && run "tsan/$(basename "$t")" "$t"
+    # test_file's renames and batches hold up to all 64 key stripes at once,
+    # more locks than ThreadSanitizer's deadlock detector can track.
+    opts=""
+    [ "$(basename "$t")" = test_file ] && opts="detect_deadlocks=0"
+    [ -x "$t" ] && run "tsan/$(basename "$t")" env TSAN_OPTIONS="$opts" "$t"
 done
 if [ -x "$build/crashtest" ]; then
     run crashtest "$build/crashtest" --rounds "${CRASH_ROUNDS:-60}"

@@ -12,6 +12,7 @@
 
 #include "err.h"
 #include "ikey.h"
+#include "wal.h"
 
 /* The largest zstd dictionary a compressed table trains (sstable.c): big
  * enough for the entropy tables and some shared content, small next to a
@@ -22,16 +23,6 @@ static sst_options_t table_options(const stash_options_t *o)
 {
     sst_options_t so = { o->block_size, o->compression_level, o->bloom_bits_per_key, TABLE_DICT_SIZE };
     return so;
-}
-
-static int sync_dir(const char *dir)
-{
-    int fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-    if (fd < 0)
-        return err_set(-EIO, "store %s: cannot open directory", dir);
-    int rc = fsync(fd) < 0 ? err_set(-EIO, "store %s: fsync of directory failed", dir) : 0;
-    close(fd);
-    return rc;
 }
 
 /* A growable internal-key buffer. */
@@ -102,7 +93,7 @@ int flush_memtable(vset_t *vs, const stash_options_t *o, memtable_t *m, fmeta_t 
     }
     if ((rc = sst_writer_finish(w, &size)) != 0)
         return rc;
-    if ((rc = sync_dir(vs->dir)) == 0)
+    if ((rc = wal_sync_dir(vs->dir)) == 0)
         rc = fmeta_open(vs, num, out);
     if (rc == 0)
         st->flush_bytes += size;
@@ -415,7 +406,7 @@ int compact_run(vset_t *vs, const stash_options_t *o, struct compaction *c,
     free(cur.p);
     free(out.p);
     if (rc == 0)
-        rc = sync_dir(vs->dir);
+        rc = wal_sync_dir(vs->dir);
     if (rc) {
         /* Nothing is recorded: drop the tables written so far. */
         for (int i = 0; i < e->nadd; i++) {

@@ -287,16 +287,6 @@ static int sys_err(int e)
     return e ? -e : -EIO;
 }
 
-static int fsync_dir(const char *dir)
-{
-    int fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-    if (fd < 0)
-        return err_set(sys_err(errno), "store %s: cannot open directory: %s", dir, strerror(errno));
-    int rc = fsync(fd) < 0 ? err_set(-EIO, "store %s: fsync of directory failed: %s", dir, strerror(errno)) : 0;
-    close(fd);
-    return rc;
-}
-
 /* ------------------------------------------------------------------ */
 /* views                                                                */
 
@@ -2888,7 +2878,7 @@ static int prepare_dir(stash_t *db)
             *slash = '\0';
         else
             snprintf(parent, sizeof parent, "%s", slash ? "/" : ".");
-        int rc = fsync_dir(parent);
+        int rc = wal_sync_dir(parent);
         if (rc)
             return rc;
     } else if (!S_ISDIR(st.st_mode)) {

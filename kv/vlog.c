@@ -27,6 +27,7 @@
 #include <zstd.h>
 
 #include "crc32c.h"
+#include "wal.h"
 #include "coding.h"
 #include "err.h"
 
@@ -90,16 +91,6 @@ struct vlog {
 static void vpath(char *buf, size_t len, const char *dir, uint64_t num)
 {
     snprintf(buf, len, "%s/%06llu.val", dir, (unsigned long long)num);
-}
-
-static int sync_dir(const char *dir)
-{
-    int fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-    if (fd < 0)
-        return err_set(-EIO, "store %s: cannot open directory", dir);
-    int rc = fsync(fd) < 0 ? err_set(-EIO, "store %s: fsync of directory failed", dir) : 0;
-    close(fd);
-    return rc;
 }
 
 /* Insert F into the sorted table; mu held (or not yet shared). */
@@ -310,7 +301,7 @@ static int new_active(vlog_t *vl)
     }
     /* The name must be durable before any pointer into it is. */
     if (rc == 0)
-        rc = sync_dir(vl->dir);
+        rc = wal_sync_dir(vl->dir);
     if (rc == 0)
         rc = add_file(vl, f);
     if (rc) {

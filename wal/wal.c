@@ -333,12 +333,13 @@ int wal_close(wal_t *w)
     return rc;
 }
 
-static int sync_dir(const char *dir)
+int wal_sync_dir(const char *dir)
 {
     int fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
     if (fd < 0)
-        return -errno;
-    int rc = fsync(fd) < 0 ? -EIO : 0;
+        return err_set(errno == ENOENT ? -ENOENT : errno == EACCES ? -EACCES : -EIO,
+                       "directory %s: cannot open: %s", dir, strerror(errno));
+    int rc = fsync(fd) < 0 ? err_set(-EIO, "directory %s: fsync failed: %s", dir, strerror(errno)) : 0;
     close(fd);
     return rc;
 }
@@ -389,7 +390,7 @@ int wal_create(const char *dir, uint64_t lognum, wal_t **out)
     int rc = append_typed(w, T_HEADER, h, sizeof h);
     if (rc == 0)
         rc = wal_sync(w);
-    if (rc == 0 && (rc = sync_dir(dir)) < 0)
+    if (rc == 0 && (rc = wal_sync_dir(dir)) < 0)
         rc = err_set(-EIO, "wal %s: fsync of the directory failed", w->name);
     if (rc) {
         wal_close(w);

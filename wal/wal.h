@@ -74,6 +74,11 @@ int wal_sync(wal_t *w);
  */
 int wal_sync_start(wal_t *w);
 int wal_sync_fd(int fd, uint64_t lognum);
+
+/* fsync directory DIR (after creating, renaming or removing a file in it,
+ * so that the change is durable): 0, or a negative errno with a message
+ * naming it.  Every module that makes files durable uses this one. */
+int wal_sync_dir(const char *dir);
 int wal_fd(const wal_t *w);
 
 /*

@@ -2097,8 +2097,10 @@ static int cmp_u64(const void *a, const void *b)
  * One pass over the tagged chunk records of iterator IT: for each pointer
  * some reader sees (the newest version at or below a sequence in SEQS, see
  * vlog_collect) into a file of CAND, add its record's bytes to LIVE; and
- * when MOVE is given, note in *R the pointers the newest sequence sees into
- * a file whose MOVE flag is set (at most RELOC_MAX bytes of them).
+ * when MOVE is given, note in *R the pointers into a file whose MOVE flag
+ * is set that only the newest sequence sees (at most RELOC_MAX bytes of
+ * them).  One a snapshot sees too is left: the file stays for the snapshot
+ * anyway, and is emptied once it is released.
  */
 struct reloc {
     uint8_t ck[CHUNK_KEY_LEN];
@@ -2137,7 +2139,7 @@ static int scan_pointers(stash_iter_t *it, const uint64_t *seqs, size_t ns, cons
                 hi = mid;
         }
         int seen = lo < ns && seqs[lo] < newer;
-        int current = lo == ns - 1 && seen;    /* seen at the newest sequence */
+        int current = lo == ns - 1 && seen;    /* seen at the newest sequence only */
         newer = seq;
         if (!seen || TAG_TYPE(m->ops->tag(m)) != KT_PUT)
             continue;

@@ -47,6 +47,7 @@ struct vfile {
     int sealed;
     atomic_int dirty;           /* appended since the last fsync */
     uint64_t wb_off;            /* writeback started up to here */
+    uint64_t wb_want;           /* ... and wanted up to here (wb_main) */
     int users;                  /* reads and syncs using fd right now */
     uint64_t used;              /* when fd was last used (for closing idle ones) */
 };
@@ -72,6 +73,7 @@ struct vlog {
     struct vfile **f;           /* sorted by number */
     size_t n, cap;
     struct vfile *active;       /* NULL until the first append */
+    struct vfile *spare;        /* the next active file, made ahead (wb_main) */
     uint64_t epoch;
     struct pin pins[NPIN];      /* oldest first */
     int npin;
@@ -81,6 +83,11 @@ struct vlog {
     uint64_t appended;
     uint64_t appended_seen;     /* at the last vlog_seal_idle */
     uint64_t stored;            /* bytes those took in the files */
+    /* write-behind: wb_main starts the disk on what appends wrote */
+    pthread_t wb;
+    int wb_running, wb_stop;
+    int spare_failed;           /* making a spare failed: do not retry in a loop */
+    pthread_cond_t wb_cv;
     /* zstd contexts kept for reuse, under mu */
     ZSTD_CCtx *cctx[POOL];
     int ncctx;
@@ -129,6 +136,52 @@ static struct vfile *find(vlog_t *vl, uint64_t num)
 
 static int open_file(vlog_t *vl, struct vfile *f);
 static void trim_fds(vlog_t *vl);
+static int make_file(vlog_t *vl, struct vfile **out);
+static int install(vlog_t *vl, struct vfile *f);
+
+/*
+ * The write-behind thread: starts the disk writing (sync_file_range, not
+ * waiting for it) on each WB_CHUNK appended to a file, off the appenders'
+ * path, and keeps a spare file ready to become the active one.  The file
+ * being written back counts it in users meanwhile, so its descriptor stays.
+ */
+static void *wb_main(void *arg)
+{
+    vlog_t *vl = arg;
+    pthread_mutex_lock(&vl->mu);
+    while (!vl->wb_stop) {
+        if (vl->active && !vl->spare && !vl->spare_failed) {
+            /* The next active file, made ahead so that no append waits for
+             * its directory fsync. */
+            pthread_mutex_unlock(&vl->mu);
+            struct vfile *s;
+            int rc = make_file(vl, &s);
+            pthread_mutex_lock(&vl->mu);
+            if (rc == 0 && install(vl, s) == 0)
+                vl->spare = s;
+            else
+                vl->spare_failed = 1;   /* new_active makes one itself, and says why */
+            continue;
+        }
+        struct vfile *f = NULL;
+        for (size_t i = 0; i < vl->n && !f; i++)
+            if (vl->f[i]->fd >= 0 && vl->f[i]->wb_want >= vl->f[i]->wb_off + WB_CHUNK)
+                f = vl->f[i];
+        if (!f) {
+            pthread_cond_wait(&vl->wb_cv, &vl->mu);
+            continue;
+        }
+        uint64_t from = f->wb_off, to = f->wb_want;
+        f->wb_off = to;
+        f->users++;
+        pthread_mutex_unlock(&vl->mu);
+        (void)sync_file_range(f->fd, (off_t)from, (off_t)(to - from), SYNC_FILE_RANGE_WRITE);
+        pthread_mutex_lock(&vl->mu);
+        f->users--;
+    }
+    pthread_mutex_unlock(&vl->mu);
+    return NULL;
+}
 
 int vlog_open(const char *dir, int read_only, vlog_numfn newnum, void *arg, vlog_t **out)
 {
@@ -142,6 +195,7 @@ int vlog_open(const char *dir, int read_only, vlog_numfn newnum, void *arg, vlog
     vl->arg = arg;
     pthread_mutex_init(&vl->mu, NULL);
     pthread_mutex_init(&vl->sync_mu, NULL);
+    pthread_cond_init(&vl->wb_cv, NULL);
     DIR *d = opendir(dir);
     if (!d) {
         vlog_close(vl);
@@ -185,6 +239,12 @@ int vlog_open(const char *dir, int read_only, vlog_numfn newnum, void *arg, vlog
             rc = err_set(-EIO, "value file %06llu.val in %s: fsync failed: %s", (unsigned long long)f->num,
                          dir, strerror(errno));
         trim_fds(vl);
+    }
+    if (rc == 0 && !read_only) {
+        if (pthread_create(&vl->wb, NULL, wb_main, vl) != 0)
+            rc = err_set(-ENOMEM, "cannot start the value files' write-behind thread");
+        else
+            vl->wb_running = 1;
     }
     if (rc) {
         vlog_close(vl);
@@ -247,6 +307,13 @@ int vlog_close(vlog_t *vl)
     if (!vl)
         return 0;
     int rc = 0;
+    if (vl->wb_running) {
+        pthread_mutex_lock(&vl->mu);
+        vl->wb_stop = 1;
+        pthread_cond_signal(&vl->wb_cv);
+        pthread_mutex_unlock(&vl->mu);
+        pthread_join(vl->wb, NULL);
+    }
     for (size_t i = 0; i < vl->n; i++) {
         struct vfile *f = vl->f[i];
         if (f->fd >= 0) {
@@ -267,14 +334,16 @@ int vlog_close(vlog_t *vl)
         ZSTD_freeDCtx(vl->dctx[i]);
     pthread_mutex_destroy(&vl->mu);
     pthread_mutex_destroy(&vl->sync_mu);
+    pthread_cond_destroy(&vl->wb_cv);
     free(vl->f);
     free(vl->dir);
     free(vl);
     return rc;
 }
 
-/* A fresh active file with its header written; mu held. */
-static int new_active(vlog_t *vl)
+/* A new, empty value file, its header written and its name durable (the
+ * name must be durable before any pointer into it is).  No lock needed. */
+static int make_file(vlog_t *vl, struct vfile **out)
 {
     struct vfile *f = calloc(1, sizeof *f);
     if (!f)
@@ -299,11 +368,8 @@ static int new_active(vlog_t *vl)
         int e = w < 0 ? errno : ENOSPC;
         rc = err_set(e == ENOSPC ? -ENOSPC : -EIO, "value file %s: %s", p, strerror(e));
     }
-    /* The name must be durable before any pointer into it is. */
     if (rc == 0)
         rc = wal_sync_dir(vl->dir);
-    if (rc == 0)
-        rc = add_file(vl, f);
     if (rc) {
         close(f->fd);
         unlink(p);
@@ -311,10 +377,47 @@ static int new_active(vlog_t *vl)
         return rc;
     }
     f->size = sizeof h;
+    *out = f;
+    return 0;
+}
+
+/* Add F (from make_file) to the table; mu held. */
+static int install(vlog_t *vl, struct vfile *f)
+{
+    int rc = add_file(vl, f);
+    if (rc) {
+        char p[PATH_MAX];
+        vpath(p, sizeof p, vl->dir, f->num);
+        close(f->fd);
+        unlink(p);
+        free(f);
+        return rc;
+    }
     vl->nopen++;
+    return 0;
+}
+
+/*
+ * Seal the active file and make another the active one: the spare the
+ * write-behind thread prepared, or, when there is none, one made here
+ * (under mu: appends wait for its directory fsync, which can take long
+ * while the disk writes the previous file back).  mu held.
+ */
+static int new_active(vlog_t *vl)
+{
+    struct vfile *f = vl->spare;
+    int rc = 0;
+    if (f)
+        vl->spare = NULL;
+    else if ((rc = make_file(vl, &f)) == 0)
+        rc = install(vl, f);
+    if (rc)
+        return rc;
     if (vl->active)
         vl->active->sealed = 1;
     vl->active = f;
+    vl->spare_failed = 0;
+    pthread_cond_signal(&vl->wb_cv);    /* prepare the next spare */
     trim_fds(vl);
     return 0;
 }
@@ -424,19 +527,17 @@ static int append_stored(vlog_t *vl, const void *key, size_t klen, const void *b
                        (unsigned long long)f->num, vl->dir, strerror(e));
     }
     atomic_store(&f->dirty, 1);
-    /* Start the disk on every WB_CHUNK written, without waiting, so that a
-     * later fsync finds little left to do. */
-    uint64_t from = 0, end = at + rec;
-    int start = 0;
+    /* Every WB_CHUNK written, wb_main starts the disk on it, so that a
+     * later fsync finds little left to do.  Not here: starting writeback
+     * blocks while the disk's queue is full, and that stalled appends for
+     * up to 100 ms. */
+    uint64_t end = at + rec;
     pthread_mutex_lock(&vl->mu);
-    if (end >= f->wb_off + WB_CHUNK) {
-        from = f->wb_off;
-        f->wb_off = end;
-        start = 1;
-    }
+    if (end > f->wb_want)
+        f->wb_want = end;
+    if (f->wb_want >= f->wb_off + WB_CHUNK)
+        pthread_cond_signal(&vl->wb_cv);
     pthread_mutex_unlock(&vl->mu);
-    if (start)      /* f keeps its descriptor: this append is still pending */
-        (void)sync_file_range(f->fd, (off_t)from, (off_t)(end - from), SYNC_FILE_RANGE_WRITE);
     return 0;
 }
 
@@ -699,8 +800,12 @@ int vlog_reap(vlog_t *vl)
             dp = &d->next;
             continue;
         }
-        *dp = d->next;
         struct vfile *f = find(vl, d->num);
+        if (f && f->users) {
+            dp = &d->next;      /* write-behind is using it: next time */
+            continue;
+        }
+        *dp = d->next;
         if (f) {
             char p[PATH_MAX];
             vpath(p, sizeof p, vl->dir, f->num);

@@ -14,6 +14,9 @@
  * and the caller commits the pointer to the log after that.  vlog_sync()
  * makes every appended byte durable; the engine calls it before every fsync
  * of its log, so a pointer is never durable before the bytes it points to.
+ * A thread of the writable vlog_t starts the disk writing every 8 MiB
+ * appended to a file (without waiting), so that an fsync after a long run
+ * finds little left to do and no append waits for a full disk queue.
  *
  * Lifetime.  A file is garbage when no pointer anyone can still read names
  * it.  The engine finds out by a scan (see db.c, vlog_collect): vlog_settled()

@@ -1155,7 +1155,8 @@ static void test_gen_after_fork(void **state)
     assert_true(mine != theirs && mine != 0 && theirs != 0);
 }
 
-/* Value files in the store directory: how many, and their bytes. */
+/* Value files in the store directory that hold chunks (the engine keeps an
+ * empty spare ready beside the active file): how many, and their bytes. */
 static uint64_t val_bytes(int *files)
 {
     DIR *d = opendir(dir);
@@ -1169,7 +1170,7 @@ static uint64_t val_bytes(int *files)
         if (l < 4 || strcmp(de->d_name + l - 4, ".val"))
             continue;
         snprintf(p, sizeof p, "%s/%s", dir, de->d_name);
-        if (stat(p, &st) == 0) {
+        if (stat(p, &st) == 0 && st.st_size > 16) {
             n += (uint64_t)st.st_size;
             (*files)++;
         }
@@ -1178,16 +1179,19 @@ static uint64_t val_bytes(int *files)
     return n;
 }
 
-/* The path of the (only) value file, in P. */
+/* The path of the (only) value file that holds chunks, in P. */
 static void val_path(char *p, size_t len)
 {
     DIR *d = opendir(dir);
     struct dirent *de;
+    char q[1024];
+    struct stat st;
     *p = 0;
     while ((de = readdir(d))) {
         size_t l = strlen(de->d_name);
-        if (l > 4 && !strcmp(de->d_name + l - 4, ".val"))
-            snprintf(p, len, "%s/%s", dir, de->d_name);
+        snprintf(q, sizeof q, "%s/%s", dir, de->d_name);
+        if (l > 4 && !strcmp(de->d_name + l - 4, ".val") && stat(q, &st) == 0 && st.st_size > 16)
+            snprintf(p, len, "%s", q);
     }
     closedir(d);
 }

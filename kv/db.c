@@ -154,6 +154,7 @@ struct stash {
     pthread_cond_t vlog_cv;             /* wakes it to stop */
     pthread_mutex_t gc_mu;              /* one vlog_collect at a time */
     uint64_t vlog_freed, vlog_moved;    /* files given back, chunks moved; under mu */
+    uint64_t vlog_scan_us;              /* the last collection took (stats), under mu */
     pthread_mutex_t linklock;           /* recursive; see db_link_hold */
     _Atomic uint64_t compact_entries;   /* read by compactions, as they go */
 
@@ -2245,7 +2246,7 @@ static int vlog_collect(stash_t *db, int seal)
         return 0;
     pthread_mutex_lock(&db->gc_mu);
     vlog_seal_idle(vl, seal);
-    uint64_t *cand = NULL, *sizes = NULL, *seqs = NULL, *live = NULL;
+    uint64_t *cand = NULL, *sizes = NULL, *seqs = NULL, *live = NULL, t0 = now_us();
     uint8_t *move = NULL;
     struct reloc *r = NULL;
     size_t nc = 0, ns = 0, nr = 0;
@@ -2309,6 +2310,7 @@ static int vlog_collect(stash_t *db, int seal)
     pthread_mutex_lock(&db->mu);
     db->vlog_freed += (uint64_t)reaped;
     db->vlog_moved += moved;
+    db->vlog_scan_us = now_us() - t0;
     pthread_mutex_unlock(&db->mu);
     pthread_mutex_unlock(&db->gc_mu);
     return rc < 0 ? rc : reaped;
@@ -3292,9 +3294,10 @@ int stash_stats(stash_t *db, char *buf, size_t len)
     if (o < len)
         o += (size_t)snprintf(buf + o, len - o,
              "value files:      %llu, %llu bytes; %llu bytes appended since open (%llu stored), "
-             "%llu files given back, %llu chunks moved out of sparse ones\n",
+             "%llu files given back, %llu chunks moved out of sparse ones; the last collection took %.3f s\n",
              (unsigned long long)vfiles, (unsigned long long)vbytes, (unsigned long long)vappended,
-             (unsigned long long)vstored, (unsigned long long)db->vlog_freed, (unsigned long long)db->vlog_moved);
+             (unsigned long long)vstored, (unsigned long long)db->vlog_freed, (unsigned long long)db->vlog_moved,
+             (double)db->vlog_scan_us / 1e6);
     if (o < len)
         o += (size_t)snprintf(buf + o, len - o,
              "open tables:      %d (at most %d kept open when idle)\n"

@@ -446,6 +446,25 @@ static void give_cctx(vlog_t *vl, ZSTD_CCtx *c)
     ZSTD_freeCCtx(c);
 }
 
+static ZSTD_DCtx *take_dctx(vlog_t *vl)
+{
+    pthread_mutex_lock(&vl->mu);
+    ZSTD_DCtx *d = vl->ndctx ? vl->dctx[--vl->ndctx] : NULL;
+    pthread_mutex_unlock(&vl->mu);
+    return d ? d : ZSTD_createDCtx();
+}
+
+static void give_dctx(vlog_t *vl, ZSTD_DCtx *d)
+{
+    pthread_mutex_lock(&vl->mu);
+    if (vl->ndctx < POOL) {
+        vl->dctx[vl->ndctx++] = d;
+        d = NULL;
+    }
+    pthread_mutex_unlock(&vl->mu);
+    ZSTD_freeDCtx(d);
+}
+
 /*
  * Compress BUF (LEN bytes) at LEVEL into *OUT (malloc'd) when that pays:
  * a first PROBE bytes compressed must shrink by an eighth (so incompressible
@@ -606,28 +625,17 @@ int vlog_read(vlog_t *vl, const struct vptr *p, void *buf, size_t cap, size_t *n
     if (!z)
         return err_set(-ENOMEM, "out of memory");
     int rc = read_stored(vl, p, z);
-    if (rc == 0) {
-        pthread_mutex_lock(&vl->mu);
-        ZSTD_DCtx *d = vl->ndctx ? vl->dctx[--vl->ndctx] : NULL;
-        pthread_mutex_unlock(&vl->mu);
-        if (!d && !(d = ZSTD_createDCtx())) {
-            rc = err_set(-ENOMEM, "out of memory");
-        } else {
-            size_t r = ZSTD_decompressDCtx(d, buf, cap, z, p->len);
-            if (ZSTD_isError(r))
-                rc = err_set(-EIO, "value file %06llu.val in %s: chunk at offset %llu does not decompress: %s",
-                             (unsigned long long)p->file, vl->dir, (unsigned long long)p->off,
-                             ZSTD_getErrorName(r));
-            else
-                *n = r;
-            pthread_mutex_lock(&vl->mu);
-            if (vl->ndctx < POOL) {
-                vl->dctx[vl->ndctx++] = d;
-                d = NULL;
-            }
-            pthread_mutex_unlock(&vl->mu);
-            ZSTD_freeDCtx(d);
-        }
+    ZSTD_DCtx *d = rc == 0 ? take_dctx(vl) : NULL;
+    if (rc == 0 && !d)
+        rc = err_set(-ENOMEM, "out of memory");
+    if (d) {
+        size_t r = ZSTD_decompressDCtx(d, buf, cap, z, p->len);
+        if (ZSTD_isError(r))
+            rc = err_set(-EIO, "value file %06llu.val in %s: chunk at offset %llu does not decompress: %s",
+                         (unsigned long long)p->file, vl->dir, (unsigned long long)p->off, ZSTD_getErrorName(r));
+        else
+            *n = r;
+        give_dctx(vl, d);
     }
     free(z);
     return rc;

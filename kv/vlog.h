@@ -86,8 +86,9 @@ int vlog_append(vlog_t *vl, const void *key, size_t klen, const void *buf, size_
 void vlog_done(vlog_t *vl, uint64_t file);
 
 /* Read the chunk *P points to into BUF (room for CAP bytes), checked and
- * decompressed; *N gets its length.  0, -EIO (damage, a chunk over CAP) or
- * -ENOMEM. */
+ * decompressed; *N gets its length.  BUF past *N may be overwritten too
+ * (zstd uses the spare room as scratch): a caller that wants zeros there
+ * writes them after.  0, -EIO (damage, a chunk over CAP) or -ENOMEM. */
 int vlog_read(vlog_t *vl, const struct vptr *p, void *buf, size_t cap, size_t *n);
 
 /*

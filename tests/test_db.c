@@ -597,6 +597,61 @@ static int read_damaged(stash_t *db, const char *fmt, int n, size_t vlen, int *b
  * still opens while the disk is full, and works again once there is room. */
 static void small_tables(stash_options_t *o);
 
+/* A full disk under value files: the write that does not fit gets -ENOSPC
+ * and leaves nothing behind; every acknowledged value reads back whole,
+ * and once there is room the store takes writes again. */
+static void test_disk_full_values(void **state)
+{
+    (void)state;
+    char mnt[600], store[700];
+    snprintf(mnt, sizeof mnt, "%s/small", dir);
+    snprintf(store, sizeof store, "%s/store", mnt);
+    mkdir(mnt, 0755);
+    if (mount("tmpfs", mnt, "tmpfs", 0, "size=6m") != 0)
+        skip();   /* needs root */
+    enum { N = 196608, MAX = 64 };
+    uint8_t *v = malloc(N), *got = malloc(N);
+    stash_t *db = NULL;
+    assert_int_equal(stash_open(store, NULL, &db), 0);
+    int acked = 0, rc = 0;
+    for (int i = 0; i < MAX && rc == 0; i++) {
+        uint64_t seed = (uint64_t)i + 1;
+        for (size_t j = 0; j < N; j++)
+            v[j] = (uint8_t)(tu_rand(&seed) >> 32);     /* incompressible */
+        char k[16];
+        snprintf(k, sizeof k, "big%02d", i);
+        rc = stash_pwrite(db, k, strlen(k), v, N, 0);
+        if (rc == 0)
+            acked++;
+    }
+    assert_int_equal(rc, -ENOSPC);
+    assert_true(acked > 5);
+    assert_non_null(strstr(stash_last_error(db), "value file"));   /* names the file that did not fit */
+    assert_int_equal(stash_close(db), 0);
+
+    assert_int_equal(mount("tmpfs", mnt, "tmpfs", MS_REMOUNT, "size=32m"), 0);
+    assert_int_equal(stash_open(store, NULL, &db), 0);
+    for (int i = 0; i <= acked; i++) {
+        uint64_t seed = (uint64_t)i + 1;
+        for (size_t j = 0; j < N; j++)
+            v[j] = (uint8_t)(tu_rand(&seed) >> 32);
+        char k[16];
+        size_t n;
+        snprintf(k, sizeof k, "big%02d", i);
+        if (i == acked) {
+            /* The one refused is not there, and now fits. */
+            assert_int_equal(stash_pread(db, k, strlen(k), got, N, 0, &n), -ENOENT);
+            assert_int_equal(stash_pwrite(db, k, strlen(k), v, N, 0), 0);
+        }
+        assert_int_equal(stash_pread(db, k, strlen(k), got, N, 0, &n), 0);
+        assert_int_equal(n, N);
+        assert_memory_equal(got, v, N);
+    }
+    assert_int_equal(stash_close(db), 0);
+    free(v);
+    free(got);
+}
+
 static void test_disk_full_tables(void **state)
 {
     (void)state;
@@ -1750,6 +1805,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_read_only_and_missing, tu_setup, teardown),
         cmocka_unit_test_setup_teardown(test_disk_full, tu_setup, teardown),
         cmocka_unit_test_setup_teardown(test_disk_full_tables, tu_setup, teardown),
+        cmocka_unit_test_setup_teardown(test_disk_full_values, tu_setup, teardown),
         cmocka_unit_test_setup_teardown(test_idle_compaction, tu_setup, teardown),
         cmocka_unit_test_setup_teardown(test_concurrent, tu_setup, teardown),
         cmocka_unit_test_setup_teardown(test_group_commit, tu_setup, teardown),

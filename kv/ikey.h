@@ -11,6 +11,7 @@
 #include <stdint.h>
 #include <string.h>
 
+#include "block.h"
 #include "coding.h"
 #include "memtable.h"
 
@@ -39,6 +40,26 @@ static inline int ikey_packed_cmp(const void *a, size_t al, const void *b, size_
     if (al < IKEY_TRAILER || bl < IKEY_TRAILER)
         return al < bl ? -1 : al > bl;
     return ikey_cmp(a, al - IKEY_TRAILER, ikey_tag(a, al), b, bl - IKEY_TRAILER, ikey_tag(b, bl));
+}
+
+/* The table index's key between A (a block's last key) and B (the next
+ * block's first): the shortest user key between theirs with the largest tag,
+ * which sorts before every real entry of that user key; A itself when the
+ * user keys are one or nothing shorter lies between. */
+static inline size_t ikey_separator(const void *a, size_t al, const void *b, size_t bl, uint8_t *out)
+{
+    if (al < IKEY_TRAILER || bl < IKEY_TRAILER) {
+        memcpy(out, a, al);
+        return al;
+    }
+    size_t ul = al - IKEY_TRAILER;
+    size_t sl = bytewise_separator(a, ul, b, bl - IKEY_TRAILER, out);
+    if (sl == ul && memcmp(out, a, ul) == 0) {
+        memcpy(out, a, al);
+        return al;
+    }
+    enc_u64(out + sl, UINT64_MAX);
+    return sl + IKEY_TRAILER;
 }
 
 static inline size_t ikey_filter_len(const void *k, size_t kl)

@@ -30,7 +30,7 @@
 
 #define EDIT_FORMAT 1
 
-const sst_keyfmt_t ikey_fmt = { ikey_packed_cmp, ikey_filter_len };
+const sst_keyfmt_t ikey_fmt = { ikey_packed_cmp, ikey_filter_len, ikey_separator };
 
 void table_path(char *buf, size_t len, const char *dir, uint64_t number)
 {

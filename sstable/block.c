@@ -51,6 +51,29 @@ int bytewise_cmp(const void *a, size_t alen, const void *b, size_t blen)
     return alen < blen ? -1 : alen > blen;
 }
 
+/* Past the bytes A and B share, the first byte of A that can be raised by
+ * one -- at the point of difference only if that keeps it below B's byte --
+ * ends the separator: everything before it is A's, so S > A, and at the
+ * point of difference S is still below B. */
+size_t bytewise_separator(const void *a, size_t alen, const void *b, size_t blen, uint8_t *out)
+{
+    const uint8_t *x = a, *y = b;
+    size_t n = alen < blen ? alen : blen, d = 0;
+    while (d < n && x[d] == y[d])
+        d++;
+    if (d < n) {
+        for (size_t p = d; p < alen; p++) {
+            if (x[p] < 0xff && (p > d || x[p] + 1 < y[p])) {
+                memcpy(out, x, p);
+                out[p] = (uint8_t)(x[p] + 1);
+                return p + 1;
+            }
+        }
+    }
+    memcpy(out, a, alen);   /* A a prefix of B, or nothing shorter fits */
+    return alen;
+}
+
 block_builder_t *bb_new(void)
 {
     return calloc(1, sizeof(block_builder_t));

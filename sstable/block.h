@@ -56,5 +56,9 @@ int bi_status(const block_iter_t *it);   /* 0 or -EIO */
 
 /* memcmp order with shorter-first on a shared prefix. */
 int bytewise_cmp(const void *a, size_t alen, const void *b, size_t blen);
+/* The shortest S with A <= S < B in bytewise_cmp order, for A < B, written
+ * to OUT (room for ALEN bytes): A up to the first byte that can grow without
+ * reaching B, that byte plus one.  Returns S's length (at most ALEN). */
+size_t bytewise_separator(const void *a, size_t alen, const void *b, size_t blen, uint8_t *out);
 
 #endif

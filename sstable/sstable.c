@@ -11,6 +11,7 @@
  */
 #include "sstable.h"
 
+#include <assert.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <pthread.h>
@@ -98,6 +99,13 @@ struct sst_writer {
     struct handle dict;           /* where the dictionary is ({0,0}: no dictionary) */
     struct pend *pend;            /* data blocks held back until the dictionary is made */
     size_t npend, cappend, pend_bytes;
+    /* The last finished data block waits for the next key, which its index
+     * key must stay below: 1, written (its handle WH, its last key WKEY);
+     * 2, held back as pend[npend - 1]; 0, none waiting. */
+    int waiting;
+    struct handle wh;
+    uint8_t *wkey;
+    size_t wkeylen, wkeycap;
 };
 
 static int wflush(sst_writer_t *w)
@@ -184,20 +192,27 @@ static int write_block(sst_writer_t *w, const uint8_t *data, size_t len, struct 
     return rc;
 }
 
-/* Write the finished data block P[0..N) whose last key is K and index it. */
+/* Index the data block at H under key K: the value is the handle as two
+ * varints (offset, size). */
+static int index_add(sst_writer_t *w, const uint8_t *k, size_t kl, struct handle h)
+{
+    uint8_t hv[20];
+    size_t n = enc_varint(hv, h.off);
+    n += enc_varint(hv + n, h.size);
+    if (bb_add(w->index, k, kl, hv, n) < 0)
+        return w->error = err_set(-ENOMEM, "out of memory");
+    w->nblocks++;
+    return 0;
+}
+
+/* Write the finished data block P[0..N) and index it under K. */
 static int emit_data(sst_writer_t *w, const uint8_t *p, size_t n, const uint8_t *k, size_t kl)
 {
     struct handle h;
     int rc = write_block(w, p, n, &h);
     if (rc)
         return w->error = rc < 0 ? rc : -EIO;
-    uint8_t hv[16];
-    enc_u64(hv, h.off);
-    enc_u64(hv + 8, h.size);
-    if (bb_add(w->index, k, kl, hv, sizeof hv) < 0)
-        return w->error = err_set(-ENOMEM, "out of memory");
-    w->nblocks++;
-    return 0;
+    return index_add(w, k, kl, h);
 }
 
 static void pend_free(sst_writer_t *w)
@@ -300,6 +315,20 @@ static int hold_back(sst_writer_t *w, const uint8_t *p, size_t n, const uint8_t 
     return w->pend_bytes >= DICT_SAMPLE ? make_dict(w) : 0;
 }
 
+static int keep_key(uint8_t **buf, size_t *len, size_t *cap, const void *key, size_t klen)
+{
+    if (klen > *cap) {
+        uint8_t *p = realloc(*buf, klen);
+        if (!p)
+            return -ENOMEM;
+        *buf = p;
+        *cap = klen;
+    }
+    memcpy(*buf, key, klen);
+    *len = klen;
+    return 0;
+}
+
 static int flush_data(sst_writer_t *w)
 {
     if (bb_empty(w->data))
@@ -310,8 +339,54 @@ static int flush_data(sst_writer_t *w)
         return w->error = err_set(-ENOMEM, "out of memory");
     size_t kl;
     const uint8_t *k = bb_last_key(w->data, &kl);
-    int rc = w->dict_state == 0 ? hold_back(w, p, n, k, kl) : emit_data(w, p, n, k, kl);
+    int rc;
+    if (w->dict_state == 0) {
+        /* Held back: it waits unless the dictionary was made (and every
+         * held block written, indexed under its last key) just now. */
+        rc = hold_back(w, p, n, k, kl);
+        w->waiting = rc == 0 && w->npend ? 2 : 0;
+    } else {
+        rc = write_block(w, p, n, &w->wh);
+        if (rc)
+            rc = w->error = rc < 0 ? rc : -EIO;
+        else if (keep_key(&w->wkey, &w->wkeylen, &w->wkeycap, k, kl) < 0)
+            rc = w->error = err_set(-ENOMEM, "out of memory");
+        else
+            w->waiting = 1;
+    }
     bb_reset(w->data);
+    return rc;
+}
+
+/* The waiting block's index key, now that the next key K is known: the
+ * shortest key between its last key and K. */
+static int resolve_waiting(sst_writer_t *w, const uint8_t *k, size_t kl)
+{
+    int how = w->waiting;
+    w->waiting = 0;
+    uint8_t *a = how == 1 ? w->wkey : w->pend[w->npend - 1].key;
+    size_t al = how == 1 ? w->wkeylen : w->pend[w->npend - 1].klen;
+    uint8_t stack[256];
+    uint8_t *s = al <= sizeof stack ? stack : malloc(al);
+    if (!s)
+        return w->error = err_set(-ENOMEM, "out of memory");
+    size_t sl;
+    if (w->kf.separator)
+        sl = w->kf.separator(a, al, k, kl, s);
+    else if (w->kf.cmp == bytewise_cmp)
+        sl = bytewise_separator(a, al, k, kl, s);
+    else
+        memcpy(s, a, sl = al);
+    assert(sl <= al);
+    int rc = 0;
+    if (how == 1) {
+        rc = index_add(w, s, sl, w->wh);
+    } else {
+        memcpy(a, s, sl);       /* fits: never longer than the key it replaces */
+        w->pend[w->npend - 1].klen = sl;
+    }
+    if (s != stack)
+        free(s);
     return rc;
 }
 
@@ -349,19 +424,6 @@ int sst_writer_open(const char *path, const sst_options_t *o, const sst_keyfmt_t
     return 0;
 }
 
-static int keep_key(uint8_t **buf, size_t *len, size_t *cap, const void *key, size_t klen)
-{
-    if (klen > *cap) {
-        uint8_t *p = realloc(*buf, klen);
-        if (!p)
-            return -ENOMEM;
-        *buf = p;
-        *cap = klen;
-    }
-    memcpy(*buf, key, klen);
-    *len = klen;
-    return 0;
-}
 
 int sst_writer_add(sst_writer_t *w, const void *key, size_t klen, const void *val, size_t vlen)
 {
@@ -369,6 +431,8 @@ int sst_writer_add(sst_writer_t *w, const void *key, size_t klen, const void *va
         return w->error;
     if (w->count && w->kf.cmp(w->last, w->lastlen, key, klen) >= 0)
         return err_set(-EINVAL, "sst %s: keys added out of order", base(w->path));
+    if (w->waiting && resolve_waiting(w, key, klen))
+        return w->error;
     if (w->o.bloom_bits_per_key > 0) {
         size_t fl = w->kf.filter_len ? w->kf.filter_len(key, klen) : klen;
         size_t pl = w->count ? (w->kf.filter_len ? w->kf.filter_len(w->last, w->lastlen) : w->lastlen) : 0;
@@ -434,6 +498,7 @@ static void writer_free(sst_writer_t *w)
     free(w->out);
     free(w->last);
     free(w->first);
+    free(w->wkey);
     free(w->hashes);
     free(w->cbuf);
     pend_free(w);
@@ -501,7 +566,10 @@ int sst_writer_finish(sst_writer_t *w, uint64_t *file_size)
 {
     int rc = w->error ? w->error : flush_data(w);
     if (rc == 0 && w->dict_state == 0)
-        rc = make_dict(w);
+        rc = make_dict(w);          /* the last held block keeps its last key */
+    if (rc == 0 && w->waiting == 1)
+        rc = index_add(w, w->wkey, w->wkeylen, w->wh);
+    w->waiting = 0;
     /* The meta blocks go without the dictionary: a reader needs the
      * properties to find it. */
     ZSTD_freeCDict(w->cdict);
@@ -553,7 +621,7 @@ int sst_writer_finish(sst_writer_t *w, uint64_t *file_size)
         enc_u64(f + 24, ph.size);
         enc_u64(f + 32, ih.off);
         enc_u64(f + 40, ih.size);
-        enc_u32(f + 48, w->dict.size ? SST_VERSION_DICT : SST_VERSION);
+        enc_u32(f + 48, SST_VERSION);
         enc_u32(f + 52, crc32c(f, 52));
         enc_u64(f + 56, SST_MAGIC);
         rc = wappend(w, f, sizeof f);
@@ -595,6 +663,7 @@ struct sst_reader {
     uint8_t *smallest, *largest;
     size_t smallest_len, largest_len;
     ZSTD_DDict *ddict;          /* the table's dictionary, or NULL */
+    uint32_t version;           /* the footer's: how index handles are written */
 };
 
 /*
@@ -825,9 +894,10 @@ int sst_open(const char *path, uint64_t file_number, const sst_keyfmt_t *kf,
         rc = err_set(-EIO, "sst %s: not a table (bad magic number)", r->name);
     } else if (dec_u32(f + 52) != crc32c(f, 52)) {
         rc = err_set(-EIO, "sst %s: bad footer checksum", r->name);
-    } else if ((version = dec_u32(f + 48)) != SST_VERSION && version != SST_VERSION_DICT) {
+    } else if ((version = dec_u32(f + 48)) < SST_VERSION_RAW || version > SST_VERSION) {
         rc = err_set(-EIO, "sst %s: unsupported format version %u", r->name, version);
     }
+    r->version = version;
     if (rc == 0) {
         struct handle fh = { dec_u64(f), dec_u64(f + 8) }, ph = { dec_u64(f + 16), dec_u64(f + 24) },
                       ih = { dec_u64(f + 32), dec_u64(f + 40) };
@@ -845,7 +915,7 @@ int sst_open(const char *path, uint64_t file_number, const sst_keyfmt_t *kf,
         uint64_t doff = 0, dsize = 0;
         sst_prop(r, "dict_offset", &doff);
         sst_prop(r, "dict_size", &dsize);
-        if (rc == 0 && (dsize != 0) != (version == SST_VERSION_DICT))
+        if (rc == 0 && version < SST_VERSION && (dsize != 0) != (version == SST_VERSION_DICT))
             rc = err_set(-EIO, dsize ? "sst %s: a dictionary in a table of format version 1"
                                      : "sst %s: a table of format version 2 without its dictionary",
                          r->name);
@@ -954,8 +1024,13 @@ static void bref_release(sst_reader_t *r, struct bref *b)
     memset(b, 0, sizeof *b);
 }
 
-static int decode_handle(const uint8_t *v, size_t vl, struct handle *h)
+/* An index entry's value: two varints from format 3 on, two u64 before. */
+static int decode_handle(const sst_reader_t *r, const uint8_t *v, size_t vl, struct handle *h)
 {
+    if (r->version >= SST_VERSION) {
+        size_t a = dec_varint(v, v + vl, &h->off), b = a ? dec_varint(v + a, v + vl, &h->size) : 0;
+        return b && a + b == vl ? 0 : -1;
+    }
     if (vl != 16)
         return -1;
     h->off = dec_u64(v);
@@ -1006,15 +1081,23 @@ int sst_get(sst_reader_t *r, const void *key, size_t klen, sst_get_fn fn, void *
         return err_set(-ENOMEM, "out of memory");
     }
     bi_seek(ix, key, klen);
-    int rc = 1;
-    struct handle h;
-    if (bi_status(ix)) {
-        rc = err_set(-EIO, "sst %s: malformed index block", r->name);
-    } else if (bi_valid(ix)) {
+    /* The block the index names holds every entry up to its index key, but
+     * that key is a separator: a KEY between the block's last entry and it
+     * is answered by the next block's first entry. */
+    int rc = 1, more = 1;
+    while (more) {
+        more = 0;
+        if (bi_status(ix)) {
+            rc = err_set(-EIO, "sst %s: malformed index block", r->name);
+            break;
+        }
+        if (!bi_valid(ix))
+            break;
+        struct handle h;
         size_t vl;
         const uint8_t *v = bi_value(ix, &vl);
         struct bref b = { 0 };
-        if (decode_handle(v, vl, &h) < 0)
+        if (decode_handle(r, v, vl, &h) < 0)
             rc = err_set(-EIO, "sst %s: malformed index entry", r->name);
         else
             rc = get_block(r, h, &b);
@@ -1033,6 +1116,8 @@ int sst_get(sst_reader_t *r, const void *key, size_t klen, sst_get_fn fn, void *
                     rc = fn(arg, kk, k2, vv, v2);
                 } else {
                     rc = 1;
+                    bi_next(ix);
+                    more = 1;
                 }
                 lookup_iter_done(t, di);
             }
@@ -1097,7 +1182,7 @@ static int load_block(sst_iter_t *it)
     drop_block(it);
     size_t vl;
     const uint8_t *v = bi_value(it->ix, &vl);
-    if (decode_handle(v, vl, &it->h) < 0) {
+    if (decode_handle(it->r, v, vl, &it->h) < 0) {
         fail(it, err_set(-EIO, "sst %s: malformed index entry", it->r->name));
         return -1;
     }

@@ -37,14 +37,21 @@
 #include "block.h"
 #include "cache.h"
 
-#define SST_VERSION 1        /* a table without a compression dictionary */
-#define SST_VERSION_DICT 2   /* a table whose data blocks use its dictionary */
+#define SST_VERSION_RAW 1    /* read only: no dictionary, 16-byte index handles */
+#define SST_VERSION_DICT 2   /* read only: a dictionary, 16-byte index handles */
+#define SST_VERSION 3        /* written: varint index handles, separator index keys,
+                              * a dictionary when the properties name one */
 #define SST_MAGIC   UINT64_C(0x5353544153485442)   /* "BTHSATSS" on disk */
 #define SST_FOOTER  64
 
 typedef struct sst_keyfmt {
     sst_cmp_fn cmp;                                   /* NULL = bytewise */
     size_t (*filter_len)(const void *key, size_t klen); /* NULL = whole key */
+    /* Write to OUT (room for ALEN bytes) a key S with A <= S < B in CMP's
+     * order, as short as it can be, and return its length: the index keeps S
+     * in place of A, the last key of a data block (B is the next block's
+     * first).  NULL = bytewise shortening when CMP is NULL, else A itself. */
+    size_t (*separator)(const void *a, size_t alen, const void *b, size_t blen, uint8_t *out);
 } sst_keyfmt_t;
 
 typedef struct sst_options {

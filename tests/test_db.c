@@ -17,6 +17,7 @@
 
 #include "coding.h"
 #include "smartstash.h"
+#include "sstable.h"
 #include "wal.h"
 
 static int teardown(void **state)
@@ -1422,7 +1423,7 @@ static uint64_t footer_field(const char *path, int field)
 }
 
 /* Compaction writes compressed tables with their own dictionary (format
- * version 2); they read back whole after a reopen, and a damaged
+ * version 3, the dictionary named by the properties); they read back whole after a reopen, and a damaged
  * dictionary fails the reads of its table with -EIO, never wrong data. */
 static void test_dictionary_tables(void **state)
 {
@@ -1442,7 +1443,13 @@ static void test_dictionary_tables(void **state)
     assert_int_equal(stash_close(db), 0);
     char path[1024];
     some_table(path, sizeof path);
-    assert_int_equal(footer_field(path, 6) & 0xffffffff, 2);   /* format version */
+    assert_int_equal(footer_field(path, 6) & 0xffffffff, 3);   /* format version */
+    sst_reader_t *r;
+    uint64_t dsize = 0;
+    assert_int_equal(sst_open(path, 1, NULL, NULL, &r), 0);
+    assert_int_equal(sst_prop(r, "dict_size", &dsize), 0);
+    assert_true(dsize > 0);
+    sst_close(r);
 
     db = open_db(&o);
     stash_iter_t *it = stash_iter_new(db, NULL);
@@ -1479,6 +1486,62 @@ static void test_dictionary_tables(void **state)
     assert_int_equal(stash_put(db, "e", 1, "x", 1), 0);
     assert_int_equal(stash_get(db, "e", 1, &got, &gl), 0);
     stash_free(got);
+    assert_int_equal(stash_close(db), 0);
+}
+
+/* A store written by the previous table format (version 2: a dictionary,
+ * index entries of the last key and a 16-byte handle) opens and reads back
+ * whole; a compaction rewrites it as version 3, which reads the same.  The
+ * store in tests/data/format2 holds "k00000".."k03999", each value
+ * "value NNNNN " repeated to 200 bytes, with every seventh key deleted. */
+static void check_format2(stash_t *db)
+{
+    for (int i = 0; i < 4000; i++) {
+        char k[16], want[256];
+        snprintf(k, sizeof k, "k%05d", i);
+        int n = 0;
+        while (n < 200)
+            n += snprintf(want + n, sizeof want - (size_t)n, "value %05d ", i);
+        void *got = NULL;
+        size_t gl = 0;
+        int rc = stash_get(db, k, strlen(k), &got, &gl);
+        if (i % 7 == 0) {
+            assert_int_equal(rc, -ENOENT);
+            continue;
+        }
+        assert_int_equal(rc, 0);
+        assert_int_equal(gl, 200);
+        assert_memory_equal(got, want, 200);
+        stash_free(got);
+    }
+}
+
+static void test_format2_tables(void **state)
+{
+    (void)state;
+    char cmd[1200], path[1024];
+    snprintf(cmd, sizeof cmd, "cp tests/data/format2/* '%s'/", dir);
+    if (system(cmd) != 0)
+        fail_msg("cannot copy tests/data/format2 (run from the source tree)");
+    snprintf(path, sizeof path, "%s/000006.sst", dir);
+    assert_int_equal(footer_field(path, 6) & 0xffffffff, 2);
+    stash_options_t o;
+    stash_options_init(&o);
+    stash_t *db = open_db(&o);
+    check_format2(db);
+    /* A key rewritten: the compaction merges, rather than moves, the table. */
+    char v[256];
+    int n = 0;
+    while (n < 200)
+        n += snprintf(v + n, sizeof v - (size_t)n, "value %05d ", 1);
+    assert_int_equal(stash_put(db, "k00001", 6, v, 200), 0);
+    assert_int_equal(stash_compact_range(db, NULL, 0, NULL, 0), 0);
+    check_format2(db);
+    assert_int_equal(stash_close(db), 0);
+    some_table(path, sizeof path);
+    assert_int_equal(footer_field(path, 6) & 0xffffffff, 3);
+    db = open_db(&o);
+    check_format2(db);
     assert_int_equal(stash_close(db), 0);
 }
 
@@ -1815,6 +1878,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_compaction_drops_garbage, tu_setup, teardown),
         cmocka_unit_test_setup_teardown(test_iterator_stability, tu_setup, teardown),
         cmocka_unit_test_setup_teardown(test_dictionary_tables, tu_setup, teardown),
+        cmocka_unit_test_setup_teardown(test_format2_tables, tu_setup, teardown),
         cmocka_unit_test_setup_teardown(test_damaged_table_meta, tu_setup, teardown),
         cmocka_unit_test_setup_teardown(test_manifest_without_ranges, tu_setup, teardown),
         cmocka_unit_test_setup_teardown(test_table_corruption, tu_setup, teardown),

@@ -308,7 +308,7 @@ static void test_custom_order(void **state)
     (void)state;
     char path[600];
     snprintf(path, sizeof path, "%s/ik.sst", dir);
-    sst_keyfmt_t kf = { ikcmp, ikfilter };
+    sst_keyfmt_t kf = { ikcmp, ikfilter, NULL };   /* the index keeps whole keys */
     sst_options_t o = { 4096, 0, 10, 0 };
     sst_writer_t *w;
     assert_int_equal(sst_writer_open(path, &o, &kf, &w), 0);
@@ -468,7 +468,7 @@ static void set_version(const char *path, uint32_t v)
 /* Tables compressed with their own dictionary (format version 2): trained
  * while writing (a large table) or at the end (a small one), none at all
  * when too small, and a damaged dictionary or a version that does not match
- * it refuses the table. */
+ * the table refuses it or its reads. */
 static void test_dictionary(void **state)
 {
     (void)state;
@@ -487,7 +487,7 @@ static void test_dictionary(void **state)
         uint64_t off = 99, size = 0;
         int have = sst_prop(r, "dict_size", &size) == 0;
         assert_int_equal(have, cases[c].has_dict);
-        assert_int_equal(footer_version(path), have ? 2 : 1);
+        assert_int_equal(footer_version(path), 3);
         if (have) {
             assert_int_equal(sst_prop(r, "dict_offset", &off), 0);
             assert_int_equal(off, 0);
@@ -534,10 +534,93 @@ static void test_dictionary(void **state)
     set_version(path, 2);
     expect_open_fails(path);
     assert_non_null(strstr(err_get(), "dictionary"));
-    set_version(path, 3);
+    set_version(path, 4);
     expect_open_fails(path);
-    assert_non_null(strstr(err_get(), "version 3"));
+    assert_non_null(strstr(err_get(), "version 4"));
+    /* Version 1 opens, but its index handles are 16 bytes: lookups fail. */
+    set_version(path, 1);
+    assert_int_equal(sst_open(path, 1, NULL, NULL, &r), 0);
+    key_of(k, 10);
+    assert_int_equal(sst_get(r, k, strlen(k), take, &f), -EIO);
+    assert_non_null(strstr(err_get(), "index entry"));
+    sst_close(r);
     dict_size = 0;
+}
+
+/* Index keys are separators: for random pairs A < B (bytes drawn from a
+ * few values, 0x00 and 0xff among them), bytewise_separator gives S with
+ * A <= S < B, never longer than A; a table of keys that share long prefixes,
+ * in blocks of 256 bytes, finds for every key the first entry at or after it. */
+static void test_separators(void **state)
+{
+    (void)state;
+    uint64_t seed = tu_seed("test_separators", 20261201);
+    static const uint8_t alpha[] = { 0x00, 0x01, 0x30, 0x31, 0x7f, 0xfe, 0xff };
+    for (int t = 0; t < 200000; t++) {
+        uint8_t a[12], b[12], s[12];
+        size_t al = tu_rand(&seed) % 12, bl = tu_rand(&seed) % 12;
+        for (size_t i = 0; i < al; i++)
+            a[i] = alpha[tu_rand(&seed) % sizeof alpha];
+        memcpy(b, a, al < bl ? al : bl);   /* often a shared prefix */
+        for (size_t i = tu_rand(&seed) % (bl + 1); i < bl; i++)
+            b[i] = alpha[tu_rand(&seed) % sizeof alpha];
+        int c = bytewise_cmp(a, al, b, bl);
+        if (c == 0)
+            continue;
+        const uint8_t *lo = c < 0 ? a : b, *hi = c < 0 ? b : a;
+        size_t ll = c < 0 ? al : bl, hl = c < 0 ? bl : al;
+        size_t sl = bytewise_separator(lo, ll, hi, hl, s);
+        assert_true(sl <= ll);
+        assert_true(bytewise_cmp(lo, ll, s, sl) <= 0);
+        assert_true(bytewise_cmp(s, sl, hi, hl) < 0);
+    }
+    uint8_t s[32];
+    size_t sl = bytewise_separator("0000000000123456", 16, "0000000000123480", 16, s);
+    assert_int_equal(sl, 15);
+    assert_memory_equal(s, "000000000012346", 15);
+    sl = bytewise_separator("abc1xyz", 7, "abd", 3, s);     /* c + 1 would reach d */
+    assert_int_equal(sl, 4);
+    assert_memory_equal(s, "abc2", 4);
+    assert_int_equal(bytewise_separator("ab", 2, "abc", 3, s), 2);   /* a prefix of b */
+
+    char path[600];
+    snprintf(path, sizeof path, "%s/sep.sst", dir);
+    sst_options_t o = { 256, 0, 0, 0 };     /* no filter: lookups reach the index */
+    sst_writer_t *w;
+    assert_int_equal(sst_writer_open(path, &o, NULL, &w), 0);
+    char k[64];
+    for (int i = 0; i < 3000; i++) {
+        snprintf(k, sizeof k, "shared/prefix/of/some/length/%06d", i * 2);
+        assert_int_equal(sst_writer_add(w, k, strlen(k), "v", 1), 0);
+    }
+    assert_int_equal(sst_writer_finish(w, NULL), 0);
+    sst_reader_t *r;
+    assert_int_equal(sst_open(path, 3, NULL, NULL, &r), 0);
+    /* sst_get gives the first entry at or after the key. */
+    for (int i = 0; i < 6000; i++) {
+        struct found f;
+        char want[64];
+        snprintf(want, sizeof want, "shared/prefix/of/some/length/%06d", (i + 1) / 2 * 2);
+        snprintf(k, sizeof k, "shared/prefix/of/some/length/%06d", i);
+        int rc = sst_get(r, k, strlen(k), take, &f);
+        if (i == 5999) {
+            assert_int_equal(rc, 1);
+        } else {
+            assert_int_equal(rc, 0);
+            assert_int_equal(f.klen, strlen(want));
+            assert_memory_equal(f.key, want, f.klen);
+        }
+        snprintf(k, sizeof k, "shared/prefix/of/some/length/%06d~", i);
+        snprintf(want, sizeof want, "shared/prefix/of/some/length/%06d", (i + 2) / 2 * 2);
+        rc = sst_get(r, k, strlen(k), take, &f);
+        if (i >= 5998) {
+            assert_int_equal(rc, 1);
+        } else {
+            assert_int_equal(rc, 0);
+            assert_memory_equal(f.key, want, strlen(want));
+        }
+    }
+    sst_close(r);
 }
 
 static void test_cache_bounds(void **state)
@@ -639,6 +722,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_custom_order, tu_setup, tu_teardown),
         cmocka_unit_test_setup_teardown(test_corruption, tu_setup, tu_teardown),
         cmocka_unit_test_setup_teardown(test_dictionary, tu_setup, tu_teardown),
+        cmocka_unit_test_setup_teardown(test_separators, tu_setup, tu_teardown),
         cmocka_unit_test(test_cache_bounds),
         cmocka_unit_test_setup_teardown(test_concurrent_reads, tu_setup, tu_teardown),
     };

@@ -212,7 +212,7 @@ void stash_options_init(stash_options_t *o)
     o->bloom_bits_per_key = 10;
     o->create_if_missing = 1;
     o->read_only = 0;
-    o->block_size = 4096;
+    o->block_size = 2048;
     o->target_file_size = 64u << 20;
     o->level1_max_bytes = 64u << 20;
     o->l0_compaction_trigger = 4;

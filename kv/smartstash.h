@@ -97,7 +97,7 @@ typedef struct stash_options {
                                       changed.  Default 0. */
     /* Table and compaction shape (used once tables exist). */
     size_t   block_size;           /* bytes of a table data block before
-                                      compression.  Default 4096. */
+                                      compression.  Default 2048. */
     size_t   target_file_size;     /* bytes of a compaction output table.
                                       Default 64 MiB. */
     size_t   level1_max_bytes;     /* size of level 1; level n+1 is 10 times

@@ -1013,7 +1013,8 @@ struct lviter {
     iiter_t base;
     fmeta_t **f;
     int n, i;
-    sst_iter_t *it;
+    sst_iter_t *it;             /* on table I, or NULL */
+    sst_iter_t *spare;          /* IT's memory while no table is open */
     int status;
     uint8_t *seekbuf;
     size_t seekcap;
@@ -1025,9 +1026,11 @@ struct lviter {
 static void lv_close(struct lviter *lv)
 {
     if (lv->it) {
-        sst_iter_free(lv->it);
-        fmeta_release(lv->f[lv->i]);
+        sst_iter_reset(lv->it, NULL);   /* its cached block goes before the table */
+        sst_iter_free(lv->spare);
+        lv->spare = lv->it;
         lv->it = NULL;
+        fmeta_release(lv->f[lv->i]);
     }
 }
 
@@ -1043,7 +1046,13 @@ static int lv_open(struct lviter *lv, int i)
         lv->status = rc;
         return -1;
     }
-    lv->it = sst_iter_new(r);
+    if (lv->spare) {
+        sst_iter_reset(lv->spare, r);
+        lv->it = lv->spare;
+        lv->spare = NULL;
+    } else {
+        lv->it = sst_iter_new(r);
+    }
     if (!lv->it) {
         fmeta_release(lv->f[i]);
         lv->status = -ENOMEM;
@@ -1090,7 +1099,8 @@ static void lv_seek(iiter_t *x, const void *k, size_t kl, uint64_t tag)
         else
             hi = mid;
     }
-    if (lv_open(lv, lo) < 0 || !lv->it)
+    /* A seek into the table already open keeps it open. */
+    if ((lo != lv->i || !lv->it) && (lv_open(lv, lo) < 0 || !lv->it))
         return;
     sst_iter_seek(lv->it, lv->seekbuf, iklen);
     lv_settle(lv);
@@ -1146,6 +1156,7 @@ static void lv_destroy(iiter_t *x)
 {
     struct lviter *lv = LV(x);
     lv_close(lv);
+    sst_iter_free(lv->spare);
     free(lv->seekbuf);
     free(lv);
 }

@@ -1134,7 +1134,8 @@ int sst_get(sst_reader_t *r, const void *key, size_t klen, sst_get_fn fn, void *
 
 struct sst_iter {
     sst_reader_t *r;
-    block_iter_t *ix, *di;
+    block_iter_t *ix, *di;      /* DI: the loaded block's iterator, or NULL */
+    block_iter_t *spare;        /* DI's memory, kept from block to block */
     struct bref b;
     struct handle h;
     int status;
@@ -1156,9 +1157,19 @@ sst_iter_t *sst_iter_new(sst_reader_t *r)
 
 static void drop_block(sst_iter_t *it)
 {
-    bi_free(it->di);
     it->di = NULL;
     bref_release(it->r, &it->b);
+}
+
+void sst_iter_reset(sst_iter_t *it, sst_reader_t *r)
+{
+    drop_block(it);
+    it->r = r;
+    it->status = 0;
+    if (r)
+        bi_reset(it->ix, r->index, r->index_len, r->kf.cmp);
+    else
+        bi_reset(it->ix, NULL, 0, NULL);   /* unusable (-EIO) until reset again */
 }
 
 void sst_iter_free(sst_iter_t *it)
@@ -1166,6 +1177,7 @@ void sst_iter_free(sst_iter_t *it)
     if (!it)
         return;
     drop_block(it);
+    bi_free(it->spare);
     bi_free(it->ix);
     free(it);
 }
@@ -1187,8 +1199,12 @@ static int load_block(sst_iter_t *it)
         return -1;
     }
     int rc = get_block(it->r, it->h, &it->b);
-    if (rc == 0 && !(it->di = bi_new(it->b.data, it->b.len, it->r->kf.cmp)))
+    if (rc == 0 && it->spare)
+        bi_reset(it->spare, it->b.data, it->b.len, it->r->kf.cmp);
+    else if (rc == 0 && !(it->spare = bi_new(it->b.data, it->b.len, it->r->kf.cmp)))
         rc = err_set(-ENOMEM, "out of memory");
+    if (rc == 0)
+        it->di = it->spare;
     if (rc) {
         fail(it, rc);
         return -1;

@@ -123,6 +123,11 @@ int sst_prop(const sst_reader_t *r, const char *name, uint64_t *v);
 /* Iterators; NULL only when out of memory. */
 sst_iter_t *sst_iter_new(sst_reader_t *r);
 void sst_iter_free(sst_iter_t *it);
+/* Point IT at table R instead (unpositioned, status 0), keeping its memory:
+ * cheaper than a free and a new when a scan moves from table to table.  R =
+ * NULL lets go of the old table (which may then be closed); IT must then be
+ * reset to a table or freed before any other use. */
+void sst_iter_reset(sst_iter_t *it, sst_reader_t *r);
 void sst_iter_seek(sst_iter_t *it, const void *key, size_t klen);
 void sst_iter_seek_first(sst_iter_t *it);
 int sst_iter_valid(const sst_iter_t *it);

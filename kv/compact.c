@@ -257,6 +257,32 @@ int compact_range_pick(version_t *v, int level, const void *begin, size_t blen,
             goto oom;
     if (!c->nin[0])
         return 0;
+    if (level == 0) {
+        /* Level-0 tables overlap one another.  A table left behind that
+         * overlaps the ones chosen could hold an older version of a key they
+         * move down, and would then hide the newer one (or bring back what a
+         * dropped deletion hid): take in every table that overlaps the
+         * chosen ones' key range, until that range stops growing. */
+        int grew = 1;
+        while (grew) {
+            grew = 0;
+            const void *lo = NULL, *hi = NULL;
+            size_t ll = 0, hl = 0;
+            for (int i = 0; i < c->nin[0]; i++)
+                widen(c->in[0][i], &lo, &ll, &hi, &hl);
+            for (int i = 0; i < v->n[0]; i++) {
+                fmeta_t *f = v->f[0][i];
+                int have = 0;
+                for (int j = 0; j < c->nin[0] && !have; j++)
+                    have = c->in[0][j] == f;
+                if (!have && overlaps(f, lo, ll, hi, hl)) {
+                    if (push(c, 0, f) < 0)
+                        goto oom;
+                    grew = 1;
+                }
+            }
+        }
+    }
     return finish_pick(v, c);
 oom:
     compact_free(c);

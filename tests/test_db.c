@@ -1113,6 +1113,38 @@ static void small_tables(stash_options_t *o)
     o->max_open_files = 3;   /* readers are closed and reopened all the time */
 }
 
+/* A level-0 table takes part in a range compaction when it overlaps the
+ * tables the range chose, not only the range: left behind, the older table
+ * {m: old, z} would shadow what the newer {a, m: deleted} moved to level 1
+ * (found by the model test, seed 7). */
+static void test_range_compaction_l0_overlap(void **state)
+{
+    (void)state;
+    stash_options_t o;
+    stash_options_init(&o);
+    o.compaction_interval = 3600;
+    stash_t *db = open_db(&o);
+    put_s(db, "m", "old");
+    put_s(db, "z", "1");
+    assert_int_equal(stash_close(db), 0);      /* the memtable becomes a level-0 table */
+    db = open_db(&o);
+    put_s(db, "a", "1");
+    assert_int_equal(stash_delete(db, "m", 1), 0);
+    assert_int_equal(stash_close(db), 0);
+    db = open_db(&o);
+    char st[4096];
+    assert_int_equal(stash_stats(db, st, sizeof st), 0);
+    assert_non_null(strstr(st, "level 0:          2 tables"));
+    assert_int_equal(stash_compact_range(db, "a", 1, "b", 1), 0);
+    expect(db, NULL, "m", NULL);
+    expect(db, NULL, "a", "1");
+    expect(db, NULL, "z", "1");
+    assert_int_equal(stash_close(db), 0);
+    db = open_db(&o);
+    expect(db, NULL, "m", NULL);
+    assert_int_equal(stash_close(db), 0);
+}
+
 /* ---- randomized model test ---- */
 
 enum { MKEYS = 300, MSNAPS = 4 };
@@ -1879,6 +1911,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_iterator_stability, tu_setup, teardown),
         cmocka_unit_test_setup_teardown(test_dictionary_tables, tu_setup, teardown),
         cmocka_unit_test_setup_teardown(test_format2_tables, tu_setup, teardown),
+        cmocka_unit_test_setup_teardown(test_range_compaction_l0_overlap, tu_setup, teardown),
         cmocka_unit_test_setup_teardown(test_damaged_table_meta, tu_setup, teardown),
         cmocka_unit_test_setup_teardown(test_manifest_without_ranges, tu_setup, teardown),
         cmocka_unit_test_setup_teardown(test_table_corruption, tu_setup, teardown),

@@ -38,7 +38,7 @@
 enum { RAW = 0, ZSTD = 1, ZSTD_DICT = 2 };
 
 /*
- * The table's zstd dictionary.  A 4 KiB block is too small for zstd to earn
+ * The table's zstd dictionary.  A block of a few KiB is too small for zstd to earn
  * back its own entropy tables, and building those tables is much of the
  * cost of decompressing it.  So a compressing writer holds back its first
  * DICT_SAMPLE bytes of data blocks, trains a dictionary of up to dict_size

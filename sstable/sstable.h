@@ -5,10 +5,11 @@
  * A table is data blocks (about block_size bytes each, keys prefix-compressed,
  * each zstd-compressed when that saves at least an eighth, with a zstd
  * dictionary trained on the table's first blocks when there are enough of
- * them -- format version 2), a bloom filter
- * over the keys' filter parts, a properties block, an index block (the last
- * key of each data block and where the block is), and a fixed 64-byte footer
- * with a magic number, a format version and its own checksum.  Every block
+ * them), a bloom filter over the keys' filter parts, a properties block, an
+ * index block (per data block, a key between its last key and the next
+ * block's first, and where the block is), and a fixed 64-byte footer
+ * with a magic number, a format version (3 written; 1 and 2 still read) and
+ * its own checksum.  Every block
  * carries a CRC32C that is checked on every read from disk.  The byte layout
  * is in docs/format.md.
  *

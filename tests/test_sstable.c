@@ -465,7 +465,7 @@ static void set_version(const char *path, uint32_t v)
     close(fd);
 }
 
-/* Tables compressed with their own dictionary (format version 2): trained
+/* Tables compressed with their own dictionary (named by the properties): trained
  * while writing (a large table) or at the end (a small one), none at all
  * when too small, and a damaged dictionary or a version that does not match
  * the table refuses it or its reads. */

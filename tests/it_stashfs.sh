@@ -140,6 +140,15 @@ for p in 1 2 3 4 5 6 7 8; do
 done
 for w in $writers; do wait "$w" || bad "writer $w failed"; done
 check "8 writers: 8,000 files" test "$(find "$m/par" -type f | wc -l)" = 8000
+# A directory of 100,000 files: made by fsbench's C helper, listed whole
+# (names alone, then with attributes), and removed.
+t0=$(date +%s)
+check "100,000 files made" sh -c "mkdir '$m/wide' && '$build/fsbench-files' '$m/wide' create 100000 1 16"
+check "ls -f lists 100,000" test "$(ls -f "$m/wide/d000" | wc -l)" = 100002
+check "ls -l lists 100,000" test "$(ls -l "$m/wide/d000" | grep -c '^-rw')" = 100000
+check "rm -r of 100,000" rm -r "$m/wide"
+check "gone" test ! -e "$m/wide"
+echo "100,000 files made, listed twice and removed in $(( $(date +%s) - t0 )) s"
 # 1 + 4 serving threads at most, beside the main and notifier threads and the
 # engine's three (tables, value-file collection, value-file write-behind)
 check "-o max_threads=4 holds" test "$(ls /proc/$pid/task | wc -l)" -le 10

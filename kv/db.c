@@ -2239,6 +2239,20 @@ static int relocate(stash_t *db, const struct reloc *r)
  * active file first, whatever was appended lately (vlog_seal_idle).  One
  * collection runs at a time (gc_mu).  Returns the files given back.
  */
+/* Every record logged so far durable.  At close (single-threaded, the
+ * background thread gone) directly; otherwise as a synced empty write, in
+ * turn with the writers. */
+static int collect_durable(stash_t *db)
+{
+    if (db->closing) {
+        if (!log_dirty(db))
+            return 0;
+        int rc = vlog_sync(db->vl);
+        return rc ? rc : wal_sync(db->log);
+    }
+    return do_write(db, NULL, 1, 0);
+}
+
 static int vlog_collect(stash_t *db, int seal)
 {
     vlog_t *vl = db->vl;
@@ -2287,6 +2301,12 @@ static int vlog_collect(stash_t *db, int seal)
         if (!live[i])
             cand[nd++] = cand[i];
     stash_iter_free(it);
+    /* The records that left these files unnamed (a delete, an overwrite, a
+     * moved chunk) must be on disk before the files go: were the log's tail
+     * lost to a power cut, the old pointers would come back and find their
+     * file missing. */
+    if (rc == 0 && nd && collect_durable(db) != 0)
+        nd = 0;         /* kept for a later collection */
     if (rc == 0 && nd) {
         vlog_retire(vl, cand, nd);
         /* The store's own view pins the epoch it was made in: renew it, so
@@ -3128,10 +3148,6 @@ int stash_open(const char *dir, const stash_options_t *o, stash_t **out)
             rc = err_set(-ENOMEM, "cannot start the background thread");
         else
             db->bg_running = 1;
-        if (rc == 0 && pthread_create(&db->vlog_thread, NULL, vlog_main, db) != 0)
-            rc = err_set(-ENOMEM, "cannot start the value-file thread");
-        else if (rc == 0)
-            db->vlog_running = 1;
     }
     /* With the background thread running, as its writes may fill memtables. */
     if (rc == 0 && !db->opt.read_only) {
@@ -3163,6 +3179,12 @@ int stash_open(const char *dir, const stash_options_t *o, stash_t **out)
             if (rc == 0 && frc == 0 && empty)
                 rc = drop_empty_logs(db);
         }
+        /* Value-file collections only now: they make the log durable with
+         * a synced write, which must not meet the open's own make_room. */
+        if (rc == 0 && pthread_create(&db->vlog_thread, NULL, vlog_main, db) != 0)
+            rc = err_set(-ENOMEM, "cannot start the value-file thread");
+        else if (rc == 0)
+            db->vlog_running = 1;
         if (rc)
             stash_close(db);
         else

@@ -894,6 +894,11 @@ int vlog_backup(vlog_t *vl, const char *dest)
         vpath(to, sizeof to, dest, nums[i]);
         if (link(from, to) == 0)
             continue;
+        /* Gone since the list was taken: a file given back, which the view
+         * the backup pins does not name (a file it names is not removed
+         * while the pin lasts). */
+        if (errno == ENOENT)
+            continue;
         int e = copy_file(from, to);
         if (e)
             rc = err_set(e, "backup: value file %s: %s", from, strerror(-e));

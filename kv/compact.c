@@ -404,7 +404,10 @@ int compact_run(vset_t *vs, const stash_options_t *o, struct compaction *c,
         }
         uint64_t seq = TAG_SEQ(tag);
         int drop = 0;
-        if (last_seq_for_key <= smallest_snapshot)
+        if (seq == last_seq_for_key)
+            drop = 1;   /* the same entry twice: a log replayed again into
+                         * level 0 after a crash during the flushes at open */
+        else if (last_seq_for_key <= smallest_snapshot)
             drop = 1;   /* a newer entry of this key is visible to every snapshot */
         else if (TAG_TYPE(tag) == KT_DEL && seq <= smallest_snapshot &&
                  !deeper_may_hold(v, out_level, k, kl))

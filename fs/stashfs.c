@@ -87,8 +87,6 @@ static pthread_t inval_thread;
 /* ------------------------------------------------------------------ */
 /* paths and keys                                                       */
 
-/* The key of PATH ("/a/b" -> "a/b", "/" -> ""), into BUF of CAP bytes with
- * room for a trailing '/'.  -ENAMETOOLONG when it does not fit. */
 /*
  * Files removed while still open.  libfuse keeps such a file by renaming it
  * to ".fuse_hidden" and 16 hex digits in its directory until the last
@@ -118,6 +116,9 @@ static const char *last_name(const char *path)
     return s ? s + 1 : path;
 }
 
+/* The key of PATH ("/a/b" -> "a/b", "/" -> "", ".../.fuse_hidden..." ->
+ * "/.fuse_hidden..."), into BUF of CAP bytes with room for a trailing '/'.
+ * -ENAMETOOLONG when it does not fit. */
 static int path_key(const char *path, char *buf, size_t cap, size_t *klen)
 {
     while (*path == '/')
@@ -177,13 +178,13 @@ static struct ofile **of_find(uint64_t ino)
 static int of_open(uint64_t ino, struct fuse_file_info *fi)
 {
     pthread_mutex_lock(&of_mu);
-    struct ofile **p = of_find(ino);
-    if (!*p && (*p = calloc(1, sizeof **p)) != NULL)
-        (*p)->ino = ino;
-    if (*p)
-        (*p)->opens++;
+    struct ofile **p = of_find(ino), *o = *p;
+    if (!o && (o = *p = calloc(1, sizeof *o)) != NULL)
+        o->ino = ino;
+    if (o)
+        o->opens++;
     pthread_mutex_unlock(&of_mu);
-    if (!*p)
+    if (!o)
         return -ENOMEM;
     fi->fh = ino;
     return 0;

@@ -2225,20 +2225,6 @@ static int relocate(stash_t *db, const struct reloc *r)
     return rc;
 }
 
-/*
- * Give back the value files no pointer anyone can still read names, and
- * empty the sparse ones.  The candidates are the settled files (vlog.h),
- * taken before the view, so the view holds every pointer into them; a
- * pointer counts when its record is the version some reader sees: the
- * newest at or below the view's sequence, or below a snapshot's (the
- * snapshots are read after the view: one taken later sees nothing older).
- * Readers on older views keep what they can reach through the pins until
- * they finish.  A file less than half of which is live (and at least 1 MiB)
- * has its current live chunks moved to the active file (relocate), up to
- * RELOC_MAX bytes a time, and goes at a later collection.  SEAL: seal the
- * active file first, whatever was appended lately (vlog_seal_idle).  One
- * collection runs at a time (gc_mu).  Returns the files given back.
- */
 /* Every record logged so far durable.  At close (single-threaded, the
  * background thread gone) directly; otherwise as a synced empty write, in
  * turn with the writers. */
@@ -2253,6 +2239,20 @@ static int collect_durable(stash_t *db)
     return do_write(db, NULL, 1, 0);
 }
 
+/*
+ * Give back the value files no pointer anyone can still read names, and
+ * empty the sparse ones.  The candidates are the settled files (vlog.h),
+ * taken before the view, so the view holds every pointer into them; a
+ * pointer counts when its record is the version some reader sees: the
+ * newest at or below the view's sequence, or below a snapshot's (the
+ * snapshots are read after the view: one taken later sees nothing older).
+ * Readers on older views keep what they can reach through the pins until
+ * they finish.  A file less than half of which is live (and at least 1 MiB)
+ * has its current live chunks moved to the active file (relocate), up to
+ * RELOC_MAX bytes a time, and goes at a later collection.  SEAL: seal the
+ * active file first, whatever was appended lately (vlog_seal_idle).  One
+ * collection runs at a time (gc_mu).  Returns the files given back.
+ */
 static int vlog_collect(stash_t *db, int seal)
 {
     vlog_t *vl = db->vl;

@@ -190,6 +190,9 @@ static int of_open(uint64_t ino, struct fuse_file_info *fi)
     return 0;
 }
 
+static uint64_t link_id_of(const char *path);
+static void inval_id(uint64_t id, const char *except);
+
 static void of_close(uint64_t ino)
 {
     char *gone = NULL;
@@ -202,7 +205,12 @@ static void of_close(uint64_t ino)
     }
     pthread_mutex_unlock(&of_mu);
     if (gone) {
+        /* (Its key is also its path.)  The other names of a linked file
+         * show one link fewer now. */
+        uint64_t lid = link_id_of(gone);
         (void)stash_delete(db, gone, strlen(gone));
+        if (lid)
+            inval_id(lid, NULL);
         free(gone);
     }
 }

@@ -114,6 +114,9 @@ check "rsync -aH keeps hard links" sh -c "rsync -aH '$tmp/hx/hd/' '$m/hr/' && [ 
 check "a hard-linked tree through cp -al" sh -c "cp -al '$m/hr' '$m/hr2' && [ \"\$(stat -c %h '$m/hr2/h3')\" = 4 ]"
 check "du counts it once" test "$(du -s --apparent-size -B1 "$m/hr" "$m/hr2" | awk '{s+=$1} END {print s}')" = 8
 check "rm -r of linked trees" rm -r "$m/hr" "$m/hr2"
+# A linked name removed while open: the other name counts it until the close.
+check "linked file removed while open" sh -c "echo kept >'$m/ho1' && ln '$m/ho1' '$m/ho2' && exec 7<'$m/ho1' && rm '$m/ho1' && [ \"\$(cat <&7)\" = kept ] && [ \"\$(stat -c %h '$m/ho2')\" = 2 ]"
+check "its other name shows one link after the close" sh -c "i=0; while [ \"\$(stat -c %h '$m/ho2')\" != 1 ] && [ \$i -lt 50 ]; do sleep 0.1; i=\$((i + 1)); done; [ \"\$(stat -c %h '$m/ho2')\" = 1 ] && rm '$m/ho2'"
 
 # tar round trip, rsync -a of a real tree, cp -a
 src=/usr/include

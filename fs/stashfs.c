@@ -215,6 +215,14 @@ static void of_close(uint64_t ino)
     }
 }
 
+static int of_is_open(uint64_t ino)
+{
+    pthread_mutex_lock(&of_mu);
+    int open = *of_find(ino) != NULL;
+    pthread_mutex_unlock(&of_mu);
+    return open;
+}
+
 /* File INO went to key KEY (a removed-while-open name): 1 if it is open
  * (the key stays until it closes), 0 if not. */
 static int of_hide(uint64_t ino, const char *key, size_t kl)
@@ -1036,15 +1044,17 @@ static int w_rename(const char *from, const char *to, unsigned int flags)
     if (rc == 0 && tkind != K_NONE && (flags & RENAME_NOREPLACE))
         rc = -EEXIST;
     /* To a removed-while-open name (path_key): libfuse keeping a file that
-     * is removed while open.  Note whose it is. */
+     * is removed while open.  The names are reserved: anything else renamed
+     * to one (a directory, a file nobody holds open) is refused. */
     int hide = tl > 0 && tk[0] == '/';
     uint64_t hino = 0;
     if (rc == 0 && hide) {
         stash_stat_t hs;
         if (fkind != K_FILE)
             rc = -EPERM;
-        else if ((rc = stash_stat(db, NULL, fk, fl, &hs)) == 0)
-            hino = ino_of(&hs, fk, fl);
+        else if ((rc = stash_stat(db, NULL, fk, fl, &hs)) == 0 &&
+                 !of_is_open(hino = ino_of(&hs, fk, fl)))
+            rc = -EPERM;
     }
     if (rc == 0 && fkind != K_NONE)
         rc = touch_parent(fk, fl);
@@ -1081,7 +1091,7 @@ static int w_rename(const char *from, const char *to, unsigned int flags)
         if (rc == 0 && r != -ENOENT)
             rc = r;
     }
-    /* Renamed to such a name while not open: removed. */
+    /* Closed since the check above: nothing holds it any more. */
     if (rc == 0 && hide && !of_hide(hino, tk, tl))
         rc = stash_delete(db, tk, tl);
     free(fk);

@@ -406,6 +406,10 @@ int main(int argc, char **argv)
     EXPECT("create a reserved name", open(P(".fuse_hidden0123456789abcdef"), O_CREAT | O_WRONLY, 0644),
            EPERM);
     EXPECT("mkdir a reserved name", mkdir(P(".fuse_hidden0123456789abcdef"), 0755), EPERM);
+    put("closed", "not held");
+    EXPECT("rename a closed file to a reserved name", rename(P("closed"), P(".fuse_hidden0123456789abcdef")),
+           EPERM);
+    expect_content("it stays", "closed", "not held", 8);
 
     /* fsync and fdatasync of a file and of a directory. */
     fd = open(P("file"), O_RDWR);

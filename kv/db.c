@@ -2715,6 +2715,7 @@ struct replay {
     uint64_t lognum;
     uint64_t prev_seq;    /* the last sequence replayed: records only go up */
     int cut;              /* a batch's value-file bytes are missing: the log ends there */
+    int started;          /* a record of this log is already applied */
 };
 
 /* Whether every value-file pointer batch entry names bytes that are there. */
@@ -2750,7 +2751,15 @@ static int replay_record(void *arg, const void *rec, size_t len, uint64_t off)
         r->cut = 1;
         return 0;
     }
-    if (mt_memory(db->mem) >= db->opt.memtable_size) {
+    /* A memtable is frozen only between logs, never inside one: then each
+     * flush at open records that every log before the next one is in a
+     * table, and a crash between two of open's flushes replays no record
+     * twice (it would otherwise come back as a second, identical entry in
+     * another table).  A memtable at open so holds whole logs, at most the
+     * memtable_size a log was written with plus one log. */
+    int at_start = !r->started;
+    r->started = 1;
+    if (at_start && mt_memory(db->mem) >= db->opt.memtable_size) {
         if (db->nimm == db->capimm) {
             int cap = db->capimm ? 2 * db->capimm : 8;
             struct frozen *f = realloc(db->imm, (size_t)cap * sizeof *f);
@@ -2762,7 +2771,7 @@ static int replay_record(void *arg, const void *rec, size_t len, uint64_t off)
         memtable_t *mt = new_memtable(&r->db->opt);
         if (!mt)
             return err_set(-ENOMEM, "out of memory during recovery");
-        /* The rest of this log goes to the next memtable: keep the log. */
+        /* This log, and every later one, goes to the next memtable. */
         db->imm[db->nimm].mt = db->mem;
         db->imm[db->nimm].log_keep = r->lognum;
         db->nimm++;
@@ -2834,7 +2843,7 @@ static int recover(stash_t *db)
         char path[PATH_MAX], name[32];
         wal_path(path, sizeof path, db->dir, logs[i]);
         snprintf(name, sizeof name, "%06llu.log", (unsigned long long)logs[i]);
-        struct replay r = { db, name, logs[i], prev, 0 };
+        struct replay r = { db, name, logs[i], prev, 0, 0 };
         int flags = 0;
         if (i == n - 1)
             flags = WAL_NEWEST | (db->opt.read_only ? 0 : WAL_REPAIR);

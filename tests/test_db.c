@@ -350,6 +350,56 @@ static void test_many_logs_recover(void **state)
     assert_int_equal(stash_close(db), 0);
 }
 
+/*
+ * A log written with a large memtable and replayed with a small one goes
+ * into one table, not one per memtable_size: open freezes its memtable only
+ * between logs.  Were the log split, each flush at open would record that
+ * the same log is still needed, and a crash between two of them would
+ * replay the first part again into a second table of identical entries.
+ */
+static void test_log_replayed_whole(void **state)
+{
+    (void)state;
+    stash_options_t o;
+    stash_options_init(&o);
+    o.compaction_interval = 3600;
+    stash_t *db = open_db(&o);
+    char v[1000];
+    for (int i = 0; i < 600; i++) {
+        char k[16];
+        snprintf(k, sizeof k, "%08d", i);
+        memset(v, 'a' + i % 26, sizeof v);
+        assert_int_equal(stash_put(db, k, 8, v, sizeof v), 0);
+    }
+    assert_int_equal(stash_close(db), 0);   /* leaves its log: nothing was flushed */
+    o.memtable_size = 64 << 10;              /* a tenth of what the log holds */
+    db = open_db(&o);
+    char st[4096];
+    assert_int_equal(stash_stats(db, st, sizeof st), 0);
+    const char *l0 = strstr(st, "level 0:");
+    assert_non_null(l0);
+    int tables = -1;
+    unsigned long long entries = 0;
+    assert_int_equal(sscanf(l0, "level 0: %d tables, %*u bytes, %llu entries", &tables, &entries), 2);
+    if (tables != 1)
+        printf("%s", st);
+    assert_int_equal(tables, 1);
+    assert_int_equal(entries, 600);
+    assert_non_null(strstr(st, "frozen memtables: 0"));
+    for (int i = 0; i < 600; i += 7) {
+        char k[16];
+        snprintf(k, sizeof k, "%08d", i);
+        memset(v, 'a' + i % 26, sizeof v);
+        void *got;
+        size_t gl;
+        assert_int_equal(stash_get(db, k, 8, &got, &gl), 0);
+        assert_int_equal(gl, sizeof v);
+        assert_memory_equal(got, v, gl);
+        stash_free(got);
+    }
+    assert_int_equal(stash_close(db), 0);
+}
+
 static void test_torn_tail_and_corruption(void **state)
 {
     (void)state;
@@ -1894,6 +1944,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_snapshots, tu_setup, teardown),
         cmocka_unit_test_setup_teardown(test_iterator, tu_setup, teardown),
         cmocka_unit_test_setup_teardown(test_many_logs_recover, tu_setup, teardown),
+        cmocka_unit_test_setup_teardown(test_log_replayed_whole, tu_setup, teardown),
         cmocka_unit_test_setup_teardown(test_torn_tail_and_corruption, tu_setup, teardown),
         cmocka_unit_test_setup_teardown(test_no_empty_logs, tu_setup, teardown),
         cmocka_unit_test_setup_teardown(test_lock, tu_setup, teardown),

@@ -124,18 +124,21 @@ $(BUILD)/asan/libsmartstash.a: $(ASAN_OBJ)
 	@rm -f $@
 	ar rcs $@ $^
 
+# test_faults makes the library's fsyncs fail on demand: they go through it.
+WRAP_faults := -Wl,--wrap=fsync,--wrap=fdatasync
+
 $(BUILD)/test_%: tests/test_%.c tests/testutil.h $(BUILD)/libsmartstash.a
-	$(CC) $(BASEFLAGS) $(CFLAGS) -Itests $< -o $@ $(BUILD)/libsmartstash.a $(TESTLIBS) $(LIBS)
+	$(CC) $(BASEFLAGS) $(CFLAGS) -Itests $< -o $@ $(BUILD)/libsmartstash.a $(TESTLIBS) $(LIBS) $(WRAP_$*)
 
 $(BUILD)/tsan/libsmartstash.a: $(TSAN_OBJ)
 	@rm -f $@
 	ar rcs $@ $^
 
 $(BUILD)/tsan/test_%: tests/test_%.c tests/testutil.h $(BUILD)/tsan/libsmartstash.a
-	$(CC) $(BASEFLAGS) $(TSANFLAGS) -Itests $< -o $@ $(BUILD)/tsan/libsmartstash.a $(TESTLIBS) $(LIBS)
+	$(CC) $(BASEFLAGS) $(TSANFLAGS) -Itests $< -o $@ $(BUILD)/tsan/libsmartstash.a $(TESTLIBS) $(LIBS) $(WRAP_$*)
 
 $(BUILD)/asan/test_%: tests/test_%.c tests/testutil.h $(BUILD)/asan/libsmartstash.a
-	$(CC) $(BASEFLAGS) $(SANFLAGS) -Itests $< -o $@ $(BUILD)/asan/libsmartstash.a $(TESTLIBS) $(LIBS)
+	$(CC) $(BASEFLAGS) $(SANFLAGS) -Itests $< -o $@ $(BUILD)/asan/libsmartstash.a $(TESTLIBS) $(LIBS) $(WRAP_$*)
 
 # The benchmark alone links LevelDB, to measure both engines in one run.
 $(BUILD)/stash-bench: tools/stash-bench.c $(BUILD)/libsmartstash.a

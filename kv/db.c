@@ -137,6 +137,7 @@ struct stash {
     struct cstats cst;          /* under mu */
     int work_err;               /* the last flush or compaction error, under mu */
     char work_msg[256];         /* and its message */
+    char ro_msg[256];           /* why the store turned read-only (bgerr), under mu */
     uint64_t st_stalls, st_stall_us;
     double drain_rate;          /* log bytes per µs that flushes drain (pace), under mu */
     uint64_t pace_us;           /* when the writes paced so far are due */
@@ -389,6 +390,23 @@ static int log_dirty(const stash_t *db)
     return db->log_size > db->log_synced;
 }
 
+/* Turn the store read-only (mu held): a write failed in a way that leaves
+ * the log or the MANIFEST in a state it cannot vouch for.  WHY is kept for
+ * the error every later write gets. */
+static void go_read_only(stash_t *db, const char *why)
+{
+    if (!db->bgerr)
+        snprintf(db->ro_msg, sizeof db->ro_msg, "%s", why);
+    db->bgerr = -EROFS;
+}
+
+/* The error of a write refused because the store is read-only (mu held). */
+static int read_only_error(stash_t *db)
+{
+    return err_set(db->bgerr, "store %s is read-only after an earlier write failed: %s", db->dir,
+                   db->ro_msg);
+}
+
 /*
  * Called by the leader with mu held before it writes: keep memory and read
  * cost bounded by making writers wait while too many memtables wait for a
@@ -401,8 +419,7 @@ static int throttle(stash_t *db)
     uint64_t t0 = 0;
     for (;;) {
         if (db->bgerr || db->closing)
-            return db->bgerr ? err_set(db->bgerr, "store %s is read-only after an earlier write failed",
-                                       db->dir) : 0;
+            return db->bgerr ? read_only_error(db) : 0;
         int l0 = db->ver->n[0];
         if (db->nimm >= MAX_FROZEN || l0 >= db->opt.l0_stop_trigger) {
             /* Waiting would not help while tables cannot be written. */
@@ -516,7 +533,7 @@ static int make_room(stash_t *db, int force)
     }
     if (rc) {
         if (!synced_ok)
-            db->bgerr = -EROFS;
+            go_read_only(db, err_get());
         if (nw) {
             wal_close(nw);
             char path[PATH_MAX];
@@ -537,7 +554,7 @@ static int make_room(stash_t *db, int force)
     db->st_rotations++;
     if (refresh_view(db) < 0) {
         /* Without a new view readers would miss the new memtable. */
-        db->bgerr = -EROFS;
+        go_read_only(db, "out of memory for a new view");
         rc = err_set(-ENOMEM, "out of memory for a new view; store is now read-only");
     }
     /* A sync outside the queue may still hold the old log's descriptor. */
@@ -602,7 +619,7 @@ static int wait_synced(stash_t *db, uint64_t lognum, uint64_t target)
 {
     for (;;) {
         if (db->bgerr)
-            return err_set(db->bgerr, "store %s is read-only after an earlier write failed", db->dir);
+            return read_only_error(db);
         if (!db->log || wal_number(db->log) != lognum || db->log_synced >= target)
             return 0;
         if (db->syncing) {
@@ -621,7 +638,7 @@ static int wait_synced(stash_t *db, uint64_t lognum, uint64_t target)
         db->syncing = 0;
         pthread_cond_broadcast(&db->sync_cv);
         if (rc) {
-            db->bgerr = -EROFS;
+            go_read_only(db, err_get());
             return rc;
         }
         if (db->log && wal_number(db->log) == lognum && upto > db->log_synced)
@@ -650,7 +667,7 @@ static int do_write(stash_t *db, const stash_batch_t *b, int sync, int force)
     /* This thread leads a commit group. */
     int rc = db->bgerr;
     if (rc)
-        err_set(rc, "store %s is read-only after an earlier write failed", db->dir);
+        read_only_error(db);
     else
         rc = make_room(db, force);
     struct writer *last = &w;
@@ -697,7 +714,7 @@ static int do_write(stash_t *db, const stash_batch_t *b, int sync, int force)
             } else if (rc != -ENOSPC || !count) {
                 /* An append the log could not take back leaves it in an
                  * unknown state: stop writing. */
-                db->bgerr = -EROFS;
+                go_read_only(db, err_get());
             }
         }
         if (g == db->group)
@@ -1890,7 +1907,7 @@ static void work_failed(stash_t *db, int rc, int manifest)
     db->work_err = rc;
     snprintf(db->work_msg, sizeof db->work_msg, "%s", err_get());
     if (manifest)
-        db->bgerr = -EROFS;
+        go_read_only(db, db->work_msg);
     pthread_cond_broadcast(&db->done_cv);
     pthread_mutex_unlock(&db->mu);
 }
@@ -1901,7 +1918,7 @@ static void install(stash_t *db)
     db->ver = db->vs.cur;
     version_ref(db->ver);
     if (refresh_view(db) < 0)
-        db->bgerr = -EROFS;
+        go_read_only(db, "out of memory for a new view");
     pthread_cond_broadcast(&db->done_cv);
 }
 
@@ -1942,13 +1959,14 @@ static int flush_one(stash_t *db)
         e->add[0].f = f;
         e->nadd = 1;
     }
+    /* Should recording the table fail, it stays on disk all the same: a
+     * failed fsync of the MANIFEST says nothing of what reached the disk,
+     * and the next open must find the table if it finds the record (it
+     * deletes the table if not). */
     rc = vset_apply(&db->vs, e);
     free(e);
-    if (f) {
-        if (rc)
-            atomic_store(&f->obsolete, 1);
+    if (f)
         fmeta_unref(f);
-    }
     if (rc) {
         work_failed(db, rc, 1);
         return rc;
@@ -2010,11 +2028,10 @@ static int run_compaction(stash_t *db, struct compaction *c)
         rc = vset_apply(&db->vs, e);
         manifest = rc != 0;
     }
-    for (int i = 0; e && i < e->nadd; i++) {
-        if (rc)
-            atomic_store(&e->add[i].f->obsolete, c->trivial ? 0 : 1);
+    /* A failed compact_run dropped its outputs itself.  Those of one whose
+     * record failed stay on disk, as in flush_one: the record may be there. */
+    for (int i = 0; e && i < e->nadd; i++)
         fmeta_unref(e->add[i].f);
-    }
     free(e);
     compact_free(c);
     if (rc) {

@@ -585,6 +585,9 @@ static int write_manifest(const char *dir, uint64_t num, const version_t *v, uin
         unlink(from);
         return err_set(-EIO, "store %s: cannot name the MANIFEST: %s", dir, strerror(errno));
     }
+    char name[32];
+    snprintf(name, sizeof name, "MANIFEST-%06llu", (unsigned long long)num);
+    wal_set_name(m, name);
     vedit_t *e = calloc(1, sizeof *e);
     if (!e) {
         wal_close(m);

@@ -311,13 +311,18 @@ int wal_sync(wal_t *w)
     int rc = wal_sync_start(w);
     if (rc)
         return rc;
-    if (wal_sync_fd(w->fd, w->num) < 0) {
+    if (fdatasync(w->fd) < 0) {
         w->broken = 1;
-        return -EIO;
+        return err_set(-EIO, "%s: fsync failed: %s", w->name, strerror(errno));
     }
     w->dirty = 0;
     w->behind = w->size;
     return 0;
+}
+
+void wal_set_name(wal_t *w, const char *name)
+{
+    snprintf(w->name, sizeof w->name, "%s", name);
 }
 
 uint64_t wal_size(const wal_t *w) { return w->size; }

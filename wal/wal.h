@@ -79,6 +79,10 @@ int wal_sync_fd(int fd, uint64_t lognum);
  * so that the change is durable): 0, or a negative errno with a message
  * naming it.  Every module that makes files durable uses this one. */
 int wal_sync_dir(const char *dir);
+
+/* The file's name in error messages (NNNNNN.log until set; at most 31 bytes). */
+void wal_set_name(wal_t *w, const char *name);
+
 int wal_fd(const wal_t *w);
 
 /*

@@ -1,0 +1,366 @@
+/*
+ * test_faults.c - the disk saying no: fsync and fdatasync fail, on demand,
+ * for one kind of file at a time (the log, tables, the MANIFEST, value
+ * files), and the store must do what its header promises: the caller that
+ * asked for durability gets the error, the store goes read-only where it
+ * can no longer tell what is on disk, background work retries where it can,
+ * and after a reopen everything acknowledged as durable is there.
+ *
+ * How: this program is linked with -Wl,--wrap=fsync,--wrap=fdatasync (see
+ * the Makefile), so every such call in the library comes here first.  A
+ * call fails with EIO while armed and the file's name contains the armed
+ * text; all others go through.
+ */
+#include "testutil.h"
+
+#include <dirent.h>
+#include <errno.h>
+#include <limits.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <time.h>
+
+#include "smartstash.h"
+
+int __real_fsync(int fd);
+int __real_fdatasync(int fd);
+
+static char armed[32];            /* "" = nothing fails */
+static atomic_int nfailed;        /* calls failed since the last arm() */
+static pthread_mutex_t arm_mu = PTHREAD_MUTEX_INITIALIZER;
+
+static void arm(const char *what)
+{
+    pthread_mutex_lock(&arm_mu);
+    snprintf(armed, sizeof armed, "%s", what);
+    atomic_store(&nfailed, 0);
+    pthread_mutex_unlock(&arm_mu);
+}
+
+/* Whether the sync of FD should fail: its file's name contains ARMED. */
+static int should_fail(int fd)
+{
+    char want[sizeof armed];
+    pthread_mutex_lock(&arm_mu);
+    memcpy(want, armed, sizeof want);
+    pthread_mutex_unlock(&arm_mu);
+    if (!want[0])
+        return 0;
+    char link[64], path[PATH_MAX];
+    snprintf(link, sizeof link, "/proc/self/fd/%d", fd);
+    ssize_t n = readlink(link, path, sizeof path - 1);
+    if (n < 0)
+        return 0;
+    path[n] = '\0';
+    const char *base = strrchr(path, '/');
+    if (!strstr(base ? base + 1 : path, want))
+        return 0;
+    atomic_fetch_add(&nfailed, 1);
+    return 1;
+}
+
+int __wrap_fsync(int fd)
+{
+    if (should_fail(fd)) {
+        errno = EIO;
+        return -1;
+    }
+    return __real_fsync(fd);
+}
+
+int __wrap_fdatasync(int fd)
+{
+    if (should_fail(fd)) {
+        errno = EIO;
+        return -1;
+    }
+    return __real_fdatasync(fd);
+}
+
+/* A failed test leaves nothing armed for the next. */
+static int teardown(void **state)
+{
+    arm("");
+    return tu_teardown(state);
+}
+
+static void opts(stash_options_t *o, size_t memtable)
+{
+    stash_options_init(o);
+    o->memtable_size = memtable;
+    o->wal_flush_interval = 3600;     /* no background fsync meets an armed failure */
+    o->compaction_interval = 3600;
+}
+
+static stash_t *open_with(const stash_options_t *o)
+{
+    stash_t *db = NULL;
+    int rc = stash_open(dir, o, &db);
+    if (rc)
+        fprintf(stderr, "stash_open: %s\n", stash_last_error(NULL));
+    assert_int_equal(rc, 0);
+    return db;
+}
+
+static void key_of(char *k, int i)
+{
+    snprintf(k, 16, "key%07d", i);
+}
+
+static void val_of(char *v, size_t len, int i)
+{
+    for (size_t j = 0; j < len; j++)
+        v[j] = (char)('a' + (i + (int)j) % 26);
+}
+
+static void expect_kv(stash_t *db, int i, size_t vlen)
+{
+    char k[16], want[256];
+    key_of(k, i);
+    val_of(want, vlen, i);
+    void *got = NULL;
+    size_t gl = 0;
+    int rc = stash_get(db, k, strlen(k), &got, &gl);
+    if (rc)
+        fprintf(stderr, "%s: %d %s\n", k, rc, stash_last_error(NULL));
+    assert_int_equal(rc, 0);
+    assert_int_equal(gl, vlen);
+    assert_memory_equal(got, want, vlen);
+    stash_free(got);
+}
+
+static int put_i(stash_t *db, int i, size_t vlen, int flags)
+{
+    char k[16], v[256];
+    key_of(k, i);
+    val_of(v, vlen, i);
+    stash_batch_t *b = stash_batch_new();
+    assert_non_null(b);
+    assert_int_equal(stash_batch_put(b, k, strlen(k), v, vlen), 0);
+    int rc = stash_write(db, b, flags);
+    stash_batch_free(b);
+    return rc;
+}
+
+/* The number of NNNNNN.sst files in the store directory. */
+static int count_tables(void)
+{
+    DIR *d = opendir(dir);
+    assert_non_null(d);
+    struct dirent *e;
+    int n = 0;
+    while ((e = readdir(d))) {
+        size_t l = strlen(e->d_name);
+        n += l > 4 && !strcmp(e->d_name + l - 4, ".sst");
+    }
+    closedir(d);
+    return n;
+}
+
+/* The tables the store's version holds, from stash_stats. */
+static int version_tables(stash_t *db)
+{
+    char st[8192];
+    assert_int_equal(stash_stats(db, st, sizeof st), 0);
+    int total = 0;
+    for (const char *p = strstr(st, "level "); p; p = strstr(p + 1, "\nlevel ")) {
+        int lvl, n;
+        if (sscanf(*p == '\n' ? p + 1 : p, "level %d: %d tables", &lvl, &n) == 2)
+            total += n;
+    }
+    return total;
+}
+
+/*
+ * The log's fdatasync fails: the caller of stash_sync gets -EIO naming the
+ * log, and the store turns read-only (it no longer knows which of its
+ * writes are on disk).  What was synced before is there after a reopen,
+ * and the reopened store takes writes again.
+ */
+static void test_log_sync_fails(void **state)
+{
+    (void)state;
+    stash_options_t o;
+    opts(&o, 64u << 20);
+    stash_t *db = open_with(&o);
+    for (int i = 0; i < 100; i++)
+        assert_int_equal(put_i(db, i, 50, 0), 0);
+    assert_int_equal(stash_sync(db), 0);
+
+    arm(".log");
+    assert_int_equal(put_i(db, 100, 50, 0), 0);            /* in memory: no sync yet */
+    assert_int_equal(stash_sync(db), -EIO);
+    assert_true(atomic_load(&nfailed) >= 1);
+    assert_non_null(strstr(stash_last_error(NULL), ".log"));
+    assert_int_equal(put_i(db, 101, 50, STASH_SYNC), -EROFS);
+    assert_non_null(strstr(stash_last_error(NULL), "read-only"));
+    assert_non_null(strstr(stash_last_error(NULL), ".log: fsync failed"));
+    assert_int_equal(put_i(db, 102, 50, 0), -EROFS);
+    expect_kv(db, 7, 50);                                    /* reads go on */
+    arm("");
+    (void)stash_close(db);   /* may report the earlier failure */
+
+    db = open_with(&o);
+    for (int i = 0; i < 100; i++)
+        expect_kv(db, i, 50);
+    assert_int_equal(put_i(db, 200, 50, STASH_SYNC), 0);
+    assert_int_equal(stash_close(db), 0);
+    db = open_with(&o);
+    expect_kv(db, 200, 50);
+    expect_kv(db, 99, 50);
+    assert_int_equal(stash_close(db), 0);
+}
+
+/*
+ * A table's fsync fails: a flush cannot finish, but nothing is lost (the
+ * memtable and its log stay).  Writers go on until the frozen memtables
+ * are full, then get the error ("cannot write tables") instead of waiting
+ * for ever; once the disk works again the background thread's retry
+ * flushes, writes go on, and the failed tables' files are gone.
+ */
+static void test_table_sync_fails(void **state)
+{
+    (void)state;
+    stash_options_t o;
+    opts(&o, 64u << 10);
+    stash_t *db = open_with(&o);
+    arm(".sst");
+    int acked = 0, rc = 0;
+    for (int i = 0; i < 20000 && rc == 0; i++) {
+        rc = put_i(db, i, 100, STASH_SYNC);
+        if (rc == 0)
+            acked = i + 1;
+    }
+    if (rc == 0)
+        fprintf(stderr, "no write failed in 20000 with table syncs failing\n");
+    assert_int_not_equal(rc, 0);
+    assert_true(acked > 100);                   /* a full memtable and more were taken */
+    assert_true(atomic_load(&nfailed) >= 1);
+    assert_non_null(strstr(stash_last_error(NULL), "tables"));
+    for (int i = 0; i < acked; i += 97)
+        expect_kv(db, i, 100);                  /* all still readable from memory */
+
+    /* The disk heals: within a few retries the flush goes through. */
+    arm("");
+    int i = acked;
+    for (int tries = 0; tries < 100; tries++) {
+        if ((rc = put_i(db, i, 100, STASH_SYNC)) == 0)
+            break;
+        struct timespec t = { 0, 100 * 1000 * 1000 };
+        nanosleep(&t, NULL);
+    }
+    assert_int_equal(rc, 0);
+    acked = i + 1;
+    for (int j = acked; j < acked + 2000; j++)
+        assert_int_equal(put_i(db, j, 100, 0), 0);
+    acked += 2000;
+    assert_int_equal(stash_close(db), 0);
+
+    db = open_with(&o);
+    for (int j = 0; j < acked; j++)
+        expect_kv(db, j, 100);
+    /* No file of a failed flush is left behind.  (A compaction may be
+     * writing one more for a moment: look again for a while.) */
+    for (int tries = 0; tries < 50 && count_tables() != version_tables(db); tries++) {
+        struct timespec t = { 0, 100 * 1000 * 1000 };
+        nanosleep(&t, NULL);
+    }
+    if (count_tables() != version_tables(db)) {
+        char st[8192], cmd[700];
+        stash_stats(db, st, sizeof st);
+        printf("%s", st);
+        snprintf(cmd, sizeof cmd, "ls -l %s", dir);
+        (void)system(cmd);
+    }
+    assert_int_equal(count_tables(), version_tables(db));
+    assert_int_equal(stash_close(db), 0);
+}
+
+/*
+ * The MANIFEST's fsync fails as a flush records its table: the store can
+ * no longer tell which version is on disk, so it turns read-only, and the
+ * log the flush came from is kept.  After a reopen every synced write is
+ * there.
+ */
+static void test_manifest_sync_fails(void **state)
+{
+    (void)state;
+    stash_options_t o;
+    opts(&o, 64u << 10);
+    stash_t *db = open_with(&o);
+    arm("MANIFEST");
+    int acked = 0, rc = 0;
+    for (int i = 0; i < 20000 && rc == 0; i++) {
+        rc = put_i(db, i, 100, STASH_SYNC);
+        if (rc == 0)
+            acked = i + 1;
+    }
+    assert_int_equal(rc, -EROFS);
+    assert_true(atomic_load(&nfailed) >= 1);
+    assert_true(acked > 100);
+    /* The refusal says why: the MANIFEST's fsync. */
+    assert_non_null(strstr(stash_last_error(NULL), "read-only"));
+    assert_non_null(strstr(stash_last_error(NULL), "MANIFEST"));
+    arm("");
+    (void)stash_close(db);
+
+    db = open_with(&o);
+    for (int j = 0; j < acked; j++)
+        expect_kv(db, j, 100);
+    assert_int_equal(put_i(db, acked, 100, STASH_SYNC), 0);
+    assert_int_equal(stash_close(db), 0);
+}
+
+/*
+ * A value file's fdatasync fails: a large value's bytes live there, and a
+ * sync covers them before the log (a pointer is never durable before its
+ * bytes).  The sync fails with -EIO, the store turns read-only, and after a
+ * reopen the values synced before are whole.
+ */
+static void test_value_file_sync_fails(void **state)
+{
+    (void)state;
+    stash_options_t o;
+    opts(&o, 64u << 20);
+    stash_t *db = open_with(&o);
+    size_t big = 300u << 10;
+    char *v = malloc(big);
+    assert_non_null(v);
+    for (size_t j = 0; j < big; j++)
+        v[j] = (char)(j * 7 + j / 4096);
+    assert_int_equal(stash_put(db, "big1", 4, v, big), 0);
+    assert_int_equal(stash_sync(db), 0);
+
+    arm(".val");
+    v[0] ^= 1;
+    assert_int_equal(stash_put(db, "big2", 4, v, big), 0);
+    assert_int_equal(stash_sync(db), -EIO);
+    assert_true(atomic_load(&nfailed) >= 1);
+    assert_int_equal(stash_put(db, "small", 5, "x", 1), -EROFS);
+    arm("");
+    (void)stash_close(db);
+
+    db = open_with(&o);
+    v[0] ^= 1;
+    void *got = NULL;
+    size_t gl = 0;
+    assert_int_equal(stash_get(db, "big1", 4, &got, &gl), 0);
+    assert_int_equal(gl, big);
+    assert_memory_equal(got, v, big);
+    stash_free(got);
+    assert_int_equal(stash_put(db, "small", 5, "x", 1), 0);
+    assert_int_equal(stash_close(db), 0);
+    free(v);
+}
+
+int main(void)
+{
+    tu_filter();
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test_setup_teardown(test_log_sync_fails, tu_setup, teardown),
+        cmocka_unit_test_setup_teardown(test_table_sync_fails, tu_setup, teardown),
+        cmocka_unit_test_setup_teardown(test_manifest_sync_fails, tu_setup, teardown),
+        cmocka_unit_test_setup_teardown(test_value_file_sync_fails, tu_setup, teardown),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}

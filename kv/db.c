@@ -2424,7 +2424,10 @@ static void *bg_main(void *arg)
         uint64_t wake = next_comp;
         if (wal_every && next_wal < wake)
             wake = next_wal;
-        int work = db->nimm > 0;
+        /* (A read-only store flushes nothing: it only waits to close.
+         * Counting its frozen memtables as work spun this loop with mu
+         * held, and closing the store waited for ever.) */
+        int work = db->nimm > 0 && !db->bgerr;
         if (!work && wake > now) {
             struct timespec t;
             clock_gettime(CLOCK_MONOTONIC, &t);

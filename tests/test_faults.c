@@ -26,26 +26,35 @@ int __real_fsync(int fd);
 int __real_fdatasync(int fd);
 
 static char armed[32];            /* "" = nothing fails */
+static int armed_skip;            /* matching calls let through first */
+static int armed_once;            /* disarm after one failure */
 static atomic_int nfailed;        /* calls failed since the last arm() */
 static pthread_mutex_t arm_mu = PTHREAD_MUTEX_INITIALIZER;
 
+/* Fail every sync of a file whose name contains WHAT ("" disarms). */
 static void arm(const char *what)
 {
     pthread_mutex_lock(&arm_mu);
     snprintf(armed, sizeof armed, "%s", what);
+    armed_skip = 0;
+    armed_once = 0;
     atomic_store(&nfailed, 0);
+    pthread_mutex_unlock(&arm_mu);
+}
+
+/* Fail one sync of such a file: the one after SKIP others. */
+static void arm_once(const char *what, int skip)
+{
+    arm(what);
+    pthread_mutex_lock(&arm_mu);
+    armed_skip = skip;
+    armed_once = 1;
     pthread_mutex_unlock(&arm_mu);
 }
 
 /* Whether the sync of FD should fail: its file's name contains ARMED. */
 static int should_fail(int fd)
 {
-    char want[sizeof armed];
-    pthread_mutex_lock(&arm_mu);
-    memcpy(want, armed, sizeof want);
-    pthread_mutex_unlock(&arm_mu);
-    if (!want[0])
-        return 0;
     char link[64], path[PATH_MAX];
     snprintf(link, sizeof link, "/proc/self/fd/%d", fd);
     ssize_t n = readlink(link, path, sizeof path - 1);
@@ -53,10 +62,21 @@ static int should_fail(int fd)
         return 0;
     path[n] = '\0';
     const char *base = strrchr(path, '/');
-    if (!strstr(base ? base + 1 : path, want))
-        return 0;
-    atomic_fetch_add(&nfailed, 1);
-    return 1;
+    int fail = 0;
+    pthread_mutex_lock(&arm_mu);
+    if (armed[0] && strstr(base ? base + 1 : path, armed)) {
+        if (armed_skip > 0) {
+            armed_skip--;
+        } else {
+            fail = 1;
+            if (armed_once)
+                armed[0] = '\0';
+        }
+    }
+    pthread_mutex_unlock(&arm_mu);
+    if (fail)
+        atomic_fetch_add(&nfailed, 1);
+    return fail;
 }
 
 int __wrap_fsync(int fd)
@@ -353,6 +373,209 @@ static void test_value_file_sync_fails(void **state)
     free(v);
 }
 
+/* ---- a randomized model test ---- */
+
+#define NKEYS    200
+#define NOPS     4000
+#define MAXPEND  32
+#define MAXVER   (NOPS + 1)
+
+/* What each key may hold: its value as of the last successful sync, or one
+ * of those written since (acknowledged, or failed: either may be there). */
+struct mkey {
+    int durable;            /* a version, or -1: absent */
+    int pend[MAXPEND];
+    int npend;
+};
+
+static struct mkey model[NKEYS];
+static unsigned char big_ver[MAXVER];   /* versions that are large values */
+
+static size_t ver_len(int k, int v)
+{
+    return big_ver[v] ? (size_t)(70000 + (k * 7919 + v * 104729) % 130000)
+                      : (size_t)(1 + (k * 31 + v * 17) % 300);
+}
+
+static void ver_fill(uint8_t *buf, int k, int v)
+{
+    size_t n = ver_len(k, v);
+    uint64_t x = (uint64_t)k * 1000003u + (uint64_t)v * 7777777u + 1;
+    for (size_t i = 0; i < n; i++) {
+        x ^= x << 13; x ^= x >> 7; x ^= x << 17;
+        buf[i] = (uint8_t)x;
+    }
+}
+
+static void mkey_name(char *name, int k)
+{
+    snprintf(name, 16, "m%03d", k);
+}
+
+/* Every write so far is durable. */
+static void model_synced(void)
+{
+    for (int k = 0; k < NKEYS; k++) {
+        if (model[k].npend)
+            model[k].durable = model[k].pend[model[k].npend - 1];
+        model[k].npend = 0;
+    }
+}
+
+/* Which allowed version key K holds, or -2 (and a message) when none. */
+static int model_observe(stash_t *db, int k, uint8_t *buf, uint64_t seed)
+{
+    char name[16];
+    mkey_name(name, k);
+    void *got = NULL;
+    size_t gl = 0;
+    int rc = stash_get(db, name, strlen(name), &got, &gl);
+    if (rc && rc != -ENOENT) {
+        printf("seed %llu: %s: get failed: %d %s\n", (unsigned long long)seed, name, rc,
+               stash_last_error(NULL));
+        return -2;
+    }
+    int cand[MAXPEND + 1], nc = 0;
+    cand[nc++] = model[k].durable;
+    for (int i = 0; i < model[k].npend; i++)
+        cand[nc++] = model[k].pend[i];
+    int found = -2;
+    for (int i = nc - 1; i >= 0 && found == -2; i--) {
+        int v = cand[i];
+        if (v < 0) {
+            if (rc == -ENOENT)
+                found = -1;
+            continue;
+        }
+        if (rc == 0 && gl == ver_len(k, v)) {
+            ver_fill(buf, k, v);
+            if (!memcmp(buf, got, gl))
+                found = v;
+        }
+    }
+    if (found == -2) {
+        printf("seed %llu: %s holds %s (%zu bytes), none of the allowed versions:", (unsigned long long)seed,
+               name, rc ? "nothing" : "a value", gl);
+        for (int i = 0; i < nc; i++)
+            printf(" %d", cand[i]);
+        printf("\n");
+    }
+    stash_free(got);
+    return found;
+}
+
+static stash_t *model_reopen(stash_t *db, const stash_options_t *o, uint8_t *buf, uint64_t seed)
+{
+    arm("");
+    (void)stash_close(db);   /* it may report the failure again */
+    db = NULL;
+    int rc = stash_open(dir, o, &db);
+    if (rc)
+        printf("seed %llu: reopen after a failed sync: %s\n", (unsigned long long)seed, stash_last_error(NULL));
+    assert_int_equal(rc, 0);
+    for (int k = 0; k < NKEYS; k++) {
+        int v = model_observe(db, k, buf, seed);
+        assert_int_not_equal(v, -2);
+        model[k].durable = v;
+        model[k].npend = 0;
+    }
+    return db;
+}
+
+/*
+ * Puts (small ones, and large ones kept in value files), deletes, synced
+ * writes and stash_sync, with memtables and tables small enough that
+ * flushes and compactions keep running, while now and then one sync of a
+ * random kind of file fails (the log, a table, the MANIFEST, a value file,
+ * the directory).  After every failure the store is closed and reopened,
+ * and each key must hold its value as of the last successful sync or one
+ * written after it.  The seed is printed (TEST_SEED=N replays the choices;
+ * the background threads' timing is not replayed).
+ */
+static void test_random_faults(void **state)
+{
+    (void)state;
+    static const char *const kinds[] = { ".log", ".sst", "MANIFEST", ".val", "stashtest." };
+    uint64_t seed = tu_seed("test_faults random", 11), rs = seed;
+    stash_options_t o;
+    stash_options_init(&o);
+    o.memtable_size = 64u << 10;
+    o.target_file_size = 64u << 10;
+    o.level1_max_bytes = 256u << 10;
+    o.wal_flush_interval = 1;
+    o.compaction_interval = 1;
+    for (int k = 0; k < NKEYS; k++) {
+        model[k].durable = -1;
+        model[k].npend = 0;
+    }
+    uint8_t *buf = malloc(256u << 10);
+    assert_non_null(buf);
+    stash_t *db = open_with(&o);
+    int nver = 0, failures = 0, reopens = 0;
+    for (int op = 0; op < NOPS; op++) {
+        if (tu_rand(&rs) % 40 == 0)
+            arm_once(kinds[tu_rand(&rs) % 5], (int)(tu_rand(&rs) % 3));
+        int k = (int)(tu_rand(&rs) % NKEYS), r = (int)(tu_rand(&rs) % 100), rc;
+        char name[16];
+        mkey_name(name, k);
+        if (model[k].npend == MAXPEND) {
+            if ((rc = stash_sync(db)) == 0) {
+                model_synced();
+            } else {
+                failures++;
+                db = model_reopen(db, &o, buf, seed);
+                reopens++;
+                continue;
+            }
+        }
+        int v = -1, sync = tu_rand(&rs) % 20 == 0;
+        if (r < 10) {
+            stash_batch_t *b = stash_batch_new();
+            assert_non_null(b);
+            assert_int_equal(stash_batch_delete(b, name, strlen(name)), 0);
+            rc = stash_write(db, b, sync ? STASH_SYNC : 0);
+            stash_batch_free(b);
+        } else {
+            v = ++nver;
+            assert_true(v < MAXVER);
+            big_ver[v] = r >= 97;
+            ver_fill(buf, k, v);
+            if (big_ver[v]) {
+                rc = stash_put(db, name, strlen(name), buf, ver_len(k, v));
+                if (rc == 0 && sync)
+                    rc = stash_sync(db);
+            } else {
+                stash_batch_t *b = stash_batch_new();
+                assert_non_null(b);
+                assert_int_equal(stash_batch_put(b, name, strlen(name), buf, ver_len(k, v)), 0);
+                rc = stash_write(db, b, sync ? STASH_SYNC : 0);
+                stash_batch_free(b);
+            }
+        }
+        model[k].pend[model[k].npend++] = v;
+        if (rc == 0 && sync)
+            model_synced();
+        if (rc == 0 && tu_rand(&rs) % 50 == 0) {
+            if ((rc = stash_sync(db)) == 0)
+                model_synced();
+        }
+        if (rc) {
+            failures++;
+            db = model_reopen(db, &o, buf, seed);
+            reopens++;
+        }
+    }
+    /* The end: one more reopen, with nothing failing, checks all. */
+    assert_int_equal(stash_sync(db), 0);
+    model_synced();
+    db = model_reopen(db, &o, buf, seed);
+    printf("test_faults random: %d operations, %d failed and were followed by a reopen\n", NOPS, failures);
+    assert_true(failures > 0);
+    (void)reopens;
+    assert_int_equal(stash_close(db), 0);
+    free(buf);
+}
+
 int main(void)
 {
     tu_filter();
@@ -361,6 +584,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_table_sync_fails, tu_setup, teardown),
         cmocka_unit_test_setup_teardown(test_manifest_sync_fails, tu_setup, teardown),
         cmocka_unit_test_setup_teardown(test_value_file_sync_fails, tu_setup, teardown),
+        cmocka_unit_test_setup_teardown(test_random_faults, tu_setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

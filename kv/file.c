@@ -228,7 +228,7 @@ int stash_pread(stash_t *db, const void *key, size_t klen, void *buf, size_t len
 
 int stash_setstat(stash_t *db, const void *key, size_t klen, const stash_stat_t *st, unsigned mask)
 {
-    if (!db || !st || (mask & ~0x3fu))
+    if (!db || !st || (mask & ~0x7fu) || ((mask & STASH_SET_INO) && !st->ino))
         return err_set(-EINVAL, "stash_setstat: bad arguments");
     struct fkey f;
     int rc = fkey_lock(db, key, klen, &f);
@@ -245,6 +245,7 @@ int stash_setstat(stash_t *db, const void *key, size_t klen, const stash_stat_t 
         if (mask & STASH_SET_ATIME) e.st.atime_ns = st->atime_ns;
         if (mask & STASH_SET_MTIME) e.st.mtime_ns = st->mtime_ns;
         if (mask & STASH_SET_CTIME) e.st.ctime_ns = st->ctime_ns;
+        if (mask & STASH_SET_INO) e.st.ino = st->ino;
         stash_batch_t *b = stash_batch_new();
         rc = b ? put_primary(b, &f, &e, e.data, (size_t)e.st.size) : -ENOMEM;
         if (rc == 0)

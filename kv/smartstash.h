@@ -367,11 +367,14 @@ int  stash_iter_stat(const stash_iter_t *it, stash_stat_t *st);
 #define STASH_SET_ATIME 0x08
 #define STASH_SET_MTIME 0x10
 #define STASH_SET_CTIME 0x20
+#define STASH_SET_INO   0x40    /* a nonzero inode number (for a key stash_put
+                                   wrote, which has none: stashfs gives it the
+                                   number it showed when the file is opened) */
 
 /*
  * Change the fields of KEY's attributes named by MASK (size is not touched:
  * use stash_truncate; nlink and link_id follow from stash_link).  The value
- * is unchanged.  Errors: -ENOENT, -EINVAL,
+ * is unchanged.  Errors: -ENOENT, -EINVAL (also for STASH_SET_INO with ino 0),
  * -EROFS, -ENOSPC, -EIO, -ENOMEM.
  */
 int  stash_setstat(stash_t *db, const void *key, size_t klen, const stash_stat_t *st, unsigned mask);

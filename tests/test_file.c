@@ -233,6 +233,19 @@ static void test_stat_and_create(void **state)
     check_value(db, "k", (const uint8_t *)"hello", 5);   /* attributes never show in the value */
     assert_int_equal(stash_setstat(db, "nope", 4, &set, STASH_SET_MODE), -ENOENT);
 
+    /* A put value has no inode number until one is set; a rename keeps it. */
+    assert_int_equal(stash_put(db, "p", 1, "plain", 5), 0);
+    assert_int_equal(stash_stat(db, NULL, "p", 1, &st), 0);
+    assert_int_equal(st.ino, 0);
+    assert_int_equal(stash_setstat(db, "p", 1, &(stash_stat_t){.ino = 0}, STASH_SET_INO), -EINVAL);
+    assert_int_equal(stash_setstat(db, "p", 1, &(stash_stat_t){.ino = 0x1234567890abcdefull}, STASH_SET_INO), 0);
+    assert_int_equal(stash_rename(db, "p", 1, "q", 1, 0), 0);
+    assert_int_equal(stash_stat(db, NULL, "q", 1, &st), 0);
+    assert_int_equal(st.ino, 0x1234567890abcdefull);
+    assert_int_equal(st.mode, 0);
+    check_value(db, "q", (const uint8_t *)"plain", 5);
+    assert_int_equal(stash_delete(db, "q", 1), 0);
+
     assert_int_equal(stash_create(db, "k", 1, &set, STASH_EXCL), -EEXIST);
     assert_int_equal(stash_create(db, "k", 1, &set, 0), 0);
     check_value(db, "k", (const uint8_t *)"", 0);

@@ -68,6 +68,13 @@ static int slow(const struct fuse_buf *buf)
     }
 }
 
+static __thread unsigned long requests;
+
+unsigned long loop_request(void)
+{
+    return requests;
+}
+
 static void *serve(void *arg);
 
 /* Start one more serving thread, every signal blocked.  Called with lp.mu
@@ -140,9 +147,11 @@ static void *serve(void *arg)
                 else
                     add_thread();
                 pthread_mutex_unlock(&lp.mu);
+                requests++;
                 fuse_session_process_buf(lp.se, &buf);
                 break;
             }
+            requests++;
             fuse_session_process_buf(lp.se, &buf);
         }
         pthread_mutex_lock(&lp.mu);

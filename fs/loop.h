@@ -38,4 +38,9 @@
 
 int loop_run(struct fuse_session *se, unsigned workers);
 
+/* How many requests the calling thread has taken from the device in
+ * loop_run: a number that tells one request from the next within a
+ * handler.  0 for a thread that never served in loop_run (libfuse's loop). */
+unsigned long loop_request(void);
+
 #endif

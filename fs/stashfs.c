@@ -70,7 +70,6 @@ static gid_t my_gid;
 /* Snapshots: MNT/<snapdir>/NAME/... is the tree at snapshot NAME. */
 static const char *snapdir = ".snapshots";
 static size_t snaplen = 10;
-static __thread stash_snapshot_t *cur;     /* the snapshot this call reads, or NULL */
 static __thread int64_t cur_ctime;
 static __thread uint64_t cur_salt;         /* 0, or a hash of its name (inode numbers) */
 
@@ -92,10 +91,17 @@ static pthread_t inval_thread;
  * to ".fuse_hidden" and 16 hex digits in its directory until the last
  * descriptor closes.  Kept there, it would leave the directory not empty
  * (rm -r of a directory holding an open file failed with ENOTEMPTY) and,
- * after a crash, stay for good.  So such a name is the key "/" + name
- * instead: outside every directory, never shown (its first component is
- * empty), and removed at the next mount if a crash left it.  Creating a file
- * of such a name is refused (EPERM): the names are reserved.
+ * after a crash, stay for good.  So the file goes to the key "/" + name
+ * instead: outside every directory, never listed (its first component is
+ * empty), and removed at the next mount if a crash left it.
+ *
+ * The names are libfuse's alone.  Only the path libfuse moved the file to
+ * reaches that key (the registry of orphans below remembers it, and follows
+ * renames of the directories above it); the same name in any other
+ * directory is an ordinary, and normally missing, entry.  Renaming
+ * anything to such a name is refused (EPERM) unless it is libfuse's own
+ * move: one made within the request in which libfuse just looked the name
+ * up and found it free (see hide_probe).  Creating one is refused too.
  */
 #define HIDDEN_PREFIX ".fuse_hidden"
 #define HIDDEN_LEN (sizeof HIDDEN_PREFIX - 1 + 16)
@@ -116,11 +122,92 @@ static const char *last_name(const char *path)
     return s ? s + 1 : path;
 }
 
-/* The key of PATH ("/a/b" -> "a/b", "/" -> "", ".../.fuse_hidden..." ->
- * "/.fuse_hidden..."), into BUF of CAP bytes with room for a trailing '/'.
- * -ENAMETOOLONG when it does not fit. */
+/* Whether PATH ends in a removed-while-open name. */
+static int hidden_path(const char *path)
+{
+    const char *nm = last_name(path);
+    return is_hidden(nm, strlen(nm));
+}
+
+static __thread stash_snapshot_t *cur;     /* the snapshot this call reads, or NULL */
+
+/*
+ * Open files, by inode number (fi->fh of a file handle): how many handles.
+ * And the orphans: for each removed-while-open name, its key, the file's
+ * inode number and the path libfuse knows it by (NULL once its directory is
+ * gone).  A call made through a handle alone (path NULL: the directory was
+ * removed too) reaches the file through its key ("//" + name, see
+ * of_path); the keys go when the file's last handle closes.  A file with
+ * several names can have several orphans.
+ */
+struct ofile {
+    uint64_t ino;
+    int opens;
+    struct ofile *next;
+};
+struct orphan {
+    uint64_t ino;
+    char key[HIDDEN_LEN + 2];
+    char *path;
+    struct orphan *next;
+};
+#define OF_BUCKETS 1024
+static struct ofile *ofiles[OF_BUCKETS];
+static struct orphan *orphans;
+static pthread_mutex_t of_mu = PTHREAD_MUTEX_INITIALIZER;
+
+static struct ofile **of_find(uint64_t ino)
+{
+    struct ofile **p = &ofiles[ino % OF_BUCKETS];
+    while (*p && (*p)->ino != ino)
+        p = &(*p)->next;
+    return p;
+}
+
+/* The orphan of key KEY, or known as PATH (of_mu held). */
+static struct orphan **orphan_by_key(const char *key)
+{
+    struct orphan **p = &orphans;
+    while (*p && strcmp((*p)->key, key))
+        p = &(*p)->next;
+    return p;
+}
+
+static struct orphan *orphan_by_path(const char *path)
+{
+    struct orphan *o = orphans;
+    while (o && (!o->path || strcmp(o->path, path)))
+        o = o->next;
+    return o;
+}
+
+/* The key of the orphan libfuse knows as PATH, into KEY; 0 if none. */
+static int orphan_key(const char *path, char key[HIDDEN_LEN + 2])
+{
+    pthread_mutex_lock(&of_mu);
+    struct orphan *o = orphan_by_path(path);
+    if (o && key)
+        memcpy(key, o->key, sizeof o->key);
+    pthread_mutex_unlock(&of_mu);
+    return o != NULL;
+}
+
+/* The key of PATH ("/a/b" -> "a/b", "/" -> "", an orphan's path -> its
+ * "/" + name, see above), into BUF of CAP bytes with room for a trailing
+ * '/'.  -ENAMETOOLONG when it does not fit. */
 static int path_key(const char *path, char *buf, size_t cap, size_t *klen)
 {
+    /* "//" + name: an orphan reached through its handle (of_path);
+     * libfuse's own paths never start so. */
+    if (path[0] == '/' && path[1] == '/' && is_hidden(path + 2, strlen(path + 2))) {
+        memcpy(buf, path + 1, HIDDEN_LEN + 2);
+        *klen = HIDDEN_LEN + 1;
+        return 0;
+    }
+    if (!cur && hidden_path(path) && cap >= HIDDEN_LEN + 2 && orphan_key(path, buf)) {
+        *klen = HIDDEN_LEN + 1;
+        return 0;
+    }
     while (*path == '/')
         path++;
     size_t n = strlen(path);
@@ -132,12 +219,6 @@ static int path_key(const char *path, char *buf, size_t cap, size_t *klen)
             comp = 0;
         else if (++comp > 255)
             return -ENAMETOOLONG;
-    if (comp == HIDDEN_LEN && is_hidden(path + n - comp, comp)) {
-        buf[0] = '/';
-        memcpy(buf + 1, path + n - comp, comp + 1);
-        *klen = comp + 1;
-        return 0;
-    }
     memcpy(buf, path, n + 1);
     *klen = n;
     return 0;
@@ -146,33 +227,34 @@ static int path_key(const char *path, char *buf, size_t cap, size_t *klen)
 /* Creating an entry of a reserved name (above). */
 static int reserved(const char *path)
 {
-    const char *nm = last_name(path);
-    return is_hidden(nm, strlen(nm)) ? -EPERM : 0;
+    return hidden_path(path) ? -EPERM : 0;
 }
 
 /*
- * Open files, by inode number (fi->fh of a file handle): how many handles,
- * and for a file removed while open its key outside every directory.  The
- * key is what a call made through a handle alone (path NULL: its directory
- * was removed too) reads and writes, and it goes when the last handle
- * closes.
+ * libfuse picks a removed-while-open name by looking it up (getattr) until
+ * one is free, then renames the file to it, in the same request.  The
+ * thread remembers the last such name found free, with the number of the
+ * request it served (loop_request); a rename to that name in that request
+ * is libfuse's.  Under libfuse's own loop (no request numbers) the file
+ * must also be open.
  */
-struct ofile {
-    uint64_t ino;
-    int opens;
-    char *orphan;
-    struct ofile *next;
-};
-#define OF_BUCKETS 1024
-static struct ofile *ofiles[OF_BUCKETS];
-static pthread_mutex_t of_mu = PTHREAD_MUTEX_INITIALIZER;
+static __thread uint64_t hide_probe;        /* a hash of the path; 0: none */
+static __thread unsigned long hide_probe_req;
 
-static struct ofile **of_find(uint64_t ino)
+static uint64_t fnv64(uint64_t h, const void *p, size_t n);
+
+static void hide_probed(const char *path)
 {
-    struct ofile **p = &ofiles[ino % OF_BUCKETS];
-    while (*p && (*p)->ino != ino)
-        p = &(*p)->next;
-    return p;
+    hide_probe = fnv64(0, path, strlen(path)) | 1;
+    hide_probe_req = loop_request();
+}
+
+static int hide_expected(const char *path)
+{
+    int yes = hide_probe && hide_probe == (fnv64(0, path, strlen(path)) | 1) &&
+              hide_probe_req == loop_request();
+    hide_probe = 0;
+    return yes;
 }
 
 static int of_open(uint64_t ino, struct fuse_file_info *fi)
@@ -193,25 +275,39 @@ static int of_open(uint64_t ino, struct fuse_file_info *fi)
 static uint64_t link_id_of(const char *path);
 static void inval_id(uint64_t id, const char *except);
 
+/* A handle of INO closes; at the last, its orphans go. */
 static void of_close(uint64_t ino)
 {
-    char *gone = NULL;
+    struct orphan *gone = NULL;
     pthread_mutex_lock(&of_mu);
     struct ofile **p = of_find(ino), *o = *p;
     if (o && --o->opens == 0) {
-        gone = o->orphan;
         *p = o->next;
         free(o);
+        for (struct orphan **q = &orphans; *q;) {
+            struct orphan *x = *q;
+            if (x->ino == ino) {
+                *q = x->next;
+                x->next = gone;
+                gone = x;
+            } else {
+                q = &x->next;
+            }
+        }
     }
     pthread_mutex_unlock(&of_mu);
-    if (gone) {
-        /* (Its key is also its path.)  The other names of a linked file
-         * show one link fewer now. */
-        uint64_t lid = link_id_of(gone);
-        (void)stash_delete(db, gone, strlen(gone));
+    while (gone) {
+        struct orphan *x = gone;
+        gone = x->next;
+        /* The other names of a linked file show one link fewer now.
+         * ("/" + key: the path that reaches an orphan by its key.) */
+        char kp[HIDDEN_LEN + 3] = "/";
+        uint64_t lid = link_id_of(strcat(kp, x->key));
+        (void)stash_delete(db, x->key, strlen(x->key));
         if (lid)
             inval_id(lid, NULL);
-        free(gone);
+        free(x->path);
+        free(x);
     }
 }
 
@@ -223,36 +319,91 @@ static int of_is_open(uint64_t ino)
     return open;
 }
 
-/* File INO went to key KEY (a removed-while-open name): 1 if it is open
- * (the key stays until it closes), 0 if not. */
-static int of_hide(uint64_t ino, const char *key, size_t kl)
+/* File INO went from FROM_KEY to orphan key KEY, known as PATH: 1 if it is
+ * open (the key stays until it closes), 0 if not. */
+static int of_hide(uint64_t ino, const char *from_key, const char *key, const char *path)
 {
     pthread_mutex_lock(&of_mu);
-    struct ofile *o = *of_find(ino);
+    int open = *of_find(ino) != NULL;
+    struct orphan *o = *orphan_by_key(from_key);   /* an orphan hidden again */
+    if (!o && open && (o = calloc(1, sizeof *o)) != NULL) {
+        o->ino = ino;
+        o->next = orphans;
+        orphans = o;
+    }
     if (o) {
-        char *k = strndup(key, kl);
-        if (k) {        /* (no memory: the next mount removes it) */
-            free(o->orphan);
-            o->orphan = k;
-        }
+        snprintf(o->key, sizeof o->key, "%s", key);
+        free(o->path);
+        o->path = strdup(path);   /* (no memory: reachable through handles only) */
     }
     pthread_mutex_unlock(&of_mu);
-    return o != NULL;
+    return open;
 }
 
-/* The path of the removed file handle FI is open on (its key, which
- * path_key maps back to itself), in BUF; NULL if there is none. */
+/* Orphan key KEY was removed (libfuse's unlink at the last close of that
+ * name). */
+static void of_unhide(const char *key)
+{
+    pthread_mutex_lock(&of_mu);
+    struct orphan **p = orphan_by_key(key), *o = *p;
+    if (o) {
+        *p = o->next;
+        free(o->path);
+        free(o);
+    }
+    pthread_mutex_unlock(&of_mu);
+}
+
+/* Directory FROM moved to TO (RMDIR: TO NULL, it was removed): the paths of
+ * the orphans under it follow (or are gone). */
+static void of_moved(const char *from, const char *to)
+{
+    size_t fl = strlen(from);
+    pthread_mutex_lock(&of_mu);
+    for (struct orphan *o = orphans; o; o = o->next) {
+        if (!o->path || strncmp(o->path, from, fl) || o->path[fl] != '/')
+            continue;
+        char *np = NULL;
+        if (to && (np = malloc(strlen(to) + strlen(o->path + fl) + 1)) != NULL)
+            strcat(strcpy(np, to), o->path + fl);
+        free(o->path);
+        o->path = np;
+    }
+    pthread_mutex_unlock(&of_mu);
+}
+
+/* A path for a call through handle FI alone: "//" + name of an orphan of
+ * its file (see path_key), in BUF; NULL if there is none. */
 static const char *of_path(const struct fuse_file_info *fi, char *buf, size_t cap)
 {
     const char *r = NULL;
-    if (!fi || !fi->fh)
+    if (!fi || !fi->fh || cap < HIDDEN_LEN + 3)
         return NULL;
     pthread_mutex_lock(&of_mu);
-    struct ofile *o = *of_find(fi->fh);
-    if (o && o->orphan && strlen(o->orphan) < cap)
-        r = strcpy(buf, o->orphan);
+    for (struct orphan *o = orphans; o && !r; o = o->next)
+        if (o->ino == fi->fh)
+            r = strcat(strcpy(buf, "/"), o->key);
     pthread_mutex_unlock(&of_mu);
     return r;
+}
+
+/* The path libfuse knows orphan KEY by, into BUF (CAP bytes); 0 if none. */
+static int orphan_path(const char *key, size_t kl, char *buf, size_t cap)
+{
+    int found = 0;
+    char k[HIDDEN_LEN + 2];
+    if (kl != HIDDEN_LEN + 1)
+        return 0;
+    memcpy(k, key, kl);
+    k[kl] = '\0';
+    pthread_mutex_lock(&of_mu);
+    struct orphan *o = *orphan_by_key(k);
+    if (o && o->path && strlen(o->path) < cap) {
+        strcpy(buf, o->path);
+        found = 1;
+    }
+    pthread_mutex_unlock(&of_mu);
+    return found;
 }
 
 /* Remove the files a crash left removed-but-open (above). */
@@ -292,6 +443,18 @@ static uint64_t fnv64(uint64_t h, const void *p, size_t n)
 
 #define ROOT_INO 1
 #define SNAPROOT_INO 2
+
+/* The inverse of ino_of's mixing in the live tree: the stored number
+ * that shows as SHOWN. */
+static uint64_t ino_keeping(uint64_t shown)
+{
+    const uint64_t g = 0x9E3779B97F4A7C15ull;
+    uint64_t inv = g;                   /* g * inv == 1 mod 2^64, by Newton */
+    for (int i = 0; i < 6; i++)
+        inv *= 2 - g * inv;
+    uint64_t h = shown ^ (shown >> 29) ^ (shown >> 58);
+    return h * inv;
+}
 
 /*
  * The inode number of KEY (attributes S) as this call sees it: the one the
@@ -889,6 +1052,15 @@ static int r_open(const char *path, struct fuse_file_info *fi)
     stash_stat_t s;
     if ((rc = stash_stat(db, NULL, key, kl, &s)) != 0)
         return rc;
+    if (!s.ino && kl && key[0] != '/') {
+        /* A key written through the library has no inode number of its
+         * own: ino_of shows a hash of the key, which a rename would change,
+         * and the open handles would lose their file.  It gets, once, the
+         * number that shows the same. */
+        stash_stat_t t = {.ino = ino_keeping(ino_of(&s, key, kl))};
+        if (stash_setstat(db, key, kl, &t, STASH_SET_INO) == 0)
+            s.ino = t.ino;
+    }
     return of_open(ino_of(&s, key, kl), fi);
 }
 
@@ -939,7 +1111,9 @@ static int w_unlink(const char *path)
         return -EISDIR;
     if ((rc = touch_parent(key, kl)))
         return rc;
-    return stash_delete(db, key, kl);
+    if ((rc = stash_delete(db, key, kl)) == 0 && key[0] == '/')
+        of_unhide(key);         /* libfuse removing an orphan's name */
+    return rc;
 }
 
 static int w_mkdir(const char *path, mode_t mode)
@@ -1012,7 +1186,9 @@ static int w_rmdir(const char *path)
     if ((rc = touch_parent(key, kl)))
         return rc;
     key[kl] = '/';
-    return stash_delete(db, key, kl + 1);
+    if ((rc = stash_delete(db, key, kl + 1)) == 0)
+        of_moved(path, NULL);
+    return rc;
 }
 
 /* The keys and kinds of FROM and TO (a rename, a link).  *FK and *TK are
@@ -1035,6 +1211,15 @@ static int w_rename(const char *from, const char *to, unsigned int flags)
 {
     if (flags & ~(unsigned)RENAME_NOREPLACE)
         return -EINVAL;
+    /* Removed-while-open names (see path_key): a move to a free one is
+     * libfuse keeping a file removed while open, when libfuse has just
+     * looked that name up in this request (hide_expected) and the file is
+     * open; any other move to or from such a name is refused. */
+    int hide = hidden_path(to);
+    if (hide && (orphan_key(to, NULL) || !hide_expected(to)))
+        return -EPERM;
+    if (!hide && hidden_path(from) && orphan_key(from, NULL))
+        return -EPERM;
     char *fk, *tk;
     size_t fl, tl;
     enum kind fkind, tkind;
@@ -1043,18 +1228,20 @@ static int w_rename(const char *from, const char *to, unsigned int flags)
         rc = -ENOENT;
     if (rc == 0 && tkind != K_NONE && (flags & RENAME_NOREPLACE))
         rc = -EEXIST;
-    /* To a removed-while-open name (path_key): libfuse keeping a file that
-     * is removed while open.  The names are reserved: anything else renamed
-     * to one (a directory, a file nobody holds open) is refused. */
-    int hide = tl > 0 && tk[0] == '/';
     uint64_t hino = 0;
     if (rc == 0 && hide) {
+        /* The file's new key: "/" + name, outside every directory. */
+        tk[0] = '/';
+        memcpy(tk + 1, last_name(to), HIDDEN_LEN + 1);
+        tl = HIDDEN_LEN + 1;
+        tkind = K_NONE;
         stash_stat_t hs;
         if (fkind != K_FILE)
             rc = -EPERM;
-        else if ((rc = stash_stat(db, NULL, fk, fl, &hs)) == 0 &&
-                 !of_is_open(hino = ino_of(&hs, fk, fl)))
-            rc = -EPERM;
+        else if ((rc = stash_stat(db, NULL, fk, fl, &hs)) == 0 && !loop_request() &&
+                 !of_is_open(ino_of(&hs, fk, fl)))
+            rc = -EPERM;        /* (libfuse's loop: no request numbers to go by) */
+        hino = rc == 0 ? ino_of(&hs, fk, fl) : 0;
     }
     if (rc == 0 && fkind != K_NONE)
         rc = touch_parent(fk, fl);
@@ -1080,6 +1267,8 @@ static int w_rename(const char *from, const char *to, unsigned int flags)
             tk[tl] = '/';
             rc = stash_rename_prefix(db, fk, fl + 1, tk, tl + 1, NULL);
         }
+        if (rc == 0)
+            of_moved(from, to);     /* orphans under it move along */
     }
     if (rc == 0) {
         /* The target's directory changed too, and the moved entry's ctime
@@ -1091,9 +1280,14 @@ static int w_rename(const char *from, const char *to, unsigned int flags)
         if (rc == 0 && r != -ENOENT)
             rc = r;
     }
-    /* Closed since the check above: nothing holds it any more. */
-    if (rc == 0 && hide && !of_hide(hino, tk, tl))
-        rc = stash_delete(db, tk, tl);
+    /* Nothing holds it any more (closed since libfuse looked): it goes,
+     * as the unlink wanted. */
+    if (rc == 0 && hide) {
+        tk[tl] = '\0';
+        fk[fl] = '\0';
+        if (!of_hide(hino, fk, tk, to))
+            rc = stash_delete(db, tk, tl);
+    }
     free(fk);
     free(tk);
     return rc;
@@ -1349,6 +1543,12 @@ static int inval_one(void *arg, const void *key, size_t klen)
     struct inval_arg *a = arg;
     if (klen > KEYBUF - 1 || (a->except && klen == a->elen && !memcmp(key, a->except, klen)))
         return 0;
+    if (klen && *(const char *)key == '/') {
+        /* An orphan: where libfuse has it, if anywhere. */
+        if (orphan_path(key, klen, a->path, sizeof a->path))
+            inval_push(a->path, strlen(a->path));
+        return 0;
+    }
     a->path[0] = '/';
     memcpy(a->path + 1, key, klen);
     inval_push(a->path, klen + 1);
@@ -1452,7 +1652,7 @@ static int list_one(void *arg, const char *name, uint64_t seq, int64_t ct)
  * build one: the file was removed while open and its directory since); the
  * file lives on under its key (of_path). */
 #define NULL_PATH(fi)                                          \
-    char hp_[HIDDEN_LEN + 2];                                  \
+    char hp_[HIDDEN_LEN + 3];                                  \
     if (!path && !(path = of_path(fi, hp_, sizeof hp_)))       \
         return -ENOENT
 
@@ -1467,6 +1667,8 @@ static int fs_getattr(const char *path, struct stat *st, struct fuse_file_info *
         rc = (snaproot_stat(st), 0);
     else
         rc = r_getattr(rel, st, fi);
+    if (rc == -ENOENT && w == W_LIVE && !fi && hidden_path(path))
+        hide_probed(path);      /* libfuse looking for a free name (hide_probe) */
     leave();
     return rc;
 }

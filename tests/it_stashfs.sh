@@ -17,6 +17,8 @@ unmount
 "$ctl" -d "$store" put api/hello "from the library" || bad "stashctl put"
 printf 'ab' | "$ctl" -d "$store" put "api/bad//name" || bad "stashctl put odd key"
 for k in imp/g imp/sub/f imp2/h; do "$ctl" -d "$store" put "$k" "$k" || bad "stashctl put $k"; done
+for k in lib1 libdir/k; do "$ctl" -d "$store" put "$k" "lib-$k" || bad "stashctl put $k"; done
+"$ctl" -d "$store" put "old/.fuse_hidden0000000100000002" "left by an old version" || bad "stashctl put old hidden"
 mount_fs -o max_threads=4     # (fewer pool threads than the 8 writers below)
 m="$mnt"
 
@@ -32,6 +34,69 @@ check "record-less directories stay" sh -c "test -d '$m/imp/sub' && [ -z \"\$(ls
 check "mv out of a record-less directory" sh -c "mv '$m/imp2/h' '$m/imp/h' && test -d '$m/imp2' && [ \"\$(cat '$m/imp/h')\" = imp2/h ]"
 check "rmdir of the emptied directories" sh -c "rmdir '$m/imp/sub' '$m/imp2' && test ! -e '$m/imp2' && test -d '$m/imp'"
 check "chown keeps what it is not given" sh -c "chown :123 '$m/api/hello' && [ \"\$(stat -c %u:%g '$m/api/hello')\" = \"\$(id -u):123\" ]"
+
+# Files removed while open (libfuse keeps them under .fuse_hidden names,
+# which stashfs keeps outside every directory).
+cat >"$tmp/held.py" <<'PY'
+import errno, os, sys
+m = sys.argv[1]
+def expect(what, got, want):
+    if got != want:
+        print("FAIL: %s: %r, wanted %r" % (what, got, want)); sys.exit(1)
+def eperm(what, f):
+    try:
+        f(); print("FAIL: %s succeeded" % what); sys.exit(1)
+    except OSError as e:
+        expect(what, e.errno, errno.EPERM)
+# A library-written key (no inode number of its own) renamed, alone or
+# with its directory, and then removed while open.
+fd = os.open(m + "/lib1", os.O_RDWR)
+os.rename(m + "/lib1", m + "/lib2"); os.unlink(m + "/lib2")
+expect("renamed library key read after unlink", os.pread(fd, 50, 0), b"lib-lib1")
+os.close(fd)
+fd = os.open(m + "/libdir/k", os.O_RDWR)
+os.rename(m + "/libdir", m + "/libdir2"); os.unlink(m + "/libdir2/k")
+expect("library key read after its directory moved", os.pread(fd, 50, 0), b"lib-libdir/k")
+os.close(fd)
+# Two names of one file, both removed while open, one directory removed:
+# the last descriptor still reads and writes the file.
+os.mkdir(m + "/l1"); os.mkdir(m + "/l2")
+with open(m + "/l1/A", "w") as f: f.write("original")
+os.link(m + "/l1/A", m + "/l2/B")
+fa = os.open(m + "/l1/A", os.O_RDWR); fb = os.open(m + "/l2/B", os.O_RDWR)
+os.unlink(m + "/l1/A"); os.unlink(m + "/l2/B"); os.rmdir(m + "/l1")
+os.close(fb)
+expect("two removed names: read", os.pread(fa, 50, 0), b"original")
+os.pwrite(fa, b"XY", 0)
+expect("two removed names: write", os.pread(fa, 50, 0), b"XYiginal")
+os.close(fa)
+os.rmdir(m + "/l2")
+# In a sub-directory, a write through the other name shows through the
+# removed one's descriptor.
+os.mkdir(m + "/ld")
+with open(m + "/ld/a", "w") as f: f.write("1234")
+os.link(m + "/ld/a", m + "/ld/b")
+fa = os.open(m + "/ld/a", os.O_RDWR); fb = os.open(m + "/ld/b", os.O_RDWR)
+os.unlink(m + "/ld/a")
+os.pwrite(fb, b"abcdefgh", 0)
+expect("size through the removed name", os.fstat(fa).st_size, 8)
+expect("data through the removed name", os.pread(fa, 50, 0), b"abcdefgh")
+os.close(fa); os.close(fb)
+# The names are libfuse's: nothing else is moved to one, not even an open
+# file or another name of one.
+os.link(m + "/ld/b", m + "/ld/c")
+fb = os.open(m + "/ld/b", os.O_RDONLY)
+eperm("rename another name of an open file to a reserved name",
+      lambda: os.rename(m + "/ld/c", m + "/ld/.fuse_hidden0123456789abcdef"))
+eperm("rename an open file to a reserved name",
+      lambda: os.rename(m + "/ld/b", m + "/ld/.fuse_hidden0123456789abcdef"))
+os.close(fb)
+expect("names kept", sorted(os.listdir(m + "/ld")), ["b", "c"])
+# Such a name written by an old version is an ordinary file: shown, removable.
+expect("old hidden name shown", os.listdir(m + "/old"), [".fuse_hidden0000000100000002"])
+os.unlink(m + "/old/.fuse_hidden0000000100000002"); os.rmdir(m + "/old")
+PY
+check "files removed while open" python3 "$tmp/held.py" "$m"
 
 echo "hello world" >"$m/greeting" || bad "echo >"
 check "cat" test "$(cat "$m/greeting")" = "hello world"
@@ -276,6 +341,7 @@ unmount
 check "stash_get of a file" test "$("$ctl" -d "$store" get moved/sub/2)" = two
 "$ctl" -d "$store" get big >"$tmp/big2" && check "stash_get of the big file" cmp "$tmp/big" "$tmp/big2"
 check "odd key kept" test "$("$ctl" -d "$store" get "api/bad//name")" = ab
+check "no file removed while open is left" sh -c "! '$ctl' -d '$store' scan | grep -q fuse_hidden"
 check "stash_get of a hard link" test "$("$ctl" -d "$store" get hd/h3)" = "$(printf 'one\ntwo')"
 check "dumps show links" sh -c "for f in '$store'/*.sst '$store'/*.log; do '$ctl' dump-sst \"\$f\" 2>/dev/null; '$ctl' dump-wal \"\$f\" 2>/dev/null; done | grep -q '^[0-9]* put hd/h3 link to value [0-9a-f]*\$'"
 

@@ -324,7 +324,8 @@ static int keep_key(uint8_t **buf, size_t *len, size_t *cap, const void *key, si
         *buf = p;
         *cap = klen;
     }
-    memcpy(*buf, key, klen);
+    if (klen)           /* (an empty first key: no buffer yet) */
+        memcpy(*buf, key, klen);
     *len = klen;
     return 0;
 }

@@ -776,6 +776,11 @@ static int check_table(const char *dir, const char *name, uint64_t num)
         return 1;
     }
     sst_iter_t *it = sst_iter_new(r);
+    if (!it) {
+        report(name, "out of memory");
+        sst_close(r);
+        return 1;
+    }
     uint64_t n = 0, all = sst_entries(r), size = sst_file_size(r);
     for (sst_iter_seek_first(it); sst_iter_valid(it); sst_iter_next(it)) {
         size_t kl, vl;

@@ -2870,6 +2870,21 @@ static int recover(stash_t *db)
         rc = wal_replay(path, logs[i], flags, replay_record, &r, NULL);
         prev = r.prev_seq;
     }
+    /* What a killed process appended but never fsynced is made durable
+     * before anything new is written (a MANIFEST, a log): after that, a
+     * power cut could tear a log that is no longer the newest, and such a
+     * log must replay whole.  (A replay may have removed an empty one.) */
+    for (int i = first; rc == 0 && !db->opt.read_only && i < n; i++) {
+        char path[PATH_MAX];
+        wal_path(path, sizeof path, db->dir, logs[i]);
+        int fd = open(path, O_RDONLY | O_CLOEXEC);
+        if (fd < 0 && errno != ENOENT)
+            rc = err_set(-EIO, "wal %06llu.log: cannot open: %s", (unsigned long long)logs[i], strerror(errno));
+        if (fd >= 0 && fdatasync(fd) < 0)
+            rc = err_set(-EIO, "wal %06llu.log: fsync failed: %s", (unsigned long long)logs[i], strerror(errno));
+        if (fd >= 0)
+            close(fd);
+    }
     uint64_t next = n ? logs[n - 1] + 1 : 1;
     free(logs);
     if (rc == 0 && !db->opt.read_only) {

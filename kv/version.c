@@ -537,9 +537,12 @@ bad:
     return err_set(-EIO, "%s: malformed edit at offset %llu", s->name, (unsigned long long)off);
 }
 
-/* Point CURRENT at MANIFEST-NUM: temporary file, fsync, rename, fsync dir. */
-static int set_current(const char *dir, uint64_t num)
+/* Point CURRENT at MANIFEST-NUM: temporary file, fsync, rename, fsync dir.
+ * *RENAMED says whether CURRENT may name it now (the rename was made), also
+ * when an error is returned. */
+static int set_current(const char *dir, uint64_t num, int *renamed)
 {
+    *renamed = 0;
     char tmp[PATH_MAX], cur[PATH_MAX], body[64];
     snprintf(tmp, sizeof tmp, "%s/CURRENT.tmp", dir);
     snprintf(cur, sizeof cur, "%s/CURRENT", dir);
@@ -551,9 +554,12 @@ static int set_current(const char *dir, uint64_t num)
     int e = errno;
     close(fd);
     if (!ok || rename(tmp, cur) < 0) {
+        if (ok)
+            e = errno;
         unlink(tmp);
         return err_set(e == ENOSPC ? -ENOSPC : -EIO, "store %s: cannot write CURRENT: %s", dir, strerror(e));
     }
+    *renamed = 1;
     int dfd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
     if (dfd < 0 || fsync(dfd) < 0) {
         if (dfd >= 0)
@@ -588,6 +594,13 @@ static int write_manifest(const char *dir, uint64_t num, const version_t *v, uin
     char name[32];
     snprintf(name, sizeof name, "MANIFEST-%06llu", (unsigned long long)num);
     wal_set_name(m, name);
+    /* The new name is made durable before any record: a crash must not
+     * keep records under the log's name, to be replayed as a log. */
+    if ((rc = wal_sync_dir(dir)) != 0) {
+        wal_close(m);
+        unlink(to);
+        return rc;
+    }
     vedit_t *e = calloc(1, sizeof *e);
     if (!e) {
         wal_close(m);
@@ -614,11 +627,14 @@ static int write_manifest(const char *dir, uint64_t num, const version_t *v, uin
     if (rc == 0)
         rc = write_edit(m, e);
     free(e);
+    int renamed = 0;
     if (rc == 0)
-        rc = set_current(dir, num);
+        rc = set_current(dir, num, &renamed);
     if (rc) {
+        /* Once CURRENT may name it, it stays, whatever failed after. */
         wal_close(m);
-        unlink(to);
+        if (!renamed)
+            unlink(to);
         return rc;
     }
     if (out)
@@ -731,6 +747,54 @@ int vset_backup(vset_t *vs, const version_t *v, const char *dest, uint64_t last_
     return rc;
 }
 
+/* Count the records of a log (for store_files). */
+static int count_record(void *arg, const void *rec, size_t len, uint64_t off)
+{
+    (void)rec; (void)len; (void)off;
+    ++*(int *)arg;
+    return 0;
+}
+
+/*
+ * Whether DIR holds what only a store that was once opened holds: a table,
+ * a value file, or a log with a record (a MANIFEST, or a log with no record,
+ * is all a crash during the very first open can leave).  The first such
+ * file's name goes to NAME.
+ */
+static int store_files(const char *dir, char name[256])
+{
+    DIR *d = opendir(dir);
+    struct dirent *de;
+    int found = 0;
+    while (d && !found && (de = readdir(d))) {
+        char *end;
+        if (de->d_name[0] < '0' || de->d_name[0] > '9')
+            continue;
+        unsigned long long num = strtoull(de->d_name, &end, 10);
+        if (!strcmp(end, ".sst") || !strcmp(end, ".val")) {
+            found = 1;
+        } else if (!strcmp(end, ".log")) {
+            char path[PATH_MAX];
+            int n = 0;
+            snprintf(path, sizeof path, "%s/%s", dir, de->d_name);
+            found = wal_replay(path, num, WAL_NEWEST, count_record, &n, NULL) != 0 || n > 0;
+        }
+        if (found)
+            snprintf(name, 256, "%s", de->d_name);
+    }
+    if (d)
+        closedir(d);
+    return found;
+}
+
+/* Whether log NUM is in DIR. */
+static int log_present(const char *dir, uint64_t num)
+{
+    char path[PATH_MAX];
+    wal_path(path, sizeof path, dir, num);
+    return access(path, F_OK) == 0;
+}
+
 int vset_recover(vset_t *vs, int read_only)
 {
     char cur[PATH_MAX], body[64] = "";
@@ -742,13 +806,29 @@ int vset_recover(vset_t *vs, int read_only)
     if (!vs->tc)
         return err_set(-ENOMEM, "out of memory");
     int fd = open(cur, O_RDONLY | O_CLOEXEC);
+    int open_err = errno;
     struct mstate s;
     memset(&s, 0, sizeof s);
     int rc = 0;
     version_t *v = version_new();
     if (!v)
         return err_set(-ENOMEM, "out of memory");
-    if (fd >= 0) {
+    if (fd < 0) {
+        /* No CURRENT: a new store, unless the directory says otherwise (a
+         * CURRENT lost or unreadable must not start an empty store over the
+         * tables, and delete them as strays). */
+        int e = open_err;
+        char what[256];
+        version_unref(v);
+        v = NULL;
+        if (e != ENOENT)
+            return err_set(-e, "store %s: cannot open CURRENT: %s", vs->dir, strerror(e));
+        if (store_files(vs->dir, what))
+            return err_set(-EIO, "store %s: CURRENT is missing, but the directory holds the store's "
+                           "files (%s): not starting an empty store over them", vs->dir, what);
+        if (!(v = version_new()))
+            return err_set(-ENOMEM, "out of memory");
+    } else {
         ssize_t n = read(fd, body, sizeof body - 1);
         close(fd);
         unsigned long long num;
@@ -761,11 +841,24 @@ int vset_recover(vset_t *vs, int read_only)
         manifest_path(mp, sizeof mp, vs->dir, num);
         snprintf(name, sizeof name, "MANIFEST-%06llu", num);
         s.name = name;
-        rc = wal_replay(mp, num, WAL_NEWEST, replay_edit, &s, NULL);
+        uint64_t good = 0;
+        struct stat mst;
+        rc = wal_replay(mp, num, WAL_NEWEST, replay_edit, &s, &good);
         if (rc == -ENOENT)
             rc = err_set(-EIO, "store %s: %s named by CURRENT is missing", vs->dir, name);
         if (rc == 0 && !s.have_next)
             rc = err_set(-EIO, "store %s: %s has no file counter", vs->dir, name);
+        /* A last record cut short or damaged is dropped, as a crash while
+         * writing it leaves one; that edit was not acted on, so the log
+         * the records before it need is still there.  If that log is gone,
+         * the dropped record had been acted on, and the version without it
+         * would lose (and delete) tables: damage, not a crash. */
+        if (rc == 0 && stat(mp, &mst) == 0 && good < (uint64_t)mst.st_size && s.log_number &&
+            !log_present(vs->dir, s.log_number))
+            rc = err_set(-EIO, "store %s: %s ends in a damaged record (offset %llu of %llu bytes) that had "
+                         "been acted on (log %06llu.log, which the records before it need, is gone); "
+                         "not opening, nothing was changed", vs->dir, name, (unsigned long long)good,
+                         (unsigned long long)mst.st_size, (unsigned long long)s.log_number);
         vs->manifest_num = num;
         vs->log_number = s.log_number;
         vs->next_file = s.next_file;

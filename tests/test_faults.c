@@ -419,6 +419,87 @@ static void test_value_file_sync_fails(void **state)
     free(v);
 }
 
+/*
+ * Open makes what it replays durable before it writes anything new: a log a
+ * killed process never fsynced is fsynced at the next open, and if that
+ * fails, so does the open (a power cut later would otherwise tear a log
+ * that is no longer the newest).  Once the disk works, it opens whole.
+ */
+static void test_open_syncs_replayed_logs(void **state)
+{
+    (void)state;
+    stash_options_t o;
+    opts(&o, 64u << 20);
+    stash_t *db = open_with(&o);
+    for (int i = 0; i < 200; i++)
+        assert_int_equal(put_i(db, i, 100, 0), 0);
+    assert_int_equal(stash_close(db), 0);
+    /* A copy of the store: its log, never fsynced, as a killed process
+     * leaves one (and with no zeros ahead, which open would cut and sync). */
+    char copy[600], cmd[2000], log[256] = "";
+    snprintf(copy, sizeof copy, "%s.copy", dir);
+    snprintf(cmd, sizeof cmd, "cp -a %s %s && rm -f %s/LOCK", dir, copy, copy);
+    assert_int_equal(system(cmd), 0);
+    DIR *d = opendir(copy);
+    assert_non_null(d);
+    struct dirent *e;
+    while ((e = readdir(d)))
+        if (strstr(e->d_name, ".log"))
+            snprintf(log, sizeof log, "%s", e->d_name);
+    closedir(d);
+    assert_true(log[0] != '\0');
+
+    arm_once(".log", SYNCS, 0);
+    stash_t *db2 = NULL;
+    assert_int_equal(stash_open(copy, &o, &db2), -EIO);
+    if (!strstr(stash_last_error(NULL), log))
+        printf("open: %s\n", stash_last_error(NULL));
+    assert_non_null(strstr(stash_last_error(NULL), log));
+    assert_non_null(strstr(stash_last_error(NULL), "fsync failed"));
+    arm("");
+    assert_int_equal(stash_open(copy, &o, &db2), 0);
+    for (int i = 0; i < 200; i++)
+        expect_kv(db2, i, 100);
+    assert_int_equal(stash_close(db2), 0);
+    tu_rmrf(copy);
+}
+
+/*
+ * Each fsync of the directory during an open fails in turn (the new
+ * MANIFEST's name, CURRENT's rename, a table's creation...): the open may
+ * fail, but the next one works and finds everything.  (When the fsync
+ * after CURRENT's rename failed, the MANIFEST it named was deleted, and no
+ * open worked again.)
+ */
+static void test_open_dir_sync_fails(void **state)
+{
+    (void)state;
+    stash_options_t o;
+    opts(&o, 64u << 10);
+    stash_t *db = open_with(&o);
+    for (int i = 0; i < 300; i++)
+        assert_int_equal(put_i(db, i, 200, 0), 0);
+    assert_int_equal(stash_close(db), 0);
+    const char *base = strrchr(dir, '/');
+    int failed_opens = 0;
+    for (int skip = 0; skip < 6; skip++) {
+        arm_once(base + 1, SYNCS, skip);
+        stash_t *d = NULL;
+        int rc = stash_open(dir, &o, &d);
+        arm("");
+        if (rc == 0)
+            assert_int_equal(stash_close(d), 0);
+        else
+            failed_opens++;
+        d = open_with(&o);
+        for (int i = 0; i < 300; i += 7)
+            expect_kv(d, i, 200);
+        assert_int_equal(put_i(d, 1000 + skip, 200, STASH_SYNC), 0);
+        assert_int_equal(stash_close(d), 0);
+    }
+    assert_true(failed_opens > 0);
+}
+
 /* ---- a randomized model test ---- */
 
 #define NKEYS    200
@@ -646,6 +727,8 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_table_sync_fails, tu_setup, teardown),
         cmocka_unit_test_setup_teardown(test_manifest_sync_fails, tu_setup, teardown),
         cmocka_unit_test_setup_teardown(test_value_file_sync_fails, tu_setup, teardown),
+        cmocka_unit_test_setup_teardown(test_open_syncs_replayed_logs, tu_setup, teardown),
+        cmocka_unit_test_setup_teardown(test_open_dir_sync_fails, tu_setup, teardown),
         cmocka_unit_test_setup_teardown(test_random_faults, tu_setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

@@ -130,6 +130,7 @@ static int hidden_path(const char *path)
 }
 
 static __thread stash_snapshot_t *cur;     /* the snapshot this call reads, or NULL */
+static int mount_ro;    /* mounted read-only (-o ro): opening writes nothing */
 
 /*
  * Open files, by inode number (fi->fh of a file handle): how many handles.
@@ -340,6 +341,15 @@ static int of_hide(uint64_t ino, const char *from_key, const char *key, const ch
     return open;
 }
 
+/* Whether an orphan has key KEY. */
+static int orphan_used(const char *key)
+{
+    pthread_mutex_lock(&of_mu);
+    int used = *orphan_by_key(key) != NULL;
+    pthread_mutex_unlock(&of_mu);
+    return used;
+}
+
 /* Orphan key KEY was removed (libfuse's unlink at the last close of that
  * name). */
 static void of_unhide(const char *key)
@@ -355,11 +365,18 @@ static void of_unhide(const char *key)
 }
 
 /* Directory FROM moved to TO (RMDIR: TO NULL, it was removed): the paths of
- * the orphans under it follow (or are gone). */
+ * the orphans under it follow (or are gone).  Those under a directory TO
+ * replaced are gone first: its name now leads elsewhere. */
 static void of_moved(const char *from, const char *to)
 {
-    size_t fl = strlen(from);
+    size_t fl = strlen(from), tl = to ? strlen(to) : 0;
     pthread_mutex_lock(&of_mu);
+    for (struct orphan *o = orphans; to && o; o = o->next) {
+        if (o->path && !strncmp(o->path, to, tl) && o->path[tl] == '/') {
+            free(o->path);
+            o->path = NULL;
+        }
+    }
     for (struct orphan *o = orphans; o; o = o->next) {
         if (!o->path || strncmp(o->path, from, fl) || o->path[fl] != '/')
             continue;
@@ -1052,11 +1069,12 @@ static int r_open(const char *path, struct fuse_file_info *fi)
     stash_stat_t s;
     if ((rc = stash_stat(db, NULL, key, kl, &s)) != 0)
         return rc;
-    if (!s.ino && kl && key[0] != '/') {
+    if (!s.ino && kl && key[0] != '/' && !mount_ro) {
         /* A key written through the library has no inode number of its
          * own: ino_of shows a hash of the key, which a rename would change,
          * and the open handles would lose their file.  It gets, once, the
-         * number that shows the same. */
+         * number that shows the same (not on a read-only mount: nothing is
+         * renamed there). */
         stash_stat_t t = {.ino = ino_keeping(ino_of(&s, key, kl))};
         if (stash_setstat(db, key, kl, &t, STASH_SET_INO) == 0)
             s.ino = t.ino;
@@ -1236,7 +1254,9 @@ static int w_rename(const char *from, const char *to, unsigned int flags)
         tl = HIDDEN_LEN + 1;
         tkind = K_NONE;
         stash_stat_t hs;
-        if (fkind != K_FILE)
+        /* libfuse's names are new in each hide (a counter): one already in
+         * use is someone else's move. */
+        if (fkind != K_FILE || orphan_used(tk) || stash_stat(db, NULL, tk, tl, &hs) != -ENOENT)
             rc = -EPERM;
         else if ((rc = stash_stat(db, NULL, fk, fl, &hs)) == 0 && !loop_request() &&
                  !of_is_open(ino_of(&hs, fk, fl)))
@@ -2079,6 +2099,57 @@ static int parse_size(const char *s, size_t *out)
     return 0;
 }
 
+
+/*
+ * What the daemon learns of its mount from /proc/self/mountinfo (its own
+ * files are not to be looked at before it serves them): whether it is
+ * read-only, and its device number.  Through the latter, sequential reads
+ * are sped up: they come in requests as large as the kernel's read-ahead
+ * for the mount, which is the block-device default of 128 KiB whatever the
+ * daemon asks for at init (the kernel takes the smaller); it is raised to
+ * 1 MiB through the mount's sysfs entry.  Best effort (that needs write
+ * access to sysfs, as root has).
+ */
+static void look_at_mount(const char *mnt)
+{
+    FILE *f = mnt ? fopen("/proc/self/mountinfo", "r") : NULL;
+    if (!f)
+        return;
+    char line[8192], dev[64] = "";
+    unsigned maj, min;
+    while (!dev[0] && fgets(line, sizeof line, f)) {
+        char at[4096], mopts[256];
+        /* ID PARENT MAJ:MIN ROOT MOUNTPOINT OPTIONS ... (spaces as \040) */
+        if (sscanf(line, "%*u %*u %u:%u %*s %4095s %255s", &maj, &min, at, mopts) != 4)
+            continue;
+        char un[4096];
+        size_t j = 0;
+        for (size_t i = 0; at[i] && j + 1 < sizeof un; i++) {
+            if (at[i] == '\\' && at[i + 1] >= '0' && at[i + 1] <= '3' && at[i + 2] && at[i + 3]) {
+                un[j++] = (char)((at[i + 1] - '0') * 64 + (at[i + 2] - '0') * 8 + (at[i + 3] - '0'));
+                i += 3;
+            } else {
+                un[j++] = at[i];
+            }
+        }
+        un[j] = '\0';
+        if (!strcmp(un, mnt)) {
+            snprintf(dev, sizeof dev, "%u:%u", maj, min);
+            mount_ro = !strncmp(mopts, "ro", 2) && (mopts[2] == ',' || !mopts[2]);
+        }
+    }
+    fclose(f);
+    if (!dev[0])
+        return;
+    char path[128];
+    snprintf(path, sizeof path, "/sys/class/bdi/%s/read_ahead_kb", dev);
+    FILE *ra = fopen(path, "w");
+    if (ra) {
+        fputs("1024\n", ra);
+        fclose(ra);
+    }
+}
+
 /* Report a start-up failure in one line: on stderr, or through FD to the
  * parent waiting for the mount when the daemon runs in the background.
  * Returns the exit status, 1. */
@@ -2183,6 +2254,9 @@ int main(int argc, char **argv)
     char holder[PATH_MAX + 32];
     snprintf(holder, sizeof holder, "stashfs, mounted at %s", absmnt ? absmnt : o.mountpoint);
     holder[strcspn(holder, "\n")] = '\0';
+    char mnt_abs[PATH_MAX] = "";
+    if (absmnt && strlen(absmnt) < sizeof mnt_abs)
+        strcpy(mnt_abs, absmnt);   /* (resolved now: once mounted, it is ours to serve) */
     free(absmnt);
     so.holder = holder;
 
@@ -2256,6 +2330,7 @@ int main(int argc, char **argv)
         stash_close(db);
         return die(pfd[1], "stashfs: cannot mount at %s\n", o.mountpoint);
     }
+    look_at_mount(mnt_abs[0] ? mnt_abs : NULL);
     struct fuse_session *se = fuse_get_session(f);
     fuse_set_signal_handlers(se);
     if (!o.foreground) {

@@ -23,6 +23,7 @@ mount_fs -o max_threads=4     # (fewer pool threads than the 8 writers below)
 m="$mnt"
 
 check "API key is a file" test "$(cat "$m/api/hello")" = "from the library"
+check "1 MiB read-ahead" test "$(cat /sys/class/bdi/$(mountpoint -d "$m")/read_ahead_kb)" = 1024
 check "API key listed" sh -c "ls '$m/api' | grep -qx hello"
 check "odd key hidden" sh -c "[ -z \"\$(ls -A '$m/api/bad')\" ]"
 check "API key mode 0644" test "$(stat -c %a "$m/api/hello")" = 644

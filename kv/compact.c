@@ -248,11 +248,11 @@ oom:
 }
 
 int compact_range_pick(version_t *v, int level, const void *begin, size_t blen,
-                       const void *end, size_t elen, struct compaction *c)
+                       const void *end, size_t elen, int max, struct compaction *c)
 {
     memset(c, 0, sizeof *c);
     c->level = level;
-    for (int i = 0; i < v->n[level]; i++)
+    for (int i = 0; i < v->n[level] && (level == 0 || !max || c->nin[0] < max); i++)
         if (overlaps(v->f[level][i], begin, blen, end, elen) && push(c, 0, v->f[level][i]) < 0)
             goto oom;
     if (!c->nin[0])

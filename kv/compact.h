@@ -43,9 +43,11 @@ int compact_pick(version_t *v, const stash_options_t *o, uint8_t **pointer, size
                  struct compaction *c);
 
 /* The compaction of every table of LEVEL overlapping user keys [BEGIN, END]
- * (NULL = unbounded), or 0 when there is none. */
+ * (NULL = unbounded), or 0 when there is none.  Above level 0, at most MAX
+ * of them (0: all), the first in key order: a caller compacting a large
+ * range picks again until none is left. */
 int compact_range_pick(version_t *v, int level, const void *begin, size_t blen,
-                       const void *end, size_t elen, struct compaction *c);
+                       const void *end, size_t elen, int max, struct compaction *c);
 
 void compact_free(struct compaction *c);
 

@@ -2095,7 +2095,7 @@ static void idle_compact(stash_t *db)
     while ((rc = flush_one(db)) > 0)
         ;
     struct compaction c;
-    if (rc == 0 && !db->closing && compact_range_pick(db->vs.cur, 0, NULL, 0, NULL, 0, &c))
+    if (rc == 0 && !db->closing && compact_range_pick(db->vs.cur, 0, NULL, 0, NULL, 0, 0, &c))
         rc = run_compaction(db, &c);
     pthread_mutex_unlock(&db->work_mu);
     if (rc < 0)
@@ -2701,6 +2701,8 @@ int stash_compact_range(stash_t *db, const void *begin, size_t blen, const void 
     return rc;
 }
 
+#define RANGE_PIECE 64
+
 static int compact_range_stored(stash_t *db, const void *begin, size_t blen, const void *end, size_t elen)
 {
     /* Everything written so far goes to tables first. */
@@ -2714,10 +2716,16 @@ static int compact_range_stored(stash_t *db, const void *begin, size_t blen, con
     for (int l = 1; l < NLEVELS && rc == 0; l++)
         if (db->vs.cur->n[l])
             deepest = l;
+    /* A level at a time, and above level 0 in pieces of RANGE_PIECE
+     * tables (with what they overlap below), so that no one compaction
+     * (and MANIFEST record) grows with the store. */
     for (int l = 0; l < deepest && rc >= 0; l++) {
         struct compaction c;
-        if (compact_range_pick(db->vs.cur, l, begin, blen, end, elen, &c))
+        while (rc >= 0 && compact_range_pick(db->vs.cur, l, begin, blen, end, elen, RANGE_PIECE, &c)) {
             rc = run_compaction(db, &c);
+            if (l == 0)
+                break;
+        }
     }
     work_unlock_fg(db);
     /* And value files no longer referenced go. */

@@ -63,12 +63,16 @@ typedef struct version {
     fmeta_t **f[NLEVELS];
 } version_t;
 
+/* The most tables one edit adds, and deletes: a compaction's outputs and
+ * inputs (range compactions are cut into pieces well below it). */
+#define VEDIT_MAX 16384
+
 typedef struct vedit {
     int has_log, has_next, has_seq;
     uint64_t log_number, next_file, last_seq;
     int nadd, ndel;
-    struct { int level; fmeta_t *f; } add[1024];
-    struct { int level; uint64_t number; } del[1024];
+    struct { int level; fmeta_t *f; } add[VEDIT_MAX];
+    struct { int level; uint64_t number; } del[VEDIT_MAX];
 } vedit_t;
 
 typedef struct vset {

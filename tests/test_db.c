@@ -1970,6 +1970,77 @@ static void test_manifest_tail(void **state)
     }
 }
 
+/*
+ * A range compaction of a level with many tables goes in pieces (at most 64
+ * tables at a time, with what they overlap below: one compaction of a whole
+ * large level failed for good once it passed 1,024 tables), all of them,
+ * and the store reads the same after it: overwrites and deletions win,
+ * nothing else changes.
+ */
+static void test_range_compaction_pieces(void **state)
+{
+    (void)state;
+    stash_options_t o;
+    stash_options_init(&o);
+    o.memtable_size = 256 << 10;
+    o.target_file_size = 64 << 10;
+    o.level1_max_bytes = 64 << 10;       /* levels 1, 2, 3 all used */
+    o.compression_level = 0;
+    o.compaction_interval = 3600;
+    stash_t *db = open_db(&o);
+    char v[1000];
+    uint64_t rs = 99;
+    for (int round = 0; round < 2; round++) {
+        for (int i = 0; i < 9000; i++) {
+            if (round == 1 && i % 3)
+                continue;
+            char k[16];
+            snprintf(k, sizeof k, "r%05d", i);
+            for (size_t j = 0; j < sizeof v; j++)
+                v[j] = (char)(tu_rand(&rs) >> 56);
+            v[0] = (char)('a' + round);
+            if (round == 1 && i % 2)
+                assert_int_equal(stash_delete(db, k, strlen(k)), 0);
+            else
+                assert_int_equal(stash_put(db, k, strlen(k), v, sizeof v), 0);
+        }
+        assert_int_equal(stash_compact_range(db, NULL, 0, NULL, 0), 0);
+    }
+    /* Before the second range, level 3 held over 100 tables and level 4
+     * some: it went down in pieces, all of them (none is left behind). */
+    char st[8192];
+    assert_int_equal(stash_stats(db, st, sizeof st), 0);
+    int above = 0;
+    for (int l = 0; l < 4; l++) {
+        char name[16];
+        int n = -1;
+        snprintf(name, sizeof name, "level %d:", l);
+        const char *c = strstr(st, name);
+        assert_non_null(c);
+        assert_int_equal(sscanf(c + strlen(name), " %d tables", &n), 1);
+        above += n;
+    }
+    if (above)
+        printf("%s", st);
+    assert_int_equal(above, 0);
+    for (int i = 0; i < 9000; i++) {
+        char k[16];
+        snprintf(k, sizeof k, "r%05d", i);
+        void *got = NULL;
+        size_t gl;
+        int rc = stash_get(db, k, strlen(k), &got, &gl);
+        if (i % 3 == 0 && i % 2) {
+            assert_int_equal(rc, -ENOENT);
+        } else {
+            assert_int_equal(rc, 0);
+            assert_int_equal(gl, sizeof v);
+            assert_int_equal(((char *)got)[0], i % 3 == 0 ? 'b' : 'a');
+            stash_free(got);
+        }
+    }
+    assert_int_equal(stash_close(db), 0);
+}
+
 /* ---- backup ---- */
 
 struct bwriter {
@@ -2106,6 +2177,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_manifest_damage, tu_setup, teardown),
         cmocka_unit_test_setup_teardown(test_current_missing, tu_setup, teardown),
         cmocka_unit_test_setup_teardown(test_manifest_tail, tu_setup, teardown),
+        cmocka_unit_test_setup_teardown(test_range_compaction_pieces, tu_setup, teardown),
         cmocka_unit_test_setup_teardown(test_backup, tu_setup, teardown),
     };
     tu_filter();

@@ -2012,7 +2012,7 @@ static void test_range_compaction_pieces(void **state)
     assert_int_equal(stash_stats(db, st, sizeof st), 0);
     int above = 0;
     for (int l = 0; l < 4; l++) {
-        char name[16];
+        char name[32];
         int n = -1;
         snprintf(name, sizeof name, "level %d:", l);
         const char *c = strstr(st, name);

@@ -208,6 +208,18 @@ static int put_i(stash_t *db, int i, size_t vlen, int flags)
     return rc;
 }
 
+/* Synced puts of keys 0, 1, ... (100 bytes) until one is refused (or
+ * 20,000 went through): its error, and in *ACKED how many were taken. */
+static int put_until_refused(stash_t *db, int *acked)
+{
+    int rc = 0;
+    *acked = 0;
+    for (int i = 0; i < 20000 && rc == 0; i++)
+        if ((rc = put_i(db, i, 100, STASH_SYNC)) == 0)
+            *acked = i + 1;
+    return rc;
+}
+
 /* The number of NNNNNN.sst files in the store directory. */
 static int count_tables(void)
 {
@@ -291,12 +303,7 @@ static void test_table_sync_fails(void **state)
     opts(&o, 64u << 10);
     stash_t *db = open_with(&o);
     arm(".sst");
-    int acked = 0, rc = 0;
-    for (int i = 0; i < 20000 && rc == 0; i++) {
-        rc = put_i(db, i, 100, STASH_SYNC);
-        if (rc == 0)
-            acked = i + 1;
-    }
+    int acked, rc = put_until_refused(db, &acked);
     if (rc == 0)
         fprintf(stderr, "no write failed in 20000 with table syncs failing\n");
     assert_int_not_equal(rc, 0);
@@ -355,12 +362,7 @@ static void test_manifest_sync_fails(void **state)
     opts(&o, 64u << 10);
     stash_t *db = open_with(&o);
     arm("MANIFEST");
-    int acked = 0, rc = 0;
-    for (int i = 0; i < 20000 && rc == 0; i++) {
-        rc = put_i(db, i, 100, STASH_SYNC);
-        if (rc == 0)
-            acked = i + 1;
-    }
+    int acked, rc = put_until_refused(db, &acked);
     assert_int_equal(rc, -EROFS);
     assert_true(atomic_load(&nfailed) >= 1);
     assert_true(acked > 100);

@@ -478,6 +478,10 @@ void mt_iter_next(mt_iter_t *it)
     assert(it->best >= 0);
     struct node **x = &it->at[it->best];
     *x = atomic_load_explicit(&(*x)->next[0], memory_order_acquire);
+    /* Scans walk nodes scattered over the arena, a cache miss each: ask
+     * for the one after this ahead of time. */
+    if (*x)
+        __builtin_prefetch(atomic_load_explicit(&(*x)->next[0], memory_order_relaxed));
     if (it->n == 1)
         it->best = *x ? 0 : -1;
     else

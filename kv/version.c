@@ -806,29 +806,28 @@ int vset_recover(vset_t *vs, int read_only)
     if (!vs->tc)
         return err_set(-ENOMEM, "out of memory");
     int fd = open(cur, O_RDONLY | O_CLOEXEC);
-    int open_err = errno;
-    struct mstate s;
-    memset(&s, 0, sizeof s);
-    int rc = 0;
-    version_t *v = version_new();
-    if (!v)
-        return err_set(-ENOMEM, "out of memory");
     if (fd < 0) {
         /* No CURRENT: a new store, unless the directory says otherwise (a
          * CURRENT lost or unreadable must not start an empty store over the
          * tables, and delete them as strays). */
-        int e = open_err;
+        int e = errno;
         char what[256];
-        version_unref(v);
-        v = NULL;
         if (e != ENOENT)
             return err_set(-e, "store %s: cannot open CURRENT: %s", vs->dir, strerror(e));
         if (store_files(vs->dir, what))
             return err_set(-EIO, "store %s: CURRENT is missing, but the directory holds the store's "
                            "files (%s): not starting an empty store over them", vs->dir, what);
-        if (!(v = version_new()))
-            return err_set(-ENOMEM, "out of memory");
-    } else {
+    }
+    struct mstate s;
+    memset(&s, 0, sizeof s);
+    int rc = 0;
+    version_t *v = version_new();
+    if (!v) {
+        if (fd >= 0)
+            close(fd);
+        return err_set(-ENOMEM, "out of memory");
+    }
+    if (fd >= 0) {
         ssize_t n = read(fd, body, sizeof body - 1);
         close(fd);
         unsigned long long num;

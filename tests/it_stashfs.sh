@@ -19,6 +19,12 @@ printf 'ab' | "$ctl" -d "$store" put "api/bad//name" || bad "stashctl put odd ke
 for k in imp/g imp/sub/f imp2/h; do "$ctl" -d "$store" put "$k" "$k" || bad "stashctl put $k"; done
 for k in lib1 libdir/k; do "$ctl" -d "$store" put "$k" "lib-$k" || bad "stashctl put $k"; done
 "$ctl" -d "$store" put "old/.fuse_hidden0000000100000002" "left by an old version" || bad "stashctl put old hidden"
+# Opening a library-written file on a read-only mount writes nothing
+# (elsewhere it gives the key its inode number: a record in the log).
+mount_fs -o ro
+check "read-only mount reads a library key" test "$(cat "$mnt/lib1")" = "lib-lib1"
+unmount
+check "opening on a read-only mount writes nothing" sh -c "! for f in '$store'/*.log; do '$ctl' dump-wal \"\$f\"; done | grep -q 'put lib1 attr'"
 mount_fs -o max_threads=4     # (fewer pool threads than the 8 writers below)
 m="$mnt"
 

@@ -2888,8 +2888,8 @@ static int recover(stash_t *db)
         int fd = open(path, O_RDONLY | O_CLOEXEC);
         if (fd < 0 && errno != ENOENT)
             rc = err_set(-EIO, "wal %06llu.log: cannot open: %s", (unsigned long long)logs[i], strerror(errno));
-        if (fd >= 0 && fdatasync(fd) < 0)
-            rc = err_set(-EIO, "wal %06llu.log: fsync failed: %s", (unsigned long long)logs[i], strerror(errno));
+        if (fd >= 0)
+            rc = wal_sync_fd(fd, logs[i]);
         if (fd >= 0)
             close(fd);
     }

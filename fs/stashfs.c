@@ -258,7 +258,16 @@ static int hide_expected(const char *path)
     return yes;
 }
 
-static int of_open(uint64_t ino, struct fuse_file_info *fi)
+/* A handle of INO (mode MODE) opens.  One opened write-only writes past the
+ * kernel's page cache (direct_io): a sequential write then costs one copy
+ * less and leaves no second copy of the data cached, and the kernel skips
+ * the security.capability GETXATTR it sends before a new file's first write
+ * through the cache.  Nothing can read or map through such a handle, and
+ * the kernel drops what it caches of the range a direct write changes, so
+ * readers through other handles see the new bytes.  A set-user-ID or
+ * set-group-ID file keeps the cached path, whose writes clear those bits
+ * (kill_suid covers a file that gains them while open). */
+static int of_open(uint64_t ino, mode_t mode, struct fuse_file_info *fi)
 {
     pthread_mutex_lock(&of_mu);
     struct ofile **p = of_find(ino), *o = *p;
@@ -270,6 +279,8 @@ static int of_open(uint64_t ino, struct fuse_file_info *fi)
     if (!o)
         return -ENOMEM;
     fi->fh = ino;
+    if ((fi->flags & O_ACCMODE) == O_WRONLY && !(mode & (S_ISUID | S_ISGID)))
+        fi->direct_io = 1;
     return 0;
 }
 
@@ -1016,7 +1027,7 @@ static int w_create(const char *path, mode_t mode, struct fuse_file_info *fi)
     if (rc == 0 && fi) {
         fi->fh = 0;
         if ((rc = stash_stat(db, NULL, key, kl, &s)) == 0)
-            rc = of_open(ino_of(&s, key, kl), fi);
+            rc = of_open(ino_of(&s, key, kl), s.mode, fi);
     }
     return rc;
 }
@@ -1079,7 +1090,7 @@ static int r_open(const char *path, struct fuse_file_info *fi)
         if (stash_setstat(db, key, kl, &t, STASH_SET_INO) == 0)
             s.ino = t.ino;
     }
-    return of_open(ino_of(&s, key, kl), fi);
+    return of_open(ino_of(&s, key, kl), s.mode, fi);
 }
 
 static int r_read(const char *path, char *buf, size_t size, off_t off, struct fuse_file_info *fi)
@@ -1093,6 +1104,32 @@ static int r_read(const char *path, char *buf, size_t size, off_t off, struct fu
     return rc ? rc : (int)got;
 }
 
+static void inval_push(const char *path, size_t n);
+
+/* A write by an unprivileged caller clears the file's set-user-ID bit, and
+ * its set-group-ID bit where group execution makes it one (POSIX).  The
+ * kernel does this itself before a write through its page cache, but not
+ * before a direct one (of_open), so it is checked here too; after the
+ * kernel's own clearing it finds nothing to do.  The kernel's cached mode
+ * is dropped by the notifier thread. */
+static void kill_suid(const char *key, size_t kl)
+{
+    stash_stat_t s;
+    if (fuse_get_context()->uid == 0 || stash_stat(db, NULL, key, kl, &s) != 0)
+        return;
+    mode_t kill = S_ISUID | (s.mode & S_IXGRP ? S_ISGID : 0);
+    if (!(s.mode & kill))
+        return;
+    stash_stat_t t = {.mode = s.mode & ~kill, .ctime_ns = now()};
+    if (stash_setstat(db, key, kl, &t, STASH_SET_MODE | STASH_SET_CTIME) == 0 && kl < KEYBUF &&
+        key[0] != '/') {    /* an orphan has no name to drop */
+        char p[KEYBUF + 1];
+        p[0] = '/';
+        memcpy(p + 1, key, kl);
+        inval_push(p, kl + 1);
+    }
+}
+
 static int w_write(const char *path, const char *buf, size_t size, off_t off, struct fuse_file_info *fi)
 {
     char key[KEYBUF];
@@ -1100,6 +1137,7 @@ static int w_write(const char *path, const char *buf, size_t size, off_t off, st
     int rc = path_key(path, key, sizeof key, &kl);
     if (rc)
         return rc;
+    kill_suid(key, kl);
     rc = stash_pwrite(db, key, kl, buf, size, (uint64_t)off);
     return rc ? rc : (int)size;
 }

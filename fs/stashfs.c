@@ -29,8 +29,12 @@
  * that very request).  Inode numbers are the engine's (stash_create picks
  * one per value), or a hash of the path for keys written by the library.  Each call is one or a few engine calls; the engine serialises
  * read-modify-writes of one key, so threads need no lock here (only the
- * small table of recently touched directories has one).  Directory streams
- * keep their place in fi->fh (struct dirh).
+ * small table of recently touched directories has one).  Nor do calls on
+ * overlapping keys run at once: libfuse's path interface locks each
+ * request's path, a rename or rmdir holding its entries exclusively and a
+ * call below a directory holding that directory shared, so an entry is
+ * never made in a directory between the scan and the batch of its rename.
+ * Directory streams keep their place in fi->fh (struct dirh).
  */
 #define FUSE_USE_VERSION 312
 
@@ -1011,6 +1015,19 @@ static int touch_parent(const char *key, size_t kl)
     return rc;
 }
 
+/*
+ * A call that made KEY failed in a later step (the parent's times, the
+ * value, the handle): the key goes again, so that a call returning an error
+ * leaves no entry behind.  Nothing else has seen the key: the kernel holds
+ * the parent directory locked until the call returns.  Best effort: a store
+ * that refused the step may refuse this too.  Returns RC.
+ */
+static int unmake(const char *key, size_t kl, int rc)
+{
+    (void)stash_delete(db, key, kl);
+    return rc;
+}
+
 static int w_create(const char *path, mode_t mode, struct fuse_file_info *fi)
 {
     if (reserved(path))
@@ -1022,14 +1039,15 @@ static int w_create(const char *path, mode_t mode, struct fuse_file_info *fi)
         return rc;
     stash_stat_t s = new_attrs(S_IFREG | (mode & 07777));
     rc = stash_create(db, key, kl, &s, STASH_EXCL);
-    if (rc == 0)
-        rc = touch_parent(key, kl);
+    if (rc)
+        return rc;
+    rc = touch_parent(key, kl);
     if (rc == 0 && fi) {
         fi->fh = 0;
         if ((rc = stash_stat(db, NULL, key, kl, &s)) == 0)
             rc = of_open(ino_of(&s, key, kl), s.mode, fi);
     }
-    return rc;
+    return rc ? unmake(key, kl, rc) : 0;
 }
 
 /* Regular files, FIFOs and sockets: an empty value with that mode (the
@@ -1050,7 +1068,9 @@ static int w_mknod(const char *path, mode_t mode, dev_t rdev)
         return rc;
     stash_stat_t s = new_attrs((mode & S_IFMT) | (mode & 07777));
     rc = stash_create(db, key, kl, &s, STASH_EXCL);
-    if (rc == 0 && (S_ISCHR(mode) || S_ISBLK(mode))) {
+    if (rc)
+        return rc;
+    if (S_ISCHR(mode) || S_ISBLK(mode)) {
         /* The kernel has checked CAP_MKNOD; the number is the value. */
         uint8_t b[8];
         uint64_t v = (uint64_t)rdev;
@@ -1058,7 +1078,9 @@ static int w_mknod(const char *path, mode_t mode, dev_t rdev)
             b[i] = (uint8_t)(v >> (8 * i));
         rc = stash_pwrite(db, key, kl, b, sizeof b, 0);
     }
-    return rc ? rc : touch_parent(key, kl);
+    if (rc == 0)
+        rc = touch_parent(key, kl);
+    return rc ? unmake(key, kl, rc) : 0;
 }
 
 static int r_open(const char *path, struct fuse_file_info *fi)
@@ -1188,7 +1210,10 @@ static int w_mkdir(const char *path, mode_t mode)
     key[kl] = '/';
     s = new_attrs(S_IFDIR | (mode & 07777));
     rc = stash_create(db, key, kl + 1, &s, STASH_EXCL);
-    return rc ? rc : touch_parent(key, kl);
+    if (rc)
+        return rc;
+    rc = touch_parent(key, kl);
+    return rc ? unmake(key, kl + 1, rc) : 0;
 }
 
 /* Whether directory KEY (without its '/') holds any entry. */
@@ -1330,13 +1355,13 @@ static int w_rename(const char *from, const char *to, unsigned int flags)
     }
     if (rc == 0) {
         /* The target's directory changed too, and the moved entry's ctime
-         * moves (as on Linux filesystems). */
-        rc = touch_parent(tk, tl);
+         * moves (as on Linux filesystems).  The move is made by now: a
+         * failure here does not fail the call, which would leave the entry
+         * moved by a rename that returned an error. */
+        (void)touch_parent(tk, tl);
         stash_stat_t t = {.ctime_ns = now()};
         size_t ol = fkind == K_DIR ? tl + 1 : tl;   /* a directory's record */
-        int r = stash_setstat(db, tk, ol, &t, STASH_SET_CTIME);
-        if (rc == 0 && r != -ENOENT)
-            rc = r;
+        (void)stash_setstat(db, tk, ol, &t, STASH_SET_CTIME);
     }
     /* Nothing holds it any more (closed since libfuse looked): it goes,
      * as the unlink wanted. */
@@ -1370,7 +1395,8 @@ static int w_link(const char *from, const char *to)
         rc = stash_link(db, fk, fl, tk, tl);
     if (rc == 0) {
         atomic_store(&links_seen, 1);
-        rc = touch_parent(tk, tl);
+        if ((rc = touch_parent(tk, tl)) != 0)
+            unmake(tk, tl, rc);     /* (the value keeps its other names) */
     }
     free(fk);
     free(tk);
@@ -1479,9 +1505,12 @@ static int w_symlink(const char *target, const char *path)
         return -EEXIST;
     s = new_attrs(S_IFLNK | 0777);
     rc = stash_create(db, key, kl, &s, STASH_EXCL);
+    if (rc)
+        return rc;
+    rc = stash_pwrite(db, key, kl, target, strlen(target), 0);
     if (rc == 0)
-        rc = stash_pwrite(db, key, kl, target, strlen(target), 0);
-    return rc ? rc : touch_parent(key, kl);
+        rc = touch_parent(key, kl);
+    return rc ? unmake(key, kl, rc) : 0;
 }
 
 static int r_readlink(const char *path, char *buf, size_t size)

@@ -433,5 +433,142 @@ if command -v setpriv >/dev/null; then
     chmod o-x "$tmp"
 fi
 
+# Making entries (create, mknod, mkdir, symlink, link, a rename into it) in
+# a directory while it is renamed back and forth, and in another while it
+# is removed and made again: every call that succeeded left its entry, once,
+# and no call that failed left one (an open(O_CREAT) failing with ENOENT
+# must not leave a file that shows after a remount); every key in the store
+# is an entry shown.  In a store of its own, under the default loop and
+# libfuse's.
+cat >"$tmp/race.py" <<'PY'
+import errno, json, os, random, sys, time
+# race.py run MNT SECONDS OUT: in MNT/shared, MNT/s2 (the same directory,
+# renamed back and forth by one process) and MNT/t (removed and made again
+# by another), three processes make entries of every kind (create, mknod,
+# mkdir, symlink, link, a rename of a file into it), each under a name of
+# its own, recording which calls succeeded; then remove some again.
+# race.py check MNT OUT: the tree holds exactly the entries made and not
+# removed, each once, and none whose call failed; the names go to OUT.tree.
+# race.py keys OUT KEYS: every key of the store (stashctl scan --null) is
+# one of those entries or a directory shown.
+def run(m, secs, out):
+    os.mkdir(m + "/shared"); os.mkdir(m + "/t")
+    end = time.time() + secs
+    def mover():
+        while time.time() < end:
+            for a, b in (("shared", "s2"), ("s2", "shared")):
+                try: os.rename(m + "/" + a, m + "/" + b)
+                except OSError: pass
+    def remover():
+        while time.time() < end:
+            try: os.rmdir(m + "/t")
+            except OSError: pass
+            try: os.mkdir(m + "/t")
+            except OSError: pass
+    def remove(name, kind):
+        for _ in range(200):
+            for d in ("shared", "s2", "t"):
+                try:
+                    (os.rmdir if kind == "d" else os.unlink)(m + "/" + d + "/" + name)
+                    return True
+                except FileNotFoundError: pass
+        return False
+    def maker(w):
+        rnd = random.Random(w); res = {"ok": [], "failed": [], "removed": [], "errors": []}
+        src = m + "/src%d" % w
+        open(src, "w").close()
+        n = 0
+        while time.time() < end:
+            n += 1
+            kind = rnd.choice("cndslr"); d = rnd.choice(("shared", "s2", "t"))
+            name = "%s%d_%d" % (kind, w, n); p = m + "/" + d + "/" + name
+            if kind == "r":
+                tmp = m + "/tmp%d" % w
+                open(tmp, "w").close()
+            try:
+                if kind == "c": os.close(os.open(p, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644))
+                elif kind == "n": os.mkfifo(p)
+                elif kind == "d": os.mkdir(p)
+                elif kind == "s": os.symlink("target", p)
+                elif kind == "l": os.link(src, p)
+                else: os.rename(tmp, p)
+            except OSError as e:
+                res["failed"].append(name)
+                if e.errno != errno.ENOENT: res["errors"].append("%s: %s" % (p, e))
+                if kind == "r" and os.path.exists(tmp): os.unlink(tmp)
+                continue
+            # Entries in t go again at once, so that t can be removed.
+            if (d != "t" and rnd.random() < 0.5) or not remove(name, kind):
+                res["ok"].append(name)
+            else:
+                res["removed"].append(name)
+        os.unlink(src)
+        json.dump(res, open("%s.%d" % (out, w), "w"))
+    pids = []
+    for f, a in [(mover, ()), (remover, ())] + [(maker, (w,)) for w in range(3)]:
+        pid = os.fork()
+        if pid == 0:
+            try: f(*a); os._exit(0)
+            except BaseException as e: print("%s: %r" % (f.__name__, e)); os._exit(1)
+        pids.append(pid)
+    if any(os.waitpid(pid, 0)[1] for pid in pids): sys.exit(1)
+    res = {"ok": [], "failed": [], "removed": [], "errors": []}
+    for w in range(3):
+        for k, v in json.load(open("%s.%d" % (out, w))).items(): res[k] += v
+    json.dump(res, open(out, "w"))
+    print("made %d, removed %d, failed %d" % (len(res["ok"]) + len(res["removed"]), len(res["removed"]), len(res["failed"])))
+    for e in res["errors"][:5]: print("unexpected error:", e)
+    sys.exit(1 if res["errors"] else 0)
+def check(m, out):
+    res = json.load(open(out)); ok = set(res["ok"])
+    seen = {}
+    for root, ds, fs in os.walk(m):
+        for x in ds + fs:
+            p = os.path.relpath(os.path.join(root, x), m)
+            if root != m: seen.setdefault(x, []).append(p)
+    bad = 0
+    top = set(os.listdir(m))
+    if not top <= {"shared", "s2", "t"} or {"shared", "s2"} <= top:
+        bad += 1; print("at the top:", " ".join(sorted(top)))
+    for x, ps in sorted(seen.items()):
+        if x not in ok or len(ps) > 1:
+            bad += 1
+            why = ("its call failed" if x in res["failed"] else "removed" if x in res["removed"]
+                   else "twice" if x in ok else "never made")
+            if bad <= 5: print("left over (%s): %s" % (why, " ".join(ps)))
+    for x in sorted(ok - set(seen))[:5]: print("missing:", x); bad += 1
+    with open(out + ".tree", "w") as f:
+        for root, ds, fs in os.walk(m):
+            for x in ds: f.write(os.path.relpath(os.path.join(root, x), m) + "/\n")
+            for x in fs: f.write(os.path.relpath(os.path.join(root, x), m) + "\n")
+    sys.exit(1 if bad else 0)
+def keys(out, keyfile):
+    shown = set(open(out + ".tree").read().split("\n")) - {""}
+    bad = 0
+    for k in open(keyfile, "rb").read().split(b"\0"):
+        k = k.decode()
+        if k and k != "/" and k not in shown:
+            bad += 1
+            if bad <= 5: print("key not shown:", k)
+    sys.exit(1 if bad else 0)
+if sys.argv[1] == "run": run(sys.argv[2], float(sys.argv[3]), sys.argv[4])
+elif sys.argv[1] == "check": check(sys.argv[2], sys.argv[3])
+else: keys(sys.argv[2], sys.argv[3])
+PY
+main_store=$store
+for loop in "" "-o clone_fd"; do
+    store="$tmp/race"; rm -rf "$store"
+    mount_fs $loop
+    check "entries made while their directories move ('$loop')" python3 "$tmp/race.py" run "$m" 2 "$tmp/race.json"
+    check "just the entries made, once ('$loop')" python3 "$tmp/race.py" check "$m" "$tmp/race.json"
+    unmount
+    "$ctl" -d "$store" scan --null >"$tmp/race.keys" || bad "scan after the race ('$loop')"
+    check "every key an entry shown ('$loop')" python3 "$tmp/race.py" keys "$tmp/race.json" "$tmp/race.keys"
+    mount_fs
+    check "just the entries made after a remount ('$loop')" python3 "$tmp/race.py" check "$m" "$tmp/race.json"
+    unmount
+done
+store=$main_store
+
 [ "$fails" = 0 ] && echo "stashfs: all checks passed"
 [ "$fails" = 0 ]

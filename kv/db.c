@@ -935,6 +935,10 @@ int batch_drop_chunks(stash_batch_t *b, const struct envelope *e)
     for (uint64_t i = 0; rc == 0 && i < (e->st.size + CHUNK_SIZE - 1) / CHUNK_SIZE; i++) {
         ckey(ck, e, i);
         rc = batch_del_raw(b, ck, sizeof ck);
+        if (rc == 0 && e->tagged) {
+            pkey(ck, e, i);
+            rc = batch_del_raw(b, ck, sizeof ck);
+        }
     }
     blob_key(bk, e->gen);
     return rc ? rc : batch_del_raw(b, bk, sizeof bk);
@@ -1160,6 +1164,32 @@ int db_chunk_bytes(struct view *v, const struct envelope *e, const uint8_t *raw,
     return 0;
 }
 
+static int bad_patch(const struct envelope *e, uint64_t idx)
+{
+    return err_set(-EIO, "damaged patch record of chunk %llu of value %016llx", (unsigned long long)idx,
+                   (unsigned long long)e->gen);
+}
+
+int db_chunk_patch(struct view *v, uint64_t seq, const struct envelope *e, uint64_t idx, uint8_t *c,
+                   size_t *n)
+{
+    if (!e->tagged)
+        return 0;
+    uint8_t pk[CHUNK_KEY_LEN];
+    void *p;
+    size_t plen;
+    pkey(pk, e, idx);
+    int rc = view_lookup(v, seq, pk, sizeof pk, &p, &plen);
+    if (rc == -ENOENT)
+        return 0;
+    if (rc == 0 && patch_apply(p, plen, c, n) < 0)
+        rc = bad_patch(e, idx);
+    if (rc == 0)
+        rc = 1;
+    free(p);
+    return rc;
+}
+
 int db_read_chunks(struct view *v, uint64_t seq, const struct envelope *e, uint8_t *buf,
                    uint64_t off, size_t len)
 {
@@ -1170,8 +1200,8 @@ int db_read_chunks(struct view *v, uint64_t seq, const struct envelope *e, uint8
         size_t in = (size_t)(off % CHUNK_SIZE);
         size_t n = CHUNK_SIZE - in < len ? CHUNK_SIZE - in : len;
         uint8_t ck[CHUNK_KEY_LEN];
-        void *c;
-        size_t clen;
+        void *c, *pr = NULL;
+        size_t clen, prl = 0;
         ckey(ck, e, idx);
         rc = view_lookup(v, seq, ck, sizeof ck, &c, &clen);
         if (rc == -ENOENT) {
@@ -1181,22 +1211,43 @@ int db_read_chunks(struct view *v, uint64_t seq, const struct envelope *e, uint8
             const uint8_t *bytes;
             size_t have;
             struct vptr p;
-            if (e->tagged && in == 0 && vptr_decode(c, clen, &p) == 0 &&
-                (p.zstd ? n == CHUNK_SIZE : p.len <= n)) {
-                /* A whole chunk from a value file: straight into BUF. */
+            if (e->tagged) {
+                /* Small writes over the chunk (value.h), if any. */
+                uint8_t pk[CHUNK_KEY_LEN];
+                pkey(pk, e, idx);
+                if ((rc = view_lookup(v, seq, pk, sizeof pk, &pr, &prl)) == -ENOENT)
+                    rc = 0;
+            }
+            if (rc == 0 && e->tagged && in == 0 && vptr_decode(c, clen, &p) == 0 &&
+                (pr || p.zstd ? n == CHUNK_SIZE : p.len <= n)) {
+                /* A whole chunk from a value file: straight into BUF, and
+                 * its patches over it (BUF holds the whole chunk then). */
                 rc = vlog_read(v->vl, &p, buf, n, &have);
                 if (rc == 0)
                     memset(buf + have, 0, n - have);
-            } else if (!scratch && e->tagged && !(scratch = malloc(CHUNK_SIZE))) {
+                if (rc == 0 && pr && patch_apply(pr, prl, buf, &have) < 0)
+                    rc = bad_patch(e, idx);
+            } else if (rc == 0 && !scratch && e->tagged && !(scratch = malloc(CHUNK_SIZE))) {
                 rc = err_set(-ENOMEM, "out of memory");
-            } else if ((rc = db_chunk_bytes(v, e, c, clen, scratch, &bytes, &have)) == 0) {
-                have = have > in ? have - in : 0;
-                if (have > n)
-                    have = n;
-                memcpy(buf, bytes + in, have);
-                memset(buf + have, 0, n - have);
+            } else if (rc == 0 && (rc = db_chunk_bytes(v, e, c, clen, scratch, &bytes, &have)) == 0) {
+                if (pr) {
+                    if (bytes != scratch)
+                        memmove(scratch, bytes, have);
+                    memset(scratch + have, 0, CHUNK_SIZE - have);
+                    bytes = scratch;
+                    if (patch_apply(pr, prl, scratch, &have) < 0)
+                        rc = bad_patch(e, idx);
+                }
+                if (rc == 0) {
+                    have = have > in ? have - in : 0;
+                    if (have > n)
+                        have = n;
+                    memcpy(buf, bytes + in, have);
+                    memset(buf + have, 0, n - have);
+                }
             }
             free(c);
+            free(pr);
         }
         buf += n;
         off += n;
@@ -3077,9 +3128,10 @@ static int drop_streams(stash_t *db, stash_iter_t *it)
         rc = err_set(-ENOMEM, "out of memory");
     for (size_t i = 0; i < n && rc == 0; i++) {
         stash_batch_clear(b);
-        /* Chunks of either kind (value.h). */
-        for (int ns = 0; ns < 2 && rc == 0; ns++) {
-            uint8_t ck[CHUNK_KEY_LEN] = {NS_BYTE, ns ? NS_TCHUNK : NS_CHUNK}, prev[CHUNK_KEY_LEN] = {0};
+        /* Chunks of either kind, and patch records (value.h). */
+        static const uint8_t nss[3] = {NS_CHUNK, NS_TCHUNK, NS_PATCH};
+        for (int ns = 0; ns < 3 && rc == 0; ns++) {
+            uint8_t ck[CHUNK_KEY_LEN] = {NS_BYTE, nss[ns]}, prev[CHUNK_KEY_LEN] = {0};
             memcpy(ck + 2, gens[i], 8);
             for (m->ops->seek(m, ck, sizeof ck, TAG(it->seq, 0xff)); rc == 0 && m->ops->valid(m);
                  m->ops->next(m)) {

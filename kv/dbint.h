@@ -37,6 +37,14 @@ int db_view_get(struct view *v, uint64_t seq, const uint8_t *ik, size_t iklen, v
 int db_chunk_bytes(struct view *v, const struct envelope *e, const uint8_t *raw, size_t rlen,
                    uint8_t *scratch, const uint8_t **bytes, size_t *n);
 
+/*
+ * Apply chunk IDX's patch record (value.h), as of SEQ, to C (CHUNK_SIZE
+ * bytes, of which the first *N are the chunk's and the rest zeros): 1 when
+ * there was one, 0 when not (or E is not tagged), or -EIO for a damaged one.
+ */
+int db_chunk_patch(struct view *v, uint64_t seq, const struct envelope *e, uint64_t idx, uint8_t *c,
+                   size_t *n);
+
 /* The store's value files (vlog.h), and the zstd level for what goes in. */
 struct vlog *db_vlog(stash_t *db);
 int db_vlog_level(stash_t *db);

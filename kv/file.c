@@ -324,12 +324,63 @@ static int chunk_base(stash_t *db, struct fkey *f, uint64_t idx, uint8_t *c, siz
             memcpy(c, bytes, n);
         if (rc == 0) {
             memset(c + n, 0, CHUNK_SIZE - n);
+            rc = db_chunk_patch(v, seq, &f->e, idx, c, &n);
+            rc = rc > 0 ? 0 : rc;
             *have = n;
         }
         free(raw);
     }
     db_view_put(v);
     return rc == -ENOENT ? 0 : rc;
+}
+
+/*
+ * A write of N bytes of SRC at IN inside chunk IDX of tagged value F,
+ * whose bytes are in a value file: added to the chunk's patch record
+ * (value.h) instead of rewriting all 64 KiB around it, while that record
+ * stays within PATCH_MAX.  Returns 1 when added to B, 0 when the chunk has
+ * to be rewritten (not in a value file, or the record full: *FULL set),
+ * or a negative errno.
+ */
+static int add_patch(stash_t *db, stash_batch_t *b, const struct envelope *e, uint64_t idx, size_t in,
+                     const uint8_t *src, size_t n, int *full)
+{
+    *full = 0;
+    if (!e->tagged || PATCH_HDR + n > PATCH_MAX)
+        return 0;
+    uint64_t seq;
+    struct view *v = db_view(db, NULL, &seq);
+    uint8_t ck[CHUNK_KEY_LEN], pk[CHUNK_KEY_LEN];
+    void *raw = NULL, *old = NULL;
+    size_t rlen, olen = 0;
+    ckey(ck, e, idx);
+    pkey(pk, e, idx);
+    int rc = db_view_get(v, seq, ck, sizeof ck, &raw, &rlen);
+    if (rc == 0 && !(rlen >= 1 && (((uint8_t *)raw)[0] == CTAG_VPTR || ((uint8_t *)raw)[0] == CTAG_VPTRZ)))
+        rc = 1;         /* bytes in the tree: rewritten in place */
+    if (rc == 0 && (rc = db_view_get(v, seq, pk, sizeof pk, &old, &olen)) == -ENOENT) {
+        olen = 0;
+        rc = 0;
+    }
+    db_view_put(v);
+    free(raw);
+    if (rc == 0 && olen + PATCH_HDR + n > PATCH_MAX) {
+        *full = 1;
+        rc = 1;
+    }
+    uint8_t *rec = rc == 0 ? malloc(olen + PATCH_HDR + n) : NULL;
+    if (rc == 0 && !rec)
+        rc = -ENOMEM;
+    if (rc == 0) {
+        if (olen)
+            memcpy(rec, old, olen);
+        size_t len = olen + patch_entry(rec + olen, in, src, n);
+        batch_set_blobs(b);
+        rc = batch_put_raw(b, pk, sizeof pk, NULL, 0, rec, len);
+    }
+    free(rec);
+    free(old);
+    return rc == 0 ? 1 : rc == 1 || rc == -ENOENT ? 0 : rc;
 }
 
 /*
@@ -377,13 +428,18 @@ static int put_chunk_data(stash_t *db, stash_batch_t *b, const struct envelope *
     batch_set_blobs(b);
     if (!e->tagged)
         return batch_put_raw(b, ck, CHUNK_KEY_LEN, NULL, 0, data, n);
+    uint8_t pk[CHUNK_KEY_LEN];
+    memcpy(pk, ck, sizeof pk);
+    pk[1] = NS_PATCH;                               /* same gen and index */
+    int rc = batch_del_raw(b, pk, sizeof pk);     /* the new bytes hold its writes */
+    if (rc)
+        return rc;
     if (!whole || n < VLOG_MIN) {
         uint8_t tag = CTAG_BYTES;
         return batch_put_raw(b, ck, CHUNK_KEY_LEN, &tag, 1, data, n);
     }
     struct vptr p;
-    int rc = vlog_append(db_vlog(db), ck, CHUNK_KEY_LEN, data, n, db_vlog_level(db), &p);
-    if (rc)
+    if ((rc = vlog_append(db_vlog(db), ck, CHUNK_KEY_LEN, data, n, db_vlog_level(db), &p)) != 0)
         return rc;
     if (appends_add(a, p.file) < 0) {
         vlog_done(db_vlog(db), p.file);
@@ -481,11 +537,22 @@ int stash_pwrite(stash_t *db, const void *key, size_t klen, const void *buf, siz
                  * straight from BUF. */
                 rc = put_chunk_data(db, b, &e, ck, src, n, 1, &a);
             } else {
-                rc = chunk_base(db, &f, idx, c, &have);
-                if (rc)
+                int full = 0;
+                rc = converting ? 0 : add_patch(db, b, &e, idx, in, src, n, &full);
+                if (rc < 0)
                     break;
-                memcpy(c + in, src, n);
-                rc = put_chunk_data(db, b, &e, ck, c, in + n > have ? in + n : have, 0, &a);
+                if (rc == 0) {
+                    rc = chunk_base(db, &f, idx, c, &have);
+                    if (rc)
+                        break;
+                    memcpy(c + in, src, n);
+                    /* A chunk whose patch record is full goes back to a
+                     * value file whole, where later small writes patch
+                     * it again. */
+                    rc = put_chunk_data(db, b, &e, ck, c, in + n > have ? in + n : have, full, &a);
+                } else {
+                    rc = 0;
+                }
             }
             src += n;
             pos += n;
@@ -547,6 +614,10 @@ int stash_truncate(stash_t *db, const void *key, size_t klen, uint64_t size)
         for (uint64_t i = keep; rc == 0 && i < (oldsize + CHUNK_SIZE - 1) / CHUNK_SIZE; i++) {
             ckey(ck, &e, i);
             rc = batch_del_raw(b, ck, sizeof ck);
+            if (rc == 0 && e.tagged) {
+                pkey(ck, &e, i);
+                rc = batch_del_raw(b, ck, sizeof ck);
+            }
         }
         if (rc == 0 && size < oldsize && size % CHUNK_SIZE) {
             size_t have;
@@ -557,6 +628,10 @@ int stash_truncate(stash_t *db, const void *key, size_t klen, uint64_t size)
                 uint8_t tag = CTAG_BYTES;
                 ckey(ck, &e, size / CHUNK_SIZE);
                 rc = batch_put_raw(b, ck, sizeof ck, &tag, e.tagged ? 1 : 0, c, have < cut ? have : cut);
+                if (rc == 0 && e.tagged) {
+                    pkey(ck, &e, size / CHUNK_SIZE);    /* applied in C */
+                    rc = batch_del_raw(b, ck, sizeof ck);
+                }
             }
         }
         if (rc == 0)

@@ -84,6 +84,51 @@ void ckey(uint8_t out[CHUNK_KEY_LEN], const struct envelope *e, uint64_t index)
     put_be64(out + 10, index);
 }
 
+void pkey(uint8_t out[CHUNK_KEY_LEN], const struct envelope *e, uint64_t index)
+{
+    out[0] = NS_BYTE;
+    out[1] = NS_PATCH;
+    put_be64(out + 2, e->gen);
+    put_be64(out + 10, index);
+}
+
+static uint32_t get_le32(const uint8_t *p)
+{
+    return (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 | (uint32_t)p[3] << 24;
+}
+
+static void put_le32(uint8_t *p, uint32_t v)
+{
+    for (int i = 0; i < 4; i++)
+        p[i] = (uint8_t)(v >> (8 * i));
+}
+
+int patch_apply(const uint8_t *p, size_t plen, uint8_t *c, size_t *n)
+{
+    const uint8_t *end = p + plen;
+    while (p < end) {
+        if ((size_t)(end - p) < PATCH_HDR)
+            return -EIO;
+        uint32_t off = get_le32(p), len = get_le32(p + 4);
+        p += PATCH_HDR;
+        if (len > (size_t)(end - p) || off > CHUNK_SIZE || len > CHUNK_SIZE - off)
+            return -EIO;
+        memcpy(c + off, p, len);
+        if (off + len > *n)
+            *n = off + len;
+        p += len;
+    }
+    return 0;
+}
+
+size_t patch_entry(uint8_t *out, size_t off, const uint8_t *src, size_t len)
+{
+    put_le32(out, (uint32_t)off);
+    put_le32(out + 4, (uint32_t)len);
+    memcpy(out + PATCH_HDR, src, len);
+    return PATCH_HDR + len;
+}
+
 void tchunk_key(uint8_t out[CHUNK_KEY_LEN], uint64_t gen, uint64_t index)
 {
     out[0] = NS_BYTE;

@@ -15,6 +15,8 @@
  *   0xFF 0x07 | id (u64 BE) | stored name       one name of value id (empty)
  *   0xFF 0x08 | gen (u64 BE) | index (u64 BE)   one chunk of a large value whose
  *                                               chunk records are tagged (below)
+ *   0xFF 0x09 | gen (u64 BE) | index (u64 BE)   small writes over that chunk,
+ *                                               applied on top of its bytes (below)
  * The escape keeps user keys in bytewise order and puts every engine key
  * after all of them, so an iterator stops at the first one.
  *
@@ -28,7 +30,12 @@
  * A chunked value's bytes live in chunks of CHUNK_SIZE under (gen, index); a
  * missing chunk reads as zeros.  Kind 2's chunks (0xFF 0x02) are the bytes
  * themselves; kind 4's (0xFF 0x08) start with a tag: 0 and the bytes, or 1
- * (2: compressed) and a pointer into a value file (vlog.h).  The attribute record is
+ * (2: compressed) and a pointer into a value file (vlog.h).  A tagged chunk
+ * may have a patch record (0xFF 0x09, same gen and index): entries
+ *   u32 LE offset in the chunk | u32 LE length | the bytes
+ * applied in order over the chunk's bytes (a chunk grows to the end of the
+ * last byte written; bytes between read as zeros).  Writing or deleting a
+ * chunk record deletes its patch record in the same batch.  The attribute record is
  *   varint mode | varint uid | varint gid | varint atime_ns | varint mtime_ns
  *   | varint ctime_ns | the rest: extended attributes, each
  *     varint name length | name | varint value length | value
@@ -55,6 +62,7 @@
 #define NS_LINK   0x06          /* a value with hard links */
 #define NS_LREF   0x07          /* one name of such a value */
 #define NS_TCHUNK 0x08          /* a tagged chunk */
+#define NS_PATCH  0x09          /* small writes over a tagged chunk */
 
 #define VK_PLAIN   0
 #define VK_ATTR    1
@@ -67,6 +75,8 @@
 #define CTAG_VPTRZ 2            /* the same, to bytes stored compressed */
 
 #define CHUNK_SIZE  65536u
+#define PATCH_MAX   (CHUNK_SIZE / 4)    /* bytes of a patch record, at most */
+#define PATCH_HDR   8                   /* offset and length of one entry */
 #define INLINE_MAX  65536u       /* larger values are chunked */
 #define CHUNK_KEY_LEN 18
 #define BLOB_KEY_LEN 10
@@ -108,6 +118,15 @@ void chunk_key(uint8_t out[CHUNK_KEY_LEN], uint64_t gen, uint64_t index);
 void tchunk_key(uint8_t out[CHUNK_KEY_LEN], uint64_t gen, uint64_t index);
 /* Chunk INDEX of chunked value E, in the namespace its kind uses. */
 void ckey(uint8_t out[CHUNK_KEY_LEN], const struct envelope *e, uint64_t index);
+/* The patch record of that chunk (tagged values only). */
+void pkey(uint8_t out[CHUNK_KEY_LEN], const struct envelope *e, uint64_t index);
+/* Apply patch record P (PLEN bytes) to the CHUNK_SIZE bytes of C, of which
+ * the first *N are the chunk's (the rest zeros); *N grows to the end of the
+ * last byte written.  0, or -EIO for a damaged record (C then undefined). */
+int patch_apply(const uint8_t *p, size_t plen, uint8_t *c, size_t *n);
+/* Append to OUT (room for PATCH_HDR + LEN) the entry writing LEN bytes of
+ * SRC at offset OFF; returns its length. */
+size_t patch_entry(uint8_t *out, size_t off, const uint8_t *src, size_t len);
 void blob_key(uint8_t out[BLOB_KEY_LEN], uint64_t gen);
 /* The record of a streamed put in progress into generation GEN. */
 void stream_key(uint8_t out[BLOB_KEY_LEN], uint64_t gen);

@@ -1376,6 +1376,139 @@ static uint64_t stat_after(stash_t *db, const char *label)
  * gone (the old pointer would come back to a missing file).  With no
  * periodic fsync in the way, the background collection's own fsync shows
  * in the count. */
+/* The patch record of chunk IDX of KEY's value (value.h), if any: its
+ * length, or -1. */
+static long patch_len(stash_t *db, const char *key, uint64_t idx)
+{
+    uint64_t seq;
+    struct view *v = db_view(db, NULL, &seq);
+    void *raw = NULL, *p = NULL;
+    size_t rl, pl;
+    long len = -1;
+    struct envelope e;
+    if (db_view_get(v, seq, (const uint8_t *)key, strlen(key), &raw, &rl) == 0 &&
+        env_decode(raw, rl, &e) == 0 && e.kind == VK_CHUNKED && e.tagged) {
+        uint8_t pk[CHUNK_KEY_LEN];
+        pkey(pk, &e, idx);
+        if (db_view_get(v, seq, pk, sizeof pk, &p, &pl) == 0)
+            len = (long)pl;
+    }
+    free(raw);
+    free(p);
+    db_view_put(v);
+    return len;
+}
+
+/* Small writes into chunks held in value files go to patch records instead
+ * of rewriting 64 KiB each (value.h): they read back exactly, through
+ * snapshots, reopens and compactions; a full record sends the chunk back to
+ * a value file whole; writing a chunk whole, truncating and deleting drop
+ * its record; a damaged one reads as -EIO. */
+static void test_patches(void **state)
+{
+    (void)state;
+    uint64_t seed = tu_seed("test_file patches", 20261201);
+    const size_t n = 8 * CHUNK_SIZE;
+    uint8_t *model = malloc(n), *buf = malloc(n), *w = malloc(n);
+    fill(model, n, &seed);
+    stash_t *db = open_small();
+    assert_int_equal(stash_pwrite(db, "p", 1, model, n, 0), 0);    /* whole chunks: value files */
+    assert_int_equal(patch_len(db, "p", 0), -1);
+
+    /* One small write: a patch record, the chunk's pointer kept. */
+    fill(w, 100, &seed);
+    assert_int_equal(stash_pwrite(db, "p", 1, w, 100, 1000), 0);
+    memcpy(model + 1000, w, 100);
+    assert_int_equal(patch_len(db, "p", 0), PATCH_HDR + 100);
+    check_value(db, "p", model, n);
+    stash_snapshot_t *s = stash_snapshot_new(db);
+    uint8_t *at_snap = malloc(n);
+    memcpy(at_snap, model, n);
+
+    /* Many random small writes, some across a chunk boundary. */
+    for (int i = 0; i < 400; i++) {
+        size_t len = 1 + tu_rand(&seed) % 5000, off = tu_rand(&seed) % (n - len);
+        fill(w, len, &seed);
+        assert_int_equal(stash_pwrite(db, "p", 1, w, len, off), 0);
+        memcpy(model + off, w, len);
+        if (i % 50 == 0) {
+            size_t got, o = tu_rand(&seed) % n, l = tu_rand(&seed) % (n - o);
+            assert_int_equal(stash_pread(db, "p", 1, buf, l, o, &got), 0);
+            assert_int_equal(got, l);
+            assert_memory_equal(buf, model + o, l);
+        }
+        if (i == 200) {
+            /* The snapshot still reads the bytes of its time. */
+            size_t got;
+            assert_int_equal(stash_pread_at(db, s, "p", 1, buf, n, 0, &got), 0);
+            assert_int_equal(got, n);
+            assert_memory_equal(buf, at_snap, n);
+            stash_snapshot_free(db, s);
+            assert_int_equal(stash_close(db), 0);
+            db = open_small();
+        }
+        if (i == 300)
+            assert_int_equal(stash_compact_range(db, NULL, 0, NULL, 0), 0);
+    }
+    check_value(db, "p", model, n);
+    for (uint64_t c = 0; c < 8; c++)
+        assert_true(patch_len(db, "p", c) <= (long)PATCH_MAX);
+
+    /* A whole chunk written drops its record; so does a truncation. */
+    fill(w, CHUNK_SIZE, &seed);
+    assert_int_equal(stash_pwrite(db, "p", 1, w, CHUNK_SIZE, 2 * CHUNK_SIZE), 0);
+    memcpy(model + 2 * CHUNK_SIZE, w, CHUNK_SIZE);
+    assert_int_equal(patch_len(db, "p", 2), -1);
+    assert_int_equal(stash_pwrite(db, "p", 1, w, 10, 7 * CHUNK_SIZE + 5), 0);
+    assert_true(patch_len(db, "p", 7) > 0);
+    assert_int_equal(stash_truncate(db, "p", 1, 7 * CHUNK_SIZE + 3), 0);
+    assert_int_equal(patch_len(db, "p", 7), -1);
+    memset(model + 7 * CHUNK_SIZE + 3, 0, CHUNK_SIZE - 3);
+    assert_int_equal(stash_truncate(db, "p", 1, n), 0);
+    check_value(db, "p", model, n);
+    assert_int_equal(stash_truncate(db, "p", 1, 6 * CHUNK_SIZE), 0);
+    assert_int_equal(patch_len(db, "p", 7), -1);
+    check_value(db, "p", model, 6 * CHUNK_SIZE);
+
+    /* A damaged record: -EIO, never other bytes. */
+    assert_int_equal(stash_pwrite(db, "p", 1, w, 10, 5), 0);
+    memcpy(model + 5, w, 10);
+    {
+        uint64_t seq;
+        struct view *v = db_view(db, NULL, &seq);
+        void *raw;
+        size_t rl;
+        struct envelope e;
+        assert_int_equal(db_view_get(v, seq, (const uint8_t *)"p", 1, &raw, &rl), 0);
+        assert_int_equal(env_decode(raw, rl, &e), 0);
+        db_view_put(v);
+        uint8_t pk[CHUNK_KEY_LEN], bad[PATCH_HDR] = {0, 0, 0xff, 0, 10};
+        pkey(pk, &e, 0);
+        free(raw);
+        stash_batch_t *b = stash_batch_new();
+        assert_int_equal(batch_put_raw(b, pk, sizeof pk, NULL, 0, bad, sizeof bad), 0);
+        assert_int_equal(db_commit(db, b, 0), 0);
+        stash_batch_free(b);
+        size_t got;
+        assert_int_equal(stash_pread(db, "p", 1, buf, 100, 0, &got), -EIO);
+        assert_int_equal(stash_pread(db, "p", 1, buf, 100, CHUNK_SIZE, &got), 0);  /* others fine */
+        assert_memory_equal(buf, model + CHUNK_SIZE, 100);
+        /* A whole write of the chunk mends it. */
+        assert_int_equal(stash_pwrite(db, "p", 1, model, CHUNK_SIZE, 0), 0);
+        check_value(db, "p", model, 6 * CHUNK_SIZE);
+    }
+
+    /* Deleting the value drops every record. */
+    assert_int_equal(stash_pwrite(db, "p", 1, w, 10, 3 * CHUNK_SIZE + 1), 0);
+    assert_true(patch_len(db, "p", 3) > 0);
+    assert_int_equal(stash_delete(db, "p", 1), 0);
+    assert_int_equal(stash_close(db), 0);
+    free(model);
+    free(buf);
+    free(w);
+    free(at_snap);
+}
+
 static void test_value_file_collect_durable(void **state)
 {
     (void)state;
@@ -1650,6 +1783,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_link_limit, tu_setup, tu_teardown),
         cmocka_unit_test_setup_teardown(test_link_damaged, tu_setup, tu_teardown),
         cmocka_unit_test_setup_teardown(test_value_files, tu_setup, tu_teardown),
+        cmocka_unit_test_setup_teardown(test_patches, tu_setup, tu_teardown),
         cmocka_unit_test_setup_teardown(test_value_file_collect_durable, tu_setup, tu_teardown),
         cmocka_unit_test_setup_teardown(test_value_file_torn, tu_setup, tu_teardown),
         cmocka_unit_test_setup_teardown(test_value_file_fds, tu_setup, tu_teardown),

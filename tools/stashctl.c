@@ -366,6 +366,9 @@ static void print_entry(uint64_t seq, int type, const uint8_t *k, size_t kl, con
         if ((ns == NS_CHUNK || ns == NS_TCHUNK) && kl == CHUNK_KEY_LEN)
             printf("<chunk gen %016llx index %llu>", (unsigned long long)be64(k + 2),
                    (unsigned long long)be64(k + 10));
+        else if (ns == NS_PATCH && kl == CHUNK_KEY_LEN)
+            printf("<patches of chunk gen %016llx index %llu>", (unsigned long long)be64(k + 2),
+                   (unsigned long long)be64(k + 10));
         else if ((ns == NS_BLOB || ns == NS_STREAM) && kl == BLOB_KEY_LEN)
             printf("<%s gen %016llx>", ns == NS_BLOB ? "owner" : "stream", (unsigned long long)be64(k + 2));
         else if (ns == NS_SNAP) {
@@ -392,6 +395,15 @@ static void print_entry(uint64_t seq, int type, const uint8_t *k, size_t kl, con
                        (unsigned long long)p.file, (unsigned long long)p.off);
             else if (ns == NS_TCHUNK)
                 printf(" DAMAGED CHUNK RECORD (%zu bytes)", vl);
+            else if (ns == NS_PATCH) {
+                uint8_t *c = calloc(1, CHUNK_SIZE);
+                size_t end = 0;
+                if (c && patch_apply(v, vl, c, &end) == 0)
+                    printf(" %zu bytes, written up to byte %zu", vl, end);
+                else if (c)
+                    printf(" DAMAGED PATCH RECORD (%zu bytes)", vl);
+                free(c);
+            }
             else if (ns == NS_BLOB || ns == NS_STREAM) {
                 fputs(" for ", stdout);
                 print_user_key(v, vl);

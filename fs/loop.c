@@ -69,10 +69,37 @@ static int slow(const struct fuse_buf *buf)
 }
 
 static __thread unsigned long requests;
+static __thread uint64_t req_node;         /* the request's inode */
+static __thread int req_kill;              /* a WRITE with FUSE_WRITE_KILL_SUIDGID */
 
 unsigned long loop_request(void)
 {
     return requests;
+}
+
+int loop_write_kills_suid(uint64_t *node)
+{
+    *node = req_node;
+    return requests && req_kill;
+}
+
+int loop_inval_attrs(uint64_t node)
+{
+    return fuse_lowlevel_notify_inval_inode(lp.se, node, -1, 0);
+}
+
+/* Count the request in BUF and note what loop.h's calls tell of it. */
+static void take(const struct fuse_buf *buf)
+{
+    requests++;
+    req_node = 0;
+    req_kill = 0;
+    if (buf->flags & FUSE_BUF_IS_FD || buf->size < sizeof(struct fuse_in_header))
+        return;
+    const struct fuse_in_header *in = buf->mem;
+    req_node = in->nodeid;
+    if (in->opcode == FUSE_WRITE && buf->size >= sizeof *in + sizeof(struct fuse_write_in))
+        req_kill = (((const struct fuse_write_in *)(in + 1))->write_flags & FUSE_WRITE_KILL_SUIDGID) != 0;
 }
 
 static void *serve(void *arg);
@@ -147,11 +174,11 @@ static void *serve(void *arg)
                 else
                     add_thread();
                 pthread_mutex_unlock(&lp.mu);
-                requests++;
+                take(&buf);
                 fuse_session_process_buf(lp.se, &buf);
                 break;
             }
-            requests++;
+            take(&buf);
             fuse_session_process_buf(lp.se, &buf);
         }
         pthread_mutex_lock(&lp.mu);

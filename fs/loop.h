@@ -43,4 +43,16 @@ int loop_run(struct fuse_session *se, unsigned workers);
  * handler.  0 for a thread that never served in loop_run (libfuse's loop). */
 unsigned long loop_request(void);
 
+/* Whether the request the calling thread answers in loop_run is a WRITE
+ * the kernel sent with FUSE_WRITE_KILL_SUIDGID: a direct write (one past
+ * the page cache) by a writer without CAP_FSETID, after which the file
+ * must lose its set-user-ID bit, and its set-group-ID bit if group
+ * execution is on.  *NODE gets the request's inode.  0 outside loop_run. */
+int loop_write_kills_suid(uint64_t *node);
+
+/* Have the kernel drop the attributes it caches of inode NODE (not its
+ * pages, so it cannot wait on a request in flight): callable from inside a
+ * handler.  0 or a negative errno. */
+int loop_inval_attrs(uint64_t node);
+
 #endif

@@ -269,8 +269,9 @@ static int hide_expected(const char *path)
  * through the cache.  Nothing can read or map through such a handle, and
  * the kernel drops what it caches of the range a direct write changes, so
  * readers through other handles see the new bytes.  A set-user-ID or
- * set-group-ID file keeps the cached path, whose writes clear those bits
- * (kill_suid covers a file that gains them while open). */
+ * set-group-ID file keeps the cached path, whose writes clear those bits;
+ * kill_suid covers a file that gains them while open, which needs the
+ * write's flags that only loop.c reads (not libfuse's own loop). */
 static int of_open(uint64_t ino, mode_t mode, struct fuse_file_info *fi)
 {
     pthread_mutex_lock(&of_mu);
@@ -283,7 +284,7 @@ static int of_open(uint64_t ino, mode_t mode, struct fuse_file_info *fi)
     if (!o)
         return -ENOMEM;
     fi->fh = ino;
-    if ((fi->flags & O_ACCMODE) == O_WRONLY && !(mode & (S_ISUID | S_ISGID)))
+    if ((fi->flags & O_ACCMODE) == O_WRONLY && !(mode & (S_ISUID | S_ISGID)) && loop_request())
         fi->direct_io = 1;
     return 0;
 }
@@ -1126,30 +1127,23 @@ static int r_read(const char *path, char *buf, size_t size, off_t off, struct fu
     return rc ? rc : (int)got;
 }
 
-static void inval_push(const char *path, size_t n);
-
-/* A write by an unprivileged caller clears the file's set-user-ID bit, and
- * its set-group-ID bit where group execution makes it one (POSIX).  The
- * kernel does this itself before a write through its page cache, but not
- * before a direct one (of_open), so it is checked here too; after the
- * kernel's own clearing it finds nothing to do.  The kernel's cached mode
- * is dropped by the notifier thread. */
+/* A direct write by a writer without CAP_FSETID (the kernel says so in the
+ * request: loop.h) clears the file's set-user-ID bit, and its set-group-ID
+ * bit where group execution makes it one, as the kernel does itself before
+ * a write through its page cache.  The kernel's cached mode is dropped
+ * before the write is answered. */
 static void kill_suid(const char *key, size_t kl)
 {
+    uint64_t node;
     stash_stat_t s;
-    if (fuse_get_context()->uid == 0 || stash_stat(db, NULL, key, kl, &s) != 0)
+    if (!loop_write_kills_suid(&node) || stash_stat(db, NULL, key, kl, &s) != 0)
         return;
     mode_t kill = S_ISUID | (s.mode & S_IXGRP ? S_ISGID : 0);
     if (!(s.mode & kill))
         return;
     stash_stat_t t = {.mode = s.mode & ~kill, .ctime_ns = now()};
-    if (stash_setstat(db, key, kl, &t, STASH_SET_MODE | STASH_SET_CTIME) == 0 && kl < KEYBUF &&
-        key[0] != '/') {    /* an orphan has no name to drop */
-        char p[KEYBUF + 1];
-        p[0] = '/';
-        memcpy(p + 1, key, kl);
-        inval_push(p, kl + 1);
-    }
+    if (stash_setstat(db, key, kl, &t, STASH_SET_MODE | STASH_SET_CTIME) == 0)
+        (void)loop_inval_attrs(node);
 }
 
 static int w_write(const char *path, const char *buf, size_t size, off_t off, struct fuse_file_info *fi)

@@ -2266,8 +2266,11 @@ static int relocate(stash_t *db, const struct reloc *r)
     v = view_get(db, &seq);
     rc = view_lookup(v, seq, bk, sizeof bk, &own2, &olen2);
     int same = rc == 0 && olen2 == olen && !memcmp(own, own2, olen);
-    if (same && (rc = view_lookup(v, seq, r->ck, CHUNK_KEY_LEN, &cur, &clen)) == 0)
-        same = clen == VPTR_LEN && !memcmp(cur, r->ptr, VPTR_LEN);
+    if (same) {
+        /* A chunk deleted meanwhile (a truncation) must stay deleted. */
+        rc = view_lookup(v, seq, r->ck, CHUNK_KEY_LEN, &cur, &clen);
+        same = rc == 0 && clen == VPTR_LEN && !memcmp(cur, r->ptr, VPTR_LEN);
+    }
     view_unref(v);
     if (rc == -ENOENT)
         rc = 0;

@@ -1509,6 +1509,80 @@ static void test_patches(void **state)
     free(at_snap);
 }
 
+static uint64_t gen_of(stash_t *db, const char *key)
+{
+    uint64_t seq;
+    struct view *v = db_view(db, NULL, &seq);
+    void *raw;
+    size_t rl;
+    struct envelope e;
+    assert_int_equal(db_view_get(v, seq, (const uint8_t *)key, strlen(key), &raw, &rl), 0);
+    assert_int_equal(env_decode(raw, rl, &e), 0);
+    free(raw);
+    db_view_put(v);
+    return e.gen;
+}
+
+static void *compact_all(void *arg)
+{
+    assert_int_equal(stash_compact_range(arg, NULL, 0, NULL, 0), 0);   /* then a collection */
+    return NULL;
+}
+
+/* A value file's collection that found a chunk live, and moves it after a
+ * truncation deleted it, must leave it deleted (it brought back the old
+ * bytes, without their patches, where the file grew again).  The
+ * collection is held between its scan and its move by another key's lock. */
+static void test_collect_after_truncate(void **state)
+{
+    (void)state;
+    enum { NCH = 16 };
+    stash_options_t o;
+    stash_options_init(&o);
+    o.compression_level = 0;
+    stash_t *db = NULL;
+    assert_int_equal(stash_open(dir, &o, &db), 0);
+    size_t sz = NCH * CHUNK_SIZE;
+    uint8_t *old = malloc(sz), *buf = malloc(sz);
+    for (size_t i = 0; i < sz; i++)
+        old[i] = (uint8_t)(i % 251 + 1);
+    assert_int_equal(stash_pwrite(db, "a", 1, old, sz, 0), 0);
+    /* A key "bN" under another lock whose chunks come first in the scan. */
+    char bk[16];
+    for (int i = 0;; i++) {
+        snprintf(bk, sizeof bk, "b%d", i);
+        assert_int_equal(stash_pwrite(db, bk, strlen(bk), old, 2 * CHUNK_SIZE, 0), 0);
+        if (gen_of(db, bk) < gen_of(db, "a") &&
+            db_keylock(db, (const uint8_t *)bk, strlen(bk)) != db_keylock(db, (const uint8_t *)"a", 1))
+            break;
+        assert_int_equal(stash_delete(db, bk, strlen(bk)), 0);
+    }
+    assert_int_equal(stash_compact_range(db, NULL, 0, NULL, 0), 0);    /* seals the value file */
+    pthread_mutex_t *lb = db_keylock(db, (const uint8_t *)bk, strlen(bk));
+    pthread_mutex_lock(lb);
+    /* Most of a's chunks rewritten: the first file goes sparse, with a's
+     * chunks 0, 4, 8 and 12 live in it; chunk 4 gets a patch. */
+    for (int c = 0; c < NCH; c++)
+        if (c % 4)
+            assert_int_equal(stash_pwrite(db, "a", 1, old + c * CHUNK_SIZE, CHUNK_SIZE, (uint64_t)c * CHUNK_SIZE), 0);
+    uint8_t p[100];
+    memset(p, 0xEE, sizeof p);
+    assert_int_equal(stash_pwrite(db, "a", 1, p, sizeof p, 4 * CHUNK_SIZE + 10), 0);
+    pthread_t th;
+    assert_int_equal(pthread_create(&th, NULL, compact_all, db), 0);
+    sleep(1);                                   /* it waits for bN's lock */
+    assert_int_equal(stash_truncate(db, "a", 1, CHUNK_SIZE), 0);
+    pthread_mutex_unlock(lb);
+    pthread_join(th, NULL);
+    /* Grown again: past the first chunk, zeros. */
+    assert_int_equal(stash_truncate(db, "a", 1, sz), 0);
+    memset(old + CHUNK_SIZE, 0, sz - CHUNK_SIZE);
+    check_value(db, "a", old, sz);
+    assert_int_equal(stash_close(db), 0);
+    free(old);
+    free(buf);
+}
+
 static void test_value_file_collect_durable(void **state)
 {
     (void)state;
@@ -1784,6 +1858,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_link_damaged, tu_setup, tu_teardown),
         cmocka_unit_test_setup_teardown(test_value_files, tu_setup, tu_teardown),
         cmocka_unit_test_setup_teardown(test_patches, tu_setup, tu_teardown),
+        cmocka_unit_test_setup_teardown(test_collect_after_truncate, tu_setup, tu_teardown),
         cmocka_unit_test_setup_teardown(test_value_file_collect_durable, tu_setup, tu_teardown),
         cmocka_unit_test_setup_teardown(test_value_file_torn, tu_setup, tu_teardown),
         cmocka_unit_test_setup_teardown(test_value_file_fds, tu_setup, tu_teardown),

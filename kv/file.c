@@ -339,14 +339,15 @@ static int chunk_base(stash_t *db, struct fkey *f, uint64_t idx, uint8_t *c, siz
  * whose bytes are in a value file: added to the chunk's patch record
  * (value.h) instead of rewriting all 64 KiB around it, while that record
  * stays within PATCH_MAX.  Returns 1 when added to B, 0 when the chunk has
- * to be rewritten (not in a value file, or the record full: *FULL set),
- * or a negative errno.
+ * to be rewritten: in a value file but the write does not fit the record
+ * (*FULL set: the chunk goes to a value file whole, to be patched again),
+ * or not in a value file; or a negative errno.
  */
 static int add_patch(stash_t *db, stash_batch_t *b, const struct envelope *e, uint64_t idx, size_t in,
                      const uint8_t *src, size_t n, int *full)
 {
     *full = 0;
-    if (!e->tagged || PATCH_HDR + n > PATCH_MAX)
+    if (!e->tagged)
         return 0;
     uint64_t seq;
     struct view *v = db_view(db, NULL, &seq);
@@ -358,13 +359,14 @@ static int add_patch(stash_t *db, stash_batch_t *b, const struct envelope *e, ui
     int rc = db_view_get(v, seq, ck, sizeof ck, &raw, &rlen);
     if (rc == 0 && !(rlen >= 1 && (((uint8_t *)raw)[0] == CTAG_VPTR || ((uint8_t *)raw)[0] == CTAG_VPTRZ)))
         rc = 1;         /* bytes in the tree: rewritten in place */
-    if (rc == 0 && (rc = db_view_get(v, seq, pk, sizeof pk, &old, &olen)) == -ENOENT) {
+    if (rc == 0 && PATCH_HDR + n <= PATCH_MAX &&
+        (rc = db_view_get(v, seq, pk, sizeof pk, &old, &olen)) == -ENOENT) {
         olen = 0;
         rc = 0;
     }
     db_view_put(v);
     free(raw);
-    if (rc == 0 && olen + PATCH_HDR + n > PATCH_MAX) {
+    if (rc == 0 && (PATCH_HDR + n > PATCH_MAX || olen + PATCH_HDR + n > PATCH_MAX)) {
         *full = 1;
         rc = 1;
     }
@@ -546,9 +548,9 @@ int stash_pwrite(stash_t *db, const void *key, size_t klen, const void *buf, siz
                     if (rc)
                         break;
                     memcpy(c + in, src, n);
-                    /* A chunk whose patch record is full goes back to a
-                     * value file whole, where later small writes patch
-                     * it again. */
+                    /* A chunk in a value file whose patch record this
+                     * write does not fit goes back to one whole, where
+                     * later small writes patch it again. */
                     rc = put_chunk_data(db, b, &e, ck, c, in + n > have ? in + n : have, full, &a);
                 } else {
                     rc = 0;

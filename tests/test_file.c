@@ -1454,6 +1454,17 @@ static void test_patches(void **state)
     for (uint64_t c = 0; c < 8; c++)
         assert_true(patch_len(db, "p", c) <= (long)PATCH_MAX);
 
+    /* A partial write too large for a record sends the chunk to a value
+     * file whole: the next small write is a patch again. */
+    fill(w, 20000, &seed);
+    assert_int_equal(stash_pwrite(db, "p", 1, w, 20000, 5 * CHUNK_SIZE + 100), 0);
+    memcpy(model + 5 * CHUNK_SIZE + 100, w, 20000);
+    assert_int_equal(patch_len(db, "p", 5), -1);
+    assert_int_equal(stash_pwrite(db, "p", 1, w, 50, 5 * CHUNK_SIZE + 7), 0);
+    memcpy(model + 5 * CHUNK_SIZE + 7, w, 50);
+    assert_int_equal(patch_len(db, "p", 5), PATCH_HDR + 50);
+    check_value(db, "p", model, n);
+
     /* A whole chunk written drops its record; so does a truncation. */
     fill(w, CHUNK_SIZE, &seed);
     assert_int_equal(stash_pwrite(db, "p", 1, w, CHUNK_SIZE, 2 * CHUNK_SIZE), 0);

@@ -1170,22 +1170,26 @@ static int bad_patch(const struct envelope *e, uint64_t idx)
                    (unsigned long long)e->gen);
 }
 
-int db_chunk_patch(struct view *v, uint64_t seq, const struct envelope *e, uint64_t idx, uint8_t *c,
-                   size_t *n)
+int db_patch_get(struct view *v, uint64_t seq, const struct envelope *e, uint64_t idx, void **p, size_t *plen)
 {
+    *p = NULL;
+    *plen = 0;
     if (!e->tagged)
         return 0;
     uint8_t pk[CHUNK_KEY_LEN];
+    pkey(pk, e, idx);
+    int rc = view_lookup(v, seq, pk, sizeof pk, p, plen);
+    return rc == -ENOENT ? 0 : rc;
+}
+
+int db_chunk_patch(struct view *v, uint64_t seq, const struct envelope *e, uint64_t idx, uint8_t *c,
+                   size_t *n)
+{
     void *p;
     size_t plen;
-    pkey(pk, e, idx);
-    int rc = view_lookup(v, seq, pk, sizeof pk, &p, &plen);
-    if (rc == -ENOENT)
-        return 0;
-    if (rc == 0 && patch_apply(p, plen, c, n) < 0)
-        rc = bad_patch(e, idx);
-    if (rc == 0)
-        rc = 1;
+    int rc = db_patch_get(v, seq, e, idx, &p, &plen);
+    if (rc == 0 && p)
+        rc = patch_apply(p, plen, c, n) < 0 ? bad_patch(e, idx) : 1;
     free(p);
     return rc;
 }
@@ -1211,13 +1215,7 @@ int db_read_chunks(struct view *v, uint64_t seq, const struct envelope *e, uint8
             const uint8_t *bytes;
             size_t have;
             struct vptr p;
-            if (e->tagged) {
-                /* Small writes over the chunk (value.h), if any. */
-                uint8_t pk[CHUNK_KEY_LEN];
-                pkey(pk, e, idx);
-                if ((rc = view_lookup(v, seq, pk, sizeof pk, &pr, &prl)) == -ENOENT)
-                    rc = 0;
-            }
+            rc = db_patch_get(v, seq, e, idx, &pr, &prl);  /* small writes over it, if any */
             if (rc == 0 && e->tagged && in == 0 && vptr_decode(c, clen, &p) == 0 &&
                 (pr || p.zstd ? n == CHUNK_SIZE : p.len <= n)) {
                 /* A whole chunk from a value file: straight into BUF, and

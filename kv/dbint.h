@@ -37,6 +37,10 @@ int db_view_get(struct view *v, uint64_t seq, const uint8_t *ik, size_t iklen, v
 int db_chunk_bytes(struct view *v, const struct envelope *e, const uint8_t *raw, size_t rlen,
                    uint8_t *scratch, const uint8_t **bytes, size_t *n);
 
+/* Chunk IDX's patch record (value.h) as of SEQ: *P (malloc'd; NULL when
+ * there is none, or E is not tagged) and *PLEN.  0 or a negative errno. */
+int db_patch_get(struct view *v, uint64_t seq, const struct envelope *e, uint64_t idx, void **p, size_t *plen);
+
 /*
  * Apply chunk IDX's patch record (value.h), as of SEQ, to C (CHUNK_SIZE
  * bytes, of which the first *N are the chunk's and the rest zeros): 1 when

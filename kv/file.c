@@ -359,11 +359,8 @@ static int add_patch(stash_t *db, stash_batch_t *b, const struct envelope *e, ui
     int rc = db_view_get(v, seq, ck, sizeof ck, &raw, &rlen);
     if (rc == 0 && !(rlen >= 1 && (((uint8_t *)raw)[0] == CTAG_VPTR || ((uint8_t *)raw)[0] == CTAG_VPTRZ)))
         rc = 1;         /* bytes in the tree: rewritten in place */
-    if (rc == 0 && PATCH_HDR + n <= PATCH_MAX &&
-        (rc = db_view_get(v, seq, pk, sizeof pk, &old, &olen)) == -ENOENT) {
-        olen = 0;
-        rc = 0;
-    }
+    if (rc == 0 && PATCH_HDR + n <= PATCH_MAX)
+        rc = db_patch_get(v, seq, e, idx, &old, &olen);
     db_view_put(v);
     free(raw);
     if (rc == 0 && (PATCH_HDR + n > PATCH_MAX || olen + PATCH_HDR + n > PATCH_MAX)) {

@@ -1376,27 +1376,36 @@ static uint64_t stat_after(stash_t *db, const char *label)
  * gone (the old pointer would come back to a missing file).  With no
  * periodic fsync in the way, the background collection's own fsync shows
  * in the count. */
+/* KEY's envelope (only its kind, gen and flags: what it points to is gone):
+ * 0, or -1 when KEY has no value. */
+static int envelope_of(stash_t *db, const char *key, struct envelope *e)
+{
+    uint64_t seq;
+    struct view *v = db_view(db, NULL, &seq);
+    void *raw = NULL;
+    size_t rl;
+    int rc = db_view_get(v, seq, (const uint8_t *)key, strlen(key), &raw, &rl) == 0 && env_decode(raw, rl, e) == 0
+                 ? 0 : -1;
+    free(raw);
+    db_view_put(v);
+    return rc;
+}
+
 /* The patch record of chunk IDX of KEY's value (value.h), if any: its
  * length, or -1. */
 static long patch_len(stash_t *db, const char *key, uint64_t idx)
 {
+    struct envelope e;
+    if (envelope_of(db, key, &e) < 0 || e.kind != VK_CHUNKED || !e.tagged)
+        return -1;
     uint64_t seq;
     struct view *v = db_view(db, NULL, &seq);
-    void *raw = NULL, *p = NULL;
-    size_t rl, pl;
-    long len = -1;
-    struct envelope e;
-    if (db_view_get(v, seq, (const uint8_t *)key, strlen(key), &raw, &rl) == 0 &&
-        env_decode(raw, rl, &e) == 0 && e.kind == VK_CHUNKED && e.tagged) {
-        uint8_t pk[CHUNK_KEY_LEN];
-        pkey(pk, &e, idx);
-        if (db_view_get(v, seq, pk, sizeof pk, &p, &pl) == 0)
-            len = (long)pl;
-    }
-    free(raw);
-    free(p);
+    void *p;
+    size_t pl;
+    assert_int_equal(db_patch_get(v, seq, &e, idx, &p, &pl), 0);
     db_view_put(v);
-    return len;
+    free(p);
+    return p ? (long)pl : -1;
 }
 
 /* Small writes into chunks held in value files go to patch records instead
@@ -1485,17 +1494,10 @@ static void test_patches(void **state)
     assert_int_equal(stash_pwrite(db, "p", 1, w, 10, 5), 0);
     memcpy(model + 5, w, 10);
     {
-        uint64_t seq;
-        struct view *v = db_view(db, NULL, &seq);
-        void *raw;
-        size_t rl;
         struct envelope e;
-        assert_int_equal(db_view_get(v, seq, (const uint8_t *)"p", 1, &raw, &rl), 0);
-        assert_int_equal(env_decode(raw, rl, &e), 0);
-        db_view_put(v);
+        assert_int_equal(envelope_of(db, "p", &e), 0);
         uint8_t pk[CHUNK_KEY_LEN], bad[PATCH_HDR] = {0, 0, 0xff, 0, 10};
         pkey(pk, &e, 0);
-        free(raw);
         stash_batch_t *b = stash_batch_new();
         assert_int_equal(batch_put_raw(b, pk, sizeof pk, NULL, 0, bad, sizeof bad), 0);
         assert_int_equal(db_commit(db, b, 0), 0);
@@ -1503,6 +1505,12 @@ static void test_patches(void **state)
         size_t got;
         assert_int_equal(stash_pread(db, "p", 1, buf, 100, 0, &got), -EIO);
         assert_int_equal(stash_pread(db, "p", 1, buf, 100, CHUNK_SIZE, &got), 0);  /* others fine */
+        assert_memory_equal(buf, model + CHUNK_SIZE, 100);
+        /* A write that must read the chunk fails the same way and
+         * changes nothing. */
+        assert_int_equal(stash_pwrite(db, "p", 1, w, 20000, 100), -EIO);
+        assert_non_null(strstr(stash_last_error(db), "damaged patch record"));
+        assert_int_equal(stash_pread(db, "p", 1, buf, 100, CHUNK_SIZE, &got), 0);
         assert_memory_equal(buf, model + CHUNK_SIZE, 100);
         /* A whole write of the chunk mends it. */
         assert_int_equal(stash_pwrite(db, "p", 1, model, CHUNK_SIZE, 0), 0);
@@ -1522,15 +1530,8 @@ static void test_patches(void **state)
 
 static uint64_t gen_of(stash_t *db, const char *key)
 {
-    uint64_t seq;
-    struct view *v = db_view(db, NULL, &seq);
-    void *raw;
-    size_t rl;
     struct envelope e;
-    assert_int_equal(db_view_get(v, seq, (const uint8_t *)key, strlen(key), &raw, &rl), 0);
-    assert_int_equal(env_decode(raw, rl, &e), 0);
-    free(raw);
-    db_view_put(v);
+    assert_int_equal(envelope_of(db, key, &e), 0);
     return e.gen;
 }
 

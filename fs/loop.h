@@ -16,10 +16,14 @@
  *     several reads at once, and they are served in parallel).
  *
  * Contract:
- *   loop_run(se, workers) serves SE until it exits (unmount, a signal)
- *   and returns 0, or a negative errno when reading the device fails.  At
- *   most 1 + WORKERS threads serve, started as slow requests need them;
- *   with WORKERS == 0 one thread answers everything in turn.  The calling
+ *   loop_run(se, workers, spin_us) serves SE until it exits (unmount, a
+ *   signal) and returns 0, or a negative errno when reading the device
+ *   fails.  At most 1 + WORKERS threads serve, started as slow requests
+ *   need them; with WORKERS == 0 one thread answers everything in turn.
+ *   With SPIN_US > 0 the device is made non-blocking and the reader polls
+ *   it for up to SPIN_US microseconds after each answer before sleeping
+ *   (a busy CPU for that long, yielded to anything else runnable, against
+ *   an idle CPU's wake-up in the next round trip).  The calling
  *   thread only waits for the end.  Before it returns, every request taken
  *   has been answered and the serving threads have ended.
  *
@@ -36,7 +40,7 @@
 /* Reads and writes larger than this count as slow. */
 #define SLOW_IO (64u << 10)
 
-int loop_run(struct fuse_session *se, unsigned workers);
+int loop_run(struct fuse_session *se, unsigned workers, unsigned spin_us);
 
 /* How many requests the calling thread has taken from the device in
  * loop_run: a number that tells one request from the next within a

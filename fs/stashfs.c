@@ -2090,7 +2090,7 @@ static const struct fuse_operations ops = {
 
 struct cli {
     char *config;
-    char *memtable_size, *compaction_interval, *wal_flush_interval, *snapdir, *mmap_reads;
+    char *memtable_size, *compaction_interval, *wal_flush_interval, *snapdir, *mmap_reads, *spin;
     int nonopts;
 };
 
@@ -2102,6 +2102,7 @@ static const struct fuse_opt cli_opts[] = {
     OPT("wal_flush_interval=%s", wal_flush_interval),
     OPT("mmap_reads=%s", mmap_reads),
     OPT("snapdir=%s", snapdir),
+    OPT("spin=%s", spin),
     FUSE_OPT_END,
 };
 
@@ -2134,6 +2135,8 @@ static void usage(FILE *f)
             "    -o mmap_reads=0|1        read tables through a memory mapping (default 0 here:\n"
             "                             the daemon's resident memory stays small)\n"
             "    -o snapdir=NAME          the snapshots directory (default .snapshots; empty: none)\n"
+            "    -o spin=N                microseconds the request reader keeps polling after\n"
+            "                             an answer before it sleeps (default 50; 0: never)\n"
             "\n");
 }
 
@@ -2298,6 +2301,12 @@ int main(int argc, char **argv)
     else if (c.mmap_reads)
         return die(-1, "stashfs: bad mmap_reads %s (0 or 1)\n", c.mmap_reads);
 
+    unsigned spin_us = 50;
+    if (c.spin && parse_size(c.spin, &v) == 0 && v <= 1000000)
+        spin_us = (unsigned)v;
+    else if (c.spin)
+        return die(-1, "stashfs: bad spin %s (microseconds, up to 1000000)\n", c.spin);
+
     /* The engine refuses keys under the snapshots directory's name. */
     if (c.snapdir) {
         if (strchr(c.snapdir, '/') || strlen(c.snapdir) >= sizeof so.snapshot_dir || !strcmp(c.snapdir, ".") ||
@@ -2443,7 +2452,7 @@ int main(int argc, char **argv)
         if (fuse_start_cleanup_thread(f) != 0) {
             rc = -ENOMEM;
         } else {
-            rc = loop_run(se, o.singlethread ? 0 : o.max_threads);
+            rc = loop_run(se, o.singlethread ? 0 : o.max_threads, spin_us);
             fuse_stop_cleanup_thread(f);
         }
         if (rc)

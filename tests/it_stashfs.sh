@@ -363,7 +363,7 @@ grep -q "in use by process [0-9]* (stashfs, mounted at .*$mnt)" "$tmp/err" || { 
 "$ctl" -d "$store" check >/dev/null 2>"$tmp/err" && bad "stashctl check on a mounted store"
 grep -q "mounted at .*$mnt" "$tmp/err" || { bad "stashctl check busy message"; cat "$tmp/err"; }
 check "background unmount" fusermount3 -u "$mnt"
-for opt in snapdir=a/b memtable_size=lots wal_flush_interval=-1; do
+for opt in snapdir=a/b memtable_size=lots wal_flush_interval=-1 spin=soon; do
     if "$fs" -o "$opt" "$store" "$mnt" 2>"$tmp/err"; then bad "-o $opt accepted"; fusermount3 -u "$mnt"; fi
     grep -q "^stashfs: bad ${opt%%=*}" "$tmp/err" || { bad "-o $opt message"; cat "$tmp/err"; }
 done
@@ -373,15 +373,16 @@ grep -qi "mount *point" "$tmp/err" || { bad "missing mountpoint message"; cat "$
 i=0; until "$ctl" -d "$store" get greeting >/dev/null 2>&1 || [ $i -gt 50 ]; do sleep 0.1; i=$((i + 1)); done
 check "store free after unmount" "$ctl" -d "$store" get greeting
 
-# Each way of serving requests (the default loop, -s, libfuse's loop with
-# -o clone_fd, the default loop beside libfuse's node-forgetting thread
-# with -o remember) answers four processes writing files of 100 KiB writes
+# Each way of serving requests (the default loop, the default loop with
+# readers that sleep at once (-o spin=0), -s, libfuse's loop with -o
+# clone_fd, the default loop beside libfuse's node-forgetting thread with
+# -o remember) answers four processes writing files of 100 KiB writes
 # with an fsync each (both pass the reading on to another thread) and small
 # files, and ends cleanly on SIGTERM or SIGHUP, keeping everything written
 # (SIGINT too, but a shell starts background jobs with it ignored).
 head -c 204800 /dev/urandom >"$tmp/rnd"
 n=0
-for loop in "" "-s" "-o clone_fd" "-o remember=1"; do
+for loop in "" "-o spin=0" "-s" "-o clone_fd" "-o remember=1"; do
     for sig in TERM HUP; do
         n=$((n + 1))
         mount_fs $loop

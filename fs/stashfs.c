@@ -1523,7 +1523,13 @@ static int r_readlink(const char *path, char *buf, size_t size)
     return 0;
 }
 
-/* The extended attribute namespaces kept: user. and trusted. */
+/* The extended attribute namespaces kept: user. and trusted.  Any other
+ * name (security.*, system.posix_acl_*) is answered ENOTSUP for reads and
+ * removals as for writes, not ENODATA: "this filesystem has no such
+ * attributes" rather than "this file has none".  Tools tell the two apart:
+ * ls -l, after ENOTSUP once, stops asking for every file's SELinux label and
+ * ACL on that filesystem (two round trips per file), and cp, tar and rsync
+ * take it as no ACL. */
 static int xattr_ns_ok(const char *name)
 {
     return !strncmp(name, "user.", 5) || !strncmp(name, "trusted.", 8);
@@ -1547,7 +1553,7 @@ static int r_getxattr(const char *path, const char *name, char *val, size_t size
     char key[KEYBUF];
     size_t kl, n;
     if (!xattr_ns_ok(name))
-        return -ENODATA;
+        return -ENOTSUP;
     int rc = attr_key(path, key, &kl, NULL, 0);
     if (rc)
         return rc;
@@ -1575,7 +1581,7 @@ static int w_removexattr(const char *path, const char *name)
     char key[KEYBUF];
     size_t kl;
     if (!xattr_ns_ok(name))
-        return -ENODATA;
+        return -ENOTSUP;
     int rc = attr_key(path, key, &kl, NULL, 0);
     if (rc)
         return rc;

@@ -15,6 +15,7 @@
 #include <string.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
+#include <sys/xattr.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -326,6 +327,20 @@ int main(int argc, char **argv)
     EXPECT("unlink missing", unlink(P("missing")), ENOENT);
     EXPECT("rmdir missing", rmdir(P("missing")), ENOENT);
     EXPECT("rename missing", rename(P("missing"), P("other")), ENOENT);
+    /* Extended attributes: a missing one of a kept namespace is ENODATA;
+     * a namespace not kept is ENOTSUP whatever the call. */
+    char xv[64];
+    EXPECT("setxattr user.", setxattr(P("file"), "user.a", "1", 1, 0), 0);
+    EXPECT("getxattr user.", getxattr(P("file"), "user.a", xv, sizeof xv), 0);
+    EXPECT("getxattr missing user.", getxattr(P("file"), "user.b", xv, sizeof xv), ENODATA);
+    EXPECT("removexattr missing user.", removexattr(P("file"), "user.b"), ENODATA);
+    EXPECT("XATTR_CREATE on existing", setxattr(P("file"), "user.a", "2", 1, XATTR_CREATE), EEXIST);
+    EXPECT("XATTR_REPLACE on missing", setxattr(P("file"), "user.b", "2", 1, XATTR_REPLACE), ENODATA);
+    EXPECT("getxattr security.", getxattr(P("file"), "security.selinux", xv, sizeof xv), ENOTSUP);
+    EXPECT("getxattr ACL", getxattr(P("dir"), "system.posix_acl_default", xv, sizeof xv), ENOTSUP);
+    EXPECT("setxattr security.", setxattr(P("file"), "security.x", "1", 1, 0), ENOTSUP);
+    EXPECT("removexattr security.", removexattr(P("file"), "security.x"), ENOTSUP);
+    EXPECT("getxattr on missing", getxattr(P("missing"), "user.a", xv, sizeof xv), ENOENT);
     EXPECT("hard link", link(P("file"), P("hard")), 0);
     EXPECT("hard link onto an existing name", link(P("file"), P("hard")), EEXIST);
     EXPECT("hard link of a missing file", link(P("missing"), P("hard2")), ENOENT);

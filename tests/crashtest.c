@@ -23,6 +23,12 @@
  * A third series writes whole chunks of a large value, which go to value
  * files, while their garbage is collected (see vlog_child).
  *
+ * A fourth makes small writes into a large value whose chunks are in value
+ * files, which go to the chunks' patch records, among whole-chunk writes,
+ * truncations and collections (see patch_child); after each kill the value
+ * must be, byte for byte, its state after some prefix of the steps, no
+ * shorter than the last one reported.
+ *
  * Usage: crashtest [--rounds N] [--seed S] [--dir DIR]
  * Prints the seed; a failing round can be replayed with the same seed.
  */
@@ -499,6 +505,307 @@ static int vlog_rounds(const char *dir, int rounds, uint64_t *seed)
     return 0;
 }
 
+/* ---- patch records ---- */
+
+/*
+ * One value "p", PSIZE bytes when written whole at step 1 (whole chunks, so
+ * they go to value files), then steps that are mostly small stash_pwrites
+ * into it, which go to the patch records of the chunks they touch (see
+ * docs/format.md, FF 09).  Step i is a function of i and the value's size
+ * before it (pstep): a write of 1 byte to 12 KiB anywhere (now and then
+ * across a chunk boundary or past the end), or one chunk written whole
+ * (which drops its patches), or a truncation shorter or longer, or a
+ * compaction (which seals the value file and collects garbage, so kills land
+ * in collections that move patched chunks).  Each step is one batch, so
+ * after a kill the value must equal the state after steps 1..k for one k,
+ * which the parent finds by replaying the steps in memory.
+ */
+#define PCHUNK (64u << 10)
+#define PSIZE  (16u * PCHUNK)
+#define PCAP   (PSIZE + 4 * PCHUNK)     /* no step makes the value longer */
+
+enum { P_WRITE, P_CHUNK, P_TRUNC, P_COMPACT };
+
+struct pstep {
+    int kind;
+    uint64_t off, size;     /* where a write goes; the value's size after */
+    size_t len;
+    int packed;             /* bytes that zstd can squeeze: a compressed chunk */
+};
+
+static uint64_t pmix(uint64_t x)
+{
+    x += 0x9E3779B97F4A7C15ULL;
+    x = (x ^ (x >> 30)) * 0xBF58476D1CE4E5B9ULL;
+    x = (x ^ (x >> 27)) * 0x94D049BB133111EBULL;
+    return x ^ (x >> 31);
+}
+
+static void pstep(uint32_t i, uint64_t size, struct pstep *s)
+{
+    uint64_t h = pmix(i), h2 = pmix(h), h3 = pmix(h2), h4 = pmix(h3);
+    uint64_t nch = (size + PCHUNK - 1) / PCHUNK;
+    memset(s, 0, sizeof *s);
+    s->size = size;
+    if (i == 1) {
+        s->kind = P_CHUNK;
+        s->len = PSIZE;
+        s->size = PSIZE;
+        return;
+    }
+    if (i % 32 == 16) {
+        s->kind = P_COMPACT;
+    } else if (h % 16 == 2) {
+        /* A run of chunks written whole, as a sequential writer does: value
+         * files fill up (a file is collected once it holds at least 1 MiB,
+         * less than half of it live, so the patched chunks in it move). */
+        uint64_t c = h2 % (nch - 3), n = 4 + h3 % 5;
+        s->kind = P_CHUNK;
+        s->off = c * PCHUNK;
+        s->len = (size_t)((c + n > PSIZE / PCHUNK + 2 ? PSIZE / PCHUNK + 2 - c : n) * PCHUNK);
+        s->packed = h4 % 3 == 0;
+    } else if (h % 16 == 0) {
+        /* A chunk written whole, now and then the one past the end; the
+         * value never passes PSIZE + 2 chunks this way. */
+        uint64_t c = h2 % (nch + 1);
+        if (c > PSIZE / PCHUNK + 1)
+            c = h2 % nch;
+        s->kind = P_CHUNK;
+        s->off = c * PCHUNK;
+        s->len = PCHUNK;
+        s->packed = h3 % 3 == 0;
+    } else if (h % 32 == 1) {
+        /* 13 to 18 chunks, a quarter of the time a whole number of them
+         * (a cut inside a chunk leaves its head in the tree). */
+        s->kind = P_TRUNC;
+        s->size = PSIZE - 3 * PCHUNK + h2 % (5 * PCHUNK);
+        if (h3 % 4 == 0)
+            s->size -= s->size % PCHUNK;
+        return;
+    } else {
+        uint64_t r = h2 % 16;
+        s->kind = P_WRITE;
+        s->len = (size_t)(r < 4 ? 1 + h3 % 64 : r < 15 ? 1 + h3 % 4096 : 4096 + h3 % 8192);
+        s->packed = h4 % 8 == 0;
+        uint64_t back = 1 + (h4 >> 20) % (s->len > 1 ? s->len - 1 : 1);
+        if (r % 8 == 1) {
+            /* Across the start of chunk 1..nch-1. */
+            s->off = (1 + h4 % (nch - 1)) * PCHUNK - back;
+        } else if (r == 6 && size < PSIZE + PCHUNK) {
+            /* From inside the value to a little past its end. */
+            s->off = size - back;
+        } else {
+            s->off = h4 % (size - s->len + 1);
+        }
+    }
+    if (s->off + s->len > s->size)
+        s->size = s->off + s->len;
+}
+
+/* The bytes of step I: random, or (PACKED) runs that compress. */
+static void pfill(uint8_t *b, size_t n, uint32_t i, int packed)
+{
+    uint64_t x = pmix(~(uint64_t)i) | 1;
+    for (size_t j = 0; j < n; j++) {
+        if (packed) {
+            b[j] = (uint8_t)(i + j / 256);
+            continue;
+        }
+        if (j % 8 == 0)
+            x = rnd(&x) | 1;
+        b[j] = (uint8_t)(x >> (8 * (j % 8)));
+    }
+}
+
+/* Step I on the value M (PCAP bytes, zeros past *SIZE), as the child does
+ * it to the store. */
+static void papply(uint8_t *m, uint64_t *size, uint32_t i)
+{
+    struct pstep s;
+    pstep(i, *size, &s);
+    if (s.kind == P_WRITE || s.kind == P_CHUNK)
+        pfill(m + s.off, s.len, i, s.packed);
+    else if (s.kind == P_TRUNC && s.size < *size)
+        memset(m + s.size, 0, (size_t)(*size - s.size));
+    *size = s.size;
+}
+
+static void patch_child(const char *dir, uint32_t first, int out)
+{
+    stash_options_t o;
+    stash_options_init(&o);
+    o.memtable_size = 256 << 10;
+    o.target_file_size = 128 << 10;
+    o.level1_max_bytes = 512 << 10;
+    stash_t *db;
+    uint8_t *b = malloc(PSIZE);
+    uint64_t size = 0;
+    if (!b || stash_open(dir, &o, &db) != 0)
+        _exit(3);
+    /* Steps depend on the size the store holds: that of step FIRST - 1. */
+    if (first > 1 && stash_value_size(db, "p", 1, &size) != 0)
+        _exit(4);
+    for (uint32_t i = first;; i++) {
+        struct pstep s;
+        pstep(i, size, &s);
+        if (s.size > PCAP)
+            _exit(5);
+        int rc = 0;
+        if (s.kind == P_WRITE || s.kind == P_CHUNK) {
+            pfill(b, s.len, i, s.packed);
+            rc = stash_pwrite(db, "p", 1, b, s.len, s.off);
+        } else if (s.kind == P_TRUNC) {
+            rc = stash_truncate(db, "p", 1, s.size);
+        } else {
+            rc = stash_compact_range(db, NULL, 0, NULL, 0);
+        }
+        if (rc != 0) {
+            fprintf(stderr, "patch child: step %u: %s\n", i, stash_last_error(db));
+            _exit(6);
+        }
+        size = s.size;
+        if (i % 8 == 0 && stash_sync(db) != 0)
+            _exit(7);
+        if (write(out, &i, sizeof i) != sizeof i)
+            _exit(8);
+    }
+}
+
+/*
+ * Reopen and find the step the store holds: M holds the state after step
+ * *K (the one found last round, which the round's child started from) and
+ * *SIZE its size; the store must hold that after some step from LO (the
+ * last reported, or *K) to HI (one more: written, not yet reported).  M,
+ * *SIZE and *K move on to the step found.  Returns 0, or -1 when the value
+ * is no such state.  SYNCED only says, on failure, whether a synced step was
+ * lost.
+ */
+static int patch_verify(const char *dir, uint8_t *m, uint64_t *size, uint32_t *k, uint32_t lo, uint32_t hi,
+                        uint32_t synced)
+{
+    stash_t *db;
+    if (stash_open(dir, NULL, &db) != 0) {
+        fprintf(stderr, "patches: reopen failed: %s\n", stash_last_error(NULL));
+        return -1;
+    }
+    uint8_t *b = malloc(PCAP), *p = malloc(PCAP), *found = malloc(PCAP);
+    uint64_t have = 0;
+    size_t got = 0;
+    int ok = b && p && found;
+    int rc = ok ? stash_value_size(db, "p", 1, &have) : -ENOMEM;
+    if (rc == -ENOENT)
+        rc = 0, have = 0;       /* killed before step 1 */
+    if (ok && (rc != 0 || have > PCAP)) {
+        fprintf(stderr, "patches: size: %s (%llu)\n", rc ? stash_last_error(db) : "too large",
+                (unsigned long long)have);
+        ok = 0;
+    }
+    if (ok && have && (stash_pread(db, "p", 1, b, (size_t)have, 0, &got) != 0 || got != have)) {
+        fprintf(stderr, "patches: read: %s (%zu of %llu bytes)\n", stash_last_error(db), got,
+                (unsigned long long)have);
+        ok = 0;
+    }
+    /* Again in pieces that start inside chunks: that read takes a chunk's
+     * stored bytes, and applies its patches, another way. */
+    for (uint64_t o = 0; ok && o < have; o += got) {
+        size_t n = have - o < 40000 ? (size_t)(have - o) : 40000;
+        if (stash_pread(db, "p", 1, p + o, n, o, &got) != 0 || got != n) {
+            fprintf(stderr, "patches: read at %llu: %s\n", (unsigned long long)o, stash_last_error(db));
+            ok = 0;
+        } else if (memcmp(p + o, b + o, n) != 0) {
+            fprintf(stderr, "patches: bytes %llu.. differ read whole and in pieces\n", (unsigned long long)o);
+            ok = 0;
+        }
+    }
+    if (stash_close(db) != 0)
+        ok = 0;
+    /* The newest matching state: a step may leave the value as it was. */
+    uint32_t at = *k, match = 0;
+    uint64_t fsize = 0;
+    for (uint32_t c = *k; ok && c <= hi; c++) {
+        if (c > at)
+            papply(m, size, at = c);
+        if (c >= lo && *size == have && memcmp(m, b, (size_t)have) == 0) {
+            match = c + 1;
+            memcpy(found, m, (size_t)have);
+            fsize = have;
+        }
+    }
+    if (ok && !match) {
+        /* For the report: where the value parts from step HI's state, and
+         * which state it is, if any (replayed from the start). */
+        uint64_t d = 0;
+        while (d < have && d < *size && b[d] == m[d])
+            d++;
+        fprintf(stderr, "patches: the value (%llu bytes) is no state of steps %u..%u (last synced %u); "
+                "step %u's has %llu bytes, the first difference at byte %llu\n", (unsigned long long)have,
+                lo, hi, synced, hi, (unsigned long long)*size, (unsigned long long)d);
+        memset(m, 0, PCAP);
+        *size = 0;
+        for (uint32_t c = 0; c <= hi + 64; c++) {
+            if (c)
+                papply(m, size, c);
+            if (*size == have && memcmp(m, b, (size_t)have) == 0)
+                fprintf(stderr, "patches: it is the state after step %u\n", c);
+        }
+        ok = 0;
+    }
+    if (ok) {
+        memcpy(m, found, (size_t)fsize);
+        memset(m + fsize, 0, PCAP - (size_t)fsize);
+        *size = fsize;
+        *k = match - 1;
+    }
+    free(b);
+    free(p);
+    free(found);
+    return ok ? 0 : -1;
+}
+
+/* SEED0 is the seed the run began with, to name in a failure. */
+static int patch_rounds(const char *dir, int rounds, uint64_t *seed, uint64_t seed0)
+{
+    uint8_t *m = calloc(1, PCAP);
+    uint64_t size = 0;
+    uint32_t k = 0;
+    if (!m)
+        return perror("calloc"), 1;
+    for (int r = 0; r < rounds; r++) {
+        int p[2];
+        if (pipe(p) < 0)
+            return free(m), perror("pipe"), 1;
+        pid_t pid = fork();
+        if (pid == 0) {
+            close(p[0]);
+            patch_child(dir, k + 1, p[1]);
+        }
+        close(p[1]);
+        usleep((useconds_t)(5000 + rnd(seed) % 150000));
+        kill(pid, SIGKILL);
+        int status;
+        waitpid(pid, &status, 0);
+        uint32_t i, acked = k, synced = k;
+        while (read(p[0], &i, sizeof i) == sizeof i) {
+            acked = i;
+            synced = i % 8 ? synced : i;
+        }
+        close(p[0]);
+        if (WIFEXITED(status)) {
+            fprintf(stderr, "patches round %d: child exited with %d before the kill\n", r, WEXITSTATUS(status));
+            return free(m), 1;
+        }
+        /* A kill loses nothing the kernel has: every reported step is in,
+         * synced or not, as in the other series. */
+        if (patch_verify(dir, m, &size, &k, acked, acked + 1, synced) != 0) {
+            fprintf(stderr, "patches round %d FAILED (replay with --seed %llu)\n", r, (unsigned long long)seed0);
+            return free(m), 1;
+        }
+    }
+    free(m);
+    printf("crashtest: %d rounds of small writes into patched chunks, %u steps: ok\n", rounds, k);
+    return 0;
+}
+
 int main(int argc, char **argv)
 {
     int rounds = 50;
@@ -525,6 +832,7 @@ int main(int argc, char **argv)
             return 1;
         }
     }
+    const uint64_t seed0 = seed;
     printf("crashtest: %d rounds, seed %llu (replay with --seed %llu)\n", rounds,
            (unsigned long long)seed, (unsigned long long)seed);
     fflush(stdout);
@@ -602,6 +910,19 @@ int main(int argc, char **argv)
                 fprintf(stderr, "could not remove %s\n", vdir);
         } else if (failed) {
             fprintf(stderr, "store left for inspection in %s\n", vdir);
+        }
+    }
+    if (!failed) {
+        char pdir[600];
+        snprintf(pdir, sizeof pdir, "%s.patch", dir);
+        failed = patch_rounds(pdir, rounds / 3 + 1, &seed, seed0);
+        if (!failed && own_dir) {
+            char cmd[700];
+            snprintf(cmd, sizeof cmd, "rm -rf '%s'", pdir);
+            if (system(cmd) != 0)
+                fprintf(stderr, "could not remove %s\n", pdir);
+        } else if (failed) {
+            fprintf(stderr, "store left for inspection in %s\n", pdir);
         }
     }
     return failed;

@@ -755,7 +755,34 @@ static int lookup(const char *path, char *key, size_t *klen, stash_stat_t *s, en
 /* ------------------------------------------------------------------ */
 /* operations                                                           */
 
-static int r_getattr(const char *path, struct stat *st, struct fuse_file_info *fi)
+/*
+ * A file removed while open counts its hidden key among its names, and
+ * what fstat shows must not.  libfuse takes one off what its GETATTR of a
+ * hidden node answers, but not off the getattr with which it answers a
+ * SETATTR (fchmod, fchown, futimens, ftruncate: its attributes go to the
+ * kernel's cache all the same): the setattr handlers leave their path here
+ * (a hash, with the request's number under loop.c) for the getattr that
+ * follows them in the same thread, which then takes the hidden name off
+ * itself.
+ */
+static __thread uint64_t setattr_path;
+static __thread unsigned long setattr_req;
+
+static void setattr_mark(const char *path, int rc)
+{
+    setattr_path = rc == 0 && path ? fnv64(0, path, strlen(path)) | 1 : 0;
+    setattr_req = loop_request();
+}
+
+static int setattr_marked(const char *path)
+{
+    int yes = setattr_path && setattr_path == (fnv64(0, path, strlen(path)) | 1) &&
+              setattr_req == loop_request();
+    setattr_path = 0;
+    return yes;
+}
+
+static int r_getattr(const char *path, struct stat *st, int after_setattr)
 {
     char key[KEYBUF];
     size_t kl;
@@ -768,8 +795,8 @@ static int r_getattr(const char *path, struct stat *st, struct fuse_file_info *f
         return -ENOENT;
     fill_stat(&s, k == K_DIR, st);
     st->st_ino = ino_of(&s, key, kl);
-    if (key[0] == '/' && st->st_nlink > 0)
-        st->st_nlink--;     /* removed while open: one name fewer */
+    if (key[0] == '/' && after_setattr && st->st_nlink > 0)
+        st->st_nlink--;     /* removed while open: its hidden key is no name */
     dev_number(key, kl, st);
     return 0;
 }
@@ -1713,6 +1740,19 @@ static void fs_destroy(void *private_data)
         inval_id(lid_, path);                 \
     return rc
 
+/* LINKED_OP for the calls of a SETATTR, which libfuse answers with a
+ * getattr of PATH (see setattr_mark). */
+#define LINKED_SETATTR(call)                  \
+    int rc = live_only(path);                 \
+    if (rc)                                   \
+        return setattr_mark(path, rc), rc;    \
+    uint64_t lid_ = link_id_of(path);         \
+    rc = call;                                \
+    setattr_mark(path, rc);                   \
+    if (rc >= 0 && lid_)                      \
+        inval_id(lid_, path);                 \
+    return rc
+
 /* ------------------------------------------------------------------ */
 /* the entry points: snapshots are read-only trees                      */
 
@@ -1746,6 +1786,7 @@ static int list_one(void *arg, const char *name, uint64_t seq, int64_t ct)
 static int fs_getattr(const char *path, struct stat *st, struct fuse_file_info *fi)
 {
     NULL_PATH(fi);
+    int after_setattr = setattr_marked(path);
     const char *rel;
     int w = enter(path, &rel), rc;
     if (w < 0)
@@ -1753,7 +1794,7 @@ static int fs_getattr(const char *path, struct stat *st, struct fuse_file_info *
     else if (w == W_SNAPROOT)
         rc = (snaproot_stat(st), 0);
     else
-        rc = r_getattr(rel, st, fi);
+        rc = r_getattr(rel, st, after_setattr);
     if (rc == -ENOENT && w == W_LIVE && !fi && hidden_path(path))
         hide_probed(path);      /* libfuse looking for a free name (hide_probe) */
     leave();
@@ -1853,24 +1894,24 @@ static int fs_write(const char *path, const char *buf, size_t size, off_t off, s
 static int fs_truncate(const char *path, off_t size, struct fuse_file_info *fi)
 {
     NULL_PATH(fi);
-    LINKED_OP(w_truncate(path, size, fi));
+    LINKED_SETATTR(w_truncate(path, size, fi));
 }
 static int fs_unlink(const char *path) { LINKED_OP(w_unlink(path)); }
 static int fs_symlink(const char *target, const char *path) { WRITE_OP(w_symlink(target, path)); }
 static int fs_chmod(const char *path, mode_t mode, struct fuse_file_info *fi)
 {
     NULL_PATH(fi);
-    LINKED_OP(w_chmod(path, mode, fi));
+    LINKED_SETATTR(w_chmod(path, mode, fi));
 }
 static int fs_chown(const char *path, uid_t uid, gid_t gid, struct fuse_file_info *fi)
 {
     NULL_PATH(fi);
-    LINKED_OP(w_chown(path, uid, gid, fi));
+    LINKED_SETATTR(w_chown(path, uid, gid, fi));
 }
 static int fs_utimens(const char *path, const struct timespec tv[2], struct fuse_file_info *fi)
 {
     NULL_PATH(fi);
-    LINKED_OP(w_utimens(path, tv, fi));
+    LINKED_SETATTR(w_utimens(path, tv, fi));
 }
 /* The last close of a handle; a file removed while open goes with its last. */
 static int fs_release(const char *path, struct fuse_file_info *fi)

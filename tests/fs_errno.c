@@ -406,7 +406,36 @@ int main(int argc, char **argv)
         printf("FAIL: an unlinked open file shows %lu links\n", (unsigned long)ust.st_nlink);
         fails++;
     }
+    /* (the attributes a SETATTR answers with are what fstat shows next) */
+    EXPECT("fchmod after unlink", fchmod(fd, 0600), 0);
+    EXPECT("fstat after fchmod", fstat(fd, &ust), 0);
+    if (ust.st_nlink != 0) {
+        printf("FAIL: an unlinked open file shows %lu links after fchmod\n", (unsigned long)ust.st_nlink);
+        fails++;
+    }
     EXPECT("close the unlinked file", close(fd), 0);
+
+    /* One of two names removed while open: fstat through it counts the
+     * name left, also after a SETATTR (libfuse takes the hidden name off
+     * the count of its GETATTR, but not of a SETATTR's answer). */
+    put("two-names", "x");
+    EXPECT("link a second name", link(P("two-names"), P("two-names2")), 0);
+    fd = open(P("two-names"), O_RDONLY);
+    EXPECT("unlink the opened name", unlink(P("two-names")), 0);
+    EXPECT("fstat after unlinking one of two names", fstat(fd, &ust), 0);
+    if (ust.st_nlink != 1) {
+        printf("FAIL: an open file with one name left shows %lu links\n", (unsigned long)ust.st_nlink);
+        fails++;
+    }
+    EXPECT("futimens of it", futimens(fd, NULL), 0);
+    EXPECT("fstat after futimens", fstat(fd, &ust), 0);
+    if (ust.st_nlink != 1) {
+        printf("FAIL: an open file with one name left shows %lu links after futimens\n",
+               (unsigned long)ust.st_nlink);
+        fails++;
+    }
+    EXPECT("close it", close(fd), 0);
+    EXPECT("unlink the other name", unlink(P("two-names2")), 0);
 
     /* A directory whose file was removed while open is empty: rm -r works
      * while another process still holds the file. */

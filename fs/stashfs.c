@@ -953,10 +953,26 @@ static int r_readdir(const char *path, void *buf, fuse_fill_dir_t filler, off_t 
     return rc < 0 ? -EIO : 0;
 }
 
-static stash_stat_t new_attrs(mode_t mode)
+/*
+ * The attributes of new entry KEY (KL bytes) of mode MODE: the caller's
+ * owner, the time now.  In a set-group-ID directory the entry takes the
+ * directory's group instead, and a new directory the bit too, as Linux
+ * filesystems do (the kernel has already taken the bit off a new file's
+ * mode where the caller may not have it).
+ */
+static stash_stat_t new_attrs(const char *key, size_t kl, mode_t mode)
 {
     struct fuse_context *c = fuse_get_context();
     stash_stat_t s = {.mode = mode, .uid = c->uid, .gid = c->gid};
+    size_t pl = kl;
+    while (pl > 0 && key[pl - 1] != '/')
+        pl--;
+    stash_stat_t d;
+    if (stash_stat(db, NULL, pl ? key : "/", pl ? pl : 1, &d) == 0 && S_ISDIR(d.mode) && (d.mode & S_ISGID)) {
+        s.gid = d.gid;
+        if (S_ISDIR(mode))
+            s.mode |= S_ISGID;
+    }
     s.atime_ns = s.mtime_ns = s.ctime_ns = now();
     return s;
 }
@@ -1065,7 +1081,7 @@ static int w_create(const char *path, mode_t mode, struct fuse_file_info *fi)
     int rc = path_key(path, key, sizeof key, &kl);
     if (rc)
         return rc;
-    stash_stat_t s = new_attrs(S_IFREG | (mode & 07777));
+    stash_stat_t s = new_attrs(key, kl, S_IFREG | (mode & 07777));
     rc = stash_create(db, key, kl, &s, STASH_EXCL);
     if (rc)
         return rc;
@@ -1094,7 +1110,7 @@ static int w_mknod(const char *path, mode_t mode, dev_t rdev)
     int rc = path_key(path, key, sizeof key, &kl);
     if (rc)
         return rc;
-    stash_stat_t s = new_attrs((mode & S_IFMT) | (mode & 07777));
+    stash_stat_t s = new_attrs(key, kl, (mode & S_IFMT) | (mode & 07777));
     rc = stash_create(db, key, kl, &s, STASH_EXCL);
     if (rc)
         return rc;
@@ -1229,7 +1245,7 @@ static int w_mkdir(const char *path, mode_t mode)
     if (k != K_NONE)
         return -EEXIST;
     key[kl] = '/';
-    s = new_attrs(S_IFDIR | (mode & 07777));
+    s = new_attrs(key, kl, S_IFDIR | (mode & 07777));
     rc = stash_create(db, key, kl + 1, &s, STASH_EXCL);
     if (rc)
         return rc;
@@ -1524,7 +1540,7 @@ static int w_symlink(const char *target, const char *path)
         return rc;
     if (k != K_NONE)
         return -EEXIST;
-    s = new_attrs(S_IFLNK | 0777);
+    s = new_attrs(key, kl, S_IFLNK | 0777);
     rc = stash_create(db, key, kl, &s, STASH_EXCL);
     if (rc)
         return rc;

@@ -455,6 +455,31 @@ int main(int argc, char **argv)
            EPERM);
     expect_content("it stays", "closed", "not held", 8);
 
+    /* A set-group-ID directory: what is made in it takes its group, and
+     * a new directory the bit too (as root, who may give it the group). */
+    if (getuid() == 0) {
+        struct stat gst;
+        EXPECT("mkdir sgid", mkdir(P("sgid"), 0755), 0);
+        EXPECT("chown sgid", chown(P("sgid"), (uid_t)-1, 100), 0);
+        EXPECT("chmod sgid", chmod(P("sgid"), 02775), 0);
+        put("sgid/f", "x");
+        EXPECT("mkdir in sgid", mkdir(P("sgid/sub"), 0755), 0);
+        EXPECT("symlink in sgid", symlink("f", P("sgid/l")), 0);
+        const char *made[] = {"sgid/f", "sgid/sub", "sgid/l"};
+        for (int i = 0; i < 3; i++) {
+            if (lstat(P(made[i]), &gst) != 0 || gst.st_gid != 100) {
+                printf("FAIL: %s in a set-group-ID directory has group %u, not the directory's\n", made[i],
+                       (unsigned)gst.st_gid);
+                fails++;
+            }
+        }
+        if (stat(P("sgid/sub"), &gst) != 0 || (gst.st_mode & 07777) != 02755) {
+            printf("FAIL: a directory made in a set-group-ID directory has mode %04o\n",
+                   (unsigned)(gst.st_mode & 07777));
+            fails++;
+        }
+    }
+
     /* fsync and fdatasync of a file and of a directory. */
     fd = open(P("file"), O_RDWR);
     EXPECT("fsync", fsync(fd), 0);

@@ -1363,12 +1363,12 @@ static int w_rename(const char *from, const char *to, unsigned int flags)
             rc = -EPERM;        /* (libfuse's loop: no request numbers to go by) */
         hino = rc == 0 ? ino_of(&hs, fk, fl) : 0;
     }
-    if (rc == 0 && fkind != K_NONE)
-        rc = touch_parent(fk, fl);
+    /* The source's directory changes (its times move) once the rename is
+     * known to go ahead: a refused one changes nothing. */
     if (rc == 0 && fkind == K_FILE) {
         if (tkind == K_DIR)
             rc = -EISDIR;
-        else
+        else if ((rc = touch_parent(fk, fl)) == 0)
             rc = stash_rename(db, fk, fl, tk, tl, 0);
     } else if (rc == 0) {
         /* A directory: the whole sub-tree moves in one batch. */
@@ -1378,6 +1378,8 @@ static int w_rename(const char *from, const char *to, unsigned int flags)
             rc = -ENOTDIR;
         else if (tkind == K_DIR && (rc = dir_empty(tk, tl)) >= 0)
             rc = rc ? 0 : -ENOTEMPTY;
+        if (rc == 0)
+            rc = touch_parent(fk, fl);
         if (rc == 0 && tkind == K_DIR) {
             tk[tl] = '/';
             rc = stash_delete(db, tk, tl + 1);

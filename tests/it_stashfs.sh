@@ -320,6 +320,12 @@ check "device numbers" test "$(stat -c '%F %t:%T %s' "$m/dev" "$m/blk" | tr '\n'
     "character special file 1:3 0 block special file 7:c8 0 "
 check "ls -l shows the numbers" sh -c "ls -l '$m' | grep -q '^crw.* 1, *3 .* dev\$'"
 
+# A rename the daemon refuses (a directory onto a non-empty one) leaves the
+# times of the directory it would have left as they were (seen after the
+# remount: the kernel keeps what it cached meanwhile).
+mkdir -p "$m/rt/p/x" "$m/rt/q/y/z" && touch -d "2001-02-03 04:05:06" "$m/rt/p"
+mv -T "$m/rt/p/x" "$m/rt/q/y" 2>/dev/null && bad "mv onto a non-empty directory succeeded"
+
 # Everything is still there after a remount.
 find "$m" -path "$m/par" -prune -o -print | sort >"$tmp/before.list"
 stat -c '%n %a %s %Y %g' "$m/greeting" "$m/moved/sub/2" "$m/api" "$m/api/hello" >"$tmp/before.stat"
@@ -332,6 +338,7 @@ stat -c '%n %i %h %s %a' "$m/hd/h3" "$m/hd/h4" >"$tmp/after.links"
 check "hard links after remount" cmp "$tmp/before.links" "$tmp/after.links"
 check "same tree after remount" cmp "$tmp/before.list" "$tmp/after.list"
 check "same metadata after remount" cmp "$tmp/before.stat" "$tmp/after.stat"
+check "a refused rename left its directory's times" test "$(stat -c %Y "$m/rt/p")" = "$(date -d "2001-02-03 04:05:06" +%s)"
 check "xattr after remount" test "$(getfattr --absolute-names --only-values -n user.colour "$m/greeting")" = blue
 check "big file after remount" cmp "$tmp/big" "$m/big"
 check "diff -r after remount" diff -r --no-dereference "$src" "$m/inc"

@@ -1363,6 +1363,17 @@ static int w_rename(const char *from, const char *to, unsigned int flags)
             rc = -EPERM;        /* (libfuse's loop: no request numbers to go by) */
         hino = rc == 0 ? ino_of(&hs, fk, fl) : 0;
     }
+    /* Two names of one file: rename(2) succeeds and does nothing else (no
+     * times move).  (The kernel sees two inodes, so it asks.) */
+    if (rc == 0 && fkind == K_FILE && tkind == K_FILE) {
+        stash_stat_t fs, ts;
+        if (stash_stat(db, NULL, fk, fl, &fs) == 0 && stash_stat(db, NULL, tk, tl, &ts) == 0 && fs.link_id &&
+            fs.link_id == ts.link_id) {
+            free(fk);
+            free(tk);
+            return 0;
+        }
+    }
     /* The source's directory changes (its times move) once the rename is
      * known to go ahead: a refused one changes nothing. */
     if (rc == 0 && fkind == K_FILE) {

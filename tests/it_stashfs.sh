@@ -325,6 +325,11 @@ check "ls -l shows the numbers" sh -c "ls -l '$m' | grep -q '^crw.* 1, *3 .* dev
 # remount: the kernel keeps what it cached meanwhile).
 mkdir -p "$m/rt/p/x" "$m/rt/q/y/z" && touch -d "2001-02-03 04:05:06" "$m/rt/p"
 mv -T "$m/rt/p/x" "$m/rt/q/y" 2>/dev/null && bad "mv onto a non-empty directory succeeded"
+# So does a rename of one name of a file onto another of its names, which
+# does nothing (rename(2); mv refuses it).
+mkdir -p "$m/rl/p" "$m/rl/q" && echo x >"$m/rl/p/a" && ln "$m/rl/p/a" "$m/rl/q/b" &&
+    touch -d "2001-02-03 04:05:06" "$m/rl/p" "$m/rl/q"
+check "rename between two names of a file" python3 -c "import os; os.rename('$m/rl/p/a', '$m/rl/q/b')"
 
 # Everything is still there after a remount.
 find "$m" -path "$m/par" -prune -o -print | sort >"$tmp/before.list"
@@ -338,7 +343,10 @@ stat -c '%n %i %h %s %a' "$m/hd/h3" "$m/hd/h4" >"$tmp/after.links"
 check "hard links after remount" cmp "$tmp/before.links" "$tmp/after.links"
 check "same tree after remount" cmp "$tmp/before.list" "$tmp/after.list"
 check "same metadata after remount" cmp "$tmp/before.stat" "$tmp/after.stat"
-check "a refused rename left its directory's times" test "$(stat -c %Y "$m/rt/p")" = "$(date -d "2001-02-03 04:05:06" +%s)"
+t2001=$(date -d "2001-02-03 04:05:06" +%s)
+check "a rename between names of one file kept both" test "$(stat -c %h "$m/rl/p/a" "$m/rl/q/b" | tr '\n' ' ')" = "2 2 "
+check "and their directories' times" test "$(stat -c %Y "$m/rl/p" "$m/rl/q" | tr '\n' ' ')" = "$t2001 $t2001 "
+check "a refused rename left its directory's times" test "$(stat -c %Y "$m/rt/p")" = "$t2001"
 check "xattr after remount" test "$(getfattr --absolute-names --only-values -n user.colour "$m/greeting")" = blue
 check "big file after remount" cmp "$tmp/big" "$m/big"
 check "diff -r after remount" diff -r --no-dereference "$src" "$m/inc"

@@ -58,8 +58,8 @@ static int open_output(vset_t *vs, const stash_options_t *o, int compress, sst_w
     return sst_writer_open(path, &so, &ikey_fmt, w);
 }
 
-int flush_memtable(vset_t *vs, const stash_options_t *o, memtable_t *m, fmeta_t **out,
-                   struct cstats *st)
+int flush_memtable(vset_t *vs, const stash_options_t *o, memtable_t *m, uint64_t smallest_snapshot,
+                   fmeta_t **out, struct cstats *st)
 {
     *out = NULL;
     if (mt_count(m) == 0)
@@ -77,11 +77,31 @@ int flush_memtable(vset_t *vs, const stash_options_t *o, memtable_t *m, fmeta_t 
         return rc;
     }
     struct kbuf kb = { 0 };
+    const void *prev = NULL;
+    size_t prevl = 0;
+    uint64_t newer_seq = UINT64_MAX;
     for (mt_iter_seek_first(it); rc == 0 && mt_iter_valid(it); mt_iter_next(it)) {
         size_t kl, vl;
         const void *k = mt_iter_key(it, &kl);
+        uint64_t tag = mt_iter_tag(it);
+        /* Versions of a key come newest first.  One that a newer version
+         * hides from every snapshot is never read again: leave it out, as a
+         * compaction would (deletion markers stay, since older versions may
+         * lie in the tables beneath).  Entries are never changed, so PREV
+         * stays valid while the iterator lives. */
+        if (!prev || kl != prevl || memcmp(k, prev, kl) != 0) {
+            prev = k;
+            prevl = kl;
+            newer_seq = UINT64_MAX;
+        }
+        int hidden = newer_seq <= smallest_snapshot;
+        newer_seq = TAG_SEQ(tag);
+        if (hidden) {
+            st->flush_dropped++;
+            continue;
+        }
         const void *v = mt_iter_value(it, &vl);
-        rc = kbuf_set(&kb, k, kl, mt_iter_tag(it));
+        rc = kbuf_set(&kb, k, kl, tag);
         if (rc == 0)
             rc = sst_writer_add(w, kb.p, kb.len, v, vl);
     }

@@ -32,6 +32,7 @@ struct compaction {
 /* Counters kept by the caller, for stash_stats. */
 struct cstats {
     uint64_t flush_bytes, compact_bytes_read, compact_bytes_written, compactions, moves;
+    uint64_t flush_dropped;     /* hidden versions a flush left out */
 };
 
 /*
@@ -63,8 +64,10 @@ int compact_run(vset_t *vs, const stash_options_t *o, struct compaction *c,
                 uint64_t smallest_snapshot, vedit_t *e, struct cstats *st,
                 void (*yield)(void *arg, uint64_t entries), void *arg);
 
-/* Write memtable M as a level-0 table; *OUT is NULL for an empty memtable. */
-int flush_memtable(vset_t *vs, const stash_options_t *o, memtable_t *m, fmeta_t **out,
-                   struct cstats *st);
+/* Write memtable M as a level-0 table; *OUT is NULL for an empty memtable.
+ * Versions hidden by a newer version of their key at or below
+ * SMALLEST_SNAPSHOT (no reader can see them) are left out. */
+int flush_memtable(vset_t *vs, const stash_options_t *o, memtable_t *m, uint64_t smallest_snapshot,
+                   fmeta_t **out, struct cstats *st);
 
 #endif

@@ -1971,6 +1971,8 @@ static void install(stash_t *db)
     pthread_cond_broadcast(&db->done_cv);
 }
 
+static uint64_t smallest_snapshot(stash_t *db);
+
 /* Write the oldest frozen memtable to a level-0 table.  1 when one was
  * flushed, 0 when none waits, or a negative errno. */
 static int flush_one(stash_t *db)
@@ -1983,11 +1985,12 @@ static int flush_one(stash_t *db)
     memtable_t *mt = db->imm[0].mt;
     uint64_t keep = db->imm[0].log_keep, seq = db->last_seq;
     uint64_t frozen_us = db->imm[0].frozen_us, bytes = db->imm[0].bytes;
+    uint64_t snap = smallest_snapshot(db);
     struct cstats st = db->cst;
     pthread_mutex_unlock(&db->mu);
 
     fmeta_t *f = NULL;
-    int rc = flush_memtable(&db->vs, &db->opt, mt, &f, &st);
+    int rc = flush_memtable(&db->vs, &db->opt, mt, snap, &f, &st);
     vedit_t *e = rc ? NULL : calloc(1, sizeof *e);
     if (rc == 0 && !e)
         rc = err_set(-ENOMEM, "out of memory");
@@ -2032,6 +2035,7 @@ static int flush_one(stash_t *db)
     db->nimm--;
     memmove(db->imm, db->imm + 1, (size_t)db->nimm * sizeof *db->imm);
     db->cst.flush_bytes = st.flush_bytes;
+    db->cst.flush_dropped = st.flush_dropped;
     install(db);
     pthread_mutex_unlock(&db->mu);
     mt_unref(mt);
@@ -3430,7 +3434,7 @@ int stash_stats(stash_t *db, char *buf, size_t len)
              "open tables:      %d (at most %d kept open when idle)\n"
              "block cache:      %zu bytes used, %llu hits, %llu misses (%.1f%% hit rate)\n"
              "writes:           %llu writers in %llu commit groups, %llu fsyncs, %llu bytes logged\n"
-             "flushes:          %llu bytes written to level 0\n"
+             "flushes:          %llu bytes written to level 0; %llu overwritten versions left out\n"
              "compactions:      %llu (%llu moved without rewriting), %llu bytes read, %llu written\n"
              "at rest:          %llu times the memtable and level 0 were compacted after an idle interval\n"
              "write amplification: %.2f (log + value file + flush + compaction bytes / logged + value file bytes)\n"
@@ -3443,7 +3447,7 @@ int stash_stats(stash_t *db, char *buf, size_t len)
              hits + misses ? 100.0 * (double)hits / (double)(hits + misses) : 0.0,
              (unsigned long long)db->st_writers, (unsigned long long)db->st_groups,
              (unsigned long long)db->st_syncs, (unsigned long long)db->st_logged,
-             (unsigned long long)c.flush_bytes,
+             (unsigned long long)c.flush_bytes, (unsigned long long)db->cst.flush_dropped,
              (unsigned long long)c.compactions, (unsigned long long)c.moves,
              (unsigned long long)c.compact_bytes_read, (unsigned long long)c.compact_bytes_written,
              (unsigned long long)db->st_idle,

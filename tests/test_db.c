@@ -269,6 +269,60 @@ static void test_snapshots(void **state)
     assert_int_equal(stash_close(db), 0);
 }
 
+/* A flush leaves out the versions that a newer version hides from every
+ * snapshot, and keeps those a snapshot can still read. */
+static void test_flush_drops_hidden(void **state)
+{
+    (void)state;
+    stash_options_t o;
+    stash_options_init(&o);
+    o.memtable_size = 64 << 10;
+    o.l0_compaction_trigger = 60;
+    o.l0_slowdown_trigger = 62;
+    o.l0_stop_trigger = 64;
+    stash_t *db = open_db(&o);
+    put_s(db, "k", "v1");
+    put_s(db, "k", "v2");
+    assert_int_equal(stash_delete(db, "d", 1), 0);
+    put_s(db, "d", "d2");
+    stash_snapshot_t *s = stash_snapshot_new(db);
+    put_s(db, "k", "v3");
+    put_s(db, "k", "v4");
+    assert_int_equal(stash_delete(db, "d", 1), 0);
+    char v[100];
+    memset(v, 'x', sizeof v);
+    for (int i = 0; i < 1500; i++) {
+        char k[16];
+        snprintf(k, sizeof k, "f%05d", i);
+        assert_int_equal(stash_put(db, k, strlen(k), v, sizeof v), 0);
+    }
+    stash_counters_t c;
+    for (int i = 0; i < 1000; i++) {
+        assert_int_equal(stash_counters(db, &c), 0);
+        if (c.level_tables[0] >= 1)
+            break;
+        usleep(10000);
+    }
+    assert_true(c.level_tables[0] >= 1);
+    assert_true(c.level_entries[0] > 0);
+    char st[4096];
+    assert_int_equal(stash_stats(db, st, sizeof st), 0);
+    /* v1 (hidden by v2, which the snapshot reads) and the deletion of d
+     * before d2 go; nothing else does. */
+    assert_non_null(strstr(st, "; 2 overwritten versions left out"));
+    expect(db, s, "k", "v2");
+    expect(db, s, "d", "d2");
+    expect(db, NULL, "k", "v4");
+    expect(db, NULL, "d", NULL);
+    stash_snapshot_free(db, s);
+    assert_int_equal(stash_close(db), 0);
+    db = open_db(&o);
+    expect(db, NULL, "k", "v4");
+    expect(db, NULL, "d", NULL);
+    expect(db, NULL, "f01499", "xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx");
+    assert_int_equal(stash_close(db), 0);
+}
+
 static void test_iterator(void **state)
 {
     (void)state;
@@ -2149,6 +2203,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_reopen_keeps_everything, tu_setup, teardown),
         cmocka_unit_test_setup_teardown(test_large_values, tu_setup, teardown),
         cmocka_unit_test_setup_teardown(test_batch, tu_setup, teardown),
+        cmocka_unit_test_setup_teardown(test_flush_drops_hidden, tu_setup, teardown),
         cmocka_unit_test_setup_teardown(test_snapshots, tu_setup, teardown),
         cmocka_unit_test_setup_teardown(test_iterator, tu_setup, teardown),
         cmocka_unit_test_setup_teardown(test_many_logs_recover, tu_setup, teardown),

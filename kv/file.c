@@ -486,6 +486,31 @@ static int convert(stash_batch_t *b, struct fkey *f, const struct envelope *e)
     return batch_put_chunks(b, pk, plen, e->tagged, e->gen, f->e.data, f->exists ? (size_t)f->e.st.size : 0);
 }
 
+/*
+ * Add to B a write of N bytes of SRC at IN inside chunk IDX of F's chunked
+ * value E, keeping what the chunk holds around them: into the chunk's patch
+ * record when its bytes are in a value file and the write fits the record,
+ * else as the chunk read, changed and written back (C: a CHUNK_SIZE buffer).
+ * CONVERTING: E's chunks are being made from an inline value in B itself.
+ */
+static int write_in_chunk(stash_t *db, stash_batch_t *b, struct fkey *f, const struct envelope *e, uint64_t idx,
+                          size_t in, const uint8_t *src, size_t n, int converting, uint8_t *c, struct appends *a)
+{
+    int full = 0;
+    int rc = converting ? 0 : add_patch(db, b, e, idx, in, src, n, &full);
+    if (rc != 0)
+        return rc < 0 ? rc : 0;
+    size_t have;
+    if ((rc = chunk_base(db, f, idx, c, &have)) != 0)
+        return rc;
+    memcpy(c + in, src, n);
+    uint8_t ck[CHUNK_KEY_LEN];
+    ckey(ck, e, idx);
+    /* A chunk in a value file whose patch record this write does not fit
+     * goes back to one whole, where later small writes patch it again. */
+    return put_chunk_data(db, b, e, ck, c, in + n > have ? in + n : have, full, a);
+}
+
 int stash_pwrite(stash_t *db, const void *key, size_t klen, const void *buf, size_t len, uint64_t off)
 {
     if (!db || (len && !buf))
@@ -528,7 +553,6 @@ int stash_pwrite(stash_t *db, const void *key, size_t klen, const void *buf, siz
             uint64_t idx = pos / CHUNK_SIZE;
             size_t in = (size_t)(pos % CHUNK_SIZE);
             size_t n = CHUNK_SIZE - in < off + len - pos ? CHUNK_SIZE - in : (size_t)(off + len - pos);
-            size_t have = 0;
             uint8_t ck[CHUNK_KEY_LEN];
             ckey(ck, &e, idx);
             if (in == 0 && (n == CHUNK_SIZE || pos + n >= oldsize)) {
@@ -536,22 +560,7 @@ int stash_pwrite(stash_t *db, const void *key, size_t klen, const void *buf, siz
                  * straight from BUF. */
                 rc = put_chunk_data(db, b, &e, ck, src, n, 1, &a);
             } else {
-                int full = 0;
-                rc = converting ? 0 : add_patch(db, b, &e, idx, in, src, n, &full);
-                if (rc < 0)
-                    break;
-                if (rc == 0) {
-                    rc = chunk_base(db, &f, idx, c, &have);
-                    if (rc)
-                        break;
-                    memcpy(c + in, src, n);
-                    /* A chunk in a value file whose patch record this
-                     * write does not fit goes back to one whole, where
-                     * later small writes patch it again. */
-                    rc = put_chunk_data(db, b, &e, ck, c, in + n > have ? in + n : have, full, &a);
-                } else {
-                    rc = 0;
-                }
+                rc = write_in_chunk(db, b, &f, &e, idx, in, src, n, converting, c, &a);
             }
             src += n;
             pos += n;
@@ -564,6 +573,77 @@ int stash_pwrite(stash_t *db, const void *key, size_t klen, const void *buf, siz
     appends_done(db, &a);
     free(a.file);
     free(c);
+    stash_batch_free(b);
+    fkey_unlock(db, &f);
+    fkey_done(&f);
+    return rc == -ENOMEM ? err_set(rc, "out of memory") : rc;
+}
+
+int stash_zero_range(stash_t *db, const void *key, size_t klen, uint64_t off, uint64_t len)
+{
+    if (!db)
+        return err_set(-EINVAL, "stash_zero_range: bad arguments");
+    struct fkey f;
+    int rc = fkey_lock(db, key, klen, &f);
+    if (rc)
+        return rc;
+    if (!f.exists) {
+        fkey_unlock(db, &f);
+        fkey_done(&f);
+        return -ENOENT;
+    }
+    uint64_t size = f.e.st.size;
+    uint64_t end = off < size && len > size - off ? size : off + len;
+    if (off >= size || len == 0) {
+        fkey_unlock(db, &f);
+        fkey_done(&f);
+        return 0;
+    }
+    int converting;
+    struct envelope e = grow_env(&f, size, &converting);
+    stash_batch_t *b = stash_batch_new();
+    uint8_t *c = NULL, *zeros = NULL;
+    struct appends a = {0};
+    rc = b ? 0 : -ENOMEM;
+    if (rc == 0 && e.kind != VK_CHUNKED) {
+        if (!(c = malloc(size ? (size_t)size : 1)))
+            rc = -ENOMEM;
+        else {
+            memcpy(c, f.e.data, (size_t)size);
+            memset(c + off, 0, (size_t)(end - off));
+            rc = put_primary(b, &f, &e, c, (size_t)size);
+        }
+    } else if (rc == 0) {
+        if (!(c = malloc(CHUNK_SIZE)) || !(zeros = calloc(1, CHUNK_SIZE)))
+            rc = -ENOMEM;
+        for (uint64_t pos = off; rc == 0 && pos < end;) {
+            uint64_t idx = pos / CHUNK_SIZE;
+            size_t in = (size_t)(pos % CHUNK_SIZE);
+            size_t n = CHUNK_SIZE - in < end - pos ? CHUNK_SIZE - in : (size_t)(end - pos);
+            uint8_t ck[CHUNK_KEY_LEN];
+            if (in == 0 && (n == CHUNK_SIZE || pos + n >= size)) {
+                /* A chunk zeroed whole is dropped: a missing chunk reads
+                 * as zeros and takes no space. */
+                ckey(ck, &e, idx);
+                rc = batch_del_raw(b, ck, sizeof ck);
+                if (rc == 0 && e.tagged) {
+                    pkey(ck, &e, idx);
+                    rc = batch_del_raw(b, ck, sizeof ck);
+                }
+            } else {
+                rc = write_in_chunk(db, b, &f, &e, idx, in, zeros, n, 0, c, &a);
+            }
+            pos += n;
+        }
+        if (rc == 0)
+            rc = put_primary(b, &f, &e, NULL, 0);
+    }
+    if (rc == 0)
+        rc = db_commit(db, b, 0);
+    appends_done(db, &a);
+    free(a.file);
+    free(c);
+    free(zeros);
     stash_batch_free(b);
     fkey_unlock(db, &f);
     fkey_done(&f);

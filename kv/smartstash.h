@@ -419,6 +419,16 @@ int  stash_pwrite(stash_t *db, const void *key, size_t klen, const void *buf, si
 int  stash_truncate(stash_t *db, const void *key, size_t klen, uint64_t size);
 
 /*
+ * Make bytes [OFF, OFF + LEN) of KEY's value zeros, as far as they lie
+ * within it; its size is unchanged (a range past the end changes nothing).
+ * Whole 64 KiB chunks in the range are dropped and take no space (a hole);
+ * the bytes around them are written.  The modification time becomes now.
+ * Atomic like stash_pwrite.  Errors: -ENOENT, -EINVAL, -EROFS, -ENOSPC,
+ * -EIO, -ENOMEM.
+ */
+int  stash_zero_range(stash_t *db, const void *key, size_t klen, uint64_t off, uint64_t len);
+
+/*
  * Set KEY to the bytes that READ hands over, without ever holding the whole
  * value in memory: for values of any size up to STASH_MAX_FILE (stash_put
  * stops at STASH_MAX_VALUE and needs the value in one buffer).  READ is

@@ -534,6 +534,12 @@ static void test_model(void **state)
             memset(model[k], 0, size[k]);
             size[k] = 0;
             exists[k] = 0;
+        } else if (op < 68) {
+            size_t off = tu_rand(&seed) % (size[k] + 100), len = tu_rand(&seed) % 200000;
+            int rc = stash_zero_range(db, key, strlen(key), off, len);
+            assert_int_equal(rc, exists[k] ? 0 : -ENOENT);
+            if (off < size[k])
+                memset(model[k] + off, 0, size[k] - off < len ? size[k] - off : len);
         } else if (op < 90) {
             size_t off = tu_rand(&seed) % (size[k] + 100), len = tu_rand(&seed) % 200000, got;
             int rc = stash_pread(db, key, strlen(key), buf, len, off, &got);
@@ -1408,6 +1414,88 @@ static long patch_len(stash_t *db, const char *key, uint64_t idx)
     return p ? (long)pl : -1;
 }
 
+
+/* Is chunk IDX of chunked value E stored (not a hole)? */
+static int chunk_stored(stash_t *db, const struct envelope *e, uint64_t idx)
+{
+    uint8_t ck[CHUNK_KEY_LEN];
+    ckey(ck, e, idx);
+    uint64_t seq;
+    struct view *v = db_view(db, NULL, &seq);
+    void *raw = NULL;
+    size_t rl;
+    int rc = db_view_get(v, seq, ck, sizeof ck, &raw, &rl);
+    db_view_put(v);
+    free(raw);
+    assert_true(rc == 0 || rc == -ENOENT);
+    return rc == 0;
+}
+
+/* stash_zero_range: zeros inside the value only, whole chunks dropped as
+ * holes, the edges written (also into patched chunks of value files and
+ * through a second name), size kept, mtime moved; after a reopen too. */
+static void test_zero_range(void **state)
+{
+    (void)state;
+    stash_t *db = open_small();
+    assert_int_equal(stash_zero_range(db, "none", 4, 0, 10), -ENOENT);
+
+    /* Inline. */
+    assert_int_equal(stash_put(db, "s", 1, "hello world", 11), 0);
+    assert_int_equal(stash_zero_range(db, "s", 1, 2, 3), 0);
+    assert_int_equal(stash_zero_range(db, "s", 1, 9, 1000), 0);
+    assert_int_equal(stash_zero_range(db, "s", 1, 11, 5), 0);
+    check_value(db, "s", (const uint8_t *)"he\0\0\0 wor\0\0", 11);
+
+    /* Chunked: six chunks written whole (value files), a small write into
+     * chunk 4 (its patch record), a second name. */
+    enum { N = 6 * 65536 - 1000 };
+    uint8_t *m = malloc(N);
+    uint64_t seed = 7;
+    fill(m, N, &seed);
+    for (size_t off = 0; off < N; off += 65536)
+        assert_int_equal(stash_pwrite(db, "big", 3, m + off, N - off < 65536 ? N - off : 65536, off), 0);
+    assert_int_equal(stash_pwrite(db, "big", 3, "patch", 5, 4 * 65536 + 100), 0);
+    memcpy(m + 4 * 65536 + 100, "patch", 5);
+    assert_true(patch_len(db, "big", 4) > 0);
+    struct envelope e;      /* (a second name moves the envelope, not the chunks) */
+    assert_int_equal(envelope_of(db, "big", &e), 0);
+    assert_int_equal(e.kind, VK_CHUNKED);
+    assert_int_equal(stash_link(db, "big", 3, "big2", 4), 0);
+    stash_stat_t before, after;
+    assert_int_equal(stash_stat(db, NULL, "big", 3, &before), 0);
+    usleep(2000);
+    /* From inside chunk 0 to inside chunk 4, through the second name. */
+    assert_int_equal(stash_zero_range(db, "big2", 4, 1000, 4 * 65536 + 50 - 1000), 0);
+    memset(m + 1000, 0, 4 * 65536 + 50 - 1000);
+    assert_int_equal(stash_stat(db, NULL, "big", 3, &after), 0);
+    assert_int_equal(after.size, N);
+    assert_true(after.mtime_ns > before.mtime_ns);
+    check_value(db, "big", m, N);
+    assert_true(chunk_stored(db, &e, 0));
+    for (int i = 1; i <= 3; i++)
+        assert_false(chunk_stored(db, &e, (uint64_t)i));
+    assert_true(chunk_stored(db, &e, 4));
+    /* The last chunk, short, zeroed from its start to past the end: a hole. */
+    assert_int_equal(stash_zero_range(db, "big", 3, 5 * 65536, 1 << 20), 0);
+    memset(m + 5 * 65536, 0, N - 5 * 65536);
+    assert_false(chunk_stored(db, &e, 5));
+    assert_int_equal(stash_value_size(db, "big", 3, &after.size), 0);
+    assert_int_equal(after.size, N);
+    check_value(db, "big", m, N);
+    /* Writing into a hole again. */
+    assert_int_equal(stash_pwrite(db, "big", 3, "x", 1, 2 * 65536 + 7), 0);
+    m[2 * 65536 + 7] = 'x';
+    check_value(db, "big2", m, N);
+    assert_int_equal(stash_close(db), 0);
+    db = open_small();
+    check_value(db, "big", m, N);
+    assert_int_equal(stash_compact_range(db, NULL, 0, NULL, 0), 0);
+    check_value(db, "big2", m, N);
+    free(m);
+    assert_int_equal(stash_close(db), 0);
+}
+
 /* Small writes into chunks held in value files go to patch records instead
  * of rewriting 64 KiB each (value.h): they read back exactly, through
  * snapshots, reopens and compactions; a full record sends the chunk back to
@@ -1869,6 +1957,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_link_limit, tu_setup, tu_teardown),
         cmocka_unit_test_setup_teardown(test_link_damaged, tu_setup, tu_teardown),
         cmocka_unit_test_setup_teardown(test_value_files, tu_setup, tu_teardown),
+        cmocka_unit_test_setup_teardown(test_zero_range, tu_setup, tu_teardown),
         cmocka_unit_test_setup_teardown(test_patches, tu_setup, tu_teardown),
         cmocka_unit_test_setup_teardown(test_collect_after_truncate, tu_setup, tu_teardown),
         cmocka_unit_test_setup_teardown(test_value_file_collect_durable, tu_setup, tu_teardown),

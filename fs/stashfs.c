@@ -1211,6 +1211,48 @@ static int w_truncate(const char *path, off_t size, struct fuse_file_info *fi)
     return stash_truncate(db, key, kl, (uint64_t)size);
 }
 
+/*
+ * fallocate(2).  Nothing is allocated ahead in an LSM store, so plain
+ * allocation (mode 0, or FALLOC_FL_KEEP_SIZE) checks that the disk has
+ * room for what the range adds past the end and then extends the file
+ * like a truncate (a hole, reading as zeros); it reserves nothing, so a
+ * later write can still meet a full disk.  Answering instead with
+ * EOPNOTSUPP would send posix_fallocate(3) to glibc's fallback, which
+ * writes one byte per 4 KiB block: a round trip each.  FALLOC_FL_PUNCH_HOLE
+ * and FALLOC_FL_ZERO_RANGE zero the range, dropping the whole 64 KiB chunks
+ * inside it.  Collapsing and inserting ranges are not supported.
+ */
+static int w_fallocate(const char *path, int mode, off_t off, off_t len)
+{
+    if (mode & ~(FALLOC_FL_KEEP_SIZE | FALLOC_FL_PUNCH_HOLE | FALLOC_FL_ZERO_RANGE))
+        return -EOPNOTSUPP;
+    if (off < 0 || len <= 0)
+        return -EINVAL;
+    if ((uint64_t)off > STASH_MAX_FILE || (uint64_t)len > STASH_MAX_FILE - (uint64_t)off)
+        return -EFBIG;
+    char key[KEYBUF];
+    size_t kl;
+    int rc = path_key(path, key, sizeof key, &kl);
+    if (rc)
+        return rc;
+    uint64_t size, end = (uint64_t)off + (uint64_t)len;
+    if ((rc = stash_value_size(db, key, kl, &size)) != 0)
+        return rc;
+    if (!(mode & (FALLOC_FL_PUNCH_HOLE | FALLOC_FL_ZERO_RANGE))) {
+        struct statvfs sv;
+        if (end > size && statvfs(stashfs_data_dir, &sv) == 0 &&
+            (uint64_t)sv.f_bavail * sv.f_frsize < end - size)
+            return -ENOSPC;
+    } else {
+        kill_suid(key, kl);
+        if ((rc = stash_zero_range(db, key, kl, (uint64_t)off, (uint64_t)len)) != 0)
+            return rc;
+    }
+    if (!(mode & FALLOC_FL_KEEP_SIZE) && end > size)
+        rc = stash_truncate(db, key, kl, end);
+    return rc;
+}
+
 static int w_unlink(const char *path)
 {
     char key[KEYBUF];
@@ -1926,6 +1968,11 @@ static int fs_truncate(const char *path, off_t size, struct fuse_file_info *fi)
     LINKED_SETATTR(w_truncate(path, size, fi));
 }
 static int fs_unlink(const char *path) { LINKED_OP(w_unlink(path)); }
+static int fs_fallocate(const char *path, int mode, off_t off, off_t len, struct fuse_file_info *fi)
+{
+    NULL_PATH(fi);
+    LINKED_OP(w_fallocate(path, mode, off, len));
+}
 static int fs_symlink(const char *target, const char *path) { WRITE_OP(w_symlink(target, path)); }
 static int fs_chmod(const char *path, mode_t mode, struct fuse_file_info *fi)
 {
@@ -2141,6 +2188,7 @@ static const struct fuse_operations ops = {
     .read = fs_read,
     .write = fs_write,
     .truncate = fs_truncate,
+    .fallocate = fs_fallocate,
     .unlink = fs_unlink,
     .mkdir = fs_mkdir,
     .rmdir = fs_rmdir,

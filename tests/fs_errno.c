@@ -382,6 +382,50 @@ int main(int argc, char **argv)
     close(fd);
     expect_content("gap and truncation read as zeros", "t", "abcdef\0\0\0\0", 10);
 
+    /* fallocate: allocating extends the file (with FALLOC_FL_KEEP_SIZE it
+     * keeps its size) once the disk has room; punched holes and zeroed
+     * ranges read as zeros, across 64 KiB chunks too; collapsing ranges is
+     * not supported. */
+    put("fa", "0123456789");
+    fd = open(P("fa"), O_RDWR);
+    struct stat fst;
+    EXPECT("fallocate keeping the size", fallocate(fd, FALLOC_FL_KEEP_SIZE, 0, 100), 0);
+    EXPECT("fallocate extending", fallocate(fd, 0, 5, 15), 0);
+    EXPECT("fstat after fallocate", fstat(fd, &fst), 0);
+    if (fst.st_size != 20) {
+        printf("FAIL: fallocate to 20 bytes left %lld\n", (long long)fst.st_size);
+        fails++;
+    }
+    EXPECT("posix_fallocate", posix_fallocate(fd, 0, 30) ? -1 : 0, 0);
+    EXPECT("punching a hole", fallocate(fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, 2, 3), 0);
+    EXPECT("zeroing a range past the end", fallocate(fd, FALLOC_FL_ZERO_RANGE, 28, 4), 0);
+    EXPECT("fallocate of more than the disk holds", fallocate(fd, 0, 0, (off_t)1 << 43), ENOSPC);
+    EXPECT("fallocate past the largest file", fallocate(fd, 0, (off_t)1 << 45, 1), EFBIG);
+    EXPECT("collapsing a range", fallocate(fd, FALLOC_FL_COLLAPSE_RANGE, 0, 4096), EOPNOTSUPP);
+    close(fd);
+    expect_content("fallocate, hole and zeroed range", "fa",
+                   "01\0\0\0" "56789\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0", 32);
+    {
+        enum { BIG = 300000 };
+        static char want[BIG], got[BIG];
+        for (int i = 0; i < BIG; i++)
+            want[i] = (char)('a' + i % 23);
+        fd = open(P("fa-big"), O_RDWR | O_CREAT, 0644);
+        EXPECT("writing fa-big", pwrite(fd, want, BIG, 0), 0);
+        EXPECT("punching across chunks", fallocate(fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, 1000, 200000), 0);
+        memset(want + 1000, 0, 200000);
+        EXPECT("zeroing to past the end", fallocate(fd, FALLOC_FL_ZERO_RANGE | FALLOC_FL_KEEP_SIZE, 250000, 60000), 0);
+        memset(want + 250000, 0, BIG - 250000);
+        EXPECT("fstat fa-big", fstat(fd, &fst), 0);
+        ssize_t n = pread(fd, got, BIG, 0);
+        if (fst.st_size != BIG || n != BIG || memcmp(got, want, BIG) != 0) {
+            printf("FAIL: fa-big after punching: size %lld, read %zd, %s\n", (long long)fst.st_size, n,
+                   n == BIG && memcmp(got, want, BIG) ? "bytes differ" : "bytes match");
+            fails++;
+        }
+        close(fd);
+    }
+
     /* An unlinked file still open keeps working until closed. */
     put("open-unlinked", "still here");
     fd = open(P("open-unlinked"), O_RDWR);

@@ -1,8 +1,10 @@
 /*
  * fs_fsx.c - a file-operation exerciser in the manner of fsx: random
- * writes, reads, truncations (up and down), fsyncs, reopens and reads and
- * writes through shared memory mappings on one file, checked against a copy
- * kept in memory after every operation that returns data.
+ * writes, reads, truncations (up and down), fallocate (allocating, punching
+ * holes, zeroing ranges; left out where the filesystem answers
+ * EOPNOTSUPP), fsyncs, reopens and reads and writes through shared memory
+ * mappings on one file, checked against a copy kept in memory after every
+ * operation that returns data.
  *
  *   fs_fsx FILE [OPS [SEED [MAXLEN]]]
  *
@@ -110,6 +112,33 @@ static void op_truncate(void)
         fail("size after truncate", (long)ns);
 }
 
+/* fallocate in one of the modes that keep the file's other bytes. */
+static int falloc_ok = 1;
+static void op_falloc(void)
+{
+    static const int modes[] = { 0, FALLOC_FL_KEEP_SIZE, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE,
+                                 FALLOC_FL_ZERO_RANGE, FALLOC_FL_ZERO_RANGE | FALLOC_FL_KEEP_SIZE };
+    int mode = modes[rnd() % 5];
+    size_t off = (size_t)(rnd() % maxlen), len = (size_t)(rnd() % (maxlen / 4) + 1);
+    if (off + len > maxlen)
+        len = maxlen - off;
+    note("fallocate mode %ld off %ld", (long)mode, (long)off);
+    if (fallocate(fd, mode, (off_t)off, (off_t)len) < 0) {
+        if (errno == EOPNOTSUPP) {
+            falloc_ok = 0;
+            return;
+        }
+        fail("fallocate", (long)off);
+    }
+    if (mode & (FALLOC_FL_PUNCH_HOLE | FALLOC_FL_ZERO_RANGE))
+        memset(model + off, 0, off >= size ? 0 : size - off < len ? size - off : len);
+    if (!(mode & FALLOC_FL_KEEP_SIZE) && off + len > size)
+        size = off + len;
+    struct stat st;
+    if (fstat(fd, &st) < 0 || (size_t)st.st_size != size)
+        fail("size after fallocate", (long)off);
+}
+
 /* Read or write through a shared mapping of part of the file. */
 static void op_map(int write)
 {
@@ -166,13 +195,16 @@ int main(int argc, char **argv)
             size_t off = size ? (size_t)(rnd() % (size + 100)) : 0, len = (size_t)(rnd() % (maxlen / 8) + 1);
             note("read off %ld len %ld", (long)off, (long)len);
             check_range(off, len);
-        } else if (r < 70) {
+        } else if (r < 68) {
             op_truncate();
-        } else if (r < 78) {
+        } else if (r < 75) {
             op_map(0);
-        } else if (r < 84) {
+        } else if (r < 81) {
             op_map(1);
-        } else if (r < 88) {
+        } else if (r < 87) {
+            if (falloc_ok)
+                op_falloc();
+        } else if (r < 90) {
             note("fsync (size %ld)%.0ld", (long)size, 0);
             if (fsync(fd) < 0)
                 fail("fsync", 0);

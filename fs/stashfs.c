@@ -1367,10 +1367,28 @@ static int lookup2(const char *from, const char *to, char **fk, size_t *fl, enum
     return rc;
 }
 
+/*
+ * rename(2) of one name of a file onto another name of it that is open:
+ * libfuse first moves the open name to a removed-while-open one (the hide
+ * below), then asks for the rename, in the same request; by then the
+ * target is free, and the source's name would go, where rename(2) does
+ * nothing.  The thread remembers its last hide of an open file (the path
+ * moved, its new key, the request: under stashfs's own loop only, which
+ * numbers requests), and such a rename puts the target's name back as
+ * another name of the file and leaves the source.  The hidden name stays
+ * until the last close, counted in the link count as for an unlink.
+ */
+static __thread uint64_t hid_path;          /* a hash of the path; 0: none */
+static __thread unsigned long hid_req;
+static __thread char hid_key[HIDDEN_LEN + 2];
+
 static int w_rename(const char *from, const char *to, unsigned int flags)
 {
     if (flags & ~(unsigned)RENAME_NOREPLACE)
         return -EINVAL;
+    int after_hide = hid_path && loop_request() && hid_req == loop_request() &&
+                     hid_path == (fnv64(0, to, strlen(to)) | 1);
+    hid_path = 0;
     /* Removed-while-open names (see path_key): a move to a free one is
      * libfuse keeping a file removed while open, when libfuse has just
      * looked that name up in this request (hide_expected) and the file is
@@ -1414,6 +1432,16 @@ static int w_rename(const char *from, const char *to, unsigned int flags)
             free(fk);
             free(tk);
             return 0;
+        }
+    }
+    if (rc == 0 && after_hide && fkind == K_FILE && tkind == K_NONE) {
+        stash_stat_t fs, hs;
+        if (stash_stat(db, NULL, fk, fl, &fs) == 0 && fs.link_id &&
+            stash_stat(db, NULL, hid_key, strlen(hid_key), &hs) == 0 && hs.link_id == fs.link_id) {
+            rc = stash_link(db, fk, fl, tk, tl);
+            free(fk);
+            free(tk);
+            return rc;
         }
     }
     /* The source's directory changes (its times move) once the rename is
@@ -1460,8 +1488,13 @@ static int w_rename(const char *from, const char *to, unsigned int flags)
     if (rc == 0 && hide) {
         tk[tl] = '\0';
         fk[fl] = '\0';
-        if (!of_hide(hino, fk, tk, to))
+        if (!of_hide(hino, fk, tk, to)) {
             rc = stash_delete(db, tk, tl);
+        } else {
+            hid_path = fnv64(0, from, strlen(from)) | 1;
+            hid_req = loop_request();
+            memcpy(hid_key, tk, tl + 1);
+        }
     }
     free(fk);
     free(tk);

@@ -99,6 +99,19 @@ eperm("rename an open file to a reserved name",
       lambda: os.rename(m + "/ld/b", m + "/ld/.fuse_hidden0123456789abcdef"))
 os.close(fb)
 expect("names kept", sorted(os.listdir(m + "/ld")), ["b", "c"])
+# A rename of one name of a file onto another that is open does nothing, as
+# rename(2) says (libfuse moves the open name aside first, and the source's
+# name went); the open file stays the same file.
+os.mkdir(m + "/sf")
+with open(m + "/sf/a", "w") as f: f.write("same")
+os.link(m + "/sf/a", m + "/sf/c")
+fc = os.open(m + "/sf/c", os.O_RDWR)
+os.rename(m + "/sf/a", m + "/sf/c")
+expect("rename onto another open name: both names stay", sorted(os.listdir(m + "/sf")), ["a", "c"])
+os.pwrite(fc, b"SA", 0)
+expect("written through the open name, read through the source", open(m + "/sf/a").read(), "SAme")
+os.close(fc)
+os.unlink(m + "/sf/a"); os.unlink(m + "/sf/c"); os.rmdir(m + "/sf")
 # Such a name written by an old version is an ordinary file: shown, removable.
 expect("old hidden name shown", os.listdir(m + "/old"), [".fuse_hidden0000000100000002"])
 os.unlink(m + "/old/.fuse_hidden0000000100000002"); os.rmdir(m + "/old")

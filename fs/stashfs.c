@@ -1472,6 +1472,12 @@ static int w_rename(const char *from, const char *to, unsigned int flags)
         }
         if (rc == 0)
             of_moved(from, to);     /* orphans under it move along */
+        /* The paths under TO now name the moved directories, whose times
+         * (perhaps set by utimensat) the next change must move, whatever
+         * the directories that had those paths a moment ago were last
+         * touched (touch_parent). */
+        if (rc == 0)
+            touch_forget();
     }
     if (rc == 0) {
         /* The target's directory changed too, and the moved entry's ctime

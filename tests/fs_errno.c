@@ -283,6 +283,19 @@ static void dir_times(void)
     expect_moved("rename (source directory)", "times/a", &a, t, 1);
     expect_moved("rename (target directory)", "times/b", &b, t, 1);
     expect_moved("rename (the file's ctime)", "times/b/g", &f, t, 0);
+    /* A dated directory moved to the name of one just changed and removed
+     * (within the 2 ms in which the daemon moves a directory's times once):
+     * the first change in it still moves its times. */
+    EXPECT("mkdir times/x", mkdir(P("times/x"), 0755), 0);
+    age("times/x", &a);
+    EXPECT("mkdir times/e", mkdir(P("times/e"), 0755), 0);
+    put("times/e/f", "");
+    EXPECT("unlink in times/e", unlink(P("times/e/f")), 0);
+    EXPECT("rmdir times/e", rmdir(P("times/e")), 0);
+    EXPECT("rename a dated directory", rename(P("times/x"), P("times/e")), 0);
+    t = ts_now();
+    put("times/e/g", "");
+    expect_moved("create in a dated directory moved to a just-changed name", "times/e", &a, t, 1);
     /* at the root too */
     struct stat r;
     age(".", &r);

@@ -157,10 +157,13 @@ $(BUILD)/fs_errno: tests/fs_errno.c
 $(BUILD)/fs_fsx: tests/fs_fsx.c
 	$(CC) $(BASEFLAGS) $(CFLAGS) $< -o $@
 
+$(BUILD)/fs_model: tests/fs_model.c
+	$(CC) $(BASEFLAGS) $(CFLAGS) $< -o $@
+
 $(BUILD)/crashtest: tests/crashtest.c $(BUILD)/libsmartstash.a
 	$(CC) $(BASEFLAGS) $(CFLAGS) $< -o $@ $(BUILD)/libsmartstash.a $(LIBS)
 
-test: all $(TESTS) $(ASAN_TESTS) $(TSAN_TESTS) $(BUILD)/crashtest $(BUILD)/fs_errno $(BUILD)/fs_fsx
+test: all $(TESTS) $(ASAN_TESTS) $(TSAN_TESTS) $(BUILD)/crashtest $(BUILD)/fs_errno $(BUILD)/fs_fsx $(BUILD)/fs_model
 	@sh tests/run.sh $(BUILD)
 
 run: all

@@ -486,6 +486,46 @@ static int convert(stash_batch_t *b, struct fkey *f, const struct envelope *e)
     return batch_put_chunks(b, pk, plen, e->tagged, e->gen, f->e.data, f->exists ? (size_t)f->e.st.size : 0);
 }
 
+/* fkey_lock, failing with -ENOENT (F left unlocked) when KEY is missing. */
+static int fkey_lock_existing(stash_t *db, const void *key, size_t klen, struct fkey *f)
+{
+    int rc = fkey_lock(db, key, klen, f);
+    if (rc == 0 && !f->exists) {
+        fkey_unlock(db, f);
+        fkey_done(f);
+        rc = -ENOENT;
+    }
+    return rc;
+}
+
+/* Add to B the deletion of chunk IDX of E (and of its patch record). */
+static int drop_chunk(stash_batch_t *b, const struct envelope *e, uint64_t idx)
+{
+    uint8_t ck[CHUNK_KEY_LEN];
+    ckey(ck, e, idx);
+    int rc = batch_del_raw(b, ck, sizeof ck);
+    if (rc == 0 && e->tagged) {
+        pkey(ck, e, idx);
+        rc = batch_del_raw(b, ck, sizeof ck);
+    }
+    return rc;
+}
+
+/* The end of a change to F built in B: commit it if RC is 0, settle the
+ * value files it appended to (A), free B, unlock and free F.  Returns RC
+ * or the commit's error. */
+static int finish_change(stash_t *db, stash_batch_t *b, struct fkey *f, struct appends *a, int rc)
+{
+    if (rc == 0)
+        rc = db_commit(db, b, 0);
+    appends_done(db, a);
+    free(a->file);
+    stash_batch_free(b);
+    fkey_unlock(db, f);
+    fkey_done(f);
+    return rc == -ENOMEM ? err_set(rc, "out of memory") : rc;
+}
+
 /*
  * Add to B a write of N bytes of SRC at IN inside chunk IDX of F's chunked
  * value E, keeping what the chunk holds around them: into the chunk's patch
@@ -568,15 +608,8 @@ int stash_pwrite(stash_t *db, const void *key, size_t klen, const void *buf, siz
         if (rc == 0)
             rc = put_primary(b, &f, &e, NULL, 0);
     }
-    if (rc == 0)
-        rc = db_commit(db, b, 0);
-    appends_done(db, &a);
-    free(a.file);
     free(c);
-    stash_batch_free(b);
-    fkey_unlock(db, &f);
-    fkey_done(&f);
-    return rc == -ENOMEM ? err_set(rc, "out of memory") : rc;
+    return finish_change(db, b, &f, &a, rc);
 }
 
 int stash_zero_range(stash_t *db, const void *key, size_t klen, uint64_t off, uint64_t len)
@@ -584,14 +617,9 @@ int stash_zero_range(stash_t *db, const void *key, size_t klen, uint64_t off, ui
     if (!db)
         return err_set(-EINVAL, "stash_zero_range: bad arguments");
     struct fkey f;
-    int rc = fkey_lock(db, key, klen, &f);
+    int rc = fkey_lock_existing(db, key, klen, &f);
     if (rc)
         return rc;
-    if (!f.exists) {
-        fkey_unlock(db, &f);
-        fkey_done(&f);
-        return -ENOENT;
-    }
     uint64_t size = f.e.st.size;
     uint64_t end = off < size && len > size - off ? size : off + len;
     if (off >= size || len == 0) {
@@ -620,16 +648,10 @@ int stash_zero_range(stash_t *db, const void *key, size_t klen, uint64_t off, ui
             uint64_t idx = pos / CHUNK_SIZE;
             size_t in = (size_t)(pos % CHUNK_SIZE);
             size_t n = CHUNK_SIZE - in < end - pos ? CHUNK_SIZE - in : (size_t)(end - pos);
-            uint8_t ck[CHUNK_KEY_LEN];
             if (in == 0 && (n == CHUNK_SIZE || pos + n >= size)) {
                 /* A chunk zeroed whole is dropped: a missing chunk reads
                  * as zeros and takes no space. */
-                ckey(ck, &e, idx);
-                rc = batch_del_raw(b, ck, sizeof ck);
-                if (rc == 0 && e.tagged) {
-                    pkey(ck, &e, idx);
-                    rc = batch_del_raw(b, ck, sizeof ck);
-                }
+                rc = drop_chunk(b, &e, idx);
             } else {
                 rc = write_in_chunk(db, b, &f, &e, idx, in, zeros, n, 0, c, &a);
             }
@@ -638,16 +660,9 @@ int stash_zero_range(stash_t *db, const void *key, size_t klen, uint64_t off, ui
         if (rc == 0)
             rc = put_primary(b, &f, &e, NULL, 0);
     }
-    if (rc == 0)
-        rc = db_commit(db, b, 0);
-    appends_done(db, &a);
-    free(a.file);
     free(c);
     free(zeros);
-    stash_batch_free(b);
-    fkey_unlock(db, &f);
-    fkey_done(&f);
-    return rc == -ENOMEM ? err_set(rc, "out of memory") : rc;
+    return finish_change(db, b, &f, &a, rc);
 }
 
 int stash_truncate(stash_t *db, const void *key, size_t klen, uint64_t size)
@@ -658,14 +673,9 @@ int stash_truncate(stash_t *db, const void *key, size_t klen, uint64_t size)
         return err_set(-EFBIG, "%llu bytes is past the largest value (%llu bytes)",
                        (unsigned long long)size, (unsigned long long)STASH_MAX_FILE);
     struct fkey f;
-    int rc = fkey_lock(db, key, klen, &f);
+    int rc = fkey_lock_existing(db, key, klen, &f);
     if (rc)
         return rc;
-    if (!f.exists) {
-        fkey_unlock(db, &f);
-        fkey_done(&f);
-        return -ENOENT;
-    }
     uint64_t oldsize = f.e.st.size;
     int converting;
     struct envelope e = grow_env(&f, size, &converting);
@@ -690,14 +700,8 @@ int stash_truncate(stash_t *db, const void *key, size_t klen, uint64_t size)
          * last one, so growing again later reads zeros there. */
         uint8_t ck[CHUNK_KEY_LEN];
         uint64_t keep = (size + CHUNK_SIZE - 1) / CHUNK_SIZE;
-        for (uint64_t i = keep; rc == 0 && i < (oldsize + CHUNK_SIZE - 1) / CHUNK_SIZE; i++) {
-            ckey(ck, &e, i);
-            rc = batch_del_raw(b, ck, sizeof ck);
-            if (rc == 0 && e.tagged) {
-                pkey(ck, &e, i);
-                rc = batch_del_raw(b, ck, sizeof ck);
-            }
-        }
+        for (uint64_t i = keep; rc == 0 && i < (oldsize + CHUNK_SIZE - 1) / CHUNK_SIZE; i++)
+            rc = drop_chunk(b, &e, i);
         if (rc == 0 && size < oldsize && size % CHUNK_SIZE) {
             size_t have;
             if (!(c = malloc(CHUNK_SIZE)))
@@ -716,13 +720,9 @@ int stash_truncate(stash_t *db, const void *key, size_t klen, uint64_t size)
         if (rc == 0)
             rc = put_primary(b, &f, &e, NULL, 0);
     }
-    if (rc == 0)
-        rc = db_commit(db, b, 0);
     free(c);
-    stash_batch_free(b);
-    fkey_unlock(db, &f);
-    fkey_done(&f);
-    return rc == -ENOMEM ? err_set(rc, "out of memory") : rc;
+    struct appends none = {0};
+    return finish_change(db, b, &f, &none, rc);
 }
 
 /* Add to B the move of F's stored value to T (what T held dropped, unless

@@ -5,8 +5,9 @@
  * truncations, appends, fsyncs, unlinks of open files, mkdir, rmdir,
  * renames of files and directories, RENAME_NOREPLACE, hard links, symbolic
  * links, chmod, utimensat with fixed times, user.* extended attributes,
- * FIFOs), over a small namespace so that collisions and errors are
- * frequent.  Every call's result and errno must agree, and so must the
+ * FIFOs, fallocate: allocating, punching holes, zeroing ranges), over a
+ * small namespace so that collisions and errors are frequent.  Every
+ * call's result and errno must agree, and so must the
  * bytes and attributes it returns; every 200 operations, after each
  * remount and at the end the two trees are compared whole: names, types,
  * sizes, contents, permission bits, symbolic link targets, link counts of
@@ -206,12 +207,12 @@ static int out_of_reach(int slot)
 enum kind {
     OPEN, WRITE, READ, FTRUNC, FSYNC, CLOSE, FSTAT, FCHMOD, FUTIMENS, PUT, TRUNC, UNLINK, MKDIR,
     RMDIR, RENAME, LINK, SYMLINK, READLINK, CHMOD, UTIMENS, SETXATTR, GETXATTR, REMOVEXATTR,
-    LISTXATTR, STAT, MKFIFO, NKINDS
+    LISTXATTR, STAT, MKFIFO, FALLOC, NKINDS
 };
 static const char *kind_name[NKINDS] = {
     "open", "write", "read", "ftruncate", "fsync", "close", "fstat", "fchmod", "futimens", "put",
     "truncate", "unlink", "mkdir", "rmdir", "rename", "link", "symlink", "readlink", "chmod",
-    "utimensat", "setxattr", "getxattr", "removexattr", "listxattr", "stat", "mkfifo",
+    "utimensat", "setxattr", "getxattr", "removexattr", "listxattr", "stat", "mkfifo", "fallocate",
 };
 /* How often each is chosen, out of the sum. */
 static const unsigned weight[NKINDS] = {
@@ -219,6 +220,7 @@ static const unsigned weight[NKINDS] = {
     [FCHMOD] = 1, [FUTIMENS] = 1, [PUT] = 7, [TRUNC] = 3, [UNLINK] = 6, [MKDIR] = 3, [RMDIR] = 4,
     [RENAME] = 8, [LINK] = 4, [SYMLINK] = 3, [READLINK] = 2, [CHMOD] = 3, [UTIMENS] = 4,
     [SETXATTR] = 4, [GETXATTR] = 2, [REMOVEXATTR] = 2, [LISTXATTR] = 2, [STAT] = 3, [MKFIFO] = 1,
+    [FALLOC] = 3,
 };
 
 struct op {
@@ -285,6 +287,10 @@ static void describe(const struct op *o, char *d, size_t cap)
         break;
     case FTRUNC:
         snprintf(d + n, cap - (size_t)n, " slot %d (%s) to %ld", o->slot, slots[o->slot].path, o->off);
+        break;
+    case FALLOC:
+        snprintf(d + n, cap - (size_t)n, " slot %d (%s) mode 0x%x off %ld len %ld", o->slot, slots[o->slot].path,
+                 (unsigned)o->flags, o->off, o->len);
         break;
     case FSYNC:
         snprintf(d + n, cap - (size_t)n, " slot %d (%s)%s", o->slot, slots[o->slot].path,
@@ -416,6 +422,9 @@ static void run(int s, const struct op *o, struct res *r)
         break;
     case FTRUNC:
         rc = ftruncate(fd, o->off);
+        break;
+    case FALLOC:
+        rc = fallocate(fd, o->flags, o->off, o->len);
         break;
     case FSYNC:
         rc = o->flags ? fdatasync(fd) : fsync(fd);
@@ -967,8 +976,8 @@ static void gen(struct op *o)
     snprintf(o->p2, sizeof o->p2, "%s", rand_name());
     /* Calls on a descriptor need one open; an open needs a free slot. */
     int needs_fd = o->k == WRITE || o->k == READ || o->k == FTRUNC || o->k == FSYNC || o->k == CLOSE ||
-                   o->k == FSTAT || o->k == FCHMOD || o->k == FUTIMENS;
-    if (needs_fd && (o->slot = open_slot_for((o->k == WRITE || o->k == FTRUNC) && pick(5))) < 0)
+                   o->k == FSTAT || o->k == FCHMOD || o->k == FUTIMENS || o->k == FALLOC;
+    if (needs_fd && (o->slot = open_slot_for((o->k == WRITE || o->k == FTRUNC || o->k == FALLOC) && pick(5))) < 0)
         o->k = OPEN;
     if (pick(2) && o->k != MKDIR && o->k != SYMLINK && o->k != MKFIFO)
         snprintf(o->p1, sizeof o->p1, "%s", name_of_type(o->k == RMDIR ? S_IFDIR : S_IFREG));
@@ -1050,6 +1059,16 @@ static void gen(struct op *o)
     case TRUNC:
         o->off = pick_off(native_size(o->p1, o->k == FTRUNC ? o->slot : -1));
         break;
+    case FALLOC: {
+        /* The modes that keep the file's other bytes (collapsing and
+         * inserting are not offered by stashfs). */
+        static const int modes[] = {0, FALLOC_FL_KEEP_SIZE, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE,
+                                    FALLOC_FL_ZERO_RANGE, FALLOC_FL_ZERO_RANGE | FALLOC_FL_KEEP_SIZE};
+        o->flags = modes[pick(5)];
+        o->off = pick_off(native_size(o->p1, o->slot));
+        o->len = pick_len();
+        break;
+    }
     case FSYNC:
         o->flags = (int)pick(2);
         break;

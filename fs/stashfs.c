@@ -1238,6 +1238,8 @@ static int w_fallocate(const char *path, int mode, off_t off, off_t len)
     uint64_t size, end = (uint64_t)off + (uint64_t)len;
     if ((rc = stash_value_size(db, key, kl, &size)) != 0)
         return rc;
+    /* (Set-user-ID and set-group-ID are cleared by the kernel, as for a
+     * write.) */
     int moved = 0;      /* the change below moved the file's times */
     if (!(mode & (FALLOC_FL_PUNCH_HOLE | FALLOC_FL_ZERO_RANGE))) {
         struct statvfs sv;
@@ -1245,18 +1247,20 @@ static int w_fallocate(const char *path, int mode, off_t off, off_t len)
             (uint64_t)sv.f_bavail * sv.f_frsize < end - size)
             return -ENOSPC;
     } else {
-        kill_suid(key, kl);
         if ((rc = stash_zero_range(db, key, kl, (uint64_t)off, (uint64_t)len)) != 0)
             return rc;
         moved = (uint64_t)off < size;
     }
-    if (!(mode & FALLOC_FL_KEEP_SIZE) && end > size)
-        return stash_truncate(db, key, kl, end);
+    /* Grown, never cut: the file may have grown past END meanwhile
+     * (through another name, or the library). */
+    int grew = 0;
+    if (!(mode & FALLOC_FL_KEEP_SIZE) && (rc = stash_extend(db, key, kl, end, &grew)) != 0)
+        return rc;
     /* Every fallocate that succeeds moves mtime and ctime, as on ext4,
      * also one that changes no byte. */
     stash_stat_t t = {.mtime_ns = now()};
     t.ctime_ns = t.mtime_ns;
-    return moved ? 0 : stash_setstat(db, key, kl, &t, STASH_SET_MTIME | STASH_SET_CTIME);
+    return moved || grew ? 0 : stash_setstat(db, key, kl, &t, STASH_SET_MTIME | STASH_SET_CTIME);
 }
 
 static int w_unlink(const char *path)

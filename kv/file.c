@@ -665,10 +665,12 @@ int stash_zero_range(stash_t *db, const void *key, size_t klen, uint64_t off, ui
     return finish_change(db, b, &f, &a, rc);
 }
 
-int stash_truncate(stash_t *db, const void *key, size_t klen, uint64_t size)
+/* stash_truncate, or with GROW_ONLY stash_extend (*GREW says whether the
+ * value grew; a longer one is left as it is). */
+static int resize(stash_t *db, const void *key, size_t klen, uint64_t size, int grow_only, int *grew)
 {
     if (!db)
-        return err_set(-EINVAL, "stash_truncate: bad arguments");
+        return err_set(-EINVAL, "%s: bad arguments", grow_only ? "stash_extend" : "stash_truncate");
     if (size > STASH_MAX_FILE)
         return err_set(-EFBIG, "%llu bytes is past the largest value (%llu bytes)",
                        (unsigned long long)size, (unsigned long long)STASH_MAX_FILE);
@@ -677,6 +679,13 @@ int stash_truncate(stash_t *db, const void *key, size_t klen, uint64_t size)
     if (rc)
         return rc;
     uint64_t oldsize = f.e.st.size;
+    if (grew)
+        *grew = size > oldsize;
+    if (grow_only && size <= oldsize) {
+        fkey_unlock(db, &f);
+        fkey_done(&f);
+        return 0;
+    }
     int converting;
     struct envelope e = grow_env(&f, size, &converting);
     stash_batch_t *b = stash_batch_new();
@@ -723,6 +732,16 @@ int stash_truncate(stash_t *db, const void *key, size_t klen, uint64_t size)
     free(c);
     struct appends none = {0};
     return finish_change(db, b, &f, &none, rc);
+}
+
+int stash_truncate(stash_t *db, const void *key, size_t klen, uint64_t size)
+{
+    return resize(db, key, klen, size, 0, NULL);
+}
+
+int stash_extend(stash_t *db, const void *key, size_t klen, uint64_t size, int *grew)
+{
+    return resize(db, key, klen, size, 1, grew);
 }
 
 /* Add to B the move of F's stored value to T (what T held dropped, unless

@@ -419,6 +419,15 @@ int  stash_pwrite(stash_t *db, const void *key, size_t klen, const void *buf, si
 int  stash_truncate(stash_t *db, const void *key, size_t klen, uint64_t size);
 
 /*
+ * Make KEY's value at least SIZE bytes long: extend it with zeros as
+ * stash_truncate does when it is shorter, and leave it (and its times)
+ * alone when it is not, in one step under the key's lock, so a value that
+ * grew meanwhile is never cut back.  *GREW (if not NULL) is set to 1 when
+ * the value grew, else 0.  Errors: as stash_truncate.
+ */
+int  stash_extend(stash_t *db, const void *key, size_t klen, uint64_t size, int *grew);
+
+/*
  * Make bytes [OFF, OFF + LEN) of KEY's value zeros, as far as they lie
  * within it; its size is unchanged (a range past the end changes nothing).
  * Whole 64 KiB chunks in the range are dropped and take no space (a hole);

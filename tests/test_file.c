@@ -1496,6 +1496,42 @@ static void test_zero_range(void **state)
     assert_int_equal(stash_close(db), 0);
 }
 
+
+/* stash_extend grows a value with zeros and never cuts one: a value longer
+ * than asked (say, grown meanwhile) keeps its bytes, size and times. */
+static void test_extend(void **state)
+{
+    (void)state;
+    stash_t *db = open_small();
+    int grew = -1;
+    assert_int_equal(stash_extend(db, "none", 4, 10, &grew), -ENOENT);
+    assert_int_equal(stash_put(db, "s", 1, "hello", 5), 0);
+    assert_int_equal(stash_extend(db, "s", 1, 8, &grew), 0);
+    assert_int_equal(grew, 1);
+    check_value(db, "s", (const uint8_t *)"hello\0\0\0", 8);
+    enum { N = 3 * 65536 + 100 };
+    uint8_t *m = calloc(1, N + 65536);
+    uint64_t seed = 9;
+    fill(m, N, &seed);
+    assert_int_equal(stash_pwrite(db, "big", 3, m, N, 0), 0);
+    stash_stat_t before, after;
+    assert_int_equal(stash_stat(db, NULL, "big", 3, &before), 0);
+    usleep(2000);
+    assert_int_equal(stash_extend(db, "big", 3, 1000, &grew), 0);
+    assert_int_equal(grew, 0);
+    assert_int_equal(stash_extend(db, "big", 3, N, NULL), 0);
+    assert_int_equal(stash_stat(db, NULL, "big", 3, &after), 0);
+    assert_int_equal(after.size, N);
+    assert_true(after.mtime_ns == before.mtime_ns);
+    check_value(db, "big", m, N);
+    assert_int_equal(stash_extend(db, "big", 3, N + 65536, &grew), 0);
+    assert_int_equal(grew, 1);
+    check_value(db, "big", m, N + 65536);
+    assert_int_equal(stash_extend(db, "big", 3, STASH_MAX_FILE + 1, &grew), -EFBIG);
+    free(m);
+    assert_int_equal(stash_close(db), 0);
+}
+
 /* Small writes into chunks held in value files go to patch records instead
  * of rewriting 64 KiB each (value.h): they read back exactly, through
  * snapshots, reopens and compactions; a full record sends the chunk back to
@@ -1958,6 +1994,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_link_damaged, tu_setup, tu_teardown),
         cmocka_unit_test_setup_teardown(test_value_files, tu_setup, tu_teardown),
         cmocka_unit_test_setup_teardown(test_zero_range, tu_setup, tu_teardown),
+        cmocka_unit_test_setup_teardown(test_extend, tu_setup, tu_teardown),
         cmocka_unit_test_setup_teardown(test_patches, tu_setup, tu_teardown),
         cmocka_unit_test_setup_teardown(test_collect_after_truncate, tu_setup, tu_teardown),
         cmocka_unit_test_setup_teardown(test_value_file_collect_durable, tu_setup, tu_teardown),

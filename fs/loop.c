@@ -37,7 +37,9 @@
 #include <signal.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/uio.h>
 #include <time.h>
+#include <unistd.h>
 
 static struct {
     struct fuse_session *se;
@@ -51,6 +53,7 @@ static struct {
     sem_t finish;                   /* posted when a reader sees the end */
     int err;                        /* a failed read of the device */
     uint64_t spin_ns;               /* how long the reader polls before sleeping */
+    struct loop_hooks hooks;
 } lp;
 
 static uint64_t now_ns(void)
@@ -122,10 +125,22 @@ static int slow(const struct fuse_buf *buf)
 static __thread unsigned long requests;
 static __thread uint64_t req_node;         /* the request's inode */
 static __thread int req_kill;              /* a WRITE with FUSE_WRITE_KILL_SUIDGID */
+static __thread uint64_t req_link;         /* a LINK's source inode */
+static __thread uint64_t req_create;       /* a CREATE's unique number */
 
 unsigned long loop_request(void)
 {
     return requests;
+}
+
+uint64_t loop_node(void)
+{
+    return req_node;
+}
+
+uint64_t loop_link_source(void)
+{
+    return req_link;
 }
 
 int loop_write_kills_suid(uint64_t *node)
@@ -139,18 +154,71 @@ int loop_inval_attrs(uint64_t node)
     return fuse_lowlevel_notify_inval_inode(lp.se, node, -1, 0);
 }
 
+static void add_handle(const struct fuse_buf *buf);
+
 /* Count the request in BUF and note what loop.h's calls tell of it. */
 static void take(const struct fuse_buf *buf)
 {
     requests++;
     req_node = 0;
     req_kill = 0;
+    req_link = 0;
+    req_create = 0;
     if (buf->flags & FUSE_BUF_IS_FD || buf->size < sizeof(struct fuse_in_header))
         return;
     const struct fuse_in_header *in = buf->mem;
     req_node = in->nodeid;
     if (in->opcode == FUSE_WRITE && buf->size >= sizeof *in + sizeof(struct fuse_write_in))
         req_kill = (((const struct fuse_write_in *)(in + 1))->write_flags & FUSE_WRITE_KILL_SUIDGID) != 0;
+    if (in->opcode == FUSE_LINK && buf->size >= sizeof *in + sizeof(struct fuse_link_in))
+        req_link = ((const struct fuse_link_in *)(in + 1))->oldnodeid;
+    if (in->opcode == FUSE_CREATE)
+        req_create = in->unique;
+    if (lp.hooks.handle_of)
+        add_handle(buf);
+}
+
+/* A GETATTR or SETATTR without a handle, for an inode the filesystem has a
+ * handle of to serve it through (loop_hooks): name that handle in it, as
+ * the kernel does for fstat-like calls it makes through a file. */
+static void add_handle(const struct fuse_buf *buf)
+{
+    struct fuse_in_header *in = buf->mem;
+    uint64_t fh;
+    if (in->opcode == FUSE_GETATTR && buf->size >= sizeof *in + sizeof(struct fuse_getattr_in)) {
+        struct fuse_getattr_in *g = (struct fuse_getattr_in *)(in + 1);
+        if (!(g->getattr_flags & FUSE_GETATTR_FH) && (fh = lp.hooks.handle_of(in->nodeid)) != 0) {
+            g->getattr_flags |= FUSE_GETATTR_FH;
+            g->fh = fh;
+        }
+    } else if (in->opcode == FUSE_SETATTR && buf->size >= sizeof *in + sizeof(struct fuse_setattr_in)) {
+        struct fuse_setattr_in *a = (struct fuse_setattr_in *)(in + 1);
+        if (!(a->valid & FATTR_FH) && (fh = lp.hooks.handle_of(in->nodeid)) != 0) {
+            a->valid |= FATTR_FH;
+            a->fh = fh;
+        }
+    }
+}
+
+/* The session's device calls (fuse_session_custom_io): plain read(2) and
+ * writev(2), with a look at each CREATE's reply for loop_hooks.created. */
+static ssize_t dev_read(int fd, void *buf, size_t len, void *userdata)
+{
+    (void)userdata;
+    return read(fd, buf, len);
+}
+
+static ssize_t dev_writev(int fd, struct iovec *iov, int count, void *userdata)
+{
+    (void)userdata;
+    const struct fuse_out_header *out = iov[0].iov_base;
+    if (req_create && lp.hooks.created && count >= 2 && out->unique == req_create && out->error == 0 &&
+        iov[1].iov_len >= sizeof(struct fuse_entry_out) + sizeof(struct fuse_open_out)) {
+        const struct fuse_entry_out *e = iov[1].iov_base;
+        const struct fuse_open_out *o = (const struct fuse_open_out *)(e + 1);
+        lp.hooks.created(o->fh, e->nodeid);
+    }
+    return writev(fd, iov, count);
 }
 
 static void *serve(void *arg);
@@ -238,10 +306,16 @@ out:
     return NULL;
 }
 
-int loop_run(struct fuse_session *se, unsigned workers, unsigned spin_us)
+int loop_run(struct fuse_session *se, unsigned workers, unsigned spin_us,
+             const struct loop_hooks *hooks)
 {
     memset(&lp, 0, sizeof lp);
     lp.se = se;
+    if (hooks) {
+        static const struct fuse_custom_io io = {.read = dev_read, .writev = dev_writev};
+        if (fuse_session_custom_io(se, &io, fuse_session_fd(se)) == 0)
+            lp.hooks = *hooks;
+    }
     lp.max = workers;
     lp.spin_ns = (uint64_t)spin_us * 1000;
     if (lp.spin_ns) {

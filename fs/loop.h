@@ -16,7 +16,7 @@
  *     several reads at once, and they are served in parallel).
  *
  * Contract:
- *   loop_run(se, workers, spin_us) serves SE until it exits (unmount, a
+ *   loop_run(se, workers, spin_us, hooks) serves SE until it exits (unmount, a
  *   signal) and returns 0, or a negative errno when reading the device
  *   fails.  At most 1 + WORKERS threads serve, started as slow requests
  *   need them; with WORKERS == 0 one thread answers everything in turn.
@@ -40,12 +40,44 @@
 /* Reads and writes larger than this count as slow. */
 #define SLOW_IO (64u << 10)
 
-int loop_run(struct fuse_session *se, unsigned workers, unsigned spin_us);
+/*
+ * What the filesystem may ask of the loop (each call optional, NULL: not
+ * asked).  libfuse's path interface cannot serve a GETATTR or SETATTR that
+ * comes without a file handle (fstat, fchmod, futimens, fchown) for an
+ * inode it has no path for any more: a file removed while open whose
+ * directory was removed too.  These two let the filesystem serve them
+ * through one of its handles instead:
+ *   - created(fh, node): a CREATE's reply is going out: the new handle FH
+ *     is on kernel inode NODE (which the request itself does not carry).
+ *   - handle_of(node): a GETATTR or SETATTR for kernel inode NODE came
+ *     without a handle: a handle of it to serve it through, or 0 to leave
+ *     the request as it is.  Called for each such request: keep it cheap.
+ * Both are called on the serving thread, within the request.  To see the
+ * replies the loop sends them itself (fuse_session_custom_io on the
+ * session's own device).
+ */
+struct loop_hooks {
+    void (*created)(uint64_t fh, uint64_t node);
+    uint64_t (*handle_of)(uint64_t node);
+};
+
+int loop_run(struct fuse_session *se, unsigned workers, unsigned spin_us,
+             const struct loop_hooks *hooks);
 
 /* How many requests the calling thread has taken from the device in
  * loop_run: a number that tells one request from the next within a
  * handler.  0 for a thread that never served in loop_run (libfuse's loop). */
 unsigned long loop_request(void);
+
+/* The inode (nodeid) of the request the calling thread answers in
+ * loop_run: for OPEN, READ, WRITE, GETATTR, RELEASE and the like the file's
+ * own, for LOOKUP, CREATE, MKDIR, UNLINK, RENAME and LINK its directory's.
+ * 0 outside loop_run. */
+uint64_t loop_node(void);
+
+/* For a LINK request, the inode of the file that gains a name (the
+ * request's own inode is the new name's directory).  0 otherwise. */
+uint64_t loop_link_source(void);
 
 /* Whether the request the calling thread answers in loop_run is a WRITE
  * the kernel sent with FUSE_WRITE_KILL_SUIDGID: a direct write (one past

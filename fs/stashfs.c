@@ -83,7 +83,11 @@ static atomic_int links_seen;
 static struct fuse *fuse_self;
 static pthread_mutex_t inval_mu = PTHREAD_MUTEX_INITIALIZER;
 static pthread_cond_t inval_cv = PTHREAD_COND_INITIALIZER;
-static struct inval { struct inval *next; char path[]; } *inval_head, **inval_tail = &inval_head;
+static struct inval {
+    struct inval *next;
+    uint64_t node, ino;     /* a kernel inode of open file INO, or 0: PATH */
+    char path[];
+} *inval_head, **inval_tail = &inval_head;
 static int inval_stop, inval_started;
 static pthread_t inval_thread;
 
@@ -144,10 +148,21 @@ static int mount_ro;    /* mounted read-only (-o ro): opening writes nothing */
  * removed too) reaches the file through its key ("//" + name, see
  * of_path); the keys go when the file's last handle closes.  A file with
  * several names can have several orphans.
+ *
+ * Each open file also keeps the kernel's inode numbers (nodeids) of the
+ * names it was opened through, and of those that gained a name by LINK
+ * while it was open (a handle made by CREATE is on that inode, whose number
+ * the request does not carry).  An orphan whose directory is gone has no
+ * path to invalidate through, but its kernel inode still caches pages and
+ * attributes for its handles: a change through another name reaches it by
+ * these numbers (inval_one).  A number the kernel has forgotten is dropped
+ * when an invalidation of it fails with ENOENT.
  */
 struct ofile {
     uint64_t ino;
     int opens;
+    unsigned nnodes, capnodes;
+    uint64_t *nodes;
     struct ofile *next;
 };
 struct orphan {
@@ -272,14 +287,89 @@ static int hide_expected(const char *path)
  * set-group-ID file keeps the cached path, whose writes clear those bits;
  * kill_suid covers a file that gains them while open, which needs the
  * write's flags that only loop.c reads (not libfuse's own loop). */
-static int of_open(uint64_t ino, mode_t mode, struct fuse_file_info *fi)
+/* Remember kernel inode NODE as one of open file O's (of_mu held).  Out of
+ * memory it is not kept: its caches then age out in attr_timeout. */
+static void of_add_node(struct ofile *o, uint64_t node)
+{
+    if (!node)
+        return;
+    for (unsigned i = 0; i < o->nnodes; i++)
+        if (o->nodes[i] == node)
+            return;
+    if (o->nnodes == o->capnodes) {
+        unsigned cap = o->capnodes ? 2 * o->capnodes : 2;
+        uint64_t *n = realloc(o->nodes, cap * sizeof *n);
+        if (!n)
+            return;
+        o->nodes = n;
+        o->capnodes = cap;
+    }
+    o->nodes[o->nnodes++] = node;
+}
+
+/* Kernel inode NODE is forgotten: no open file keeps it any more. */
+static void of_forget_node(uint64_t ino, uint64_t node)
+{
+    pthread_mutex_lock(&of_mu);
+    struct ofile *o = *of_find(ino);
+    for (unsigned i = 0; o && i < o->nnodes; i++)
+        if (o->nodes[i] == node) {
+            o->nodes[i] = o->nodes[--o->nnodes];
+            break;
+        }
+    pthread_mutex_unlock(&of_mu);
+}
+
+/* Handle INO is on kernel inode NODE: it was made by CREATE (loop.h's
+ * created), or its file gained a name by LINK from NODE. */
+static void of_on_node(uint64_t ino, uint64_t node)
+{
+    pthread_mutex_lock(&of_mu);
+    struct ofile *o = *of_find(ino);
+    if (o)
+        of_add_node(o, node);
+    pthread_mutex_unlock(&of_mu);
+}
+
+/* loop.h's created: a CREATE's handle FH is on kernel inode NODE. */
+static void of_created(uint64_t fh, uint64_t node)
+{
+    if (fh)
+        of_on_node(fh, node);
+}
+
+/* loop.h's handle_of: for a GETATTR or SETATTR without a handle on kernel
+ * inode NODE, which libfuse could not serve when NODE is an orphan whose
+ * path is gone (fstat, fchmod, futimens, fchown of a file removed while
+ * open in a directory removed since), a handle of that orphan's file (the
+ * handle is its inode number, fi->fh, which of_path turns into its key).
+ * A mutex and a walk of the orphans: a handful, and none in most stores. */
+static uint64_t of_handle_of(uint64_t node)
+{
+    uint64_t fh = 0;
+    pthread_mutex_lock(&of_mu);
+    for (struct orphan *x = orphans; x && !fh; x = x->next) {
+        if (x->path)
+            continue;
+        struct ofile *o = *of_find(x->ino);
+        for (unsigned i = 0; o && i < o->nnodes; i++)
+            if (o->nodes[i] == node)
+                fh = o->ino;
+    }
+    pthread_mutex_unlock(&of_mu);
+    return fh;
+}
+
+static int of_open(uint64_t ino, mode_t mode, struct fuse_file_info *fi, uint64_t node)
 {
     pthread_mutex_lock(&of_mu);
     struct ofile **p = of_find(ino), *o = *p;
     if (!o && (o = *p = calloc(1, sizeof *o)) != NULL)
         o->ino = ino;
-    if (o)
+    if (o) {
         o->opens++;
+        of_add_node(o, node);
+    }
     pthread_mutex_unlock(&of_mu);
     if (!o)
         return -ENOMEM;
@@ -300,6 +390,7 @@ static void of_close(uint64_t ino)
     struct ofile **p = of_find(ino), *o = *p;
     if (o && --o->opens == 0) {
         *p = o->next;
+        free(o->nodes);
         free(o);
         for (struct orphan **q = &orphans; *q;) {
             struct orphan *x = *q;
@@ -1089,7 +1180,7 @@ static int w_create(const char *path, mode_t mode, struct fuse_file_info *fi)
     if (rc == 0 && fi) {
         fi->fh = 0;
         if ((rc = stash_stat(db, NULL, key, kl, &s)) == 0)
-            rc = of_open(ino_of(&s, key, kl), s.mode, fi);
+            rc = of_open(ino_of(&s, key, kl), s.mode, fi, 0);
     }
     return rc ? unmake(key, kl, rc) : 0;
 }
@@ -1156,7 +1247,7 @@ static int r_open(const char *path, struct fuse_file_info *fi)
         if (stash_setstat(db, key, kl, &t, STASH_SET_INO) == 0)
             s.ino = t.ino;
     }
-    return of_open(ino_of(&s, key, kl), s.mode, fi);
+    return of_open(ino_of(&s, key, kl), s.mode, fi, loop_node());
 }
 
 static int r_read(const char *path, char *buf, size_t size, off_t off, struct fuse_file_info *fi)
@@ -1751,19 +1842,50 @@ static uint64_t link_id_of(const char *path)
     return s.link_id;
 }
 
-static void inval_push(const char *path, size_t n)
+/* Queue PATH, or (NODE nonzero) kernel inode NODE of open file INO, for
+ * the notifier. */
+static void inval_queue(const char *path, size_t n, uint64_t node, uint64_t ino)
 {
     struct inval *e = malloc(sizeof *e + n + 1);
     if (!e)
         return;                 /* the caches age out in attr_timeout */
     memcpy(e->path, path, n);
     e->path[n] = 0;
+    e->node = node;
+    e->ino = ino;
     e->next = NULL;
     pthread_mutex_lock(&inval_mu);
     *inval_tail = e;
     inval_tail = &e->next;
     pthread_cond_signal(&inval_cv);
     pthread_mutex_unlock(&inval_mu);
+}
+
+static void inval_push(const char *path, size_t n)
+{
+    inval_queue(path, n, 0, 0);
+}
+
+/* An orphan of key KEY that libfuse has lost the path of (its directory was
+ * removed) is still open: queue the kernel inodes its file was opened
+ * through, but the one of the request being answered (whose caches the
+ * kernel keeps right itself).  (of_mu, then inval_mu: the notifier never
+ * holds the second while it takes the first.) */
+static void inval_orphan_nodes(const char *key, size_t kl)
+{
+    char k[HIDDEN_LEN + 2];
+    uint64_t self = loop_node();
+    if (kl != HIDDEN_LEN + 1)
+        return;
+    memcpy(k, key, kl);
+    k[kl] = '\0';
+    pthread_mutex_lock(&of_mu);
+    struct orphan *x = *orphan_by_key(k);
+    struct ofile *o = x && !x->path ? *of_find(x->ino) : NULL;
+    for (unsigned i = 0; o && i < o->nnodes; i++)
+        if (o->nodes[i] != self)
+            inval_queue("", 0, o->nodes[i], o->ino);
+    pthread_mutex_unlock(&of_mu);
 }
 
 struct inval_arg {
@@ -1781,6 +1903,8 @@ static int inval_one(void *arg, const void *key, size_t klen)
         /* An orphan: where libfuse has it, if anywhere. */
         if (orphan_path(key, klen, a->path, sizeof a->path))
             inval_push(a->path, strlen(a->path));
+        else
+            inval_orphan_nodes(key, klen);
         return 0;
     }
     a->path[0] = '/';
@@ -1827,7 +1951,10 @@ static void *inval_loop(void *arg)
         if (!(inval_head = e->next))
             inval_tail = &inval_head;
         pthread_mutex_unlock(&inval_mu);
-        (void)fuse_invalidate_path(fuse_self, e->path);   /* -ENOENT: not cached */
+        if (!e->node)
+            (void)fuse_invalidate_path(fuse_self, e->path);   /* -ENOENT: not cached */
+        else if (fuse_lowlevel_notify_inval_inode(fuse_get_session(fuse_self), e->node, 0, 0) == -ENOENT)
+            of_forget_node(e->ino, e->node);                 /* the kernel forgot it */                 /* the kernel forgot it */
         free(e);
         pthread_mutex_lock(&inval_mu);
     }
@@ -2164,8 +2291,16 @@ static int fs_link(const char *from, const char *to)
         rc = live_only(to);
     if (rc == 0)
         rc = w_link(from, to);
-    if (rc == 0)
+    if (rc == 0) {
         inval_names(from, NULL);    /* every name's count went up */
+        /* The source's kernel inode, which a CREATE handle may be on. */
+        char key[KEYBUF];
+        size_t kl;
+        stash_stat_t s;
+        if (loop_link_source() && path_key(from, key, sizeof key, &kl) == 0 &&
+            stash_stat(db, NULL, key, kl, &s) == 0)
+            of_on_node(ino_of(&s, key, kl), loop_link_source());
+    }
     return rc;
 }
 
@@ -2625,7 +2760,8 @@ int main(int argc, char **argv)
         if (fuse_start_cleanup_thread(f) != 0) {
             rc = -ENOMEM;
         } else {
-            rc = loop_run(se, o.singlethread ? 0 : o.max_threads, spin_us);
+            static const struct loop_hooks hooks = {.created = of_created, .handle_of = of_handle_of};
+            rc = loop_run(se, o.singlethread ? 0 : o.max_threads, spin_us, &hooks);
             fuse_stop_cleanup_thread(f);
         }
         if (rc)

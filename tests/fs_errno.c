@@ -304,6 +304,98 @@ static void dir_times(void)
     expect_moved("create at the root", ".", &r, t, 1);
 }
 
+/*
+ * A file with two names, open through the first (made by CREATE, or opened
+ * by OPEN), whose first name and that name's directory are then removed:
+ * libfuse has no path for its kernel inode any more.  A change through the
+ * second name must still reach what reads and fstat through the open
+ * descriptor see (the daemon drops the kernel's caches asynchronously, so
+ * this waits up to 2 s for them to be dropped).
+ */
+static void orphan_of_removed_dir(const char *dir, int by_create)
+{
+    char x[64], y[64], buf[64];
+    snprintf(x, sizeof x, "%s/x", dir);
+    snprintf(y, sizeof y, "%s-y", dir);
+    EXPECT("mkdir for the orphan", mkdir(P(dir), 0755), 0);
+    if (!by_create)
+        put(x, "aaaa");
+    int fd = open(P(x), O_RDWR | O_CREAT, 0644);
+    EXPECT("open the orphan-to-be", fd, 0);
+    if (fd < 0)
+        return;
+    if (by_create)
+        EXPECT("write the orphan-to-be", write(fd, "aaaa", 4), 0);
+    EXPECT("second name", link(P(x), P(y)), 0);
+    EXPECT("read before", pread(fd, buf, sizeof buf, 0), 0);   /* pages now cached */
+    struct stat st;
+    EXPECT("fstat before", fstat(fd, &st), 0);
+    EXPECT("unlink the open name", unlink(P(x)), 0);
+    EXPECT("rmdir its directory", rmdir(P(dir)), 0);
+    int fd2 = open(P(y), O_WRONLY);
+    EXPECT("write through the second name", pwrite(fd2, "bbbbbbbb", 8, 0), 0);
+    close(fd2);
+    ssize_t n = -1;
+    for (int t = 0; t < 200; t++) {
+        n = pread(fd, buf, sizeof buf, 0);
+        if (fstat(fd, &st) == 0 && n == 8 && st.st_size == 8 && !memcmp(buf, "bbbbbbbb", 8))
+            break;
+        usleep(10000);
+    }
+    if (n != 8 || memcmp(buf, "bbbbbbbb", 8) || st.st_size != 8 || st.st_nlink != 1) {
+        printf("FAIL: orphan of a removed directory (%s): read %zd bytes \"%.*s\", fstat size %lld, "
+               "%lu links (wanted 8 bytes \"bbbbbbbb\", 1 link)\n",
+               by_create ? "created" : "opened", n, n > 0 ? (int)n : 0, buf, (long long)st.st_size,
+               (unsigned long)st.st_nlink);
+        fails++;
+    }
+    close(fd);
+    EXPECT("remove the second name", unlink(P(y)), 0);
+}
+
+/*
+ * A file made, removed while open, and its directory removed (a temporary
+ * file's usual life): libfuse has no path for it, and the kernel sends
+ * fstat, fchmod, futimens and fchown without the descriptor.  All work.
+ */
+static void temp_in_removed_dir(void)
+{
+    EXPECT("mkdir for the temporary file", mkdir(P("tmpd"), 0755), 0);
+    int fd = open(P("tmpd/f"), O_RDWR | O_CREAT | O_EXCL, 0600);
+    EXPECT("make the temporary file", fd, 0);
+    if (fd < 0)
+        return;
+    EXPECT("unlink it", unlink(P("tmpd/f")), 0);
+    EXPECT("rmdir its directory", rmdir(P("tmpd")), 0);
+    EXPECT("write it", write(fd, "hello", 5), 0);
+    struct stat st;
+    memset(&st, 0, sizeof st);
+    EXPECT("fstat after a write", fstat(fd, &st), 0);
+    if (st.st_size != 5 || st.st_nlink != 0) {
+        printf("FAIL: temporary file: size %lld, %lu links (wanted 5, 0)\n", (long long)st.st_size,
+               (unsigned long)st.st_nlink);
+        fails++;
+    }
+    EXPECT("fchmod", fchmod(fd, 0640), 0);
+    struct timespec ts[2] = {{1000000000, 5}, {1100000000, 7}};
+    EXPECT("futimens", futimens(fd, ts), 0);
+    EXPECT("fchown to the same owner", fchown(fd, st.st_uid, st.st_gid), 0);
+    memset(&st, 0, sizeof st);
+    EXPECT("fstat after fchmod", fstat(fd, &st), 0);
+    if ((st.st_mode & 07777) != 0640 || st.st_mtim.tv_sec != 1100000000 || st.st_mtim.tv_nsec != 7) {
+        printf("FAIL: temporary file: mode %o, mtime %lld.%09ld (wanted 640, 1100000000.000000007)\n",
+               (unsigned)(st.st_mode & 07777), (long long)st.st_mtim.tv_sec, st.st_mtim.tv_nsec);
+        fails++;
+    }
+    char buf[8] = {0};
+    EXPECT("read it back", pread(fd, buf, sizeof buf, 0), 0);
+    if (memcmp(buf, "hello", 6)) {
+        printf("FAIL: temporary file reads \"%s\"\n", buf);
+        fails++;
+    }
+    EXPECT("close it", close(fd), 0);
+}
+
 int main(int argc, char **argv)
 {
     if (argc != 2) {
@@ -361,6 +453,9 @@ int main(int argc, char **argv)
     EXPECT("hard link into a missing directory", link(P("file"), P("missing/x")), ENOENT);
     EXPECT("unlink one name", unlink(P("hard")), 0);
     EXPECT("readlink of a file", readlink(P("file"), name, sizeof name), EINVAL);
+    orphan_of_removed_dir("orphan-c", 1);
+    orphan_of_removed_dir("orphan-o", 0);
+    temp_in_removed_dir();
 
     /* RENAME_NOREPLACE */
     put("a", "a");

@@ -32,10 +32,7 @@
  * calls are retried for up to a second), an append through one might land
  * at a stale end (none is made), and each name of a FIFO is a pipe of its
  * own (none with two names is opened); a name removed while the file is
- * open counts in the link count of its other names until the last close,
- * and fstat, fchmod and futimens through a descriptor of it fail with
- * ESTALE once the directory it was in is gone (fstat may fail, the others
- * are not made).  out_of_reach() says what else is not compared there.
+ * open counts in the link count of its other names until the last close.
  * RENAME_EXCHANGE is not used: stashfs refuses it (EINVAL).
  */
 #include <dirent.h>
@@ -103,9 +100,10 @@ static struct slot {
     int fd[2];
     int flags;
     int lost;           /* a name of its file was removed while it was open */
-    ino_t lost_dir;     /* the native directory that name was in */
-    int unreachable;    /* and that directory was removed */
+    int holds;          /* the mount may still keep that name (held) */
     ino_t ino;          /* the native file's inode number */
+    int special;        /* a directory or a FIFO: not kept by the daemon
+                         * once removed (see differ) */
     char path[64];      /* the name it was opened by */
 } slots[NSLOT];
 
@@ -150,56 +148,31 @@ static void forget_linked(ino_t ino)
 }
 
 /* Whether the mount may count a removed name of native file INO in its
- * other names' link count: one held open lost a name. */
+ * other names' link count: a name was removed while the file was open, and
+ * the file has been open ever since (the name goes at its last close, by
+ * whichever name it was opened). */
 static int held(ino_t ino)
 {
     for (int i = 0; i < NSLOT; i++)
-        if (slots[i].open && slots[i].lost && slots[i].ino == ino)
+        if (slots[i].open && slots[i].holds && slots[i].ino == ino)
             return 1;
     return 0;
 }
 
 /* Native REL is about to lose that name (unlink, rmdir, rename over it):
- * the descriptors open on it are marked, and those whose removed name was
- * in directory REL are out of the mount's reach. */
+ * the descriptors open on it are marked. */
 static void losing(const char *rel)
 {
-    struct stat st, dir;
-    char parent[64];
+    struct stat st;
     if (lstat(P(1, rel), &st) != 0)
         return;
-    snprintf(parent, sizeof parent, "%s", rel);
-    char *slash = strrchr(parent, '/');
-    if (slash)
-        *slash = '\0';
-    if (stat(slash ? P(1, parent) : root[1], &dir) != 0)
-        dir.st_ino = 0;
     for (int i = 0; i < NSLOT; i++) {
-        if (!slots[i].open)
-            continue;
-        if (slots[i].ino == st.st_ino && !slots[i].lost) {
-            slots[i].lost = 1;
-            slots[i].lost_dir = dir.st_ino;
+        if (slots[i].open && slots[i].ino == st.st_ino && !slots[i].lost) {
+            slots[i].lost = slots[i].holds = 1;
             if (!S_ISDIR(st.st_mode) && st.st_nlink > 1)
                 note_linked(st.st_ino);
         }
-        if (S_ISDIR(st.st_mode) && slots[i].lost && slots[i].lost_dir == st.st_ino)
-            slots[i].unreachable = 1;
     }
-}
-
-/*
- * Not compared: what is read or stat'ed through a descriptor of a
- * hard-linked file after the name it was opened by was removed and then
- * the directory that name was in.  The kernel keeps the size and pages
- * it cached for that descriptor when the file changes through another
- * name: stashfs drops those caches through libfuse's path interface,
- * which has no path for the file any more.  (An append through it would
- * land at the stale end, so none is made.)
- */
-static int out_of_reach(int slot)
-{
-    return slot >= 0 && slots[slot].unreachable && is_linked(slots[slot].ino);
 }
 
 /* ---- operations ---- */
@@ -576,11 +549,12 @@ static const char *differ(const struct op *o, const struct res *r, char st[2][25
 {
     static char what[256];
     st[0][0] = st[1][0] = '\0';
-    /* fstat through a descriptor whose name was removed may fail with
-     * ESTALE once its directory is gone too (README: libfuse's path
-     * interface can no longer name the file), and so it does through a
-     * descriptor of a removed directory. */
-    if (o->k == FSTAT && slots[o->slot].lost && r[0].r < 0 && r[0].e == ESTALE && r[1].r == 0)
+    /* fstat through a descriptor of a removed directory or FIFO fails with
+     * ESTALE (README): libfuse's path interface cannot name it any more,
+     * and the daemon keeps no handle of it (a FIFO's opens are the
+     * kernel's alone). */
+    if (o->k == FSTAT && slots[o->slot].lost && slots[o->slot].special && r[0].r < 0 &&
+        r[0].e == ESTALE && r[1].r == 0)
         return "";
     if (r[0].r != r[1].r || r[0].e != r[1].e || strcmp(r[0].step, r[1].step))
         return "results differ";
@@ -627,9 +601,6 @@ static void step(const struct op *o)
     for (int s = 0; s < 2; s++)
         run(s, o, &r[s]);
     const char *what = differ(o, r, st);
-    int skip = (o->k == READ || o->k == FSTAT) && out_of_reach(o->slot);
-    if (skip)
-        what = "";
     /* A lagging cache: the mount's answer is asked again for up to 1 s. */
     for (int t = 0; what[0] && t < 1000 && may_lag(o, r); t++) {
         usleep(1000);
@@ -638,8 +609,6 @@ static void step(const struct op *o)
         retries++;
     }
     record(d, &r[1]);
-    if (skip)
-        strncat(history[opno % HIST], " (not compared: out of reach)", sizeof history[0] - strlen(history[opno % HIST]) - 1);
     if (what[0])
         mismatch(d, what, r, st[0][0] ? st[0] : NULL, st[1][0] ? st[1] : NULL);
     if (r[1].r < 0)
@@ -649,8 +618,10 @@ static void step(const struct op *o)
         struct slot *sl = &slots[o->slot];
         sl->open = 1;
         sl->flags = o->flags;
-        sl->lost = sl->unreachable = 0;
+        sl->lost = sl->holds = 0;
         sl->ino = fstat(sl->fd[1], &nst) == 0 ? nst.st_ino : 0;
+        sl->holds = sl->ino && held(sl->ino);
+        sl->special = sl->ino && (S_ISDIR(nst.st_mode) || S_ISFIFO(nst.st_mode));
         snprintf(sl->path, sizeof sl->path, "%s", o->p1);
     }
     if (o->k == CLOSE)
@@ -990,10 +961,10 @@ static void gen(struct op *o)
      * other for moments (README), so no append is made to one. */
     if (o->k == WRITE && (slots[o->slot].flags & O_APPEND) && is_linked(slots[o->slot].ino))
         o->k = FSTAT;
-    /* fchmod and futimens through a descriptor of a removed name fail
-     * with ESTALE on the mount once its directory is gone (README), and
-     * would change the native file alone. */
-    if ((o->k == FCHMOD || o->k == FUTIMENS) && slots[o->slot].lost)
+    /* fchmod and futimens through a descriptor of a removed directory or
+     * FIFO fail with ESTALE on the mount (see differ), and would change the
+     * native one alone. */
+    if ((o->k == FCHMOD || o->k == FUTIMENS) && slots[o->slot].lost && slots[o->slot].special)
         o->k = FSTAT;
     /* An unlink is now and then of a name a descriptor is open on. */
     if (o->k == UNLINK && pick(3) == 0 && open_slot_for(0) >= 0)

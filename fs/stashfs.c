@@ -1250,6 +1250,24 @@ static int r_open(const char *path, struct fuse_file_info *fi)
     return of_open(ino_of(&s, key, kl), s.mode, fi, loop_node());
 }
 
+/* SEEK_DATA and SEEK_HOLE (the kernel answers the other kinds itself):
+ * holes are the value's missing chunks (stash_seek), so cp, tar --sparse
+ * and rsync --sparse skip them instead of reading zeros. */
+static off_t r_lseek(const char *path, off_t off, int whence)
+{
+    char key[KEYBUF];
+    size_t kl;
+    uint64_t at;
+    int rc = path_key(path, key, sizeof key, &kl);
+    if (rc)
+        return rc;
+    if (off < 0 || (whence != SEEK_DATA && whence != SEEK_HOLE))
+        return -EINVAL;
+    rc = stash_seek(db, cur, key, kl, (uint64_t)off, whence == SEEK_DATA ? STASH_SEEK_DATA : STASH_SEEK_HOLE,
+                    &at);
+    return rc ? rc : (off_t)at;
+}
+
 static int r_read(const char *path, char *buf, size_t size, off_t off, struct fuse_file_info *fi)
 {
     char key[KEYBUF];
@@ -2107,6 +2125,16 @@ static int fs_read(const char *path, char *buf, size_t size, off_t off, struct f
     READ_OP(r_read(rel, buf, size, off, fi), -EISDIR);
 }
 
+static off_t fs_lseek(const char *path, off_t off, int whence, struct fuse_file_info *fi)
+{
+    NULL_PATH(fi);
+    const char *rel;
+    int w = enter(path, &rel);
+    off_t r = w < 0 ? w : w == W_SNAPROOT ? -EISDIR : r_lseek(rel, off, whence);
+    leave();
+    return r;
+}
+
 static int fs_readlink(const char *path, char *buf, size_t size)
 {
     READ_OP(r_readlink(rel, buf, size), -EINVAL);
@@ -2373,6 +2401,7 @@ static const struct fuse_operations ops = {
     .write = fs_write,
     .truncate = fs_truncate,
     .fallocate = fs_fallocate,
+    .lseek = fs_lseek,
     .unlink = fs_unlink,
     .mkdir = fs_mkdir,
     .rmdir = fs_rmdir,

@@ -1562,6 +1562,83 @@ static int load_named(stash_t *db, stash_iter_t *it)
 /* ------------------------------------------------------------------ */
 /* iterators                                                            */
 
+/* One iterator merging everything view V holds (its memtables and tables),
+ * in stored-key order, every version; NULL without memory. */
+static iiter_t *view_merge(struct view *v)
+{
+    iiter_t *m = NULL;
+    int n = 1 + v->nimm;
+    iiter_t **kids = calloc((size_t)(n + v->ver->n[0] + NLEVELS), sizeof *kids);
+    int ok = kids != NULL;
+    for (int i = 0; ok && i < n; i++) {
+        kids[i] = iter_memtable(i == 0 ? v->mem : v->imm[i - 1]);
+        ok = kids[i] != NULL;
+    }
+    if (ok)
+        ok = version_iters(v->ver, kids, &n) == 0;
+    if (ok)
+        m = iter_merge(kids, n);
+    else if (kids)
+        for (int i = 0; i < n; i++)
+            iter_free(kids[i]);
+    free(kids);
+    return m;
+}
+
+/*
+ * Chunks of chunked value E as of V/SEQ: the first index in [FROM, LAST]
+ * whose chunk is there (PRESENT) or missing (!PRESENT, a hole) into *IDX,
+ * or LAST + 1 when there is none.  One pass of a merged iterator over the
+ * chunk records from FROM on, so a run of present chunks costs a step each,
+ * not a lookup each.  0 or a negative errno.
+ */
+int db_chunk_scan(struct view *v, uint64_t seq, const struct envelope *e, uint64_t from, uint64_t last,
+                  int present, uint64_t *idx)
+{
+    iiter_t *m = view_merge(v);
+    if (!m)
+        return err_set(-ENOMEM, "out of memory");
+    uint8_t ck[CHUNK_KEY_LEN];
+    ckey(ck, e, from);
+    uint64_t want = from, seen = UINT64_MAX, found = last + 1;
+    for (m->ops->seek(m, ck, sizeof ck, TAG(seq, 0xff)); m->ops->valid(m); m->ops->next(m)) {
+        size_t kl;
+        const uint8_t *k = m->ops->key(m, &kl);
+        if (kl != CHUNK_KEY_LEN || memcmp(k, ck, 10))
+            break;                          /* past this value's chunks */
+        uint64_t i = 0, tag = m->ops->tag(m);
+        for (int b = 10; b < 18; b++)
+            i = i << 8 | k[b];
+        if (i > last)
+            break;
+        if (TAG_SEQ(tag) > seq || i == seen)
+            continue;                       /* too new, or an older version */
+        seen = i;
+        int there = TAG_TYPE(tag) == KT_PUT;
+        if (present) {
+            if (there) {
+                found = i;
+                break;
+            }
+        } else if (i > want) {
+            found = want;                   /* no record between WANT and I */
+            break;
+        } else if (!there) {
+            found = i;                      /* I's record is a deletion */
+            break;
+        } else {
+            want = i + 1;
+        }
+    }
+    if (!present && found > last && want <= last)
+        found = want;
+    int rc = m->ops->status(m);
+    iter_free(m);
+    if (rc == 0)
+        *idx = found;
+    return rc;
+}
+
 stash_iter_t *stash_iter_new(stash_t *db, const stash_snapshot_t *s)
 {
     if (!db)
@@ -1577,21 +1654,7 @@ stash_iter_t *stash_iter_new(stash_t *db, const stash_snapshot_t *s)
     it->v = view_get(db, &it->seq);
     if (s)
         it->seq = s->seq;
-    int n = 1 + it->v->nimm;
-    iiter_t **kids = calloc((size_t)(n + it->v->ver->n[0] + NLEVELS), sizeof *kids);
-    int ok = kids != NULL;
-    for (int i = 0; ok && i < n; i++) {
-        kids[i] = iter_memtable(i == 0 ? it->v->mem : it->v->imm[i - 1]);
-        ok = kids[i] != NULL;
-    }
-    if (ok)
-        ok = version_iters(it->v->ver, kids, &n) == 0;
-    if (ok)
-        it->m = iter_merge(kids, n);
-    else if (kids)
-        for (int i = 0; i < n; i++)
-            iter_free(kids[i]);
-    free(kids);
+    it->m = view_merge(it->v);
     if (!it->m) {
         view_unref(it->v);
         free(it->val);

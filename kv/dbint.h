@@ -57,6 +57,12 @@ int db_vlog_level(stash_t *db);
 int db_read_chunks(struct view *v, uint64_t seq, const struct envelope *e, uint8_t *buf,
                    uint64_t off, size_t len);
 
+/* The first chunk index in [FROM, LAST] of chunked value E, as of V/SEQ,
+ * whose chunk is there (PRESENT) or missing (!PRESENT) into *IDX, or
+ * LAST + 1 when there is none.  0 or a negative errno. */
+int db_chunk_scan(struct view *v, uint64_t seq, const struct envelope *e, uint64_t from, uint64_t last,
+                  int present, uint64_t *idx);
+
 /* stash_put of a value over INLINE_MAX (file.c): through value files. */
 int db_put_large(stash_t *db, const void *key, size_t klen, const void *val, size_t vlen, int sync);
 

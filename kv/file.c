@@ -226,6 +226,37 @@ int stash_pread(stash_t *db, const void *key, size_t klen, void *buf, size_t len
     return stash_pread_at(db, NULL, key, klen, buf, len, off, nread);
 }
 
+int stash_seek(stash_t *db, const stash_snapshot_t *s, const void *key, size_t klen, uint64_t off,
+               int whence, uint64_t *result)
+{
+    if (!db || !result || (whence != STASH_SEEK_DATA && whence != STASH_SEEK_HOLE))
+        return err_set(-EINVAL, "stash_seek: bad arguments");
+    uint64_t seq;
+    struct view *v = db_view(db, s, &seq);
+    struct fkey f;
+    int rc = fkey_load(NULL, v, seq, key, klen, &f);
+    if (rc == 0 && !f.exists)
+        rc = -ENOENT;
+    uint64_t size = f.e.st.size;
+    if (rc == 0 && off >= size)
+        rc = err_set(-ENXIO, "stash_seek: offset %llu is at or past the end (%llu bytes)",
+                     (unsigned long long)off, (unsigned long long)size);
+    if (rc == 0 && f.e.kind != VK_CHUNKED) {
+        *result = whence == STASH_SEEK_DATA ? off : size;   /* all data */
+    } else if (rc == 0) {
+        uint64_t from = off / CHUNK_SIZE, last = (size - 1) / CHUNK_SIZE, idx;
+        rc = db_chunk_scan(v, seq, &f.e, from, last, whence == STASH_SEEK_DATA, &idx);
+        if (rc == 0 && idx > last)
+            rc = whence == STASH_SEEK_DATA ? err_set(-ENXIO, "stash_seek: no data after offset %llu",
+                                                     (unsigned long long)off) : 0;
+        if (rc == 0)
+            *result = idx > last ? size : idx == from ? off : idx * CHUNK_SIZE;
+    }
+    db_view_put(v);
+    fkey_done(&f);
+    return rc;
+}
+
 int stash_setstat(stash_t *db, const void *key, size_t klen, const stash_stat_t *st, unsigned mask)
 {
     if (!db || !st || (mask & ~0x7fu) || ((mask & STASH_SET_INO) && !st->ino))

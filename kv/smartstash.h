@@ -402,6 +402,24 @@ int  stash_pread(stash_t *db, const void *key, size_t klen, void *buf, size_t le
 int  stash_pread_at(stash_t *db, const stash_snapshot_t *s, const void *key, size_t klen, void *buf,
                     size_t len, uint64_t off, size_t *nread);
 
+/* WHENCE of stash_seek (the values of Linux's SEEK_DATA and SEEK_HOLE). */
+#define STASH_SEEK_DATA 3
+#define STASH_SEEK_HOLE 4
+
+/*
+ * Where, at or after offset OFF of KEY's value (at snapshot S, NULL = now),
+ * the next data begins (STASH_SEEK_DATA) or the next hole (STASH_SEEK_HOLE):
+ * a range never written, or dropped by stash_zero_range, that reads as
+ * zeros and takes no space.  Holes are whole 64 KiB chunks of a value over
+ * 64 KiB; everything else counts as data (zeros written count as data,
+ * and the end of the value is a hole), as lseek(2) allows.  *result gets
+ * the offset.  Cost: O(chunks passed over), read from the keys alone.
+ * Errors: -ENXIO (OFF at or past the end, or, for STASH_SEEK_DATA, no
+ * data after OFF), -ENOENT, -EINVAL, -EIO, -ENOMEM.
+ */
+int  stash_seek(stash_t *db, const stash_snapshot_t *s, const void *key, size_t klen, uint64_t off,
+                int whence, uint64_t *result);
+
 /*
  * Write LEN bytes from BUF into KEY's value at offset OFF, growing it (with
  * zeros in any gap) when OFF + LEN is past its end; a missing KEY is created

@@ -396,6 +396,36 @@ static void temp_in_removed_dir(void)
     EXPECT("close it", close(fd), 0);
 }
 
+/* SEEK_DATA and SEEK_HOLE: a file's holes are its 64 KiB chunks never
+ * written (README), found without reading them. */
+static void seek_holes(void)
+{
+    int fd = open(P("sparse"), O_RDWR | O_CREAT | O_TRUNC, 0644);
+    EXPECT("make a sparse file", fd, 0);
+    if (fd < 0)
+        return;
+    EXPECT("extend it", ftruncate(fd, 1 << 20), 0);
+    EXPECT("write into chunk 4", pwrite(fd, "x", 1, 300000), 0);
+    struct { off_t from; int whence; off_t want; int err; } c[] = {
+        {0, SEEK_DATA, 4 * 65536, 0},       {0, SEEK_HOLE, 0, 0},
+        {4 * 65536, SEEK_HOLE, 5 * 65536, 0}, {300000, SEEK_DATA, 300000, 0},
+        {5 * 65536, SEEK_DATA, -1, ENXIO},  {(1 << 20) - 1, SEEK_HOLE, (1 << 20) - 1, 0},
+        {1 << 20, SEEK_DATA, -1, ENXIO},    {1 << 20, SEEK_HOLE, -1, ENXIO},
+    };
+    for (size_t i = 0; i < sizeof c / sizeof *c; i++) {
+        errno = 0;
+        off_t got = lseek(fd, c[i].from, c[i].whence);
+        if (got != c[i].want || (got < 0 && errno != c[i].err)) {
+            printf("FAIL: lseek(%lld, %s): %lld (%s), wanted %lld\n", (long long)c[i].from,
+                   c[i].whence == SEEK_DATA ? "SEEK_DATA" : "SEEK_HOLE", (long long)got,
+                   got < 0 ? strerror(errno) : "-", (long long)c[i].want);
+            fails++;
+        }
+    }
+    close(fd);
+    EXPECT("remove the sparse file", unlink(P("sparse")), 0);
+}
+
 int main(int argc, char **argv)
 {
     if (argc != 2) {
@@ -456,6 +486,7 @@ int main(int argc, char **argv)
     orphan_of_removed_dir("orphan-c", 1);
     orphan_of_removed_dir("orphan-o", 0);
     temp_in_removed_dir();
+    seek_holes();
 
     /* RENAME_NOREPLACE */
     put("a", "a");

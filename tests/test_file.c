@@ -1496,6 +1496,81 @@ static void test_zero_range(void **state)
     assert_int_equal(stash_close(db), 0);
 }
 
+/* What stash_seek of KEY from OFF gives: the offset, or the negative errno. */
+static long long seek_of(stash_t *db, const stash_snapshot_t *s, const char *key, uint64_t off, int whence)
+{
+    uint64_t r = 0;
+    int rc = stash_seek(db, s, key, strlen(key), off, whence, &r);
+    return rc ? rc : (long long)r;
+}
+
+/* stash_seek finds data and holes: whole missing chunks of a chunked value
+ * are holes, everything else is data, at a snapshot as it was then, through
+ * every name, after flushes, compactions and a reopen. */
+static void test_seek(void **state)
+{
+    (void)state;
+    stash_t *db = open_small();
+    const long long C = 65536;
+    assert_int_equal(seek_of(db, NULL, "none", 0, STASH_SEEK_DATA), -ENOENT);
+    assert_int_equal(stash_put(db, "s", 1, "hello world", 11), 0);
+    assert_int_equal(seek_of(db, NULL, "s", 0, 7), -EINVAL);
+    assert_int_equal(seek_of(db, NULL, "s", 0, STASH_SEEK_DATA), 0);
+    assert_int_equal(seek_of(db, NULL, "s", 5, STASH_SEEK_DATA), 5);
+    assert_int_equal(seek_of(db, NULL, "s", 3, STASH_SEEK_HOLE), 11);
+    assert_int_equal(seek_of(db, NULL, "s", 11, STASH_SEEK_DATA), -ENXIO);
+    assert_int_equal(seek_of(db, NULL, "s", 11, STASH_SEEK_HOLE), -ENXIO);
+
+    /* Chunks 2, 5 (whole) and 6 written; 11 chunks long, the last short. */
+    uint8_t *whole = malloc(C);
+    memset(whole, 'w', C);
+    assert_int_equal(stash_pwrite(db, "sp", 2, "a", 1, 2 * C + 5), 0);
+    assert_int_equal(stash_pwrite(db, "sp", 2, whole, C, 5 * C), 0);
+    assert_int_equal(stash_pwrite(db, "sp", 2, "b", 1, 6 * C + 10), 0);
+    assert_int_equal(stash_truncate(db, "sp", 2, 10 * C + 100), 0);
+    assert_int_equal(stash_link(db, "sp", 2, "sp2", 3), 0);
+    stash_snapshot_t *snap = stash_snapshot_new(db);
+    assert_non_null(snap);
+    for (int round = 0; round < 3; round++) {
+        const char *k = round == 1 ? "sp2" : "sp";
+        assert_int_equal(seek_of(db, NULL, k, 0, STASH_SEEK_DATA), 2 * C);
+        assert_int_equal(seek_of(db, NULL, k, 2 * C + 7, STASH_SEEK_DATA), 2 * C + 7);
+        assert_int_equal(seek_of(db, NULL, k, 3 * C, STASH_SEEK_DATA), 5 * C);
+        assert_int_equal(seek_of(db, NULL, k, 6 * C + 1, STASH_SEEK_DATA), 6 * C + 1);
+        assert_int_equal(seek_of(db, NULL, k, 7 * C, STASH_SEEK_DATA), -ENXIO);
+        assert_int_equal(seek_of(db, NULL, k, 0, STASH_SEEK_HOLE), 0);
+        assert_int_equal(seek_of(db, NULL, k, 2 * C, STASH_SEEK_HOLE), 3 * C);
+        assert_int_equal(seek_of(db, NULL, k, 5 * C + 3, STASH_SEEK_HOLE), 7 * C);
+        assert_int_equal(seek_of(db, NULL, k, 10 * C + 5, STASH_SEEK_HOLE), 10 * C + 5);
+        assert_int_equal(seek_of(db, NULL, k, 10 * C + 100, STASH_SEEK_HOLE), -ENXIO);
+        if (round == 0)     /* the same from the tables */
+            assert_int_equal(stash_compact_range(db, NULL, 0, NULL, 0), 0);
+    }
+    /* Chunk 5 zeroed away, chunk 9 written: the snapshot still sees 5. */
+    assert_int_equal(stash_zero_range(db, "sp2", 3, 5 * C, C), 0);
+    assert_int_equal(stash_pwrite(db, "sp", 2, whole, 100, 9 * C), 0);
+    assert_int_equal(seek_of(db, NULL, "sp", 3 * C, STASH_SEEK_DATA), 6 * C);
+    assert_int_equal(seek_of(db, NULL, "sp", 7 * C, STASH_SEEK_DATA), 9 * C);
+    assert_int_equal(seek_of(db, NULL, "sp", 2 * C, STASH_SEEK_HOLE), 3 * C);
+    assert_int_equal(seek_of(db, NULL, "sp", 6 * C, STASH_SEEK_HOLE), 7 * C);
+    assert_int_equal(seek_of(db, NULL, "sp", 9 * C, STASH_SEEK_HOLE), 10 * C);
+    assert_int_equal(seek_of(db, snap, "sp", 3 * C, STASH_SEEK_DATA), 5 * C);
+    assert_int_equal(seek_of(db, snap, "sp", 7 * C, STASH_SEEK_DATA), -ENXIO);
+    stash_snapshot_free(db, snap);
+
+    /* A value with no hole: its end. */
+    assert_int_equal(stash_pwrite(db, "d", 1, whole, C, 0), 0);
+    assert_int_equal(stash_pwrite(db, "d", 1, whole, C, C), 0);
+    assert_int_equal(stash_pwrite(db, "d", 1, whole, 10, 2 * C), 0);
+    assert_int_equal(seek_of(db, NULL, "d", 100, STASH_SEEK_HOLE), 2 * C + 10);
+    assert_int_equal(seek_of(db, NULL, "d", 2 * C + 3, STASH_SEEK_DATA), 2 * C + 3);
+    assert_int_equal(stash_close(db), 0);
+    db = open_small();
+    assert_int_equal(seek_of(db, NULL, "sp2", 3 * C, STASH_SEEK_DATA), 6 * C);
+    assert_int_equal(seek_of(db, NULL, "sp2", 9 * C + 1, STASH_SEEK_HOLE), 10 * C);
+    free(whole);
+    assert_int_equal(stash_close(db), 0);
+}
 
 /* stash_extend grows a value with zeros and never cuts one: a value longer
  * than asked (say, grown meanwhile) keeps its bytes, size and times. */
@@ -1998,6 +2073,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_patches, tu_setup, tu_teardown),
         cmocka_unit_test_setup_teardown(test_collect_after_truncate, tu_setup, tu_teardown),
         cmocka_unit_test_setup_teardown(test_value_file_collect_durable, tu_setup, tu_teardown),
+        cmocka_unit_test_setup_teardown(test_seek, tu_setup, tu_teardown),
         cmocka_unit_test_setup_teardown(test_value_file_torn, tu_setup, tu_teardown),
         cmocka_unit_test_setup_teardown(test_value_file_fds, tu_setup, tu_teardown),
         cmocka_unit_test_setup_teardown(test_value_file_sparse, tu_setup, tu_teardown),

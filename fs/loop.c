@@ -127,6 +127,7 @@ static __thread uint64_t req_node;         /* the request's inode */
 static __thread int req_kill;              /* a WRITE with FUSE_WRITE_KILL_SUIDGID */
 static __thread uint64_t req_link;         /* a LINK's source inode */
 static __thread uint64_t req_create;       /* a CREATE's unique number */
+static __thread int req_rename;            /* a RENAME or RENAME2 */
 
 unsigned long loop_request(void)
 {
@@ -136,6 +137,11 @@ unsigned long loop_request(void)
 uint64_t loop_node(void)
 {
     return req_node;
+}
+
+int loop_in_rename(void)
+{
+    return req_rename;
 }
 
 uint64_t loop_link_source(void)
@@ -164,6 +170,7 @@ static void take(const struct fuse_buf *buf)
     req_kill = 0;
     req_link = 0;
     req_create = 0;
+    req_rename = 0;
     if (buf->flags & FUSE_BUF_IS_FD || buf->size < sizeof(struct fuse_in_header))
         return;
     const struct fuse_in_header *in = buf->mem;
@@ -174,6 +181,7 @@ static void take(const struct fuse_buf *buf)
         req_link = ((const struct fuse_link_in *)(in + 1))->oldnodeid;
     if (in->opcode == FUSE_CREATE)
         req_create = in->unique;
+    req_rename = in->opcode == FUSE_RENAME || in->opcode == FUSE_RENAME2;
     if (lp.hooks.handle_of)
         add_handle(buf);
 }

@@ -75,6 +75,10 @@ unsigned long loop_request(void);
  * 0 outside loop_run. */
 uint64_t loop_node(void);
 
+/* Whether the request the calling thread answers in loop_run is a RENAME
+ * (or RENAME2).  0 outside loop_run. */
+int loop_in_rename(void);
+
 /* For a LINK request, the inode of the file that gains a name (the
  * request's own inode is the new name's directory).  0 otherwise. */
 uint64_t loop_link_source(void);

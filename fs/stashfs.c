@@ -1515,6 +1515,12 @@ static int w_rename(const char *from, const char *to, unsigned int flags)
     int hide = hidden_path(to);
     if (hide && (orphan_key(to, NULL) || !hide_expected(to)))
         return -EPERM;
+    /* libfuse moving an open target aside before a rename onto it: the
+     * rename that follows moves the directories' times, or, onto another
+     * name of the same file, changes nothing at all (rename(2)); the move
+     * aside itself shows nowhere.  (An unlink's move aside is the unlink
+     * and moves them.) */
+    int quiet = hide && loop_in_rename();
     if (!hide && hidden_path(from) && orphan_key(from, NULL))
         return -EPERM;
     char *fk, *tk;
@@ -1568,7 +1574,7 @@ static int w_rename(const char *from, const char *to, unsigned int flags)
     if (rc == 0 && fkind == K_FILE) {
         if (tkind == K_DIR)
             rc = -EISDIR;
-        else if ((rc = touch_parent(fk, fl)) == 0)
+        else if ((rc = quiet ? 0 : touch_parent(fk, fl)) == 0)
             rc = stash_rename(db, fk, fl, tk, tl, 0);
     } else if (rc == 0) {
         /* A directory: the whole sub-tree moves in one batch. */
@@ -1598,7 +1604,7 @@ static int w_rename(const char *from, const char *to, unsigned int flags)
         if (rc == 0)
             touch_forget();
     }
-    if (rc == 0) {
+    if (rc == 0 && !quiet) {
         /* The target's directory changed too, and the moved entry's ctime
          * moves (as on Linux filesystems).  The move is made by now: a
          * failure here does not fail the call, which would leave the entry

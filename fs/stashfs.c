@@ -705,7 +705,9 @@ static void fill_stat(const stash_stat_t *s, int dir, struct stat *st)
     st->st_nlink = S_ISDIR(st->st_mode) ? 2 : s->nlink ? s->nlink : 1;
     st->st_size = S_ISDIR(st->st_mode) ? 0 : (off_t)s->size;
     st->st_blksize = 65536;
-    st->st_blocks = (blkcnt_t)((s->size + 511) / 512);
+    /* What the file takes: holes (never-written 64 KiB chunks) take none,
+     * so du counts them out and cp and tar look for them (lseek). */
+    st->st_blocks = S_ISDIR(st->st_mode) ? 0 : (blkcnt_t)((s->stored + 511) / 512);
     ns_to_ts(s->atime_ns, &st->st_atim);
     ns_to_ts(s->mtime_ns, &st->st_mtim);
     ns_to_ts(s->ctime_ns, &st->st_ctim);

@@ -178,6 +178,9 @@ static int add(stash_batch_t *b, int type, const void *key, size_t klen,
             e.tagged = 1;
             e.st.size = vlen;
             e.gen = new_gen();
+            e.chunks_known = 1;     /* batch_put_chunks leaves out those of zeros */
+            for (size_t off = 0; off < vlen; off += CHUNK_SIZE)
+                e.chunks += !all_zero(val + off, vlen - off < CHUNK_SIZE ? vlen - off : CHUNK_SIZE);
             rc = batch_put_chunks(b, k.p, k.len, 1, e.gen, val, vlen);
             if (rc == 0)
                 rc = add_raw(b, KT_PUT, k.p, k.len, hdr, env_encode_header(&e, hdr), NULL, 0);

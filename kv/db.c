@@ -1586,21 +1586,22 @@ static iiter_t *view_merge(struct view *v)
 }
 
 /*
- * Chunks of chunked value E as of V/SEQ: the first index in [FROM, LAST]
- * whose chunk is there (PRESENT) or missing (!PRESENT, a hole) into *IDX,
- * or LAST + 1 when there is none.  One pass of a merged iterator over the
- * chunk records from FROM on, so a run of present chunks costs a step each,
- * not a lookup each.  0 or a negative errno.
+ * Walk the chunk records of chunked value E as of V/SEQ with index in
+ * [FROM, LAST], in index order, in one pass of a merged iterator (a step
+ * per record, not a lookup per index): FN(ARG, index, there) for each
+ * index that has a record (THERE: a chunk; 0: its deletion), until FN
+ * returns nonzero.  Indexes without a record are not visited.  0 or a
+ * negative errno.
  */
-int db_chunk_scan(struct view *v, uint64_t seq, const struct envelope *e, uint64_t from, uint64_t last,
-                  int present, uint64_t *idx)
+static int chunk_walk(struct view *v, uint64_t seq, const struct envelope *e, uint64_t from, uint64_t last,
+                      int (*fn)(void *arg, uint64_t i, int there), void *arg)
 {
     iiter_t *m = view_merge(v);
     if (!m)
         return err_set(-ENOMEM, "out of memory");
     uint8_t ck[CHUNK_KEY_LEN];
     ckey(ck, e, from);
-    uint64_t want = from, seen = UINT64_MAX, found = last + 1;
+    uint64_t seen = UINT64_MAX;
     for (m->ops->seek(m, ck, sizeof ck, TAG(seq, 0xff)); m->ops->valid(m); m->ops->next(m)) {
         size_t kl;
         const uint8_t *k = m->ops->key(m, &kl);
@@ -1614,29 +1615,58 @@ int db_chunk_scan(struct view *v, uint64_t seq, const struct envelope *e, uint64
         if (TAG_SEQ(tag) > seq || i == seen)
             continue;                       /* too new, or an older version */
         seen = i;
-        int there = TAG_TYPE(tag) == KT_PUT;
-        if (present) {
-            if (there) {
-                found = i;
-                break;
-            }
-        } else if (i > want) {
-            found = want;                   /* no record between WANT and I */
+        if (fn(arg, i, TAG_TYPE(tag) == KT_PUT))
             break;
-        } else if (!there) {
-            found = i;                      /* I's record is a deletion */
-            break;
-        } else {
-            want = i + 1;
-        }
     }
-    if (!present && found > last && want <= last)
-        found = want;
     int rc = m->ops->status(m);
     iter_free(m);
-    if (rc == 0)
-        *idx = found;
     return rc;
+}
+
+struct scan { int present; uint64_t want, found; };
+
+/* chunk_walk's FN for db_chunk_scan: stop at the first chunk (PRESENT), or
+ * at the first index with no chunk (a gap before I, or I deleted). */
+static int scan_one(void *arg, uint64_t i, int there)
+{
+    struct scan *s = arg;
+    if (s->present) {
+        if (there)
+            s->found = i;
+        return there;
+    }
+    if (i > s->want || !there) {
+        s->found = i > s->want ? s->want : i;
+        return 1;
+    }
+    s->want = i + 1;                        /* chunks up to I are there */
+    return 0;
+}
+
+int db_chunk_scan(struct view *v, uint64_t seq, const struct envelope *e, uint64_t from, uint64_t last,
+                  int present, uint64_t *idx)
+{
+    struct scan s = {present, from, last + 1};
+    int rc = chunk_walk(v, seq, e, from, last, scan_one, &s);
+    if (!present && s.found > last && s.want <= last)
+        s.found = s.want;                   /* the chunks end before LAST */
+    if (rc == 0)
+        *idx = s.found;
+    return rc;
+}
+
+static int count_one(void *arg, uint64_t i, int there)
+{
+    (void)i;
+    *(uint64_t *)arg += there != 0;
+    return 0;
+}
+
+int db_chunk_count(struct view *v, uint64_t seq, const struct envelope *e, uint64_t from, uint64_t last,
+                   uint64_t *n)
+{
+    *n = 0;
+    return from > last ? 0 : chunk_walk(v, seq, e, from, last, count_one, n);
 }
 
 stash_iter_t *stash_iter_new(stash_t *db, const stash_snapshot_t *s)

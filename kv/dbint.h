@@ -63,6 +63,11 @@ int db_read_chunks(struct view *v, uint64_t seq, const struct envelope *e, uint8
 int db_chunk_scan(struct view *v, uint64_t seq, const struct envelope *e, uint64_t from, uint64_t last,
                   int present, uint64_t *idx);
 
+/* How many chunks of chunked value E, as of V/SEQ, are there with index in
+ * [FROM, LAST] (0 when FROM > LAST), into *N.  0 or a negative errno. */
+int db_chunk_count(struct view *v, uint64_t seq, const struct envelope *e, uint64_t from, uint64_t last,
+                   uint64_t *n);
+
 /* stash_put of a value over INLINE_MAX (file.c): through value files. */
 int db_put_large(stash_t *db, const void *key, size_t klen, const void *val, size_t vlen, int sync);
 

@@ -452,6 +452,39 @@ static void appends_done(stash_t *db, struct appends *a)
  */
 #define VLOG_MIN (CHUNK_SIZE / 4)
 
+/* Whether chunk IDX of F's chunked value has a record (*THERE).  0 or a
+ * negative errno. */
+static int chunk_there(stash_t *db, struct fkey *f, uint64_t idx, int *there)
+{
+    uint64_t seq;
+    struct view *v = db_view(db, NULL, &seq);
+    uint8_t ck[CHUNK_KEY_LEN];
+    void *raw;
+    size_t rlen;
+    ckey(ck, &f->e, idx);
+    int rc = db_view_get(v, seq, ck, sizeof ck, &raw, &rlen);
+    db_view_put(v);
+    *there = rc == 0;
+    if (rc == 0)
+        free(raw);
+    return rc == -ENOENT ? 0 : rc;
+}
+
+/* The chunks of F's chunked value with index in [LO, HI] are being
+ * dropped: take those there from E's count (when E keeps one). */
+static int uncount(stash_t *db, struct fkey *f, uint64_t lo, uint64_t hi, struct envelope *e)
+{
+    if (!e->chunks_known || lo > hi)
+        return 0;
+    uint64_t seq, n;
+    struct view *v = db_view(db, NULL, &seq);
+    int rc = db_chunk_count(v, seq, &f->e, lo, hi, &n);
+    db_view_put(v);
+    if (rc == 0)
+        e->chunks = n < e->chunks ? e->chunks - n : 0;
+    return rc;
+}
+
 static int put_chunk_data(stash_t *db, stash_batch_t *b, const struct envelope *e, const uint8_t ck[CHUNK_KEY_LEN],
                           const uint8_t *data, size_t n, int whole, struct appends *a)
 {
@@ -485,6 +518,29 @@ static int put_chunk_data(stash_t *db, stash_batch_t *b, const struct envelope *
  * else chunked (a fresh generation when it was inline).  Sets *converting
  * when an inline value becomes chunked.
  */
+/* Whether chunk IDX of F's inline value is written when it becomes chunked
+ * (convert: pieces of zeros are left out, batch_put_chunk). */
+static int inline_chunk(const struct fkey *f, uint64_t idx)
+{
+    if (!f->exists || idx * CHUNK_SIZE >= f->e.st.size)
+        return 0;
+    size_t n = (size_t)(f->e.st.size - idx * CHUNK_SIZE);
+    const uint8_t *p = f->e.data + idx * CHUNK_SIZE;
+    for (size_t i = 0; i < n && i < CHUNK_SIZE; i++)
+        if (p[i])
+            return 1;
+    return 0;
+}
+
+/* How many chunks convert writes of F's inline value. */
+static uint64_t inline_chunks(const struct fkey *f)
+{
+    uint64_t n = 0;
+    for (uint64_t i = 0; f->exists && i * CHUNK_SIZE < f->e.st.size; i++)
+        n += (uint64_t)inline_chunk(f, i);
+    return n;
+}
+
 static struct envelope grow_env(struct fkey *f, uint64_t newsize, int *converting)
 {
     struct envelope e = f->e;
@@ -498,6 +554,8 @@ static struct envelope grow_env(struct fkey *f, uint64_t newsize, int *convertin
         e.kind = VK_CHUNKED;
         e.tagged = 1;
         e.gen = new_gen();
+        e.chunks_known = 1;
+        e.chunks = inline_chunks(f);    /* what convert writes */
         *converting = 1;
     }
     e.st.size = newsize;
@@ -564,7 +622,7 @@ static int finish_change(stash_t *db, stash_batch_t *b, struct fkey *f, struct a
  * else as the chunk read, changed and written back (C: a CHUNK_SIZE buffer).
  * CONVERTING: E's chunks are being made from an inline value in B itself.
  */
-static int write_in_chunk(stash_t *db, stash_batch_t *b, struct fkey *f, const struct envelope *e, uint64_t idx,
+static int write_in_chunk(stash_t *db, stash_batch_t *b, struct fkey *f, struct envelope *e, uint64_t idx,
                           size_t in, const uint8_t *src, size_t n, int converting, uint8_t *c, struct appends *a)
 {
     int full = 0;
@@ -574,6 +632,10 @@ static int write_in_chunk(stash_t *db, stash_batch_t *b, struct fkey *f, const s
     size_t have;
     if ((rc = chunk_base(db, f, idx, c, &have)) != 0)
         return rc;
+    /* A chunk where there was none (records are never empty; an inline
+     * value being converted has those of its pieces that are not zeros). */
+    if (converting ? !inline_chunk(f, idx) : have == 0)
+        e->chunks++;
     memcpy(c + in, src, n);
     uint8_t ck[CHUNK_KEY_LEN];
     ckey(ck, e, idx);
@@ -629,7 +691,12 @@ int stash_pwrite(stash_t *db, const void *key, size_t klen, const void *buf, siz
             if (in == 0 && (n == CHUNK_SIZE || pos + n >= oldsize)) {
                 /* A whole chunk (or all of the last one there is) goes
                  * straight from BUF. */
-                rc = put_chunk_data(db, b, &e, ck, src, n, 1, &a);
+                int there = 0;
+                if (idx < (oldsize + CHUNK_SIZE - 1) / CHUNK_SIZE)
+                    rc = converting ? (there = inline_chunk(&f, idx), 0) : chunk_there(db, &f, idx, &there);
+                e.chunks += !there;
+                if (rc == 0)
+                    rc = put_chunk_data(db, b, &e, ck, src, n, 1, &a);
             } else {
                 rc = write_in_chunk(db, b, &f, &e, idx, in, src, n, converting, c, &a);
             }
@@ -675,6 +742,7 @@ int stash_zero_range(stash_t *db, const void *key, size_t klen, uint64_t off, ui
     } else if (rc == 0) {
         if (!(c = malloc(CHUNK_SIZE)) || !(zeros = calloc(1, CHUNK_SIZE)))
             rc = -ENOMEM;
+        uint64_t dlo = UINT64_MAX, dhi = 0;     /* the chunks dropped: one run */
         for (uint64_t pos = off; rc == 0 && pos < end;) {
             uint64_t idx = pos / CHUNK_SIZE;
             size_t in = (size_t)(pos % CHUNK_SIZE);
@@ -683,11 +751,15 @@ int stash_zero_range(stash_t *db, const void *key, size_t klen, uint64_t off, ui
                 /* A chunk zeroed whole is dropped: a missing chunk reads
                  * as zeros and takes no space. */
                 rc = drop_chunk(b, &e, idx);
+                dlo = idx < dlo ? idx : dlo;
+                dhi = idx;
             } else {
                 rc = write_in_chunk(db, b, &f, &e, idx, in, zeros, n, 0, c, &a);
             }
             pos += n;
         }
+        if (rc == 0 && dlo != UINT64_MAX)
+            rc = uncount(db, &f, dlo, dhi, &e);
         if (rc == 0)
             rc = put_primary(b, &f, &e, NULL, 0);
     }
@@ -739,8 +811,14 @@ static int resize(stash_t *db, const void *key, size_t klen, uint64_t size, int 
         /* Chunked.  Cutting drops whole chunks past the end and trims the
          * last one, so growing again later reads zeros there. */
         uint8_t ck[CHUNK_KEY_LEN];
-        uint64_t keep = (size + CHUNK_SIZE - 1) / CHUNK_SIZE;
-        for (uint64_t i = keep; rc == 0 && i < (oldsize + CHUNK_SIZE - 1) / CHUNK_SIZE; i++)
+        uint64_t keep = (size + CHUNK_SIZE - 1) / CHUNK_SIZE, had = (oldsize + CHUNK_SIZE - 1) / CHUNK_SIZE;
+        if (keep < had)
+            rc = uncount(db, &f, keep, had - 1, &e);
+        if (rc == 0 && size == 0) {
+            e.chunks_known = 1;     /* none left: the count is known again */
+            e.chunks = 0;
+        }
+        for (uint64_t i = keep; rc == 0 && i < had; i++)
             rc = drop_chunk(b, &e, i);
         if (rc == 0 && size < oldsize && size % CHUNK_SIZE) {
             size_t have;
@@ -1203,6 +1281,8 @@ static int put_chunked(stash_t *db, struct fkey *f, read_fn rd, void *arg, int s
             e.st.atime_ns = e.st.mtime_ns = e.st.ctime_ns = now_ns();
             e.st.size = total;
             e.gen = gen;
+            e.chunks_known = 1;
+            e.chunks = idx;         /* every chunk read is written */
             blob_key(bk, gen);
             rc = put_primary(b, f, &e, NULL, 0);
             if (rc == 0)
@@ -1255,6 +1335,7 @@ int db_put_large(stash_t *db, const void *key, size_t klen, const void *val, siz
     e.gen = new_gen();
     e.st.size = vlen;
     e.st.atime_ns = e.st.mtime_ns = e.st.ctime_ns = now_ns();
+    e.chunks_known = 1;     /* counted below: chunks of zeros are left out */
     stash_batch_t *b = stash_batch_new();
     struct appends a = {0};
     const uint8_t *p = val;
@@ -1269,6 +1350,7 @@ int db_put_large(stash_t *db, const void *key, size_t klen, const void *val, siz
             continue;
         ckey(ck, &e, off / CHUNK_SIZE);
         rc = put_chunk_data(db, b, &e, ck, p + off, n, 1, &a);
+        e.chunks++;
     }
     blob_key(bk, e.gen);
     if (rc == 0)

@@ -319,6 +319,9 @@ typedef struct stash_stat {
     uint32_t nlink;     /* names of the value: 1, more once stash_link gave it others */
     uint64_t link_id;   /* 0, or the same nonzero number for every name of a linked value */
     uint64_t ino;       /* 0, or a number stash_create chose, kept by renames and links */
+    uint64_t stored;    /* bytes the value takes before compression: its size, less
+                           64 KiB for each hole (stash_seek) in a value over 64 KiB;
+                           the size for one made before holes were counted */
 } stash_stat_t;
 
 /*

@@ -198,7 +198,7 @@ int env_decode(const uint8_t *v, size_t n, struct envelope *e)
         p += k;
         e->st.mtime_ns = e->st.atime_ns = e->st.ctime_ns = (int64_t)(x > INT64_MAX / 1000000000 ? 0 : x * 1000000000u);
         e->data = p;
-        e->st.size = (uint64_t)(end - p);
+        e->st.size = e->st.stored = (uint64_t)(end - p);
         return 0;
     }
     if (e->kind != VK_ATTR && e->kind != VK_CHUNKED)
@@ -234,12 +234,23 @@ int env_decode(const uint8_t *v, size_t n, struct envelope *e)
     p = aend;
     if (e->kind == VK_ATTR) {
         e->data = p;
-        e->st.size = (uint64_t)(end - p);
+        e->st.size = e->st.stored = (uint64_t)(end - p);
         return 0;
     }
-    if (!(k = dec_varint(p, end, &e->st.size)) || (size_t)(end - p - k) != 8)
+    if (!(k = dec_varint(p, end, &e->st.size)) || (size_t)(end - p - k) < 8)
         return -EIO;
     e->gen = dec_u64(p + k);
+    p += k + 8;
+    e->st.stored = e->st.size;
+    if (p < end) {
+        /* The chunk count: no more than the chunks the size spans. */
+        if (!(k = dec_varint(p, end, &e->chunks)) || p + k != end ||
+            e->chunks > (e->st.size + CHUNK_SIZE - 1) / CHUNK_SIZE)
+            return -EIO;
+        e->chunks_known = 1;
+        if (e->chunks * CHUNK_SIZE < e->st.size)
+            e->st.stored = e->chunks * CHUNK_SIZE;
+    }
     return 0;
 }
 
@@ -257,7 +268,7 @@ int link_decode(const uint8_t *v, size_t n, uint64_t id, struct envelope *e)
 
 size_t env_header_max(size_t xlen)
 {
-    return 10 + 1 + 10 + 6 * 10 + 10 + xlen + 10 + 8;
+    return 10 + 1 + 10 + 6 * 10 + 10 + xlen + 10 + 8 + 10;
 }
 
 size_t env_encode_header(const struct envelope *e, uint8_t *out)
@@ -299,6 +310,8 @@ size_t env_encode_header(const struct envelope *e, uint8_t *out)
         p += enc_varint(p, e->st.size);
         enc_u64(p, e->gen);
         p += 8;
+        if (e->chunks_known)
+            p += enc_varint(p, e->chunks);
     }
     return (size_t)(p - out);
 }

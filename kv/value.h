@@ -24,6 +24,9 @@
  *   0 plain    varint write time (seconds) | the value
  *   1 attr     varint n | attribute record (n bytes) | the value
  *   2 chunked  varint n | attribute record (n bytes) | varint size | gen (u64 LE)
+ *              [| varint chunks: how many chunk records it has, so what its
+ *              holes spare is known without reading them (written since
+ *              kept; a value without it counts as having no holes)]
  *   3 link     id (u64 LE): the value is the one under 0xFF 0x06 | id, whose
  *              envelope is an attr or chunked one led by its name count
  *   4 chunked, as 2, with tagged chunk records
@@ -150,6 +153,8 @@ struct envelope {
     const uint8_t *data;        /* inline value (plain and attr) */
     uint64_t gen;               /* chunked */
     int tagged;                 /* chunked: its chunk records are tagged (kind 4) */
+    int chunks_known;           /* chunked: CHUNKS is kept (values made since it is) */
+    uint64_t chunks;            /* chunked: how many chunk records it has */
     uint64_t link;              /* the shared entry's id, 0 = none */
     uint32_t nlink;             /* a shared entry's names */
 };

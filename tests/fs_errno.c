@@ -412,6 +412,11 @@ static void seek_holes(void)
         {5 * 65536, SEEK_DATA, -1, ENXIO},  {(1 << 20) - 1, SEEK_HOLE, (1 << 20) - 1, 0},
         {1 << 20, SEEK_DATA, -1, ENXIO},    {1 << 20, SEEK_HOLE, -1, ENXIO},
     };
+    struct stat st;
+    EXPECT("fstat the sparse file", fstat(fd, &st), 0);
+    if (st.st_blocks != 65536 / 512)
+        printf("FAIL: a 1 MiB file with one 64 KiB chunk written takes %lld blocks (wanted 128)\n",
+               (long long)st.st_blocks), fails++;
     for (size_t i = 0; i < sizeof c / sizeof *c; i++) {
         errno = 0;
         off_t got = lseek(fd, c[i].from, c[i].whence);

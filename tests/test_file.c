@@ -486,6 +486,44 @@ static void test_named_snapshots(void **state)
 }
 
 /* Random pwrites, truncates and reads of a few keys against buffers. */
+/* KEY's chunk count, when its value keeps one (value.h), is the number of
+ * its chunk records, and stash_stat's stored follows from it. */
+static void check_count(stash_t *db, const char *key, int step)
+{
+    uint64_t seq;
+    struct view *v = db_view(db, NULL, &seq);
+    void *raw = NULL, *shared = NULL;
+    size_t rl, sl;
+    struct envelope e;
+    if (db_view_get(v, seq, (const uint8_t *)key, strlen(key), &raw, &rl) == 0) {
+        assert_int_equal(env_decode(raw, rl, &e), 0);
+        if (e.kind == VK_LINK)
+            assert_int_equal(db_resolve(v, seq, &e, &shared, &sl), 0);
+        if (e.kind == VK_CHUNKED && e.chunks_known) {
+            uint64_t n = 0, span = (e.st.size + CHUNK_SIZE - 1) / CHUNK_SIZE;
+            for (uint64_t i = 0; i < span + 4; i++) {
+                uint8_t ck[CHUNK_KEY_LEN];
+                void *c = NULL;
+                size_t cl;
+                ckey(ck, &e, i);
+                int rc = db_view_get(v, seq, ck, sizeof ck, &c, &cl);
+                assert_true(rc == 0 || rc == -ENOENT);
+                n += rc == 0;
+                free(c);
+            }
+            if (n != e.chunks)
+                fail_msg("step %d: %s keeps a count of %llu chunks, has %llu", step, key,
+                         (unsigned long long)e.chunks, (unsigned long long)n);
+            stash_stat_t st;
+            assert_int_equal(stash_stat(db, NULL, key, strlen(key), &st), 0);
+            assert_int_equal(st.stored, n * CHUNK_SIZE < st.size ? n * CHUNK_SIZE : st.size);
+        }
+    }
+    free(raw);
+    free(shared);
+    db_view_put(v);
+}
+
 static void test_model(void **state)
 {
     (void)state;
@@ -501,6 +539,11 @@ static void test_model(void **state)
     uint8_t *buf = malloc(MAXSZ);
     stash_t *db = open_small();
     for (int step = 0; step < 3000; step++) {
+        for (int i = 0; i < NK; i++) {
+            char kn[16];
+            snprintf(kn, sizeof kn, "f%d", i);
+            check_count(db, kn, step);
+        }
         int k = (int)(tu_rand(&seed) % NK);
         char key[16];
         snprintf(key, sizeof key, "f%d", k);
@@ -967,6 +1010,11 @@ static void test_link_model(void **state)
     uint8_t *buf = malloc(MAXSZ);
     stash_t *db = open_small();
     for (int step = 0; step < 2000; step++) {
+        for (int i = 0; i < NK; i++) {
+            char kn[16];
+            snprintf(kn, sizeof kn, "n%d", i);
+            check_count(db, kn, step);
+        }
         int k = (int)(tu_rand(&seed) % NK), j = (int)(tu_rand(&seed) % NK);
         char key[16], key2[16];
         snprintf(key, sizeof key, "n%d", k);

@@ -692,7 +692,7 @@ int stash_pwrite(stash_t *db, const void *key, size_t klen, const void *buf, siz
                 /* A whole chunk (or all of the last one there is) goes
                  * straight from BUF. */
                 int there = 0;
-                if (idx < (oldsize + CHUNK_SIZE - 1) / CHUNK_SIZE)
+                if (e.chunks_known && idx < (oldsize + CHUNK_SIZE - 1) / CHUNK_SIZE)
                     rc = converting ? (there = inline_chunk(&f, idx), 0) : chunk_there(db, &f, idx, &there);
                 e.chunks += !there;
                 if (rc == 0)

@@ -2781,7 +2781,8 @@ int main(int argc, char **argv)
         } else {
             fuse_loop_cfg_set_clone_fd(lc, (unsigned)o.clone_fd);
             fuse_loop_cfg_set_max_threads(lc, o.max_threads);
-            fuse_loop_cfg_set_idle_threads(lc, o.max_idle_threads);
+            if (o.max_idle_threads != UINT_MAX)     /* (unset: libfuse's default) */
+                fuse_loop_cfg_set_idle_threads(lc, o.max_idle_threads);
             rc = fuse_loop_mt(f, lc);
             /* It returns the signal that ended it; that is a clean stop. */
             if (rc == SIGTERM || rc == SIGINT || rc == SIGHUP)

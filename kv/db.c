@@ -953,7 +953,20 @@ struct cleanup {
     stash_batch_t *out;
     int held;               /* the link lock */
     int rc;
+    /* The user keys the batch changed so far (open addressing, NSEEN
+     * slots, a power of two) and the last entry for each: a key changed
+     * again replaces that entry, not the stored value. */
+    struct seen { const uint8_t *key, *val; size_t klen, vlen; int type; } *seen;
+    size_t nseen;
 };
+
+static uint64_t key_hash(const uint8_t *k, size_t n)
+{
+    uint64_t h = 1469598103934665603ull;
+    while (n--)
+        h = (h ^ *k++) * 1099511628211ull;
+    return h;
+}
 
 static int stripe_of(void *arg, uint64_t seq, int type, const uint8_t *key, size_t klen,
                      const uint8_t *val, size_t vlen)
@@ -975,6 +988,21 @@ static int drop_replaced(void *arg, uint64_t seq, int type, const uint8_t *key, 
     struct envelope e;
     if (key_is_sys(key, klen))
         return 0;
+    struct seen *sl = &c->seen[key_hash(key, klen) & (c->nseen - 1)];
+    while (sl->key && !(sl->klen == klen && !memcmp(sl->key, key, klen)))
+        sl = sl == &c->seen[c->nseen - 1] ? c->seen : sl + 1;
+    if (sl->key) {
+        /* Changed earlier in this batch: the stored value went then; what
+         * that entry put goes now (a large put's chunks). */
+        int rc = 0;
+        if (sl->type == KT_PUT && env_decode(sl->val, sl->vlen, &e) == 0 && e.kind == VK_CHUNKED)
+            rc = batch_drop_chunks(c->out, &e);
+        sl->type = type;
+        sl->val = val;
+        sl->vlen = vlen;
+        return rc;
+    }
+    *sl = (struct seen){key, val, klen, vlen, type};
     int rc = view_lookup(c->v, c->seq, key, klen, &old, &olen);
     if (rc == -ENOENT)
         return 0;
@@ -1015,8 +1043,12 @@ static int write_user(stash_t *db, stash_batch_t *b, int sync)
         rc = err_set(-ENOMEM, "out of memory");
     } else {
         size_t n0 = stash_batch_count(c.out);
+        for (c.nseen = 2; c.nseen < 2 * n0; c.nseen *= 2)
+            ;
         c.v = db_view(db, NULL, &c.seq);
-        rc = batch_decode(data, len, drop_replaced, &c, NULL, NULL);
+        rc = (c.seen = calloc(c.nseen, sizeof *c.seen)) ? batch_decode(data, len, drop_replaced, &c, NULL, NULL)
+                                                        : err_set(-ENOMEM, "out of memory");
+        free(c.seen);
         view_unref(c.v);
         if (rc == 0)
             rc = do_write(db, stash_batch_count(c.out) == n0 ? b : c.out, sync, 0);

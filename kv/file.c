@@ -443,15 +443,6 @@ static void appends_done(stash_t *db, struct appends *a)
     a->n = 0;
 }
 
-/*
- * Add to B chunk CK's record: N bytes of chunk data.  For a value whose
- * chunks are tagged, a WHOLE chunk (written whole, not read, changed and
- * written back) of at least VLOG_MIN bytes goes to a value file and the
- * record is a pointer to it; anything else stays in the tree, so that small
- * scattered writes leave no garbage in value files.
- */
-#define VLOG_MIN (CHUNK_SIZE / 4)
-
 /* Whether chunk IDX of F's chunked value has a record (*THERE).  0 or a
  * negative errno. */
 static int chunk_there(stash_t *db, struct fkey *f, uint64_t idx, int *there)
@@ -485,6 +476,15 @@ static int uncount(stash_t *db, struct fkey *f, uint64_t lo, uint64_t hi, struct
     return rc;
 }
 
+/*
+ * Add to B chunk CK's record: N bytes of chunk data.  For a value whose
+ * chunks are tagged, a WHOLE chunk (written whole, not read, changed and
+ * written back) of at least VLOG_MIN bytes goes to a value file and the
+ * record is a pointer to it; anything else stays in the tree, so that small
+ * scattered writes leave no garbage in value files.
+ */
+#define VLOG_MIN (CHUNK_SIZE / 4)
+
 static int put_chunk_data(stash_t *db, stash_batch_t *b, const struct envelope *e, const uint8_t ck[CHUNK_KEY_LEN],
                           const uint8_t *data, size_t n, int whole, struct appends *a)
 {
@@ -513,11 +513,15 @@ static int put_chunk_data(stash_t *db, stash_batch_t *b, const struct envelope *
     return batch_put_raw(b, ck, CHUNK_KEY_LEN, NULL, 0, rec, sizeof rec);
 }
 
-/*
- * The envelope F's value gets for a new size NEWSIZE: inline while it fits,
- * else chunked (a fresh generation when it was inline).  Sets *converting
- * when an inline value becomes chunked.
- */
+/* Whether the N bytes at P are all zeros. */
+static int zeros(const uint8_t *p, size_t n)
+{
+    for (size_t i = 0; i < n; i++)
+        if (p[i])
+            return 0;
+    return 1;
+}
+
 /* Whether chunk IDX of F's inline value is written when it becomes chunked
  * (convert: pieces of zeros are left out, batch_put_chunk). */
 static int inline_chunk(const struct fkey *f, uint64_t idx)
@@ -525,11 +529,7 @@ static int inline_chunk(const struct fkey *f, uint64_t idx)
     if (!f->exists || idx * CHUNK_SIZE >= f->e.st.size)
         return 0;
     size_t n = (size_t)(f->e.st.size - idx * CHUNK_SIZE);
-    const uint8_t *p = f->e.data + idx * CHUNK_SIZE;
-    for (size_t i = 0; i < n && i < CHUNK_SIZE; i++)
-        if (p[i])
-            return 1;
-    return 0;
+    return !zeros(f->e.data + idx * CHUNK_SIZE, n < CHUNK_SIZE ? n : CHUNK_SIZE);
 }
 
 /* How many chunks convert writes of F's inline value. */
@@ -541,6 +541,11 @@ static uint64_t inline_chunks(const struct fkey *f)
     return n;
 }
 
+/*
+ * The envelope F's value gets for a new size NEWSIZE: inline while it fits,
+ * else chunked (a fresh generation when it was inline).  Sets *converting
+ * when an inline value becomes chunked.
+ */
 static struct envelope grow_env(struct fkey *f, uint64_t newsize, int *converting)
 {
     struct envelope e = f->e;
@@ -754,7 +759,11 @@ int stash_zero_range(stash_t *db, const void *key, size_t klen, uint64_t off, ui
                 dlo = idx < dlo ? idx : dlo;
                 dhi = idx;
             } else {
-                rc = write_in_chunk(db, b, &f, &e, idx, in, zeros, n, 0, c, &a);
+                /* Part of a hole is zeros already: it stays a hole. */
+                int there;
+                rc = chunk_there(db, &f, idx, &there);
+                if (rc == 0 && there)
+                    rc = write_in_chunk(db, b, &f, &e, idx, in, zeros, n, 0, c, &a);
             }
             pos += n;
         }
@@ -1237,7 +1246,7 @@ static int fill(read_fn rd, void *arg, uint8_t *buf, size_t cap, size_t *n, int 
 static int put_chunked(stash_t *db, struct fkey *f, read_fn rd, void *arg, int sync,
                        uint8_t *a, size_t na, uint8_t *c, size_t nc, int eof)
 {
-    uint64_t gen = new_gen(), idx = 0, total = 0, committed = 0;
+    uint64_t gen = new_gen(), idx = 0, total = 0, committed = 0, written = 0;
     uint8_t sk[BLOB_KEY_LEN], bk[BLOB_KEY_LEN], ck[CHUNK_KEY_LEN];
     struct envelope te = {.kind = VK_CHUNKED, .tagged = 1, .gen = gen};
     struct appends ap = {0};
@@ -1253,7 +1262,10 @@ static int put_chunked(stash_t *db, struct fkey *f, read_fn rd, void *arg, int s
             break;
         }
         ckey(ck, &te, idx++);
-        rc = put_chunk_data(db, b, &te, ck, cur, n, 1, &ap);
+        if (!zeros(cur, n)) {       /* a chunk of zeros is left out: a hole */
+            rc = put_chunk_data(db, b, &te, ck, cur, n, 1, &ap);
+            written++;
+        }
         total += n;
         if (rc == 0 && idx % STREAM_BATCH == 0) {
             rc = db_commit(db, b, 0);
@@ -1282,7 +1294,7 @@ static int put_chunked(stash_t *db, struct fkey *f, read_fn rd, void *arg, int s
             e.st.size = total;
             e.gen = gen;
             e.chunks_known = 1;
-            e.chunks = idx;         /* every chunk read is written */
+            e.chunks = written;
             blob_key(bk, gen);
             rc = put_primary(b, f, &e, NULL, 0);
             if (rc == 0)

@@ -319,9 +319,10 @@ typedef struct stash_stat {
     uint32_t nlink;     /* names of the value: 1, more once stash_link gave it others */
     uint64_t link_id;   /* 0, or the same nonzero number for every name of a linked value */
     uint64_t ino;       /* 0, or a number stash_create chose, kept by renames and links */
-    uint64_t stored;    /* bytes the value takes before compression: its size, less
-                           64 KiB for each hole (stash_seek) in a value over 64 KiB;
-                           the size for one made before holes were counted */
+    uint64_t stored;    /* bytes the value takes before compression: for a value over
+                           64 KiB, 64 KiB per chunk it has (holes, stash_seek, have
+                           none), at most its size; else, and for one made before
+                           chunks were counted, its size */
 } stash_stat_t;
 
 /*
@@ -468,7 +469,8 @@ int  stash_zero_range(stash_t *db, const void *key, size_t klen, uint64_t off, u
  *
  * Like stash_put, the result is one plain value (attributes reset to the
  * defaults) that replaces the old one atomically, when READ reports the
- * end; until then readers see the old value.  FLAGS: 0 or STASH_SYNC (on
+ * end; until then readers see the old value.  64 KiB pieces of zeros are
+ * left out and read back as holes (stash_seek).  FLAGS: 0 or STASH_SYNC (on
  * disk before return).  A failure, or a crash before the end, leaves the
  * old value; the space the partial value took is given back (after a
  * crash, by the next stash_open()).

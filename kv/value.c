@@ -243,12 +243,13 @@ int env_decode(const uint8_t *v, size_t n, struct envelope *e)
     p += k + 8;
     e->st.stored = e->st.size;
     if (p < end) {
-        /* The chunk count: no more than the chunks the size spans. */
-        if (!(k = dec_varint(p, end, &e->chunks)) || p + k != end ||
-            e->chunks > (e->st.size + CHUNK_SIZE - 1) / CHUNK_SIZE)
+        if (!(k = dec_varint(p, end, &e->chunks)) || p + k != end)
             return -EIO;
-        e->chunks_known = 1;
-        if (e->chunks * CHUNK_SIZE < e->st.size)
+        /* The chunk count only says what the holes spare: one past the
+         * chunks the size spans is not believed (nor kept on the next
+         * change), and the value still reads. */
+        e->chunks_known = e->chunks <= (e->st.size + CHUNK_SIZE - 1) / CHUNK_SIZE;
+        if (e->chunks_known && e->chunks * CHUNK_SIZE < e->st.size)
             e->st.stored = e->chunks * CHUNK_SIZE;
     }
     return 0;

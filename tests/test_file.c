@@ -485,7 +485,6 @@ static void test_named_snapshots(void **state)
     assert_int_equal(stash_close(db), 0);
 }
 
-/* Random pwrites, truncates and reads of a few keys against buffers. */
 /* KEY's chunk count, when its value keeps one (value.h), is the number of
  * its chunk records, and stash_stat's stored follows from it. */
 static void check_count(stash_t *db, const char *key, int step)
@@ -524,6 +523,7 @@ static void check_count(stash_t *db, const char *key, int step)
     db_view_put(v);
 }
 
+/* Random pwrites, truncates and reads of a few keys against buffers. */
 static void test_model(void **state)
 {
     (void)state;
@@ -1620,6 +1620,117 @@ static void test_seek(void **state)
     assert_int_equal(stash_close(db), 0);
 }
 
+/* Bytes in the store's table files. */
+static uint64_t table_bytes(void)
+{
+    uint64_t sum = 0;
+    DIR *d = opendir(dir);
+    assert_non_null(d);
+    struct dirent *de;
+    while ((de = readdir(d)) != NULL) {
+        size_t n = strlen(de->d_name);
+        char path[4096];
+        struct stat st;
+        snprintf(path, sizeof path, "%s/%s", dir, de->d_name);
+        if (n > 4 && !strcmp(de->d_name + n - 4, ".sst") && stat(path, &st) == 0)
+            sum += (uint64_t)st.st_size;
+    }
+    closedir(d);
+    return sum;
+}
+
+/* A batch that changes one key twice: the value it had is dropped once (a
+ * hard-linked one loses one name, not two), and what the first change put
+ * goes too (a large put's chunks are not left behind). */
+static void test_batch_same_key_twice(void **state)
+{
+    (void)state;
+    stash_t *db = open_small();
+    assert_int_equal(stash_put(db, "a", 1, "x", 1), 0);
+    assert_int_equal(stash_link(db, "a", 1, "b", 1), 0);
+    assert_int_equal(stash_link(db, "a", 1, "c", 1), 0);
+    stash_batch_t *b = stash_batch_new();
+    assert_int_equal(stash_batch_put(b, "a", 1, "1", 1), 0);
+    assert_int_equal(stash_batch_put(b, "a", 1, "2", 1), 0);
+    assert_int_equal(stash_write(db, b, 0), 0);
+    stash_batch_free(b);
+    stash_stat_t st;
+    assert_int_equal(stash_stat(db, NULL, "b", 1, &st), 0);
+    assert_int_equal(st.nlink, 2);
+    assert_int_equal(stash_delete(db, "c", 1), 0);
+    check_value(db, "b", (const uint8_t *)"x", 1);
+    check_value(db, "a", (const uint8_t *)"2", 1);
+
+    /* 40 batches each putting 256 KiB of random bytes under "big" and
+     * then a small value: nothing of the large ones may stay. */
+    enum { L = 4 * 65536 };
+    uint8_t *m = malloc(L);
+    uint64_t seed = 11;
+    for (int i = 0; i < 40; i++) {
+        fill(m, L, &seed);
+        b = stash_batch_new();
+        assert_int_equal(stash_batch_put(b, "big", 3, m, L), 0);
+        assert_int_equal(stash_batch_put(b, "big", 3, "small", 5), 0);
+        assert_int_equal(stash_write(db, b, 0), 0);
+        stash_batch_free(b);
+    }
+    check_value(db, "big", (const uint8_t *)"small", 5);
+    assert_int_equal(stash_compact_range(db, NULL, 0, NULL, 0), 0);
+    uint64_t t = table_bytes();
+    if (t > (1u << 20))
+        fail_msg("%llu bytes of tables after the large puts were replaced (10 MiB were written)",
+                 (unsigned long long)t);
+    free(m);
+    assert_int_equal(stash_close(db), 0);
+}
+
+/* A stash_put_stream source reading from memory. */
+struct membuf { uint8_t *p; size_t len, at; };
+
+static int read_mem(void *arg, void *buf, size_t len, size_t *got)
+{
+    struct membuf *m = arg;
+    *got = m->len - m->at < len ? m->len - m->at : len;
+    memcpy(buf, m->p + m->at, *got);
+    m->at += *got;
+    return 0;
+}
+
+/* Zeroing part of a hole leaves it a hole: no chunk of zeros is written
+ * (stored, and so st_blocks, stays; SEEK_DATA does not stop there). */
+static void test_zero_in_hole(void **state)
+{
+    (void)state;
+    stash_t *db = open_small();
+    assert_int_equal(stash_pwrite(db, "f", 1, "x", 1, 10u << 20), 0);
+    stash_stat_t st;
+    assert_int_equal(stash_stat(db, NULL, "f", 1, &st), 0);
+    assert_int_equal(st.stored, 65536);
+    assert_int_equal(stash_zero_range(db, "f", 1, 1000, 1000), 0);
+    assert_int_equal(stash_zero_range(db, "f", 1, (10u << 20) - 10, 5), 0);
+    assert_int_equal(stash_stat(db, NULL, "f", 1, &st), 0);
+    assert_int_equal(st.stored, 65536);
+    uint64_t at = 0;
+    assert_int_equal(stash_seek(db, NULL, "f", 1, 0, STASH_SEEK_DATA, &at), 0);
+    assert_int_equal(at, 10u << 20);
+    check_count(db, "f", 0);
+
+    /* A streamed put leaves its chunks of zeros out too. */
+    struct membuf mb = {calloc(1, 3 * 65536), 3 * 65536, 0};
+    memset(mb.p, 'a', 65536);
+    memset(mb.p + 2 * 65536, 'c', 100);
+    mb.len = 2 * 65536 + 100;
+    assert_int_equal(stash_put_stream(db, "s", 1, read_mem, &mb, 0), 0);
+    assert_int_equal(stash_stat(db, NULL, "s", 1, &st), 0);
+    assert_int_equal(st.stored, 2 * 65536);     /* 64 KiB per chunk there */
+    assert_int_equal(stash_seek(db, NULL, "s", 1, 0, STASH_SEEK_HOLE, &at), 0);
+    assert_int_equal(at, 65536);
+    check_value(db, "s", mb.p, mb.len);
+    check_count(db, "s", 0);
+    free(mb.p);
+    assert_int_equal(stash_close(db), 0);
+}
+
 /* stash_extend grows a value with zeros and never cuts one: a value longer
  * than asked (say, grown meanwhile) keeps its bytes, size and times. */
 static void test_extend(void **state)
@@ -2122,6 +2233,8 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_collect_after_truncate, tu_setup, tu_teardown),
         cmocka_unit_test_setup_teardown(test_value_file_collect_durable, tu_setup, tu_teardown),
         cmocka_unit_test_setup_teardown(test_seek, tu_setup, tu_teardown),
+        cmocka_unit_test_setup_teardown(test_batch_same_key_twice, tu_setup, tu_teardown),
+        cmocka_unit_test_setup_teardown(test_zero_in_hole, tu_setup, tu_teardown),
         cmocka_unit_test_setup_teardown(test_value_file_torn, tu_setup, tu_teardown),
         cmocka_unit_test_setup_teardown(test_value_file_fds, tu_setup, tu_teardown),
         cmocka_unit_test_setup_teardown(test_value_file_sparse, tu_setup, tu_teardown),

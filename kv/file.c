@@ -167,17 +167,26 @@ static int put_primary(stash_batch_t *b, struct fkey *f, const struct envelope *
 
 /* ------------------------------------------------------------------ */
 
+/* Look KEY up for a read at snapshot S (NULL = now): *V (a view to put
+ * with db_view_put) and *SEQ are where to read the rest.  -ENOENT when it
+ * does not exist. */
+static int fkey_read(stash_t *db, const stash_snapshot_t *s, const void *key, size_t klen, struct fkey *f,
+                     struct view **v, uint64_t *seq)
+{
+    *v = db_view(db, s, seq);
+    int rc = fkey_load(NULL, *v, *seq, key, klen, f);
+    return rc == 0 && !f->exists ? -ENOENT : rc;
+}
+
 int stash_stat(stash_t *db, const stash_snapshot_t *s, const void *key, size_t klen, stash_stat_t *st)
 {
     if (!db || !st)
         return err_set(-EINVAL, "stash_stat: bad arguments");
     uint64_t seq;
-    struct view *v = db_view(db, s, &seq);
+    struct view *v;
     struct fkey f;
-    int rc = fkey_load(NULL, v, seq, key, klen, &f);
+    int rc = fkey_read(db, s, key, klen, &f, &v, &seq);
     db_view_put(v);
-    if (rc == 0 && !f.exists)
-        rc = -ENOENT;
     if (rc == 0)
         *st = f.e.st;
     fkey_done(&f);
@@ -202,11 +211,9 @@ int stash_pread_at(stash_t *db, const stash_snapshot_t *s, const void *key, size
         return err_set(-EINVAL, "stash_pread: bad arguments");
     *nread = 0;
     uint64_t seq;
-    struct view *v = db_view(db, s, &seq);
+    struct view *v;
     struct fkey f;
-    int rc = fkey_load(NULL, v, seq, key, klen, &f);
-    if (rc == 0 && !f.exists)
-        rc = -ENOENT;
+    int rc = fkey_read(db, s, key, klen, &f, &v, &seq);
     if (rc == 0 && off < f.e.st.size) {
         size_t n = f.e.st.size - off < len ? (size_t)(f.e.st.size - off) : len;
         if (f.e.kind == VK_CHUNKED)
@@ -232,11 +239,9 @@ int stash_seek(stash_t *db, const stash_snapshot_t *s, const void *key, size_t k
     if (!db || !result || (whence != STASH_SEEK_DATA && whence != STASH_SEEK_HOLE))
         return err_set(-EINVAL, "stash_seek: bad arguments");
     uint64_t seq;
-    struct view *v = db_view(db, s, &seq);
+    struct view *v;
     struct fkey f;
-    int rc = fkey_load(NULL, v, seq, key, klen, &f);
-    if (rc == 0 && !f.exists)
-        rc = -ENOENT;
+    int rc = fkey_read(db, s, key, klen, &f, &v, &seq);
     uint64_t size = f.e.st.size;
     if (rc == 0 && off >= size)
         rc = err_set(-ENXIO, "stash_seek: offset %llu is at or past the end (%llu bytes)",
@@ -1052,11 +1057,9 @@ static int xname_ok(const char *name)
 static int xload(stash_t *db, const stash_snapshot_t *s, const void *key, size_t klen, struct fkey *f)
 {
     uint64_t seq;
-    struct view *v = db_view(db, s, &seq);
-    int rc = fkey_load(NULL, v, seq, key, klen, f);
+    struct view *v;
+    int rc = fkey_read(db, s, key, klen, f, &v, &seq);
     db_view_put(v);
-    if (rc == 0 && !f->exists)
-        rc = -ENOENT;
     return rc;
 }
 

@@ -321,7 +321,8 @@ static void of_forget_node(uint64_t ino, uint64_t node)
 }
 
 /* Handle INO is on kernel inode NODE: it was made by CREATE (loop.h's
- * created), or its file gained a name by LINK from NODE. */
+ * created, with the handle, which is INO), or its file gained a name by
+ * LINK from NODE. */
 static void of_on_node(uint64_t ino, uint64_t node)
 {
     pthread_mutex_lock(&of_mu);
@@ -329,13 +330,6 @@ static void of_on_node(uint64_t ino, uint64_t node)
     if (o)
         of_add_node(o, node);
     pthread_mutex_unlock(&of_mu);
-}
-
-/* loop.h's created: a CREATE's handle FH is on kernel inode NODE. */
-static void of_created(uint64_t fh, uint64_t node)
-{
-    if (fh)
-        of_on_node(fh, node);
 }
 
 /* loop.h's handle_of: for a GETATTR or SETATTR without a handle on kernel
@@ -352,7 +346,7 @@ static uint64_t of_handle_of(uint64_t node)
         if (x->path)
             continue;
         struct ofile *o = *of_find(x->ino);
-        for (unsigned i = 0; o && i < o->nnodes; i++)
+        for (unsigned i = 0; o && i < o->nnodes && !fh; i++)
             if (o->nodes[i] == node)
                 fh = o->ino;
     }
@@ -2798,7 +2792,7 @@ int main(int argc, char **argv)
         if (fuse_start_cleanup_thread(f) != 0) {
             rc = -ENOMEM;
         } else {
-            static const struct loop_hooks hooks = {.created = of_created, .handle_of = of_handle_of};
+            static const struct loop_hooks hooks = {.created = of_on_node, .handle_of = of_handle_of};
             rc = loop_run(se, o.singlethread ? 0 : o.max_threads, spin_us, &hooks);
             fuse_stop_cleanup_thread(f);
         }

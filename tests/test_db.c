@@ -801,7 +801,21 @@ static void test_disk_full_tables(void **state)
     ssize_t wr;
     while ((wr = write(fd, v, sizeof v)) > 0)
         filled += wr;
-    assert_int_equal(ftruncate(fd, filled > 57344 ? filled - 57344 : 0), 0);
+    /* The open rewrites the MANIFEST whole: room for that too, which
+     * grows with the tables the fill left (56 KiB alone once fell short
+     * after a fill that ended on the log with many tables). */
+    off_t room = 57344;
+    DIR *sd = opendir(store);
+    assert_non_null(sd);
+    for (struct dirent *de; (de = readdir(sd)) != NULL;) {
+        char mp[1000];
+        struct stat ms;
+        snprintf(mp, sizeof mp, "%s/%s", store, de->d_name);
+        if (!strncmp(de->d_name, "MANIFEST-", 9) && stat(mp, &ms) == 0)
+            room += (ms.st_size + 4095) / 4096 * 4096;
+    }
+    closedir(sd);
+    assert_int_equal(ftruncate(fd, filled > room ? filled - room : 0), 0);
     close(fd);
     for (int round = 0; round < 2; round++) {
         if (round == 1) {

@@ -140,6 +140,14 @@ $(BUILD)/tsan/test_%: tests/test_%.c tests/testutil.h $(BUILD)/tsan/libsmartstas
 $(BUILD)/asan/test_%: tests/test_%.c tests/testutil.h $(BUILD)/asan/libsmartstash.a
 	$(CC) $(BASEFLAGS) $(SANFLAGS) -Itests $< -o $@ $(BUILD)/asan/libsmartstash.a $(TESTLIBS) $(LIBS) $(WRAP_$*)
 
+# The daemon's permission rules are tested on their own.
+$(BUILD)/test_perm: tests/test_perm.c fs/perm.c fs/perm.h
+	$(CC) $(BASEFLAGS) $(CFLAGS) -Itests -Ifs $< fs/perm.c -o $@ $(TESTLIBS)
+
+$(BUILD)/asan/test_perm: tests/test_perm.c fs/perm.c fs/perm.h
+	@mkdir -p $(dir $@)
+	$(CC) $(BASEFLAGS) $(SANFLAGS) -Itests -Ifs $< fs/perm.c -o $@ $(TESTLIBS)
+
 # The benchmark alone links LevelDB, to measure both engines in one run.
 $(BUILD)/stash-bench: tools/stash-bench.c $(BUILD)/libsmartstash.a
 	$(CC) $(BASEFLAGS) $(CFLAGS) $< -o $@ $(BUILD)/libsmartstash.a $(LIBS) -lleveldb -lm
@@ -147,11 +155,14 @@ $(BUILD)/stash-bench: tools/stash-bench.c $(BUILD)/libsmartstash.a
 $(BUILD)/%: tools/%.c $(BUILD)/libsmartstash.a
 	$(CC) $(BASEFLAGS) $(CFLAGS) $< -o $@ $(BUILD)/libsmartstash.a $(LIBS)
 
-$(BUILD)/stashfs: fs/stashfs.c fs/loop.c fs/loop.h $(BUILD)/libsmartstash.a
-	$(CC) $(BASEFLAGS) $(CFLAGS) $(shell pkg-config --cflags fuse3 2>/dev/null) fs/stashfs.c fs/loop.c -o $@ \
+$(BUILD)/stashfs: fs/stashfs.c fs/loop.c fs/loop.h fs/perm.c fs/perm.h $(BUILD)/libsmartstash.a
+	$(CC) $(BASEFLAGS) $(CFLAGS) $(shell pkg-config --cflags fuse3 2>/dev/null) fs/stashfs.c fs/loop.c fs/perm.c -o $@ \
 	  $(BUILD)/libsmartstash.a $(shell pkg-config --libs fuse3 2>/dev/null) $(LIBS)
 
 $(BUILD)/fs_errno: tests/fs_errno.c
+	$(CC) $(BASEFLAGS) $(CFLAGS) $< -o $@
+
+$(BUILD)/fs_perm: tests/fs_perm.c
 	$(CC) $(BASEFLAGS) $(CFLAGS) $< -o $@
 
 $(BUILD)/fs_fsx: tests/fs_fsx.c
@@ -163,7 +174,7 @@ $(BUILD)/fs_model: tests/fs_model.c
 $(BUILD)/crashtest: tests/crashtest.c $(BUILD)/libsmartstash.a
 	$(CC) $(BASEFLAGS) $(CFLAGS) $< -o $@ $(BUILD)/libsmartstash.a $(LIBS)
 
-test: all $(TESTS) $(ASAN_TESTS) $(TSAN_TESTS) $(BUILD)/crashtest $(BUILD)/fs_errno $(BUILD)/fs_fsx $(BUILD)/fs_model
+test: all $(TESTS) $(ASAN_TESTS) $(TSAN_TESTS) $(BUILD)/crashtest $(BUILD)/fs_errno $(BUILD)/fs_perm $(BUILD)/fs_fsx $(BUILD)/fs_model
 	@sh tests/run.sh $(BUILD)
 
 run: all

@@ -63,6 +63,7 @@
 #include <unistd.h>
 
 #include "loop.h"
+#include "perm.h"
 #include "smartstash.h"
 
 static stash_t *db;
@@ -902,8 +903,16 @@ struct dirh {
     char resume[KEYBUF];/* not fit in the last reply) comes from this key */
 };
 
+static int may_path(struct perm_who *w, const char *path, int mask, struct stat *st);
+static int asks(struct perm_who *w);
+
 static int fs_opendir(const char *path, struct fuse_file_info *fi)
 {
+    struct perm_who pw;
+    struct stat st;
+    int prc = asks(&pw) ? may_path(&pw, path, PERM_R, &st) : 0;
+    if (prc)
+        return prc;
     struct dirh *d = calloc(1, sizeof *d);
     if (!d)
         return -ENOMEM;
@@ -1974,7 +1983,7 @@ static void *inval_loop(void *arg)
         if (!e->node)
             (void)fuse_invalidate_path(fuse_self, e->path);   /* -ENOENT: not cached */
         else if (fuse_lowlevel_notify_inval_inode(fuse_get_session(fuse_self), e->node, 0, 0) == -ENOENT)
-            of_forget_node(e->ino, e->node);                 /* the kernel forgot it */                 /* the kernel forgot it */
+            of_forget_node(e->ino, e->node);                 /* the kernel forgot it */
         free(e);
         pthread_mutex_lock(&inval_mu);
     }
@@ -2021,6 +2030,123 @@ static void fs_destroy(void *private_data)
     return rc
 
 /* ------------------------------------------------------------------ */
+/* permissions                                                          */
+
+/*
+ * Who may do what is checked here, on each request, by the rules of
+ * perm.h, unless the kernel checks (-o default_permissions, implied by
+ * allow_other and allow_root).  The kernel's checks need each directory's
+ * attributes to be fresh, and it drops them whenever an entry is made or
+ * removed in the directory, so with them every create and unlink cost one
+ * more round trip (a GETATTR of the directory): 30% of a create's time and
+ * 45% of an unlink's here.
+ *
+ * Without allow_other only the mounting user's processes reach the mount
+ * (the kernel refuses every other), so the daemon's checks then decide
+ * between that user and the files' owners.  Their one gap: a name the
+ * kernel already caches is reached again without a request, so stat(2) of
+ * it still works after its directory lost search permission; opening it and
+ * every change are checked each time.
+ */
+static int kernel_perms;
+static void snaproot_stat(struct stat *st);
+
+static void load_groups(struct perm_who *w)
+{
+    int n = fuse_getgroups(PERM_GROUPS, w->groups);
+    w->ngroups = n < 0 ? 0 : n;
+}
+
+/* Fill *w with the caller; 0 when nothing needs checking (the kernel
+ * checks, or root asks), 1 otherwise. */
+static int asks(struct perm_who *w)
+{
+    if (kernel_perms)
+        return 0;
+    struct fuse_context *c = fuse_get_context();
+    w->uid = c->uid;
+    w->gid = c->gid;
+    w->ngroups = -1;
+    w->load = load_groups;
+    return w->uid != 0;
+}
+
+/* PATH's attributes as the mount shows them, with no side effect on the
+ * call being checked. */
+static int shown(const char *path, struct stat *st)
+{
+    const char *rel;
+    int w = enter(path, &rel), rc;
+    if (w < 0)
+        rc = w;
+    else if (w == W_SNAPROOT)
+        rc = (snaproot_stat(st), 0);
+    else
+        rc = r_getattr(rel, st, 0);
+    leave();
+    return rc;
+}
+
+/*
+ * May W reach PATH: search permission on every directory above it, and
+ * MASK as well on the one holding it, whose attributes go to *dir (when not
+ * NULL).  The root has nothing above it.
+ */
+static int walk(struct perm_who *w, const char *path, int mask, struct stat *dir)
+{
+    char buf[PATH_MAX];
+    size_t n = strlen(path);
+    const char *last = strrchr(path, '/');
+    if (n >= sizeof buf)
+        return -ENAMETOOLONG;
+    if (!last || (last == path && !path[1]))
+        return 0;
+    memcpy(buf, path, n + 1);
+    size_t parent = (size_t)(last - path);
+    for (size_t i = 0;;) {
+        size_t len = i ? i : 1;
+        char save = buf[len];
+        struct stat st;
+        buf[len] = '\0';
+        int rc = shown(buf, &st);
+        buf[len] = save;
+        if (rc)
+            return rc;
+        if (!S_ISDIR(st.st_mode))
+            return -ENOTDIR;
+        if ((rc = perm_may(w, &st, PERM_X | (i == parent ? mask : 0))))
+            return rc;
+        if (i == parent) {
+            if (dir)
+                *dir = st;
+            return 0;
+        }
+        i = (size_t)(strchr(path + i + 1, '/') - path);
+    }
+}
+
+/* walk, then MASK on PATH itself, whose attributes go to *st. */
+static int may_path(struct perm_who *w, const char *path, int mask, struct stat *st)
+{
+    int rc = walk(w, path, 0, NULL);
+    if (rc == 0)
+        rc = shown(path, st);
+    return rc ? rc : perm_may(w, st, mask);
+}
+
+/* May W remove or replace PATH's entry (rename, unlink, rmdir)?  Write and
+ * search permission on its directory, and the sticky bit's rule; *victim
+ * gets its attributes. */
+static int may_delete(struct perm_who *w, const char *path, struct stat *victim)
+{
+    struct stat dir;
+    int rc = walk(w, path, PERM_W, &dir);
+    if (rc == 0)
+        rc = shown(path, victim);
+    return rc ? rc : perm_sticky(w, &dir, victim);
+}
+
+/* ------------------------------------------------------------------ */
 /* the entry points: snapshots are read-only trees                      */
 
 static void snaproot_stat(struct stat *st)
@@ -2052,6 +2178,10 @@ static int list_one(void *arg, const char *name, uint64_t seq, int64_t ct)
 
 static int fs_getattr(const char *path, struct stat *st, struct fuse_file_info *fi)
 {
+    struct perm_who pw;
+    int prc = !fi && path && asks(&pw) ? walk(&pw, path, 0, NULL) : 0;
+    if (prc)
+        return prc;
     NULL_PATH(fi);
     int after_setattr = setattr_marked(path);
     const char *rel;
@@ -2089,8 +2219,22 @@ static int fs_readdir(const char *path, void *buf, fuse_fill_dir_t filler, off_t
     return rc;
 }
 
+/* The bit the kernel leaves in an open's flags for execve (__FMODE_EXEC). */
+#define OPEN_FOR_EXEC 040
+
 static int fs_open(const char *path, struct fuse_file_info *fi)
 {
+    struct perm_who pw;
+    if (asks(&pw)) {
+        int acc = fi->flags & O_ACCMODE, mask = 0;
+        struct stat st;
+        mask |= acc == O_RDONLY || acc == O_RDWR ? PERM_R : 0;
+        mask |= acc == O_WRONLY || acc == O_RDWR || (fi->flags & O_TRUNC) ? PERM_W : 0;
+        mask |= fi->flags & OPEN_FOR_EXEC ? PERM_X : 0;
+        int prc = may_path(&pw, path, mask, &st);
+        if (prc)
+            return prc;
+    }
     const char *rel;
     int w = enter(path, &rel), rc;
     if (w < 0)
@@ -2139,25 +2283,51 @@ static off_t fs_lseek(const char *path, off_t off, int whence, struct fuse_file_
 
 static int fs_readlink(const char *path, char *buf, size_t size)
 {
+    struct perm_who pw;
+    int prc = asks(&pw) ? walk(&pw, path, 0, NULL) : 0;
+    if (prc)
+        return prc;
     READ_OP(r_readlink(rel, buf, size), -EINVAL);
 }
 
 static int ctl_result(char *val, size_t size);
 
+/* The user namespace's attributes are read and written as the file's
+ * contents are (the kernel itself keeps the other namespaces to root, and
+ * user attributes to files and directories). */
+static int may_xattr(const char *path, const char *name, int mask)
+{
+    struct perm_who pw;
+    struct stat st;
+    if (!asks(&pw))
+        return 0;
+    return strncmp(name, "user.", 5) ? walk(&pw, path, 0, NULL) : may_path(&pw, path, mask, &st);
+}
+
 static int fs_getxattr(const char *path, const char *name, char *val, size_t size)
 {
     if (!strcmp(path, "/") && !strcmp(name, "user.stashfs.backup"))
         return ctl_result(val, size);
+    int prc = may_xattr(path, name, PERM_R);
+    if (prc)
+        return prc;
     READ_OP(r_getxattr(rel, name, val, size), -ENODATA);
 }
 
 static int fs_listxattr(const char *path, char *list, size_t size)
 {
+    int prc = may_xattr(path, "", 0);
+    if (prc)
+        return prc;
     READ_OP(r_listxattr(rel, list, size), 0);
 }
 
-#define WRITE_OP(call)                    \
-    int rc = live_only(path);             \
+/* A call that makes PATH: write and search permission on its directory. */
+#define WRITE_OP(call)                                                   \
+    struct perm_who pw;                                                  \
+    int rc = asks(&pw) ? walk(&pw, path, PERM_W, NULL) : 0;              \
+    if (rc == 0)                                                         \
+        rc = live_only(path);                                            \
     return rc ? rc : call
 
 
@@ -2170,29 +2340,79 @@ static int fs_write(const char *path, const char *buf, size_t size, off_t off, s
 }
 static int fs_truncate(const char *path, off_t size, struct fuse_file_info *fi)
 {
+    struct perm_who pw;
+    struct stat st;
+    int prc = !fi && asks(&pw) ? may_path(&pw, path, PERM_W, &st) : 0;
+    if (prc)
+        return setattr_mark(path, prc), prc;
     NULL_PATH(fi);
     LINKED_SETATTR(w_truncate(path, size, fi));
 }
-static int fs_unlink(const char *path) { LINKED_OP(w_unlink(path)); }
+static int fs_unlink(const char *path)
+{
+    struct perm_who pw;
+    struct stat st;
+    int prc = asks(&pw) ? may_delete(&pw, path, &st) : 0;
+    if (prc)
+        return prc;
+    LINKED_OP(w_unlink(path));
+}
 static int fs_fallocate(const char *path, int mode, off_t off, off_t len, struct fuse_file_info *fi)
 {
     NULL_PATH(fi);
     LINKED_OP(w_fallocate(path, mode, off, len));
 }
 static int fs_symlink(const char *target, const char *path) { WRITE_OP(w_symlink(target, path)); }
+/* The attributes of the file a SETATTR changes, after the walk to it
+ * (none through a handle: its opener got there). */
+static int setattr_target(struct perm_who *pw, const char *path, struct fuse_file_info *fi, struct stat *st)
+{
+    int rc = fi ? 0 : walk(pw, path, 0, NULL);
+    return rc ? rc : shown(path, st);
+}
+
 static int fs_chmod(const char *path, mode_t mode, struct fuse_file_info *fi)
 {
     NULL_PATH(fi);
+    struct perm_who pw;
+    struct stat st;
+    if (asks(&pw)) {
+        int prc = setattr_target(&pw, path, fi, &st);
+        if (prc == 0)
+            prc = perm_chmod(&pw, &st, &mode);
+        if (prc)
+            return setattr_mark(path, prc), prc;
+    }
     LINKED_SETATTR(w_chmod(path, mode, fi));
 }
 static int fs_chown(const char *path, uid_t uid, gid_t gid, struct fuse_file_info *fi)
 {
     NULL_PATH(fi);
+    struct perm_who pw;
+    struct stat st;
+    if (asks(&pw)) {
+        int prc = setattr_target(&pw, path, fi, &st);
+        if (prc == 0)
+            prc = perm_chown(&pw, &st, uid, gid);
+        if (prc)
+            return setattr_mark(path, prc), prc;
+    }
     LINKED_SETATTR(w_chown(path, uid, gid, fi));
 }
 static int fs_utimens(const char *path, const struct timespec tv[2], struct fuse_file_info *fi)
 {
     NULL_PATH(fi);
+    struct perm_who pw;
+    struct stat st;
+    if (asks(&pw)) {
+        /* Both times now is a touch, which write permission allows. */
+        int touch = !tv || (tv[0].tv_nsec == UTIME_NOW && tv[1].tv_nsec == UTIME_NOW);
+        int prc = setattr_target(&pw, path, fi, &st);
+        if (prc == 0)
+            prc = perm_utimens(&pw, &st, touch);
+        if (prc)
+            return setattr_mark(path, prc), prc;
+    }
     LINKED_SETATTR(w_utimens(path, tv, fi));
 }
 /* The last close of a handle; a file removed while open goes with its last. */
@@ -2253,9 +2473,18 @@ static int fs_setxattr(const char *path, const char *name, const char *val, size
 {
     if (is_control(path, name))
         return control(name, val, size);
+    int prc = may_xattr(path, name, PERM_W);
+    if (prc)
+        return prc;
     LINKED_OP(w_setxattr(path, name, val, size, flags));
 }
-static int fs_removexattr(const char *path, const char *name) { LINKED_OP(w_removexattr(path, name)); }
+static int fs_removexattr(const char *path, const char *name)
+{
+    int prc = may_xattr(path, name, PERM_W);
+    if (prc)
+        return prc;
+    LINKED_OP(w_removexattr(path, name));
+}
 
 /* The message of the last backup asked for (see control()). */
 static int ctl_result(char *val, size_t size)
@@ -2269,9 +2498,37 @@ static int ctl_result(char *val, size_t size)
     return rc;
 }
 
+/* Is A's directory B's? */
+static int same_dir(const char *a, const char *b)
+{
+    size_t al = (size_t)(strrchr(a, '/') - a), bl = (size_t)(strrchr(b, '/') - b);
+    return al == bl && !memcmp(a, b, al);
+}
+
+/* rename: both entries as for unlink, and a directory moved to another
+ * directory needs write permission on itself (its ".." changes). */
+static int may_rename(const char *from, const char *to)
+{
+    struct perm_who pw;
+    struct stat src, dst, dir;
+    if (!asks(&pw))
+        return 0;
+    int rc = may_delete(&pw, from, &src);
+    if (rc == 0)
+        rc = walk(&pw, to, PERM_W, &dir);
+    if (rc == 0 && shown(to, &dst) == 0)
+        rc = perm_sticky(&pw, &dir, &dst);
+    if (rc == 0 && S_ISDIR(src.st_mode) && !same_dir(from, to))
+        rc = perm_may(&pw, &src, PERM_W);
+    return rc;
+}
+
 static int fs_rename(const char *from, const char *to, unsigned int flags)
 {
-    int rc = live_only(from);
+    int rc = may_rename(from, to);
+    if (rc)
+        return rc;
+    rc = live_only(from);
     if (rc == 0)
         rc = live_only(to);
     if (rc)
@@ -2288,6 +2545,10 @@ static int fs_rename(const char *from, const char *to, unsigned int flags)
 /* mkdir in the snapshots directory takes a snapshot; rmdir drops one. */
 static int fs_mkdir(const char *path, mode_t mode)
 {
+    struct perm_who pw;
+    int prc = asks(&pw) ? walk(&pw, path, PERM_W, NULL) : 0;
+    if (prc)
+        return prc;
     char name[256];
     const char *rel;
     int w = where(path, name, &rel);
@@ -2302,6 +2563,11 @@ static int fs_mkdir(const char *path, mode_t mode)
 
 static int fs_rmdir(const char *path)
 {
+    struct perm_who pw;
+    struct stat st;
+    int prc = asks(&pw) ? may_delete(&pw, path, &st) : 0;
+    if (prc)
+        return prc;
     char name[256];
     const char *rel;
     int w = where(path, name, &rel);
@@ -2316,7 +2582,13 @@ static int fs_rmdir(const char *path)
 
 static int fs_link(const char *from, const char *to)
 {
-    int rc = live_only(from);
+    struct perm_who pw;
+    int rc = 0;
+    if (asks(&pw) && (rc = walk(&pw, from, 0, NULL)) == 0)
+        rc = walk(&pw, to, PERM_W, NULL);
+    if (rc)
+        return rc;
+    rc = live_only(from);
     if (rc == 0)
         rc = live_only(to);
     if (rc == 0)
@@ -2353,12 +2625,17 @@ static int fs_fsyncdir(const char *path, int datasync, struct fuse_file_info *fi
     return stash_sync(db);
 }
 
-/* Permissions are the kernel's (default_permissions): access only has to
+/* access(2) and chdir.  Root too is refused execute permission on a file
+ * that no one may run.  When the kernel checks permissions, this only has to
  * say whether PATH exists. */
 static int fs_access(const char *path, int mask)
 {
+    struct perm_who pw;
     struct stat st;
-    return fs_getattr(path, &st, NULL);
+    if (kernel_perms)
+        return fs_getattr(path, &st, NULL);
+    asks(&pw);
+    return may_path(&pw, path, mask & (R_OK | W_OK | X_OK), &st);
 }
 
 static void *fs_init(struct fuse_conn_info *conn, struct fuse_config *cfg)
@@ -2431,7 +2708,10 @@ struct cli {
     char *config;
     char *memtable_size, *compaction_interval, *wal_flush_interval, *snapdir, *mmap_reads, *spin;
     int nonopts;
+    int kernel_perms, daemon_perms, allow_other;
 };
+
+enum { KEY_ALLOW = 1 };
 
 #define OPT(t, p) {t, offsetof(struct cli, p), 1}
 static const struct fuse_opt cli_opts[] = {
@@ -2442,6 +2722,10 @@ static const struct fuse_opt cli_opts[] = {
     OPT("mmap_reads=%s", mmap_reads),
     OPT("snapdir=%s", snapdir),
     OPT("spin=%s", spin),
+    {"default_permissions", offsetof(struct cli, kernel_perms), 1},
+    {"daemon_permissions", offsetof(struct cli, daemon_perms), 1},
+    FUSE_OPT_KEY("allow_other", KEY_ALLOW),
+    FUSE_OPT_KEY("allow_root", KEY_ALLOW),
     FUSE_OPT_END,
 };
 
@@ -2452,6 +2736,8 @@ static int cli_proc(void *data, const char *arg, int key, struct fuse_args *out)
         stashfs_data_dir = strdup(arg);
         return 0;   /* the first one is the store; the mountpoint stays */
     }
+    if (key == KEY_ALLOW)
+        c->allow_other = 1;     /* and passed on to libfuse */
     return 1;
 }
 
@@ -2476,6 +2762,10 @@ static void usage(FILE *f)
             "    -o snapdir=NAME          the snapshots directory (default .snapshots; empty: none)\n"
             "    -o spin=N                microseconds the request reader keeps polling after\n"
             "                             an answer before it sleeps (default 50; 0: never)\n"
+            "    -o default_permissions   the kernel checks permissions (the default with\n"
+            "                             allow_other or allow_root); otherwise the daemon does,\n"
+            "                             saving a round trip per create and unlink\n"
+            "    -o daemon_permissions    the daemon checks permissions even with allow_other\n"
             "\n");
 }
 
@@ -2724,7 +3014,9 @@ int main(int argc, char **argv)
     clock_gettime(CLOCK_REALTIME, &mount_time);
     my_uid = getuid();
     my_gid = getgid();
-    fuse_opt_add_arg(&args, "-odefault_permissions");
+    kernel_perms = c.kernel_perms || (c.allow_other && !c.daemon_perms);
+    if (kernel_perms)
+        fuse_opt_add_arg(&args, "-odefault_permissions");
     /* mount(8), df and /proc/mounts show the store's directory as the
      * source (commas and backslashes escaped for the option parser). */
     char fsname[2 * PATH_MAX + 16];

@@ -3,7 +3,8 @@
 # used with echo/cat, ls, mkdir -p, rm -r, cp -a, mv, ln -s, chmod, touch -d,
 # setfattr/getfattr, truncate, find, du, df, tar and rsync; contents and
 # metadata checked again after a remount; keys written through the library
-# seen as files and files seen through the library.  The mount is always
+# seen as files and files seen through the library; permissions as other
+# users see them (fs_perm), checked by the daemon and by the kernel.  The mount is always
 # removed, and only the daemon this script started is killed.
 . "$(dirname "$0")/mountlib.sh"
 check() {   # check DESCRIPTION COMMAND...: the command must succeed
@@ -494,6 +495,13 @@ if command -v setpriv >/dev/null; then
     suid_case "root without CAP_FSETID" 777 --inh-caps=-fsetid --bounding-set=-fsetid
     suid_case "root" 4777 --reuid=0
     unmount
+    # Permissions as users 1001 and 1002 see them, checked by the daemon
+    # (the default without allow_other) and by the kernel.
+    for how in allow_other,daemon_permissions allow_other; do
+        mount_fs -o "$how"
+        "$build/fs_perm" "$m" >"$tmp/out" 2>&1 || { bad "fs_perm -o $how"; cat "$tmp/out"; }
+        unmount
+    done
     chmod o-x "$tmp"
 fi
 

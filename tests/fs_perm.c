@@ -1,0 +1,310 @@
+/*
+ * fs_perm.c - permission checks as other users see them: the owner's, the
+ * group's (also through a supplementary group) and everyone else's bits, a
+ * directory's search and write permission, the sticky bit, who may chmod,
+ * chown, set times, truncate, rename a directory elsewhere, set attributes
+ * and run a file, and root's exceptions.  The expectations are Linux's on a
+ * local disk; the test runs on one too, as a check of itself.
+ *
+ * Usage: fs_perm DIR (run as root; DIR on the filesystem under test, which
+ * users 1001 and 1002 may reach).  Each case runs in a child process with
+ * that user's IDs.  Prints each failure and exits 1 if there was any.
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <grp.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <sys/xattr.h>
+#include <time.h>
+#include <unistd.h>
+
+static int fails;
+static char base[4096];
+
+#define A 1001          /* group 1001 */
+#define B 1002          /* group 1002, and 1500 besides */
+#define G 1500
+
+static const char *P(const char *rel)
+{
+    static char buf[4][8192];
+    static int i;
+    i = (i + 1) % 4;
+    snprintf(buf[i], sizeof buf[i], "%s/%s", base, rel);
+    return buf[i];
+}
+
+/* Expect call result R to be -1 with errno WANT (or success when WANT 0). */
+#define EXPECT(what, r, want)                                                               \
+    do {                                                                                    \
+        errno = 0;                                                                          \
+        long r_ = (long)(r);                                                                \
+        int e_ = errno;                                                                     \
+        if ((want) == 0 ? r_ < 0 : (r_ != -1 || e_ != (want))) {                            \
+            printf("FAIL: %s: returned %ld, errno %s (wanted %s)\n", what, r_, strerror(e_), \
+                   (want) ? strerror(want) : "success");                                    \
+            fflush(stdout);                                                                 \
+            fails++;                                                                        \
+        }                                                                                   \
+    } while (0)
+
+static void must(int ok, const char *what)
+{
+    if (!ok) {
+        printf("FAIL: setting up: %s: %s\n", what, strerror(errno));
+        fails++;
+    }
+}
+
+/* Make file REL (as root) with TEXT, owner UID:GID and mode MODE. */
+static void mkfile(const char *rel, const char *text, uid_t uid, gid_t gid, mode_t mode)
+{
+    int fd = open(P(rel), O_WRONLY | O_CREAT | O_TRUNC, 0600);
+    must(fd >= 0 && write(fd, text, strlen(text)) == (ssize_t)strlen(text) && close(fd) == 0, rel);
+    must(chown(P(rel), uid, gid) == 0 && chmod(P(rel), mode) == 0, rel);
+}
+
+static void mkdirat_(const char *rel, uid_t uid, gid_t gid, mode_t mode)
+{
+    must(mkdir(P(rel), 0700) == 0 && chown(P(rel), uid, gid) == 0 && chmod(P(rel), mode) == 0, rel);
+}
+
+/* Run CASE in a child with user UID (its group the same number; user B
+ * also in group G).  The child's failures count here. */
+static void as(uid_t uid, void (*fn)(void))
+{
+    fflush(stdout);
+    pid_t pid = fork();
+    if (pid == 0) {
+        gid_t extra = G;
+        if (setgroups(uid == B ? 1 : 0, &extra) || setresgid(uid, uid, uid) || setresuid(uid, uid, uid)) {
+            printf("FAIL: cannot become user %u: %s\n", (unsigned)uid, strerror(errno));
+            exit(1);
+        }
+        fails = 0;
+        fn();
+        fflush(stdout);
+        _exit(fails > 100 ? 100 : fails);
+    }
+    int st;
+    if (pid < 0 || waitpid(pid, &st, 0) != pid || !WIFEXITED(st)) {
+        printf("FAIL: the child for user %u did not finish\n", (unsigned)uid);
+        fails++;
+        return;
+    }
+    fails += WEXITSTATUS(st);
+}
+
+/* Forget the kernel's cached names, so that lookups reach the filesystem
+ * (a FUSE daemon that checks permissions sees only those). */
+static void drop_names(void)
+{
+    sync();
+    int fd = open("/proc/sys/vm/drop_caches", O_WRONLY);
+    if (fd >= 0) {
+        if (write(fd, "2", 1) != 1)
+            printf("note: cannot drop cached names\n");
+        close(fd);
+    }
+}
+
+static int readable(const char *rel)
+{
+    char c;
+    int fd = open(P(rel), O_RDONLY);
+    if (fd < 0)
+        return -1;
+    int r = read(fd, &c, 1) == 1 ? 0 : -1;
+    close(fd);
+    return r;
+}
+
+static int stat_(const char *rel)
+{
+    struct stat st;
+    return stat(P(rel), &st);
+}
+
+static int run(const char *rel)
+{
+    pid_t pid = fork();
+    if (pid == 0) {
+        char *argv[] = {(char *)P(rel), NULL};
+        execv(argv[0], argv);
+        _exit(errno == EACCES ? 126 : 127);
+    }
+    int st;
+    if (waitpid(pid, &st, 0) != pid || !WIFEXITED(st))
+        return -1;
+    if (WEXITSTATUS(st) == 126) {
+        errno = EACCES;
+        return -1;
+    }
+    return WEXITSTATUS(st) == 7 ? 0 : (errno = EIO, -1);
+}
+
+/* ---------------------------------------------------------------- */
+
+static void user_a(void)
+{
+    EXPECT("owner reads its 0440 file", readable("a440"), 0);
+    EXPECT("owner writes its 0440 file", open(P("a440"), O_WRONLY), EACCES);
+    EXPECT("owner kept out by 0077", readable("a077"), EACCES);
+    EXPECT("other reads a group-only file", readable("g040"), EACCES);
+    EXPECT("access R_OK of own 0440", access(P("a440"), R_OK), 0);
+    EXPECT("access W_OK of own 0440", access(P("a440"), W_OK), EACCES);
+    EXPECT("O_RDONLY|O_TRUNC without write permission", open(P("a440"), O_RDONLY | O_TRUNC), EACCES);
+    EXPECT("owner creates in its 0755 directory", close(open(P("adir755/mine"), O_CREAT | O_WRONLY, 0644)), 0);
+    EXPECT("owner removes its file in a sticky directory", unlink(P("sticky/a666")), 0);
+
+    /* chmod and chown by the owner */
+    EXPECT("chmod g+s of own file, not in its group", chmod(P("a_g1500"), 02644), 0);
+    struct stat st;
+    EXPECT("stat", stat(P("a_g1500"), &st), 0);
+    if ((st.st_mode & 07777) != 0644) {
+        printf("FAIL: chmod 2644 by a non-member left mode %o (wanted 644)\n", st.st_mode & 07777);
+        fails++;
+    }
+    EXPECT("chown own file to another user", chown(P("a644"), B, -1), EPERM);
+    EXPECT("chown own file to itself", chown(P("a644"), A, -1), 0);
+    EXPECT("chgrp own file to a group not its own", chown(P("a644"), -1, G), EPERM);
+    EXPECT("chgrp own file to its group", chown(P("a644"), -1, A), 0);
+    EXPECT("explicit times on own read-only file", utimensat(AT_FDCWD, P("a440"),
+           (struct timespec[2]){{1, 0}, {2, 0}}, 0), 0);
+
+    /* execute: the owner's bits decide for the owner */
+    EXPECT("owner runs a 0075 script", run("a075.sh"), EACCES);
+    EXPECT("owner runs a 0755 script", run("a755.sh"), 0);
+}
+
+static void user_b(void)
+{
+    EXPECT("other reads 0440", readable("a440"), EACCES);
+    EXPECT("other reads when the owner is kept out", readable("a077"), 0);
+    EXPECT("supplementary group reads 0040", readable("g040"), 0);
+    EXPECT("supplementary group writes 0040", open(P("g040"), O_WRONLY), EACCES);
+    EXPECT("other opens 0644 for writing", open(P("a644"), O_WRONLY), EACCES);
+
+    /* search and read permission of a 0700 directory, names not cached */
+    EXPECT("stat under another's 0700 directory", stat_("adir700/f"), EACCES);
+    EXPECT("open under another's 0700 directory", open(P("adir700/f"), O_RDONLY), EACCES);
+    EXPECT("access F_OK under a 0700 directory", access(P("adir700/f"), F_OK), EACCES);
+    EXPECT("list another's 0700 directory", open(P("adir700"), O_RDONLY | O_DIRECTORY), EACCES);
+    EXPECT("chdir into another's 0700 directory", chdir(P("adir700")), EACCES);
+    EXPECT("create under another's 0700 directory", open(P("adir700/x"), O_CREAT | O_WRONLY, 0644), EACCES);
+    EXPECT("list a 0711 directory", open(P("adir711"), O_RDONLY | O_DIRECTORY), EACCES);
+    EXPECT("read a file in a 0711 directory", readable("adir711/f"), 0);
+
+    /* write permission of a 0755 directory */
+    EXPECT("create in another's 0755 directory", open(P("adir755/x"), O_CREAT | O_WRONLY, 0644), EACCES);
+    EXPECT("mkdir in another's 0755 directory", mkdir(P("adir755/x"), 0755), EACCES);
+    EXPECT("symlink in another's 0755 directory", symlink("t", P("adir755/x")), EACCES);
+    EXPECT("mkfifo in another's 0755 directory", mkfifo(P("adir755/x"), 0644), EACCES);
+    EXPECT("unlink in another's 0755 directory", unlink(P("adir755/f")), EACCES);
+    EXPECT("rmdir in another's 0755 directory", rmdir(P("adir755/sub")), EACCES);
+    EXPECT("rename out of another's 0755 directory", rename(P("adir755/f"), P("open/f")), EACCES);
+    EXPECT("rename into another's 0755 directory", rename(P("open/b1"), P("adir755/b1")), EACCES);
+    EXPECT("link into another's 0755 directory", link(P("open/b1"), P("adir755/b1")), EACCES);
+    EXPECT("create in an open directory", close(open(P("open/b2"), O_CREAT | O_WRONLY, 0644)), 0);
+
+    /* the sticky bit */
+    EXPECT("unlink another's file in a sticky directory", unlink(P("sticky/a666b")), EPERM);
+    EXPECT("rename another's file in a sticky directory", rename(P("sticky/a666b"), P("sticky/y")), EPERM);
+    EXPECT("rename onto another's file in a sticky directory", rename(P("sticky/b644"), P("sticky/a666b")), EPERM);
+    EXPECT("rename own file in a sticky directory", rename(P("sticky/b644"), P("sticky/b644.2")), 0);
+
+    /* a directory moved to another directory needs write permission on itself */
+    EXPECT("move own 0555 directory elsewhere", rename(P("open/bdir555"), P("open2/bdir555")), EACCES);
+    EXPECT("rename own 0555 directory in place", rename(P("open/bdir555"), P("open/bdir555.2")), 0);
+
+    /* chmod, chown, times, truncate of another's file */
+    EXPECT("chmod another's file", chmod(P("a666"), 0600), EPERM);
+    EXPECT("chown another's file to oneself", chown(P("a666"), B, -1), EPERM);
+    EXPECT("chgrp another's file to its own group", chown(P("a666"), -1, A), EPERM);
+    EXPECT("chgrp own file to a supplementary group", chown(P("open/b1"), -1, G), 0);
+    EXPECT("touch another's writable file", utimensat(AT_FDCWD, P("a666"), NULL, 0), 0);
+    EXPECT("touch another's read-only file", utimensat(AT_FDCWD, P("a644"), NULL, 0), EACCES);
+    EXPECT("set times of another's writable file", utimensat(AT_FDCWD, P("a666"),
+           (struct timespec[2]){{1, 0}, {2, 0}}, 0), EPERM);
+    EXPECT("set one time to now, the other left", utimensat(AT_FDCWD, P("a666"),
+           (struct timespec[2]){{0, UTIME_NOW}, {0, UTIME_OMIT}}, 0), EPERM);
+    EXPECT("truncate another's read-only file", truncate(P("a644"), 0), EACCES);
+    EXPECT("truncate another's writable file", truncate(P("a666"), 1), 0);
+
+    /* attributes of the user namespace: read and written as the contents */
+    EXPECT("setxattr on another's read-only file", setxattr(P("a644"), "user.k", "v", 1, 0), EACCES);
+    EXPECT("removexattr on another's read-only file", removexattr(P("a644"), "user.k"), EACCES);
+    EXPECT("getxattr on another's 0600 file", getxattr(P("a600"), "user.k", NULL, 0), EACCES);
+    EXPECT("getxattr on another's 0644 file", getxattr(P("a644"), "user.none", NULL, 0), ENODATA);
+    EXPECT("setxattr on another's writable file", setxattr(P("a666"), "user.k", "v", 1, 0), 0);
+
+    /* execute: everyone else's bits */
+    EXPECT("other runs a 0075 script", run("a075.sh"), 0);
+    EXPECT("other runs a 0750 script", run("a750.sh"), EACCES);
+}
+
+static void root_cases(void)
+{
+    EXPECT("root reads a 0000 file", readable("a000"), 0);
+    EXPECT("root writes a 0000 file", close(open(P("a000"), O_WRONLY)), 0);
+    EXPECT("root lists a 0700 directory", close(open(P("adir700"), O_RDONLY | O_DIRECTORY)), 0);
+    EXPECT("access X_OK by root, no execute bit", access(P("a644"), X_OK), EACCES);
+    EXPECT("access X_OK by root, one execute bit", access(P("a075.sh"), X_OK), 0);
+    EXPECT("root runs a file no one may run", run("a644"), EACCES);
+    EXPECT("root unlinks in another's sticky directory", unlink(P("sticky/b644.2")), 0);
+}
+
+int main(int argc, char **argv)
+{
+    if (argc != 2) {
+        fprintf(stderr, "usage: fs_perm DIR (as root)\n");
+        return 2;
+    }
+    if (geteuid() != 0) {
+        fprintf(stderr, "fs_perm: run it as root\n");
+        return 2;
+    }
+    snprintf(base, sizeof base, "%s/perm.%ld", argv[1], (long)getpid());
+    umask(0);
+    must(mkdir(base, 0755) == 0, base);
+    const char *sh = "#!/bin/sh\nexit 7\n";
+    mkfile("a440", "x", A, A, 0440);
+    mkfile("a077", "x", A, A, 0077);
+    mkfile("a644", "x", A, A, 0644);
+    mkfile("a600", "x", A, A, 0600);
+    mkfile("a666", "xyz", A, A, 0666);
+    mkfile("a000", "x", A, A, 0000);
+    mkfile("g040", "x", 0, G, 0040);
+    mkfile("a_g1500", "x", A, G, 0644);
+    mkfile("a075.sh", sh, A, A, 0075);
+    mkfile("a755.sh", sh, A, A, 0755);
+    mkfile("a750.sh", sh, A, A, 0750);
+    mkdirat_("adir700", A, A, 0700);
+    mkfile("adir700/f", "x", A, A, 0644);
+    mkdirat_("adir711", A, A, 0711);
+    mkfile("adir711/f", "x", A, A, 0644);
+    mkdirat_("adir755", A, A, 0755);
+    mkfile("adir755/f", "x", A, A, 0644);
+    mkdirat_("adir755/sub", A, A, 0755);
+    mkdirat_("sticky", 0, 0, 01777);
+    mkfile("sticky/a666", "x", A, A, 0666);
+    mkfile("sticky/a666b", "x", A, A, 0666);
+    mkfile("sticky/b644", "x", B, B, 0644);
+    mkdirat_("open", 0, 0, 0777);
+    mkdirat_("open2", 0, 0, 0777);
+    mkfile("open/b1", "x", B, B, 0644);
+    mkdirat_("open/bdir555", B, B, 0555);
+    setxattr(P("a644"), "user.k", "v", 1, 0);
+    setxattr(P("a600"), "user.k", "v", 1, 0);
+    drop_names();
+    as(A, user_a);
+    drop_names();
+    as(B, user_b);
+    root_cases();
+    printf("fs_perm: %d failure(s)\n", fails);
+    return fails ? 1 : 0;
+}

@@ -1106,6 +1106,17 @@ static void touch_forget(void)
     pthread_mutex_unlock(&touch_mu);
 }
 
+/* Moved after every change that can give a directory path other
+ * attributes: chmod, chown or utimens of a directory, mkdir, rmdir, a
+ * directory renamed.  The permission checks' walks cache what they found
+ * while it stays put (dir_shown). */
+static atomic_ulong dir_gen;
+
+static void dirs_changed(void)
+{
+    atomic_fetch_add(&dir_gen, 1);
+}
+
 /*
  * The entries of the directory holding KEY (KL bytes) change (an entry is
  * made, removed or renamed): its mtime and ctime become now, as POSIX asks.
@@ -1415,6 +1426,7 @@ static int w_mkdir(const char *path, mode_t mode)
     rc = stash_create(db, key, kl + 1, &s, STASH_EXCL);
     if (rc)
         return rc;
+    dirs_changed();     /* the path may have shown an implicit directory */
     rc = touch_parent(key, kl);
     return rc ? unmake(key, kl + 1, rc) : 0;
 }
@@ -1470,8 +1482,10 @@ static int w_rmdir(const char *path)
     if ((rc = touch_parent(key, kl)))
         return rc;
     key[kl] = '/';
-    if ((rc = stash_delete(db, key, kl + 1)) == 0)
+    if ((rc = stash_delete(db, key, kl + 1)) == 0) {
         of_moved(path, NULL);
+        dirs_changed();
+    }
     return rc;
 }
 
@@ -1606,8 +1620,10 @@ static int w_rename(const char *from, const char *to, unsigned int flags)
          * (perhaps set by utimensat) the next change must move, whatever
          * the directories that had those paths a moment ago were last
          * touched (touch_parent). */
-        if (rc == 0)
+        if (rc == 0) {
             touch_forget();
+            dirs_changed();
+        }
     }
     if (rc == 0 && !quiet) {
         /* The target's directory changed too, and the moved entry's ctime
@@ -1718,8 +1734,10 @@ static int set_attrs(const char *path, const stash_stat_t *want, unsigned mask)
     if (dir)
         touch_forget();
     rc = stash_setstat(db, key, kl, &s, mask | STASH_SET_MODE | STASH_SET_UID | STASH_SET_GID | STASH_SET_CTIME);
-    if (dir)
+    if (dir) {
         touch_forget();   /* a change made meanwhile must not hide this one */
+        dirs_changed();
+    }
     return rc;
 }
 
@@ -2088,6 +2106,47 @@ static int shown(const char *path, struct stat *st)
 }
 
 /*
+ * The directories' attributes the walks looked up, kept per thread while
+ * dir_gen stays as it was: every change that can give a directory path
+ * other attributes moves dir_gen (dirs_changed).  Live paths
+ * only; snapshots are looked up every time.
+ */
+#define WC_SLOTS 16
+#define WC_PATH 192
+static __thread struct walk_cache {
+    unsigned long gen;      /* dir_gen + 1 when filled, 0: empty */
+    size_t len;
+    mode_t mode;
+    uid_t uid;
+    gid_t gid;
+    char path[WC_PATH];
+} wcache[WC_SLOTS];
+
+/* shown, for the directories of a walk: P (LEN bytes, NUL-terminated). */
+static int dir_shown(const char *p, size_t len, struct stat *st)
+{
+    unsigned long g = atomic_load(&dir_gen) + 1;
+    struct walk_cache *c = len < WC_PATH && live_only(p) == 0 ? &wcache[fnv64(0, p, len) % WC_SLOTS] : NULL;
+    if (c && c->gen == g && c->len == len && !memcmp(c->path, p, len)) {
+        memset(st, 0, sizeof *st);
+        st->st_mode = c->mode;
+        st->st_uid = c->uid;
+        st->st_gid = c->gid;
+        return 0;
+    }
+    int rc = shown(p, st);
+    if (rc == 0 && c && S_ISDIR(st->st_mode)) {
+        c->gen = g;
+        c->len = len;
+        c->mode = st->st_mode;
+        c->uid = st->st_uid;
+        c->gid = st->st_gid;
+        memcpy(c->path, p, len);
+    }
+    return rc;
+}
+
+/*
  * May W reach PATH: search permission on every directory above it, and
  * MASK as well on the one holding it, whose attributes go to *dir (when not
  * NULL).  The root has nothing above it.
@@ -2108,7 +2167,7 @@ static int walk(struct perm_who *w, const char *path, int mask, struct stat *dir
         char save = buf[len];
         struct stat st;
         buf[len] = '\0';
-        int rc = shown(buf, &st);
+        int rc = dir_shown(buf, len, &st);
         buf[len] = save;
         if (rc)
             return rc;

@@ -242,6 +242,17 @@ static void user_b(void)
     EXPECT("getxattr on another's 0644 file", getxattr(P("a644"), "user.none", NULL, 0), ENODATA);
     EXPECT("setxattr on another's writable file", setxattr(P("a666"), "user.k", "v", 1, 0), 0);
 
+    /* a directory's search permission taken away and given back, with
+     * its names cached (an open asks the filesystem every time) */
+    EXPECT("open in own directory", close(open(P("open/bdir/f"), O_RDONLY)), 0);
+    EXPECT("chmod own directory 0600", chmod(P("open/bdir"), 0600), 0);
+    EXPECT("open in own directory without search permission", open(P("open/bdir/f"), O_RDONLY), EACCES);
+    EXPECT("chmod own directory 0700", chmod(P("open/bdir"), 0700), 0);
+    EXPECT("open in own directory again", close(open(P("open/bdir/f"), O_RDONLY)), 0);
+    EXPECT("rename own directory", rename(P("open/bdir"), P("open/bdir.2")), 0);
+    EXPECT("mkdir 0600 where it was", mkdir(P("open/bdir"), 0600), 0);
+    EXPECT("create in own 0600 directory", open(P("open/bdir/g"), O_CREAT | O_WRONLY, 0644), EACCES);
+
     /* execute: everyone else's bits */
     EXPECT("other runs a 0075 script", run("a075.sh"), 0);
     EXPECT("other runs a 0750 script", run("a750.sh"), EACCES);
@@ -298,6 +309,8 @@ int main(int argc, char **argv)
     mkdirat_("open2", 0, 0, 0777);
     mkfile("open/b1", "x", B, B, 0644);
     mkdirat_("open/bdir555", B, B, 0555);
+    mkdirat_("open/bdir", B, B, 0755);
+    mkfile("open/bdir/f", "x", B, B, 0644);
     setxattr(P("a644"), "user.k", "v", 1, 0);
     setxattr(P("a600"), "user.k", "v", 1, 0);
     drop_names();

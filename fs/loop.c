@@ -128,6 +128,9 @@ static __thread int req_kill;              /* a WRITE with FUSE_WRITE_KILL_SUIDG
 static __thread uint64_t req_link;         /* a LINK's source inode */
 static __thread uint64_t req_create;       /* a CREATE's unique number */
 static __thread int req_rename;            /* a RENAME or RENAME2 */
+static __thread uint32_t req_opcode;
+static __thread const char *req_oldname;   /* a RENAME's source name, */
+static __thread int req_same_dir;          /* and whether it stays in its directory */
 
 unsigned long loop_request(void)
 {
@@ -142,6 +145,17 @@ uint64_t loop_node(void)
 int loop_in_rename(void)
 {
     return req_rename;
+}
+
+int loop_in_lookup(void)
+{
+    return req_opcode == FUSE_LOOKUP;
+}
+
+const char *loop_rename_from(int *same_dir)
+{
+    *same_dir = req_same_dir;
+    return req_rename ? req_oldname : NULL;
 }
 
 uint64_t loop_link_source(void)
@@ -171,10 +185,14 @@ static void take(const struct fuse_buf *buf)
     req_link = 0;
     req_create = 0;
     req_rename = 0;
+    req_opcode = 0;
+    req_oldname = NULL;
+    req_same_dir = 0;
     if (buf->flags & FUSE_BUF_IS_FD || buf->size < sizeof(struct fuse_in_header))
         return;
     const struct fuse_in_header *in = buf->mem;
     req_node = in->nodeid;
+    req_opcode = in->opcode;
     if (in->opcode == FUSE_WRITE && buf->size >= sizeof *in + sizeof(struct fuse_write_in))
         req_kill = (((const struct fuse_write_in *)(in + 1))->write_flags & FUSE_WRITE_KILL_SUIDGID) != 0;
     if (in->opcode == FUSE_LINK && buf->size >= sizeof *in + sizeof(struct fuse_link_in))
@@ -182,6 +200,18 @@ static void take(const struct fuse_buf *buf)
     if (in->opcode == FUSE_CREATE)
         req_create = in->unique;
     req_rename = in->opcode == FUSE_RENAME || in->opcode == FUSE_RENAME2;
+    if (req_rename) {
+        /* fuse_rename_in or fuse_rename2_in, then "oldname\0newname\0" */
+        size_t arg = in->opcode == FUSE_RENAME ? sizeof(struct fuse_rename_in) : sizeof(struct fuse_rename2_in);
+        size_t end = in->len < buf->size ? in->len : buf->size;
+        if (end > sizeof *in + arg) {
+            const char *name = (const char *)(in + 1) + arg;
+            if (memchr(name, 0, end - sizeof *in - arg)) {
+                req_oldname = name;
+                req_same_dir = ((const struct fuse_rename_in *)(in + 1))->newdir == in->nodeid;
+            }
+        }
+    }
     if (lp.hooks.handle_of)
         add_handle(buf);
 }

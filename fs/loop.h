@@ -79,6 +79,14 @@ uint64_t loop_node(void);
  * (or RENAME2).  0 outside loop_run. */
 int loop_in_rename(void);
 
+/* Whether the request the calling thread answers in loop_run is a LOOKUP
+ * (a name looked up in a directory; libfuse's path interface serves it
+ * with a getattr, as it does GETATTR).  0 outside loop_run. */
+int loop_in_lookup(void);
+/* For a RENAME or RENAME2: its source's name (valid until the request is
+ * answered), and in *same_dir whether the target's directory is the
+ * source's.  NULL otherwise. */
+const char *loop_rename_from(int *same_dir);
 /* For a LINK request, the inode of the file that gains a name (the
  * request's own inode is the new name's directory).  0 otherwise. */
 uint64_t loop_link_source(void);

@@ -22,8 +22,8 @@ int perm_in_group(struct perm_who *w, gid_t gid)
         w->ngroups = 0;
         if (w->load)
             w->load(w);
-        if (w->ngroups > PERM_GROUPS)
-            w->ngroups = PERM_GROUPS;
+        if (!w->groups)
+            w->ngroups = 0;
     }
     for (int i = 0; i < w->ngroups; i++)
         if (w->groups[i] == gid)

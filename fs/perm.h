@@ -20,16 +20,14 @@
 #include <sys/stat.h>
 #include <sys/types.h>
 
-#define PERM_GROUPS 64
-
 struct perm_who {
     uid_t uid;
     gid_t gid;
     /* The supplementary groups, read only when a check needs them:
-     * ngroups is -1 until then; load() fills them (ngroups >= 0, the first
-     * PERM_GROUPS of them), and a load that fails leaves ngroups 0. */
+     * ngroups is -1 until then; load() sets groups and ngroups (>= 0; a
+     * load that fails leaves ngroups 0, in no group but gid). */
     int ngroups;
-    gid_t groups[PERM_GROUPS];
+    const gid_t *groups;
     void (*load)(struct perm_who *w);
 };
 

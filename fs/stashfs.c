@@ -2051,28 +2051,55 @@ static void fs_destroy(void *private_data)
 /* permissions                                                          */
 
 /*
- * Who may do what is checked here, on each request, by the rules of
- * perm.h, unless the kernel checks (-o default_permissions, implied by
- * allow_other and allow_root).  The kernel's checks need each directory's
+ * Who may do what is checked either by the kernel (default_permissions) or
+ * here, by the rules of perm.h.  The kernel's checks need each directory's
  * attributes to be fresh, and it drops them whenever an entry is made or
- * removed in the directory, so with them every create and unlink cost one
- * more round trip (a GETATTR of the directory): 30% of a create's time and
- * 45% of an unlink's here.
+ * removed in the directory, so with them every create and unlink costs one
+ * more round trip (a GETATTR of the directory): a quarter of a create's
+ * time and a third of an unlink's here.
  *
- * Without allow_other only the mounting user's processes reach the mount
- * (the kernel refuses every other), so the daemon's checks then decide
- * between that user and the files' owners.  Their one gap: a name the
- * kernel already caches is reached again without a request, so stat(2) of
- * it still works after its directory lost search permission; opening it and
- * every change are checked each time.
+ * The daemon checks by default only where every caller is root: mounted by
+ * root, without allow_other or allow_root (the kernel lets no one but the
+ * mounting user's processes in).  Root passes every check but execute
+ * permission on a file no one may run, so nothing is looked up for it.
+ * Anywhere else the kernel checks, unless -o daemon_permissions asks for
+ * the daemon's checks; their limits are in the README ("Permissions").
+ *
+ * The daemon's checks: search permission on every directory from the
+ * mount's root down (walk) for a LOOKUP and for each call that names a file
+ * to open, make, remove, rename, truncate, test (ACCESS) or give user
+ * attributes; write permission on the directory an entry is made in or
+ * removed from, with the sticky bit's rule; the permission the call needs
+ * on the file itself; ownership for chmod, chown and times.  The kernel
+ * resolves names it caches without asking, so the walk is what keeps a
+ * directory that lost search permission closed; it also refuses what Linux
+ * allows through a descriptor or a working directory below such a
+ * directory (openat, fchdir).  GETATTR and SETATTR are not walked: the
+ * kernel sends them for files already reached (fstat, fchmod).  Only the
+ * default request loop tells LOOKUP from GETATTR, so libfuse's own loop
+ * (-o clone_fd) always has the kernel check.
  */
 static int kernel_perms;
 static void snaproot_stat(struct stat *st);
 
+/* The caller's supplementary groups: read from /proc by libfuse, into a
+ * buffer per thread that grows to the largest list seen. */
+static __thread gid_t *groups_buf;
+static __thread int groups_cap;
+
 static void load_groups(struct perm_who *w)
 {
-    int n = fuse_getgroups(PERM_GROUPS, w->groups);
-    w->ngroups = n < 0 ? 0 : n;
+    int n = fuse_getgroups(groups_cap, groups_buf);
+    if (n > groups_cap) {
+        gid_t *g = realloc(groups_buf, (size_t)n * sizeof *g);
+        if (g) {
+            groups_buf = g;
+            groups_cap = n;
+            n = fuse_getgroups(groups_cap, groups_buf);
+        }
+    }
+    w->groups = groups_buf;
+    w->ngroups = n < 0 ? 0 : n > groups_cap ? groups_cap : n;
 }
 
 /* Fill *w with the caller; 0 when nothing needs checking (the kernel
@@ -2085,6 +2112,7 @@ static int asks(struct perm_who *w)
     w->uid = c->uid;
     w->gid = c->gid;
     w->ngroups = -1;
+    w->groups = NULL;
     w->load = load_groups;
     return w->uid != 0;
 }
@@ -2106,10 +2134,9 @@ static int shown(const char *path, struct stat *st)
 }
 
 /*
- * The directories' attributes the walks looked up, kept per thread while
- * dir_gen stays as it was: every change that can give a directory path
- * other attributes moves dir_gen (dirs_changed).  Live paths
- * only; snapshots are looked up every time.
+ * The directories' attributes the checks looked up, kept per thread while
+ * dir_gen stays as it was (dirs_changed).  Live paths only; snapshots are
+ * looked up every time.
  */
 #define WC_SLOTS 16
 #define WC_PATH 192
@@ -2122,7 +2149,7 @@ static __thread struct walk_cache {
     char path[WC_PATH];
 } wcache[WC_SLOTS];
 
-/* shown, for the directories of a walk: P (LEN bytes, NUL-terminated). */
+/* shown, for directory P (LEN bytes, NUL-terminated). */
 static int dir_shown(const char *p, size_t len, struct stat *st)
 {
     unsigned long g = atomic_load(&dir_gen) + 1;
@@ -2149,39 +2176,46 @@ static int dir_shown(const char *p, size_t len, struct stat *st)
 /*
  * May W reach PATH: search permission on every directory above it, and
  * MASK as well on the one holding it, whose attributes go to *dir (when not
- * NULL).  The root has nothing above it.
+ * NULL; zeros for the root, which nothing holds).
  */
 static int walk(struct perm_who *w, const char *path, int mask, struct stat *dir)
 {
-    char buf[PATH_MAX];
-    size_t n = strlen(path);
     const char *last = strrchr(path, '/');
-    if (n >= sizeof buf)
-        return -ENAMETOOLONG;
+    if (dir)
+        memset(dir, 0, sizeof *dir);
     if (!last || (last == path && !path[1]))
         return 0;
+    size_t n = strlen(path), parent = (size_t)(last - path);
+    char small[512], *buf = n < sizeof small ? small : malloc(n + 1);
+    if (!buf)
+        return -ENOMEM;
     memcpy(buf, path, n + 1);
-    size_t parent = (size_t)(last - path);
+    int rc;
     for (size_t i = 0;;) {
         size_t len = i ? i : 1;
         char save = buf[len];
         struct stat st;
         buf[len] = '\0';
-        int rc = dir_shown(buf, len, &st);
+        rc = dir_shown(buf, len, &st);
         buf[len] = save;
         if (rc)
-            return rc;
-        if (!S_ISDIR(st.st_mode))
-            return -ENOTDIR;
+            break;
+        if (!S_ISDIR(st.st_mode)) {
+            rc = -ENOTDIR;
+            break;
+        }
         if ((rc = perm_may(w, &st, PERM_X | (i == parent ? mask : 0))))
-            return rc;
+            break;
         if (i == parent) {
             if (dir)
                 *dir = st;
-            return 0;
+            break;
         }
         i = (size_t)(strchr(path + i + 1, '/') - path);
     }
+    if (buf != small)
+        free(buf);
+    return rc;
 }
 
 /* walk, then MASK on PATH itself, whose attributes go to *st. */
@@ -2238,7 +2272,7 @@ static int list_one(void *arg, const char *name, uint64_t seq, int64_t ct)
 static int fs_getattr(const char *path, struct stat *st, struct fuse_file_info *fi)
 {
     struct perm_who pw;
-    int prc = !fi && path && asks(&pw) ? walk(&pw, path, 0, NULL) : 0;
+    int prc = path && loop_in_lookup() && asks(&pw) ? walk(&pw, path, 0, NULL) : 0;
     if (prc)
         return prc;
     NULL_PATH(fi);
@@ -2262,6 +2296,12 @@ static int fs_readdir(const char *path, void *buf, fuse_fill_dir_t filler, off_t
 {
     if (!path)
         return 0;       /* a directory removed while open lists nothing */
+    /* Entries' attributes go with their names only to a caller who may
+     * search the directory (ls -l of a directory it may only read). */
+    struct perm_who pw;
+    struct stat dst;
+    if ((flags & FUSE_READDIR_PLUS) && asks(&pw) && (shown(path, &dst) || perm_may(&pw, &dst, PERM_X)))
+        flags &= ~FUSE_READDIR_PLUS;
     const char *rel;
     int w = enter(path, &rel), rc;
     if (w < 0) {
@@ -2287,9 +2327,10 @@ static int fs_open(const char *path, struct fuse_file_info *fi)
     if (asks(&pw)) {
         int acc = fi->flags & O_ACCMODE, mask = 0;
         struct stat st;
-        mask |= acc == O_RDONLY || acc == O_RDWR ? PERM_R : 0;
-        mask |= acc == O_WRONLY || acc == O_RDWR || (fi->flags & O_TRUNC) ? PERM_W : 0;
-        mask |= fi->flags & OPEN_FOR_EXEC ? PERM_X : 0;
+        mask |= acc == O_WRONLY ? 0 : PERM_R;          /* O_ACCMODE itself: both */
+        mask |= acc != O_RDONLY || (fi->flags & O_TRUNC) ? PERM_W : 0;
+        if (fi->flags & OPEN_FOR_EXEC)
+            mask = PERM_X;                             /* execve needs no read permission */
         int prc = may_path(&pw, path, mask, &st);
         if (prc)
             return prc;
@@ -2342,25 +2383,27 @@ static off_t fs_lseek(const char *path, off_t off, int whence, struct fuse_file_
 
 static int fs_readlink(const char *path, char *buf, size_t size)
 {
-    struct perm_who pw;
-    int prc = asks(&pw) ? walk(&pw, path, 0, NULL) : 0;
-    if (prc)
-        return prc;
     READ_OP(r_readlink(rel, buf, size), -EINVAL);
 }
 
 static int ctl_result(char *val, size_t size);
 
 /* The user namespace's attributes are read and written as the file's
- * contents are (the kernel itself keeps the other namespaces to root, and
- * user attributes to files and directories). */
+ * contents are, and on a sticky directory written by its owner alone (the
+ * kernel itself keeps the other namespaces to root, and user attributes to
+ * files and directories). */
 static int may_xattr(const char *path, const char *name, int mask)
 {
     struct perm_who pw;
     struct stat st;
-    if (!asks(&pw))
+    if (strncmp(name, "user.", 5) || !asks(&pw))
         return 0;
-    return strncmp(name, "user.", 5) ? walk(&pw, path, 0, NULL) : may_path(&pw, path, mask, &st);
+    int rc = walk(&pw, path, 0, NULL);
+    if (rc == 0)
+        rc = shown(path, &st);
+    if (rc == 0 && (mask & PERM_W) && S_ISDIR(st.st_mode) && (st.st_mode & S_ISVTX))
+        rc = perm_owner(&pw, &st);
+    return rc ? rc : perm_may(&pw, &st, mask);
 }
 
 static int fs_getxattr(const char *path, const char *name, char *val, size_t size)
@@ -2384,7 +2427,7 @@ static int fs_listxattr(const char *path, char *list, size_t size)
 /* A call that makes PATH: write and search permission on its directory. */
 #define WRITE_OP(call)                                                   \
     struct perm_who pw;                                                  \
-    int rc = asks(&pw) ? walk(&pw, path, PERM_W, NULL) : 0;              \
+    int rc = asks(&pw) ? walk(&pw, path, PERM_W, NULL) : 0;        \
     if (rc == 0)                                                         \
         rc = live_only(path);                                            \
     return rc ? rc : call
@@ -2422,13 +2465,6 @@ static int fs_fallocate(const char *path, int mode, off_t off, off_t len, struct
     LINKED_OP(w_fallocate(path, mode, off, len));
 }
 static int fs_symlink(const char *target, const char *path) { WRITE_OP(w_symlink(target, path)); }
-/* The attributes of the file a SETATTR changes, after the walk to it
- * (none through a handle: its opener got there). */
-static int setattr_target(struct perm_who *pw, const char *path, struct fuse_file_info *fi, struct stat *st)
-{
-    int rc = fi ? 0 : walk(pw, path, 0, NULL);
-    return rc ? rc : shown(path, st);
-}
 
 static int fs_chmod(const char *path, mode_t mode, struct fuse_file_info *fi)
 {
@@ -2436,8 +2472,13 @@ static int fs_chmod(const char *path, mode_t mode, struct fuse_file_info *fi)
     struct perm_who pw;
     struct stat st;
     if (asks(&pw)) {
-        int prc = setattr_target(&pw, path, fi, &st);
-        if (prc == 0)
+        int prc = shown(path, &st);
+        /* What the kernel asks of a writer without CAP_FSETID: the file
+         * loses its set-user-ID and set-group-ID bits, and nothing else
+         * changes.  A writer (a handle, or write permission) may. */
+        mode_t lost = (st.st_mode & 07777) & ~(mode & 07777);
+        int kill = lost && !(lost & ~(mode_t)(S_ISUID | S_ISGID)) && !((mode & 07777) & ~(st.st_mode & 07777));
+        if (prc == 0 && !(kill && (fi || perm_may(&pw, &st, PERM_W) == 0)))
             prc = perm_chmod(&pw, &st, &mode);
         if (prc)
             return setattr_mark(path, prc), prc;
@@ -2450,7 +2491,7 @@ static int fs_chown(const char *path, uid_t uid, gid_t gid, struct fuse_file_inf
     struct perm_who pw;
     struct stat st;
     if (asks(&pw)) {
-        int prc = setattr_target(&pw, path, fi, &st);
+        int prc = shown(path, &st);
         if (prc == 0)
             prc = perm_chown(&pw, &st, uid, gid);
         if (prc)
@@ -2466,7 +2507,7 @@ static int fs_utimens(const char *path, const struct timespec tv[2], struct fuse
     if (asks(&pw)) {
         /* Both times now is a touch, which write permission allows. */
         int touch = !tv || (tv[0].tv_nsec == UTIME_NOW && tv[1].tv_nsec == UTIME_NOW);
-        int prc = setattr_target(&pw, path, fi, &st);
+        int prc = shown(path, &st);
         if (prc == 0)
             prc = perm_utimens(&pw, &st, touch);
         if (prc)
@@ -2564,27 +2605,62 @@ static int same_dir(const char *a, const char *b)
     return al == bl && !memcmp(a, b, al);
 }
 
-/* rename: both entries as for unlink, and a directory moved to another
- * directory needs write permission on itself (its ".." changes). */
-static int may_rename(const char *from, const char *to)
+/* rename: nothing to check between two names of one file (rename(2) does
+ * nothing then); otherwise both entries as for unlink, and a directory
+ * moved to another directory needs write permission on itself (its ".."
+ * changes). */
+static int may_rename(struct perm_who *pw, const char *from, const char *to)
+{
+    struct stat src, dst, dir;
+    int there = shown(to, &dst) == 0;
+    if (there && shown(from, &src) == 0 && src.st_ino == dst.st_ino)
+        return 0;
+    int rc = may_delete(pw, from, &src);
+    if (rc == 0)
+        rc = walk(pw, to, PERM_W, &dir);
+    if (rc == 0 && there)
+        rc = perm_sticky(pw, &dir, &dst);
+    if (rc == 0 && S_ISDIR(src.st_mode) && !same_dir(from, to))
+        rc = perm_may(pw, &src, PERM_W);
+    return rc;
+}
+
+/*
+ * The checks of a rename, made before anything moves.  A rename onto a
+ * file that is open comes here twice: libfuse first moves the target
+ * aside to a hidden name (TO), then makes the rename.  A refusal after the
+ * move would lose the target (unlinked at its last close), so the rename's
+ * own checks are made at the move, with its source: the request's source
+ * name in the target's directory.  A source in another directory cannot be
+ * named from here; such a rename onto an open file fails with EBUSY for a
+ * caller other than root.
+ */
+static int rename_checks(const char *from, const char *to)
 {
     struct perm_who pw;
-    struct stat src, dst, dir;
     if (!asks(&pw))
         return 0;
-    int rc = may_delete(&pw, from, &src);
-    if (rc == 0)
-        rc = walk(&pw, to, PERM_W, &dir);
-    if (rc == 0 && shown(to, &dst) == 0)
-        rc = perm_sticky(&pw, &dir, &dst);
-    if (rc == 0 && S_ISDIR(src.st_mode) && !same_dir(from, to))
-        rc = perm_may(&pw, &src, PERM_W);
+    if (!(hidden_path(to) && loop_in_rename()))
+        return may_rename(&pw, from, to);
+    int same;
+    const char *old = loop_rename_from(&same);
+    if (!old || !same)
+        return -EBUSY;
+    size_t pl = (size_t)(strrchr(from, '/') - from), ol = strlen(old);
+    char *src = malloc(pl + ol + 2);
+    if (!src)
+        return -ENOMEM;
+    memcpy(src, from, pl);
+    src[pl] = '/';
+    memcpy(src + pl + 1, old, ol + 1);
+    int rc = may_rename(&pw, src, from);
+    free(src);
     return rc;
 }
 
 static int fs_rename(const char *from, const char *to, unsigned int flags)
 {
-    int rc = may_rename(from, to);
+    int rc = rename_checks(from, to);
     if (rc)
         return rc;
     rc = live_only(from);
@@ -2643,7 +2719,7 @@ static int fs_link(const char *from, const char *to)
 {
     struct perm_who pw;
     int rc = 0;
-    if (asks(&pw) && (rc = walk(&pw, from, 0, NULL)) == 0)
+    if (asks(&pw))
         rc = walk(&pw, to, PERM_W, NULL);
     if (rc)
         return rc;
@@ -2821,10 +2897,12 @@ static void usage(FILE *f)
             "    -o snapdir=NAME          the snapshots directory (default .snapshots; empty: none)\n"
             "    -o spin=N                microseconds the request reader keeps polling after\n"
             "                             an answer before it sleeps (default 50; 0: never)\n"
-            "    -o default_permissions   the kernel checks permissions (the default with\n"
-            "                             allow_other or allow_root); otherwise the daemon does,\n"
-            "                             saving a round trip per create and unlink\n"
-            "    -o daemon_permissions    the daemon checks permissions even with allow_other\n"
+            "    -o default_permissions   the kernel checks permissions (the default unless\n"
+            "                             only root can reach the mount: mounted by root,\n"
+            "                             no allow_other; the daemon checks there, saving a\n"
+            "                             round trip per create and unlink)\n"
+            "    -o daemon_permissions    the daemon checks permissions for every user (see\n"
+            "                             the README for where that differs from a disk)\n"
             "\n");
 }
 
@@ -3073,7 +3151,9 @@ int main(int argc, char **argv)
     clock_gettime(CLOCK_REALTIME, &mount_time);
     my_uid = getuid();
     my_gid = getgid();
-    kernel_perms = c.kernel_perms || (c.allow_other && !c.daemon_perms);
+    /* Who checks permissions (see "permissions" above). */
+    int libfuse_loop = !o.singlethread && (o.clone_fd || o.max_idle_threads != UINT_MAX);
+    kernel_perms = c.kernel_perms || libfuse_loop || ((c.allow_other || geteuid() != 0) && !c.daemon_perms);
     if (kernel_perms)
         fuse_opt_add_arg(&args, "-odefault_permissions");
     /* mount(8), df and /proc/mounts show the store's directory as the
@@ -3117,7 +3197,7 @@ int main(int argc, char **argv)
             /* harmless: every path the daemon uses is absolute */
         }
     }
-    if (!o.singlethread && (o.clone_fd || o.max_idle_threads != UINT_MAX)) {
+    if (libfuse_loop) {
         /* -o clone_fd or max_idle_threads: libfuse's multi-threaded loop,
          * as asked (every request on a pool thread). */
         struct fuse_loop_config *lc = fuse_loop_cfg_create();

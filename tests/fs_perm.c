@@ -10,6 +10,7 @@
  * users 1001 and 1002 may reach).  Each case runs in a child process with
  * that user's IDs.  Prints each failure and exits 1 if there was any.
  */
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <grp.h>
@@ -74,14 +75,19 @@ static void mkdirat_(const char *rel, uid_t uid, gid_t gid, mode_t mode)
 }
 
 /* Run CASE in a child with user UID (its group the same number; user B
- * also in group G).  The child's failures count here. */
-static void as(uid_t uid, void (*fn)(void))
+ * also in group G, after NOISE other groups).  The child's failures count
+ * here. */
+static void as_groups(uid_t uid, int noise, void (*fn)(void))
 {
     fflush(stdout);
     pid_t pid = fork();
     if (pid == 0) {
-        gid_t extra = G;
-        if (setgroups(uid == B ? 1 : 0, &extra) || setresgid(uid, uid, uid) || setresuid(uid, uid, uid)) {
+        gid_t extra[200];
+        int n = 0;
+        for (int i = 0; i < noise && n < 199; i++)
+            extra[n++] = 100 + i;     /* below G: the kernel sorts them */
+        extra[n++] = G;
+        if (setgroups(uid == B ? n : 0, extra) || setresgid(uid, uid, uid) || setresuid(uid, uid, uid)) {
             printf("FAIL: cannot become user %u: %s\n", (unsigned)uid, strerror(errno));
             exit(1);
         }
@@ -99,6 +105,11 @@ static void as(uid_t uid, void (*fn)(void))
     fails += WEXITSTATUS(st);
 }
 
+static void as(uid_t uid, void (*fn)(void))
+{
+    as_groups(uid, 0, fn);
+}
+
 /* Forget the kernel's cached names, so that lookups reach the filesystem
  * (a FUSE daemon that checks permissions sees only those). */
 static void drop_names(void)
@@ -112,6 +123,20 @@ static void drop_names(void)
     }
 }
 
+/* REL becomes a copy of true(1), keeping its owner and mode. */
+static void copy_true(const char *rel)
+{
+    char buf[65536];
+    int in = open("/bin/true", O_RDONLY), out = open(P(rel), O_WRONLY | O_TRUNC);
+    ssize_t n;
+    while (in >= 0 && out >= 0 && (n = read(in, buf, sizeof buf)) > 0)
+        if (write(out, buf, (size_t)n) != n)
+            break;
+    must(in >= 0 && out >= 0 && close(out) == 0, rel);
+    if (in >= 0)
+        close(in);
+}
+
 static int readable(const char *rel)
 {
     char c;
@@ -123,10 +148,42 @@ static int readable(const char *rel)
     return r;
 }
 
+/* Read directory REL to its end: 0 or -1. */
+static int list(const char *rel)
+{
+    DIR *d = opendir(P(rel));
+    if (!d)
+        return -1;
+    while (readdir(d))
+        ;
+    closedir(d);
+    return 0;
+}
+
 static int stat_(const char *rel)
 {
     struct stat st;
     return stat(P(rel), &st);
+}
+
+/* Run REL (no arguments): its exit status, or -1 with errno EACCES when
+ * it may not be run. */
+static int run_status(const char *rel)
+{
+    pid_t pid = fork();
+    if (pid == 0) {
+        char *argv[] = {(char *)P(rel), NULL};
+        execv(argv[0], argv);
+        _exit(errno == EACCES ? 126 : 127);
+    }
+    int st;
+    if (waitpid(pid, &st, 0) != pid || !WIFEXITED(st))
+        return -1;
+    if (WEXITSTATUS(st) == 126) {
+        errno = EACCES;
+        return -1;
+    }
+    return WEXITSTATUS(st);
 }
 
 static int run(const char *rel)
@@ -197,6 +254,8 @@ static void user_b(void)
     EXPECT("chdir into another's 0700 directory", chdir(P("adir700")), EACCES);
     EXPECT("create under another's 0700 directory", open(P("adir700/x"), O_CREAT | O_WRONLY, 0644), EACCES);
     EXPECT("list a 0711 directory", open(P("adir711"), O_RDONLY | O_DIRECTORY), EACCES);
+    EXPECT("list a 0744 directory", list("adir744"), 0);
+    EXPECT("stat in a listed 0744 directory", stat_("adir744/f"), EACCES);
     EXPECT("read a file in a 0711 directory", readable("adir711/f"), 0);
 
     /* write permission of a 0755 directory */
@@ -253,9 +312,72 @@ static void user_b(void)
     EXPECT("mkdir 0600 where it was", mkdir(P("open/bdir"), 0600), 0);
     EXPECT("create in own 0600 directory", open(P("open/bdir/g"), O_CREAT | O_WRONLY, 0644), EACCES);
 
-    /* execute: everyone else's bits */
+    /* execute: everyone else's bits; a program needs no read permission */
     EXPECT("other runs a 0075 script", run("a075.sh"), 0);
     EXPECT("other runs a 0750 script", run("a750.sh"), EACCES);
+    EXPECT("other runs a 0711 program", run_status("a711.true"), 0);
+
+    /* open with access mode 3 asks for read and write permission */
+    EXPECT("open(O_ACCMODE) of another's 0644 file", open(P("a644"), O_ACCMODE), EACCES);
+
+    /* a write by someone else takes the set-user-ID bit off */
+    int fd = open(P("a4777"), O_WRONLY | O_APPEND);
+    EXPECT("other opens a 4777 file for writing", fd, 0);
+    EXPECT("other writes a 4777 file", write(fd, "y", 1), 0);
+    EXPECT("close", close(fd), 0);
+    struct stat st;
+    EXPECT("stat", stat(P("a4777"), &st), 0);
+    if ((st.st_mode & 07777) != 0777) {
+        printf("FAIL: a write by another user left mode %o (wanted 777)\n", st.st_mode & 07777);
+        fails++;
+    }
+    EXPECT("other truncates a 6777 file", truncate(P("a6777"), 1), 0);
+    EXPECT("stat", stat(P("a6777"), &st), 0);
+    if ((st.st_mode & 07777) != 0777) {
+        printf("FAIL: a truncate by another user left mode %o (wanted 777)\n", st.st_mode & 07777);
+        fails++;
+    }
+
+    /* user attributes of a sticky directory: its owner's alone */
+    EXPECT("setxattr on a sticky directory not one's own", setxattr(P("sticky"), "user.k", "v", 1, 0), EPERM);
+
+    /* two names of one file: rename does nothing, whatever the permissions
+     * (the kernel's own checks see two inodes in the mount and refuse) */
+    errno = 0;
+    if (rename(P("adir755/f"), P("adir755/f.link")) != 0 && errno != EACCES) {
+        printf("FAIL: rename between two names of one file: %s\n", strerror(errno));
+        fails++;
+    }
+    EXPECT("both names stay", readable("adir755/f") + readable("adir755/f.link"), 0);
+
+    /* A rename refused onto a file that is open leaves it (libfuse moves an
+     * open target aside before renaming onto it). */
+    EXPECT("rename another's file onto an open one in a sticky directory",
+           rename(P("sticky/a666c"), P("sticky/bopen")), EPERM);
+    EXPECT("the open target is still there", readable("sticky/bopen"), 0);
+    errno = 0;
+    int r = rename(P("open/b3"), P("open2/bopen2"));
+    if (!(r == 0 || (r == -1 && errno == EBUSY))) {
+        printf("FAIL: rename onto an open file in another directory: %s\n", strerror(errno));
+        fails++;
+    }
+    EXPECT(r == 0 ? "the rename's source landed" : "the open target stays after EBUSY", readable("open2/bopen2"), 0);
+
+    /* a path longer than PATH_MAX, made and used one directory at a time */
+    char name[101];
+    memset(name, 'd', 100);
+    name[100] = '\0';
+    int ok = chdir(P("open")) == 0;
+    for (int i = 0; ok && i < 50; i++)
+        ok = mkdir(name, 0755) == 0 && chdir(name) == 0;
+    EXPECT("50 directories of 100-byte names", ok ? 0 : -1, 0);
+    EXPECT("a file at the bottom", ok ? close(open("f", O_CREAT | O_WRONLY, 0644)) : -1, 0);
+    EXPECT("access at the bottom", ok ? access("f", W_OK) : -1, 0);
+}
+
+static void user_b_many_groups(void)
+{
+    EXPECT("the 101st supplementary group reads 0040", readable("g040"), 0);
 }
 
 static void root_cases(void)
@@ -298,6 +420,8 @@ int main(int argc, char **argv)
     mkfile("adir700/f", "x", A, A, 0644);
     mkdirat_("adir711", A, A, 0711);
     mkfile("adir711/f", "x", A, A, 0644);
+    mkdirat_("adir744", A, A, 0744);
+    mkfile("adir744/f", "x", A, A, 0644);
     mkdirat_("adir755", A, A, 0755);
     mkfile("adir755/f", "x", A, A, 0644);
     mkdirat_("adir755/sub", A, A, 0755);
@@ -305,9 +429,16 @@ int main(int argc, char **argv)
     mkfile("sticky/a666", "x", A, A, 0666);
     mkfile("sticky/a666b", "x", A, A, 0666);
     mkfile("sticky/b644", "x", B, B, 0644);
+    mkfile("a711.true", "", A, A, 0711);
+    mkfile("a4777", "x", A, A, 04777);
+    mkfile("a6777", "xy", A, A, 06777);
+    mkfile("sticky/a666c", "x", A, A, 0666);
+    mkfile("sticky/bopen", "keep", B, B, 0644);
     mkdirat_("open", 0, 0, 0777);
     mkdirat_("open2", 0, 0, 0777);
     mkfile("open/b1", "x", B, B, 0644);
+    mkfile("open/b3", "new", B, B, 0644);
+    mkfile("open2/bopen2", "keep", B, B, 0644);
     mkdirat_("open/bdir555", B, B, 0555);
     mkdirat_("open/bdir", B, B, 0755);
     mkfile("open/bdir/f", "x", B, B, 0644);
@@ -315,8 +446,17 @@ int main(int argc, char **argv)
     setxattr(P("a600"), "user.k", "v", 1, 0);
     drop_names();
     as(A, user_a);
+    must(link(P("adir755/f"), P("adir755/f.link")) == 0, "adir755/f.link");
+    copy_true("a711.true");
     drop_names();
+    int held1 = open(P("sticky/bopen"), O_RDONLY), held2 = open(P("open2/bopen2"), O_RDONLY);
+    must(held1 >= 0 && held2 >= 0, "holding targets open");
     as(B, user_b);
+    as_groups(B, 100, user_b_many_groups);
+    close(held1);
+    close(held2);
+    drop_names();
+    EXPECT("the open target is still there once closed", readable("sticky/bopen"), 0);
     root_cases();
     printf("fs_perm: %d failure(s)\n", fails);
     return fails ? 1 : 0;

@@ -17,12 +17,13 @@
 
 static int loads;
 
+static const gid_t some_groups[] = {300, 301};
+
 static void load_groups(struct perm_who *w)
 {
     loads++;
     w->ngroups = 2;
-    w->groups[0] = 300;
-    w->groups[1] = 301;
+    w->groups = some_groups;
 }
 
 static struct perm_who who(uid_t uid, gid_t gid)

@@ -3380,8 +3380,10 @@ int stash_open(const char *dir, const stash_options_t *o, stash_t **out)
     if (rc == 0 && !db->opt.read_only) {
         if (pthread_create(&db->bg, NULL, bg_main, db) != 0)
             rc = err_set(-ENOMEM, "cannot start the background thread");
-        else
+        else {
             db->bg_running = 1;
+            pthread_setname_np(db->bg, "stash-bg");     /* as top -H shows it */
+        }
     }
     /* With the background thread running, as its writes may fill memtables. */
     if (rc == 0 && !db->opt.read_only) {
@@ -3417,8 +3419,10 @@ int stash_open(const char *dir, const stash_options_t *o, stash_t **out)
          * a synced write, which must not meet the open's own make_room. */
         if (rc == 0 && pthread_create(&db->vlog_thread, NULL, vlog_main, db) != 0)
             rc = err_set(-ENOMEM, "cannot start the value-file thread");
-        else if (rc == 0)
+        else if (rc == 0) {
             db->vlog_running = 1;
+            pthread_setname_np(db->vlog_thread, "stash-gc");
+        }
         if (rc)
             stash_close(db);
         else

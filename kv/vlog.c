@@ -243,8 +243,10 @@ int vlog_open(const char *dir, int read_only, vlog_numfn newnum, void *arg, vlog
     if (rc == 0 && !read_only) {
         if (pthread_create(&vl->wb, NULL, wb_main, vl) != 0)
             rc = err_set(-ENOMEM, "cannot start the value files' write-behind thread");
-        else
+        else {
             vl->wb_running = 1;
+            pthread_setname_np(vl->wb, "stash-wb");
+        }
     }
     if (rc) {
         vlog_close(vl);

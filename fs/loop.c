@@ -129,8 +129,7 @@ static __thread uint64_t req_link;         /* a LINK's source inode */
 static __thread uint64_t req_create;       /* a CREATE's unique number */
 static __thread int req_rename;            /* a RENAME or RENAME2 */
 static __thread uint32_t req_opcode;
-static __thread const char *req_oldname;   /* a RENAME's source name, */
-static __thread int req_same_dir;          /* and whether it stays in its directory */
+static __thread struct loop_rename req_ren; /* a RENAME's names (oldname NULL: none) */
 
 unsigned long loop_request(void)
 {
@@ -152,10 +151,10 @@ int loop_in_lookup(void)
     return req_opcode == FUSE_LOOKUP;
 }
 
-const char *loop_rename_from(int *same_dir)
+int loop_rename(struct loop_rename *r)
 {
-    *same_dir = req_same_dir;
-    return req_rename ? req_oldname : NULL;
+    *r = req_ren;
+    return req_rename && req_ren.oldname;
 }
 
 uint64_t loop_link_source(void)
@@ -186,8 +185,7 @@ static void take(const struct fuse_buf *buf)
     req_create = 0;
     req_rename = 0;
     req_opcode = 0;
-    req_oldname = NULL;
-    req_same_dir = 0;
+    req_ren.oldname = req_ren.newname = NULL;
     if (buf->flags & FUSE_BUF_IS_FD || buf->size < sizeof(struct fuse_in_header))
         return;
     const struct fuse_in_header *in = buf->mem;
@@ -205,10 +203,15 @@ static void take(const struct fuse_buf *buf)
         size_t arg = in->opcode == FUSE_RENAME ? sizeof(struct fuse_rename_in) : sizeof(struct fuse_rename2_in);
         size_t end = in->len < buf->size ? in->len : buf->size;
         if (end > sizeof *in + arg) {
-            const char *name = (const char *)(in + 1) + arg;
-            if (memchr(name, 0, end - sizeof *in - arg)) {
-                req_oldname = name;
-                req_same_dir = ((const struct fuse_rename_in *)(in + 1))->newdir == in->nodeid;
+            const char *name = (const char *)(in + 1) + arg, *stop = (const char *)in + end;
+            const char *nul = memchr(name, 0, (size_t)(stop - name));
+            const char *nul2 = nul ? memchr(nul + 1, 0, (size_t)(stop - nul - 1)) : NULL;
+            if (nul2) {
+                req_ren.oldname = name;
+                req_ren.newname = nul + 1;
+                req_ren.olddir = in->nodeid;
+                req_ren.newdir = ((const struct fuse_rename_in *)(in + 1))->newdir;
+                req_ren.flags = in->opcode == FUSE_RENAME2 ? ((const struct fuse_rename2_in *)(in + 1))->flags : 0;
             }
         }
     }

@@ -83,10 +83,15 @@ int loop_in_rename(void);
  * (a name looked up in a directory; libfuse's path interface serves it
  * with a getattr, as it does GETATTR).  0 outside loop_run. */
 int loop_in_lookup(void);
-/* For a RENAME or RENAME2: its source's name (valid until the request is
- * answered), and in *same_dir whether the target's directory is the
- * source's.  NULL otherwise. */
-const char *loop_rename_from(int *same_dir);
+/* For a RENAME or RENAME2, what it asks: *r gets its names (valid until
+ * the request is answered), directories (inodes) and flags, and the call
+ * returns 1.  0 for any other request. */
+struct loop_rename {
+    const char *oldname, *newname;
+    uint64_t olddir, newdir;
+    unsigned flags;
+};
+int loop_rename(struct loop_rename *r);
 /* For a LINK request, the inode of the file that gains a name (the
  * request's own inode is the new name's directory).  0 otherwise. */
 uint64_t loop_link_source(void);

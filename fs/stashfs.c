@@ -87,6 +87,7 @@ static pthread_cond_t inval_cv = PTHREAD_COND_INITIALIZER;
 static struct inval {
     struct inval *next;
     uint64_t node, ino;     /* a kernel inode of open file INO, or 0: PATH */
+    int entry;              /* or: the entry PATH (a name) in directory NODE */
     char path[];
 } *inval_head, **inval_tail = &inval_head;
 static int inval_stop, inval_started;
@@ -1889,9 +1890,9 @@ static uint64_t link_id_of(const char *path)
     return s.link_id;
 }
 
-/* Queue PATH, or (NODE nonzero) kernel inode NODE of open file INO, for
- * the notifier. */
-static void inval_queue(const char *path, size_t n, uint64_t node, uint64_t ino)
+/* Queue PATH, or (NODE nonzero) kernel inode NODE of open file INO, or
+ * (ENTRY) the entry PATH in directory NODE, for the notifier. */
+static void inval_queue(const char *path, size_t n, uint64_t node, uint64_t ino, int entry)
 {
     struct inval *e = malloc(sizeof *e + n + 1);
     if (!e)
@@ -1900,6 +1901,7 @@ static void inval_queue(const char *path, size_t n, uint64_t node, uint64_t ino)
     e->path[n] = 0;
     e->node = node;
     e->ino = ino;
+    e->entry = entry;
     e->next = NULL;
     pthread_mutex_lock(&inval_mu);
     *inval_tail = e;
@@ -1910,7 +1912,13 @@ static void inval_queue(const char *path, size_t n, uint64_t node, uint64_t ino)
 
 static void inval_push(const char *path, size_t n)
 {
-    inval_queue(path, n, 0, 0);
+    inval_queue(path, n, 0, 0, 0);
+}
+
+/* Queue the kernel's entry NAME in directory DIR (a kernel inode). */
+static void inval_entry(uint64_t dir, const char *name)
+{
+    inval_queue(name, strlen(name), dir, 0, 1);
 }
 
 /* An orphan of key KEY that libfuse has lost the path of (its directory was
@@ -1931,7 +1939,7 @@ static void inval_orphan_nodes(const char *key, size_t kl)
     struct ofile *o = x && !x->path ? *of_find(x->ino) : NULL;
     for (unsigned i = 0; o && i < o->nnodes; i++)
         if (o->nodes[i] != self)
-            inval_queue("", 0, o->nodes[i], o->ino);
+            inval_queue("", 0, o->nodes[i], o->ino, 0);
     pthread_mutex_unlock(&of_mu);
 }
 
@@ -1998,7 +2006,9 @@ static void *inval_loop(void *arg)
         if (!(inval_head = e->next))
             inval_tail = &inval_head;
         pthread_mutex_unlock(&inval_mu);
-        if (!e->node)
+        if (e->entry)
+            (void)fuse_lowlevel_notify_inval_entry(fuse_get_session(fuse_self), e->node, e->path, strlen(e->path));
+        else if (!e->node)
             (void)fuse_invalidate_path(fuse_self, e->path);   /* -ENOENT: not cached */
         else if (fuse_lowlevel_notify_inval_inode(fuse_get_session(fuse_self), e->node, 0, 0) == -ENOENT)
             of_forget_node(e->ino, e->node);                 /* the kernel forgot it */
@@ -2476,8 +2486,12 @@ static int fs_chmod(const char *path, mode_t mode, struct fuse_file_info *fi)
         /* What the kernel asks of a writer without CAP_FSETID: the file
          * loses its set-user-ID and set-group-ID bits, and nothing else
          * changes.  A writer (a handle, or write permission) may. */
-        mode_t lost = (st.st_mode & 07777) & ~(mode & 07777);
-        int kill = lost && !(lost & ~(mode_t)(S_ISUID | S_ISGID)) && !((mode & 07777) & ~(st.st_mode & 07777));
+        int kill = 0;
+        if (prc == 0 && S_ISREG(st.st_mode)) {
+            mode_t may = S_ISUID | (st.st_mode & S_IXGRP ? S_ISGID : 0);
+            mode_t lost = (st.st_mode & 07777) & ~(mode & 07777);
+            kill = lost && !(lost & ~may) && !((mode & 07777) & ~(st.st_mode & 07777));
+        }
         if (prc == 0 && !(kill && (fi || perm_may(&pw, &st, PERM_W) == 0)))
             prc = perm_chmod(&pw, &st, &mode);
         if (prc)
@@ -2629,47 +2643,89 @@ static int may_rename(struct perm_who *pw, const char *from, const char *to)
  * The checks of a rename, made before anything moves.  A rename onto a
  * file that is open comes here twice: libfuse first moves the target
  * aside to a hidden name (TO), then makes the rename.  A refusal after the
- * move would lose the target (unlinked at its last close), so the rename's
- * own checks are made at the move, with its source: the request's source
- * name in the target's directory.  A source in another directory cannot be
- * named from here; such a rename onto an open file fails with EBUSY for a
- * caller other than root.
+ * move would lose the target's name (see put_back), so the rename's own
+ * checks are made at the move, with its source: the request's source name
+ * in the target's directory, and the second call passes.  A source in
+ * another directory cannot be named from here; such a rename onto an open
+ * file fails with EBUSY for a caller other than root.  Flags the rename
+ * would refuse are refused at the move too.
  */
+static __thread uint64_t moved_ok;          /* a hash of the target moved aside */
+static __thread unsigned long moved_req;
+
 static int rename_checks(const char *from, const char *to)
 {
+    struct loop_rename lr;
+    int named = loop_rename(&lr);
+    int aside = hidden_path(to) && loop_in_rename();
+    if (aside && named && (lr.flags & ~(unsigned)RENAME_NOREPLACE))
+        return -EINVAL;
     struct perm_who pw;
     if (!asks(&pw))
         return 0;
-    if (!(hidden_path(to) && loop_in_rename()))
-        return may_rename(&pw, from, to);
-    int same;
-    const char *old = loop_rename_from(&same);
-    if (!old || !same)
+    if (!aside) {
+        int passed = moved_ok && moved_req == loop_request() && moved_ok == (fnv64(0, to, strlen(to)) | 1);
+        moved_ok = 0;
+        return passed ? 0 : may_rename(&pw, from, to);
+    }
+    if (!named || lr.olddir != lr.newdir)
         return -EBUSY;
-    size_t pl = (size_t)(strrchr(from, '/') - from), ol = strlen(old);
+    size_t pl = (size_t)(strrchr(from, '/') - from), ol = strlen(lr.oldname);
     char *src = malloc(pl + ol + 2);
     if (!src)
         return -ENOMEM;
     memcpy(src, from, pl);
     src[pl] = '/';
-    memcpy(src + pl + 1, old, ol + 1);
+    memcpy(src + pl + 1, lr.oldname, ol + 1);
     int rc = may_rename(&pw, src, from);
     free(src);
+    if (rc == 0) {
+        moved_ok = fnv64(0, from, strlen(from)) | 1;
+        moved_req = loop_request();
+    }
     return rc;
+}
+
+/*
+ * A rename that failed after libfuse moved its open target TO aside (to
+ * key ASIDE): TO gets its name back, as a second name of the open file's
+ * value (the hidden one goes at the file's last close, as before), and the
+ * kernel forgets its entry for TO, which names the node libfuse moved.
+ */
+static void put_back(const char *aside, const char *to)
+{
+    char key[KEYBUF];
+    size_t kl;
+    if (path_key(to, key, sizeof key, &kl) == 0 && stash_link(db, aside, strlen(aside), key, kl) == 0)
+        atomic_store(&links_seen, 1);
+    struct loop_rename lr;
+    if (loop_rename(&lr))
+        inval_entry(lr.newdir, lr.newname);
 }
 
 static int fs_rename(const char *from, const char *to, unsigned int flags)
 {
+    /* The rename that follows libfuse's move of an open target aside in
+     * this request: should it fail, the target keeps its name. */
+    char aside[HIDDEN_LEN + 2];
+    int moved = hid_path && loop_request() && hid_req == loop_request() &&
+                hid_path == (fnv64(0, to, strlen(to)) | 1);
+    if (moved)
+        memcpy(aside, hid_key, sizeof aside);
     int rc = rename_checks(from, to);
-    if (rc)
-        return rc;
-    rc = live_only(from);
+    if (rc == 0)
+        rc = live_only(from);
     if (rc == 0)
         rc = live_only(to);
-    if (rc)
+    if (rc) {
+        if (moved)
+            put_back(aside, to);
         return rc;
+    }
     uint64_t fid = link_id_of(from), tid = link_id_of(to);
     rc = w_rename(from, to, flags);
+    if (rc && moved)
+        put_back(aside, to);
     if (rc == 0 && fid)
         inval_id(fid, to);          /* ctime */
     if (rc == 0 && tid && tid != fid)

@@ -460,6 +460,38 @@ static void rename_onto_open_self(void)
     expect_content("both names kept", "self/c/a", "same", 4);
 }
 
+/*
+ * libfuse moves an open rename target aside before it renames onto it; a
+ * rename that fails after that move (a source in a read-only snapshot, a
+ * flag refused) leaves the target where it was, before and after its last
+ * close.  M is the mount's sub-directory: the snapshot is taken one up.
+ */
+static void rename_onto_open(void)
+{
+    char snap[8300], src[8400];
+    const char *sub = strrchr(m, '/');
+    put("roo_t", "target");
+    put("roo_s", "source");
+    snprintf(snap, sizeof snap, "%s/../.snapshots/roo%ld", m, (long)getpid());
+    snprintf(src, sizeof src, "%s%s/roo_s", snap, sub ? sub : "/");
+    EXPECT("take a snapshot", mkdir(snap, 0755), 0);
+    int fd = open(P("roo_t"), O_RDONLY);
+    EXPECT("open the target", fd, 0);
+    EXPECT("rename from a snapshot onto an open file", rename(src, P("roo_t")), EROFS);
+    expect_content("the open target after EROFS", "roo_t", "target", 6);
+    EXPECT("renameat2 RENAME_WHITEOUT onto an open file",
+           syscall(SYS_renameat2, AT_FDCWD, P("roo_s"), AT_FDCWD, P("roo_t"), 4 /* RENAME_WHITEOUT */), EINVAL);
+    expect_content("the open target after EINVAL", "roo_t", "target", 6);
+    char c;
+    EXPECT("read through the open descriptor", pread(fd, &c, 1, 0), 0);
+    if (fd >= 0)
+        close(fd);
+    expect_content("the target after its last close", "roo_t", "target", 6);
+    EXPECT("rename onto it now", rename(P("roo_s"), P("roo_t")), 0);
+    expect_content("the renamed file", "roo_t", "source", 6);
+    EXPECT("drop the snapshot", rmdir(snap), 0);
+}
+
 int main(int argc, char **argv)
 {
     if (argc != 2) {
@@ -520,6 +552,7 @@ int main(int argc, char **argv)
     orphan_of_removed_dir("orphan-c", 1);
     orphan_of_removed_dir("orphan-o", 0);
     temp_in_removed_dir();
+    rename_onto_open();
     seek_holes();
     rename_onto_open_self();
 

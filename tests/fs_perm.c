@@ -338,6 +338,18 @@ static void user_b(void)
         fails++;
     }
 
+    /* only a write drops set-ID bits for someone else: not a chmod, nor on
+     * a directory */
+    EXPECT("chmod taking set-group-ID off another's directory", chmod(P("sgdir"), 0777), EPERM);
+    /* (Under the daemon's checks a writer's chmod that only takes the bits
+     * off is the same request as the kernel's after a write, and passes.) */
+    errno = 0;
+    if (chmod(P("a4777b"), 0777) != 0 && errno != EPERM) {
+        printf("FAIL: chmod taking set-user-ID off another's file: %s\n", strerror(errno));
+        fails++;
+    }
+    EXPECT("chmod of another's 4777 file to 4755", chmod(P("a4777b"), 04755), EPERM);
+
     /* user attributes of a sticky directory: its owner's alone */
     EXPECT("setxattr on a sticky directory not one's own", setxattr(P("sticky"), "user.k", "v", 1, 0), EPERM);
 
@@ -349,6 +361,15 @@ static void user_b(void)
         fails++;
     }
     EXPECT("both names stay", readable("adir755/f") + readable("adir755/f.link"), 0);
+    int held = open(P("rdir/hl_t"), O_RDONLY);
+    errno = 0;
+    if (rename(P("rdir/hl_s"), P("rdir/hl_t")) != 0 && errno != EACCES) {
+        printf("FAIL: rename between two names of one file, one open: %s\n", strerror(errno));
+        fails++;
+    }
+    EXPECT("the open name stays", readable("rdir/hl_t"), 0);
+    if (held >= 0)
+        close(held);
 
     /* A rename refused onto a file that is open leaves it (libfuse moves an
      * open target aside before renaming onto it). */
@@ -431,6 +452,8 @@ int main(int argc, char **argv)
     mkfile("sticky/b644", "x", B, B, 0644);
     mkfile("a711.true", "", A, A, 0711);
     mkfile("a4777", "x", A, A, 04777);
+    mkfile("a4777b", "x", A, A, 04777);
+    mkdirat_("sgdir", 0, 0, 02777);
     mkfile("a6777", "xy", A, A, 06777);
     mkfile("sticky/a666c", "x", A, A, 0666);
     mkfile("sticky/bopen", "keep", B, B, 0644);
@@ -447,6 +470,9 @@ int main(int argc, char **argv)
     drop_names();
     as(A, user_a);
     must(link(P("adir755/f"), P("adir755/f.link")) == 0, "adir755/f.link");
+    mkdirat_("rdir", 0, 0, 0755);
+    mkfile("rdir/hl_t", "x", 0, 0, 0644);
+    must(link(P("rdir/hl_t"), P("rdir/hl_s")) == 0, "rdir/hl_s");
     copy_true("a711.true");
     drop_names();
     int held1 = open(P("sticky/bopen"), O_RDONLY), held2 = open(P("open2/bopen2"), O_RDONLY);
@@ -457,6 +483,7 @@ int main(int argc, char **argv)
     close(held2);
     drop_names();
     EXPECT("the open target is still there once closed", readable("sticky/bopen"), 0);
+    EXPECT("the open name stays once closed", readable("rdir/hl_t"), 0);
     root_cases();
     printf("fs_perm: %d failure(s)\n", fails);
     return fails ? 1 : 0;

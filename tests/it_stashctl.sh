@@ -83,6 +83,7 @@ grep -q "^clean" "$tmp/out" || { echo "FAIL: check output"; cat "$tmp/out"; fail
 expect 0 "dump-sst" "$ctl" dump-sst "$(ls "$store"/*.sst | head -n 1)"
 grep -q '^[0-9]* put a/1 plain 4 bytes "va/1"$' "$tmp/out" || { echo "FAIL: dump-sst output"; head "$tmp/out"; fails=$((fails + 1)); }
 grep -q '<chunk gen [0-9a-f]* index 0> 65536 bytes' "$tmp/out" || { echo "FAIL: dump-sst chunk"; fails=$((fails + 1)); }
+grep -q 'put blob chunked .* bytes in gen [0-9a-f]*, [0-9]* chunks$' "$tmp/out" || { echo "FAIL: dump-sst chunk count"; grep blob "$tmp/out"; fails=$((fails + 1)); }
 "$ctl" -d "$store" put walkey walvalue
 expect 0 "dump-wal" "$ctl" dump-wal "$(ls "$store"/*.log | tail -n 1)"
 grep -q '^[0-9]* put walkey plain 8 bytes "walvalue"$' "$tmp/out" || { echo "FAIL: dump-wal output"; cat "$tmp/out"; fails=$((fails + 1)); }

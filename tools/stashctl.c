@@ -352,6 +352,8 @@ static void print_envelope(const struct envelope *e, const uint8_t *v, size_t vl
             print_preview(e->data, (size_t)e->st.size);
         } else {
             printf("%llu bytes in gen %016llx", (unsigned long long)e->st.size, (unsigned long long)e->gen);
+            if (e->chunks_known)
+                printf(", %llu chunk%s", (unsigned long long)e->chunks, e->chunks == 1 ? "" : "s");
         }
     }
 }

@@ -2127,9 +2127,9 @@ static int asks(struct perm_who *w)
     return w->uid != 0;
 }
 
-/* PATH's attributes as the mount shows them, with no side effect on the
- * call being checked. */
-static int shown(const char *path, struct stat *st)
+/* PATH's attributes as the mount shows them (getattr); *where (may be
+ * NULL) gets where PATH is. */
+static int attrs_of(const char *path, struct stat *st, int after_setattr, int *where)
 {
     const char *rel;
     int w = enter(path, &rel), rc;
@@ -2138,9 +2138,18 @@ static int shown(const char *path, struct stat *st)
     else if (w == W_SNAPROOT)
         rc = (snaproot_stat(st), 0);
     else
-        rc = r_getattr(rel, st, 0);
+        rc = r_getattr(rel, st, after_setattr);
     leave();
+    if (where)
+        *where = w;
     return rc;
+}
+
+/* attrs_of, for the permission checks: no side effect on the call being
+ * checked. */
+static int shown(const char *path, struct stat *st)
+{
+    return attrs_of(path, st, 0, NULL);
 }
 
 /*
@@ -2286,18 +2295,9 @@ static int fs_getattr(const char *path, struct stat *st, struct fuse_file_info *
     if (prc)
         return prc;
     NULL_PATH(fi);
-    int after_setattr = setattr_marked(path);
-    const char *rel;
-    int w = enter(path, &rel), rc;
-    if (w < 0)
-        rc = w;
-    else if (w == W_SNAPROOT)
-        rc = (snaproot_stat(st), 0);
-    else
-        rc = r_getattr(rel, st, after_setattr);
+    int w, rc = attrs_of(path, st, setattr_marked(path), &w);
     if (rc == -ENOENT && w == W_LIVE && !fi && hidden_path(path))
         hide_probed(path);      /* libfuse looking for a free name (hide_probe) */
-    leave();
     return rc;
 }
 

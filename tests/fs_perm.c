@@ -186,22 +186,12 @@ static int run_status(const char *rel)
     return WEXITSTATUS(st);
 }
 
+/* Run REL, a script that exits with 7: 0, or -1 with errno EACCES when it
+ * may not be run (EIO when it ran wrongly). */
 static int run(const char *rel)
 {
-    pid_t pid = fork();
-    if (pid == 0) {
-        char *argv[] = {(char *)P(rel), NULL};
-        execv(argv[0], argv);
-        _exit(errno == EACCES ? 126 : 127);
-    }
-    int st;
-    if (waitpid(pid, &st, 0) != pid || !WIFEXITED(st))
-        return -1;
-    if (WEXITSTATUS(st) == 126) {
-        errno = EACCES;
-        return -1;
-    }
-    return WEXITSTATUS(st) == 7 ? 0 : (errno = EIO, -1);
+    int st = run_status(rel);
+    return st < 0 ? -1 : st == 7 ? 0 : (errno = EIO, -1);
 }
 
 /* ---------------------------------------------------------------- */

@@ -125,7 +125,7 @@ $(BUILD)/asan/libsmartstash.a: $(ASAN_OBJ)
 	ar rcs $@ $^
 
 # test_faults makes the library's fsyncs fail on demand: they go through it.
-WRAP_faults := -Wl,--wrap=fsync,--wrap=fdatasync,--wrap=write,--wrap=pwrite,--wrap=pwritev
+WRAP_faults := -Wl,--wrap=fsync,--wrap=fdatasync,--wrap=write,--wrap=pwrite,--wrap=pwritev,--wrap=pwrite64,--wrap=pwritev64
 
 $(BUILD)/test_%: tests/test_%.c tests/testutil.h $(BUILD)/libsmartstash.a
 	$(CC) $(BASEFLAGS) $(CFLAGS) -Itests $< -o $@ $(BUILD)/libsmartstash.a $(TESTLIBS) $(LIBS) $(WRAP_$*)

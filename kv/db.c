@@ -421,7 +421,14 @@ static int throttle(stash_t *db)
         if (db->bgerr || db->closing)
             return db->bgerr ? read_only_error(db) : 0;
         int l0 = db->ver->n[0];
-        if (db->nimm >= MAX_FROZEN || l0 >= db->opt.l0_stop_trigger) {
+        /* On a disk too full for the last flush or compaction, level 0 may
+         * not shrink for a long while, and stopping writers would not make
+         * room: they go on while memtables can still be frozen, and get the
+         * error once they cannot (then a flush, too, failed for room).
+         * Stopped for good, a store whose compaction needed more room than
+         * a full disk had left refused every write after space was freed. */
+        int l0_stop = l0 >= db->opt.l0_stop_trigger && db->work_err != -ENOSPC;
+        if (db->nimm >= MAX_FROZEN || l0_stop) {
             /* Waiting would not help while tables cannot be written. */
             if (db->work_err)
                 return err_set(db->work_err, "store %s: cannot write tables: %s", db->dir, db->work_msg);

@@ -10,7 +10,9 @@
  * --wrap for write, pwrite and pwritev (see the Makefile), so every such
  * call in the library comes here first.  A call of the armed kind (syncs,
  * or writes) fails with EIO while armed and the file's name contains the
- * armed text; all others go through.
+ * armed text; all others go through.  Apart from that, a disk with room for
+ * tables of only so many bytes (room) fails a table's pwrite past them with
+ * ENOSPC.
  */
 #include "testutil.h"
 
@@ -30,6 +32,8 @@ int __real_fdatasync(int fd);
 ssize_t __real_write(int fd, const void *buf, size_t n);
 ssize_t __real_pwrite(int fd, const void *buf, size_t n, off_t off);
 ssize_t __real_pwritev(int fd, const struct iovec *iov, int cnt, off_t off);
+ssize_t __real_pwrite64(int fd, const void *buf, size_t n, off_t off);
+ssize_t __real_pwritev64(int fd, const struct iovec *iov, int cnt, off_t off);
 
 enum { SYNCS, WRITES };
 
@@ -39,6 +43,8 @@ static int armed_skip;            /* matching calls let through first */
 static int armed_once;            /* disarm after one failure */
 static atomic_int nfailed;        /* calls failed since the last arm() */
 static atomic_int any_armed;
+static atomic_llong room;         /* bytes a table may have; 0 = any */
+static atomic_int nroom;          /* table writes failed for room */
 static pthread_mutex_t arm_mu = PTHREAD_MUTEX_INITIALIZER;
 
 /* Fail every sync of a file whose name contains WHAT ("" disarms). */
@@ -125,8 +131,30 @@ ssize_t __wrap_write(int fd, const void *buf, size_t n)
     return __real_write(fd, buf, n);
 }
 
+/* Would a write of table FD up to END go past room? */
+static int no_room(int fd, long long end)
+{
+    long long r = atomic_load(&room);
+    if (!r || end <= r)
+        return 0;
+    char link[64], path[PATH_MAX];
+    snprintf(link, sizeof link, "/proc/self/fd/%d", fd);
+    ssize_t n = readlink(link, path, sizeof path - 1);
+    if (n < 0)
+        return 0;
+    path[n] = '\0';
+    if (!strstr(path, ".sst"))
+        return 0;
+    atomic_fetch_add(&nroom, 1);
+    return 1;
+}
+
 ssize_t __wrap_pwrite(int fd, const void *buf, size_t n, off_t off)
 {
+    if (no_room(fd, (long long)off + (long long)n)) {
+        errno = ENOSPC;
+        return -1;
+    }
     if (should_fail(fd, WRITES)) {
         errno = EIO;
         return -1;
@@ -143,10 +171,36 @@ ssize_t __wrap_pwritev(int fd, const struct iovec *iov, int cnt, off_t off)
     return __real_pwritev(fd, iov, cnt, off);
 }
 
+/* The library is built with 64-bit file offsets, under which glibc's
+ * headers name pwrite and pwritev pwrite64 and pwritev64: the same, for
+ * those calls. */
+ssize_t __wrap_pwrite64(int fd, const void *buf, size_t n, off_t off)
+{
+    if (no_room(fd, (long long)off + (long long)n)) {
+        errno = ENOSPC;
+        return -1;
+    }
+    if (should_fail(fd, WRITES)) {
+        errno = EIO;
+        return -1;
+    }
+    return __real_pwrite64(fd, buf, n, off);
+}
+
+ssize_t __wrap_pwritev64(int fd, const struct iovec *iov, int cnt, off_t off)
+{
+    if (should_fail(fd, WRITES)) {
+        errno = EIO;
+        return -1;
+    }
+    return __real_pwritev64(fd, iov, cnt, off);
+}
+
 /* A failed test leaves nothing armed for the next. */
 static int teardown(void **state)
 {
     arm("");
+    atomic_store(&room, 0);
     char copy[600];
     snprintf(copy, sizeof copy, "%s.copy", dir);   /* (test_open_syncs_replayed_logs) */
     tu_rmrf(copy);
@@ -720,6 +774,55 @@ static void test_random_faults(void **state)
     free(buf);
 }
 
+/*
+ * A disk with room for a flush's table but not for a compaction's: level 0
+ * grows past its stop trigger, and writers go on all the same, since
+ * stopping them would make no room (they were refused for good: a full
+ * disk, once freed, still took no write).  Once there is room, the
+ * compaction goes through, and everything written is there.
+ */
+static void test_no_room_to_compact(void **state)
+{
+    (void)state;
+    stash_options_t o;
+    opts(&o, 64u << 10);
+    o.l0_compaction_trigger = 2;
+    o.l0_slowdown_trigger = 3;
+    o.l0_stop_trigger = 4;
+    o.target_file_size = 4u << 20;
+    o.compression_level = 0;            /* (the values compress to nothing) */
+    stash_t *db = open_with(&o);
+    atomic_store(&nroom, 0);
+    atomic_store(&room, 200 << 10);     /* a flush's table fits, level 1 does not */
+    int n = 20000;
+    for (int i = 0; i < n; i++) {
+        /* Keys in a scattered order (7919 is prime), so that every level-0
+         * table overlaps all of level 1 and compactions rewrite it. */
+        int rc = put_i(db, (int)((long)i * 7919 % n), 100, 0);
+        if (rc)
+            fprintf(stderr, "put %d: %s\n", i, stash_last_error(db));
+        assert_int_equal(rc, 0);
+    }
+    if (atomic_load(&nroom) < 1) {
+        char st[8192];
+        stash_stats(db, st, sizeof st);
+        printf("%s", st);
+    }
+    assert_true(atomic_load(&nroom) >= 1);  /* compactions did fail for room */
+    assert_true(version_tables(db) > o.l0_stop_trigger);
+    for (int i = 0; i < n; i += 101)
+        expect_kv(db, i, 100);
+
+    atomic_store(&room, 0);
+    assert_int_equal(stash_compact_range(db, NULL, 0, NULL, 0), 0);
+    assert_true(version_tables(db) <= 2);
+    assert_int_equal(stash_close(db), 0);
+    db = open_with(&o);
+    for (int i = 0; i < n; i++)
+        expect_kv(db, i, 100);
+    assert_int_equal(stash_close(db), 0);
+}
+
 int main(void)
 {
     tu_filter();
@@ -731,6 +834,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_open_syncs_replayed_logs, tu_setup, teardown),
         cmocka_unit_test_setup_teardown(test_open_dir_sync_fails, tu_setup, teardown),
         cmocka_unit_test_setup_teardown(test_random_faults, tu_setup, teardown),
+        cmocka_unit_test_setup_teardown(test_no_room_to_compact, tu_setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

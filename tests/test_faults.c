@@ -149,26 +149,30 @@ static int no_room(int fd, long long end)
     return 1;
 }
 
+/* The errno a pwrite or pwritev of FD up to END must fail with, or 0. */
+static int pwrite_refused(int fd, long long end)
+{
+    return no_room(fd, end) ? ENOSPC : should_fail(fd, WRITES) ? EIO : 0;
+}
+
+static long long iov_bytes(const struct iovec *iov, int cnt)
+{
+    long long n = 0;
+    for (int i = 0; i < cnt; i++)
+        n += (long long)iov[i].iov_len;
+    return n;
+}
+
 ssize_t __wrap_pwrite(int fd, const void *buf, size_t n, off_t off)
 {
-    if (no_room(fd, (long long)off + (long long)n)) {
-        errno = ENOSPC;
-        return -1;
-    }
-    if (should_fail(fd, WRITES)) {
-        errno = EIO;
-        return -1;
-    }
-    return __real_pwrite(fd, buf, n, off);
+    int e = pwrite_refused(fd, (long long)off + (long long)n);
+    return e ? (errno = e, -1) : __real_pwrite(fd, buf, n, off);
 }
 
 ssize_t __wrap_pwritev(int fd, const struct iovec *iov, int cnt, off_t off)
 {
-    if (should_fail(fd, WRITES)) {
-        errno = EIO;
-        return -1;
-    }
-    return __real_pwritev(fd, iov, cnt, off);
+    int e = pwrite_refused(fd, (long long)off + iov_bytes(iov, cnt));
+    return e ? (errno = e, -1) : __real_pwritev(fd, iov, cnt, off);
 }
 
 /* The library is built with 64-bit file offsets, under which glibc's
@@ -176,24 +180,14 @@ ssize_t __wrap_pwritev(int fd, const struct iovec *iov, int cnt, off_t off)
  * those calls. */
 ssize_t __wrap_pwrite64(int fd, const void *buf, size_t n, off_t off)
 {
-    if (no_room(fd, (long long)off + (long long)n)) {
-        errno = ENOSPC;
-        return -1;
-    }
-    if (should_fail(fd, WRITES)) {
-        errno = EIO;
-        return -1;
-    }
-    return __real_pwrite64(fd, buf, n, off);
+    int e = pwrite_refused(fd, (long long)off + (long long)n);
+    return e ? (errno = e, -1) : __real_pwrite64(fd, buf, n, off);
 }
 
 ssize_t __wrap_pwritev64(int fd, const struct iovec *iov, int cnt, off_t off)
 {
-    if (should_fail(fd, WRITES)) {
-        errno = EIO;
-        return -1;
-    }
-    return __real_pwritev64(fd, iov, cnt, off);
+    int e = pwrite_refused(fd, (long long)off + iov_bytes(iov, cnt));
+    return e ? (errno = e, -1) : __real_pwritev64(fd, iov, cnt, off);
 }
 
 /* A failed test leaves nothing armed for the next. */

@@ -302,6 +302,25 @@ static void user_b(void)
     EXPECT("mkdir 0600 where it was", mkdir(P("open/bdir"), 0600), 0);
     EXPECT("create in own 0600 directory", open(P("open/bdir/g"), O_CREAT | O_WRONLY, 0644), EACCES);
 
+    /* calls through a descriptor once the directory lost search
+     * permission: fstat (also after a write, which drops the cached
+     * attributes), writes and reads */
+    int wfd = open(P("open/bfd/f"), O_RDWR);
+    EXPECT("open in own directory", wfd, 0);
+    EXPECT("chmod own directory 0", chmod(P("open/bfd"), 0), 0);
+    EXPECT("write through the descriptor", write(wfd, "zz", 2), 0);
+    struct stat fst;
+    EXPECT("fstat after the write", fstat(wfd, &fst), 0);
+    if (fst.st_size != 2) {
+        printf("FAIL: fstat after a write gave size %lld (wanted 2)\n", (long long)fst.st_size);
+        fails++;
+    }
+    char two[2];
+    EXPECT("read through the descriptor", pread(wfd, two, 2, 0), 0);
+    if (wfd >= 0)
+        close(wfd);
+    EXPECT("chmod own directory back", chmod(P("open/bfd"), 0755), 0);
+
     /* execute: everyone else's bits; a program needs no read permission */
     EXPECT("other runs a 0075 script", run("a075.sh"), 0);
     EXPECT("other runs a 0750 script", run("a750.sh"), EACCES);
@@ -454,6 +473,8 @@ int main(int argc, char **argv)
     mkfile("open2/bopen2", "keep", B, B, 0644);
     mkdirat_("open/bdir555", B, B, 0555);
     mkdirat_("open/bdir", B, B, 0755);
+    mkdirat_("open/bfd", B, B, 0755);
+    mkfile("open/bfd/f", "", B, B, 0644);
     mkfile("open/bdir/f", "x", B, B, 0644);
     setxattr(P("a644"), "user.k", "v", 1, 0);
     setxattr(P("a600"), "user.k", "v", 1, 0);

@@ -127,7 +127,6 @@ static __thread uint64_t req_node;         /* the request's inode */
 static __thread int req_kill;              /* a WRITE with FUSE_WRITE_KILL_SUIDGID */
 static __thread uint64_t req_link;         /* a LINK's source inode */
 static __thread uint64_t req_create;       /* a CREATE's unique number */
-static __thread int req_rename;            /* a RENAME or RENAME2 */
 static __thread uint32_t req_opcode;
 static __thread struct loop_rename req_ren; /* a RENAME's names (oldname NULL: none) */
 
@@ -143,7 +142,7 @@ uint64_t loop_node(void)
 
 int loop_in_rename(void)
 {
-    return req_rename;
+    return req_opcode == FUSE_RENAME || req_opcode == FUSE_RENAME2;
 }
 
 int loop_in_lookup(void)
@@ -154,7 +153,7 @@ int loop_in_lookup(void)
 int loop_rename(struct loop_rename *r)
 {
     *r = req_ren;
-    return req_rename && req_ren.oldname;
+    return loop_in_rename() && req_ren.oldname;
 }
 
 uint64_t loop_link_source(void)
@@ -183,7 +182,6 @@ static void take(const struct fuse_buf *buf)
     req_kill = 0;
     req_link = 0;
     req_create = 0;
-    req_rename = 0;
     req_opcode = 0;
     req_ren.oldname = req_ren.newname = NULL;
     if (buf->flags & FUSE_BUF_IS_FD || buf->size < sizeof(struct fuse_in_header))
@@ -197,8 +195,7 @@ static void take(const struct fuse_buf *buf)
         req_link = ((const struct fuse_link_in *)(in + 1))->oldnodeid;
     if (in->opcode == FUSE_CREATE)
         req_create = in->unique;
-    req_rename = in->opcode == FUSE_RENAME || in->opcode == FUSE_RENAME2;
-    if (req_rename) {
+    if (loop_in_rename()) {
         /* fuse_rename_in or fuse_rename2_in, then "oldname\0newname\0" */
         size_t arg = in->opcode == FUSE_RENAME ? sizeof(struct fuse_rename_in) : sizeof(struct fuse_rename2_in);
         size_t end = in->len < buf->size ? in->len : buf->size;

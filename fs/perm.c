@@ -67,8 +67,18 @@ int perm_sticky(const struct perm_who *w, const struct stat *dir, const struct s
     return w->uid == dir->st_uid || w->uid == victim->st_uid ? 0 : -EPERM;
 }
 
-int perm_chmod(struct perm_who *w, const struct stat *st, mode_t *mode)
+/* Is MODE what a write by someone without CAP_FSETID leaves of ST's? */
+static int write_kills(const struct stat *st, mode_t mode)
 {
+    mode_t may = S_ISUID | (st->st_mode & S_IXGRP ? S_ISGID : 0);
+    mode_t old = st->st_mode & 07777, lost = old & ~(mode & 07777);
+    return S_ISREG(st->st_mode) && lost && !(lost & ~may) && !((mode & 07777) & ~old);
+}
+
+int perm_chmod(struct perm_who *w, const struct stat *st, mode_t *mode, int handle)
+{
+    if (write_kills(st, *mode) && (handle || perm_may(w, st, PERM_W) == 0))
+        return 0;
     int rc = perm_owner(w, st);
     if (rc)
         return rc;

@@ -53,8 +53,12 @@ int perm_sticky(const struct perm_who *w, const struct stat *dir, const struct s
 
 /* chmod of ST to MODE by W: -EPERM unless W owns it; otherwise 0 and
  * *mode is MODE, less the set-group-ID bit when W is not in the file's
- * group. */
-int perm_chmod(struct perm_who *w, const struct stat *st, mode_t *mode);
+ * group.  One change passes for a writer too (HANDLE: W holds the file
+ * open, else write permission counts): a regular file losing its
+ * set-user-ID bit, and its set-group-ID bit if group execution is on, and
+ * nothing else, which is what the kernel asks after a write by someone
+ * without CAP_FSETID. */
+int perm_chmod(struct perm_who *w, const struct stat *st, mode_t *mode, int handle);
 
 /* chown of ST to UID, GID ((uid_t)-1, (gid_t)-1: unchanged) by W: only
  * root gives a file away; its owner may change its group to one W is in.

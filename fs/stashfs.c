@@ -1521,12 +1521,18 @@ static __thread uint64_t hid_path;          /* a hash of the path; 0: none */
 static __thread unsigned long hid_req;
 static __thread char hid_key[HIDDEN_LEN + 2];
 
+/* Is a rename onto TO the one that follows libfuse's move of TO, an open
+ * file, aside in this request? */
+static int after_move_aside(const char *to)
+{
+    return hid_path && loop_request() && hid_req == loop_request() && hid_path == (fnv64(0, to, strlen(to)) | 1);
+}
+
 static int w_rename(const char *from, const char *to, unsigned int flags)
 {
     if (flags & ~(unsigned)RENAME_NOREPLACE)
         return -EINVAL;
-    int after_hide = hid_path && loop_request() && hid_req == loop_request() &&
-                     hid_path == (fnv64(0, to, strlen(to)) | 1);
+    int after_hide = after_move_aside(to);
     hid_path = 0;
     /* Removed-while-open names (see path_key): a move to a free one is
      * libfuse keeping a file removed while open, when libfuse has just
@@ -2483,17 +2489,8 @@ static int fs_chmod(const char *path, mode_t mode, struct fuse_file_info *fi)
     struct stat st;
     if (asks(&pw)) {
         int prc = shown(path, &st);
-        /* What the kernel asks of a writer without CAP_FSETID: the file
-         * loses its set-user-ID and set-group-ID bits, and nothing else
-         * changes.  A writer (a handle, or write permission) may. */
-        int kill = 0;
-        if (prc == 0 && S_ISREG(st.st_mode)) {
-            mode_t may = S_ISUID | (st.st_mode & S_IXGRP ? S_ISGID : 0);
-            mode_t lost = (st.st_mode & 07777) & ~(mode & 07777);
-            kill = lost && !(lost & ~may) && !((mode & 07777) & ~(st.st_mode & 07777));
-        }
-        if (prc == 0 && !(kill && (fi || perm_may(&pw, &st, PERM_W) == 0)))
-            prc = perm_chmod(&pw, &st, &mode);
+        if (prc == 0)
+            prc = perm_chmod(&pw, &st, &mode, fi != NULL);
         if (prc)
             return setattr_mark(path, prc), prc;
     }
@@ -2708,8 +2705,7 @@ static int fs_rename(const char *from, const char *to, unsigned int flags)
     /* The rename that follows libfuse's move of an open target aside in
      * this request: should it fail, the target keeps its name. */
     char aside[HIDDEN_LEN + 2];
-    int moved = hid_path && loop_request() && hid_req == loop_request() &&
-                hid_path == (fnv64(0, to, strlen(to)) | 1);
+    int moved = after_move_aside(to);
     if (moved)
         memcpy(aside, hid_key, sizeof aside);
     int rc = rename_checks(from, to);
@@ -2775,7 +2771,7 @@ static int fs_link(const char *from, const char *to)
 {
     struct perm_who pw;
     int rc = 0;
-    if (asks(&pw))
+    if (asks(&pw) && (rc = walk(&pw, from, 0, NULL)) == 0)
         rc = walk(&pw, to, PERM_W, NULL);
     if (rc)
         return rc;

@@ -258,6 +258,7 @@ static void user_b(void)
     EXPECT("rename out of another's 0755 directory", rename(P("adir755/f"), P("open/f")), EACCES);
     EXPECT("rename into another's 0755 directory", rename(P("open/b1"), P("adir755/b1")), EACCES);
     EXPECT("link into another's 0755 directory", link(P("open/b1"), P("adir755/b1")), EACCES);
+    EXPECT("link out of another's 0700 directory, the name cached", link(P("adir700/g"), P("open/bg")), EACCES);
     EXPECT("create in an open directory", close(open(P("open/b2"), O_CREAT | O_WRONLY, 0644)), 0);
 
     /* the sticky bit */
@@ -448,6 +449,7 @@ int main(int argc, char **argv)
     mkfile("a750.sh", sh, A, A, 0750);
     mkdirat_("adir700", A, A, 0700);
     mkfile("adir700/f", "x", A, A, 0644);
+    mkfile("adir700/g", "x", A, A, 0644);
     mkdirat_("adir711", A, A, 0711);
     mkfile("adir711/f", "x", A, A, 0644);
     mkdirat_("adir744", A, A, 0744);
@@ -486,6 +488,8 @@ int main(int argc, char **argv)
     must(link(P("rdir/hl_t"), P("rdir/hl_s")) == 0, "rdir/hl_s");
     copy_true("a711.true");
     drop_names();
+    struct stat cached;
+    must(stat(P("adir700/g"), &cached) == 0, "adir700/g");   /* (root's lookup caches the name) */
     int held1 = open(P("sticky/bopen"), O_RDONLY), held2 = open(P("open2/bopen2"), O_RDONLY);
     must(held1 >= 0 && held2 >= 0, "holding targets open");
     as(B, user_b);

@@ -110,7 +110,7 @@ static void test_root(void **state)
     struct stat d = file(S_IFDIR | 0000, 100, 200);
     assert_int_equal(perm_may(&r, &d, PERM_R | PERM_W | PERM_X), 0);
     mode_t m = 02755;
-    assert_int_equal(perm_chmod(&r, &none, &m), 0);
+    assert_int_equal(perm_chmod(&r, &none, &m, 0), 0);
     assert_int_equal(m, 02755);
     assert_int_equal(perm_chown(&r, &none, 5, 6), 0);
     assert_int_equal(perm_utimens(&r, &none, 0), 0);
@@ -138,17 +138,42 @@ static void test_chmod(void **state)
     struct stat f = file(S_IFREG | 0644, 100, 301);
     struct perm_who owner = who(100, 100), other = who(101, 100);
     mode_t m = 0600;
-    assert_int_equal(perm_chmod(&other, &f, &m), -EPERM);
+    assert_int_equal(perm_chmod(&other, &f, &m, 0), -EPERM);
     m = 02755;
-    assert_int_equal(perm_chmod(&owner, &f, &m), 0);        /* in group 301 */
+    assert_int_equal(perm_chmod(&owner, &f, &m, 0), 0);        /* in group 301 */
     assert_int_equal(m, 02755);
     struct stat g = file(S_IFREG | 0644, 100, 302);
     m = 02755;
-    assert_int_equal(perm_chmod(&owner, &g, &m), 0);        /* not in 302 */
+    assert_int_equal(perm_chmod(&owner, &g, &m, 0), 0);        /* not in 302 */
     assert_int_equal(m, 0755);
     m = 04755;
-    assert_int_equal(perm_chmod(&owner, &g, &m), 0);
+    assert_int_equal(perm_chmod(&owner, &g, &m, 0), 0);
     assert_int_equal(m, 04755);
+}
+
+/* After a write by someone without CAP_FSETID the kernel asks for the
+ * file's mode less its set-ID bits: a writer may make that change, and
+ * only that one. */
+static void test_chmod_by_writer(void **state)
+{
+    (void)state;
+    struct stat f = file(S_IFREG | 06777, 100, 100), ro = file(S_IFREG | 04755, 100, 100);
+    struct stat nox = file(S_IFREG | 02666, 100, 100), d = file(S_IFDIR | 02777, 100, 100);
+    struct perm_who w = who(101, 101);
+    mode_t m = 0777;
+    assert_int_equal(perm_chmod(&w, &f, &m, 0), 0);           /* write permission */
+    assert_int_equal(m, 0777);
+    m = 04777;
+    assert_int_equal(perm_chmod(&w, &f, &m, 0), 0);           /* the group bit alone */
+    m = 0755;
+    assert_int_equal(perm_chmod(&w, &ro, &m, 0), -EPERM);     /* may not write */
+    assert_int_equal(perm_chmod(&w, &ro, &m, 1), 0);          /* but holds it open */
+    m = 0775;
+    assert_int_equal(perm_chmod(&w, &f, &m, 0), -EPERM);      /* other bits go too */
+    m = 0666;
+    assert_int_equal(perm_chmod(&w, &nox, &m, 0), -EPERM);    /* set-group-ID without x */
+    m = 0777;
+    assert_int_equal(perm_chmod(&w, &d, &m, 0), -EPERM);      /* not a regular file */
 }
 
 static void test_chown(void **state)
@@ -185,6 +210,7 @@ int main(void)
         cmocka_unit_test(test_root),
         cmocka_unit_test(test_sticky),
         cmocka_unit_test(test_chmod),
+        cmocka_unit_test(test_chmod_by_writer),
         cmocka_unit_test(test_chown),
         cmocka_unit_test(test_utimens),
     };

@@ -629,16 +629,23 @@ static int finish_change(stash_t *db, stash_batch_t *b, struct fkey *f, struct a
  * Add to B a write of N bytes of SRC at IN inside chunk IDX of F's chunked
  * value E, keeping what the chunk holds around them: into the chunk's patch
  * record when its bytes are in a value file and the write fits the record,
- * else as the chunk read, changed and written back (C: a CHUNK_SIZE buffer).
+ * else as the chunk read, changed and written back (in *CP, a CHUNK_SIZE
+ * buffer, allocated here if NULL; the caller frees it).
  * CONVERTING: E's chunks are being made from an inline value in B itself.
  */
 static int write_in_chunk(stash_t *db, stash_batch_t *b, struct fkey *f, struct envelope *e, uint64_t idx,
-                          size_t in, const uint8_t *src, size_t n, int converting, uint8_t *c, struct appends *a)
+                          size_t in, const uint8_t *src, size_t n, int converting, uint8_t **cp,
+                          struct appends *a)
 {
     int full = 0;
     int rc = converting ? 0 : add_patch(db, b, e, idx, in, src, n, &full);
     if (rc != 0)
         return rc < 0 ? rc : 0;
+    /* The chunk buffer is taken only now: most small writes into a chunk
+     * in a value file end as a patch above and never need it. */
+    if (!*cp && !(*cp = malloc(CHUNK_SIZE)))
+        return -ENOMEM;
+    uint8_t *c = *cp;
     size_t have;
     if ((rc = chunk_base(db, f, idx, c, &have)) != 0)
         return rc;
@@ -686,9 +693,7 @@ int stash_pwrite(stash_t *db, const void *key, size_t klen, const void *buf, siz
             rc = put_primary(b, &f, &e, c, (size_t)end);
         }
     } else if (rc == 0) {
-        if (!(c = malloc(CHUNK_SIZE)))
-            rc = -ENOMEM;
-        if (rc == 0 && converting)
+        if (converting)
             rc = convert(b, &f, &e);
         const uint8_t *src = buf;
         uint64_t pos = off;
@@ -708,7 +713,7 @@ int stash_pwrite(stash_t *db, const void *key, size_t klen, const void *buf, siz
                 if (rc == 0)
                     rc = put_chunk_data(db, b, &e, ck, src, n, 1, &a);
             } else {
-                rc = write_in_chunk(db, b, &f, &e, idx, in, src, n, converting, c, &a);
+                rc = write_in_chunk(db, b, &f, &e, idx, in, src, n, converting, &c, &a);
             }
             src += n;
             pos += n;
@@ -768,7 +773,7 @@ int stash_zero_range(stash_t *db, const void *key, size_t klen, uint64_t off, ui
                 int there;
                 rc = chunk_there(db, &f, idx, &there);
                 if (rc == 0 && there)
-                    rc = write_in_chunk(db, b, &f, &e, idx, in, zeros, n, 0, c, &a);
+                    rc = write_in_chunk(db, b, &f, &e, idx, in, zeros, n, 0, &c, &a);
             }
             pos += n;
         }

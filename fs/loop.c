@@ -35,6 +35,7 @@
 #include <sched.h>
 #include <semaphore.h>
 #include <signal.h>
+#include <stddef.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/uio.h>
@@ -128,6 +129,8 @@ static __thread int req_kill;              /* a WRITE with FUSE_WRITE_KILL_SUIDG
 static __thread uint64_t req_link;         /* a LINK's source inode */
 static __thread uint64_t req_create;       /* a CREATE's unique number */
 static __thread uint32_t req_opcode;
+static __thread uint64_t req_init;         /* an INIT's unique number */
+static __thread uint32_t req_init_flags;   /* and the flags the kernel offers */
 static __thread struct loop_rename req_ren; /* a RENAME's names (oldname NULL: none) */
 
 unsigned long loop_request(void)
@@ -182,6 +185,7 @@ static void take(const struct fuse_buf *buf)
     req_kill = 0;
     req_link = 0;
     req_create = 0;
+    req_init = 0;
     req_opcode = 0;
     req_ren.oldname = req_ren.newname = NULL;
     if (buf->flags & FUSE_BUF_IS_FD || buf->size < sizeof(struct fuse_in_header))
@@ -195,6 +199,10 @@ static void take(const struct fuse_buf *buf)
         req_link = ((const struct fuse_link_in *)(in + 1))->oldnodeid;
     if (in->opcode == FUSE_CREATE)
         req_create = in->unique;
+    if (in->opcode == FUSE_INIT && buf->size >= sizeof *in + sizeof(struct fuse_init_in)) {
+        req_init = in->unique;
+        req_init_flags = ((const struct fuse_init_in *)(in + 1))->flags;
+    }
     if (loop_in_rename()) {
         /* fuse_rename_in or fuse_rename2_in, then "oldname\0newname\0" */
         size_t arg = in->opcode == FUSE_RENAME ? sizeof(struct fuse_rename_in) : sizeof(struct fuse_rename2_in);
@@ -246,10 +254,35 @@ static ssize_t dev_read(int fd, void *buf, size_t len, void *userdata)
     return read(fd, buf, len);
 }
 
+/*
+ * The INIT reply, with FUSE_PARALLEL_DIROPS added when the kernel offers
+ * it.  libfuse before 3.16 never passes that flag on, whatever the
+ * filesystem asks (nor HANDLE_KILLPRIV, which stays off: the kernel then
+ * clears set-ID bits itself).  Without it the kernel lets one LOOKUP or
+ * READDIR at a time into a directory, so processes working in one
+ * directory wait for each other's round trips.  The daemon's handlers are
+ * safe for it, as libfuse's path interface is (it locks the paths it
+ * resolves).  Later libfuse sets the flag itself; adding it again changes
+ * nothing.
+ */
+static ssize_t init_reply(int fd, struct iovec *iov, int count)
+{
+    struct fuse_init_out o;
+    if (count != 2 || iov[1].iov_len < offsetof(struct fuse_init_out, flags) + sizeof o.flags ||
+        iov[1].iov_len > sizeof o || !(req_init_flags & FUSE_PARALLEL_DIROPS))
+        return writev(fd, iov, count);
+    memcpy(&o, iov[1].iov_base, iov[1].iov_len);
+    o.flags |= FUSE_PARALLEL_DIROPS;
+    struct iovec v[2] = { iov[0], { &o, iov[1].iov_len } };
+    return writev(fd, v, 2);
+}
+
 static ssize_t dev_writev(int fd, struct iovec *iov, int count, void *userdata)
 {
     (void)userdata;
     const struct fuse_out_header *out = iov[0].iov_base;
+    if (req_init && out->unique == req_init && out->error == 0)
+        return init_reply(fd, iov, count);
     if (req_create && lp.hooks.created && count >= 2 && out->unique == req_create && out->error == 0 &&
         iov[1].iov_len >= sizeof(struct fuse_entry_out) + sizeof(struct fuse_open_out)) {
         const struct fuse_entry_out *e = iov[1].iov_base;

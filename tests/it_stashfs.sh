@@ -255,6 +255,28 @@ for p in 1 2 3 4 5 6 7 8; do
 done
 for w in $writers; do wait "$w" || bad "writer $w failed"; done
 check "8 writers: 8,000 files" test "$(find "$m/par" -type f | wc -l)" = 8000
+# Processes in one directory at once (the kernel lets their lookups and
+# listings in together): 4 readers stat and list 500 files that stay while
+# a writer makes and removes others beside them.
+mkdir "$m/one"
+i=0; while [ $i -lt 500 ]; do echo "$i" >"$m/one/s$i"; i=$((i + 1)); done
+echo 2 >/proc/sys/vm/drop_caches 2>/dev/null || true   # so the readers look names up
+(i=0; while [ $i -lt 1500 ]; do echo x >"$m/one/t$i"; [ $((i % 3)) = 0 ] || rm "$m/one/t$i"
+     i=$((i + 1)); done) &
+churn=$!
+readers=""
+for p in 1 2 3 4; do
+    (j=$p; while [ $j -lt 500 ]; do
+         [ "$(cat "$m/one/s$j")" = "$j" ] || exit 1
+         j=$((j + 4))
+     done
+     [ "$(ls "$m/one" | grep -c '^s')" = 500 ] || exit 1
+     [ "$(find "$m/one" -name 's*' | wc -l)" = 500 ] || exit 1) &
+    readers="$readers $!"
+done
+for r in $readers; do wait "$r" || bad "reader $r in a shared directory"; done
+wait "$churn" || bad "writer in a shared directory"
+check "shared directory: 500 + 500 files" test "$(ls "$m/one" | wc -l)" = 1000
 # A directory of 100,000 files: made by fsbench's C helper, listed whole
 # (names alone, then with attributes), and removed.
 t0=$(date +%s)

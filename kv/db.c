@@ -136,6 +136,7 @@ struct stash {
     size_t cplen[NLEVELS];
     struct cstats cst;          /* under mu */
     int work_err;               /* the last flush or compaction error, under mu */
+    int work_err_flush;         /* and it was a flush's */
     char work_msg[256];         /* and its message */
     char ro_msg[256];           /* why the store turned read-only (bgerr), under mu */
     uint64_t st_stalls, st_stall_us;
@@ -429,8 +430,12 @@ static int throttle(stash_t *db)
          * a full disk had left refused every write after space was freed. */
         int l0_stop = l0 >= db->opt.l0_stop_trigger && db->work_err != -ENOSPC;
         if (db->nimm >= MAX_FROZEN || l0_stop) {
-            /* Waiting would not help while tables cannot be written. */
-            if (db->work_err)
+            /* Waiting would not help while tables cannot be written: level
+             * 0 does not shrink while compactions fail, and memtables wait
+             * for good once a flush failed.  After a failed compaction the
+             * waiting memtable is flushed next (one failed for room, which
+             * leaves the flushes their room, does not stop writers). */
+            if (db->work_err && (l0_stop || db->work_err_flush))
                 return err_set(db->work_err, "store %s: cannot write tables: %s", db->dir, db->work_msg);
             if (!t0)
                 t0 = now_us();
@@ -2080,12 +2085,13 @@ int stash_iter_status(const stash_iter_t *it)
  * neither.
  */
 
-/* After a failed flush or compaction: remember why, and say so in stats.  A
- * MANIFEST that could not be written leaves the store read-only. */
-static void work_failed(stash_t *db, int rc, int manifest)
+/* After a failed flush (FLUSH) or compaction: remember why, and say so in
+ * stats.  A MANIFEST that could not be written leaves the store read-only. */
+static void work_failed(stash_t *db, int rc, int manifest, int flush)
 {
     pthread_mutex_lock(&db->mu);
     db->work_err = rc;
+    db->work_err_flush = flush;
     snprintf(db->work_msg, sizeof db->work_msg, "%s", err_get());
     if (manifest)
         go_read_only(db, db->work_msg);
@@ -2131,7 +2137,7 @@ static int flush_one(stash_t *db)
             atomic_store(&f->obsolete, 1);
             fmeta_unref(f);
         }
-        work_failed(db, rc, 0);
+        work_failed(db, rc, 0, 1);
         return rc;
     }
     e->has_log = 1;
@@ -2152,7 +2158,7 @@ static int flush_one(stash_t *db)
     if (f)
         fmeta_unref(f);
     if (rc) {
-        work_failed(db, rc, 1);
+        work_failed(db, rc, 1, 1);
         return rc;
     }
     pthread_mutex_lock(&db->mu);
@@ -2164,6 +2170,7 @@ static int flush_one(stash_t *db)
         db->drain_rate = db->drain_rate > 0 ? (db->drain_rate + r) / 2 : r;
     }
     db->work_err = 0;
+    db->work_err_flush = 0;
     db->nimm--;
     memmove(db->imm, db->imm + 1, (size_t)db->nimm * sizeof *db->imm);
     db->cst.flush_bytes = st.flush_bytes;
@@ -2220,7 +2227,7 @@ static int run_compaction(stash_t *db, struct compaction *c)
     free(e);
     compact_free(c);
     if (rc) {
-        work_failed(db, rc, manifest);
+        work_failed(db, rc, manifest, 0);
         return rc;
     }
     pthread_mutex_lock(&db->mu);
@@ -2678,7 +2685,7 @@ static void *bg_main(void *arg)
         /* After a failed flush, do not spin: try again a little later
          * (work_err stays set, and writers that would wait get it, until a
          * flush succeeds). */
-        if (db->work_err && db->nimm > 0 && !db->closing) {
+        if (db->work_err && db->work_err_flush && db->nimm > 0 && !db->closing) {
             struct timespec t;
             clock_gettime(CLOCK_MONOTONIC, &t);
             t.tv_sec += 1;
@@ -2931,6 +2938,7 @@ struct replay {
     uint64_t lognum;
     uint64_t prev_seq;    /* the last sequence replayed: records only go up */
     int cut;              /* a batch's value-file bytes are missing: the log ends there */
+    uint64_t cut_off;     /* at this offset of the file */
     int started;          /* a record of this log is already applied */
 };
 
@@ -2961,9 +2969,14 @@ static int replay_record(void *arg, const void *rec, size_t len, uint64_t off)
      * but without an fsync a crash of the machine can keep the bytes and
      * not the batch or, the other way, the batch and not the bytes.  A
      * batch whose bytes are missing is torn like a half-written record:
-     * the log ends before it (and stays ended there at later opens, as the
-     * files it points into never grow again). */
+     * the log ends before it.  A writer cuts the file there (recover): were
+     * the log kept, once the value file it names is collected (no replayed
+     * pointer names it) a later open would find no file to call the batch
+     * torn by and replay it, and the batches after it, over writes that
+     * reused their sequence numbers. */
     if (r->cut || batch_decode(rec, len, ptr_present, db->vl, NULL, NULL) < 0) {
+        if (!r->cut)
+            r->cut_off = off;
         r->cut = 1;
         return 0;
     }
@@ -3059,12 +3072,19 @@ static int recover(stash_t *db)
         char path[PATH_MAX], name[32];
         wal_path(path, sizeof path, db->dir, logs[i]);
         snprintf(name, sizeof name, "%06llu.log", (unsigned long long)logs[i]);
-        struct replay r = { db, name, logs[i], prev, 0, 0 };
+        struct replay r = { .db = db, .name = name, .lognum = logs[i], .prev_seq = prev };
         int flags = 0;
         if (i == n - 1)
             flags = WAL_NEWEST | (db->opt.read_only ? 0 : WAL_REPAIR);
         rc = wal_replay(path, logs[i], flags, replay_record, &r, NULL);
         prev = r.prev_seq;
+        /* The batches cut at a torn value-file pointer go for good (the
+         * sync below makes the new length durable before anything new is
+         * written); they were never fsynced, as a log's fsync waits for
+         * the value files first. */
+        if (rc == 0 && r.cut && !db->opt.read_only && truncate(path, (off_t)r.cut_off) < 0)
+            rc = err_set(sys_err(errno), "wal %s: cannot cut at offset %llu, before a batch whose value-file "
+                         "bytes are missing: %s", name, (unsigned long long)r.cut_off, strerror(errno));
     }
     /* What a killed process appended but never fsynced is made durable
      * before anything new is written (a MANIFEST, a log): after that, a

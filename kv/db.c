@@ -435,8 +435,10 @@ static int throttle(stash_t *db)
              * for good once a flush failed.  After a failed compaction the
              * waiting memtable is flushed next (one failed for room, which
              * leaves the flushes their room, does not stop writers). */
-            if (db->work_err && (l0_stop || db->work_err_flush))
+            if (db->work_err && (l0_stop || db->work_err_flush)) {
+                pthread_cond_signal(&db->bg_cv);     /* to try again now */
                 return err_set(db->work_err, "store %s: cannot write tables: %s", db->dir, db->work_msg);
+            }
             if (!t0)
                 t0 = now_us();
             pthread_cond_signal(&db->bg_cv);
@@ -2231,6 +2233,8 @@ static int run_compaction(stash_t *db, struct compaction *c)
         return rc;
     }
     pthread_mutex_lock(&db->mu);
+    if (!db->work_err_flush)
+        db->work_err = 0;       /* a compaction went through: what failed before does not stop writers */
     db->cst.compactions = st.compactions;
     db->cst.moves = st.moves;
     db->cst.compact_bytes_read = st.compact_bytes_read;
@@ -2278,9 +2282,16 @@ static void table_work(stash_t *db)
  * Level 0 is kept uncompressed while writes come because it is rewritten
  * soon; at rest nothing rewrites it.
  */
-static void idle_compact(stash_t *db)
+static void idle_compact(stash_t *db, uint64_t seq)
 {
-    if (do_write(db, NULL, 0, FORCE_IDLE) != 0)   /* freeze the memtable, if it holds anything */
+    /* Still at rest after the table work before it (which may have taken
+     * long): no write since SEQ, nothing frozen, level 0 short.  The
+     * freeze below queues as a writer, and a leader in front of it must
+     * not be one waiting in throttle for this thread. */
+    pthread_mutex_lock(&db->mu);
+    int still = db->last_seq == seq && db->nimm == 0 && db->ver->n[0] < db->opt.l0_slowdown_trigger;
+    pthread_mutex_unlock(&db->mu);
+    if (!still || do_write(db, NULL, 0, FORCE_IDLE) != 0)   /* freeze the memtable, if it holds anything */
         return;
     pthread_mutex_lock(&db->work_mu);
     int rc;
@@ -2603,8 +2614,9 @@ static void *vlog_main(void *arg)
  * compacts when a level crosses its bound, compacts a store at rest (see
  * idle_compact) when a compaction_interval tick finds no write since the
  * tick before, and fsyncs the log every wal_flush_interval seconds if
- * anything was appended since the last fsync (queueing as an ordinary sync
- * writer, so it never races the leader).
+ * anything was appended since the last fsync (as a sync writer's group
+ * does once off the write queue: never queued behind a leader that may be
+ * waiting for this thread).
  */
 static void *bg_main(void *arg)
 {
@@ -2623,6 +2635,13 @@ static void *bg_main(void *arg)
          * Counting its frozen memtables as work spun this loop with mu
          * held, and closing the store waited for ever.) */
         int work = db->nimm > 0 && !db->bgerr;
+        /* After a failed flush or compaction, with memtables waiting or
+         * level 0 at its compaction trigger, try again within a second:
+         * writers may be stopped until it goes through (a disk that failed
+         * once may be fine again). */
+        if (db->work_err && !db->bgerr && (db->nimm > 0 || db->ver->n[0] >= db->opt.l0_compaction_trigger) &&
+            wake > now + 1000000u)
+            wake = now + 1000000u;
         if (!work && wake > now) {
             struct timespec t;
             clock_gettime(CLOCK_MONOTONIC, &t);
@@ -2634,17 +2653,16 @@ static void *bg_main(void *arg)
         if (db->closing)
             break;
         now = now_us();
-        /* The sync queues as a writer; with frozen memtables waiting, the
-         * leader in front of it may be waiting in throttle for this very
-         * thread to flush them.  So it waits until the table work below
-         * has flushed them (the next turn of the loop). */
-        if (wal_every && now >= next_wal && db->nimm == 0) {
+        /* The sync does not queue as a writer: the leader at the head of
+         * the queue may be waiting in throttle for this very thread (to
+         * flush a memtable, or to compact a level 0 that a long
+         * stash_compact_range let grow to its stop trigger).  It syncs what
+         * the queue has appended so far, as a sync writer's group does
+         * once off the queue. */
+        if (wal_every && now >= next_wal) {
             next_wal = now + wal_every;
-            if (log_dirty(db) && !db->bgerr) {
-                pthread_mutex_unlock(&db->mu);
-                do_write(db, NULL, 1, 0);
-                pthread_mutex_lock(&db->mu);
-            }
+            if (log_dirty(db) && !db->bgerr && db->log)
+                wait_synced(db, wal_number(db->log), db->log_size);
         }
         int due = now >= next_comp;
         if (due)
@@ -2668,7 +2686,7 @@ static void *bg_main(void *arg)
          * inside) or the store is at rest. */
         table_work(db);
         if (idle)
-            idle_compact(db);
+            idle_compact(db, tick_seq);
         pthread_mutex_lock(&db->mu);
         /* A foreground caller (backup, compact_range) wants the table work:
          * step aside until it is done (it flushes for the writers). */

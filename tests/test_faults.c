@@ -104,12 +104,28 @@ static int should_fail(int fd, int op)
     return fail;
 }
 
+static atomic_int slow_sst_ms;     /* each table fsync sleeps this long */
+
+static int is_sst(int fd)
+{
+    char link[64], path[PATH_MAX];
+    snprintf(link, sizeof link, "/proc/self/fd/%d", fd);
+    ssize_t n = readlink(link, path, sizeof path - 1);
+    if (n < 0)
+        return 0;
+    path[n] = '\0';
+    return strstr(path, ".sst") != NULL;
+}
+
 int __wrap_fsync(int fd)
 {
     if (should_fail(fd, SYNCS)) {
         errno = EIO;
         return -1;
     }
+    int ms = atomic_load(&slow_sst_ms);
+    if (ms && is_sst(fd))
+        usleep((useconds_t)ms * 1000);
     return __real_fsync(fd);
 }
 
@@ -885,6 +901,143 @@ static void test_torn_cut_forgotten(void **state)
     free(a);
 }
 
+/* ---- the background thread queued behind a writer stopped in throttle ---- */
+
+struct zwriter {
+    stash_t *db;
+    atomic_int stop;
+    atomic_long done;
+};
+
+static void *zwriter_main(void *arg)
+{
+    struct zwriter *z = arg;
+    char v[100];
+    memset(v, 'v', sizeof v);
+    for (long i = 0; !atomic_load(&z->stop); i++) {
+        char k[32];
+        key_of(k, (int)(i * 7919 % 30000));     /* all over level 1's range */
+        if (stash_put(z->db, k, strlen(k), v, sizeof v) != 0)
+            break;
+        atomic_fetch_add(&z->done, 1);
+    }
+    return NULL;
+}
+
+/*
+ * A long stash_compact_range flushes the writers' memtables as it goes
+ * (flush_waiting) but never compacts the level 0 that those flushes grow:
+ * level 0 reaches l0_stop_trigger with no memtable frozen, and the next
+ * writer to fill its memtable waits in throttle (holding the head of the
+ * write queue) for the background thread.  When compact_range ends, the
+ * background thread's first act is the periodic log sync (nimm == 0, log
+ * dirty): do_write(NULL, 1, 0) queues it behind that writer, which waits
+ * for it.  Neither moves again until stash_close.
+ */
+static void test_stall_after_compact_range(void **state)
+{
+    (void)state;
+    stash_options_t o;
+    opts(&o, 64u << 10);
+    o.wal_flush_interval = 1;
+    o.l0_compaction_trigger = 2;
+    o.l0_slowdown_trigger = 3;
+    o.l0_stop_trigger = 3;
+    o.target_file_size = 64u << 10;
+    /* First the data goes to level 2 (a small level 1), then a second copy
+     * to level 1: stash_compact_range then has a long level-1 step. */
+    o.level1_max_bytes = 64u << 10;
+    stash_t *db = open_with(&o);
+    for (int i = 0; i < 30000; i++)
+        assert_int_equal(put_i(db, i, 100, 0), 0);
+    assert_int_equal(stash_compact_range(db, NULL, 0, NULL, 0), 0);
+    sleep(2);                           /* background compactions settle */
+    assert_int_equal(stash_close(db), 0);
+    o.level1_max_bytes = 64u << 20;
+    db = open_with(&o);
+    for (int i = 0; i < 30000; i++)
+        assert_int_equal(put_i(db, i, 100, 0), 0);
+    sleep(1);
+
+    struct zwriter z = { .db = db };
+    pthread_t t;
+    assert_int_equal(pthread_create(&t, NULL, zwriter_main, &z), 0);
+    usleep(200 * 1000);
+    atomic_store(&slow_sst_ms, 60);     /* a compaction of a few seconds */
+    int rc = stash_compact_range(db, NULL, 0, NULL, 0);
+    atomic_store(&slow_sst_ms, 0);
+    assert_int_equal(rc, 0);
+    long before = atomic_load(&z.done), after = before;
+    for (int s = 0; s < 8 && after == before; s++) {
+        sleep(1);
+        after = atomic_load(&z.done);
+    }
+    if (after == before) {
+        char st[8192];
+        stash_stats(db, st, sizeof st);
+        fprintf(stderr, "writer stuck at %ld puts for 8 s after compact_range:\n%s", after, st);
+        /* The threads stay blocked (stash_close would free the store
+         * under the writer): fail without cleaning up. */
+        fail_msg("writes stopped for good: background thread queued behind a throttled writer");
+    }
+    atomic_store(&z.stop, 1);
+    pthread_join(t, NULL);
+    assert_int_equal(stash_close(db), 0);
+}
+
+/* Level-0 tables of DB, from stash_stats. */
+static int l0_tables(stash_t *db)
+{
+    char st[8192];
+    assert_int_equal(stash_stats(db, st, sizeof st), 0);
+    const char *p = strstr(st, "level 0:");
+    int n = -1;
+    assert_non_null(p);
+    assert_int_equal(sscanf(p, "level 0: %d tables", &n), 1);
+    return n;
+}
+
+/*
+ * One compaction fails once (a table's fsync), with level 0 at its stop
+ * trigger.  Writers that need a new memtable are refused with the stale
+ * work_err ("cannot write tables") without freezing anything or waking the
+ * background thread, which sleeps until its next tick (compaction_interval
+ * or wal_flush_interval, here an hour): the store refuses every write for
+ * that long although the disk works again at once.
+ */
+static void test_compaction_fails_once(void **state)
+{
+    (void)state;
+    stash_options_t o;
+    opts(&o, 64u << 10);
+    o.l0_compaction_trigger = 2;
+    o.l0_slowdown_trigger = 2;
+    o.l0_stop_trigger = 2;
+    stash_t *db = open_with(&o);
+    int i = 0;
+    /* Until level 0 holds one table (the next flush starts a compaction). */
+    while (l0_tables(db) != 1)
+        assert_int_equal(put_i(db, i++, 100, 0), 0);
+    /* The next flush's table fsync goes through, the compaction's fails. */
+    arm_once(".sst", SYNCS, 1);
+    int rc = 0;
+    for (int n = 0; n < 20000 && rc == 0; n++)
+        rc = put_i(db, i++, 100, 0);
+    assert_int_equal(atomic_load(&nfailed), 1);
+    fprintf(stderr, "refused after the failure: %d %s\n", rc, rc ? stash_last_error(NULL) : "");
+    /* The disk is fine again: writes must come back within a few seconds. */
+    for (int tries = 0; tries < 50; tries++) {
+        if ((rc = put_i(db, i, 100, 0)) == 0)
+            break;
+        struct timespec t = { 0, 100 * 1000 * 1000 };
+        nanosleep(&t, NULL);
+    }
+    if (rc)
+        fprintf(stderr, "still refused after 5 s: %s\n", stash_last_error(NULL));
+    assert_int_equal(rc, 0);
+    assert_int_equal(stash_close(db), 0);
+}
+
 int main(void)
 {
     tu_filter();
@@ -898,6 +1051,8 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_random_faults, tu_setup, teardown),
         cmocka_unit_test_setup_teardown(test_no_room_to_compact, tu_setup, teardown),
         cmocka_unit_test_setup_teardown(test_torn_cut_forgotten, tu_setup, teardown),
+        cmocka_unit_test_setup_teardown(test_stall_after_compact_range, tu_setup, teardown),
+        cmocka_unit_test_setup_teardown(test_compaction_fails_once, tu_setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -862,6 +862,8 @@ static int batch_last(const stash_batch_t *b, const uint8_t *key, size_t klen, v
 
 /* One name of shared value ID goes: its back reference is deleted and the
  * name count lowered, the value with it when it was the last. */
+static int drop_value(stash_t *db, stash_batch_t *b, const struct envelope *e);
+
 static int drop_link(stash_t *db, stash_batch_t *b, const uint8_t *ik, size_t iklen, uint64_t id)
 {
     uint8_t lk[LINK_KEY_LEN], *rk = malloc(LINK_KEY_LEN + iklen);
@@ -892,7 +894,7 @@ static int drop_link(stash_t *db, stash_batch_t *b, const uint8_t *ik, size_t ik
     } else if (e.nlink <= 1) {
         rc = batch_del_raw(b, lk, sizeof lk);
         if (rc == 0 && e.kind == VK_CHUNKED)
-            rc = batch_drop_chunks(b, &e);
+            rc = drop_value(db, b, &e);
     } else {
         e.nlink--;
         e.st.ctime_ns = now_ns();
@@ -923,7 +925,7 @@ int db_drop_old(stash_t *db, stash_batch_t *b, const uint8_t *ik, size_t iklen, 
     if (old->link)
         return drop_link(db, b, ik, iklen, old->link);
     if (old->kind == VK_CHUNKED)
-        return batch_drop_chunks(b, old);
+        return drop_value(db, b, old);
     return 0;
 }
 
@@ -940,6 +942,69 @@ int db_reserved(stash_t *db, const uint8_t *ik, size_t iklen)
 int db_writable(stash_t *db)
 {
     return db->opt.read_only ? err_set(-EROFS, "store %s is open read-only", db->dir) : 0;
+}
+
+/* Add to B the deletion of chunk I of E and of its patch record. */
+static int drop_index(stash_batch_t *b, const struct envelope *e, uint64_t i)
+{
+    uint8_t ck[CHUNK_KEY_LEN];
+    ckey(ck, e, i);
+    int rc = batch_del_raw(b, ck, sizeof ck);
+    if (rc == 0 && e->tagged) {
+        pkey(ck, e, i);
+        rc = batch_del_raw(b, ck, sizeof ck);
+    }
+    return rc;
+}
+
+static int chunk_walk(struct view *v, uint64_t seq, const struct envelope *e, uint64_t from, uint64_t last,
+                      int (*fn)(void *arg, uint64_t i, int there), void *arg);
+
+struct dropper {
+    stash_batch_t *b;
+    const struct envelope *e;
+    int rc;
+};
+
+static int drop_one(void *arg, uint64_t i, int there)
+{
+    struct dropper *d = arg;
+    if (there)
+        d->rc = drop_index(d->b, d->e, i);
+    return d->rc != 0;
+}
+
+/* Below this many indexes a range is dropped index by index: cheaper than
+ * starting a merged iterator. */
+#define DROP_WALK_MIN 64
+
+int db_drop_chunks(stash_t *db, stash_batch_t *b, const struct envelope *e, uint64_t from, uint64_t last)
+{
+    if (from > last)
+        return 0;
+    if (last - from < DROP_WALK_MIN) {
+        int rc = 0;
+        for (uint64_t i = from; rc == 0 && i <= last; i++)
+            rc = drop_index(b, e, i);
+        return rc;
+    }
+    uint64_t seq;
+    struct view *v = db_view(db, NULL, &seq);
+    struct dropper d = {b, e, 0};
+    int rc = chunk_walk(v, seq, e, from, last, drop_one, &d);
+    db_view_put(v);
+    return rc ? rc : d.rc;
+}
+
+/* Add to B the deletion of stored chunked value E: its chunks and its
+ * owner record. */
+static int drop_value(stash_t *db, stash_batch_t *b, const struct envelope *e)
+{
+    uint8_t bk[BLOB_KEY_LEN];
+    uint64_t n = (e->st.size + CHUNK_SIZE - 1) / CHUNK_SIZE;
+    int rc = n ? db_drop_chunks(db, b, e, 0, n - 1) : 0;
+    blob_key(bk, e->gen);
+    return rc ? rc : batch_del_raw(b, bk, sizeof bk);
 }
 
 int batch_drop_chunks(stash_batch_t *b, const struct envelope *e)
@@ -3019,8 +3084,8 @@ static int replay_record(void *arg, const void *rec, size_t len, uint64_t off)
         if (!mt)
             return err_set(-ENOMEM, "out of memory during recovery");
         /* This log, and every later one, goes to the next memtable. */
-        db->imm[db->nimm].mt = db->mem;
-        db->imm[db->nimm].log_keep = r->lognum;
+        /* No bytes: its flush at open does not count in the drain rate. */
+        db->imm[db->nimm] = (struct frozen){ .mt = db->mem, .log_keep = r->lognum, .frozen_us = now_us() };
         db->nimm++;
         db->mem = mt;
     }

@@ -89,8 +89,17 @@ int db_writable(stash_t *db);
 int db_key(const void *key, size_t klen, struct skey *k);
 
 /* Add to B the deletion of every chunk and the owner record of chunked
- * value E. */
+ * value E: one deletion per 64 KiB of its size, whether there is a chunk
+ * or not.  For a value whose chunks are put in B itself. */
 int batch_drop_chunks(stash_batch_t *b, const struct envelope *e);
+
+/* Add to B the deletion of the chunks (and their patch records) of
+ * chunked value E stored with index in [FROM, LAST]: a short range index
+ * by index, a long one by walking the records there are, so that a large
+ * sparse value costs what it holds, not its size.  The caller holds E's
+ * key stripe (no one else changes its chunks meanwhile).  0 or a negative
+ * errno. */
+int db_drop_chunks(stash_t *db, stash_batch_t *b, const struct envelope *e, uint64_t from, uint64_t last);
 
 /*
  * Hard links.  A change to a shared entry (value.h) is made under the link

@@ -597,19 +597,6 @@ static int fkey_lock_existing(stash_t *db, const void *key, size_t klen, struct 
     return rc;
 }
 
-/* Add to B the deletion of chunk IDX of E (and of its patch record). */
-static int drop_chunk(stash_batch_t *b, const struct envelope *e, uint64_t idx)
-{
-    uint8_t ck[CHUNK_KEY_LEN];
-    ckey(ck, e, idx);
-    int rc = batch_del_raw(b, ck, sizeof ck);
-    if (rc == 0 && e->tagged) {
-        pkey(ck, e, idx);
-        rc = batch_del_raw(b, ck, sizeof ck);
-    }
-    return rc;
-}
-
 /* The end of a change to F built in B: commit it if RC is 0, settle the
  * value files it appended to (A), free B, unlock and free F.  Returns RC
  * or the commit's error. */
@@ -673,7 +660,7 @@ int stash_pwrite(stash_t *db, const void *key, size_t klen, const void *buf, siz
     if (rc)
         return rc;
     uint64_t oldsize = f.exists ? f.e.st.size : 0;
-    uint64_t end = off + len > oldsize ? off + len : oldsize;
+    uint64_t end = len && off + len > oldsize ? off + len : oldsize;
     int converting;
     struct envelope e = grow_env(&f, end, &converting);
     stash_batch_t *b = stash_batch_new();
@@ -763,11 +750,16 @@ int stash_zero_range(stash_t *db, const void *key, size_t klen, uint64_t off, ui
             size_t in = (size_t)(pos % CHUNK_SIZE);
             size_t n = CHUNK_SIZE - in < end - pos ? CHUNK_SIZE - in : (size_t)(end - pos);
             if (in == 0 && (n == CHUNK_SIZE || pos + n >= size)) {
-                /* A chunk zeroed whole is dropped: a missing chunk reads
-                 * as zeros and takes no space. */
-                rc = drop_chunk(b, &e, idx);
+                /* Chunks zeroed whole are dropped: a missing chunk reads
+                 * as zeros and takes no space.  All of them up to the
+                 * last whole one at once (those there are, for a long
+                 * run: a hole punched in a sparse file costs its chunks). */
+                uint64_t last = end >= size ? (size - 1) / CHUNK_SIZE : end / CHUNK_SIZE - 1;
+                rc = db_drop_chunks(db, b, &e, idx, last);
                 dlo = idx < dlo ? idx : dlo;
-                dhi = idx;
+                dhi = last;
+                pos = end >= size ? end : (last + 1) * CHUNK_SIZE;
+                continue;
             } else {
                 /* Part of a hole is zeros already: it stays a hole. */
                 int there;
@@ -837,8 +829,8 @@ static int resize(stash_t *db, const void *key, size_t klen, uint64_t size, int 
             e.chunks_known = 1;     /* none left: the count is known again */
             e.chunks = 0;
         }
-        for (uint64_t i = keep; rc == 0 && i < had; i++)
-            rc = drop_chunk(b, &e, i);
+        if (rc == 0 && keep < had)
+            rc = db_drop_chunks(db, b, &e, keep, had - 1);
         if (rc == 0 && size < oldsize && size % CHUNK_SIZE) {
             size_t have;
             if (!(c = malloc(CHUNK_SIZE)))

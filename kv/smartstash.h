@@ -427,7 +427,8 @@ int  stash_seek(stash_t *db, const stash_snapshot_t *s, const void *key, size_t 
 /*
  * Write LEN bytes from BUF into KEY's value at offset OFF, growing it (with
  * zeros in any gap) when OFF + LEN is past its end; a missing KEY is created
- * first.  The modification time becomes now.  Atomic: after a crash the
+ * first.  The modification time becomes now.  With LEN 0 the size stays
+ * (as write(2) of no bytes leaves a file's).  Atomic: after a crash the
  * write is there whole or not at all.  Errors: -EFBIG (past STASH_MAX_FILE),
  * -EINVAL, -EROFS, -ENOSPC, -EIO, -ENOMEM.
  */

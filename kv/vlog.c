@@ -600,8 +600,25 @@ static int read_stored(vlog_t *vl, const struct vptr *p, void *buf)
     return 0;
 }
 
+/* Whether P's bytes lie inside its file (checked before a buffer of
+ * P->len bytes is allocated: a damaged pointer must fail with -EIO, not
+ * ask for gigabytes). */
+static int fits(vlog_t *vl, const struct vptr *p)
+{
+    pthread_mutex_lock(&vl->mu);
+    struct vfile *f = find(vl, p->file);
+    int ok = !f || p->off + p->len <= f->size;      /* a missing file: read_stored says so */
+    pthread_mutex_unlock(&vl->mu);
+    return ok ? 0 : err_set(-EIO, "value file %06llu.val in %s: a chunk of %u bytes at offset %llu runs past "
+                            "the file's end", (unsigned long long)p->file, vl->dir, p->len,
+                            (unsigned long long)p->off);
+}
+
 int vlog_copy(vlog_t *vl, const void *key, size_t klen, const struct vptr *from, struct vptr *to)
 {
+    int frc = fits(vl, from);
+    if (frc)
+        return frc;
     uint8_t *b = malloc(from->len ? from->len : 1);
     if (!b)
         return err_set(-ENOMEM, "out of memory");
@@ -623,10 +640,11 @@ int vlog_read(vlog_t *vl, const struct vptr *p, void *buf, size_t cap, size_t *n
         *n = p->len;
         return read_stored(vl, p, buf);
     }
-    uint8_t *z = malloc(p->len ? p->len : 1);
-    if (!z)
-        return err_set(-ENOMEM, "out of memory");
-    int rc = read_stored(vl, p, z);
+    int rc = fits(vl, p);
+    uint8_t *z = rc ? NULL : malloc(p->len ? p->len : 1);
+    if (rc || !z)
+        return rc ? rc : err_set(-ENOMEM, "out of memory");
+    rc = read_stored(vl, p, z);
     ZSTD_DCtx *d = rc == 0 ? take_dctx(vl) : NULL;
     if (rc == 0 && !d)
         rc = err_set(-ENOMEM, "out of memory");

@@ -2239,6 +2239,159 @@ static void test_value_file_race(void **state)
     free(buf);
 }
 
+/*
+ * Deleting (or truncating to 0) a sparse file: the cost should follow the
+ * chunks it has, not its size.  A 64 GiB file made by stash_extend with one
+ * chunk written: its deletion builds one batch with two tombstones per
+ * 64 KiB of size (2 million records, ~40 MB through log and memtable); at
+ * 16 TiB that is 2^29 records, ~10 GB in one batch.
+ */
+static void test_sparse_delete_cost(void **state)
+{
+    (void)state;
+    stash_t *db = open_small();
+    uint8_t a[65536];
+    memset(a, 7, sizeof a);
+    assert_int_equal(stash_pwrite(db, "s", 1, a, sizeof a, 0), 0);
+    int grew;
+    assert_int_equal(stash_extend(db, "s", 1, 64ull << 30, &grew), 0);
+    assert_int_equal(grew, 1);
+    struct timespec t0, t1;
+    clock_gettime(CLOCK_MONOTONIC, &t0);
+    uint64_t before = disk_bytes();
+    assert_int_equal(stash_delete(db, "s", 1), 0);
+    uint64_t after = disk_bytes();
+    clock_gettime(CLOCK_MONOTONIC, &t1);
+    double secs = (double)(t1.tv_sec - t0.tv_sec) + (double)(t1.tv_nsec - t0.tv_nsec) / 1e9;
+    fprintf(stderr, "delete of a 64 GiB sparse file: %.2f s, store grew %llu bytes\n", secs,
+            (unsigned long long)(after > before ? after - before : 0));
+    assert_true(after < before + (1u << 20));
+
+    /* Truncation and punching a hole cost the chunks they drop too; the
+     * chunks on either side stay as they were. */
+    const uint64_t big = 64ull << 30, far = big - 3 * 65536;
+    assert_int_equal(stash_pwrite(db, "t", 1, a, sizeof a, 0), 0);
+    assert_int_equal(stash_pwrite(db, "t", 1, a, sizeof a, far), 0);
+    assert_int_equal(stash_extend(db, "t", 1, big, &grew), 0);
+    before = disk_bytes();
+    assert_int_equal(stash_zero_range(db, "t", 1, 100, far - 100 + 10), 0);
+    assert_int_equal(stash_truncate(db, "t", 1, far + 20), 0);
+    after = disk_bytes();
+    assert_true(after < before + (1u << 20));
+    uint64_t sz;
+    assert_int_equal(stash_value_size(db, "t", 1, &sz), 0);
+    assert_true(sz == far + 20);
+    uint8_t got[256], want[256];
+    size_t n;
+    memset(want, 7, sizeof want);
+    memset(want + 100, 0, sizeof want - 100);
+    assert_int_equal(stash_pread(db, "t", 1, got, sizeof got, 0, &n), 0);
+    assert_memory_equal(got, want, sizeof got);            /* 100 bytes kept, then zeros */
+    assert_int_equal(stash_pread(db, "t", 1, got, sizeof got, far - 100, &n), 0);
+    assert_int_equal(n, 120);
+    memset(want, 0, sizeof want);
+    memset(want + 110, 7, 10);
+    assert_memory_equal(got, want, n);                    /* zeros to far + 10, then the write */
+    stash_stat_t st;
+    assert_int_equal(stash_stat(db, NULL, "t", 1, &st), 0);
+    assert_true(st.stored <= 2 * 65536);                  /* two chunks left */
+    assert_int_equal(stash_close(db), 0);
+}
+
+/* A write of no bytes changes no size, past the end of a small or a
+ * chunked value alike (write(2) of 0 bytes leaves a file as it is). */
+static void test_empty_write(void **state)
+{
+    (void)state;
+    stash_t *db = open_small();
+    uint64_t sz;
+    assert_int_equal(stash_put(db, "s", 1, "0123456789", 10), 0);
+    assert_int_equal(stash_pwrite(db, "s", 1, "", 0, 1000), 0);
+    assert_int_equal(stash_value_size(db, "s", 1, &sz), 0);
+    assert_true(sz == 10);
+    static uint8_t big[200000];
+    assert_int_equal(stash_pwrite(db, "b", 1, big, sizeof big, 0), 0);
+    assert_int_equal(stash_pwrite(db, "b", 1, "", 0, 1u << 30), 0);
+    assert_int_equal(stash_value_size(db, "b", 1, &sz), 0);
+    assert_true(sz == sizeof big);
+    assert_int_equal(stash_close(db), 0);
+}
+
+/* test_value_file_race with patches, partial writes and truncations too. */
+static void test_value_file_race_patches(void **state)
+{
+    (void)state;
+    enum { KEYS = 6, SLOTS = 8 };
+    const size_t c = 65536;
+    uint8_t *model = calloc(KEYS, SLOTS * c), *buf = malloc(SLOTS * c);
+    uint64_t size[KEYS] = {0};
+    stash_t *db = open_small();
+    struct racer r = {db, 0, 0};
+    pthread_t t;
+    assert_int_equal(pthread_create(&t, NULL, compactor, &r), 0);
+    uint64_t seed = 77;
+    for (int step = 0; step < 1500; step++) {
+        int k = (int)(tu_rand(&seed) % KEYS), sl = (int)(tu_rand(&seed) % SLOTS);
+        char key[16];
+        snprintf(key, sizeof key, "r%d", k);
+        uint8_t *m = model + (size_t)k * SLOTS * c;
+        int op = (int)(tu_rand(&seed) % 10);
+        if (op < 4) {
+            fill(m + (size_t)sl * c, c, &seed);
+            assert_int_equal(stash_pwrite(db, key, strlen(key), m + (size_t)sl * c, c, (uint64_t)sl * c), 0);
+            if ((uint64_t)(sl + 1) * c > size[k])
+                size[k] = (uint64_t)(sl + 1) * c;
+        } else if (op < 9) {
+            size_t len = 1 + tu_rand(&seed) % 6000, off = (size_t)(tu_rand(&seed) % (SLOTS * c - len));
+            fill(m + off, len, &seed);
+            assert_int_equal(stash_pwrite(db, key, strlen(key), m + off, len, off), 0);
+            if (off + len > size[k])
+                size[k] = off + len;
+        } else {
+            uint64_t ns = tu_rand(&seed) % (SLOTS * c);
+            int rc = stash_truncate(db, key, strlen(key), ns);
+            assert_true(rc == 0 || rc == -ENOENT);
+            if (rc == 0) {
+                if (ns < size[k])
+                    memset(m + ns, 0, SLOTS * c - ns);
+                size[k] = ns;
+            }
+        }
+        if (step % 197 == 0) {
+            int d = (int)(tu_rand(&seed) % KEYS);
+            snprintf(key, sizeof key, "r%d", d);
+            int rc = stash_delete(db, key, strlen(key));
+            assert_true(rc == 0 || rc == -ENOENT);
+            memset(model + (size_t)d * SLOTS * c, 0, SLOTS * c);
+            size[d] = 0;
+        }
+    }
+    atomic_store(&r.stop, 1);
+    pthread_join(t, NULL);
+    assert_int_equal(r.rc, 0);
+    assert_int_equal(stash_compact_range(db, NULL, 0, NULL, 0), 0);
+    for (int round = 0; round < 2; round++) {
+        for (int k = 0; k < KEYS; k++) {
+            char key[16];
+            size_t got;
+            snprintf(key, sizeof key, "r%d", k);
+            memset(buf, 0xEE, SLOTS * c);
+            int rc = stash_pread(db, key, strlen(key), buf, SLOTS * c, 0, &got);
+            if (rc == -ENOENT)
+                continue;
+            assert_int_equal(rc, 0);
+            assert_int_equal(got, size[k]);
+            memset(buf + got, 0, SLOTS * c - got);
+            assert_memory_equal(buf, model + (size_t)k * SLOTS * c, SLOTS * c);
+        }
+        assert_int_equal(stash_close(db), 0);
+        db = open_small();
+    }
+    assert_int_equal(stash_close(db), 0);
+    free(model);
+    free(buf);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -2271,6 +2424,9 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_value_file_sparse, tu_setup, tu_teardown),
         cmocka_unit_test_setup_teardown(test_value_file_race, tu_setup, tu_teardown),
         cmocka_unit_test(test_gen_after_fork),
+        cmocka_unit_test_setup_teardown(test_value_file_race_patches, tu_setup, tu_teardown),
+        cmocka_unit_test_setup_teardown(test_sparse_delete_cost, tu_setup, tu_teardown),
+        cmocka_unit_test_setup_teardown(test_empty_write, tu_setup, tu_teardown),
     };
     tu_filter();
     return cmocka_run_group_tests(tests, NULL, NULL);

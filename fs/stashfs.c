@@ -279,16 +279,6 @@ static int hide_expected(const char *path)
     return yes;
 }
 
-/* A handle of INO (mode MODE) opens.  One opened write-only writes past the
- * kernel's page cache (direct_io): a sequential write then costs one copy
- * less and leaves no second copy of the data cached, and the kernel skips
- * the security.capability GETXATTR it sends before a new file's first write
- * through the cache.  Nothing can read or map through such a handle, and
- * the kernel drops what it caches of the range a direct write changes, so
- * readers through other handles see the new bytes.  A set-user-ID or
- * set-group-ID file keeps the cached path, whose writes clear those bits;
- * kill_suid covers a file that gains them while open, which needs the
- * write's flags that only loop.c reads (not libfuse's own loop). */
 /* Remember kernel inode NODE as one of open file O's (of_mu held).  Out of
  * memory it is not kept: its caches then age out in attr_timeout. */
 static void of_add_node(struct ofile *o, uint64_t node)
@@ -356,6 +346,16 @@ static uint64_t of_handle_of(uint64_t node)
     return fh;
 }
 
+/* A handle of INO (mode MODE) opens.  One opened write-only writes past the
+ * kernel's page cache (direct_io): a sequential write then costs one copy
+ * less and leaves no second copy of the data cached, and the kernel skips
+ * the security.capability GETXATTR it sends before a new file's first write
+ * through the cache.  Nothing can read or map through such a handle, and
+ * the kernel drops what it caches of the range a direct write changes, so
+ * readers through other handles see the new bytes.  A set-user-ID or
+ * set-group-ID file keeps the cached path, whose writes clear those bits;
+ * kill_suid covers a file that gains them while open, which needs the
+ * write's flags that only loop.c reads (not libfuse's own loop). */
 static int of_open(uint64_t ino, mode_t mode, struct fuse_file_info *fi, uint64_t node)
 {
     pthread_mutex_lock(&of_mu);

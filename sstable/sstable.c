@@ -1039,7 +1039,9 @@ static int decode_handle(const sst_reader_t *r, const uint8_t *v, size_t vl, str
     return 0;
 }
 
-static int get_block(sst_reader_t *r, struct handle h, struct bref *b)
+/* Block H of R into B: from the block cache, or read (and checked); a block
+ * read is put in the cache only when FILL. */
+static int get_block(sst_reader_t *r, struct handle h, struct bref *b, int fill)
 {
     if (r->cache && (b->ce = sst_cache_lookup(r->cache, r->number, h.off))) {
         b->data = sst_cache_data(b->ce, &b->len);
@@ -1058,11 +1060,11 @@ static int get_block(sst_reader_t *r, struct handle h, struct bref *b)
         b->len = len;
         return 0;
     }
-    if (r->cache && (b->ce = sst_cache_insert(r->cache, r->number, h.off, data, len))) {
+    if (r->cache && fill && (b->ce = sst_cache_insert(r->cache, r->number, h.off, data, len))) {
         b->data = sst_cache_data(b->ce, &b->len);
         return 0;
     }
-    if (r->cache)
+    if (r->cache && fill)
         return err_set(-ENOMEM, "out of memory");
     b->owned = data;
     b->data = data;
@@ -1101,7 +1103,7 @@ int sst_get(sst_reader_t *r, const void *key, size_t klen, sst_get_fn fn, void *
         if (decode_handle(r, v, vl, &h) < 0)
             rc = err_set(-EIO, "sst %s: malformed index entry", r->name);
         else
-            rc = get_block(r, h, &b);
+            rc = get_block(r, h, &b, 1);
         if (rc == 0) {
             block_iter_t *di = lookup_iter(t, 1, b.data, b.len, r->kf.cmp);
             if (!di) {
@@ -1140,7 +1142,17 @@ struct sst_iter {
     struct bref b;
     struct handle h;
     int status;
+    unsigned run;               /* blocks entered in a row by moving on */
 };
+
+/*
+ * A scan that has moved on through this many blocks in a row reads the
+ * next ones past the block cache (a cached block is still used): a long
+ * scan, a compaction's above all, would otherwise evict the blocks point
+ * lookups and short scans keep coming back to, and pay for each block's
+ * insertion and a victim's eviction.  A seek starts the count again.
+ */
+#define SCAN_RUN 4
 
 sst_iter_t *sst_iter_new(sst_reader_t *r)
 {
@@ -1199,7 +1211,7 @@ static int load_block(sst_iter_t *it)
         fail(it, err_set(-EIO, "sst %s: malformed index entry", it->r->name));
         return -1;
     }
-    int rc = get_block(it->r, it->h, &it->b);
+    int rc = get_block(it->r, it->h, &it->b, it->run < SCAN_RUN);
     if (rc == 0 && it->spare)
         bi_reset(it->spare, it->b.data, it->b.len, it->r->kf.cmp);
     else if (rc == 0 && !(it->spare = bi_new(it->b.data, it->b.len, it->r->kf.cmp)))
@@ -1242,6 +1254,7 @@ static void skip_forward(sst_iter_t *it)
             drop_block(it);
             return;
         }
+        it->run++;
         if (load_block(it) < 0)
             return;
         bi_seek_first(it->di);
@@ -1252,6 +1265,7 @@ static void skip_forward(sst_iter_t *it)
 void sst_iter_seek(sst_iter_t *it, const void *key, size_t klen)
 {
     it->status = 0;
+    it->run = 0;
     drop_block(it);
     bi_seek(it->ix, key, klen);
     if (bi_status(it->ix)) {
@@ -1267,6 +1281,7 @@ void sst_iter_seek(sst_iter_t *it, const void *key, size_t klen)
 void sst_iter_seek_first(sst_iter_t *it)
 {
     it->status = 0;
+    it->run = 0;
     drop_block(it);
     bi_seek_first(it->ix);
     if (bi_status(it->ix)) {

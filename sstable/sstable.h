@@ -121,7 +121,11 @@ const void *sst_largest(const sst_reader_t *r, size_t *len);
 /* A property by name: 0 and *v, or -ENOENT. */
 int sst_prop(const sst_reader_t *r, const char *name, uint64_t *v);
 
-/* Iterators; NULL only when out of memory. */
+/* Iterators; NULL only when out of memory.  The key and value an iterator
+ * gives stay valid until it moves.  Blocks it reads go into the block cache
+ * until it has moved on through four blocks in a row; from then until the
+ * next seek it reads past the cache (using what is cached), so a long scan
+ * or a compaction leaves the cache to lookups. */
 sst_iter_t *sst_iter_new(sst_reader_t *r);
 void sst_iter_free(sst_iter_t *it);
 /* Point IT at table R instead (unpositioned, status 0), keeping its memory:

@@ -1156,7 +1156,9 @@ static int lv_open(struct lviter *lv, int i)
     return 0;
 }
 
-/* Step over exhausted tables to the next entry. */
+/* Step over exhausted tables to the next entry.  An entry whose key is too
+ * short to be an internal key (a table checksummed right but not written
+ * by this engine) stops the iterator with -EIO. */
 static void lv_settle(struct lviter *lv)
 {
     while (lv->it && !sst_iter_valid(lv->it)) {
@@ -1167,6 +1169,12 @@ static void lv_settle(struct lviter *lv)
         if (lv_open(lv, lv->i + 1) < 0 || !lv->it)
             return;
         sst_iter_seek_first(lv->it);
+    }
+    size_t n;
+    if (lv->it && (sst_iter_key(lv->it, &n), n < IKEY_TRAILER)) {
+        lv->status = err_set(-EIO, "table %06llu: an entry's key is %zu bytes, shorter than an internal key",
+                             (unsigned long long)lv->f[lv->i]->number, n);
+        lv_close(lv);
     }
 }
 

@@ -148,7 +148,8 @@ int bb_add(block_builder_t *b, const void *key, size_t klen, const void *val, si
     b->last.len = 0;
     if (buf_reserve(&b->last, klen) < 0)
         return -ENOMEM;
-    memcpy(b->last.p, key, klen);
+    if (klen)           /* (an empty first key: no buffer yet) */
+        memcpy(b->last.p, key, klen);
     b->last.len = klen;
     b->since_restart++;
     return 0;
@@ -260,7 +261,8 @@ static int decode_next(block_iter_t *it)
         it->status = -ENOMEM;
         return -1;
     }
-    memcpy(it->key.p + shared, p, (size_t)unshared);
+    if (unshared)
+        memcpy(it->key.p + shared, p, (size_t)unshared);
     it->key.len += (size_t)unshared;
     p += unshared;
     it->val = p;

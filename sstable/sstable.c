@@ -845,6 +845,8 @@ static int parse_props(sst_reader_t *r, const uint8_t *p, size_t len)
             goto bad;
         p += k;
         uint8_t **dst = !strcmp(name, "smallest") ? &r->smallest : !strcmp(name, "largest") ? &r->largest : NULL;
+        if (dst && *dst)
+            goto bad;           /* named twice */
         if (dst) {
             *dst = malloc(vl ? vl : 1);
             if (!*dst)

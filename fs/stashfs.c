@@ -377,6 +377,7 @@ static int of_open(uint64_t ino, mode_t mode, struct fuse_file_info *fi, uint64_
 
 static uint64_t link_id_of(const char *path);
 static void inval_id(uint64_t id, const char *except);
+static void inval_queue(const char *path, size_t n, uint64_t node, uint64_t ino, int entry);
 
 /* A handle of INO closes; at the last, its orphans go. */
 static void of_close(uint64_t ino)
@@ -1323,6 +1324,22 @@ static int w_write(const char *path, const char *buf, size_t size, off_t off, st
     if (rc)
         return rc;
     kill_suid(key, kl);
+    /* An append through one name of a hard-linked file: the kernel took
+     * OFF from the size it caches for this name, which a change through
+     * another name made stale, so the bytes go at the value's real end
+     * (stash_append: no change through any name comes between).  The
+     * kernel then drops the attributes of this name at once, and its pages
+     * (the cached path wrote the bytes at OFF) once the write is answered:
+     * not here, where the kernel holds those pages locked. */
+    if (fi && (fi->flags & O_APPEND) && link_id_of(path)) {
+        uint64_t node = loop_node();
+        rc = stash_append(db, key, kl, buf, size, NULL);
+        if (rc == 0 && node) {
+            (void)loop_inval_attrs(node);
+            inval_queue("", 0, node, fi->fh, 0);
+        }
+        return rc ? rc : (int)size;
+    }
     rc = stash_pwrite(db, key, kl, buf, size, (uint64_t)off);
     return rc ? rc : (int)size;
 }

@@ -648,18 +648,26 @@ static int write_in_chunk(stash_t *db, stash_batch_t *b, struct fkey *f, struct 
     return put_chunk_data(db, b, e, ck, c, in + n > have ? in + n : have, full, a);
 }
 
-int stash_pwrite(stash_t *db, const void *key, size_t klen, const void *buf, size_t len, uint64_t off)
+/* stash_pwrite, or with AT (stash_append) at the value's end, which *AT
+ * gets. */
+static int pwrite_at(stash_t *db, const void *key, size_t klen, const void *buf, size_t len, uint64_t off,
+                     uint64_t *at)
 {
     if (!db || (len && !buf))
-        return err_set(-EINVAL, "stash_pwrite: bad arguments");
-    if (off > STASH_MAX_FILE || len > STASH_MAX_FILE - off)
-        return err_set(-EFBIG, "a write ending at byte %llu is past the largest value (%llu bytes)",
-                       (unsigned long long)(off + len), (unsigned long long)STASH_MAX_FILE);
+        return err_set(-EINVAL, "%s: bad arguments", at ? "stash_append" : "stash_pwrite");
     struct fkey f;
     int rc = fkey_lock(db, key, klen, &f);
     if (rc)
         return rc;
     uint64_t oldsize = f.exists ? f.e.st.size : 0;
+    if (at)
+        *at = off = oldsize;
+    if (off > STASH_MAX_FILE || len > STASH_MAX_FILE - off) {
+        fkey_unlock(db, &f);
+        fkey_done(&f);
+        return err_set(-EFBIG, "a write ending at byte %llu is past the largest value (%llu bytes)",
+                       (unsigned long long)(off + len), (unsigned long long)STASH_MAX_FILE);
+    }
     uint64_t end = len && off + len > oldsize ? off + len : oldsize;
     int converting;
     struct envelope e = grow_env(&f, end, &converting);
@@ -710,6 +718,20 @@ int stash_pwrite(stash_t *db, const void *key, size_t klen, const void *buf, siz
     }
     free(c);
     return finish_change(db, b, &f, &a, rc);
+}
+
+int stash_pwrite(stash_t *db, const void *key, size_t klen, const void *buf, size_t len, uint64_t off)
+{
+    return pwrite_at(db, key, klen, buf, len, off, NULL);
+}
+
+int stash_append(stash_t *db, const void *key, size_t klen, const void *buf, size_t len, uint64_t *off)
+{
+    uint64_t at;
+    int rc = pwrite_at(db, key, klen, buf, len, 0, &at);
+    if (rc == 0 && off)
+        *off = at;
+    return rc;
 }
 
 int stash_zero_range(stash_t *db, const void *key, size_t klen, uint64_t off, uint64_t len)

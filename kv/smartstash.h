@@ -435,6 +435,15 @@ int  stash_seek(stash_t *db, const stash_snapshot_t *s, const void *key, size_t 
 int  stash_pwrite(stash_t *db, const void *key, size_t klen, const void *buf, size_t len, uint64_t off);
 
 /*
+ * Write LEN bytes from BUF at the end of KEY's value, as one step: no
+ * other change to the value (through any name of it) comes between
+ * finding the end and writing there, so appends through several names or
+ * threads never overwrite each other.  *OFF (if OFF is not NULL) gets the
+ * offset written at.  A missing KEY is created.  Errors as stash_pwrite.
+ */
+int  stash_append(stash_t *db, const void *key, size_t klen, const void *buf, size_t len, uint64_t *off);
+
+/*
  * Make KEY's value SIZE bytes long: cut it, or extend it with zeros (an
  * extension costs no space until written).  Errors: -ENOENT, -EFBIG,
  * -EINVAL, -EROFS, -ENOSPC, -EIO, -ENOMEM.

@@ -2298,6 +2298,68 @@ static void test_sparse_delete_cost(void **state)
     assert_int_equal(stash_close(db), 0);
 }
 
+/* Appends from 4 threads through two names of one value (and a value
+ * growing from inline to chunked): none overwrites another. */
+struct appender {
+    stash_t *db;
+    int id;
+};
+
+#define APPENDS 400
+#define REC 24
+
+static void *append_main(void *arg)
+{
+    struct appender *a = arg;
+    const char *name = a->id % 2 ? "name2" : "name1";
+    for (int i = 0; i < APPENDS; i++) {
+        char rec[64];
+        snprintf(rec, sizeof rec, "t%d-%05d..............\n", a->id % 10, i % 100000);
+        uint64_t at;
+        if (stash_append(a->db, name, 5, rec, REC, &at) != 0 || at % REC)
+            return (void *)1;
+    }
+    return NULL;
+}
+
+static void test_append(void **state)
+{
+    (void)state;
+    stash_t *db = open_small();
+    assert_int_equal(stash_put(db, "name1", 5, "", 0), 0);
+    assert_int_equal(stash_link(db, "name1", 5, "name2", 5), 0);
+    pthread_t t[4];
+    struct appender a[4];
+    for (int i = 0; i < 4; i++) {
+        a[i] = (struct appender){db, i};
+        assert_int_equal(pthread_create(&t[i], NULL, append_main, &a[i]), 0);
+    }
+    for (int i = 0; i < 4; i++) {
+        void *r;
+        pthread_join(t[i], &r);
+        assert_null(r);
+    }
+    size_t total = 4 * APPENDS * REC, n;
+    char *all = malloc(total + 1);
+    assert_int_equal(stash_pread(db, "name2", 5, all, total + 1, 0, &n), 0);
+    assert_int_equal(n, total);
+    int next[4] = {0};
+    for (size_t off = 0; off < total; off += REC) {
+        int id, i;
+        assert_int_equal(sscanf(all + off, "t%d-%05d", &id, &i), 2);
+        assert_true(id >= 0 && id < 4);
+        assert_int_equal(i, next[id]);      /* each thread's records in its order */
+        next[id]++;
+    }
+    free(all);
+    uint64_t at;
+    assert_int_equal(stash_append(db, "fresh", 5, "ab", 2, &at), 0);     /* made */
+    assert_true(at == 0);
+    assert_int_equal(stash_append(db, "fresh", 5, "cd", 2, &at), 0);
+    assert_true(at == 2);
+    assert_int_equal(stash_close(db), 0);
+}
+
 /* A write of no bytes changes no size, past the end of a small or a
  * chunked value alike (write(2) of 0 bytes leaves a file as it is). */
 static void test_empty_write(void **state)
@@ -2427,6 +2489,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_value_file_race_patches, tu_setup, tu_teardown),
         cmocka_unit_test_setup_teardown(test_sparse_delete_cost, tu_setup, tu_teardown),
         cmocka_unit_test_setup_teardown(test_empty_write, tu_setup, tu_teardown),
+        cmocka_unit_test_setup_teardown(test_append, tu_setup, tu_teardown),
     };
     tu_filter();
     return cmocka_run_group_tests(tests, NULL, NULL);

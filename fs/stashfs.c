@@ -673,16 +673,27 @@ static int good_name(const char *name, size_t len)
     return memchr(name, '\0', len) == NULL;
 }
 
+/* Nanoseconds since 1970 (before it: negative) and back.  The stored
+ * range is that of a signed 64-bit count, 1677-09-21 to 2262-04-11; times
+ * outside it are kept as its nearer end. */
 static void ns_to_ts(int64_t ns, struct timespec *t)
 {
-    if (ns < 0)
-        ns = 0;
-    t->tv_sec = (time_t)(ns / 1000000000);
-    t->tv_nsec = (long)(ns % 1000000000);
+    int64_t sec = ns / 1000000000, rem = ns % 1000000000;
+    if (rem < 0) {
+        rem += 1000000000;
+        sec--;
+    }
+    t->tv_sec = (time_t)sec;
+    t->tv_nsec = (long)rem;
 }
 
 static int64_t ts_to_ns(const struct timespec *t)
 {
+    const int64_t max_sec = INT64_MAX / 1000000000 - 1;
+    if (t->tv_sec > max_sec)
+        return INT64_MAX;
+    if (t->tv_sec < -max_sec)
+        return INT64_MIN;
     return (int64_t)t->tv_sec * 1000000000 + t->tv_nsec;
 }
 

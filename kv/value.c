@@ -214,8 +214,7 @@ int env_decode(const uint8_t *v, size_t n, struct envelope *e)
             return -EIO;
         p += k;
     }
-    if (f[0] > UINT32_MAX || f[1] > UINT32_MAX || f[2] > UINT32_MAX || f[3] > INT64_MAX ||
-        f[4] > INT64_MAX || f[5] > INT64_MAX)
+    if (f[0] > UINT32_MAX || f[1] > UINT32_MAX || f[2] > UINT32_MAX)
         return -EIO;
     e->st.mode = (uint32_t)f[0];
     e->st.uid = (uint32_t)f[1];
@@ -292,9 +291,10 @@ size_t env_encode_header(const struct envelope *e, uint8_t *out)
     r += enc_varint(rec + r, e->st.mode);
     r += enc_varint(rec + r, e->st.uid);
     r += enc_varint(rec + r, e->st.gid);
-    r += enc_varint(rec + r, t2u(e->st.atime_ns));
-    r += enc_varint(rec + r, t2u(e->st.mtime_ns));
-    r += enc_varint(rec + r, t2u(e->st.ctime_ns));
+    /* Times before 1970 as their 64-bit two's complement (ten bytes). */
+    r += enc_varint(rec + r, (uint64_t)e->st.atime_ns);
+    r += enc_varint(rec + r, (uint64_t)e->st.mtime_ns);
+    r += enc_varint(rec + r, (uint64_t)e->st.ctime_ns);
     if (e->st.ino) {
         rec[r++] = 0;
         rec[r++] = 8;

@@ -147,6 +147,12 @@ check "chmod" chmod 640 "$m/greeting"
 check "mode" test "$(stat -c %a "$m/greeting")" = 640
 check "touch -d" touch -d "2001-02-03 04:05:06.123456789" "$m/greeting"
 check "mtime" test "$(stat -c %y "$m/greeting")" = "2001-02-03 04:05:06.123456789 +0000"
+# Times before 1970 (tar and rsync restore them), and past the stored range
+# (2262) kept as its end; they showed as 1970 before.
+touch -d "1969-07-20 20:17:40.5 UTC" "$m/old"
+check "mtime before 1970" test "$(stat -c %y "$m/old")" = "1969-07-20 20:17:40.500000000 +0000"
+touch -d "2300-01-01 UTC" "$m/far"
+check "mtime past 2262 kept as 2262" test "$(stat -c %Y "$m/far")" = 9223372036
 check "setfattr" setfattr -n user.colour -v blue "$m/greeting"
 check "getfattr" test "$(getfattr --absolute-names --only-values -n user.colour "$m/greeting")" = blue
 check "dir xattr" sh -c "setfattr -n user.d -v 1 '$m/moved' && getfattr --absolute-names -d '$m/moved' 2>/dev/null | grep -q 'user.d=\"1\"'"
@@ -406,12 +412,12 @@ check "rename between two names of a file" python3 -c "import os; os.rename('$m/
 
 # Everything is still there after a remount.
 find "$m" -path "$m/par" -prune -o -print | sort >"$tmp/before.list"
-stat -c '%n %a %s %Y %g' "$m/greeting" "$m/moved/sub/2" "$m/api" "$m/api/hello" >"$tmp/before.stat"
+stat -c '%n %a %s %Y %g' "$m/greeting" "$m/moved/sub/2" "$m/api" "$m/api/hello" "$m/old" >"$tmp/before.stat"
 stat -c '%n %i %h %s %a' "$m/hd/h3" "$m/hd/h4" >"$tmp/before.links"
 unmount
 mount_fs
 find "$m" -path "$m/par" -prune -o -print | sort >"$tmp/after.list"
-stat -c '%n %a %s %Y %g' "$m/greeting" "$m/moved/sub/2" "$m/api" "$m/api/hello" >"$tmp/after.stat"
+stat -c '%n %a %s %Y %g' "$m/greeting" "$m/moved/sub/2" "$m/api" "$m/api/hello" "$m/old" >"$tmp/after.stat"
 stat -c '%n %i %h %s %a' "$m/hd/h3" "$m/hd/h4" >"$tmp/after.links"
 check "hard links after remount" cmp "$tmp/before.links" "$tmp/after.links"
 check "same tree after remount" cmp "$tmp/before.list" "$tmp/after.list"

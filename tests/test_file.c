@@ -2360,6 +2360,22 @@ static void test_append(void **state)
     assert_int_equal(stash_close(db), 0);
 }
 
+/* Times before 1970 are kept (as negative nanoseconds), across a reopen. */
+static void test_times_before_1970(void **state)
+{
+    (void)state;
+    stash_t *db = open_small();
+    assert_int_equal(stash_put(db, "t", 1, "x", 1), 0);
+    stash_stat_t st = {.atime_ns = -1, .mtime_ns = -14182939500000000LL, .ctime_ns = INT64_MIN};
+    assert_int_equal(stash_setstat(db, "t", 1, &st, STASH_SET_ATIME | STASH_SET_MTIME | STASH_SET_CTIME), 0);
+    assert_int_equal(stash_close(db), 0);
+    db = open_small();
+    stash_stat_t got;
+    assert_int_equal(stash_stat(db, NULL, "t", 1, &got), 0);
+    assert_true(got.atime_ns == -1 && got.mtime_ns == -14182939500000000LL && got.ctime_ns == INT64_MIN);
+    assert_int_equal(stash_close(db), 0);
+}
+
 /* A write of no bytes changes no size, past the end of a small or a
  * chunked value alike (write(2) of 0 bytes leaves a file as it is). */
 static void test_empty_write(void **state)
@@ -2490,6 +2506,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_sparse_delete_cost, tu_setup, tu_teardown),
         cmocka_unit_test_setup_teardown(test_empty_write, tu_setup, tu_teardown),
         cmocka_unit_test_setup_teardown(test_append, tu_setup, tu_teardown),
+        cmocka_unit_test_setup_teardown(test_times_before_1970, tu_setup, tu_teardown),
     };
     tu_filter();
     return cmocka_run_group_tests(tests, NULL, NULL);

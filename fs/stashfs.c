@@ -1257,9 +1257,20 @@ static int r_open(const char *path, struct fuse_file_info *fi)
     if (rc)
         return rc;
     if (fi->flags & O_TRUNC) {
-        /* The kernel passes O_TRUNC here (atomic_o_trunc). */
+        /* The kernel passes O_TRUNC here (atomic_o_trunc), and with it
+         * leaves the set-ID bits to the daemon: a truncation by a caller
+         * other than root clears them, as truncate(2) does (set-group-ID
+         * only where group execution makes it one). */
         if ((rc = stash_truncate(db, key, kl, 0)) != 0)
             return rc;
+        stash_stat_t s;
+        if (fuse_get_context()->uid != 0 && stash_stat(db, NULL, key, kl, &s) == 0) {
+            mode_t kill = S_ISUID | (s.mode & S_IXGRP ? S_ISGID : 0);
+            stash_stat_t t = {.mode = s.mode & ~kill, .ctime_ns = now()};
+            if ((s.mode & kill) && stash_setstat(db, key, kl, &t, STASH_SET_MODE | STASH_SET_CTIME) == 0 &&
+                loop_node())
+                (void)loop_inval_attrs(loop_node());
+        }
     }
     if (cur)
         return 0;       /* a snapshot's files cannot be removed */

@@ -347,6 +347,14 @@ static void user_b(void)
         printf("FAIL: a truncate by another user left mode %o (wanted 777)\n", st.st_mode & 07777);
         fails++;
     }
+    fd = open(P("a6777t"), O_WRONLY | O_TRUNC);
+    EXPECT("other opens a 6777 file with O_TRUNC", fd, 0);
+    EXPECT("close", close(fd), 0);
+    EXPECT("stat", stat(P("a6777t"), &st), 0);
+    if ((st.st_mode & 07777) != 0777) {
+        printf("FAIL: open(O_TRUNC) by another user left mode %o (wanted 777)\n", st.st_mode & 07777);
+        fails++;
+    }
 
     /* only a write drops set-ID bits for someone else: not a chmod, nor on
      * a directory */
@@ -466,6 +474,7 @@ int main(int argc, char **argv)
     mkfile("a4777b", "x", A, A, 04777);
     mkdirat_("sgdir", 0, 0, 02777);
     mkfile("a6777", "xy", A, A, 06777);
+    mkfile("a6777t", "xy", A, A, 06777);
     mkfile("sticky/a666c", "x", A, A, 0666);
     mkfile("sticky/bopen", "keep", B, B, 0644);
     mkdirat_("open", 0, 0, 0777);

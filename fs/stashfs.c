@@ -913,7 +913,9 @@ struct dirh {
     off_t next;         /* the offset a continuing read asks for */
     int done;           /* the listing reached its end at offset next */
     size_t rlen;        /* 0, or: entry number next (the first one that did */
-    char resume[KEYBUF];/* not fit in the last reply) comes from this key */
+    char resume[KEYBUF];/* not fit in the last reply) comes from this key,
+                         * below the directory's (which a rename of it or
+                         * of a directory above it changes meanwhile) */
 };
 
 static int may_path(struct perm_who *w, const char *path, int mask, struct stat *st);
@@ -974,8 +976,9 @@ static int r_readdir(const char *path, void *buf, fuse_fill_dir_t filler, off_t 
     }
     memcpy(seek, key, kl);
     char name[256];
-    if (off > 2 && off == d->next && d->rlen) {
-        stash_iter_seek(it, d->resume, d->rlen);   /* go on where the last batch stopped */
+    if (off > 2 && off == d->next && d->rlen && kl + d->rlen <= KEYBUF) {
+        memcpy(seek + kl, d->resume, d->rlen);
+        stash_iter_seek(it, seek, kl + d->rlen);   /* go on where the last batch stopped */
         ord = off;
     } else {
         stash_iter_seek(it, key, kl);
@@ -1039,8 +1042,8 @@ static int r_readdir(const char *path, void *buf, fuse_fill_dir_t filler, off_t 
             if (filler(buf, name, full ? &st : NULL, ord + 1, full && plus ? FUSE_FILL_DIR_PLUS : 0)) {
                 /* The reply is full: the next read starts with this entry. */
                 d->next = ord;
-                d->rlen = n;
-                memcpy(d->resume, k, n);
+                d->rlen = rl;
+                memcpy(d->resume, rest, rl);
                 break;
             }
         }

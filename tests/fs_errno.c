@@ -203,6 +203,38 @@ static void dir_streams(void)
         printf("FAIL: removed only %d files\n", removed);
         fails++;
     }
+
+    /* Rename the directory while reading it, to a name sorting before its
+     * own and then to one after: the stream goes on from where it was,
+     * every entry once (it went on from the old name's keys, listing
+     * entries twice or ending early). */
+    int total = 0;
+    if ((d = opendir(P("big")))) {
+        while (readdir(d))
+            total++;
+        closedir(d);
+    }
+    const char *names[3] = {"big", "a-big", "zz-big"};
+    for (int r = 1; r < 3; r++) {
+        d = opendir(P(names[r - 1]));
+        memset(dir_seen, 0, sizeof dir_seen);
+        int got = 0, twice = 0;
+        while (d && (de = readdir(d))) {
+            int i = entry_index(de->d_name);
+            if (i >= 0 && dir_seen[i]++)
+                twice++;
+            if (++got == 100 && rename(P(names[r - 1]), P(names[r])) != 0) {
+                printf("FAIL: rename %s: %s\n", names[r - 1], strerror(errno));
+                fails++;
+            }
+        }
+        if (d)
+            closedir(d);
+        if (got != total || twice) {
+            printf("FAIL: renamed to %s while read: %d entries (%d twice), not %d\n", names[r], got, twice, total);
+            fails++;
+        }
+    }
 }
 
 /*

@@ -903,20 +903,77 @@ static int r_getattr(const char *path, struct stat *st, int after_setattr)
 }
 
 /*
- * A directory stream.  Entries are numbered in listing order ("." is 0, ".."
- * 1); the offset handed to the kernel with entry N is N + 1, the place to go
- * on from.  The stream remembers the key it stopped at, so reading a
- * directory in order costs one seek per batch of entries; any other offset
- * (seekdir to an old place) lists from the start and skips to it.
+ * A directory stream.  Each entry handed to the kernel gets a position of
+ * its own, never given again in this stream ("." is 1, ".." 2, the others
+ * from 3 on), which says where to go on from: after that entry.  The
+ * stream keeps, for every position it gave, the entry's name (and whether
+ * it stood for a sub-tree), so reading on, and a seekdir back to any
+ * position telldir gave, goes on right after that name, whatever was made
+ * or removed meanwhile, and whatever the directory is called now: one seek.
+ * (Positions counted entries before, so a seekdir after removals earlier
+ * in the listing skipped entries.)  The names take what the listing took
+ * of them, about 20 bytes an entry; past DIRH_MAX entries a stream stops
+ * keeping them, and a position past that lists from the start.
  */
+#define DIRH_MAX (1u << 20)
+
 struct dirh {
-    off_t next;         /* the offset a continuing read asks for */
-    int done;           /* the listing reached its end at offset next */
-    size_t rlen;        /* 0, or: entry number next (the first one that did */
-    char resume[KEYBUF];/* not fit in the last reply) comes from this key,
-                         * below the directory's (which a rename of it or
-                         * of a directory above it changes meanwhile) */
+    off_t next;         /* the position a continuing read asks for */
+    int done;           /* the listing reached its end at position next */
+    uint64_t last;      /* the last position given (2: none past "..") */
+    uint32_t *at;       /* per position from 3: where its name is in names */
+    size_t nat, capat;
+    char *names;        /* per entry: a byte (1: a sub-tree), the name, NUL */
+    size_t nnames, capnames;
+    char lastname[257]; /* the entry at position last: a byte, the name */
 };
+
+/* Note position POS (the next after d->last) as that of entry NAME (CL
+ * bytes; TREE: a sub-tree).  0, or -1 when it is not kept (out of memory,
+ * or past DIRH_MAX): a seek to it then lists from the start. */
+static int dirh_note(struct dirh *d, uint64_t pos, const char *name, size_t cl, int tree)
+{
+    if (pos != d->last + 1 || pos - 3 != d->nat || d->nat >= DIRH_MAX)
+        return -1;
+    if (d->nat == d->capat) {
+        size_t cap = d->capat ? 2 * d->capat : 256;
+        uint32_t *a = realloc(d->at, cap * sizeof *a);
+        if (!a)
+            return -1;
+        d->at = a;
+        d->capat = cap;
+    }
+    if (d->nnames + cl + 2 > d->capnames) {
+        size_t cap = d->capnames ? 2 * d->capnames : 4096;
+        while (cap < d->nnames + cl + 2)
+            cap *= 2;
+        char *n = cap <= UINT32_MAX ? realloc(d->names, cap) : NULL;
+        if (!n)
+            return -1;
+        d->names = n;
+        d->capnames = cap;
+    }
+    d->at[d->nat++] = (uint32_t)d->nnames;
+    d->names[d->nnames++] = (char)(tree != 0);
+    memcpy(d->names + d->nnames, name, cl);
+    d->nnames += cl;
+    d->names[d->nnames++] = '\0';
+    return 0;
+}
+
+/* The entry that position POS was given with, or NULL. */
+static const char *dirh_entry(const struct dirh *d, uint64_t pos, int *tree)
+{
+    if (pos >= 3 && pos == d->last && d->lastname[1]) {
+        *tree = d->lastname[0];     /* (kept past DIRH_MAX too) */
+        return d->lastname + 1;
+    }
+    if (pos < 3 || pos - 3 >= d->nat)
+        return NULL;
+    const char *e = d->names + d->at[pos - 3];
+    *tree = e[0];
+    return e + 1;
+}
 
 static int may_path(struct perm_who *w, const char *path, int mask, struct stat *st);
 static int asks(struct perm_who *w);
@@ -931,13 +988,19 @@ static int fs_opendir(const char *path, struct fuse_file_info *fi)
     struct dirh *d = calloc(1, sizeof *d);
     if (!d)
         return -ENOMEM;
+    d->last = 2;
     fi->fh = (uint64_t)(uintptr_t)d;
     return 0;
 }
 
 static int fs_releasedir(const char *path, struct fuse_file_info *fi)
 {
-    free((void *)(uintptr_t)fi->fh);
+    struct dirh *d = (struct dirh *)(uintptr_t)fi->fh;
+    if (d) {
+        free(d->at);
+        free(d->names);
+        free(d);
+    }
     return 0;
 }
 
@@ -955,44 +1018,65 @@ static int r_readdir(const char *path, void *buf, fuse_fill_dir_t filler, off_t 
     if (kl)
         key[kl++] = '/';
     int plus = (flags & FUSE_READDIR_PLUS) != 0;
-    off_t ord = 0;      /* the number of the next entry to produce */
     if (off > 0 && off == d->next && d->done)
         return 0;
-    if (ord >= off && filler(buf, ".", NULL, 1, 0))
-        return 0;
-    ord++;
-    if (ord >= off && filler(buf, "..", NULL, 2, 0)) {
-        d->next = 1, d->done = 0, d->rlen = 0;
-        return 0;
+    /* Where to go on from: the start, after "." or "..", or after an
+     * entry this stream gave (a position it never gave: the start). */
+    int tree = 0;
+    const char *after = off >= 3 ? dirh_entry(d, (uint64_t)off, &tree) : NULL;
+    uint64_t pos = off >= 3 ? (uint64_t)off : 0;   /* the last position given in this reply */
+    d->done = 0;
+    if (off <= 0) {
+        if (filler(buf, ".", NULL, 1, 0))
+            return 0;
+        pos = 1;
     }
-    ord++;
+    if (off <= 1 || (off >= 3 && !after)) {
+        if (filler(buf, "..", NULL, 2, 0)) {
+            d->next = (off_t)pos;
+            return 0;
+        }
+        pos = 2;
+    }
+    if (off == 2)
+        pos = 2;
     stash_iter_t *it = dir_iter(key, kl);
     if (!it)
         return -ENOMEM;
-    char *seek = malloc(KEYBUF + 1);
+    char *seek = malloc(KEYBUF + 2);
     if (!seek) {
         stash_iter_free(it);
         return -ENOMEM;
     }
     memcpy(seek, key, kl);
     char name[256];
-    if (off > 2 && off == d->next && d->rlen && kl + d->rlen <= KEYBUF) {
-        memcpy(seek + kl, d->resume, d->rlen);
-        stash_iter_seek(it, seek, kl + d->rlen);   /* go on where the last batch stopped */
-        ord = off;
+    size_t al = after ? strlen(after) : 0;
+    if (after && kl + al + 1 <= KEYBUF) {
+        /* Right after that entry: past its sub-tree ("name0": '0' follows
+         * '/'), or past the file itself (skipped below if it is still
+         * there). */
+        memcpy(seek + kl, after, al);
+        if (tree)
+            seek[kl + al++] = '/' + 1;
+        stash_iter_seek(it, seek, kl + al);
+        if (!tree && stash_iter_valid(it)) {
+            size_t n;
+            const char *k = stash_iter_key(it, &n);
+            if (n == kl + al && memcmp(k, seek, n) == 0)
+                stash_iter_next(it);
+        }
     } else {
         stash_iter_seek(it, key, kl);
     }
-    d->done = 0;
     for (;;) {
         if (!stash_iter_valid(it)) {
-            d->next = ord, d->done = 1;
+            d->next = (off_t)pos, d->done = 1;
             break;
         }
         size_t n;
         const char *k = stash_iter_key(it, &n);
         if (n < kl || memcmp(k, key, kl) != 0) {
-            d->next = ord, d->done = 1;
+            d->next = (off_t)pos, d->done = 1;
             break;
         }
         const char *rest = k + kl;
@@ -1038,17 +1122,21 @@ static int r_readdir(const char *path, void *buf, fuse_fill_dir_t filler, off_t 
                 full = 1;
             }
         }
-        if (show && ord >= off) {
-            if (filler(buf, name, full ? &st : NULL, ord + 1, full && plus ? FUSE_FILL_DIR_PLUS : 0)) {
-                /* The reply is full: the next read starts with this entry. */
-                d->next = ord;
-                d->rlen = rl;
-                memcpy(d->resume, rest, rl);
+        if (show) {
+            /* A new position for this entry; a reply already full takes
+             * it no more, and the next read goes on after the last entry
+             * it took. */
+            uint64_t mine = d->last + 1;
+            if (filler(buf, name, full ? &st : NULL, (off_t)mine, full && plus ? FUSE_FILL_DIR_PLUS : 0)) {
+                d->next = (off_t)pos;
                 break;
             }
+            (void)dirh_note(d, mine, name, cl, slash != NULL);
+            d->last = mine;
+            d->lastname[0] = (char)(slash != NULL);
+            memcpy(d->lastname + 1, name, cl + 1);
+            pos = mine;
         }
-        if (show)
-            ord++;
         if (!slash) {
             stash_iter_next(it);
         } else {

@@ -10,6 +10,7 @@
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -234,6 +235,82 @@ static void dir_streams(void)
             printf("FAIL: renamed to %s while read: %d entries (%d twice), not %d\n", names[r], got, twice, total);
             fails++;
         }
+    }
+}
+
+/*
+ * Directory positions stay put while entries are removed: a seekdir back to
+ * a position telldir gave, after names read before it were removed, goes
+ * on with the entry that followed it; and a listing through a getdents64
+ * buffer too small for the kernel's batches, removing each name as it is
+ * read, sees every name (positions counted entries before: both skipped
+ * about as many entries as had been removed).
+ */
+static void dir_positions(void)
+{
+    char rel[600];
+    EXPECT("mkdir pos", mkdir(P("pos"), 0755), 0);
+    for (int i = 0; i < 300; i++) {
+        snprintf(rel, sizeof rel, "pos/f%04d", i);
+        put(rel, "x");
+    }
+    DIR *d = opendir(P("pos"));
+    static char names[300][256];
+    int n = 0;
+    long at = -1;
+    struct dirent *de;
+    while (d && (de = readdir(d))) {
+        if (de->d_name[0] == '.')
+            continue;
+        snprintf(names[n], sizeof names[n], "%s", de->d_name);
+        if (++n == 150)
+            at = telldir(d);
+    }
+    if (d && n == 300 && at >= 0) {
+        for (int i = 0; i < 100; i++) {
+            snprintf(rel, sizeof rel, "pos/%.255s", names[i]);
+            EXPECT("unlink a name read before the position", unlink(P(rel)), 0);
+        }
+        seekdir(d, at);
+        de = readdir(d);
+        if (!de || strcmp(de->d_name, names[150]) != 0) {
+            printf("FAIL: seekdir after removals gave %s, not %s\n", de ? de->d_name : "nothing", names[150]);
+            fails++;
+        }
+    } else {
+        printf("FAIL: listed %d of 300 entries\n", n);
+        fails++;
+    }
+    if (d)
+        closedir(d);
+
+    EXPECT("mkdir pos2", mkdir(P("pos2"), 0755), 0);
+    for (int i = 0; i < 300; i++) {
+        snprintf(rel, sizeof rel, "pos2/f%04d", i);
+        put(rel, "x");
+    }
+    int fd = open(P("pos2"), O_RDONLY | O_DIRECTORY);
+    char buf[200];
+    int seen = 0;
+    for (;;) {
+        long r = syscall(SYS_getdents64, fd, buf, sizeof buf);
+        if (r <= 0)
+            break;
+        for (long o = 0; o < r;) {
+            unsigned short reclen;
+            memcpy(&reclen, buf + o + offsetof(struct dirent64, d_reclen), sizeof reclen);
+            const char *nm = buf + o + offsetof(struct dirent64, d_name);
+            o += reclen;
+            if (nm[0] == '.')
+                continue;
+            seen++;
+            unlinkat(fd, nm, 0);
+        }
+    }
+    close(fd);
+    if (seen != 300) {
+        printf("FAIL: a 200-byte getdents64 buffer, removing as it read, saw %d of 300 names\n", seen);
+        fails++;
     }
 }
 
@@ -773,6 +850,7 @@ int main(int argc, char **argv)
     close(fd);
 
     dir_streams();
+    dir_positions();
     dir_times();
 
     if (fails)

@@ -1265,23 +1265,6 @@ static uint64_t val_bytes(int *files)
     return n;
 }
 
-/* The path of the (only) value file that holds chunks, in P. */
-static void val_path(char *p, size_t len)
-{
-    DIR *d = opendir(dir);
-    struct dirent *de;
-    char q[1024];
-    struct stat st;
-    *p = 0;
-    while ((de = readdir(d))) {
-        size_t l = strlen(de->d_name);
-        snprintf(q, sizeof q, "%s/%s", dir, de->d_name);
-        if (l > 4 && !strcmp(de->d_name + l - 4, ".val") && stat(q, &st) == 0 && st.st_size > 16)
-            snprintf(p, len, "%s", q);
-    }
-    closedir(d);
-}
-
 /*
  * Whole chunks written with stash_pwrite go to value files: they read back
  * through every call and across a reopen; a snapshot and an open iterator
@@ -1369,7 +1352,7 @@ static void test_value_files(void **state)
     assert_int_equal(stash_close(db), 0);
     val_bytes(&files);
     assert_int_equal(files, 1);
-    val_path(vp, sizeof vp);
+    tu_value_file(vp, sizeof vp);
     /* Chunk 3's bytes, wherever the file holds them (collections may have
      * moved other chunks in before them). */
     FILE *fp = fopen(vp, "r+b");
@@ -1405,7 +1388,7 @@ static void test_value_files(void **state)
     assert_int_equal(stash_pwrite(db, "g", 1, a, n, 0), 0);
     assert_int_equal(stash_compact_range(db, NULL, 0, NULL, 0), 0);
     assert_int_equal(stash_close(db), 0);
-    val_path(vp, sizeof vp);
+    tu_value_file(vp, sizeof vp);
     assert_int_equal(unlink(vp), 0);
     db = open_small();
     assert_int_equal(stash_pread(db, "g", 1, buf, 4096, 0, &got), -EIO);
@@ -2035,7 +2018,7 @@ static void test_value_file_torn(void **state)
     assert_int_equal(stash_put(db, "c", 1, "3", 1), 0);
     assert_int_equal(stash_close(db), 0);
     char vp[1024];
-    val_path(vp, sizeof vp);
+    tu_value_file(vp, sizeof vp);
     assert_int_equal(truncate(vp, 16), 0);      /* the header only */
     db = open_small();
     void *v;

@@ -12,7 +12,9 @@
 #include <setjmp.h>
 #include <cmocka.h>
 
+#include <dirent.h>
 #include <ftw.h>
+#include <sys/stat.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -57,6 +59,25 @@ static inline int tu_teardown(void **state)
     (void)state;
     tu_rmrf(dir);
     return 0;
+}
+
+/* The path of the value file in the scratch directory that holds chunks
+ * (more than its 16-byte header), in P; "" if there is none. */
+static inline void tu_value_file(char *p, size_t len)
+{
+    DIR *d = opendir(dir);
+    struct dirent *de;
+    char q[sizeof dir + 300];
+    struct stat st;
+    *p = 0;
+    while (d && (de = readdir(d))) {
+        size_t l = strlen(de->d_name);
+        snprintf(q, sizeof q, "%s/%s", dir, de->d_name);
+        if (l > 4 && !strcmp(de->d_name + l - 4, ".val") && stat(q, &st) == 0 && st.st_size > 16)
+            snprintf(p, len, "%s", q);
+    }
+    if (d)
+        closedir(d);
 }
 
 /* xorshift64*: deterministic per seed. */

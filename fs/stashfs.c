@@ -906,50 +906,84 @@ static int r_getattr(const char *path, struct stat *st, int after_setattr)
  * A directory stream.  Each entry handed to the kernel gets a position of
  * its own, never given again in this stream ("." is 1, ".." 2, the others
  * from 3 on), which says where to go on from: after that entry.  The
- * stream keeps, for every position it gave, the entry's name (and whether
- * it stood for a sub-tree), so reading on, and a seekdir back to any
+ * stream keeps, for the positions it gave, the entry's name (and whether
+ * it stood for a sub-tree), so reading on, and a seekdir back to a
  * position telldir gave, goes on right after that name, whatever was made
  * or removed meanwhile, and whatever the directory is called now: one seek.
  * (Positions counted entries before, so a seekdir after removals earlier
- * in the listing skipped entries.)  The names take what the listing took
- * of them, about 20 bytes an entry; past DIRH_MAX entries a stream stops
- * keeping them, and a position past that lists from the start.
+ * in the listing skipped entries.)  It keeps the newest ones in at most
+ * DIRH_BYTES (about 20 bytes an entry), dropping the older half when full:
+ * the kernel only ever goes on from a position of its last reply, and a
+ * seekdir to a dropped position lists from the start.  rewinddir (position
+ * 0) forgets them all, as POSIX allows.
  */
-#define DIRH_MAX (1u << 20)
+#define DIRH_BYTES (8u << 20)
 
 struct dirh {
     off_t next;         /* the position a continuing read asks for */
     int done;           /* the listing reached its end at position next */
     uint64_t last;      /* the last position given (2: none past "..") */
-    uint32_t *at;       /* per position from 3: where its name is in names */
+    uint64_t base;      /* the position of at[0] */
+    uint64_t keep;      /* positions from here are never dropped: the
+                         * kernel may go on from any of its last reply */
+    uint64_t reply;     /* the first position of the reply being made */
+    uint32_t *at;       /* per position from base: where its name is in names */
     size_t nat, capat;
     char *names;        /* per entry: a byte (1: a sub-tree), the name, NUL */
     size_t nnames, capnames;
-    char lastname[257]; /* the entry at position last: a byte, the name */
 };
 
-/* Note position POS (the next after d->last) as that of entry NAME (CL
- * bytes; TREE: a sub-tree).  0, or -1 when it is not kept (out of memory,
- * or past DIRH_MAX): a seek to it then lists from the start. */
-static int dirh_note(struct dirh *d, uint64_t pos, const char *name, size_t cl, int tree)
+/* Forget the older half of the positions kept (not those from d->keep on).
+ * 0, or -1 when none can go. */
+static int dirh_halve(struct dirh *d)
 {
-    if (pos != d->last + 1 || pos - 3 != d->nat || d->nat >= DIRH_MAX)
+    size_t k = d->nat / 2;
+    if (d->base + k > d->keep)
+        k = d->keep > d->base ? (size_t)(d->keep - d->base) : 0;
+    if (k == 0)
         return -1;
+    size_t cut = k < d->nat ? d->at[k] : d->nnames;
+    memmove(d->names, d->names + cut, d->nnames - cut);
+    d->nnames -= cut;
+    for (size_t i = k; i < d->nat; i++)
+        d->at[i - k] = d->at[i] - (uint32_t)cut;
+    d->nat -= k;
+    d->base += k;
+    return 0;
+}
+
+/* Note position POS (the next after d->last) as that of entry NAME (CL
+ * bytes; TREE: a sub-tree).  Out of memory it is not kept (a seek to it
+ * then lists from the start), nor are the ones before it. */
+static void dirh_note(struct dirh *d, uint64_t pos, const char *name, size_t cl, int tree)
+{
+    if (pos != d->base + d->nat) {
+        d->nat = d->nnames = 0;         /* (a gap: start again from here) */
+        d->base = pos;
+    }
+    size_t need = cl + 2;
+    while (d->nnames + need + (d->nat + 1) * sizeof *d->at > DIRH_BYTES)
+        if (dirh_halve(d) < 0)
+            break;
     if (d->nat == d->capat) {
         size_t cap = d->capat ? 2 * d->capat : 256;
         uint32_t *a = realloc(d->at, cap * sizeof *a);
-        if (!a)
-            return -1;
+        if (!a) {
+            d->nat = d->nnames = 0, d->base = pos + 1;
+            return;
+        }
         d->at = a;
         d->capat = cap;
     }
-    if (d->nnames + cl + 2 > d->capnames) {
+    if (d->nnames + need > d->capnames) {
         size_t cap = d->capnames ? 2 * d->capnames : 4096;
-        while (cap < d->nnames + cl + 2)
+        while (cap < d->nnames + need)
             cap *= 2;
-        char *n = cap <= UINT32_MAX ? realloc(d->names, cap) : NULL;
-        if (!n)
-            return -1;
+        char *n = realloc(d->names, cap);
+        if (!n) {
+            d->nat = d->nnames = 0, d->base = pos + 1;
+            return;
+        }
         d->names = n;
         d->capnames = cap;
     }
@@ -958,19 +992,14 @@ static int dirh_note(struct dirh *d, uint64_t pos, const char *name, size_t cl, 
     memcpy(d->names + d->nnames, name, cl);
     d->nnames += cl;
     d->names[d->nnames++] = '\0';
-    return 0;
 }
 
 /* The entry that position POS was given with, or NULL. */
 static const char *dirh_entry(const struct dirh *d, uint64_t pos, int *tree)
 {
-    if (pos >= 3 && pos == d->last && d->lastname[1]) {
-        *tree = d->lastname[0];     /* (kept past DIRH_MAX too) */
-        return d->lastname + 1;
-    }
-    if (pos < 3 || pos - 3 >= d->nat)
+    if (pos < d->base || pos - d->base >= d->nat)
         return NULL;
-    const char *e = d->names + d->at[pos - 3];
+    const char *e = d->names + d->at[pos - d->base];
     *tree = e[0];
     return e + 1;
 }
@@ -989,6 +1018,7 @@ static int fs_opendir(const char *path, struct fuse_file_info *fi)
     if (!d)
         return -ENOMEM;
     d->last = 2;
+    d->base = d->keep = d->reply = 3;
     fi->fh = (uint64_t)(uintptr_t)d;
     return 0;
 }
@@ -1026,7 +1056,11 @@ static int r_readdir(const char *path, void *buf, fuse_fill_dir_t filler, off_t 
     const char *after = off >= 3 ? dirh_entry(d, (uint64_t)off, &tree) : NULL;
     uint64_t pos = off >= 3 ? (uint64_t)off : 0;   /* the last position given in this reply */
     d->done = 0;
+    d->keep = d->reply;                 /* the last reply's positions stay */
+    d->reply = d->last + 1;
     if (off <= 0) {
+        d->nat = d->nnames = 0;         /* rewinddir: the old positions go */
+        d->base = d->keep = d->last + 1;
         if (filler(buf, ".", NULL, 1, 0))
             return 0;
         pos = 1;
@@ -1131,10 +1165,8 @@ static int r_readdir(const char *path, void *buf, fuse_fill_dir_t filler, off_t 
                 d->next = (off_t)pos;
                 break;
             }
-            (void)dirh_note(d, mine, name, cl, slash != NULL);
+            dirh_note(d, mine, name, cl, slash != NULL);
             d->last = mine;
-            d->lastname[0] = (char)(slash != NULL);
-            memcpy(d->lastname + 1, name, cl + 1);
             pos = mine;
         }
         if (!slash) {
@@ -1438,13 +1470,18 @@ static int w_write(const char *path, const char *buf, size_t size, off_t off, st
         return rc;
     kill_suid(key, kl);
     /* An append through one name of a hard-linked file: the kernel took
-     * OFF from the size it caches for this name, which a change through
-     * another name made stale, so the bytes go at the value's real end
-     * (stash_append: no change through any name comes between).  The
-     * kernel then drops the attributes of this name at once, and its pages
-     * (the cached path wrote the bytes at OFF) once the write is answered:
-     * not here, where the kernel holds those pages locked. */
-    if (fi && (fi->flags & O_APPEND) && link_id_of(path)) {
+     * OFF from the size it caches for this name, which an append through
+     * another name may have made stale.  OFF short of the value's end is
+     * such a stale end: the bytes go at the real end (stash_append: no
+     * change through any name comes between).  The kernel then drops the
+     * attributes of this name at once, and its pages (the cached path
+     * wrote the bytes at OFF) once the write is answered: not here, where
+     * it holds those pages locked.  Not for O_DIRECT, whose pieces of one
+     * write come in parallel and in any order, each at its own OFF; and an
+     * OFF past the end (a cut through another name) is taken as it is. */
+    uint64_t end;
+    if (fi && (fi->flags & O_APPEND) && !(fi->flags & O_DIRECT) && link_id_of(path) &&
+        stash_value_size(db, key, kl, &end) == 0 && (uint64_t)off < end) {
         uint64_t node = loop_node();
         rc = stash_append(db, key, kl, buf, size, NULL);
         if (rc == 0 && node) {

@@ -1470,18 +1470,17 @@ static int w_write(const char *path, const char *buf, size_t size, off_t off, st
         return rc;
     kill_suid(key, kl);
     /* An append through one name of a hard-linked file: the kernel took
-     * OFF from the size it caches for this name, which an append through
-     * another name may have made stale.  OFF short of the value's end is
-     * such a stale end: the bytes go at the real end (stash_append: no
-     * change through any name comes between).  The kernel then drops the
-     * attributes of this name at once, and its pages (the cached path
-     * wrote the bytes at OFF) once the write is answered: not here, where
-     * it holds those pages locked.  Not for O_DIRECT, whose pieces of one
-     * write come in parallel and in any order, each at its own OFF; and an
-     * OFF past the end (a cut through another name) is taken as it is. */
-    uint64_t end;
-    if (fi && (fi->flags & O_APPEND) && !(fi->flags & O_DIRECT) && link_id_of(path) &&
-        stash_value_size(db, key, kl, &end) == 0 && (uint64_t)off < end) {
+     * OFF from the size it caches for this name, which a change through
+     * another name may have made stale (short of the real end after an
+     * append there, past it after a cut).  The bytes go at the real end
+     * (stash_append: no change through any name comes between); the
+     * pieces of a write the kernel splits come one after the other, each
+     * going on from the last.  The kernel then drops the attributes of
+     * this name at once, and its pages (the cached path wrote the bytes at
+     * OFF) once the write is answered: not here, where it holds those
+     * pages locked.  Not for O_DIRECT, whose pieces of one write come in
+     * parallel and in any order, each at its own OFF. */
+    if (fi && (fi->flags & O_APPEND) && !(fi->flags & O_DIRECT) && link_id_of(path)) {
         uint64_t node = loop_node();
         rc = stash_append(db, key, kl, buf, size, NULL);
         if (rc == 0 && node) {

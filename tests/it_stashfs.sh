@@ -228,6 +228,8 @@ echo base >"$m/ha"; ln "$m/ha" "$m/hb"; stat "$m/hb" >/dev/null
 echo 123 >>"$m/ha"; echo XY >>"$m/hb"
 check "appends through two names" test "$(cat "$m/ha")" = "$(printf 'base\n123\nXY')"
 check "and its size through both" test "$(stat -c %s "$m/ha" "$m/hb" | sort -u)" = 12
+: >"$m/ha"; echo Z >>"$m/hb"
+check "append after a cut through the other name" test "$(od -An -c "$m/ha" | tr -d ' ')" = 'Z\n'
 : >"$m/ha"
 apps=""
 for n in a b; do

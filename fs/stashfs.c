@@ -1370,6 +1370,8 @@ static int w_mknod(const char *path, mode_t mode, dev_t rdev)
     return rc ? unmake(key, kl, rc) : 0;
 }
 
+static void load_groups(struct perm_who *w);
+
 static int r_open(const char *path, struct fuse_file_info *fi)
 {
     fi->keep_cache = 1;
@@ -1387,8 +1389,14 @@ static int r_open(const char *path, struct fuse_file_info *fi)
         if ((rc = stash_truncate(db, key, kl, 0)) != 0)
             return rc;
         stash_stat_t s;
-        if (fuse_get_context()->uid != 0 && stash_stat(db, NULL, key, kl, &s) == 0) {
-            mode_t kill = S_ISUID | (s.mode & S_IXGRP ? S_ISGID : 0);
+        struct fuse_context *c = fuse_get_context();
+        if (c->uid != 0 && stash_stat(db, NULL, key, kl, &s) == 0) {
+            /* Set-group-ID goes with group execution, or when the caller
+             * is not in the file's group (as the kernel decides). */
+            struct perm_who pw = {.uid = c->uid, .gid = c->gid, .ngroups = -1, .load = load_groups};
+            mode_t kill = S_ISUID;
+            if ((s.mode & S_ISGID) && ((s.mode & S_IXGRP) || !perm_in_group(&pw, s.gid)))
+                kill |= S_ISGID;
             stash_stat_t t = {.mode = s.mode & ~kill, .ctime_ns = now()};
             if ((s.mode & kill) && stash_setstat(db, key, kl, &t, STASH_SET_MODE | STASH_SET_CTIME) == 0 &&
                 loop_node())

@@ -355,6 +355,22 @@ static void user_b(void)
         printf("FAIL: open(O_TRUNC) by another user left mode %o (wanted 777)\n", st.st_mode & 07777);
         fails++;
     }
+    /* set-group-ID without group execution: dropped for a caller outside
+     * the file's group, kept for one in it */
+    fd = open(P("a2666"), O_WRONLY | O_TRUNC);
+    EXPECT("other opens a 2666 file of another group with O_TRUNC", fd, 0);
+    EXPECT("close", close(fd), 0);
+    fd = open(P("g2666"), O_WRONLY | O_TRUNC);
+    EXPECT("a group member opens a 2666 file with O_TRUNC", fd, 0);
+    EXPECT("close", close(fd), 0);
+    struct stat st2;
+    EXPECT("stat", stat(P("a2666"), &st), 0);
+    EXPECT("stat", stat(P("g2666"), &st2), 0);
+    if ((st.st_mode & 07777) != 0666 || (st2.st_mode & 07777) != 02666) {
+        printf("FAIL: open(O_TRUNC) left modes %o and %o (wanted 666 and 2666)\n", st.st_mode & 07777,
+               st2.st_mode & 07777);
+        fails++;
+    }
 
     /* only a write drops set-ID bits for someone else: not a chmod, nor on
      * a directory */
@@ -475,6 +491,8 @@ int main(int argc, char **argv)
     mkdirat_("sgdir", 0, 0, 02777);
     mkfile("a6777", "xy", A, A, 06777);
     mkfile("a6777t", "xy", A, A, 06777);
+    mkfile("a2666", "xy", A, A, 02666);
+    mkfile("g2666", "xy", A, G, 02666);
     mkfile("sticky/a666c", "x", A, A, 0666);
     mkfile("sticky/bopen", "keep", B, B, 0644);
     mkdirat_("open", 0, 0, 0777);

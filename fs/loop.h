@@ -25,7 +25,10 @@
  *   (a busy CPU for that long, yielded to anything else runnable, against
  *   an idle CPU's wake-up in the next round trip).  The calling
  *   thread only waits for the end.  Before it returns, every request taken
- *   has been answered and the serving threads have ended.
+ *   has been answered and the serving threads have ended.  Its answer to
+ *   the kernel's INIT asks for FUSE_PARALLEL_DIROPS when the kernel offers
+ *   it (libfuse before 3.16 never does, whatever the filesystem wants):
+ *   lookups and listings in one directory then come in together.
  *
  * Requirements: the filesystem's handlers must be thread-safe when
  * WORKERS > 0.  Serving threads block every signal, so that SIGINT,

@@ -355,7 +355,9 @@ static uint64_t of_handle_of(uint64_t node)
  * readers through other handles see the new bytes.  A set-user-ID or
  * set-group-ID file keeps the cached path, whose writes clear those bits;
  * kill_suid covers a file that gains them while open, which needs the
- * write's flags that only loop.c reads (not libfuse's own loop). */
+ * write's flags that only loop.c reads (not libfuse's own loop).  So does
+ * one opened O_APPEND: an asynchronous write through a direct handle comes
+ * in pieces sent all at once, and w_write may move each to the end. */
 static int of_open(uint64_t ino, mode_t mode, struct fuse_file_info *fi, uint64_t node)
 {
     pthread_mutex_lock(&of_mu);
@@ -370,7 +372,8 @@ static int of_open(uint64_t ino, mode_t mode, struct fuse_file_info *fi, uint64_
     if (!o)
         return -ENOMEM;
     fi->fh = ino;
-    if ((fi->flags & O_ACCMODE) == O_WRONLY && !(mode & (S_ISUID | S_ISGID)) && loop_request())
+    if ((fi->flags & O_ACCMODE) == O_WRONLY && !(fi->flags & O_APPEND) && !(mode & (S_ISUID | S_ISGID)) &&
+        loop_request())
         fi->direct_io = 1;
     return 0;
 }
@@ -1056,7 +1059,9 @@ static int r_readdir(const char *path, void *buf, fuse_fill_dir_t filler, off_t 
     const char *after = off >= 3 ? dirh_entry(d, (uint64_t)off, &tree) : NULL;
     uint64_t pos = off >= 3 ? (uint64_t)off : 0;   /* the last position given in this reply */
     d->done = 0;
-    d->keep = d->reply;                 /* the last reply's positions stay */
+    /* The last reply's positions stay, and the one asked for (a read the
+     * caller's buffer could not take asks again from the same place). */
+    d->keep = off >= 3 && (uint64_t)off < d->reply ? (uint64_t)off : d->reply;
     d->reply = d->last + 1;
     if (off <= 0) {
         d->nat = d->nnames = 0;         /* rewinddir: the old positions go */
@@ -1487,7 +1492,8 @@ static int w_write(const char *path, const char *buf, size_t size, off_t off, st
      * this name at once, and its pages (the cached path wrote the bytes at
      * OFF) once the write is answered: not here, where it holds those
      * pages locked.  Not for O_DIRECT, whose pieces of one write come in
-     * parallel and in any order, each at its own OFF. */
+     * parallel and in any order, each at its own OFF (an O_APPEND handle
+     * is never opened direct for that reason, see of_open). */
     if (fi && (fi->flags & O_APPEND) && !(fi->flags & O_DIRECT) && link_id_of(path)) {
         uint64_t node = loop_node();
         rc = stash_append(db, key, kl, buf, size, NULL);

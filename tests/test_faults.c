@@ -302,15 +302,16 @@ static int count_tables(void)
     return n;
 }
 
-/* The tables the store's version holds, from stash_stats. */
-static int version_tables(stash_t *db)
+/* Tables of DB in level LEVEL, or in all levels (LEVEL -1), from
+ * stash_stats. */
+static int level_tables(stash_t *db, int level)
 {
     char st[8192];
     assert_int_equal(stash_stats(db, st, sizeof st), 0);
     int total = 0;
     for (const char *p = strstr(st, "level "); p; p = strstr(p + 1, "\nlevel ")) {
         int lvl, n;
-        if (sscanf(*p == '\n' ? p + 1 : p, "level %d: %d tables", &lvl, &n) == 2)
+        if (sscanf(*p == '\n' ? p + 1 : p, "level %d: %d tables", &lvl, &n) == 2 && (level < 0 || lvl == level))
             total += n;
     }
     return total;
@@ -401,18 +402,18 @@ static void test_table_sync_fails(void **state)
         expect_kv(db, j, 100);
     /* No file of a failed flush is left behind.  (A compaction may be
      * writing one more for a moment: look again for a while.) */
-    for (int tries = 0; tries < 50 && count_tables() != version_tables(db); tries++) {
+    for (int tries = 0; tries < 50 && count_tables() != level_tables(db, -1); tries++) {
         struct timespec t = { 0, 100 * 1000 * 1000 };
         nanosleep(&t, NULL);
     }
-    if (count_tables() != version_tables(db)) {
+    if (count_tables() != level_tables(db, -1)) {
         char st[8192], cmd[700];
         stash_stats(db, st, sizeof st);
         printf("%s", st);
         snprintf(cmd, sizeof cmd, "ls -l %s", dir);
         (void)system(cmd);
     }
-    assert_int_equal(count_tables(), version_tables(db));
+    assert_int_equal(count_tables(), level_tables(db, -1));
     assert_int_equal(stash_close(db), 0);
 }
 
@@ -819,13 +820,13 @@ static void test_no_room_to_compact(void **state)
         printf("%s", st);
     }
     assert_true(atomic_load(&nroom) >= 1);  /* compactions did fail for room */
-    assert_true(version_tables(db) > o.l0_stop_trigger);
+    assert_true(level_tables(db, -1) > o.l0_stop_trigger);
     for (int i = 0; i < n; i += 101)
         expect_kv(db, i, 100);
 
     atomic_store(&room, 0);
     assert_int_equal(stash_compact_range(db, NULL, 0, NULL, 0), 0);
-    assert_true(version_tables(db) <= 2);
+    assert_true(level_tables(db, -1) <= 2);
     assert_int_equal(stash_close(db), 0);
     db = open_with(&o);
     for (int i = 0; i < n; i++)
@@ -969,18 +970,6 @@ static void test_stall_after_compact_range(void **state)
     assert_int_equal(stash_close(db), 0);
 }
 
-/* Level-0 tables of DB, from stash_stats. */
-static int l0_tables(stash_t *db)
-{
-    char st[8192];
-    assert_int_equal(stash_stats(db, st, sizeof st), 0);
-    const char *p = strstr(st, "level 0:");
-    int n = -1;
-    assert_non_null(p);
-    assert_int_equal(sscanf(p, "level 0: %d tables", &n), 1);
-    return n;
-}
-
 /*
  * One compaction fails once (a table's fsync), with level 0 at its stop
  * trigger.  Writers that need a new memtable are refused with its error
@@ -1000,7 +989,7 @@ static void test_compaction_fails_once(void **state)
     stash_t *db = open_with(&o);
     int i = 0;
     /* Until level 0 holds one table (the next flush starts a compaction). */
-    while (l0_tables(db) != 1)
+    while (level_tables(db, 0) != 1)
         assert_int_equal(put_i(db, i++, 100, 0), 0);
     /* The next flush's table fsync goes through, the compaction's fails. */
     arm_once(".sst", SYNCS, 1);

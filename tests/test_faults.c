@@ -840,8 +840,10 @@ static void test_no_room_to_compact(void **state)
  * log there; the flush at open fails for want of room, so the log stays;
  * the value file, which no replayed pointer names, is collected; a write
  * reuses the sequence numbers of the dropped records.  At the next open the
- * pointer's file is missing, which vlog_torn does not call torn: the dropped
- * batches come back, and the log after them has sequences out of order.
+ * pointer's file is missing, which vlog_torn does not call torn: when the
+ * cut lived in memory only, the dropped batches came back and the log after
+ * them had sequences out of order (the open failed).  The cut must be in
+ * the file: the next open works and shows neither.
  */
 static void test_torn_cut_forgotten(void **state)
 {

@@ -3023,17 +3023,24 @@ struct replay {
     int cut;              /* a batch's value-file bytes are missing: the log ends there */
     uint64_t cut_off;     /* at this offset of the file */
     int started;          /* a record of this log is already applied */
+    int err;              /* checking a pointer failed (not for damage): -ENOMEM */
 };
 
-/* Whether every value-file pointer batch entry names bytes that are there. */
+/* Whether every value-file pointer batch entry names bytes that are there
+ * (-EIO when one does not; a failure to find out goes to r->err). */
 static int ptr_present(void *arg, uint64_t seq, int type, const uint8_t *key, size_t klen,
                        const uint8_t *val, size_t vlen)
 {
+    struct replay *r = arg;
     struct vptr p;
-    if (type == KT_PUT && klen == CHUNK_KEY_LEN && key[0] == NS_BYTE && key[1] == NS_TCHUNK &&
-        vptr_decode(val, vlen, &p) == 0 && vlog_torn(arg, &p))
-        return -EIO;
-    return 0;
+    (void)seq;
+    if (type != KT_PUT || klen != CHUNK_KEY_LEN || key[0] != NS_BYTE || key[1] != NS_TCHUNK ||
+        vptr_decode(val, vlen, &p) != 0)
+        return 0;
+    int t = vlog_torn(r->db->vl, &p);
+    if (t < 0)
+        r->err = t;
+    return t ? -EIO : 0;
 }
 
 /* Apply one log record during recovery, freezing the memtable when full. */
@@ -3057,7 +3064,10 @@ static int replay_record(void *arg, const void *rec, size_t len, uint64_t off)
      * pointer names it) a later open would find no file to call the batch
      * torn by and replay it, and the batches after it, over writes that
      * reused their sequence numbers. */
-    if (r->cut || batch_decode(rec, len, ptr_present, db->vl, NULL, NULL) < 0) {
+    int missing = r->cut || batch_decode(rec, len, ptr_present, r, NULL, NULL) < 0;
+    if (r->err)
+        return r->err;
+    if (missing) {
         if (!r->cut)
             r->cut_off = off;
         r->cut = 1;

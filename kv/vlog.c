@@ -5,7 +5,9 @@
  * descriptor (opened on first read of a sealed file; idle ones are closed
  * again past FD_MAX), its size, how many appends are out (reserved and not
  * yet vlog_done), whether it is sealed and whether it has bytes not yet
- * fsynced.  An append reserves its range under mu and writes outside it; a
+ * fsynced, the appends still writing (oldest first: the synced size written
+ * after an fsync stops below the first of them), and the synced size its
+ * header holds.  An append reserves its range under mu and writes outside it; a
  * read or sync counts itself in users while it uses the descriptor outside
  * mu.  The pins are a short array of (epoch, count), oldest first; the
  * retired files wait in their own list for reap.
@@ -39,6 +41,12 @@
 #define SEAL_IDLE  (VLOG_FILE_MAX / 8)  /* an idle active file this big is sealed */
 #define PROBE      4096         /* bytes compressed to judge a chunk */
 
+/* An append writing its bytes, in its file's list while it does (mu). */
+struct inflight {
+    uint64_t at;
+    struct inflight *prev, *next;
+};
+
 struct vfile {
     uint64_t num;
     int fd;                     /* -1 until opened */
@@ -50,6 +58,10 @@ struct vfile {
     uint64_t wb_want;           /* ... and wanted up to here (wb_main) */
     int users;                  /* reads and syncs using fd right now */
     uint64_t used;              /* when fd was last used (for closing idle ones) */
+    struct inflight *wr_head, *wr_tail;     /* appends writing, by offset */
+    uint64_t mark;              /* synced size last written to the header (sync_mu) */
+    int mark_read;              /* open_mark is known (vlog_torn, mu) */
+    uint64_t open_mark;         /* the header's synced size, as found on disk */
 };
 
 struct pin {
@@ -94,6 +106,29 @@ struct vlog {
     ZSTD_DCtx *dctx[POOL];
     int ndctx;
 };
+
+/* The synced-size half of a header H whose number (bytes 8..15) is set:
+ * the size, and a CRC-32C of number and size. */
+static void mark_encode(uint8_t h[VLOG_HDR], uint64_t mark)
+{
+    enc_u64(h + 16, mark);
+    enc_u32(h + 24, crc32c(h + 8, 16));
+    enc_u32(h + 28, 0);
+}
+
+/* The synced size of file NUM from its header H (LEN bytes read): a header
+ * of version 1 has none (its end is all recovery checks: returns UINT64_MAX);
+ * one that is damaged, or not there, proves nothing synced (0). */
+static uint64_t mark_decode(const uint8_t *h, size_t len, uint64_t num)
+{
+    if (len < VLOG_HDR_V1 || dec_u32(h) != VLOG_MAGIC || dec_u64(h + 8) != num)
+        return 0;
+    if (dec_u32(h + 4) == 1)
+        return UINT64_MAX;
+    if (len < VLOG_HDR || dec_u32(h + 4) != VLOG_VERSION || dec_u32(h + 24) != crc32c(h + 8, 16))
+        return 0;
+    return dec_u64(h + 16);
+}
 
 static void vpath(char *buf, size_t len, const char *dir, uint64_t num)
 {
@@ -291,8 +326,21 @@ static void trim_fds(vlog_t *vl)
     }
 }
 
-/* fsync F if it has unsynced appends. */
-static int sync_file(vlog_t *vl, struct vfile *f)
+/* Where F's bytes are all written (no append still writing below it); mu
+ * held. */
+static uint64_t written_to(const struct vfile *f)
+{
+    return f->wr_head ? f->wr_head->at : f->size;
+}
+
+/*
+ * fsync F if it has unsynced appends; MARK is written_to(F) from before the
+ * fsync began.  Then the header's synced size moves up to MARK, with a
+ * plain write: were that write lost in a crash, the older size it leaves
+ * only makes recovery read more.  (A file this process opened read-only,
+ * one found at open, is never dirty.)  sync_mu held, or the store closing.
+ */
+static int sync_file(vlog_t *vl, struct vfile *f, uint64_t mark)
 {
     if (!atomic_exchange(&f->dirty, 0))
         return 0;
@@ -300,6 +348,13 @@ static int sync_file(vlog_t *vl, struct vfile *f)
         atomic_store(&f->dirty, 1);
         return err_set(-EIO, "value file %06llu.val in %s: fsync failed: %s", (unsigned long long)f->num,
                        vl->dir, strerror(errno));
+    }
+    if (mark > f->mark) {
+        uint8_t h[VLOG_HDR];
+        enc_u64(h + 8, f->num);
+        mark_encode(h, mark);
+        if (pwrite(f->fd, h + VLOG_HDR_V1, VLOG_HDR - VLOG_HDR_V1, VLOG_HDR_V1) == VLOG_HDR - VLOG_HDR_V1)
+            f->mark = mark;
     }
     return 0;
 }
@@ -319,7 +374,7 @@ int vlog_close(vlog_t *vl)
     for (size_t i = 0; i < vl->n; i++) {
         struct vfile *f = vl->f[i];
         if (f->fd >= 0) {
-            if (sync_file(vl, f) < 0)
+            if (sync_file(vl, f, written_to(f)) < 0)
                 rc = -EIO;
             close(f->fd);
         }
@@ -364,6 +419,8 @@ static int make_file(vlog_t *vl, struct vfile **out)
     enc_u32(h, VLOG_MAGIC);
     enc_u32(h + 4, VLOG_VERSION);
     enc_u64(h + 8, f->num);
+    mark_encode(h, VLOG_HDR);
+    f->mark = VLOG_HDR;
     ssize_t w = pwrite(f->fd, h, sizeof h, 0);
     int rc = 0;
     if (w != (ssize_t)sizeof h) {
@@ -527,6 +584,9 @@ static int append_stored(vlog_t *vl, const void *key, size_t klen, const void *b
     uint64_t at = f->size;
     f->size += rec;
     f->pending++;
+    struct inflight me = { .at = at, .prev = f->wr_tail };
+    *(f->wr_tail ? &f->wr_tail->next : &f->wr_head) = &me;
+    f->wr_tail = &me;
     vl->appended += rawlen;
     vl->stored += len;
     pthread_mutex_unlock(&vl->mu);
@@ -540,25 +600,30 @@ static int append_stored(vlog_t *vl, const void *key, size_t klen, const void *b
     enc_u32(h + 4, p->crc);
     struct iovec iov[3] = { { h, sizeof h }, { (void *)key, klen }, { (void *)buf, len } };
     ssize_t w = pwritev(f->fd, iov, 3, (off_t)at);
-    if (w != (ssize_t)rec) {
-        int e = w < 0 ? errno : ENOSPC;
-        vlog_done(vl, f->num);
-        /* The reserved range stays a hole that nothing points to. */
-        return err_set(e == ENOSPC ? -ENOSPC : -EIO, "value file %06llu.val in %s: write failed: %s",
-                       (unsigned long long)f->num, vl->dir, strerror(e));
-    }
-    atomic_store(&f->dirty, 1);
+    int e = w < 0 ? errno : ENOSPC;
+    /* Dirty before the append leaves the list: a sync that finds it gone
+     * from there finds the file dirty (see sync_file). */
+    if (w == (ssize_t)rec)
+        atomic_store(&f->dirty, 1);
+    pthread_mutex_lock(&vl->mu);
+    *(me.prev ? &me.prev->next : &f->wr_head) = me.next;
+    *(me.next ? &me.next->prev : &f->wr_tail) = me.prev;
     /* Every WB_CHUNK written, wb_main starts the disk on it, so that a
      * later fsync finds little left to do.  Not here: starting writeback
      * blocks while the disk's queue is full, and that stalled appends for
      * up to 100 ms. */
     uint64_t end = at + rec;
-    pthread_mutex_lock(&vl->mu);
-    if (end > f->wb_want)
+    if (w == (ssize_t)rec && end > f->wb_want)
         f->wb_want = end;
     if (f->wb_want >= f->wb_off + WB_CHUNK)
         pthread_cond_signal(&vl->wb_cv);
     pthread_mutex_unlock(&vl->mu);
+    if (w != (ssize_t)rec) {
+        vlog_done(vl, f->num);
+        /* The reserved range stays a hole that nothing points to. */
+        return err_set(e == ENOSPC ? -ENOSPC : -EIO, "value file %06llu.val in %s: write failed: %s",
+                       (unsigned long long)f->num, vl->dir, strerror(e));
+    }
     return 0;
 }
 
@@ -669,27 +734,30 @@ int vlog_sync(vlog_t *vl)
     pthread_mutex_lock(&vl->sync_mu);
     pthread_mutex_lock(&vl->mu);
     struct vfile **todo = malloc((vl->n ? vl->n : 1) * sizeof *todo);
+    uint64_t *marks = malloc((vl->n ? vl->n : 1) * sizeof *marks);
     size_t n = 0;
     int rc = 0;
     for (size_t i = 0; i < vl->n; i++) {
         if (!atomic_load(&vl->f[i]->dirty))
             continue;
-        if (todo) {
+        if (todo && marks) {
+            marks[n] = written_to(vl->f[i]);
             todo[n++] = vl->f[i];
             vl->f[i]->users++;
-        } else if (sync_file(vl, vl->f[i]) < 0) {   /* no memory: under mu, then */
+        } else if (sync_file(vl, vl->f[i], written_to(vl->f[i])) < 0) {   /* no memory: under mu, then */
             rc = -EIO;
         }
     }
     pthread_mutex_unlock(&vl->mu);
     for (size_t i = 0; i < n; i++)
-        if (sync_file(vl, todo[i]) < 0)
+        if (sync_file(vl, todo[i], marks[i]) < 0)
             rc = -EIO;
     pthread_mutex_lock(&vl->mu);
     for (size_t i = 0; i < n; i++)
         todo[i]->users--;
     pthread_mutex_unlock(&vl->mu);
     free(todo);
+    free(marks);
     pthread_mutex_unlock(&vl->sync_mu);
     return rc;
 }
@@ -699,8 +767,25 @@ int vlog_torn(vlog_t *vl, const struct vptr *p)
     pthread_mutex_lock(&vl->mu);
     struct vfile *f = find(vl, p->file);
     int torn = f && p->off + p->len > f->size;
+    if (f && !torn && !f->mark_read && open_file(vl, f) == 0) {
+        uint8_t h[VLOG_HDR];
+        ssize_t r = pread(f->fd, h, sizeof h, 0);
+        f->open_mark = mark_decode(h, r > 0 ? (size_t)r : 0, f->num);
+        f->mark_read = 1;
+    }
+    /* (A file that cannot be opened: its reads will say so.) */
+    int check = f && !torn && f->mark_read && p->off + p->len > f->open_mark;
     pthread_mutex_unlock(&vl->mu);
-    return torn;
+    if (!check)
+        return torn;
+    uint8_t *b = malloc(p->len ? p->len : 1);
+    if (!b)
+        return err_set(-ENOMEM, "out of memory during recovery");
+    int rc = read_stored(vl, p, b);
+    free(b);
+    if (rc == -EIO)
+        err_clear();
+    return rc == -EIO ? 1 : rc < 0 ? rc : 0;
 }
 
 void vptr_encode(uint8_t out[VPTR_LEN], const struct vptr *p)

@@ -7,13 +7,18 @@
  * number, offset, length, CRC32C of the bytes): the bytes are not copied
  * again by flushes and compactions.  A value file holds a header and then
  * records (length, CRC, chunk key, bytes); it is only ever appended to, and
- * is sealed, never to be written again, when it reaches VLOG_FILE_MAX or the
+ * is sealed, never to be appended to again, when it reaches VLOG_FILE_MAX or the
  * store closes.
  *
  * Durability: vlog_append() hands the bytes to the kernel before it returns,
  * and the caller commits the pointer to the log after that.  vlog_sync()
  * makes every appended byte durable; the engine calls it before every fsync
  * of its log, so a pointer is never durable before the bytes it points to.
+ * After each fsync of a file, its header's synced size is rewritten (not
+ * itself synced: it reaches the disk with the next fsync or writeback):
+ * every record below it is on disk, so that after a crash only pointers
+ * past it need their bytes read to tell whether the crash lost them
+ * (vlog_torn).  It is the one part of a sealed file ever written again.
  * A thread of the writable vlog_t starts the disk writing every 8 MiB
  * appended to a file (without waiting), so that an fsync after a long run
  * finds little left to do and no append waits for a full disk queue.
@@ -42,8 +47,9 @@
 #include <stdint.h>
 
 #define VLOG_FILE_MAX  (128u << 20)
-#define VLOG_VERSION   1
-#define VLOG_HDR       16       /* file header: magic, version, number */
+#define VLOG_VERSION   2
+#define VLOG_HDR       32       /* file header: magic, version, number, synced size, CRC */
+#define VLOG_HDR_V1    16       /* the header of version 1: no synced size */
 #define VLOG_REC_HDR   8        /* record header: length, CRC; the key follows */
 #define VPTR_LEN       25       /* an encoded pointer, tag byte included */
 
@@ -92,11 +98,16 @@ void vlog_done(vlog_t *vl, uint64_t file);
 int vlog_read(vlog_t *vl, const struct vptr *p, void *buf, size_t cap, size_t *n);
 
 /*
- * Whether *P names bytes past the end of its file: a pointer logged before
- * a crash of the machine lost the bytes (not yet fsynced; the file itself
- * was made durable before any pointer into it).  A missing file is not
- * torn: files are removed when collected, and a logged pointer into one is
- * a version that later records hide.
+ * Whether the bytes *P names were lost by a crash of the machine: a pointer
+ * logged, not yet fsynced, can survive while its bytes, not yet fsynced
+ * either, do not.  Torn: past the end of the file (the file itself was made
+ * durable before any pointer into it), or past the file's synced size and
+ * not matching the pointer's CRC (read to find out: a later append to the
+ * same file may have survived where this one did not).  A missing file is
+ * not torn: files are removed when collected, and a logged pointer into one
+ * is a version that later records hide.  A file of version 1 has no synced
+ * size; only its end is checked.  For recovery, before any append.
+ * Returns 1 (torn), 0, or -ENOMEM.
  */
 int vlog_torn(vlog_t *vl, const struct vptr *p);
 

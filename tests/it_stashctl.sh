@@ -177,7 +177,7 @@ grep -q "damaged: $(basename "$table")" "$tmp/out" || { echo "FAIL: check report
 # value's file went when it was emptied): check names it, and get of that
 # value fails rather than give wrong bytes.
 # (only files with chunks: an empty spare may be there too)
-vfile=$(find "$tmp/bak" -name '*.val' -size +16c 2>/dev/null)
+vfile=$(find "$tmp/bak" -name '*.val' -size +32c 2>/dev/null)
 [ "$(echo "$vfile" | wc -l)" = 1 ] || { echo "FAIL: value files in the backup: $vfile"; fails=$((fails + 1)); }
 vfile=$(echo "$vfile" | head -n 1)
 if [ -z "$vfile" ]; then

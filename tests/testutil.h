@@ -73,7 +73,7 @@ static inline void tu_value_file(char *p, size_t len)
     while (d && (de = readdir(d))) {
         size_t l = strlen(de->d_name);
         snprintf(q, sizeof q, "%s/%s", dir, de->d_name);
-        if (l > 4 && !strcmp(de->d_name + l - 4, ".val") && stat(q, &st) == 0 && st.st_size > 16)
+        if (l > 4 && !strcmp(de->d_name + l - 4, ".val") && stat(q, &st) == 0 && st.st_size > 32)
             snprintf(p, len, "%s", q);
     }
     if (d)

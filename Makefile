@@ -47,7 +47,7 @@ MANDIR   := $(PREFIX)/share/man
 DATADIR  := $(PREFIX)/share/smartstash
 VERSION  := 0.1.0
 
-.PHONY: all deps test run clean install uninstall
+.PHONY: all deps test run clean install uninstall FORCE
 all: deps $(BUILD)/libsmartstash.a $(BUILD)/libsmartstash.so $(TOOLS) $(BUILD)/stashfs
 
 # One pkg-config probe per run; installs what is missing.
@@ -88,7 +88,8 @@ $(BUILD)/libsmartstash.a: $(LIB_OBJ)
 $(BUILD)/libsmartstash.so: $(LIB_OBJ)
 	$(CC) -shared -Wl,-soname,libsmartstash.so.0 -o $@ $^ $(LIBS)
 
-$(BUILD)/smartstash.pc: Makefile
+# Written at every install: it names the PREFIX of that install.
+$(BUILD)/smartstash.pc: FORCE
 	@mkdir -p $(BUILD)
 	@printf '%s\n' 'prefix=$(PREFIX)' 'libdir=$(LIBDIR)' 'includedir=$(INCDIR)' '' \
 	  'Name: smartstash' 'Description: SmartStashDB embedded LSM-tree key-value store' \
@@ -182,3 +183,5 @@ run: all
 
 clean:
 	rm -rf $(BUILD)
+
+FORCE:

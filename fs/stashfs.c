@@ -3005,12 +3005,20 @@ static int fs_access(const char *path, int mask)
     return may_path(&pw, path, mask & (R_OK | W_OK | X_OK), &st);
 }
 
+/* Which of libfuse's cache timeouts the command line set (fs_init keeps
+ * those; the others get a day). */
+static int set_entry_t, set_attr_t, set_neg_t;
+
 static void *fs_init(struct fuse_conn_info *conn, struct fuse_config *cfg)
 {
-    /* This daemon is the store's only writer, so the kernel may cache. */
-    cfg->entry_timeout = 86400.0;
-    cfg->attr_timeout = 86400.0;
-    cfg->negative_timeout = 86400.0;
+    /* This daemon is the store's only writer, and tells the kernel what
+     * changes: the kernel may cache for long, unless told otherwise. */
+    if (!set_entry_t)
+        cfg->entry_timeout = 86400.0;
+    if (!set_attr_t)
+        cfg->attr_timeout = 86400.0;
+    if (!set_neg_t)
+        cfg->negative_timeout = 86400.0;
     cfg->kernel_cache = 1;
     cfg->use_ino = 1;
     /* No splice: a large write spliced into a pipe would be copied out of
@@ -3078,7 +3086,8 @@ struct cli {
     int kernel_perms, daemon_perms, allow_other;
 };
 
-enum { KEY_ALLOW = 1 };
+enum { KEY_ALLOW = 1, KEY_ENTRY_T, KEY_ATTR_T, KEY_NEG_T };
+
 
 #define OPT(t, p) {t, offsetof(struct cli, p), 1}
 static const struct fuse_opt cli_opts[] = {
@@ -3093,6 +3102,9 @@ static const struct fuse_opt cli_opts[] = {
     {"daemon_permissions", offsetof(struct cli, daemon_perms), 1},
     FUSE_OPT_KEY("allow_other", KEY_ALLOW),
     FUSE_OPT_KEY("allow_root", KEY_ALLOW),
+    FUSE_OPT_KEY("entry_timeout=", KEY_ENTRY_T),
+    FUSE_OPT_KEY("attr_timeout=", KEY_ATTR_T),
+    FUSE_OPT_KEY("negative_timeout=", KEY_NEG_T),
     FUSE_OPT_END,
 };
 
@@ -3105,6 +3117,9 @@ static int cli_proc(void *data, const char *arg, int key, struct fuse_args *out)
     }
     if (key == KEY_ALLOW)
         c->allow_other = 1;     /* and passed on to libfuse */
+    set_entry_t |= key == KEY_ENTRY_T;     /* all passed on to libfuse */
+    set_attr_t |= key == KEY_ATTR_T;
+    set_neg_t |= key == KEY_NEG_T;
     return 1;
 }
 
@@ -3135,6 +3150,10 @@ static void usage(FILE *f)
             "                             round trip per create and unlink)\n"
             "    -o daemon_permissions    the daemon checks permissions for every user (see\n"
             "                             the README for where that differs from a disk)\n"
+            "\n"
+            "Of libfuse's options below, stashfs changes these defaults: entry_timeout,\n"
+            "attr_timeout and negative_timeout are 86400 seconds (the daemon is the store's\n"
+            "only writer and tells the kernel what changes), and kernel_cache is always on.\n"
             "\n");
 }
 
@@ -3319,7 +3338,8 @@ int main(int argc, char **argv)
         return die(-1, "stashfs: mountpoint %s: %s\n", o.mountpoint,
                    errno ? strerror(errno) : "not a directory");
     /* The store path must stay valid after the daemon's chdir("/"). */
-    if (mkdir(stashfs_data_dir, 0755) < 0 && errno != EEXIST)
+    int made_dir = mkdir(stashfs_data_dir, 0755) == 0;
+    if (!made_dir && errno != EEXIST)
         return die(-1, "stashfs: cannot create %s: %s\n", stashfs_data_dir, strerror(errno));
     char *abs = realpath(stashfs_data_dir, NULL);
     if (!abs)
@@ -3335,6 +3355,33 @@ int main(int argc, char **argv)
         strcpy(mnt_abs, absmnt);   /* (resolved now: once mounted, it is ours to serve) */
     free(absmnt);
     so.holder = holder;
+
+    /* Options libfuse refuses are refused before the store is opened (a
+     * directory made for it goes again). */
+    /* Who checks permissions (see "permissions" above). */
+    int libfuse_loop = !o.singlethread && (o.clone_fd || o.max_idle_threads != UINT_MAX);
+    kernel_perms = c.kernel_perms || libfuse_loop || ((c.allow_other || geteuid() != 0) && !c.daemon_perms);
+    if (kernel_perms)
+        fuse_opt_add_arg(&args, "-odefault_permissions");
+    /* mount(8), df and /proc/mounts show the store's directory as the
+     * source (commas and backslashes escaped for the option parser). */
+    char fsname[2 * PATH_MAX + 16];
+    size_t fo = (size_t)snprintf(fsname, sizeof fsname, "-ofsname=");
+    for (const char *p = stashfs_data_dir; *p && fo + 3 < sizeof fsname; p++) {
+        if (*p == ',' || *p == '\\')
+            fsname[fo++] = '\\';
+        fsname[fo++] = *p;
+    }
+    fsname[fo] = '\0';
+    fuse_opt_add_arg(&args, fsname);
+    fuse_opt_add_arg(&args, "-osubtype=stashfs");
+    struct fuse *f = fuse_new(&args, &ops, sizeof ops, NULL);
+    if (!f) {
+        if (made_dir)
+            rmdir(stashfs_data_dir);
+        fprintf(stderr, "stashfs: bad options (stashfs --help)\n");
+        return 2;
+    }
 
     /* In the background: the parent waits until the child has opened the
      * store and mounted, and reports the child's error if it could not. */
@@ -3383,28 +3430,6 @@ int main(int argc, char **argv)
     clock_gettime(CLOCK_REALTIME, &mount_time);
     my_uid = getuid();
     my_gid = getgid();
-    /* Who checks permissions (see "permissions" above). */
-    int libfuse_loop = !o.singlethread && (o.clone_fd || o.max_idle_threads != UINT_MAX);
-    kernel_perms = c.kernel_perms || libfuse_loop || ((c.allow_other || geteuid() != 0) && !c.daemon_perms);
-    if (kernel_perms)
-        fuse_opt_add_arg(&args, "-odefault_permissions");
-    /* mount(8), df and /proc/mounts show the store's directory as the
-     * source (commas and backslashes escaped for the option parser). */
-    char fsname[2 * PATH_MAX + 16];
-    size_t fo = (size_t)snprintf(fsname, sizeof fsname, "-ofsname=");
-    for (const char *p = stashfs_data_dir; *p && fo + 3 < sizeof fsname; p++) {
-        if (*p == ',' || *p == '\\')
-            fsname[fo++] = '\\';
-        fsname[fo++] = *p;
-    }
-    fsname[fo] = '\0';
-    fuse_opt_add_arg(&args, fsname);
-    fuse_opt_add_arg(&args, "-osubtype=stashfs");
-    struct fuse *f = fuse_new(&args, &ops, sizeof ops, NULL);
-    if (!f) {
-        stash_close(db);
-        return die(pfd[1], "stashfs: bad options (stashfs --help)\n");
-    }
     if (fuse_mount(f, o.mountpoint) != 0) {
         fuse_destroy(f);
         stash_close(db);

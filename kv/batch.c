@@ -9,6 +9,7 @@
 #include <string.h>
 
 #include "coding.h"
+#include "err.h"
 #include "memtable.h"
 #include "value.h"
 
@@ -160,12 +161,17 @@ void batch_set_blobs(stash_batch_t *b)
 static int add(stash_batch_t *b, int type, const void *key, size_t klen,
                const void *val, size_t vlen)
 {
-    if (!b || !key || klen == 0 || klen > STASH_MAX_KEY ||
-        vlen > STASH_MAX_VALUE || (vlen && !val) || b->count == UINT32_MAX)
-        return -EINVAL;
+    if (!b || !key || (vlen && !val))
+        return err_set(-EINVAL, "batch: NULL argument");
+    if (klen == 0 || klen > STASH_MAX_KEY)
+        return err_set(-EINVAL, "batch: key length %zu outside 1..%u", klen, (unsigned)STASH_MAX_KEY);
+    if (vlen > STASH_MAX_VALUE)
+        return err_set(-EINVAL, "batch: value length %zu over the limit of %u", vlen, (unsigned)STASH_MAX_VALUE);
+    if (b->count == UINT32_MAX)
+        return err_set(-EINVAL, "batch: over %u entries", UINT32_MAX);
     struct skey k;
     if (skey_make(&k, key, klen) < 0)
-        return -ENOMEM;
+        return err_set(-ENOMEM, "out of memory");
     int rc;
     if (type == KT_DEL) {
         rc = add_raw(b, KT_DEL, k.p, k.len, NULL, 0, NULL, 0);

@@ -51,16 +51,16 @@ fi
 
 # mount -t fuse.stashfs, an fstab line, unmount with umount(8).
 mkdir -p "$tmp/mnt1" "$tmp/mnt2"
-printf '%s %s fuse.stashfs defaults,noatime,compaction_interval=30 0 0\n' "$tmp/data2" "$tmp/mnt2" >"$tmp/fstab"
+printf '%s %s fuse.stashfs defaults,nodev,nosuid,noatime,compaction_interval=30 0 0\n' "$tmp/data2" "$tmp/mnt2" >"$tmp/fstab"
 unshare -m sh -eu -c '
     tmp=$1; root=$2
     trap "rc=\$?; umount $tmp/mnt1 2>/dev/null || :; umount $tmp/mnt2 2>/dev/null || :; exit \$rc" EXIT
     mount --bind "$root/bin" /usr/local/bin
-    mount -t fuse.stashfs -o compaction_interval=30 "$tmp/data1" "$tmp/mnt1"
-    grep -q "^$tmp/data1 $tmp/mnt1 fuse.stashfs " /proc/self/mounts
+    mount -t fuse.stashfs -o nodev,nosuid,compaction_interval=30 "$tmp/data1" "$tmp/mnt1"
+    grep -q "^$tmp/data1 $tmp/mnt1 fuse.stashfs rw,nosuid,nodev" /proc/self/mounts
     echo one >"$tmp/mnt1/f"
     mount -T "$tmp/fstab" "$tmp/mnt2"
-    grep -q "^$tmp/data2 $tmp/mnt2 fuse.stashfs rw,noatime" /proc/self/mounts
+    grep -q "^$tmp/data2 $tmp/mnt2 fuse.stashfs rw,nosuid,nodev,noatime" /proc/self/mounts
     echo two >"$tmp/mnt2/f"
     umount "$tmp/mnt1"
     umount "$tmp/mnt2"

@@ -71,6 +71,15 @@ static int fail(const char *what)
     return 1;
 }
 
+/* fail() for a call that returned RC: its errno's text when the library
+ * left no message (a batch refuses a key before any store sees it). */
+static int fail_rc(const char *what, int rc)
+{
+    const char *m = stash_last_error(NULL);
+    fprintf(stderr, "stashctl: %s: %s\n", what, m && *m ? m : strerror(rc < 0 ? -rc : EIO));
+    return 1;
+}
+
 static int print_snapshot(void *arg, const char *name, uint64_t seq, int64_t ctime_ns)
 {
     char when[64];
@@ -975,6 +984,10 @@ int main(int argc, char **argv)
 {
     const char *dir = NULL, *cfg = NULL;
     int c;
+    if (argc == 2 && !strcmp(argv[1], "--help")) {
+        fputs(usage_line, stdout);
+        return 0;
+    }
     while ((c = getopt(argc, argv, "+d:c:h")) != -1) {
         switch (c) {
         case 'd': dir = optarg; break;
@@ -1047,9 +1060,11 @@ int main(int argc, char **argv)
     int rc = 0;
     if (!strcmp(cmd, "put") && args[1]) {
         stash_batch_t *b = stash_batch_new();
-        if (!b || stash_batch_put(b, args[0], strlen(args[0]), args[1], strlen(args[1])) != 0 ||
-            stash_write(db, b, STASH_SYNC) != 0)
-            rc = fail("put");
+        int r = b ? stash_batch_put(b, args[0], strlen(args[0]), args[1], strlen(args[1])) : -ENOMEM;
+        if (r == 0)
+            r = stash_write(db, b, STASH_SYNC);
+        if (r)
+            rc = fail_rc("put", r);
         stash_batch_free(b);
     } else if (!strcmp(cmd, "put")) {
         int input_failed = 0;

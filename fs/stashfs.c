@@ -496,6 +496,30 @@ static void of_moved(const char *from, const char *to)
     pthread_mutex_unlock(&of_mu);
 }
 
+/* Directories A and B swapped (RENAME_EXCHANGE): the orphans under each
+ * are under the other now. */
+static void of_exchanged(const char *a, const char *b)
+{
+    size_t al = strlen(a), bl = strlen(b);
+    pthread_mutex_lock(&of_mu);
+    for (struct orphan *o = orphans; o; o = o->next) {
+        if (!o->path)
+            continue;
+        int in_a = !strncmp(o->path, a, al) && o->path[al] == '/';
+        int in_b = !strncmp(o->path, b, bl) && o->path[bl] == '/';
+        if (!in_a && !in_b)
+            continue;
+        const char *to = in_a ? b : a;
+        size_t cut = in_a ? al : bl;
+        char *np = malloc(strlen(to) + strlen(o->path + cut) + 1);
+        if (np)
+            strcat(strcpy(np, to), o->path + cut);
+        free(o->path);
+        o->path = np;
+    }
+    pthread_mutex_unlock(&of_mu);
+}
+
 /* A path for a call through handle FI alone: "//" + name of an orphan of
  * its file (see path_key), in BUF; NULL if there is none. */
 static const char *of_path(const struct fuse_file_info *fi, char *buf, size_t cap)
@@ -1708,8 +1732,81 @@ static int after_move_aside(const char *to)
     return hid_path && loop_request() && hid_req == loop_request() && hid_path == (fnv64(0, to, strlen(to)) | 1);
 }
 
+/*
+ * renameat2(RENAME_EXCHANGE): FROM and TO swap in one batch
+ * (stash_rename2): two files, two directories with everything under them,
+ * or a file and a directory.  Both directories' times and both entries'
+ * ctimes move.  (libfuse moves no open file aside for it.)
+ */
+static int w_exchange(const char *from, const char *to)
+{
+    if (hidden_path(from) || hidden_path(to))
+        return -EPERM;
+    char *fk, *tk;
+    size_t fl, tl;
+    enum kind fkind, tkind;
+    int rc = lookup2(from, to, &fk, &fl, &fkind, &tk, &tl, &tkind);
+    if (rc == 0 && (fkind == K_NONE || tkind == K_NONE))
+        rc = -ENOENT;
+    if (rc == 0 && (fl == 0 || tl == 0))
+        rc = -EBUSY;        /* the root */
+    /* Neither may hold the other. */
+    if (rc == 0 && ((tl > fl && !memcmp(tk, fk, fl) && tk[fl] == '/') ||
+                    (fl > tl && !memcmp(fk, tk, tl) && fk[tl] == '/')))
+        rc = -EINVAL;
+    if (rc == 0 && fkind == K_FILE && tkind == K_FILE) {
+        /* Two names of one file: nothing changes (rename(2)). */
+        stash_stat_t fs, ts;
+        if (stash_stat(db, NULL, fk, fl, &fs) == 0 && stash_stat(db, NULL, tk, tl, &ts) == 0 && fs.link_id &&
+            fs.link_id == ts.link_id) {
+            free(fk);
+            free(tk);
+            return 0;
+        }
+    }
+    if (rc == 0) {
+        /* A directory moves as its keys "dir/...", to "name/..." of the
+         * other entry's name. */
+        fk[fl] = '/';
+        tk[tl] = '/';
+        if (fkind == K_FILE && tkind == K_FILE)
+            rc = stash_rename2(db, fk, fl, tk, tl, tk, tl, fk, fl, 0);
+        else if (fkind == K_DIR && tkind == K_DIR)
+            rc = stash_rename2(db, fk, fl + 1, tk, tl + 1, tk, tl + 1, fk, fl + 1, STASH_PREFIX1 | STASH_PREFIX2);
+        else if (fkind == K_FILE)
+            rc = stash_rename2(db, fk, fl, tk, tl, tk, tl + 1, fk, fl + 1, STASH_PREFIX2);
+        else
+            rc = stash_rename2(db, tk, tl, fk, fl, fk, fl + 1, tk, tl + 1, STASH_PREFIX2);
+        fk[fl] = tk[tl] = '\0';
+    }
+    if (rc == 0 && (fkind == K_DIR || tkind == K_DIR)) {
+        of_exchanged(from, to);
+        touch_forget();
+        dirs_changed();
+    }
+    if (rc == 0) {
+        /* Made by now: what follows does not fail the call. */
+        (void)touch_parent(fk, fl);
+        (void)touch_parent(tk, tl);
+        stash_stat_t t = {.ctime_ns = now()};
+        /* What was at FROM is at TO now, and the other way round. */
+        if (fkind == K_DIR)
+            tk[tl] = '/';
+        (void)stash_setstat(db, tk, fkind == K_DIR ? tl + 1 : tl, &t, STASH_SET_CTIME);
+        tk[tl] = '\0';
+        if (tkind == K_DIR)
+            fk[fl] = '/';
+        (void)stash_setstat(db, fk, tkind == K_DIR ? fl + 1 : fl, &t, STASH_SET_CTIME);
+    }
+    free(fk);
+    free(tk);
+    return rc;
+}
+
 static int w_rename(const char *from, const char *to, unsigned int flags)
 {
+    if (flags == RENAME_EXCHANGE)
+        return w_exchange(from, to);
     if (flags & ~(unsigned)RENAME_NOREPLACE)
         return -EINVAL;
     int after_hide = after_move_aside(to);
@@ -2889,6 +2986,10 @@ static int fs_rename(const char *from, const char *to, unsigned int flags)
     if (moved)
         memcpy(aside, hid_key, sizeof aside);
     int rc = rename_checks(from, to);
+    struct perm_who pw;
+    /* An exchange moves TO to FROM as well. */
+    if (rc == 0 && flags == RENAME_EXCHANGE && asks(&pw))
+        rc = may_rename(&pw, to, from);
     if (rc == 0)
         rc = live_only(from);
     if (rc == 0)

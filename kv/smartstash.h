@@ -514,6 +514,30 @@ int  stash_rename(stash_t *db, const void *from, size_t flen, const void *to, si
 int  stash_rename_prefix(stash_t *db, const void *from, size_t flen, const void *to, size_t tlen,
                          uint64_t *moved);
 
+/* Flags of stash_rename2: which moves are of a prefix's keys. */
+#define STASH_PREFIX1 1
+#define STASH_PREFIX2 2
+
+/*
+ * Two moves made at once, in one atomic batch: FROM1 to TO1 and FROM2 to
+ * TO2.  A move is of one key or, with its STASH_PREFIXn flag, of every key
+ * that starts with FROMn (that start replaced by TOn).  Values, attributes,
+ * links and large values move as with stash_rename, without copying.  For
+ * swapping two names: (a, b) with (b, a) swaps two keys, (a/, b/) with
+ * (b/, a/) and both flags two key ranges, (a, b) with (b/, a/) and
+ * STASH_PREFIX2 a key with a range.
+ * Nothing is overwritten but by the other move: a key under a target that
+ * exists and is not itself moved fails the call.  A move of one key needs
+ * that key; a prefix's move may find no key.  Cost: O(keys moved), all of
+ * them held in memory until the batch is written.
+ * Errors: -ENOENT (FROMn of a one-key move is not there), -EEXIST (a key
+ * would be overwritten), -EINVAL (bad arguments, the moves overlap, a moved
+ * key would be too long, a reserved key: see snapshot_dir), -EROFS,
+ * -ENOSPC, -EIO, -ENOMEM.
+ */
+int  stash_rename2(stash_t *db, const void *from1, size_t f1len, const void *to1, size_t t1len,
+                   const void *from2, size_t f2len, const void *to2, size_t t2len, unsigned flags);
+
 /*
  * Extended attributes: named byte strings kept with KEY's attributes (names
  * 1..255 bytes, no NUL; all of one key's names and values together at most

@@ -674,6 +674,32 @@ int main(int argc, char **argv)
            syscall(SYS_renameat2, AT_FDCWD, P("a"), AT_FDCWD, P("c"), 1), 0);
     expect_content("NOREPLACE moved", "c", "a", 1);
 
+    /* RENAME_EXCHANGE: two files (one open), a file and a directory. */
+    int xfd = open(P("b"), O_RDONLY);
+    EXPECT("renameat2 EXCHANGE of two files",
+           syscall(SYS_renameat2, AT_FDCWD, P("b"), AT_FDCWD, P("c"), 2 /* RENAME_EXCHANGE */), 0);
+    expect_content("EXCHANGE swapped b", "b", "a", 1);
+    expect_content("EXCHANGE swapped c", "c", "b", 1);
+    char xb[4] = "";
+    if (pread(xfd, xb, sizeof xb, 0) != 1 || xb[0] != 'b') {
+        printf("FAIL: a descriptor opened before an exchange reads '%c', not its file's 'b'\n", xb[0]);
+        fails++;
+    }
+    close(xfd);
+    EXPECT("renameat2 EXCHANGE with a missing name",
+           syscall(SYS_renameat2, AT_FDCWD, P("b"), AT_FDCWD, P("missing"), 2), ENOENT);
+    EXPECT("renameat2 EXCHANGE and NOREPLACE",
+           syscall(SYS_renameat2, AT_FDCWD, P("b"), AT_FDCWD, P("c"), 3), EINVAL);
+    EXPECT("mkdir xd", mkdir(P("xd"), 0755), 0);
+    EXPECT("mkdir xd/sub", mkdir(P("xd/sub"), 0755), 0);
+    put("xd/sub/f", "f");
+    EXPECT("renameat2 EXCHANGE of a directory with its sub-directory",
+           syscall(SYS_renameat2, AT_FDCWD, P("xd"), AT_FDCWD, P("xd/sub"), 2), EINVAL);
+    EXPECT("renameat2 EXCHANGE of a file with a directory",
+           syscall(SYS_renameat2, AT_FDCWD, P("b"), AT_FDCWD, P("xd"), 2), 0);
+    expect_content("EXCHANGE put the file at the directory's name", "xd", "a", 1);
+    expect_content("EXCHANGE put the directory at the file's name", "b/sub/f", "f", 1);
+
     /* EFBIG: past the largest value the engine keeps. */
     int fd = open(P("huge"), O_WRONLY | O_CREAT, 0644);
     EXPECT("write past the largest file", pwrite(fd, "x", 1, (off_t)1 << 45), EFBIG);

@@ -3,7 +3,7 @@
  * native directory: the same random sequence of POSIX calls runs in both
  * (creates, opens, writes at random offsets and past the end, reads,
  * truncations, appends, fsyncs, unlinks of open files, mkdir, rmdir,
- * renames of files and directories, RENAME_NOREPLACE, hard links, symbolic
+ * renames of files and directories, RENAME_NOREPLACE, RENAME_EXCHANGE, hard links, symbolic
  * links, chmod, utimensat with fixed times, user.* extended attributes,
  * FIFOs, fallocate: allocating, punching holes, zeroing ranges), over a
  * small namespace so that collisions and errors are frequent.  Every
@@ -33,7 +33,7 @@
  * at a stale end (none is made), and each name of a FIFO is a pipe of its
  * own (none with two names is opened); a name removed while the file is
  * open counts in the link count of its other names until the last close.
- * RENAME_EXCHANGE is not used: stashfs refuses it (EINVAL).
+ * RENAME_EXCHANGE swaps files, directories, a file with a directory.
  */
 #include <dirent.h>
 #include <errno.h>
@@ -304,7 +304,8 @@ static void describe(const struct op *o, char *d, size_t cap)
         snprintf(d + n, cap - (size_t)n, " %s 0%o", o->p1, (unsigned)o->mode);
         break;
     case RENAME:
-        snprintf(d + n, cap - (size_t)n, " %s %s%s", o->p1, o->p2, o->flags ? " RENAME_NOREPLACE" : "");
+        snprintf(d + n, cap - (size_t)n, " %s %s%s", o->p1, o->p2,
+                 o->flags == RENAME_NOREPLACE ? " RENAME_NOREPLACE" : o->flags ? " RENAME_EXCHANGE" : "");
         break;
     case LINK:
         snprintf(d + n, cap - (size_t)n, " %s %s", o->p1, o->p2);
@@ -1065,7 +1066,7 @@ static void gen(struct op *o)
          * a name in the same directory. */
         if (pick(8) == 0)
             snprintf(o->p2, sizeof o->p2, "%.56s/%s", o->p1, pick(2) ? "a" : "b/a");
-        o->flags = pick(4) == 0 ? RENAME_NOREPLACE : 0;
+        o->flags = pick(4) == 0 ? RENAME_NOREPLACE : pick(4) == 0 ? RENAME_EXCHANGE : 0;
         break;
     case SYMLINK: {
         unsigned t = pick(12);

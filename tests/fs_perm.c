@@ -19,6 +19,7 @@
 #include <string.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
+#include <sys/syscall.h>
 #include <sys/xattr.h>
 #include <time.h>
 #include <unistd.h>
@@ -37,6 +38,12 @@ static const char *P(const char *rel)
     i = (i + 1) % 4;
     snprintf(buf[i], sizeof buf[i], "%s/%s", base, rel);
     return buf[i];
+}
+
+/* renameat2(A, B, RENAME_EXCHANGE) */
+static int xchg(const char *a, const char *b)
+{
+    return (int)syscall(SYS_renameat2, AT_FDCWD, a, AT_FDCWD, b, 2);
 }
 
 /* Expect call result R to be -1 with errno WANT (or success when WANT 0). */
@@ -260,16 +267,23 @@ static void user_b(void)
     EXPECT("link into another's 0755 directory", link(P("open/b1"), P("adir755/b1")), EACCES);
     EXPECT("link out of another's 0700 directory, the name cached", link(P("adir700/g"), P("open/bg")), EACCES);
     EXPECT("create in an open directory", close(open(P("open/b2"), O_CREAT | O_WRONLY, 0644)), 0);
+    EXPECT("exchange two files in an open directory", xchg(P("open/b1"), P("open/b2")), 0);
 
     /* the sticky bit */
     EXPECT("unlink another's file in a sticky directory", unlink(P("sticky/a666b")), EPERM);
     EXPECT("rename another's file in a sticky directory", rename(P("sticky/a666b"), P("sticky/y")), EPERM);
     EXPECT("rename onto another's file in a sticky directory", rename(P("sticky/b644"), P("sticky/a666b")), EPERM);
     EXPECT("rename own file in a sticky directory", rename(P("sticky/b644"), P("sticky/b644.2")), 0);
+    EXPECT("exchange own file with another's in a sticky directory", xchg(P("sticky/b644.2"), P("sticky/a666b")),
+           EPERM);
+    EXPECT("exchange out of another's 0755 directory", xchg(P("adir755/f"), P("open/b1")), EACCES);
+    EXPECT("exchange into another's 0755 directory", xchg(P("open/b1"), P("adir755/f")), EACCES);
 
     /* a directory moved to another directory needs write permission on itself */
     EXPECT("move own 0555 directory elsewhere", rename(P("open/bdir555"), P("open2/bdir555")), EACCES);
     EXPECT("rename own 0555 directory in place", rename(P("open/bdir555"), P("open/bdir555.2")), 0);
+    EXPECT("create a file to exchange", close(open(P("open2/bx"), O_CREAT | O_WRONLY, 0644)), 0);
+    EXPECT("exchange a file with own 0555 directory elsewhere", xchg(P("open2/bx"), P("open/bdir555.2")), EACCES);
 
     /* chmod, chown, times, truncate of another's file */
     EXPECT("chmod another's file", chmod(P("a666"), 0600), EPERM);

@@ -349,6 +349,99 @@ static void test_rename(void **state)
     assert_int_equal(stash_close(db), 0);
 }
 
+/* Two moves at once (stash_rename2): keys swapped, key ranges swapped, a
+ * key swapped with a range; what is refused; all of it across a reopen. */
+static void test_rename2(void **state)
+{
+    (void)state;
+    stash_t *db = open_small();
+    uint8_t big[300000];
+    uint64_t seed = 5;
+    fill(big, sizeof big, &seed);
+    assert_int_equal(stash_put(db, "a", 1, big, sizeof big), 0);
+    assert_int_equal(stash_put(db, "b", 1, "bee", 3), 0);
+    assert_int_equal(stash_setxattr(db, "b", 1, "user.x", "1", 1, 0), 0);
+    assert_int_equal(stash_rename2(db, "a", 1, "b", 1, "b", 1, "a", 1, 0), 0);
+    check_value(db, "a", (const uint8_t *)"bee", 3);
+    check_value(db, "b", big, sizeof big);
+    char x[8];
+    size_t xl;
+    assert_int_equal(stash_getxattr(db, NULL, "a", 1, "user.x", x, sizeof x, &xl), 0);
+    assert_int_equal(stash_getxattr(db, NULL, "b", 1, "user.x", x, sizeof x, &xl), -ENODATA);
+    /* The large value's chunks follow their new name: a write through it. */
+    assert_int_equal(stash_pwrite(db, "b", 1, "zz", 2, 1000), 0);
+    memcpy(big + 1000, "zz", 2);
+    check_value(db, "b", big, sizeof big);
+
+    /* Two key ranges (directories), one holding a large value. */
+    assert_int_equal(stash_put(db, "d/", 2, "", 0), 0);
+    assert_int_equal(stash_put(db, "d/1", 3, "one", 3), 0);
+    assert_int_equal(stash_put(db, "d/2/x", 5, big, sizeof big), 0);
+    assert_int_equal(stash_put(db, "e/", 2, "E", 1), 0);
+    assert_int_equal(stash_put(db, "e/1", 3, "eins", 4), 0);
+    assert_int_equal(stash_put(db, "e/9", 3, "neun", 4), 0);
+    assert_int_equal(stash_put(db, "d0", 2, "stays", 5), 0);
+    assert_int_equal(stash_rename2(db, "d/", 2, "e/", 2, "e/", 2, "d/", 2, STASH_PREFIX1 | STASH_PREFIX2), 0);
+    check_value(db, "d/", (const uint8_t *)"E", 1);
+    check_value(db, "d/1", (const uint8_t *)"eins", 4);
+    check_value(db, "d/9", (const uint8_t *)"neun", 4);
+    check_value(db, "e/1", (const uint8_t *)"one", 3);
+    check_value(db, "e/2/x", big, sizeof big);
+    check_value(db, "d0", (const uint8_t *)"stays", 5);
+    void *v;
+    size_t vl;
+    assert_int_equal(stash_get(db, "d/2/x", 5, &v, &vl), -ENOENT);
+    assert_int_equal(stash_get(db, "e/9", 3, &v, &vl), -ENOENT);
+
+    /* A key with a range: the file "f" becomes "e", the tree under "e/"
+     * moves under "f/". */
+    assert_int_equal(stash_put(db, "f", 1, "file", 4), 0);
+    assert_int_equal(stash_link(db, "f", 1, "g", 1), 0);
+    assert_int_equal(stash_rename2(db, "f", 1, "e", 1, "e/", 2, "f/", 2, STASH_PREFIX2), 0);
+    check_value(db, "e", (const uint8_t *)"file", 4);
+    check_value(db, "f/1", (const uint8_t *)"one", 3);
+    check_value(db, "f/2/x", big, sizeof big);
+    assert_int_equal(stash_get(db, "f", 1, &v, &vl), -ENOENT);
+    /* ... and the moved name is still a name of the linked value. */
+    assert_int_equal(stash_put(db, "g", 1, "new", 3), 0);
+    check_value(db, "e", (const uint8_t *)"file", 4);
+    assert_int_equal(stash_link(db, "e", 1, "h", 1), 0);
+    assert_int_equal(stash_pwrite(db, "h", 1, "F", 1, 0), 0);
+    check_value(db, "e", (const uint8_t *)"File", 4);
+    stash_stat_t st;
+    assert_int_equal(stash_stat(db, NULL, "e", 1, &st), 0);
+    assert_int_equal(st.nlink, 2);
+
+    /* Refused, changing nothing: a one-key move of a missing key; a target
+     * that exists and is not moved itself ("d" is not moved; "f/1" is not,
+     * under the range "d/" moves to); moves that overlap or move a range
+     * into itself. */
+    assert_int_equal(stash_rename2(db, "zz", 2, "e", 1, "e", 1, "zz", 2, 0), -ENOENT);
+    assert_int_equal(stash_put(db, "d", 1, "dee", 3), 0);
+    assert_int_equal(stash_rename2(db, "e", 1, "d", 1, "f/", 2, "e/", 2, STASH_PREFIX2), -EEXIST);
+    assert_int_equal(stash_rename2(db, "d/", 2, "f/", 2, "e", 1, "q", 1, STASH_PREFIX1), -EEXIST);
+    assert_int_equal(stash_rename2(db, "f/", 2, "d/", 2, "f/1", 3, "q", 1, STASH_PREFIX1), -EINVAL);
+    assert_int_equal(stash_rename2(db, "f/", 2, "f/a/", 4, "d/", 2, "q/", 2, STASH_PREFIX1 | STASH_PREFIX2),
+                     -EINVAL);
+    assert_int_equal(stash_rename2(db, "e", 1, "e", 1, "e", 1, "e", 1, 0), -EINVAL);
+    check_value(db, "e", (const uint8_t *)"File", 4);
+    check_value(db, "d", (const uint8_t *)"dee", 3);
+    check_value(db, "f/1", (const uint8_t *)"one", 3);
+    check_value(db, "d/1", (const uint8_t *)"eins", 4);
+    assert_int_equal(stash_close(db), 0);
+    db = open_small();
+    check_value(db, "e", (const uint8_t *)"File", 4);
+    check_value(db, "h", (const uint8_t *)"File", 4);
+    check_value(db, "f/2/x", big, sizeof big);
+    check_value(db, "b", big, sizeof big);
+    check_value(db, "d/9", (const uint8_t *)"neun", 4);
+    /* Deleting the large value's names gives its space back without error. */
+    assert_int_equal(stash_delete(db, "f/2/x", 5), 0);
+    assert_int_equal(stash_delete(db, "b", 1), 0);
+    assert_int_equal(stash_compact_range(db, NULL, 0, NULL, 0), 0);
+    assert_int_equal(stash_close(db), 0);
+}
+
 static void test_xattrs(void **state)
 {
     (void)state;
@@ -1083,6 +1176,17 @@ static void test_link_model(void **state)
             if (rc == 0 && j != k && grp[j] != grp[k]) {
                 grp[j] = grp[k];
                 grp[k] = -1;
+            }
+        } else if (op < 87) {
+            /* Swap two names (as RENAME_EXCHANGE does). */
+            int rc = stash_rename2(db, key, 2, key2, 2, key2, 2, key, 2, 0);
+            int want = j == k ? -EINVAL : grp[k] < 0 || grp[j] < 0 ? -ENOENT : 0;
+            if (rc != want)
+                fail_msg("step %d: swap %s %s gave %d, expected %d", step, key, key2, rc, want);
+            if (rc == 0) {
+                int t = grp[k];
+                grp[k] = grp[j];
+                grp[j] = t;
             }
         } else if (op < 97) {
             for (int n = 0; n < NK; n++) {
@@ -2460,6 +2564,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_ff_keys, tu_setup, tu_teardown),
         cmocka_unit_test_setup_teardown(test_stat_and_create, tu_setup, tu_teardown),
         cmocka_unit_test_setup_teardown(test_rename, tu_setup, tu_teardown),
+        cmocka_unit_test_setup_teardown(test_rename2, tu_setup, tu_teardown),
         cmocka_unit_test_setup_teardown(test_xattrs, tu_setup, tu_teardown),
         cmocka_unit_test_setup_teardown(test_named_snapshots, tu_setup, tu_teardown),
         cmocka_unit_test_setup_teardown(test_model, tu_setup, tu_teardown),

@@ -216,6 +216,8 @@ static int walk(const char *path, yaml_document_t *doc, stash_options_t *o, char
         if (k->type != YAML_SCALAR_NODE)
             return err_set(-EINVAL, "config %s line %d: a key must be a plain name", path, line);
         const char *name = (const char *)k->data.scalar.value;
+        if (strlen(name) != k->data.scalar.length)
+            return err_set(-EINVAL, "config %s line %d: a key holds a NUL byte", path, line);
         size_t i;
         for (i = 0; i < NFIELDS && strcmp(fields[i].name, name) != 0; i++)
             ;
@@ -225,6 +227,9 @@ static int walk(const char *path, yaml_document_t *doc, stash_options_t *o, char
             return err_set(-EINVAL, "config %s line %d: key '%s' appears twice", path, line, name);
         if (v->type != YAML_SCALAR_NODE)
             return err_set(-EINVAL, "config %s line %d: %s must be a single value", path,
+                           (int)v->start_mark.line + 1, name);
+        if (strlen((const char *)v->data.scalar.value) != v->data.scalar.length)
+            return err_set(-EINVAL, "config %s line %d: the value of %s holds a NUL byte", path,
                            (int)v->start_mark.line + 1, name);
         int rc = set_field(path, &fields[i], (const char *)v->data.scalar.value,
                            (int)v->start_mark.line + 1, o, dir);
@@ -263,7 +268,11 @@ int stash_config_load(const char *yaml_path, stash_options_t *o, char **data_dir
         if (rc == 0) {
             /* A second document in the same file is not a config we understand. */
             yaml_document_t more;
-            if (yaml_parser_load(&parser, &more)) {
+            if (!yaml_parser_load(&parser, &more)) {
+                rc = err_set(-EINVAL, "config %s line %d: not valid YAML: %s", yaml_path,
+                             (int)parser.problem_mark.line + 1,
+                             parser.problem ? parser.problem : "parse error");
+            } else {
                 if (yaml_document_get_root_node(&more))
                     rc = err_set(-EINVAL, "config %s: more than one YAML document", yaml_path);
                 yaml_document_delete(&more);

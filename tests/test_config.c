@@ -146,6 +146,10 @@ static void test_bad_files(void **state)
     bad("", "empty", NULL);
     bad("# only a comment\n", "empty", NULL);
     bad("data_dir: x\n---\ndata_dir: y\n", "more than one", NULL);
+    bad("data_dir: x\n---\nmemtable_size: [\n", "not valid YAML", "line");
+    bad("data_dir: x\n...\n\"unterminated\n", "not valid YAML", "line");
+    bad("data_dir: \"store\\0/../etc\"\n", "NUL", "line 1");
+    bad("\"data_dir\\0x\": d\n", "NUL", "line 1");
     bad("data_dir: x\nsnapshot_dir: a/b\n", "snapshot_dir", "line 2");
     bad("data_dir: x\nsnapshot_dir: ..\n", "snapshot_dir", "line 2");
 }

@@ -434,17 +434,18 @@ static int frag_at(const struct reader *r, uint64_t q)
     return frag_crc(r->seed, type, h + HDR, n) == dec_u32(h);
 }
 
-/* Any well-formed fragment after offset X?  See the comment at the top. */
-static int data_after(const struct reader *r, uint64_t x)
+/* Where the first well-formed fragment after offset X is (r->size when
+ * there is none).  See the comment at the top. */
+static uint64_t data_after(const struct reader *r, uint64_t x)
 {
     uint64_t block_end = (x / WAL_BLOCK_SIZE + 1) * WAL_BLOCK_SIZE;
     for (uint64_t q = x + 1; q < block_end && q < r->size; q++)
         if (frag_at(r, q))
-            return 1;
+            return q;
     for (uint64_t q = block_end; q < r->size; q += WAL_BLOCK_SIZE)
         if (frag_at(r, q))
-            return 1;
-    return 0;
+            return q;
+    return r->size;
 }
 
 static int all_zero(const uint8_t *p, uint64_t n)
@@ -462,11 +463,14 @@ static int all_zero(const uint8_t *p, uint64_t n)
  * pages that did reach the disk.  Nothing after such a page was synced (a
  * sync writes back every page before it returns), so in the newest log it
  * ends the log as a torn tail does.  Looked for from X to the end of the
- * fragment's claimed length: a page that is zero from X (or from its start)
- * to its end.
+ * fragment's claimed length, and never at or past NEXT, the first
+ * well-formed fragment after X: a page that is zero from X (or from its
+ * start) to its end.  (The claimed length is not checked yet: a damaged
+ * one would reach into the zeros written ahead of the last record, and a
+ * well-formed fragment before a page shows the damage is not that page.)
  */
 #define PAGE 4096
-static int unwritten_page(const struct reader *r, uint64_t x)
+static int unwritten_page(const struct reader *r, uint64_t x, uint64_t next)
 {
     uint64_t end = x + HDR;
     if (end <= r->size)
@@ -474,6 +478,8 @@ static int unwritten_page(const struct reader *r, uint64_t x)
     uint64_t block_end = (x / WAL_BLOCK_SIZE + 1) * WAL_BLOCK_SIZE;
     if (end > block_end)
         end = block_end;
+    if (end > next)
+        end = next;
     if (end > r->size)
         end = r->size;
     for (uint64_t pg = x - x % PAGE; pg < end; pg += PAGE) {
@@ -604,11 +610,12 @@ int wal_replay(const char *path, uint64_t lognum, int flags,
         /* wal_create makes the header durable before any record is written,
          * so a bad header in a file longer than one is damage, not a tear. */
         int torn_header = good == 0 && r.size < HDR + HEADER_LEN;
-        int tail_only = good > 0 ? !data_after(&r, at) : torn_header;
+        uint64_t next = data_after(&r, at);
+        int tail_only = good > 0 ? next >= r.size : torn_header;
         /* Zeros after the header and whole records are space written ahead
          * (wal_set_prealloc): the end of any log. */
         int zeros = all_zero(r.p + good, r.size - good);
-        int hole = (flags & WAL_NEWEST) && good > 0 && unwritten_page(&r, at);
+        int hole = (flags & WAL_NEWEST) && good > 0 && unwritten_page(&r, at, next);
         if ((good > 0 && zeros) || ((flags & WAL_NEWEST) && (zeros || tail_only || hole))) {
             /* A write torn by a crash: drop it. */
             if (flags & WAL_REPAIR) {

@@ -699,12 +699,13 @@ static int do_write(stash_t *db, const stash_batch_t *b, int sync, int force)
         uint32_t count = g ? (uint32_t)stash_batch_count(g) : 0;
         memtable_t *mem = db->mem;
         wal_t *log = db->log;
-        uint64_t seq = db->last_seq + 1;
+        uint64_t seq = db->last_seq + 1, synced = db->log_synced;
         size_t len = 0;
         must_sync = gsync || db->opt.wal_flush_interval == 0;
         if (rc == 0) {
             pthread_mutex_unlock(&db->mu);
             const uint8_t *data = NULL;
+            wal_note_synced(log, synced);
             if (count) {
                 batch_set_seq((stash_batch_t *)g, seq);
                 data = batch_data(g, &len);

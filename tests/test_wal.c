@@ -499,6 +499,64 @@ static void test_damaged_length_before_zeros(void **state)
     assert_int_equal(wal_close(w), 0);
 }
 
+/* A synced record whose own bytes hold a page of zeros, damaged elsewhere:
+ * the zeros must not pass for a page a crash kept from the disk, since a
+ * later record says the log was synced past it (-EIO).  A page of zeros
+ * past what the last SYNCED fragment covers is still a tear. */
+static void test_synced_damage_with_zero_page(void **state)
+{
+    (void)state;
+    wal_t *w;
+    assert_int_equal(wal_create(dir, 53, &w), 0);
+    wal_set_prealloc(w, 1 << 20);
+    static struct recs r;
+    r.n = 0;
+    static unsigned char v[12000];
+    memset(v, 'a', sizeof v);
+    memset(v + 100, 0, 10000);
+    append_noted(w, (const unsigned char *)"first", 5, &r);
+    assert_int_equal(wal_sync(w), 0);
+    append_noted(w, v, sizeof v, &r);
+    assert_int_equal(wal_sync(w), 0);
+    for (int i = 0; i < 5; i++)
+        append_noted(w, (const unsigned char *)"later, synced", 13, &r);
+    assert_int_equal(wal_sync(w), 0);
+    /* Unsynced records after the last sync: the first says how far. */
+    static unsigned char u[9000];
+    memset(u, 'u', sizeof u);
+    for (int i = 0; i < 3; i++)
+        append_noted(w, u, sizeof u, &r);
+    char p[600];
+    logpath(p, sizeof p, 53);
+    int fd = open(p, O_RDWR);
+    assert_true(fd >= 0);
+    off_t at = (off_t)r.end[0] + 30;        /* inside record 1, before its zeros */
+    unsigned char c;
+    assert_int_equal(pread(fd, &c, 1, at), 1);
+    c ^= 0x04;
+    assert_int_equal(pwrite(fd, &c, 1, at), 1);
+    static struct got g;
+    g.n = 0;
+    int rc = wal_replay(p, 53, WAL_NEWEST, collect, &g, NULL);
+    if (rc != -EIO)
+        fail_msg("damaged synced record: rc %d, %d records of %d", rc, g.n, r.n);
+    c ^= 0x04;
+    assert_int_equal(pwrite(fd, &c, 1, at), 1);
+    /* A page of the unsynced records never written: the log ends before it. */
+    uint64_t page = (r.end[7] + 4096) / 4096 * 4096;
+    assert_true(page + 4096 <= r.end[9]);
+    static const unsigned char zero[4096];
+    assert_int_equal(pwrite(fd, zero, sizeof zero, (off_t)page), 4096);
+    int keep = 0;
+    while (keep < r.n && r.end[keep] <= page)
+        keep++;
+    g.n = 0;
+    assert_int_equal(wal_replay(p, 53, WAL_NEWEST, collect, &g, NULL), 0);
+    check_prefix(&g, &r, keep);
+    close(fd);
+    assert_int_equal(wal_close(w), 0);
+}
+
 /* A record that starts where exactly a fragment header fits in the block
  * begins with an empty fragment; replay joins it like any other. */
 static void test_empty_first_fragment(void **state)
@@ -733,6 +791,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_mapped_appends_survive_kill, tu_setup, tu_teardown),
         cmocka_unit_test_setup_teardown(test_unwritten_page, tu_setup, tu_teardown),
         cmocka_unit_test_setup_teardown(test_damaged_length_before_zeros, tu_setup, tu_teardown),
+        cmocka_unit_test_setup_teardown(test_synced_damage_with_zero_page, tu_setup, tu_teardown),
         cmocka_unit_test_setup_teardown(test_empty_first_fragment, tu_setup, tu_teardown),
         cmocka_unit_test_setup_teardown(test_flipped_bytes, tu_setup, tu_teardown),
         cmocka_unit_test_setup_teardown(test_bad_header, tu_setup, tu_teardown),

@@ -27,7 +27,8 @@
 #include "err.h"
 
 #define HDR 7
-enum { T_ZERO = 0, T_FULL = 1, T_FIRST = 2, T_MIDDLE = 3, T_LAST = 4, T_HEADER = 5 };
+enum { T_ZERO = 0, T_FULL = 1, T_FIRST = 2, T_MIDDLE = 3, T_LAST = 4, T_HEADER = 5, T_SYNCED = 6 };
+#define SYNCED_LEN 8
 #define MAGIC "STASHWAL"
 #define HEADER_LEN 20
 
@@ -48,6 +49,8 @@ struct wal {
     uint64_t map_off, map_end;
     unsigned streak;      /* appends since the last sync */
     uint64_t behind;      /* records up to here have been handed to the disk */
+    uint64_t synced;      /* known durable up to here (wal_sync, wal_note_synced) */
+    uint64_t marked;      /* the last SYNCED fragment written said so up to here */
 };
 
 /* Hand the disk what was written, without waiting, every this many bytes,
@@ -80,10 +83,11 @@ static const char *base(const char *path)
 
 /* ---- writing ---- */
 
-/* Encode REC as fragments starting at file offset OFF into w->buf. */
+/* Encode REC as fragments into w->buf from byte *OUT on, for the file
+ * offset w->size + *OUT; *OUT moves to the end of what was encoded. */
 static int encode(wal_t *w, uint8_t type_full, const uint8_t *rec, size_t len, size_t *out)
 {
-    size_t need = len + (len / (WAL_BLOCK_SIZE - HDR) + 2) * (HDR + HDR);
+    size_t need = *out + len + (len / (WAL_BLOCK_SIZE - HDR) + 2) * (HDR + HDR);
     if (need > w->cap) {
         uint8_t *p = realloc(w->buf, need);
         if (!p)
@@ -91,8 +95,8 @@ static int encode(wal_t *w, uint8_t type_full, const uint8_t *rec, size_t len, s
         w->buf = p;
         w->cap = need;
     }
-    uint64_t off = w->size;
-    size_t o = 0, left = len;
+    uint64_t off = w->size + *out;
+    size_t o = *out, left = len;
     int first = 1;
     for (;;) {
         size_t avail = WAL_BLOCK_SIZE - off % WAL_BLOCK_SIZE;
@@ -181,7 +185,16 @@ static int append_typed(wal_t *w, uint8_t type, const void *rec, size_t len)
 {
     if (w->broken)
         return err_set(-EIO, "wal %s: an earlier write failed; the log is closed to writes", w->name);
-    size_t n;
+    size_t n = 0;
+    /* A sync since the last record: a SYNCED fragment before this one says
+     * how far the log was durable (see the comment at the top). */
+    uint8_t mark[SYNCED_LEN];
+    uint64_t marking = w->synced > w->marked && type != T_HEADER ? w->synced : 0;
+    if (marking) {
+        enc_u64(mark, marking);
+        if (encode(w, T_SYNCED, mark, sizeof mark, &n) < 0)
+            return err_set(-ENOMEM, "wal %s: out of memory for a record of %zu bytes", w->name, len);
+    }
     if (encode(w, type, rec, len, &n) < 0)
         return err_set(-ENOMEM, "wal %s: out of memory for a record of %zu bytes", w->name, len);
     if (w->can_map && w->prealloc && n <= MAP_RECORD_MAX) {
@@ -197,6 +210,8 @@ static int append_typed(wal_t *w, uint8_t type, const void *rec, size_t len)
         rc = write_all(w, w->buf, n);
     if (rc == 0) {
         w->size += n;
+        if (marking)
+            w->marked = marking;
         if (w->alloc < w->size)
             w->alloc = w->size;
         w->dirty = 1;
@@ -219,6 +234,12 @@ static int append_typed(wal_t *w, uint8_t type, const void *rec, size_t len)
 int wal_append(wal_t *w, const void *rec, size_t len)
 {
     return append_typed(w, T_FULL, rec, len);
+}
+
+void wal_note_synced(wal_t *w, uint64_t upto)
+{
+    if (upto > w->synced && upto <= w->size)
+        w->synced = upto;
 }
 
 void wal_set_prealloc(wal_t *w, size_t bytes)
@@ -317,6 +338,7 @@ int wal_sync(wal_t *w)
     }
     w->dirty = 0;
     w->behind = w->size;
+    w->synced = w->size;
     return 0;
 }
 
@@ -401,6 +423,7 @@ int wal_create(const char *dir, uint64_t lognum, wal_t **out)
     int rc = append_typed(w, T_HEADER, h, sizeof h);
     if (rc == 0)
         rc = wal_sync(w);
+    w->marked = w->synced;      /* a header is always durable (see replay) */
     if (rc == 0 && (rc = wal_sync_dir(dir)) < 0)
         rc = err_set(-EIO, "wal %s: fsync of the directory failed", w->name);
     if (rc) {
@@ -420,6 +443,8 @@ struct reader {
     uint32_t seed;
 };
 
+static uint64_t data_after(const struct reader *r, uint64_t x);
+
 /* Is there a well-formed, checksummed data fragment at offset Q? */
 static int frag_at(const struct reader *r, uint64_t q)
 {
@@ -429,9 +454,37 @@ static int frag_at(const struct reader *r, uint64_t q)
     const uint8_t *h = r->p + q;
     uint8_t type = h[6];
     size_t n = (size_t)h[4] | (size_t)h[5] << 8;
-    if (type < T_FULL || type > T_LAST || HDR + n > avail || q + HDR + n > r->size)
+    if (type < T_FULL || (type > T_LAST && type != T_SYNCED) || HDR + n > avail || q + HDR + n > r->size)
         return 0;
     return frag_crc(r->seed, type, h + HDR, n) == dec_u32(h);
+}
+
+/*
+ * Does a well-formed SYNCED fragment after offset X say the log was durable
+ * past X?  Then whatever fails at X was on disk before the crash: damage,
+ * not a tear.  Walks the well-formed fragments after X, skipping over any
+ * stretch that is not one.
+ */
+static int synced_past(const struct reader *r, uint64_t x)
+{
+    uint64_t q = data_after(r, x);
+    while (q < r->size) {
+        uint64_t avail = WAL_BLOCK_SIZE - q % WAL_BLOCK_SIZE;
+        if (avail < HDR) {
+            q += avail;
+            continue;
+        }
+        if (!frag_at(r, q)) {
+            q = data_after(r, q);
+            continue;
+        }
+        const uint8_t *h = r->p + q;
+        size_t n = (size_t)h[4] | (size_t)h[5] << 8;
+        if (h[6] == T_SYNCED && n == SYNCED_LEN && dec_u64(h + HDR) > x)
+            return 1;
+        q += HDR + n;
+    }
+    return 0;
 }
 
 /* Where the first well-formed fragment after offset X is (r->size when
@@ -554,14 +607,24 @@ int wal_replay(const char *path, uint64_t lognum, int flags,
             why = "bad checksum";
             break;
         }
-        if ((pos == 0) != (type == T_HEADER) || type > T_HEADER || type == T_ZERO) {
+        if ((pos == 0) != (type == T_HEADER) || type > T_SYNCED || type == T_ZERO) {
             why = pos == 0 ? "missing header" : "bad fragment type";
             break;
+        }
+        if (type == T_SYNCED) {
+            /* Between records only; it says how far the log was durable. */
+            if (in_rec || n != SYNCED_LEN) {
+                why = "bad fragment type";
+                break;
+            }
+            pos += HDR + n;
+            good = pos;
+            continue;
         }
         if (type == T_HEADER) {
             if (n != HEADER_LEN || memcmp(h + HDR, MAGIC, 8) != 0) {
                 rc = err_set(-EIO, "wal %s: not a log file (bad magic)", name);
-            } else if (dec_u32(h + HDR + 8) != WAL_VERSION) {
+            } else if (dec_u32(h + HDR + 8) < 1 || dec_u32(h + HDR + 8) > WAL_VERSION) {
                 rc = err_set(-EIO, "wal %s: unsupported format version %u", name, dec_u32(h + HDR + 8));
             } else if (dec_u64(h + HDR + 12) != lognum) {
                 rc = err_set(-EIO, "wal %s: header names log %llu", name,
@@ -616,6 +679,10 @@ int wal_replay(const char *path, uint64_t lognum, int flags,
          * (wal_set_prealloc): the end of any log. */
         int zeros = all_zero(r.p + good, r.size - good);
         int hole = (flags & WAL_NEWEST) && good > 0 && unwritten_page(&r, at, next);
+        /* A later fragment saying the log was durable past the failure
+         * overrules a tail or a page taken for a tear. */
+        if (!zeros && (tail_only || hole) && synced_past(&r, at))
+            tail_only = hole = 0;
         if ((good > 0 && zeros) || ((flags & WAL_NEWEST) && (zeros || tail_only || hole))) {
             /* A write torn by a crash: drop it. */
             if (flags & WAL_REPAIR) {

@@ -27,7 +27,10 @@
  * is dropped without error, and so is everything from a page of zeros that
  * a crash kept from the disk (see docs/format.md); anywhere else it is
  * corruption and replay fails with -EIO, naming file and offset, before any
- * record after it is returned.
+ * record after it is returned.  So that damage to records that were synced
+ * is never taken for such a tear, the first record appended after a sync
+ * is preceded by a SYNCED fragment saying how far the log was durable
+ * (format version 2): a failure below what a later one says is damage.
  *
  * Thread-safety: a wal_t is used by one thread at a time (the engine's commit
  * leader); different wal_t's are independent.  wal_replay() is reentrant.
@@ -39,7 +42,7 @@
 #include <stdint.h>
 
 #define WAL_BLOCK_SIZE 32768
-#define WAL_VERSION    1
+#define WAL_VERSION    2
 
 typedef struct wal wal_t;
 
@@ -103,6 +106,11 @@ int wal_fd(const wal_t *w);
  * that has shut down after an I/O error, where a write(2) would fail anyway.
  */
 void wal_set_prealloc(wal_t *w, size_t bytes);
+
+/* The log is durable up to UPTO bytes (a sync through wal_sync_fd, made
+ * by another thread, has returned): the next append says so in the log.
+ * wal_sync notes it by itself.  The writer's call. */
+void wal_note_synced(wal_t *w, uint64_t upto);
 
 /* Bytes in the file so far, and whether anything is appended but unsynced. */
 uint64_t wal_size(const wal_t *w);

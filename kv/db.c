@@ -3225,7 +3225,8 @@ struct replay {
     int cut;              /* a batch's value-file bytes are missing: the log ends there */
     uint64_t cut_off;     /* at this offset of the file */
     int started;          /* a record of this log is already applied */
-    int err;              /* checking a pointer failed (not for damage): -ENOMEM */
+    int err;              /* checking a pointer failed (not for damage) */
+    int newest;           /* the newest log: pointers past a synced size are read */
 };
 
 /* Whether every value-file pointer batch entry names bytes that are there
@@ -3239,7 +3240,7 @@ static int ptr_present(void *arg, uint64_t seq, int type, const uint8_t *key, si
     if (type != KT_PUT || klen != CHUNK_KEY_LEN || key[0] != NS_BYTE || key[1] != NS_TCHUNK ||
         vptr_decode(val, vlen, &p) != 0)
         return 0;
-    int t = vlog_torn(r->db->vl, &p);
+    int t = vlog_torn(r->db->vl, &p, r->newest);
     if (t < 0)
         r->err = t;
     return t ? -EIO : 0;
@@ -3367,7 +3368,7 @@ static int recover(stash_t *db)
         char path[PATH_MAX], name[32];
         wal_path(path, sizeof path, db->dir, logs[i]);
         snprintf(name, sizeof name, "%06llu.log", (unsigned long long)logs[i]);
-        struct replay r = { .db = db, .name = name, .lognum = logs[i], .prev_seq = prev };
+        struct replay r = { .db = db, .name = name, .lognum = logs[i], .prev_seq = prev, .newest = i == n - 1 };
         int flags = 0;
         if (i == n - 1)
             flags = WAL_NEWEST | (db->opt.read_only ? 0 : WAL_REPAIR);

@@ -60,6 +60,7 @@ struct vfile {
     uint64_t used;              /* when fd was last used (for closing idle ones) */
     struct inflight *wr_head, *wr_tail;     /* appends writing, by offset */
     uint64_t mark;              /* synced size last written to the header (sync_mu) */
+    int sync_failed;            /* an fsync failed: the mark stays where it was */
     int mark_read;              /* open_mark is known (vlog_torn, mu) */
     uint64_t open_mark;         /* the header's synced size, as found on disk */
 };
@@ -345,11 +346,15 @@ static int sync_file(vlog_t *vl, struct vfile *f, uint64_t mark)
     if (!atomic_exchange(&f->dirty, 0))
         return 0;
     if (fdatasync(f->fd) < 0) {
+        /* Linux reports a failed writeback once: the next fdatasync of the
+         * same descriptor succeeds although the pages are lost.  The mark
+         * must never cover them. */
+        f->sync_failed = 1;
         atomic_store(&f->dirty, 1);
         return err_set(-EIO, "value file %06llu.val in %s: fsync failed: %s", (unsigned long long)f->num,
                        vl->dir, strerror(errno));
     }
-    if (mark > f->mark) {
+    if (mark > f->mark && !f->sync_failed) {
         uint8_t h[VLOG_HDR];
         enc_u64(h + 8, f->num);
         mark_encode(h, mark);
@@ -762,30 +767,47 @@ int vlog_sync(vlog_t *vl)
     return rc;
 }
 
-int vlog_torn(vlog_t *vl, const struct vptr *p)
+int vlog_torn(vlog_t *vl, const struct vptr *p, int check)
 {
     pthread_mutex_lock(&vl->mu);
     struct vfile *f = find(vl, p->file);
-    int torn = f && p->off + p->len > f->size;
-    if (f && !torn && !f->mark_read && open_file(vl, f) == 0) {
+    int torn = f && p->off + p->len > f->size, rc = 0;
+    if (f && !torn && check && !f->mark_read && (rc = open_file(vl, f)) == 0) {
         uint8_t h[VLOG_HDR];
         ssize_t r = pread(f->fd, h, sizeof h, 0);
+        if (r < 0)
+            rc = err_set(-EIO, "value file %06llu.val in %s: cannot read its header: %s",
+                         (unsigned long long)f->num, vl->dir, strerror(errno));
         f->open_mark = mark_decode(h, r > 0 ? (size_t)r : 0, f->num);
-        f->mark_read = 1;
+        f->mark_read = rc == 0;
     }
-    /* (A file that cannot be opened: its reads will say so.) */
-    int check = f && !torn && f->mark_read && p->off + p->len > f->open_mark;
+    int fd = -1;
+    if (rc == 0 && f && !torn && check && p->off + p->len > f->open_mark) {
+        fd = f->fd;
+        f->users++;
+    }
+    trim_fds(vl);
     pthread_mutex_unlock(&vl->mu);
-    if (!check)
-        return torn;
+    if (rc || fd < 0)
+        return rc ? rc : torn;
+    /* Only bytes that are not what the pointer says make it torn; a read
+     * that fails is an error of its own, not a crash's doing. */
     uint8_t *b = malloc(p->len ? p->len : 1);
+    ssize_t r = b ? pread(fd, b, p->len, (off_t)p->off) : 0;
+    int e = errno;
     if (!b)
-        return err_set(-ENOMEM, "out of memory during recovery");
-    int rc = read_stored(vl, p, b);
+        rc = err_set(-ENOMEM, "out of memory during recovery");
+    else if (r < 0)
+        rc = err_set(-EIO, "value file %06llu.val in %s: cannot read at offset %llu: %s",
+                     (unsigned long long)p->file, vl->dir, (unsigned long long)p->off, strerror(e));
+    else
+        torn = r != (ssize_t)p->len || crc32c(b, p->len) != p->crc;
     free(b);
-    if (rc == -EIO)
-        err_clear();
-    return rc == -EIO ? 1 : rc < 0 ? rc : 0;
+    pthread_mutex_lock(&vl->mu);
+    f->users--;
+    trim_fds(vl);
+    pthread_mutex_unlock(&vl->mu);
+    return rc ? rc : torn;
 }
 
 void vptr_encode(uint8_t out[VPTR_LEN], const struct vptr *p)

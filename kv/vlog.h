@@ -106,10 +106,12 @@ int vlog_read(vlog_t *vl, const struct vptr *p, void *buf, size_t cap, size_t *n
  * same file may have survived where this one did not).  A missing file is
  * not torn: files are removed when collected, and a logged pointer into one
  * is a version that later records hide.  A file of version 1 has no synced
- * size; only its end is checked.  For recovery, before any append.
- * Returns 1 (torn), 0, or -ENOMEM.
+ * size; only its end is checked.  CHECK 0: only the end is checked (a log
+ * older than the newest was synced whole, and its value files before it).
+ * For recovery, before any append.  Returns 1 (torn), 0, or -ENOMEM or
+ * -EIO (the file could not be read: not a crash's doing).
  */
-int vlog_torn(vlog_t *vl, const struct vptr *p);
+int vlog_torn(vlog_t *vl, const struct vptr *p, int check);
 
 /* Make every append that has returned durable: 0 or -EIO. */
 int vlog_sync(vlog_t *vl);

@@ -153,6 +153,50 @@ static void test_round_trip(void **state)
     assert_int_equal(wal_replay(p, 5, 0, NULL, NULL, NULL), 0);
 }
 
+/* Syncs between records put SYNCED fragments in the log, at every place in
+ * a block (never split across two): replay hands back exactly the records. */
+static void test_round_trip_synced(void **state)
+{
+    (void)state;
+    uint64_t s = tu_seed("test_wal synced round trip", 7);
+    wal_t *w;
+    assert_int_equal(wal_create(dir, 54, &w), 0);
+    static struct recs r;
+    r.n = 0;
+    unsigned char buf[300];
+    for (int i = 0; i < 1000; i++) {
+        size_t len = tu_rand(&s) % 300;
+        fill(buf, len, &s);
+        append_noted(w, buf, len, &r);
+        if (tu_rand(&s) % 3 == 0)
+            assert_int_equal(wal_sync(w), 0);
+    }
+    assert_int_equal(wal_sync(w), 0);
+    assert_int_equal(wal_close(w), 0);
+    char p[600];
+    logpath(p, sizeof p, 54);
+    static struct got g;
+    g.n = 0;
+    assert_int_equal(wal_replay(p, 54, WAL_NEWEST, collect, &g, NULL), 0);
+    check_prefix(&g, &r, r.n);
+
+    /* A sync that leaves 10 bytes of a block: no room for the fragment. */
+    assert_int_equal(wal_create(dir, 55, &w), 0);
+    r.n = 0;
+    static unsigned char big[WAL_BLOCK_SIZE];
+    fill(big, sizeof big, &s);
+    append_noted(w, big, WAL_BLOCK_SIZE - 27 - 7 - 10, &r);
+    assert_int_equal(wal_size(w), WAL_BLOCK_SIZE - 10);
+    assert_int_equal(wal_sync(w), 0);
+    append_noted(w, big, 100, &r);
+    append_noted(w, big, 50, &r);
+    assert_int_equal(wal_close(w), 0);
+    logpath(p, sizeof p, 55);
+    g.n = 0;
+    assert_int_equal(wal_replay(p, 55, WAL_NEWEST, collect, &g, NULL), 0);
+    check_prefix(&g, &r, r.n);
+}
+
 /* Cut the log at every byte offset inside its last record: the replay of the
  * newest log keeps every earlier record and drops the torn one, silently. */
 static void torn_every_offset(size_t last_len, uint64_t stride)
@@ -792,6 +836,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_unwritten_page, tu_setup, tu_teardown),
         cmocka_unit_test_setup_teardown(test_damaged_length_before_zeros, tu_setup, tu_teardown),
         cmocka_unit_test_setup_teardown(test_synced_damage_with_zero_page, tu_setup, tu_teardown),
+        cmocka_unit_test_setup_teardown(test_round_trip_synced, tu_setup, tu_teardown),
         cmocka_unit_test_setup_teardown(test_empty_first_fragment, tu_setup, tu_teardown),
         cmocka_unit_test_setup_teardown(test_flipped_bytes, tu_setup, tu_teardown),
         cmocka_unit_test_setup_teardown(test_bad_header, tu_setup, tu_teardown),

@@ -190,6 +190,11 @@ static int append_typed(wal_t *w, uint8_t type, const void *rec, size_t len)
      * how far the log was durable (see the comment at the top). */
     uint8_t mark[SYNCED_LEN];
     uint64_t marking = w->synced > w->marked && type != T_HEADER ? w->synced : 0;
+    /* It is one fragment, never split: where the block has no room for it,
+     * the next record after this one carries it. */
+    uint64_t room = WAL_BLOCK_SIZE - w->size % WAL_BLOCK_SIZE;
+    if (room >= HDR && room < HDR + SYNCED_LEN)
+        marking = 0;
     if (marking) {
         enc_u64(mark, marking);
         if (encode(w, T_SYNCED, mark, sizeof mark, &n) < 0)

@@ -2144,14 +2144,6 @@ struct mv {
     int prefix;
 };
 
-/* One key moved: where from and to (escaped), its stored value. */
-struct moved {
-    uint8_t *oldik, *newik, *raw;
-    size_t oldlen, newlen, rawlen;
-    int kind;
-    uint64_t gen, link;
-};
-
 /* Whether user key K is moved by M[0] or M[1]. */
 static int mv_source(const struct mv *m, const uint8_t *k, size_t kl)
 {
@@ -2173,11 +2165,19 @@ static int mv_overlap(const uint8_t *a, size_t al, int ap, const uint8_t *b, siz
     return al < bl ? ap : bp;
 }
 
-/* Note user key K (stored value RAW) moving by M to its new key; checks
- * that the new key is free or itself moved. */
+/* Scratch room of the moves: a new user key, its escaped form, a link name. */
+struct mv_scratch {
+    uint8_t *nk, *ik, *rk;
+};
+
+/*
+ * User key K (escaped OLDIK, stored value RAW) moves by M: its old key and
+ * link name go into DELS, its new key, owner and link name into PUTS.  The
+ * new key must be free or itself moved (ALL).
+ */
 static int mv_note(stash_t *db, stash_iter_t *it, const struct mv *all, const struct mv *m, const uint8_t *k,
                    size_t kl, const uint8_t *oldik, size_t oldlen, const uint8_t *raw, size_t rawlen,
-                   struct moved **v, size_t *n, size_t *cap)
+                   struct mv_scratch *sc, stash_batch_t *dels, stash_batch_t *puts)
 {
     size_t nl = m->prefix ? kl - m->flen + m->tlen : m->tlen;
     if (nl > STASH_MAX_KEY)
@@ -2185,44 +2185,15 @@ static int mv_note(stash_t *db, stash_iter_t *it, const struct mv *all, const st
     struct envelope e;
     if (env_decode(raw, rawlen, &e) < 0)
         return err_set(-EIO, "damaged value envelope of a moved key");
-    if (*n == *cap) {
-        size_t c = *cap ? 2 * *cap : 64;
-        struct moved *p = realloc(*v, c * sizeof *p);
-        if (!p)
-            return err_set(-ENOMEM, "out of memory");
-        *v = p;
-        *cap = c;
-    }
-    struct moved *x = &(*v)[*n];
-    memset(x, 0, sizeof *x);
-    uint8_t *nk = malloc(nl ? nl : 1);
-    x->newik = malloc(IKEY_MAX);
-    x->oldik = malloc(oldlen);
-    x->raw = malloc(rawlen ? rawlen : 1);
-    if (!nk || !x->newik || !x->oldik || !x->raw) {
-        free(nk);
-        free(x->newik);
-        free(x->oldik);
-        free(x->raw);
-        return err_set(-ENOMEM, "out of memory");
-    }
-    (*n)++;
-    memcpy(nk, m->to, m->prefix ? m->tlen : nl);
+    memcpy(sc->nk, m->to, m->prefix ? m->tlen : nl);
     if (m->prefix)
-        memcpy(nk + m->tlen, k + m->flen, kl - m->flen);
-    x->newlen = key_escape(nk, nl, x->newik);
-    memcpy(x->oldik, oldik, oldlen);
-    x->oldlen = oldlen;
-    memcpy(x->raw, raw, rawlen);
-    x->rawlen = rawlen;
-    x->kind = e.kind;
-    x->gen = e.gen;
-    x->link = e.kind == VK_LINK ? e.link : 0;
-    int rc = db_reserved(db, x->newik, x->newlen);
-    if (rc == 0 && !mv_source(all, nk, nl)) {
+        memcpy(sc->nk + m->tlen, k + m->flen, kl - m->flen);
+    size_t il = key_escape(sc->nk, nl, sc->ik);
+    int rc = db_reserved(db, sc->ik, il);
+    if (rc == 0 && !mv_source(all, sc->nk, nl)) {
         void *old;
         size_t olen;
-        int r = view_lookup(it->v, it->seq, x->newik, x->newlen, &old, &olen);
+        int r = view_lookup(it->v, it->seq, sc->ik, il, &old, &olen);
         if (r == 0) {
             free(old);
             rc = err_set(-EEXIST, "a key the move would overwrite is not itself moved");
@@ -2230,8 +2201,21 @@ static int mv_note(stash_t *db, stash_iter_t *it, const struct mv *all, const st
             rc = r;
         }
     }
-    free(nk);
-    return rc;
+    uint64_t link = e.kind == VK_LINK ? e.link : 0;
+    if (rc == 0)
+        rc = batch_del_raw(dels, oldik, oldlen);
+    if (rc == 0 && link)
+        rc = batch_del_raw(dels, sc->rk, lref_key(sc->rk, link, oldik, oldlen));
+    if (rc == 0)
+        rc = batch_put_raw(puts, sc->ik, il, NULL, 0, raw, rawlen);
+    if (rc == 0 && e.kind == VK_CHUNKED) {
+        uint8_t bk[BLOB_KEY_LEN];
+        blob_key(bk, e.gen);
+        rc = batch_put_raw(puts, bk, sizeof bk, NULL, 0, sc->ik, il);
+    }
+    if (rc == 0 && link)
+        rc = batch_put_raw(puts, sc->rk, lref_key(sc->rk, link, sc->ik, il), NULL, 0, NULL, 0);
+    return rc == -ENOMEM ? err_set(rc, "out of memory") : rc;
 }
 
 int stash_rename2(stash_t *db, const void *from1, size_t f1len, const void *to1, size_t t1len,
@@ -2245,8 +2229,10 @@ int stash_rename2(stash_t *db, const void *from1, size_t f1len, const void *to1,
         { from1, to1, f1len, t1len, !!(flags & STASH_PREFIX1) },
         { from2, to2, f2len, t2len, !!(flags & STASH_PREFIX2) },
     };
-    /* No key moved twice; no range moved into itself. */
+    /* No key moved twice, none moved onto by both moves; no range moved
+     * into itself. */
     if (mv_overlap(m[0].from, m[0].flen, m[0].prefix, m[1].from, m[1].flen, m[1].prefix) ||
+        mv_overlap(m[0].to, m[0].tlen, m[0].prefix, m[1].to, m[1].tlen, m[1].prefix) ||
         (m[0].prefix && mv_overlap(m[0].from, m[0].flen, 1, m[0].to, m[0].tlen, 1)) ||
         (m[1].prefix && mv_overlap(m[1].from, m[1].flen, 1, m[1].to, m[1].tlen, 1)))
         return err_set(-EINVAL, "stash_rename2: the moves overlap");
@@ -2256,21 +2242,26 @@ int stash_rename2(stash_t *db, const void *from1, size_t f1len, const void *to1,
     for (int i = 0; i < KEY_STRIPES; i++)
         pthread_mutex_lock(&db->keylock[i]);
     stash_iter_t *it = stash_iter_new(db, NULL);
-    struct moved *v = NULL;
-    size_t n = 0, cap = 0;
-    uint8_t *ik = malloc(IKEY_MAX);
-    if (!it || !ik)
+    /* One batch: every old key and link name goes, then every new one is
+     * put (so that a key both moved away and moved onto ends up moved
+     * onto).  The puts are gathered apart and appended. */
+    stash_batch_t *dels = stash_batch_new(), *puts = stash_batch_new();
+    struct mv_scratch sc = { malloc(STASH_MAX_KEY), malloc(IKEY_MAX), malloc(LINK_KEY_LEN + IKEY_MAX) };
+    uint8_t *oldik = malloc(IKEY_MAX);
+    uint64_t n = 0;
+    if (!it || !dels || !puts || !sc.nk || !sc.ik || !sc.rk || !oldik)
         rc = err_set(-ENOMEM, "out of memory");
     for (int i = 0; i < 2 && rc == 0; i++) {
         if (!m[i].prefix) {
-            size_t il = key_escape(m[i].from, m[i].flen, ik);
-            void *raw;
+            size_t il = key_escape(m[i].from, m[i].flen, oldik);
+            void *raw = NULL;
             size_t rl;
-            rc = view_lookup(it->v, it->seq, ik, il, &raw, &rl);
+            rc = view_lookup(it->v, it->seq, oldik, il, &raw, &rl);
             if (rc == 0) {
-                rc = mv_note(db, it, m, &m[i], m[i].from, m[i].flen, ik, il, raw, rl, &v, &n, &cap);
-                free(raw);
+                rc = mv_note(db, it, m, &m[i], m[i].from, m[i].flen, oldik, il, raw, rl, &sc, dels, puts);
+                n++;
             }
+            free(raw);
             continue;
         }
         /* Every key under the prefix (up to its end, not the first key past it). */
@@ -2278,9 +2269,9 @@ int stash_rename2(stash_t *db, const void *from1, size_t f1len, const void *to1,
         while (el && m[i].from[el - 1] == 0xFF)
             el--;
         if (el) {
-            memcpy(ik, m[i].from, el);
-            ik[el - 1]++;
-            rc = stash_iter_set_upper(it, ik, el);
+            memcpy(sc.nk, m[i].from, el);
+            sc.nk[el - 1]++;
+            rc = stash_iter_set_upper(it, sc.nk, el);
         } else {
             rc = stash_iter_set_upper(it, NULL, 0);
         }
@@ -2290,47 +2281,22 @@ int stash_rename2(stash_t *db, const void *from1, size_t f1len, const void *to1,
             if (kl < m[i].flen || memcmp(k, m[i].from, m[i].flen) != 0)
                 break;
             const uint8_t *raw = it->m->ops->value(it->m, &rl);
-            rc = mv_note(db, it, m, &m[i], k, kl, it->cur, it->curlen, raw, rl, &v, &n, &cap);
+            rc = mv_note(db, it, m, &m[i], k, kl, it->cur, it->curlen, raw, rl, &sc, dels, puts);
+            n++;
         }
         if (rc == 0)
             rc = stash_iter_status(it);
     }
-    /* One batch: every old key and link name goes, then every new one is
-     * put (so that a key both moved away and moved onto ends up moved onto). */
-    stash_batch_t *b = rc == 0 ? stash_batch_new() : NULL;
-    if (rc == 0 && !b)
-        rc = err_set(-ENOMEM, "out of memory");
-    uint8_t *rk = rc == 0 ? malloc(LINK_KEY_LEN + IKEY_MAX) : NULL;
-    if (rc == 0 && !rk)
-        rc = err_set(-ENOMEM, "out of memory");
-    for (size_t i = 0; rc == 0 && i < n; i++) {
-        rc = batch_del_raw(b, v[i].oldik, v[i].oldlen);
-        if (rc == 0 && v[i].link)
-            rc = batch_del_raw(b, rk, lref_key(rk, v[i].link, v[i].oldik, v[i].oldlen));
-    }
-    for (size_t i = 0; rc == 0 && i < n; i++) {
-        rc = batch_put_raw(b, v[i].newik, v[i].newlen, NULL, 0, v[i].raw, v[i].rawlen);
-        if (rc == 0 && v[i].kind == VK_CHUNKED) {
-            uint8_t bk[BLOB_KEY_LEN];
-            blob_key(bk, v[i].gen);
-            rc = batch_put_raw(b, bk, sizeof bk, NULL, 0, v[i].newik, v[i].newlen);
-        }
-        if (rc == 0 && v[i].link)
-            rc = batch_put_raw(b, rk, lref_key(rk, v[i].link, v[i].newik, v[i].newlen), NULL, 0, NULL, 0);
-    }
-    if (rc == -ENOMEM)
-        rc = err_set(rc, "out of memory");
+    if (rc == 0 && (rc = batch_append(dels, puts)) != 0)
+        rc = err_set(rc, rc == -ENOMEM ? "out of memory" : "stash_rename2: too many keys to move at once");
     if (rc == 0 && n)
-        rc = do_write(db, b, 0, 0);
-    for (size_t i = 0; i < n; i++) {
-        free(v[i].oldik);
-        free(v[i].newik);
-        free(v[i].raw);
-    }
-    free(v);
-    free(rk);
-    free(ik);
-    stash_batch_free(b);
+        rc = do_write(db, dels, 0, 0);
+    free(sc.nk);
+    free(sc.ik);
+    free(sc.rk);
+    free(oldik);
+    stash_batch_free(dels);
+    stash_batch_free(puts);
     stash_iter_free(it);
     for (int i = KEY_STRIPES - 1; i >= 0; i--)
         pthread_mutex_unlock(&db->keylock[i]);

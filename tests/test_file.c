@@ -424,6 +424,9 @@ static void test_rename2(void **state)
     assert_int_equal(stash_rename2(db, "f/", 2, "f/a/", 4, "d/", 2, "q/", 2, STASH_PREFIX1 | STASH_PREFIX2),
                      -EINVAL);
     assert_int_equal(stash_rename2(db, "e", 1, "e", 1, "e", 1, "e", 1, 0), -EINVAL);
+    /* Both moves onto one key, or one onto a key under the other's range. */
+    assert_int_equal(stash_rename2(db, "e", 1, "c", 1, "d", 1, "c", 1, 0), -EINVAL);
+    assert_int_equal(stash_rename2(db, "d/", 2, "q/", 2, "e", 1, "q/x", 3, STASH_PREFIX1), -EINVAL);
     check_value(db, "e", (const uint8_t *)"File", 4);
     check_value(db, "d", (const uint8_t *)"dee", 3);
     check_value(db, "f/1", (const uint8_t *)"one", 3);

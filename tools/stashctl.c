@@ -719,7 +719,70 @@ static void vlog_bad(uint64_t num, const char *holder, uint64_t off, const char 
     vdamage[i].bad++;
 }
 
-static void check_ptr(const char *dir, const char *holder, const uint8_t *v, size_t vl)
+/*
+ * A pointer into a value file that is not there is damage only when it is
+ * the newest version of its chunk: a file goes once nothing anyone can
+ * read points into it, while older versions in logs and tables (hidden by
+ * a later write or deletion of the chunk) may still name it.  Such
+ * pointers are suspects until a second walk looks for newer versions.
+ */
+struct suspect {
+    uint8_t key[CHUNK_KEY_LEN];
+    uint64_t seq, file, off;
+    int newer;
+    char holder[40];
+};
+static struct suspect *sus;
+static size_t nsus, capsus;
+
+static void suspect(const uint8_t *key, uint64_t seq, const struct vptr *p, const char *holder)
+{
+    if (nsus == capsus) {
+        size_t cap = capsus ? 2 * capsus : 256;
+        struct suspect *n = realloc(sus, cap * sizeof *n);
+        if (!n) {
+            vlog_bad(p->file, holder, p->off, "missing");    /* no memory to tell: say it */
+            return;
+        }
+        sus = n;
+        capsus = cap;
+    }
+    struct suspect *x = &sus[nsus++];
+    memcpy(x->key, key, CHUNK_KEY_LEN);
+    x->seq = seq;
+    x->file = p->file;
+    x->off = p->off;
+    x->newer = 0;
+    snprintf(x->holder, sizeof x->holder, "%s", holder);
+}
+
+static int suspect_cmp(const void *a, const void *b)
+{
+    const struct suspect *x = a, *y = b;
+    int c = memcmp(x->key, y->key, CHUNK_KEY_LEN);
+    return c ? c : x->seq < y->seq ? -1 : x->seq > y->seq;
+}
+
+/* Second walk: an entry of chunk KEY at SEQ hides the suspects of KEY below
+ * SEQ (sus sorted by suspect_cmp). */
+static void note_version(const uint8_t *key, size_t klen, uint64_t seq)
+{
+    if (klen != CHUNK_KEY_LEN || key[0] != NS_BYTE || key[1] != NS_TCHUNK || !nsus)
+        return;
+    size_t lo = 0, hi = nsus;
+    while (lo < hi) {
+        size_t mid = (lo + hi) / 2;
+        if (memcmp(sus[mid].key, key, CHUNK_KEY_LEN) < 0)
+            lo = mid + 1;
+        else
+            hi = mid;
+    }
+    for (size_t i = lo; i < nsus && !memcmp(sus[i].key, key, CHUNK_KEY_LEN) && sus[i].seq < seq; i++)
+        sus[i].newer = 1;
+}
+
+static void check_ptr(const char *dir, const char *holder, const uint8_t *key, uint64_t seq, const uint8_t *v,
+                      size_t vl)
 {
     struct vptr p;
     if (vptr_decode(v, vl, &p) < 0 || p.len > CHUNK_SIZE) {
@@ -738,7 +801,10 @@ static void check_ptr(const char *dir, const char *holder, const uint8_t *v, siz
         vfd_num = p.file;
     }
     if (vfd < 0) {
-        vlog_bad(p.file, holder, p.off, "missing");
+        if (errno == ENOENT)
+            suspect(key, seq, &p, holder);
+        else
+            vlog_bad(p.file, holder, p.off, strerror(errno));
         return;
     }
     ssize_t r = pread(vfd, vbuf, p.len, (off_t)p.off);
@@ -763,8 +829,42 @@ static int check_log_entry(void *arg, uint64_t seq, int type, const uint8_t *key
 {
     struct logcheck *c = arg;
     if (is_vptr(type, key, klen, val, vlen))
-        check_ptr(c->dir, c->name, val, vlen);
+        check_ptr(c->dir, c->name, key, seq, val, vlen);
     return 0;
+}
+
+static int newer_log_entry(void *arg, uint64_t seq, int type, const uint8_t *key, size_t klen,
+                           const uint8_t *val, size_t vlen)
+{
+    (void)arg, (void)type, (void)val, (void)vlen;
+    note_version(key, klen, seq);
+    return 0;
+}
+
+static int newer_log_record(void *arg, const void *rec, size_t len, uint64_t off)
+{
+    (void)off;
+    (void)batch_decode(rec, len, newer_log_entry, arg, NULL, NULL);
+    return 0;
+}
+
+/* The second walk over table NAME (errors were reported by the first). */
+static void newer_in_table(const char *dir, const char *name, uint64_t num)
+{
+    char path[PATH_MAX];
+    snprintf(path, sizeof path, "%s/%s", dir, name);
+    sst_reader_t *r;
+    if (sst_open(path, num, &ikey_fmt, NULL, &r) != 0)
+        return;
+    sst_iter_t *it = sst_iter_new(r);
+    for (sst_iter_seek_first(it); it && sst_iter_valid(it); sst_iter_next(it)) {
+        size_t kl;
+        const uint8_t *k = sst_iter_key(it, &kl);
+        if (kl >= 8)
+            note_version(k, ikey_ulen(kl), TAG_SEQ(ikey_tag(k, kl)));
+    }
+    sst_iter_free(it);
+    sst_close(r);
 }
 
 static int check_log_record(void *arg, const void *rec, size_t len, uint64_t off)
@@ -809,7 +909,7 @@ static int check_table(const char *dir, const char *name, uint64_t num)
         size_t kl, vl;
         const uint8_t *k = sst_iter_key(it, &kl), *v = sst_iter_value(it, &vl);
         if (kl >= 8 && is_vptr(TAG_TYPE(ikey_tag(k, kl)), k, ikey_ulen(kl), v, vl))
-            check_ptr(dir, name, v, vl);
+            check_ptr(dir, name, k, TAG_SEQ(ikey_tag(k, kl)), v, vl);
         if (++n % 4096 == 0 && all)
             progress("checking", prog_done + (n < all ? size / all * n : size), prog_total);
     }
@@ -930,6 +1030,27 @@ static int cmd_check(const char *dir)
             prog_done += (uint64_t)st.st_size;
             progress("checking", prog_done, prog_total);
         }
+    }
+    /* Pointers into missing files: damage only where no newer version of
+     * the chunk exists anywhere. */
+    if (nsus) {
+        qsort(sus, nsus, sizeof *sus, suspect_cmp);
+        rewinddir(d);
+        while ((e = readdir(d))) {
+            char path[PATH_MAX], *end;
+            snprintf(path, sizeof path, "%s/%s", dir, e->d_name);
+            if (!isdigit((unsigned char)e->d_name[0]))
+                continue;
+            unsigned long long num = strtoull(e->d_name, &end, 10);
+            if (!strcmp(end, ".sst") && is_live(num))
+                newer_in_table(dir, e->d_name, num);
+            else if (!strcmp(end, ".log"))
+                (void)wal_replay(path, num, num == newest_log ? WAL_NEWEST : 0, newer_log_record, NULL, NULL);
+        }
+        for (size_t i = 0; i < nsus; i++)
+            if (!sus[i].newer)
+                vlog_bad(sus[i].file, sus[i].holder, sus[i].off, "missing");
+        free(sus);
     }
     closedir(d);
     progress_end("checking");

@@ -1982,16 +1982,17 @@ const void *stash_iter_value(const stash_iter_t *it, size_t *vlen)
         iv->big = iv->shared = NULL;
         iv->p = NULL;
         iv->n = 0;
+        int rc = 0;
         if (env_decode(p, n, &e) < 0) {
-            iv->err = err_set(-EIO, "damaged value envelope");
-        } else if (e.kind == VK_LINK && (iv->err = db_resolve(it->v, it->seq, &e, &iv->shared, &n)) != 0) {
+            rc = err_set(-EIO, "damaged value envelope");
+        } else if (e.kind == VK_LINK && (rc = db_resolve(it->v, it->seq, &e, &iv->shared, &n)) != 0) {
             /* a damaged or missing shared entry: err says which */
         } else if (e.kind != VK_CHUNKED) {
             iv->p = e.data;
             iv->n = (size_t)e.st.size;
         } else if (e.st.size <= STASH_MAX_VALUE &&
                    (iv->big = malloc(e.st.size ? (size_t)e.st.size : 1)) != NULL) {
-            if ((iv->err = db_read_chunks(it->v, it->seq, &e, iv->big, 0, (size_t)e.st.size)) == 0) {
+            if ((rc = db_read_chunks(it->v, it->seq, &e, iv->big, 0, (size_t)e.st.size)) == 0) {
                 iv->p = iv->big;
                 iv->n = (size_t)e.st.size;
             } else {
@@ -1999,10 +2000,13 @@ const void *stash_iter_value(const stash_iter_t *it, size_t *vlen)
                 iv->big = NULL;
             }
         } else {
-            iv->err = err_set(e.st.size > STASH_MAX_VALUE ? -EFBIG : -ENOMEM,
-                              "a value of %llu bytes cannot be given whole",
-                              (unsigned long long)e.st.size);
+            rc = err_set(e.st.size > STASH_MAX_VALUE ? -EFBIG : -ENOMEM, "a value of %llu bytes cannot be given whole",
+                         (unsigned long long)e.st.size);
         }
+        /* The first failure stays for stash_iter_status: a value read
+         * fine later must not hide it. */
+        if (rc && !iv->err)
+            iv->err = rc;
         iv->ready = 1;
     }
     if (vlen)

@@ -270,7 +270,9 @@ int  stash_get_at(stash_t *db, const stash_snapshot_t *s, const void *key, size_
  * the moment of the call).  Writes made after that point are not seen.  A new
  * iterator is not positioned: call a seek first.  Keys and values returned
  * stay valid until the next call on the iterator.  stash_iter_new returns NULL
- * only on a NULL db or no memory.
+ * only on a NULL db or no memory.  A value that cannot be read (damage, no
+ * memory for a large one) comes back NULL with length 0, and from then on
+ * stash_iter_status returns that error: check it after a scan.
  */
 stash_iter_t *stash_iter_new(stash_t *db, const stash_snapshot_t *s);
 void stash_iter_seek(stash_iter_t *it, const void *key, size_t klen); /* first key >= key */

@@ -101,6 +101,15 @@ int fmeta_acquire(fmeta_t *f, sst_reader_t **out)
         pthread_mutex_unlock(&tc->mu);
         sst_reader_t *r;
         int rc = open_reader(f->dir, f->number, tc->blocks, tc->map, &r);
+        /* A file put in its place (copied from another store, another
+         * table's bytes) must not be read as this table. */
+        if (rc == 0 && (sst_file_size(r) != f->size || sst_entries(r) != f->entries)) {
+            rc = err_set(-EIO, "table %06llu.sst is not the table the MANIFEST names (%llu bytes and %llu entries, "
+                         "not %llu and %llu)", (unsigned long long)f->number,
+                         (unsigned long long)sst_file_size(r), (unsigned long long)sst_entries(r),
+                         (unsigned long long)f->size, (unsigned long long)f->entries);
+            sst_close(r);
+        }
         pthread_mutex_lock(&tc->mu);
         f->users--;
         if (rc) {

@@ -287,11 +287,15 @@ static int cmd_scan(stash_t *db, int argc, char **argv)
         const unsigned char *k = stash_iter_key(it, &kl);
         if (kl < plen || memcmp(k, prefix, plen) != 0)
             break;
+        /* A value that cannot be read stops the scan (below), before its
+         * key is printed with no value. */
+        const unsigned char *v = values ? stash_iter_value(it, &vl) : NULL;
+        if (values && !v && stash_iter_status(it))
+            break;
         if (nul) {
             fwrite(k, 1, kl, stdout);
             putchar('\0');
             if (values) {
-                const void *v = stash_iter_value(it, &vl);
                 fwrite(v, 1, vl, stdout);
                 putchar('\0');
             }
@@ -299,7 +303,6 @@ static int cmd_scan(stash_t *db, int argc, char **argv)
         }
         print_escaped(k, kl);
         if (values) {
-            const unsigned char *v = stash_iter_value(it, &vl);
             putchar('\t');
             print_escaped(v, vl);
         }
@@ -455,18 +458,25 @@ static int dump_sst(const char *path)
     printf("# %s: %llu entries, %llu bytes\n", path, (unsigned long long)sst_entries(r),
            (unsigned long long)sst_file_size(r));
     sst_iter_t *it = sst_iter_new(r);
+    int bad_key = 0;
     for (sst_iter_seek_first(it); it && sst_iter_valid(it); sst_iter_next(it)) {
         size_t kl, vl;
         const uint8_t *k = sst_iter_key(it, &kl);
         const uint8_t *v = sst_iter_value(it, &vl);
+        if (kl < 8) {
+            bad_key = 1;
+            break;
+        }
         uint64_t tag = ikey_tag(k, kl);
         print_entry(TAG_SEQ(tag), TAG_TYPE(tag), k, ikey_ulen(kl), v, vl);
     }
-    int rc = it ? sst_iter_status(it) : -ENOMEM;
+    int rc = !it ? -ENOMEM : bad_key ? -EIO : sst_iter_status(it);
     sst_iter_free(it);
     sst_close(r);
     if (rc) {
-        fprintf(stderr, "stashctl: %s: %s\n", path, stash_last_error(NULL));
+        fprintf(stderr, "stashctl: %s: %s\n", path,
+                bad_key ? "an entry's key is shorter than an internal key (8 bytes): damaged"
+                        : stash_last_error(NULL));
         return 1;
     }
     return fflush(stdout) == 0 ? 0 : 1;
@@ -889,6 +899,11 @@ static void vlog_report(void)
     free(vbuf);
 }
 
+/* The tables the MANIFEST names, with their sizes and entry counts. */
+static uint64_t *live, *live_size, *live_entries;
+static char *live_seen;
+static int nlive, have_live;
+
 static int check_table(const char *dir, const char *name, uint64_t num)
 {
     char path[PATH_MAX];
@@ -898,6 +913,16 @@ static int check_table(const char *dir, const char *name, uint64_t num)
         report(name, stash_last_error(NULL));
         return 1;
     }
+    for (int i = 0; have_live && i < nlive; i++)
+        if (live[i] == num && (live_size[i] != sst_file_size(r) || live_entries[i] != sst_entries(r))) {
+            char what[200];
+            snprintf(what, sizeof what, "not the table the MANIFEST names (%llu bytes and %llu entries, not %llu "
+                     "and %llu)", (unsigned long long)sst_file_size(r), (unsigned long long)sst_entries(r),
+                     (unsigned long long)live_size[i], (unsigned long long)live_entries[i]);
+            report(name, what);
+            sst_close(r);
+            return 1;
+        }
     sst_iter_t *it = sst_iter_new(r);
     if (!it) {
         report(name, "out of memory");
@@ -908,7 +933,11 @@ static int check_table(const char *dir, const char *name, uint64_t num)
     for (sst_iter_seek_first(it); sst_iter_valid(it); sst_iter_next(it)) {
         size_t kl, vl;
         const uint8_t *k = sst_iter_key(it, &kl), *v = sst_iter_value(it, &vl);
-        if (kl >= 8 && is_vptr(TAG_TYPE(ikey_tag(k, kl)), k, ikey_ulen(kl), v, vl))
+        if (kl < 8) {
+            report(name, "an entry's key is shorter than an internal key (8 bytes)");
+            break;
+        }
+        if (is_vptr(TAG_TYPE(ikey_tag(k, kl)), k, ikey_ulen(kl), v, vl))
             check_ptr(dir, name, k, TAG_SEQ(ikey_tag(k, kl)), v, vl);
         if (++n % 4096 == 0 && all)
             progress("checking", prog_done + (n < all ? size / all * n : size), prog_total);
@@ -935,9 +964,9 @@ static int check_table(const char *dir, const char *name, uint64_t num)
 
 /* The tables the MANIFEST names; a table outside it is an orphan left by an
  * interrupted flush or compaction (the next open removes it), not damage. */
-static uint64_t *live;
-static int nlive, have_live;
 
+/* The MANIFEST's tables; a store whose CURRENT or MANIFEST cannot be read
+ * (it would not open) is damaged, and then every table is checked. */
 static void load_live(const char *dir)
 {
     vset_t vs;
@@ -947,15 +976,24 @@ static void load_live(const char *dir)
     stash_options_init(&o);
     vs.dir = d;
     vs.opt = &o;
-    if (vset_recover(&vs, 1) == 0 && vs.cur) {
+    if (vset_recover(&vs, 1) != 0 || !vs.cur) {
+        report("MANIFEST", stash_last_error(NULL));
+    } else {
         int n = 0;
         for (int l = 0; l < NLEVELS; l++)
             n += vs.cur->n[l];
         live = calloc((size_t)n + 1, sizeof *live);
-        if (live) {
+        live_size = calloc((size_t)n + 1, sizeof *live_size);
+        live_entries = calloc((size_t)n + 1, sizeof *live_entries);
+        live_seen = calloc((size_t)n + 1, 1);
+        if (live && live_seen && live_size && live_entries) {
             for (int l = 0; l < NLEVELS; l++)
                 for (int i = 0; i < vs.cur->n[l]; i++)
+                {
+                    live_size[nlive] = vs.cur->f[l][i]->size;
+                    live_entries[nlive] = vs.cur->f[l][i]->entries;
                     live[nlive++] = vs.cur->f[l][i]->number;
+                }
             have_live = 1;
         }
     }
@@ -968,8 +1006,10 @@ static int is_live(uint64_t num)
     if (!have_live)
         return 1;   /* no readable MANIFEST: check every table */
     for (int i = 0; i < nlive; i++)
-        if (live[i] == num)
+        if (live[i] == num) {
+            live_seen[i] = 1;
             return 1;
+        }
     return 0;
 }
 
@@ -1054,8 +1094,17 @@ static int cmd_check(const char *dir)
     }
     closedir(d);
     progress_end("checking");
+    for (int i = 0; have_live && i < nlive; i++)
+        if (!live_seen[i]) {
+            char name[32];
+            snprintf(name, sizeof name, "%06llu.sst", (unsigned long long)live[i]);
+            report(name, "named by the MANIFEST but missing: the store will not open");
+        }
     vlog_report();
     free(live);
+    free(live_seen);
+    free(live_size);
+    free(live_entries);
     printf("%s: %d tables, %d logs, %d MANIFEST, %llu value-file chunks checked, %d damaged\n",
            damaged ? "damage found" : "clean", tables, logs, manifests, (unsigned long long)vchecked, damaged);
     return damaged ? 1 : 0;

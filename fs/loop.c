@@ -32,6 +32,7 @@
 #include <linux/fuse.h>
 #include <poll.h>
 #include <pthread.h>
+#include <stdatomic.h>
 #include <sched.h>
 #include <semaphore.h>
 #include <signal.h>
@@ -47,7 +48,7 @@ static struct {
     pthread_mutex_t mu;
     pthread_cond_t turn;            /* the reader's turn is free, or stop */
     int reading;                    /* a thread holds the turn */
-    int stop;
+    atomic_int stop;                /* (also read by the reader outside mu) */
     unsigned waiting;               /* threads waiting for the turn */
     unsigned nthreads, max;         /* serving threads, and their limit */
     pthread_t *threads;
@@ -199,7 +200,8 @@ static void take(const struct fuse_buf *buf)
         req_link = ((const struct fuse_link_in *)(in + 1))->oldnodeid;
     if (in->opcode == FUSE_CREATE)
         req_create = in->unique;
-    if (in->opcode == FUSE_INIT && buf->size >= sizeof *in + sizeof(struct fuse_init_in)) {
+    /* (Kernels before 5.17 send the 16-byte fuse_init_in, without flags2.) */
+    if (in->opcode == FUSE_INIT && buf->size >= sizeof *in + offsetof(struct fuse_init_in, flags) + sizeof(uint32_t)) {
         req_init = in->unique;
         req_init_flags = ((const struct fuse_init_in *)(in + 1))->flags;
     }
@@ -348,7 +350,13 @@ static void *serve(void *arg)
             int n = receive(&buf);
             if (n == -EINTR)
                 continue;
-            if (n <= 0 || fuse_session_exited(lp.se)) {
+            /* Only an error, the end of the device or loop_run's stop ends
+             * the serving: a request read after a signal is answered too. */
+            if (n <= 0 || lp.stop) {
+                if (n > 0) {
+                    take(&buf);
+                    fuse_session_process_buf(lp.se, &buf);
+                }
                 pthread_mutex_lock(&lp.mu);
                 lp.reading = 0;
                 end(n < 0 ? n : 0);
@@ -377,6 +385,19 @@ out:
     return NULL;
 }
 
+/* SIGINT, SIGTERM, SIGHUP while loop_run serves: the thread in loop_run
+ * ends the loop itself.  (libfuse's handlers would mark the session
+ * exited at once, and a serving thread's next read would then hand back
+ * nothing: the loop would stop answering while the filesystem's own
+ * threads may still wait on an answer.) */
+static volatile sig_atomic_t got_signal;
+
+static void on_signal(int sig)
+{
+    got_signal = sig;
+    sem_post(&lp.finish);
+}
+
 int loop_run(struct fuse_session *se, unsigned workers, unsigned spin_us,
              const struct loop_hooks *hooks)
 {
@@ -386,7 +407,10 @@ int loop_run(struct fuse_session *se, unsigned workers, unsigned spin_us,
         static const struct fuse_custom_io io = {.read = dev_read, .writev = dev_writev};
         if (fuse_session_custom_io(se, &io, fuse_session_fd(se)) == 0)
             lp.hooks = *hooks;
+        lp.hooks.stopping = hooks->stopping;
     }
+    if (workers > 4096)
+        workers = 4096;         /* (workers + 1 threads are counted below) */
     lp.max = workers;
     lp.spin_ns = (uint64_t)spin_us * 1000;
     if (lp.spin_ns) {
@@ -408,13 +432,27 @@ int loop_run(struct fuse_session *se, unsigned workers, unsigned spin_us,
     }
     /* Signals land here (the serving threads block them); the timeout only
      * guards against one taken by another thread of the process. */
-    while (!fuse_session_exited(se)) {
+    static const int sigs[3] = { SIGINT, SIGTERM, SIGHUP };
+    struct sigaction sa, old[3];
+    memset(&sa, 0, sizeof sa);
+    sa.sa_handler = on_signal;
+    sigemptyset(&sa.sa_mask);
+    got_signal = 0;
+    for (int i = 0; i < 3; i++)
+        sigaction(sigs[i], &sa, &old[i]);
+    while (!fuse_session_exited(se) && !got_signal) {
         struct timespec t;
         clock_gettime(CLOCK_REALTIME, &t);
         t.tv_sec += 1;
         if (sem_timedwait(&lp.finish, &t) < 0 && errno != EINTR && errno != ETIMEDOUT)
             break;
     }
+    /* Still serving: the filesystem stops what waits on requests. */
+    if (lp.hooks.stopping)
+        lp.hooks.stopping();
+    fuse_session_exit(se);
+    for (int i = 0; i < 3; i++)
+        sigaction(sigs[i], &old[i], NULL);
     pthread_mutex_lock(&lp.mu);
     lp.stop = 1;
     pthread_cond_broadcast(&lp.turn);

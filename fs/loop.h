@@ -25,7 +25,11 @@
  *   (a busy CPU for that long, yielded to anything else runnable, against
  *   an idle CPU's wake-up in the next round trip).  The calling
  *   thread only waits for the end.  Before it returns, every request taken
- *   has been answered and the serving threads have ended.  Its answer to
+ *   has been answered and the serving threads have ended.  At a signal the
+ *   serving threads go on answering until the filesystem's stopping hook
+ *   (below) has returned, so that a thread of the filesystem waiting in
+ *   the kernel on a request (a cache invalidation waits for the pages a
+ *   READ holds) can finish.  Its answer to
  *   the kernel's INIT asks for FUSE_PARALLEL_DIROPS when the kernel offers
  *   it (libfuse before 3.16 never does, whatever the filesystem wants):
  *   lookups and listings in one directory then come in together.
@@ -62,6 +66,10 @@
 struct loop_hooks {
     void (*created)(uint64_t fh, uint64_t node);
     uint64_t (*handle_of)(uint64_t node);
+    /* stopping(): the loop is about to stop serving (a signal, an
+     * unmount); called on the thread in loop_run while requests are still
+     * answered.  Stop and join here any thread that talks to the kernel. */
+    void (*stopping)(void);
 };
 
 int loop_run(struct fuse_session *se, unsigned workers, unsigned spin_us,

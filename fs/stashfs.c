@@ -2187,9 +2187,13 @@ static void inval_queue(const char *path, size_t n, uint64_t node, uint64_t ino,
     e->entry = entry;
     e->next = NULL;
     pthread_mutex_lock(&inval_mu);
-    *inval_tail = e;
-    inval_tail = &e->next;
-    pthread_cond_signal(&inval_cv);
+    if (inval_stop) {
+        free(e);                /* stopping: the mount is going away */
+    } else {
+        *inval_tail = e;
+        inval_tail = &e->next;
+        pthread_cond_signal(&inval_cv);
+    }
     pthread_mutex_unlock(&inval_mu);
 }
 
@@ -2302,17 +2306,32 @@ static void *inval_loop(void *arg)
     return NULL;
 }
 
-static void fs_destroy(void *private_data)
+/* Stop the thread that sends the kernel invalidations: it drops what is
+ * queued and ends after the one it may be sending.  Called by the request
+ * loop while requests are still answered (loop.h: an invalidation of a
+ * file's pages waits for a READ of them), and again at destroy. */
+static void inval_end(void)
 {
-    (void)private_data;
     if (!inval_started)
         return;
     pthread_mutex_lock(&inval_mu);
     inval_stop = 1;
+    while (inval_head) {
+        struct inval *e = inval_head;
+        inval_head = e->next;
+        free(e);
+    }
+    inval_tail = &inval_head;
     pthread_cond_signal(&inval_cv);
     pthread_mutex_unlock(&inval_mu);
     pthread_join(inval_thread, NULL);
     inval_started = 0;
+}
+
+static void fs_destroy(void *private_data)
+{
+    (void)private_data;
+    inval_end();
 }
 
 /* A change to PATH's value: when it is linked, its other names' caches go
@@ -3581,7 +3600,8 @@ int main(int argc, char **argv)
         if (fuse_start_cleanup_thread(f) != 0) {
             rc = -ENOMEM;
         } else {
-            static const struct loop_hooks hooks = {.created = of_on_node, .handle_of = of_handle_of};
+            static const struct loop_hooks hooks = {.created = of_on_node, .handle_of = of_handle_of,
+                                                    .stopping = inval_end};
             rc = loop_run(se, o.singlethread ? 0 : o.max_threads, spin_us, &hooks);
             fuse_stop_cleanup_thread(f);
         }

@@ -37,7 +37,9 @@
  * Requirements: the filesystem's handlers must be thread-safe when
  * WORKERS > 0.  Serving threads block every signal, so that SIGINT,
  * SIGTERM and SIGHUP reach the thread in loop_run; the caller should start
- * its other threads with them blocked too.
+ * its other threads with them blocked too.  While it serves, loop_run
+ * handles those three itself (libfuse's handlers, set before, are put back
+ * when it returns), and stops only after the stopping hook.
  */
 #ifndef STASHFS_LOOP_H
 #define STASHFS_LOOP_H

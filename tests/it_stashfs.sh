@@ -527,7 +527,7 @@ for round in 1 2 3 4; do
     head -c 300000 /dev/urandom >"$m/X$round"; ln "$m/X$round" "$m/Y$round"
     busy=""
     for r in 1 2 3; do ( while cat "$m/X$round" >/dev/null 2>&1; do :; done ) & busy="$busy $!"; done
-    ( while echo a >>"$m/Y$round" 2>/dev/null; do :; done ) & busy="$busy $!"
+    ( while { echo a >>"$m/Y$round"; } 2>/dev/null; do :; done ) & busy="$busy $!"
     ( while dd if=/dev/zero of="$m/Y$round" bs=64k count=1 seek=1 conv=notrunc status=none 2>/dev/null; do :; done ) &
     busy="$busy $!"
     sleep 1.5

@@ -1013,6 +1013,36 @@ static int is_live(uint64_t num)
     return 0;
 }
 
+/* The newest log may end in bytes that are not a whole record (zeros
+ * written ahead are no news): a write a crash tore, which the next open
+ * drops, or damage there that cannot be told from one.  Not counted as
+ * damage; said, since what they held is not in the store. */
+static void torn_tail_note(const char *path, const char *name, uint64_t good)
+{
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    struct stat st;
+    if (fd < 0 || fstat(fd, &st) < 0 || (uint64_t)st.st_size <= good) {
+        if (fd >= 0)
+            close(fd);
+        return;
+    }
+    uint8_t b[65536];
+    uint64_t at = good, nonzero = 0;
+    ssize_t r;
+    while (!nonzero && (r = pread(fd, b, sizeof b, (off_t)at)) > 0) {
+        for (ssize_t i = 0; i < r && !nonzero; i++)
+            nonzero = b[i] != 0;
+        at += (uint64_t)r;
+    }
+    close(fd);
+    if (nonzero) {
+        clear_progress();
+        printf("note: %s: the %llu bytes after offset %llu are not a whole record (a write torn by a crash, "
+               "or damage there): the next open drops them\n", name,
+               (unsigned long long)((uint64_t)st.st_size - good), (unsigned long long)good);
+    }
+}
+
 static int cmd_check(const char *dir)
 {
     load_live(dir);
@@ -1055,8 +1085,11 @@ static int cmd_check(const char *dir)
             } else if (!strcmp(end, ".log")) {
                 logs++;
                 struct logcheck lc = {dir, e->d_name};
-                if (wal_replay(path, num, num == newest_log ? WAL_NEWEST : 0, check_log_record, &lc, NULL) != 0)
+                uint64_t good = 0;
+                if (wal_replay(path, num, num == newest_log ? WAL_NEWEST : 0, check_log_record, &lc, &good) != 0)
                     report(e->d_name, stash_last_error(NULL));
+                else if (num == newest_log)
+                    torn_tail_note(path, e->d_name, good);
             }
         } else if (!strncmp(e->d_name, "MANIFEST-", 9)) {
             unsigned long long num = strtoull(e->d_name + 9, &end, 10);

@@ -1732,6 +1732,14 @@ static int after_move_aside(const char *to)
     return hid_path && loop_request() && hid_req == loop_request() && hid_path == (fnv64(0, to, strlen(to)) | 1);
 }
 
+/* Whether keys A and B are two names of one (hard-linked) file. */
+static int one_file(const char *a, size_t al, const char *b, size_t bl)
+{
+    stash_stat_t as, bs;
+    return stash_stat(db, NULL, a, al, &as) == 0 && stash_stat(db, NULL, b, bl, &bs) == 0 && as.link_id &&
+           as.link_id == bs.link_id;
+}
+
 /*
  * renameat2(RENAME_EXCHANGE): FROM and TO swap in one batch
  * (stash_rename2): two files, two directories with everything under them,
@@ -1754,15 +1762,11 @@ static int w_exchange(const char *from, const char *to)
     if (rc == 0 && ((tl > fl && !memcmp(tk, fk, fl) && tk[fl] == '/') ||
                     (fl > tl && !memcmp(fk, tk, tl) && fk[tl] == '/')))
         rc = -EINVAL;
-    if (rc == 0 && fkind == K_FILE && tkind == K_FILE) {
-        /* Two names of one file: nothing changes (rename(2)). */
-        stash_stat_t fs, ts;
-        if (stash_stat(db, NULL, fk, fl, &fs) == 0 && stash_stat(db, NULL, tk, tl, &ts) == 0 && fs.link_id &&
-            fs.link_id == ts.link_id) {
-            free(fk);
-            free(tk);
-            return 0;
-        }
+    /* Two names of one file: nothing changes (rename(2)). */
+    if (rc == 0 && fkind == K_FILE && tkind == K_FILE && one_file(fk, fl, tk, tl)) {
+        free(fk);
+        free(tk);
+        return 0;
     }
     if (rc == 0) {
         /* A directory moves as its keys "dir/...", to "name/..." of the
@@ -1853,14 +1857,10 @@ static int w_rename(const char *from, const char *to, unsigned int flags)
     }
     /* Two names of one file: rename(2) succeeds and does nothing else (no
      * times move).  (The kernel sees two inodes, so it asks.) */
-    if (rc == 0 && fkind == K_FILE && tkind == K_FILE) {
-        stash_stat_t fs, ts;
-        if (stash_stat(db, NULL, fk, fl, &fs) == 0 && stash_stat(db, NULL, tk, tl, &ts) == 0 && fs.link_id &&
-            fs.link_id == ts.link_id) {
-            free(fk);
-            free(tk);
-            return 0;
-        }
+    if (rc == 0 && fkind == K_FILE && tkind == K_FILE && one_file(fk, fl, tk, tl)) {
+        free(fk);
+        free(tk);
+        return 0;
     }
     if (rc == 0 && after_hide && fkind == K_FILE && tkind == K_NONE) {
         stash_stat_t fs, hs;

@@ -101,9 +101,11 @@ int vlog_read(vlog_t *vl, const struct vptr *p, void *buf, size_t cap, size_t *n
  * Whether the bytes *P names were lost by a crash of the machine: a pointer
  * logged, not yet fsynced, can survive while its bytes, not yet fsynced
  * either, do not.  Torn: past the end of the file (the file itself was made
- * durable before any pointer into it), or past the file's synced size and
- * not matching the pointer's CRC (read to find out: a later append to the
- * same file may have survived where this one did not).  A missing file is
+ * durable before any pointer into it) but not below its synced size (a
+ * file cut short there is damage: the chunk reads -EIO), or past the
+ * file's synced size and not matching the pointer's CRC (read to find out:
+ * a later append to the same file may have survived where this one did
+ * not).  A missing file is
  * not torn: files are removed when collected, and a logged pointer into one
  * is a version that later records hide.  A file of version 1 has no synced
  * size; only its end is checked.  CHECK 0: only the end is checked (a log

@@ -847,20 +847,31 @@ static void test_no_room_to_compact(void **state)
  * them had sequences out of order (the open failed).  The cut must be in
  * the file: the next open works and shows neither.
  */
+static void crash_after(const stash_options_t *o, int (*fn)(stash_t *db));
+
+/* a, a large value, c: written, none synced (the machine stops next). */
+static int torn_writes(stash_t *db)
+{
+    const size_t n = 256u << 10;
+    uint8_t *a = malloc(n);
+    for (size_t i = 0; i < n; i++)
+        a[i] = (uint8_t)(i * 2654435761u >> 13);
+    int rc = stash_put(db, "a", 1, "1", 1);
+    if (rc == 0)
+        rc = stash_pwrite(db, "big", 3, a, n, 0);
+    if (rc == 0)
+        rc = stash_put(db, "c", 1, "3", 1);
+    free(a);
+    return rc;
+}
+
 static void test_torn_cut_forgotten(void **state)
 {
     (void)state;
     stash_options_t o;
     opts(&o, 4u << 20);
-    const size_t n = 256u << 10;
-    uint8_t *a = malloc(n);
-    for (size_t i = 0; i < n; i++)
-        a[i] = (uint8_t)(i * 2654435761u >> 13);
-    stash_t *db = open_with(&o);
-    assert_int_equal(stash_put(db, "a", 1, "1", 1), 0);
-    assert_int_equal(stash_pwrite(db, "big", 3, a, n, 0), 0);
-    assert_int_equal(stash_put(db, "c", 1, "3", 1), 0);
-    assert_int_equal(stash_close(db), 0);
+    crash_after(&o, torn_writes);
+    stash_t *db;
     char vp[PATH_MAX + 300];
     tu_value_file(vp, sizeof vp);
     assert_true(vp[0]);
@@ -886,7 +897,6 @@ static void test_torn_cut_forgotten(void **state)
     assert_int_equal(stash_get(db, "d", 1, &v, &vl), 0);
     stash_free(v);
     assert_int_equal(stash_close(db), 0);
-    free(a);
 }
 
 /* ---- value-file bytes a crash of the machine lost, a later append kept ---- */
@@ -1025,6 +1035,41 @@ static void test_synced_bytes_damaged(void **state)
     stash_t *db = open_with(&o);
     void *v;
     size_t vl;
+    assert_int_equal(stash_get(db, "f", 1, &v, &vl), -EIO);
+    assert_int_equal(stash_close(db), 0);
+}
+
+static int synced_then_small(stash_t *db)
+{
+    int rc = lost_synced_only(db);
+    if (rc == 0)
+        rc = stash_put(db, "after", 5, "x", 1);
+    if (rc == 0)
+        rc = stash_sync(db);
+    return rc;
+}
+
+/*
+ * A value file cut short below the size its header says was synced is
+ * damage, not a crash's doing: the batch replays (its chunks read -EIO),
+ * and the synced writes after it stay (cutting the log there dropped them
+ * without a word).
+ */
+static void test_synced_bytes_cut(void **state)
+{
+    (void)state;
+    stash_options_t o;
+    opts(&o, 4u << 20);
+    crash_after(&o, synced_then_small);
+    char vp[PATH_MAX + 300];
+    tu_value_file(vp, sizeof vp);
+    assert_true(vp[0]);
+    assert_int_equal(truncate(vp, 100000), 0);
+    stash_t *db = open_with(&o);
+    void *v;
+    size_t vl;
+    assert_int_equal(stash_get(db, "after", 5, &v, &vl), 0);
+    stash_free(v);
     assert_int_equal(stash_get(db, "f", 1, &v, &vl), -EIO);
     assert_int_equal(stash_close(db), 0);
 }
@@ -1210,6 +1255,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_lost_bytes_later_kept, tu_setup, teardown),
         cmocka_unit_test_setup_teardown(test_synced_bytes_damaged, tu_setup, teardown),
         cmocka_unit_test_setup_teardown(test_mark_after_failed_sync, tu_setup, teardown),
+        cmocka_unit_test_setup_teardown(test_synced_bytes_cut, tu_setup, teardown),
         cmocka_unit_test_setup_teardown(test_stall_after_compact_range, tu_setup, teardown),
         cmocka_unit_test_setup_teardown(test_compaction_fails_once, tu_setup, teardown),
     };

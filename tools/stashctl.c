@@ -739,7 +739,7 @@ static void vlog_bad(uint64_t num, const char *holder, uint64_t off, const char 
 struct suspect {
     uint8_t key[CHUNK_KEY_LEN];
     uint64_t seq, file, off;
-    int newer;
+    uint64_t newer;     /* the lowest sequence of a newer version (UINT64_MAX: none) */
     char holder[40];
 };
 static struct suspect *sus;
@@ -762,7 +762,7 @@ static void suspect(const uint8_t *key, uint64_t seq, const struct vptr *p, cons
     x->seq = seq;
     x->file = p->file;
     x->off = p->off;
-    x->newer = 0;
+    x->newer = UINT64_MAX;
     snprintf(x->holder, sizeof x->holder, "%s", holder);
 }
 
@@ -788,7 +788,59 @@ static void note_version(const uint8_t *key, size_t klen, uint64_t seq)
             hi = mid;
     }
     for (size_t i = lo; i < nsus && !memcmp(sus[i].key, key, CHUNK_KEY_LEN) && sus[i].seq < seq; i++)
-        sus[i].newer = 1;
+        if (seq < sus[i].newer)
+            sus[i].newer = seq;
+}
+
+/* Named snapshots, as the second walk finds their records (the newest
+ * version of each name): a version a snapshot sees is still read. */
+static struct snaprec {
+    uint8_t name[256];
+    size_t len;
+    uint64_t at;        /* the record's own sequence */
+    int live;           /* its newest version is a put */
+    uint64_t seq;       /* the sequence the snapshot sees */
+} *snaps;
+static size_t nsnaps, capsnaps;
+
+static void note_snapshot(const uint8_t *key, size_t klen, uint64_t at, int type, const uint8_t *v, size_t vl)
+{
+    if (klen < 3 || klen - 2 > 255 || key[0] != NS_BYTE || key[1] != NS_SNAP)
+        return;
+    size_t i = 0;
+    while (i < nsnaps && !(snaps[i].len == klen - 2 && !memcmp(snaps[i].name, key + 2, klen - 2)))
+        i++;
+    if (i == nsnaps) {
+        if (nsnaps == capsnaps) {
+            size_t cap = capsnaps ? 2 * capsnaps : 16;
+            struct snaprec *n = realloc(snaps, cap * sizeof *n);
+            if (!n)
+                return;
+            snaps = n;
+            capsnaps = cap;
+        }
+        memset(&snaps[i], 0, sizeof snaps[i]);
+        memcpy(snaps[i].name, key + 2, klen - 2);
+        snaps[i].len = klen - 2;
+        nsnaps++;
+    } else if (at < snaps[i].at) {
+        return;         /* an older version of the record */
+    }
+    snaps[i].at = at;
+    snaps[i].live = type == KT_PUT && vl >= 8;
+    snaps[i].seq = snaps[i].live ? dec_u64(v) : 0;
+}
+
+/* Is suspect X harmless: a newer version hides it from now and from every
+ * named snapshot? */
+static int suspect_hidden(const struct suspect *x)
+{
+    if (x->newer == UINT64_MAX)
+        return 0;
+    for (size_t i = 0; i < nsnaps; i++)
+        if (snaps[i].live && snaps[i].seq >= x->seq && snaps[i].seq < x->newer)
+            return 0;
+    return 1;
 }
 
 static void check_ptr(const char *dir, const char *holder, const uint8_t *key, uint64_t seq, const uint8_t *v,
@@ -846,8 +898,9 @@ static int check_log_entry(void *arg, uint64_t seq, int type, const uint8_t *key
 static int newer_log_entry(void *arg, uint64_t seq, int type, const uint8_t *key, size_t klen,
                            const uint8_t *val, size_t vlen)
 {
-    (void)arg, (void)type, (void)val, (void)vlen;
+    (void)arg;
     note_version(key, klen, seq);
+    note_snapshot(key, klen, seq, type, val, vlen);
     return 0;
 }
 
@@ -868,10 +921,13 @@ static void newer_in_table(const char *dir, const char *name, uint64_t num)
         return;
     sst_iter_t *it = sst_iter_new(r);
     for (sst_iter_seek_first(it); it && sst_iter_valid(it); sst_iter_next(it)) {
-        size_t kl;
-        const uint8_t *k = sst_iter_key(it, &kl);
-        if (kl >= 8)
-            note_version(k, ikey_ulen(kl), TAG_SEQ(ikey_tag(k, kl)));
+        size_t kl, vl;
+        const uint8_t *k = sst_iter_key(it, &kl), *v = sst_iter_value(it, &vl);
+        if (kl >= 8) {
+            uint64_t tag = ikey_tag(k, kl);
+            note_version(k, ikey_ulen(kl), TAG_SEQ(tag));
+            note_snapshot(k, ikey_ulen(kl), TAG_SEQ(tag), TAG_TYPE(tag), v, vl);
+        }
     }
     sst_iter_free(it);
     sst_close(r);
@@ -1121,9 +1177,10 @@ static int cmd_check(const char *dir)
                 (void)wal_replay(path, num, num == newest_log ? WAL_NEWEST : 0, newer_log_record, NULL, NULL);
         }
         for (size_t i = 0; i < nsus; i++)
-            if (!sus[i].newer)
+            if (!suspect_hidden(&sus[i]))
                 vlog_bad(sus[i].file, sus[i].holder, sus[i].off, "missing");
         free(sus);
+        free(snaps);
     }
     closedir(d);
     progress_end("checking");

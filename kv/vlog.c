@@ -117,10 +117,8 @@ static void mark_encode(uint8_t h[VLOG_HDR], uint64_t mark)
     enc_u32(h + 28, 0);
 }
 
-/* The synced size of file NUM from its header H (LEN bytes read): a header
- * of version 1 has none (its end is all recovery checks: returns UINT64_MAX);
- * one that is damaged, or not there, proves nothing synced (0). */
-static uint64_t mark_decode(const uint8_t *h, size_t len, uint64_t num)
+/* See vlog.h.  (A version 1 file: its end is all recovery checks.) */
+uint64_t vlog_mark_decode(const uint8_t *h, size_t len, uint64_t num)
 {
     if (len < VLOG_HDR_V1 || dec_u32(h) != VLOG_MAGIC || dec_u64(h + 8) != num)
         return 0;
@@ -778,7 +776,7 @@ int vlog_torn(vlog_t *vl, const struct vptr *p, int check)
         if (r < 0)
             rc = err_set(-EIO, "value file %06llu.val in %s: cannot read its header: %s",
                          (unsigned long long)f->num, vl->dir, strerror(errno));
-        f->open_mark = mark_decode(h, r > 0 ? (size_t)r : 0, f->num);
+        f->open_mark = vlog_mark_decode(h, r > 0 ? (size_t)r : 0, f->num);
         f->mark_read = rc == 0;
     }
     /* Cut short below what was synced: damage, not a crash's doing; the

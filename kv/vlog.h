@@ -115,6 +115,11 @@ int vlog_read(vlog_t *vl, const struct vptr *p, void *buf, size_t cap, size_t *n
  */
 int vlog_torn(vlog_t *vl, const struct vptr *p, int check);
 
+/* The synced size in header H (LEN bytes read from the start of file
+ * NUM): UINT64_MAX for a version 1 file (no synced size), 0 for a header
+ * damaged or not there (nothing proven synced). */
+uint64_t vlog_mark_decode(const uint8_t *h, size_t len, uint64_t num);
+
 /* Make every append that has returned durable: 0 or -EIO. */
 int vlog_sync(vlog_t *vl);
 

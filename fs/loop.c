@@ -351,7 +351,10 @@ static void *serve(void *arg)
             if (n == -EINTR)
                 continue;
             /* Only an error, the end of the device or loop_run's stop ends
-             * the serving: a request read after a signal is answered too. */
+             * the serving: a request read after a signal is answered too.
+             * (Once loop_run marks the session exited, after the stopping
+             * hook, libfuse hands back nothing more: what is still queued
+             * fails with ENOTCONN when the mount goes.) */
             if (n <= 0 || lp.stop) {
                 if (n > 0) {
                     take(&buf);

@@ -226,6 +226,27 @@ rm -f "$vf"
 expect 1 "check with a snapshot's value file gone" "$ctl" -d "$store5" check
 grep -q "$(basename "$vf"): .* missing" "$tmp/out" || { echo "FAIL: snapshot value file report"; cat "$tmp/out"; fails=$((fails + 1)); }
 
+# Stores that would not open: check says so (it passed them as clean).
+for what in current table swap; do
+    s6="$tmp/store6$what"
+    mkdir -p "$s6"
+    "$build/stash-demo" "$s6" >/dev/null || { echo "FAIL: demo $s6"; fails=$((fails + 1)); }
+    "$ctl" -d "$s6" compact >/dev/null
+    t6=$(ls "$s6"/*.sst | head -n 1)
+    case $what in
+    current) rm -f "$s6/CURRENT" ;;
+    table) rm -f "$t6" ;;
+    swap) # another table of another size in its place
+        "$ctl" -d "$s6" put extra "a value that makes the other store's table larger" &&
+            mkdir -p "$tmp/other6" && "$build/stash-demo" "$tmp/other6" >/dev/null &&
+            "$ctl" -d "$tmp/other6" put extra "a value that makes this table larger than the first" &&
+            "$ctl" -d "$tmp/other6" compact >/dev/null &&
+            cp "$(ls "$tmp"/other6/*.sst | head -n 1)" "$t6" ;;
+    esac
+    expect 1 "check of a store whose $what is broken" "$ctl" -d "$s6" check
+    grep -q "^damaged: " "$tmp/out" || { echo "FAIL: check report ($what)"; cat "$tmp/out"; fails=$((fails + 1)); }
+done
+
 # The newest log's last record damaged: a torn write to the engine, dropped
 # at the next open; check says so (not damage: it cannot be told apart).
 store4="$tmp/store4"

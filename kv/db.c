@@ -2037,6 +2037,25 @@ int stash_iter_stat(const stash_iter_t *it, stash_stat_t *st)
  * are read at one view; a target that held another chunked value has its
  * chunks dropped.
  */
+/* Limit IT to the keys starting with P (PLEN bytes): a scan stops at the
+ * end of the prefix, not at the first live key after it. */
+static int iter_prefix(stash_iter_t *it, const void *p, size_t plen)
+{
+    size_t el = plen;
+    while (el && ((const uint8_t *)p)[el - 1] == 0xFF)
+        el--;
+    if (!el)
+        return stash_iter_set_upper(it, NULL, 0);
+    uint8_t *end = malloc(el);
+    if (!end)
+        return err_set(-ENOMEM, "out of memory");
+    memcpy(end, p, el);
+    end[el - 1]++;
+    int rc = stash_iter_set_upper(it, end, el);
+    free(end);
+    return rc;
+}
+
 int stash_rename_prefix(stash_t *db, const void *from, size_t flen, const void *to, size_t tlen,
                         uint64_t *moved)
 {
@@ -2059,21 +2078,8 @@ int stash_rename_prefix(stash_t *db, const void *from, size_t flen, const void *
     int held = 0;
     if (!it || !b)
         rc = err_set(-ENOMEM, "out of memory");
-    /* Stop at the end of the prefix, not at the first live key after it. */
-    size_t el = flen;
-    while (el && ((const uint8_t *)from)[el - 1] == 0xFF)
-        el--;
-    if (rc == 0 && el) {
-        uint8_t *end = malloc(el);
-        if (!end) {
-            rc = err_set(-ENOMEM, "out of memory");
-        } else {
-            memcpy(end, from, el);
-            end[el - 1]++;
-            rc = stash_iter_set_upper(it, end, el);
-            free(end);
-        }
-    }
+    if (rc == 0)
+        rc = iter_prefix(it, from, flen);
     for (stash_iter_seek(it, from, flen); rc == 0 && stash_iter_valid(it); stash_iter_next(it)) {
         size_t kl, vl, iklen;
         const uint8_t *k = stash_iter_key(it, &kl);
@@ -2268,17 +2274,7 @@ int stash_rename2(stash_t *db, const void *from1, size_t f1len, const void *to1,
             free(raw);
             continue;
         }
-        /* Every key under the prefix (up to its end, not the first key past it). */
-        size_t el = m[i].flen;
-        while (el && m[i].from[el - 1] == 0xFF)
-            el--;
-        if (el) {
-            memcpy(sc.nk, m[i].from, el);
-            sc.nk[el - 1]++;
-            rc = stash_iter_set_upper(it, sc.nk, el);
-        } else {
-            rc = stash_iter_set_upper(it, NULL, 0);
-        }
+        rc = iter_prefix(it, m[i].from, m[i].flen);
         for (stash_iter_seek(it, m[i].from, m[i].flen); rc == 0 && stash_iter_valid(it); stash_iter_next(it)) {
             size_t kl, rl;
             const uint8_t *k = stash_iter_key(it, &kl);

@@ -982,7 +982,6 @@ static void vlog_report(void)
 
 /* The tables the MANIFEST names, with their sizes and entry counts. */
 static uint64_t *live, *live_size, *live_entries;
-static char *live_seen;
 static int nlive, have_live;
 
 static int check_table(const char *dir, const char *name, uint64_t num)
@@ -1066,8 +1065,7 @@ static void load_live(const char *dir)
         live = calloc((size_t)n + 1, sizeof *live);
         live_size = calloc((size_t)n + 1, sizeof *live_size);
         live_entries = calloc((size_t)n + 1, sizeof *live_entries);
-        live_seen = calloc((size_t)n + 1, 1);
-        if (live && live_seen && live_size && live_entries) {
+        if (live && live_size && live_entries) {
             for (int l = 0; l < NLEVELS; l++)
                 for (int i = 0; i < vs.cur->n[l]; i++)
                 {
@@ -1087,10 +1085,8 @@ static int is_live(uint64_t num)
     if (!have_live)
         return 1;   /* no readable MANIFEST: check every table */
     for (int i = 0; i < nlive; i++)
-        if (live[i] == num) {
-            live_seen[i] = 1;
+        if (live[i] == num)
             return 1;
-        }
     return 0;
 }
 
@@ -1209,12 +1205,6 @@ static int cmd_check(const char *dir)
     }
     closedir(d);
     progress_end("checking");
-    for (int i = 0; have_live && i < nlive; i++)
-        if (!live_seen[i]) {
-            char name[32];
-            snprintf(name, sizeof name, "%06llu.sst", (unsigned long long)live[i]);
-            report(name, "named by the MANIFEST but missing: the store will not open");
-        }
     vlog_report();
     if (torn_ptrs) {
         char name[32];
@@ -1224,7 +1214,6 @@ static int cmd_check(const char *dir)
                torn_ptrs == 1 ? "" : "s");
     }
     free(live);
-    free(live_seen);
     free(live_size);
     free(live_entries);
     printf("%s: %d tables, %d logs, %d MANIFEST, %llu value-file chunks checked, %d damaged\n",

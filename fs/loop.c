@@ -126,13 +126,14 @@ static int slow(const struct fuse_buf *buf)
 
 static __thread unsigned long requests;
 static __thread uint64_t req_node;         /* the request's inode */
-static __thread int req_kill;              /* a WRITE with FUSE_WRITE_KILL_SUIDGID */
+static __thread int req_kill;              /* a WRITE or SETATTR that kills set-ID bits */
 static __thread uint64_t req_link;         /* a LINK's source inode */
 static __thread uint64_t req_create;       /* a CREATE's unique number */
 static __thread uint32_t req_opcode;
 static __thread uint64_t req_init;         /* an INIT's unique number */
 static __thread uint32_t req_init_flags;   /* and the flags the kernel offers */
 static __thread struct loop_rename req_ren; /* a RENAME's names (oldname NULL: none) */
+static atomic_int killpriv;                /* FUSE_HANDLE_KILLPRIV_V2 agreed at INIT */
 
 unsigned long loop_request(void)
 {
@@ -165,7 +166,7 @@ uint64_t loop_link_source(void)
     return req_link;
 }
 
-int loop_write_kills_suid(uint64_t *node)
+int loop_kills_suid(uint64_t *node)
 {
     *node = req_node;
     return requests && req_kill;
@@ -196,6 +197,10 @@ static void take(const struct fuse_buf *buf)
     req_opcode = in->opcode;
     if (in->opcode == FUSE_WRITE && buf->size >= sizeof *in + sizeof(struct fuse_write_in))
         req_kill = (((const struct fuse_write_in *)(in + 1))->write_flags & FUSE_WRITE_KILL_SUIDGID) != 0;
+    if (in->opcode == FUSE_OPEN && buf->size >= sizeof *in + sizeof(struct fuse_open_in))
+        req_kill = (((const struct fuse_open_in *)(in + 1))->open_flags & FUSE_OPEN_KILL_SUIDGID) != 0;
+    if (in->opcode == FUSE_SETATTR && buf->size >= sizeof *in + sizeof(struct fuse_setattr_in))
+        req_kill = (((const struct fuse_setattr_in *)(in + 1))->valid & FATTR_KILL_SUIDGID) != 0;
     if (in->opcode == FUSE_LINK && buf->size >= sizeof *in + sizeof(struct fuse_link_in))
         req_link = ((const struct fuse_link_in *)(in + 1))->oldnodeid;
     if (in->opcode == FUSE_CREATE)
@@ -257,26 +262,41 @@ static ssize_t dev_read(int fd, void *buf, size_t len, void *userdata)
 }
 
 /*
- * The INIT reply, with FUSE_PARALLEL_DIROPS added when the kernel offers
- * it.  libfuse before 3.16 never passes that flag on, whatever the
- * filesystem asks (nor HANDLE_KILLPRIV, which stays off: the kernel then
- * clears set-ID bits itself).  Without it the kernel lets one LOOKUP or
- * READDIR at a time into a directory, so processes working in one
- * directory wait for each other's round trips.  The daemon's handlers are
- * safe for it, as libfuse's path interface is (it locks the paths it
- * resolves).  Later libfuse sets the flag itself; adding it again changes
- * nothing.
+ * The INIT reply, with two flags added when the kernel offers them, which
+ * libfuse before 3.16 never passes on, whatever the filesystem asks:
+ *   - FUSE_PARALLEL_DIROPS.  Without it the kernel lets one LOOKUP or
+ *     READDIR at a time into a directory, so processes working in one
+ *     directory wait for each other's round trips.  The daemon's handlers
+ *     are safe for it, as libfuse's path interface is (it locks the paths
+ *     it resolves).
+ *   - FUSE_HANDLE_KILLPRIV_V2: the daemon clears set-user-ID and
+ *     set-group-ID bits where a write, a truncation or a chown must (the
+ *     kernel says when, in the request: loop_kills_suid).  Without it the
+ *     kernel asks for the file's security.capability before every write(2)
+ *     through its page cache, and for its attributes before every chown: a
+ *     round trip each, doubling the cost of small writes through a
+ *     read-write handle.
+ * Later libfuse may set these itself; adding them again changes nothing.
  */
 static ssize_t init_reply(int fd, struct iovec *iov, int count)
 {
     struct fuse_init_out o;
+    uint32_t add = req_init_flags & (FUSE_PARALLEL_DIROPS | FUSE_HANDLE_KILLPRIV_V2);
     if (count != 2 || iov[1].iov_len < offsetof(struct fuse_init_out, flags) + sizeof o.flags ||
-        iov[1].iov_len > sizeof o || !(req_init_flags & FUSE_PARALLEL_DIROPS))
+        iov[1].iov_len > sizeof o || !add)
         return writev(fd, iov, count);
     memcpy(&o, iov[1].iov_base, iov[1].iov_len);
-    o.flags |= FUSE_PARALLEL_DIROPS;
+    o.flags |= add;
     struct iovec v[2] = { iov[0], { &o, iov[1].iov_len } };
-    return writev(fd, v, 2);
+    ssize_t n = writev(fd, v, 2);
+    if (n > 0 && (add & FUSE_HANDLE_KILLPRIV_V2))
+        atomic_store(&killpriv, 1);
+    return n;
+}
+
+int loop_killpriv(void)
+{
+    return atomic_load(&killpriv);
 }
 
 static ssize_t dev_writev(int fd, struct iovec *iov, int count, void *userdata)

@@ -32,7 +32,9 @@
  *   READ holds) can finish.  Its answer to
  *   the kernel's INIT asks for FUSE_PARALLEL_DIROPS when the kernel offers
  *   it (libfuse before 3.16 never does, whatever the filesystem wants):
- *   lookups and listings in one directory then come in together.
+ *   lookups and listings in one directory then come in together.  It asks
+ *   for FUSE_HANDLE_KILLPRIV_V2 too: the filesystem must then clear
+ *   set-ID bits where loop_kills_suid (below) says.
  *
  * Requirements: the filesystem's handlers must be thread-safe when
  * WORKERS > 0.  Serving threads block every signal, so that SIGINT,
@@ -109,12 +111,23 @@ int loop_rename(struct loop_rename *r);
  * request's own inode is the new name's directory).  0 otherwise. */
 uint64_t loop_link_source(void);
 
-/* Whether the request the calling thread answers in loop_run is a WRITE
- * the kernel sent with FUSE_WRITE_KILL_SUIDGID: a direct write (one past
- * the page cache) by a writer without CAP_FSETID, after which the file
- * must lose its set-user-ID bit, and its set-group-ID bit if group
- * execution is on.  *NODE gets the request's inode.  0 outside loop_run. */
-int loop_write_kills_suid(uint64_t *node);
+/* Whether the request the calling thread answers in loop_run is one after
+ * which the file must lose its set-user-ID bit, and its set-group-ID bit
+ * if group execution is on (the daemon answers INIT with
+ * FUSE_HANDLE_KILLPRIV_V2, so the kernel leaves this to it):
+ *   - a WRITE with FUSE_WRITE_KILL_SUIDGID (a writer without CAP_FSETID);
+ *   - a SETATTR with FATTR_KILL_SUIDGID: a chown of a file that is not a
+ *     directory, or a truncation by a caller without CAP_FSETID;
+ *   - an OPEN with FUSE_OPEN_KILL_SUIDGID: O_TRUNC, by a caller without
+ *     CAP_FSETID.
+ * *NODE gets the request's inode.  0 outside loop_run. */
+int loop_kills_suid(uint64_t *node);
+
+/* Whether the kernel agreed to FUSE_HANDLE_KILLPRIV_V2: if not, it clears
+ * set-ID bits itself, except on an OPEN with O_TRUNC (which it leaves to
+ * the filesystem either way, without saying whether the caller has
+ * CAP_FSETID). */
+int loop_killpriv(void);
 
 /* Have the kernel drop the attributes it caches of inode NODE (not its
  * pages, so it cannot wait on a request in flight): callable from inside a

@@ -1400,6 +1400,7 @@ static int w_mknod(const char *path, mode_t mode, dev_t rdev)
 }
 
 static void load_groups(struct perm_who *w);
+static void drop_setid(const char *key, size_t kl, int inval);
 
 static int r_open(const char *path, struct fuse_file_info *fi)
 {
@@ -1413,24 +1414,14 @@ static int r_open(const char *path, struct fuse_file_info *fi)
     if (fi->flags & O_TRUNC) {
         /* The kernel passes O_TRUNC here (atomic_o_trunc), and with it
          * leaves the set-ID bits to the daemon: a truncation by a caller
-         * other than root clears them, as truncate(2) does (set-group-ID
-         * only where group execution makes it one). */
+         * without CAP_FSETID clears them, as truncate(2) does.  The
+         * kernel says which callers those are if it agreed to
+         * HANDLE_KILLPRIV_V2 (loop.h); otherwise: all but root. */
         if ((rc = stash_truncate(db, key, kl, 0)) != 0)
             return rc;
-        stash_stat_t s;
-        struct fuse_context *c = fuse_get_context();
-        if (c->uid != 0 && stash_stat(db, NULL, key, kl, &s) == 0) {
-            /* Set-group-ID goes with group execution, or when the caller
-             * is not in the file's group (as the kernel decides). */
-            struct perm_who pw = {.uid = c->uid, .gid = c->gid, .ngroups = -1, .load = load_groups};
-            mode_t kill = S_ISUID;
-            if ((s.mode & S_ISGID) && ((s.mode & S_IXGRP) || !perm_in_group(&pw, s.gid)))
-                kill |= S_ISGID;
-            stash_stat_t t = {.mode = s.mode & ~kill, .ctime_ns = now()};
-            if ((s.mode & kill) && stash_setstat(db, key, kl, &t, STASH_SET_MODE | STASH_SET_CTIME) == 0 &&
-                loop_node())
-                (void)loop_inval_attrs(loop_node());
-        }
+        uint64_t node;
+        if (loop_kills_suid(&node) || (!loop_killpriv() && fuse_get_context()->uid != 0))
+            drop_setid(key, kl, 1);
     }
     if (cur)
         return 0;       /* a snapshot's files cannot be removed */
@@ -1479,23 +1470,67 @@ static int r_read(const char *path, char *buf, size_t size, off_t off, struct fu
     return rc ? rc : (int)got;
 }
 
-/* A direct write by a writer without CAP_FSETID (the kernel says so in the
- * request: loop.h) clears the file's set-user-ID bit, and its set-group-ID
- * bit where group execution makes it one, as the kernel does itself before
- * a write through its page cache.  The kernel's cached mode is dropped
- * before the write is answered. */
-static void kill_suid(const char *key, size_t kl)
+/* The set-ID bits of a file of mode MODE in group GID that a change by the
+ * caller clears: set-user-ID, and set-group-ID where group execution makes
+ * it one or the caller is not in the group (nor root), as the kernel
+ * decides for a local filesystem. */
+static mode_t setid_bits(mode_t mode, gid_t gid)
+{
+    struct fuse_context *c = fuse_get_context();
+    struct perm_who pw = {.uid = c->uid, .gid = c->gid, .ngroups = -1, .load = load_groups};
+    mode_t kill = S_ISUID;
+    if ((mode & S_ISGID) && ((mode & S_IXGRP) || (c->uid != 0 && !perm_in_group(&pw, gid))))
+        kill |= S_ISGID;
+    return mode & kill;
+}
+
+/* Whether the caller has CAP_FSETID (capability number 4), from its
+ * /proc/PID/status.  Where that cannot be read (the process is gone, or
+ * not in the daemon's PID namespace), root is taken to have it and no one
+ * else.  For rare requests only: it reads a file. */
+static int caller_fsetid(void)
+{
+    struct fuse_context *c = fuse_get_context();
+    char path[64], line[256];
+    int has = c->uid == 0;
+    snprintf(path, sizeof path, "/proc/%d/status", (int)c->pid);
+    FILE *f = c->pid > 0 ? fopen(path, "re") : NULL;
+    if (f) {
+        while (fgets(line, sizeof line, f))
+            if (!strncmp(line, "CapEff:", 7)) {
+                has = (int)((strtoull(line + 7, NULL, 16) >> 4) & 1);
+                break;
+            }
+        fclose(f);
+    }
+    return has;
+}
+
+/* Clear KEY's set-ID bits (setid_bits) unless it is a directory; with
+ * INVAL, drop the mode the kernel caches, for requests whose reply does
+ * not carry the new one. */
+static void drop_setid(const char *key, size_t kl, int inval)
+{
+    stash_stat_t s;
+    if (stash_stat(db, NULL, key, kl, &s) != 0 || S_ISDIR(s.mode))
+        return;
+    mode_t kill = setid_bits(s.mode, s.gid);
+    stash_stat_t t = {.mode = s.mode & ~kill, .ctime_ns = now()};
+    if (kill && stash_setstat(db, key, kl, &t, STASH_SET_MODE | STASH_SET_CTIME) == 0 && inval && loop_node())
+        (void)loop_inval_attrs(loop_node());
+}
+
+/* After a write, a truncation or a chown for which the kernel says so
+ * (loop_kills_suid: a writer without CAP_FSETID, any chown), the file loses
+ * its set-ID bits, as the kernel would clear them itself were the daemon
+ * not asking to do it (loop.h).  A WRITE's reply carries no attributes, so
+ * the kernel's cached mode is dropped before it is answered; a SETATTR's
+ * carries the new one.  (set_attrs does the same for a chown.) */
+static void kill_suid(const char *key, size_t kl, int write)
 {
     uint64_t node;
-    stash_stat_t s;
-    if (!loop_write_kills_suid(&node) || stash_stat(db, NULL, key, kl, &s) != 0)
-        return;
-    mode_t kill = S_ISUID | (s.mode & S_IXGRP ? S_ISGID : 0);
-    if (!(s.mode & kill))
-        return;
-    stash_stat_t t = {.mode = s.mode & ~kill, .ctime_ns = now()};
-    if (stash_setstat(db, key, kl, &t, STASH_SET_MODE | STASH_SET_CTIME) == 0)
-        (void)loop_inval_attrs(node);
+    if (loop_kills_suid(&node))
+        drop_setid(key, kl, write);
 }
 
 static int w_write(const char *path, const char *buf, size_t size, off_t off, struct fuse_file_info *fi)
@@ -1505,7 +1540,7 @@ static int w_write(const char *path, const char *buf, size_t size, off_t off, st
     int rc = path_key(path, key, sizeof key, &kl);
     if (rc)
         return rc;
-    kill_suid(key, kl);
+    kill_suid(key, kl, 1);
     /* An append through one name of a hard-linked file: the kernel took
      * OFF from the size it caches for this name, which a change through
      * another name may have made stale (short of the real end after an
@@ -1536,9 +1571,9 @@ static int w_truncate(const char *path, off_t size, struct fuse_file_info *fi)
     char key[KEYBUF];
     size_t kl;
     int rc = path_key(path, key, sizeof key, &kl);
-    if (rc)
-        return rc;
-    return stash_truncate(db, key, kl, (uint64_t)size);
+    if (rc == 0 && (rc = stash_truncate(db, key, kl, (uint64_t)size)) == 0)
+        kill_suid(key, kl, 0);
+    return rc;
 }
 
 /*
@@ -1568,8 +1603,10 @@ static int w_fallocate(const char *path, int mode, off_t off, off_t len)
     uint64_t size, end = (uint64_t)off + (uint64_t)len;
     if ((rc = stash_value_size(db, key, kl, &size)) != 0)
         return rc;
-    /* (Set-user-ID and set-group-ID are cleared by the kernel, as for a
-     * write.) */
+    /* A caller without CAP_FSETID clears the set-ID bits, as on a local
+     * filesystem (the kernel leaves them to the daemon: loop.h). */
+    if (!caller_fsetid())
+        drop_setid(key, kl, 1);
     int moved = 0;      /* the change below moved the file's times */
     if (!(mode & (FALLOC_FL_PUNCH_HOLE | FALLOC_FL_ZERO_RANGE))) {
         struct statvfs sv;
@@ -2015,6 +2052,9 @@ static int set_attrs(const char *path, const stash_stat_t *want, unsigned mask)
         s.gid = st.st_gid;
     s.ctime_ns = now();
     int dir = S_ISDIR(st.st_mode);
+    uint64_t node;
+    if (!dir && loop_kills_suid(&node))    /* a chown (see kill_suid) */
+        s.mode &= ~setid_bits(st.st_mode, st.st_gid);
     if (dir)
         touch_forget();
     rc = stash_setstat(db, key, kl, &s, mask | STASH_SET_MODE | STASH_SET_UID | STASH_SET_GID | STASH_SET_CTIME);

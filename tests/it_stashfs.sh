@@ -571,6 +571,34 @@ if command -v setpriv >/dev/null; then
     suid_case "another user" 777 --reuid=65534 --regid=65534 --clear-groups
     suid_case "root without CAP_FSETID" 777 --inh-caps=-fsetid --bounding-set=-fsetid
     suid_case "root" 4777 --reuid=0
+    # Which set-ID bits each change takes off, as on ext4 (the daemon
+    # clears them, the kernel saying when: HANDLE_KILLPRIV_V2): a write, a
+    # truncation, an open with O_TRUNC or a fallocate by a caller without
+    # CAP_FSETID, and any chown.  Set-group-ID goes only where group
+    # execution is on or the caller is not in the file's group.
+    nob="setpriv --reuid=65534 --regid=65534 --clear-groups"
+    nocap="setpriv --inh-caps=-fsetid --bounding-set=-fsetid"
+    setid_case() {  # setid_case NAME MODE MODE_AFTER COMMAND (F: the file)
+        rm -f "$m/suid/$1"; echo hello >"$m/suid/$1"; chmod "$2" "$m/suid/$1"
+        F="$m/suid/$1" sh -c "$4" 2>/dev/null
+        check "set-ID bits after $1 (mode $2)" test "$(stat -c %a "$m/suid/$1")" = "$3"
+    }
+    setid_case append 6777 777 "$nob sh -c 'echo x >>\$F'"
+    setid_case append-sgid 2767 767 "$nob sh -c 'echo x >>\$F'"
+    setid_case rw-write 6777 777 "$nob sh -c 'exec 3<>\$F; printf y >&3'"
+    setid_case truncate 6777 777 "$nob truncate -s 100 \$F"
+    setid_case truncate-sgid 2766 766 "$nob truncate -s 3 \$F"
+    setid_case o_trunc 6777 777 "$nob sh -c ': >\$F'"
+    setid_case fallocate 6777 777 "$nob fallocate -l 8192 \$F"
+    setid_case chown 6777 777 "chown 1:1 \$F"
+    setid_case chown-sgid-gx 2757 757 "chown 1:1 \$F"
+    setid_case chown-sgid 2767 2767 "chown 1:1 \$F"
+    setid_case root-append 6777 6777 "sh -c 'echo x >>\$F'"
+    setid_case root-truncate 6777 6777 "truncate -s 10 \$F"
+    setid_case root-o_trunc 6777 6777 "sh -c ': >\$F'"
+    setid_case nocap-o_trunc 6777 777 "$nocap sh -c ': >\$F'"
+    setid_case nocap-truncate 6777 777 "$nocap truncate -s 1 \$F"
+    setid_case nocap-fallocate 6777 777 "$nocap fallocate -l 8192 \$F"
     unmount
     # Permissions as users 1001 and 1002 see them, checked by the daemon
     # (the default without allow_other) and by the kernel.

@@ -3190,6 +3190,11 @@ static void *fs_init(struct fuse_conn_info *conn, struct fuse_config *cfg)
      * default.  Random reads are not read ahead at all. */
     if (conn->max_readahead < (1u << 20))
         conn->max_readahead = 1u << 20;
+    /* A symbolic link's target never changes (a new link is a new inode):
+     * the kernel may keep it instead of asking (READLINK) on every path
+     * that goes through the link. */
+    if (conn->capable & FUSE_CAP_CACHE_SYMLINKS)
+        conn->want |= FUSE_CAP_CACHE_SYMLINKS;
     fuse_self = fuse_get_context()->fuse;
     /* Signals are for the thread waiting in loop_run (loop.h). */
     sigset_t all, old;

@@ -141,6 +141,7 @@ static int hidden_path(const char *path)
 
 static __thread stash_snapshot_t *cur;     /* the snapshot this call reads, or NULL */
 static int mount_ro;    /* mounted read-only (-o ro): opening writes nothing */
+static int no_atime;    /* mounted -o noatime: access times stay */
 
 /*
  * Open files, by inode number (fi->fh of a file handle): how many handles.
@@ -958,6 +959,7 @@ struct dirh {
     size_t nat, capat;
     char *names;        /* per entry: a byte (1: a sub-tree), the name, NUL */
     size_t nnames, capnames;
+    int listed;         /* a READDIR came (the access time moves: fs_releasedir) */
 };
 
 /* Forget the older half of the positions kept (not those from d->keep on).
@@ -1050,9 +1052,13 @@ static int fs_opendir(const char *path, struct fuse_file_info *fi)
     return 0;
 }
 
+static void atime_touch(const char *path);
+
 static int fs_releasedir(const char *path, struct fuse_file_info *fi)
 {
     struct dirh *d = (struct dirh *)(uintptr_t)fi->fh;
+    if (d && d->listed)
+        atime_touch(path);
     if (d) {
         free(d->at);
         free(d->names);
@@ -1062,11 +1068,12 @@ static int fs_releasedir(const char *path, struct fuse_file_info *fi)
 }
 
 static int r_readdir(const char *path, void *buf, fuse_fill_dir_t filler, off_t off,
-                      struct fuse_file_info *fi, enum fuse_readdir_flags flags)
+                      struct fuse_file_info *fi, enum fuse_readdir_flags flags, const struct stat *dots)
 {
     struct dirh *d = fi ? (struct dirh *)(uintptr_t)fi->fh : NULL;
     if (!d)
         return -EBADF;
+    d->listed = 1;
     char key[KEYBUF];
     size_t kl;
     int rc = path_key(path, key, sizeof key, &kl);
@@ -1090,12 +1097,12 @@ static int r_readdir(const char *path, void *buf, fuse_fill_dir_t filler, off_t 
     if (off <= 0) {
         d->nat = d->nnames = 0;         /* rewinddir: the old positions go */
         d->base = d->keep = d->last + 1;
-        if (filler(buf, ".", NULL, 1, 0))
+        if (filler(buf, ".", dots ? &dots[0] : NULL, 1, 0))
             return 0;
         pos = 1;
     }
     if (off <= 1 || (off >= 3 && !after)) {
-        if (filler(buf, "..", NULL, 2, 0)) {
+        if (filler(buf, "..", dots ? &dots[1] : NULL, 2, 0)) {
             d->next = (off_t)pos;
             return 0;
         }
@@ -1160,13 +1167,15 @@ static int r_readdir(const char *path, void *buf, fuse_fill_dir_t filler, off_t 
          * need no lookup per entry. */
         struct stat st;
         stash_stat_t s;
-        int show = 0, full = 0;
+        int show = 0, full = 0, typed = 0;
         if (!slash) {
             show = ok;
-            /* (a device node's number is in its value: lookup reads it) */
-            full = show && stash_iter_stat(it, &s) == 0 && !S_ISDIR(s.mode) && !S_ISCHR(s.mode) &&
-                   !S_ISBLK(s.mode);
-            if (full) {
+            int got = show && stash_iter_stat(it, &s) == 0;
+            /* A device node's number is in its value, which lookup reads:
+             * it goes with only its inode number and type. */
+            typed = got && (S_ISCHR(s.mode) || S_ISBLK(s.mode));
+            full = got && !typed && !S_ISDIR(s.mode);
+            if (full || typed) {
                 fill_stat(&s, 0, &st);
                 st.st_ino = ino_of(&s, k, kl + cl);
             }
@@ -1190,7 +1199,7 @@ static int r_readdir(const char *path, void *buf, fuse_fill_dir_t filler, off_t 
              * it no more, and the next read goes on after the last entry
              * it took. */
             uint64_t mine = d->last + 1;
-            if (filler(buf, name, full ? &st : NULL, (off_t)mine, full && plus ? FUSE_FILL_DIR_PLUS : 0)) {
+            if (filler(buf, name, full || typed ? &st : NULL, (off_t)mine, full && plus ? FUSE_FILL_DIR_PLUS : 0)) {
                 d->next = (off_t)pos;
                 break;
             }
@@ -1241,10 +1250,13 @@ static stash_stat_t new_attrs(const char *key, size_t kl, mode_t mode)
 /*
  * Directories whose times were set less than TOUCH_NS ago: a burst of
  * entries made or removed in one directory (an untar, an rm -r) moves its
- * times once per TOUCH_NS, not once per entry, much as the clock-tick
- * grained times of Linux's disk filesystems do.  Emptied whenever a
- * directory's attributes are set explicitly, so a time set by utimensat is
- * always moved by the next change.
+ * times once per TOUCH_NS, not once per entry.  But a change after the
+ * times were looked at always moves them (touch_seen), as the multigrain
+ * times of local filesystems do, so a program that checks a directory's
+ * mtime for news (git's untracked cache, a mail reader, a sync tool) never
+ * misses a change.  Emptied whenever a directory's attributes are set
+ * explicitly, so a time set by utimensat is always moved by the next
+ * change.
  */
 #define TOUCH_NS    2000000
 #define TOUCH_SLOTS 256
@@ -1268,6 +1280,24 @@ static void touch_forget(void)
 {
     pthread_mutex_lock(&touch_mu);
     memset(touched, 0, sizeof touched);
+    pthread_mutex_unlock(&touch_mu);
+}
+
+/* The attributes of directory PATH go out (a GETATTR, a LOOKUP): the next
+ * change in it moves its times however soon it comes. */
+static void touch_seen(const char *path)
+{
+    char pk[KEYBUF];
+    size_t pl;
+    if (path_key(path, pk, sizeof pk - 1, &pl) != 0)
+        return;
+    pk[pl++] = '/';                 /* "dir/"; the root's record is "/" */
+    if (pl > TOUCH_KEY)
+        return;
+    size_t slot = touch_slot(pk, pl);
+    pthread_mutex_lock(&touch_mu);
+    if (touched[slot].len == pl && !memcmp(touched[slot].key, pk, pl))
+        touched[slot].len = 0;
     pthread_mutex_unlock(&touch_mu);
 }
 
@@ -2034,7 +2064,8 @@ static int attr_key(const char *path, char *key, size_t *kl, struct stat *shown,
 /*
  * Change what MASK names of PATH's attributes to WANT's (STASH_SET_MODE:
  * the permission bits).  Mode, owner and the change time are always
- * written whole, so a key written through the library gets them all.
+ * written whole, so a key written through the library gets them all.  The
+ * change time is WANT's when it has one, now otherwise.
  */
 static int set_attrs(const char *path, const stash_stat_t *want, unsigned mask)
 {
@@ -2050,7 +2081,7 @@ static int set_attrs(const char *path, const stash_stat_t *want, unsigned mask)
         s.uid = st.st_uid;
     if (!(mask & STASH_SET_GID))
         s.gid = st.st_gid;
-    s.ctime_ns = now();
+    s.ctime_ns = want->ctime_ns ? want->ctime_ns : now();
     int dir = S_ISDIR(st.st_mode);
     uint64_t node;
     if (!dir && loop_kills_suid(&node))    /* a chown (see kill_suid) */
@@ -2090,6 +2121,7 @@ static int w_utimens(const char *path, const struct timespec tv[2], struct fuse_
         s.mtime_ns = !tv || tv[1].tv_nsec == UTIME_NOW ? t : ts_to_ns(&tv[1]);
         mask |= STASH_SET_MTIME;
     }
+    s.ctime_ns = t;     /* the same instant as a time set to now (touch) */
     return set_attrs(path, &s, mask);
 }
 
@@ -2138,19 +2170,23 @@ static int r_readlink(const char *path, char *buf, size_t size)
  * attributes" rather than "this file has none".  Tools tell the two apart:
  * ls -l, after ENOTSUP once, stops asking for every file's SELinux label and
  * ACL on that filesystem (two round trips per file), and cp, tar and rsync
- * take it as no ACL. */
+ * take it as no ACL.  0 for a name kept, or the error. */
 static int xattr_ns_ok(const char *name)
 {
-    return !strncmp(name, "user.", 5) || !strncmp(name, "trusted.", 8);
+    /* A namespace with nothing after it is no name (EINVAL, as the
+     * kernel answers for local filesystems). */
+    if (!strcmp(name, "user.") || !strcmp(name, "trusted."))
+        return -EINVAL;
+    return !strncmp(name, "user.", 5) || !strncmp(name, "trusted.", 8) ? 0 : -ENOTSUP;
 }
 
 static int w_setxattr(const char *path, const char *name, const char *val, size_t size, int flags)
 {
     char key[KEYBUF];
     size_t kl;
-    if (!xattr_ns_ok(name))
-        return -ENOTSUP;
-    int rc = attr_key(path, key, &kl, NULL, 1);
+    int rc = xattr_ns_ok(name);
+    if (rc == 0)
+        rc = attr_key(path, key, &kl, NULL, 1);
     if (rc)
         return rc;
     int f = (flags & XATTR_CREATE ? STASH_XATTR_CREATE : 0) | (flags & XATTR_REPLACE ? STASH_XATTR_REPLACE : 0);
@@ -2161,9 +2197,9 @@ static int r_getxattr(const char *path, const char *name, char *val, size_t size
 {
     char key[KEYBUF];
     size_t kl, n;
-    if (!xattr_ns_ok(name))
-        return -ENOTSUP;
-    int rc = attr_key(path, key, &kl, NULL, 0);
+    int rc = xattr_ns_ok(name);
+    if (rc == 0)
+        rc = attr_key(path, key, &kl, NULL, 0);
     if (rc)
         return rc;
     rc = stash_getxattr(db, cur, key, kl, name, val, size, &n);
@@ -2189,9 +2225,9 @@ static int w_removexattr(const char *path, const char *name)
 {
     char key[KEYBUF];
     size_t kl;
-    if (!xattr_ns_ok(name))
-        return -ENOTSUP;
-    int rc = attr_key(path, key, &kl, NULL, 0);
+    int rc = xattr_ns_ok(name);
+    if (rc == 0)
+        rc = attr_key(path, key, &kl, NULL, 0);
     if (rc)
         return rc;
     rc = stash_removexattr(db, key, kl, name);
@@ -2640,6 +2676,8 @@ static int fs_getattr(const char *path, struct stat *st, struct fuse_file_info *
     int w, rc = attrs_of(path, st, setattr_marked(path), &w);
     if (rc == -ENOENT && w == W_LIVE && !fi && hidden_path(path))
         hide_probed(path);      /* libfuse looking for a free name (hide_probe) */
+    if (rc == 0 && w == W_LIVE && S_ISDIR(st->st_mode) && path)
+        touch_seen(path);
     return rc;
 }
 
@@ -2654,17 +2692,32 @@ static int fs_readdir(const char *path, void *buf, fuse_fill_dir_t filler, off_t
     struct stat dst;
     if ((flags & FUSE_READDIR_PLUS) && asks(&pw) && (shown(path, &dst) || perm_may(&pw, &dst, PERM_X)))
         flags &= ~FUSE_READDIR_PLUS;
+    /* "." and ".." go with their inode numbers and type (d_ino, d_type),
+     * as on a local disk; the root is its own parent. */
+    struct stat dots[2];
+    int dots_ok = 0;
+    if (off <= 1 && shown(path, &dots[0]) == 0) {
+        char up[PATH_MAX];
+        size_t n = strlen(path);
+        if (n < sizeof up) {
+            memcpy(up, path, n + 1);
+            char *sl = strrchr(up, '/');
+            if (sl)
+                sl[sl == up] = 0;       /* "/a/b" -> "/a", "/a" -> "/" */
+            dots_ok = shown(up, &dots[1]) == 0;
+        }
+    }
     const char *rel;
     int w = enter(path, &rel), rc;
     if (w < 0) {
         rc = w;
     } else if (w == W_SNAPROOT) {
         struct lister l = {buf, filler};
-        filler(buf, ".", NULL, 0, 0);
-        filler(buf, "..", NULL, 0, 0);
+        filler(buf, ".", dots_ok ? &dots[0] : NULL, 0, 0);
+        filler(buf, "..", dots_ok ? &dots[1] : NULL, 0, 0);
         rc = stash_snapshot_list(db, list_one, &l);
     } else {
-        rc = r_readdir(rel, buf, filler, off, fi, flags);
+        rc = r_readdir(rel, buf, filler, off, fi, flags, dots_ok ? dots : NULL);
     }
     leave();
     return rc;
@@ -2863,8 +2916,41 @@ static int fs_utimens(const char *path, const struct timespec tv[2], struct fuse
     LINKED_SETATTR(w_utimens(path, tv, fi));
 }
 /* The last close of a handle; a file removed while open goes with its last. */
+/*
+ * Access times, kept as relatime keeps them (the mount's default): a file
+ * opened for reading, or a directory listed, gets the atime now when its
+ * handle closes, if its atime was not later than its mtime or ctime, or is
+ * a day old.  At the close, not at each read: reads the kernel answers from
+ * its page cache never reach the daemon, and no caller waits for a close's
+ * RELEASE, so neither the write nor dropping the kernel's cached
+ * attributes holds anyone up.  Not under -o noatime or ro, nor in
+ * snapshots.
+ */
+static void atime_touch(const char *path)
+{
+    char key[KEYBUF];
+    size_t kl;
+    struct stat st;
+    if (no_atime || mount_ro || !path || live_only(path) != 0 || attr_key(path, key, &kl, &st, 0) != 0 ||
+        (kl > 1 && key[0] == '/'))      /* (an orphan: no name to show it) */
+        return;
+    int64_t a = ts_to_ns(&st.st_atim), t = now();
+    if (a > ts_to_ns(&st.st_mtim) && a > ts_to_ns(&st.st_ctim) && t - a < 86400 * (int64_t)1000000000)
+        return;
+    uint64_t lid = link_id_of(path);
+    stash_stat_t s = {.atime_ns = t};
+    if (stash_setstat(db, key, kl, &s, STASH_SET_ATIME) != 0)
+        return;
+    if (loop_node())
+        (void)loop_inval_attrs(loop_node());
+    if (lid)
+        inval_id(lid, path);
+}
+
 static int fs_release(const char *path, struct fuse_file_info *fi)
 {
+    if ((fi->flags & O_ACCMODE) != O_WRONLY)
+        atime_touch(path);
     if (fi->fh)
         of_close(fi->fh);
     return 0;
@@ -3270,6 +3356,7 @@ static const struct fuse_opt cli_opts[] = {
     FUSE_OPT_KEY("entry_timeout=", KEY_ENTRY_T),
     FUSE_OPT_KEY("attr_timeout=", KEY_ATTR_T),
     FUSE_OPT_KEY("negative_timeout=", KEY_NEG_T),
+    FUSE_OPT_KEY("relatime", FUSE_OPT_KEY_DISCARD),    /* the default (atime_touch) */
     FUSE_OPT_END,
 };
 
@@ -3349,7 +3436,7 @@ static int parse_size(const char *s, size_t *out)
 /*
  * What the daemon learns of its mount from /proc/self/mountinfo (its own
  * files are not to be looked at before it serves them): whether it is
- * read-only, and its device number.  Through the latter, sequential reads
+ * read-only or noatime, and its device number.  Through the latter, sequential reads
  * are sped up: they come in requests as large as the kernel's read-ahead
  * for the mount, which is the block-device default of 128 KiB whatever the
  * daemon asks for at init (the kernel takes the smaller); it is raised to
@@ -3364,7 +3451,7 @@ static void look_at_mount(const char *mnt)
     char line[8192], dev[64] = "";
     unsigned maj, min;
     while (!dev[0] && fgets(line, sizeof line, f)) {
-        char at[4096], mopts[256];
+        char at[4096], mopts[258];
         /* ID PARENT MAJ:MIN ROOT MOUNTPOINT OPTIONS ... (spaces as \040) */
         if (sscanf(line, "%*u %*u %u:%u %*s %4095s %255s", &maj, &min, at, mopts) != 4)
             continue;
@@ -3382,6 +3469,10 @@ static void look_at_mount(const char *mnt)
         if (!strcmp(un, mnt)) {
             snprintf(dev, sizeof dev, "%u:%u", maj, min);
             mount_ro = !strncmp(mopts, "ro", 2) && (mopts[2] == ',' || !mopts[2]);
+            size_t ml = strlen(mopts);
+            mopts[ml] = ',';
+            mopts[ml + 1 < sizeof mopts ? ml + 1 : ml] = 0;
+            no_atime = strstr(mopts, "noatime,") != NULL;
         }
     }
     fclose(f);

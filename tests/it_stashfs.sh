@@ -446,6 +446,68 @@ check "rmdir a snapshot" rmdir "$m/.snapshots/s1"
 check "snapshot gone" test ! -e "$m/.snapshots/s1"
 unmount
 
+# Details tools look at, as on a local disk: access times as relatime keeps
+# them (not under -o noatime); a directory's mtime moved by a change right
+# after it was looked at; touch's ctime equal to its mtime; "user." alone
+# refused; readdir's inode numbers and types for devices, "." and "..".
+cat >"$tmp/posix.py" <<'PY'
+import errno, os, stat, sys, time
+os.chdir(sys.argv[1]); noatime = sys.argv[2] == "noatime"
+fails = []
+def want(what, ok):
+    if not ok: fails.append(what)
+old = time.mktime((2020, 1, 1, 0, 0, 0, 0, 0, -1))
+open("f", "w").write("x\n"); os.utime("f", (old, os.stat("f").st_mtime))
+open("f").read(); a1 = os.stat("f").st_atime
+want("atime after a read", (a1 == old) if noatime else (a1 > time.time() - 60))
+if not noatime:
+    open("f").read(); want("atime kept by a second read", os.stat("f").st_atime == a1)
+    os.mkdir("d"); os.utime("d", (old, os.stat("d").st_mtime)); os.listdir("d")
+    want("atime after a listing", os.stat("d").st_atime > time.time() - 60)
+    open("w", "w").write("x"); os.utime("w", (old, os.stat("w").st_mtime))
+    with open("w", "a") as f: f.write("y")
+    want("atime kept by a write", os.stat("w").st_atime == old)
+    same = 0
+    for i in range(20):
+        os.mkdir("m%d" % i); open("m%d/a" % i, "w").close()
+        t = os.stat("m%d" % i).st_mtime_ns; open("m%d/b" % i, "w").close()
+        same += os.stat("m%d" % i).st_mtime_ns == t
+    want("directory mtime moved by a create after a stat (%d of 20 not)" % same, same == 0)
+    open("t", "w").close(); os.utime("t"); st = os.stat("t")
+    want("touch: ctime == mtime", st.st_ctime_ns == st.st_mtime_ns)
+    try:
+        os.setxattr("t", "user.", b"1"); want("setxattr user. refused", False)
+    except OSError as e:
+        want("setxattr user.: EINVAL", e.errno == errno.EINVAL)
+    os.mkdir("e"); os.mknod("e/c", 0o600 | stat.S_IFCHR, os.makedev(1, 3)); open("e/f", "w").close()
+    for ent in os.scandir("e"):
+        want("d_ino of " + ent.name, ent.inode() == os.lstat("e/" + ent.name).st_ino)
+    want("d_type of a device", [e for e in os.scandir("e") if e.name == "c"][0].is_file(follow_symlinks=False) is False)
+    # getdents64 itself (x86-64's number): scandir leaves out "." and ".."
+    import ctypes, platform, struct
+    libc = ctypes.CDLL(None, use_errno=True)
+    fd = os.open("e", os.O_RDONLY | os.O_DIRECTORY); buf = ctypes.create_string_buffer(65536)
+    n = libc.syscall(217, fd, buf, 65536) if platform.machine() == "x86_64" else -1; os.close(fd)
+    ents, at = {}, 0
+    while at < n:
+        ino, _, reclen, typ = struct.unpack_from("<QqHB", buf.raw, at)
+        ents[buf.raw[at + 19:at + reclen].split(b"\0")[0].decode()] = (ino, typ)
+        at += reclen
+    if n >= 0:
+        want("d_ino of . and ..", ents.get(".", (0,))[0] == os.stat("e").st_ino and
+             ents.get("..", (0,))[0] == os.stat(".").st_ino)
+        want("d_type of . and ..", ents.get(".", (0, 0))[1] == 4 and ents.get("..", (0, 0))[1] == 4)
+for f in fails: print("FAIL:", f)
+sys.exit(1 if fails else 0)
+PY
+for how in relatime noatime; do
+    mount_fs -o "$how"
+    mkdir "$m/px"
+    python3 "$tmp/posix.py" "$m/px" "$how" || bad "POSIX details (-o $how)"
+    rm -rf "$m/px"
+    unmount
+done
+
 # Files written through the mount are keys for the library.
 check "stash_get of a file" test "$("$ctl" -d "$store" get moved/sub/2)" = two
 "$ctl" -d "$store" get big >"$tmp/big2" && check "stash_get of the big file" cmp "$tmp/big" "$tmp/big2"

@@ -3433,6 +3433,75 @@ static int parse_size(const char *s, size_t *out)
 }
 
 
+/* A path as mountinfo writes it (a space as \\040) into UN, CAP bytes. */
+static void mi_unescape(const char *at, char *un, size_t cap)
+{
+    size_t j = 0;
+    for (size_t i = 0; at[i] && j + 1 < cap; i++) {
+        if (at[i] == '\\' && at[i + 1] >= '0' && at[i + 1] <= '3' && at[i + 2] && at[i + 3]) {
+            un[j++] = (char)((at[i + 1] - '0') * 64 + (at[i + 2] - '0') * 8 + (at[i + 3] - '0'));
+            i += 3;
+        } else {
+            un[j++] = at[i];
+        }
+    }
+    un[j] = '\0';
+}
+
+/* Whether process PID sees a FUSE filesystem mounted at MNT: 1 or 0, or
+ * -1 with errno when its mount table cannot be read (ENOENT: no such
+ * process). */
+static int pid_mounted(long pid, const char *mnt)
+{
+    char p[64], line[8192];
+    snprintf(p, sizeof p, "/proc/%ld/mountinfo", pid);
+    FILE *f = fopen(p, "re");
+    if (!f)
+        return -1;
+    int found = 0;
+    while (!found && fgets(line, sizeof line, f)) {
+        char at[4096], un[4096];
+        const char *sep = strstr(line, " - ");
+        if (!sep || sscanf(line, "%*u %*u %*s %*s %4095s", at) != 1)
+            continue;
+        mi_unescape(at, un, sizeof un);
+        found = !strcmp(un, mnt) && !strncmp(sep + 3, "fuse", 4);
+    }
+    fclose(f);
+    return found;
+}
+
+/*
+ * Whether the store in DIR is held by a stashfs that is no longer mounted
+ * (its LOCK names it: db.c): one unmounted a moment ago, still writing out
+ * what it holds (seconds, for a full memtable), or gone since.  Worth
+ * waiting for, so that an unmount followed at once by a mount (a script, a
+ * remount) does not fail as "in use".  SAY: tell the user once.
+ */
+static int holder_closing(const char *dir, int say)
+{
+    static const char tag[] = "stashfs, mounted at ";
+    char path[PATH_MAX], txt[PATH_MAX + 64];
+    snprintf(path, sizeof path, "%s/LOCK", dir);
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    ssize_t n = fd >= 0 ? read(fd, txt, sizeof txt - 1) : -1;
+    if (fd >= 0)
+        close(fd);
+    if (n <= 0)
+        return 0;
+    txt[n] = '\0';
+    char *nl = strchr(txt, '\n');
+    if (!nl || strncmp(nl + 1, tag, sizeof tag - 1))
+        return 0;
+    char *mnt = nl + sizeof tag;
+    mnt[strcspn(mnt, "\n")] = '\0';
+    long pid = strtol(txt, NULL, 10);
+    int m = pid > 0 ? pid_mounted(pid, mnt) : 1;
+    if (m == 0 && say)
+        fprintf(stderr, "stashfs: waiting for process %ld, unmounted from %s, to close the store\n", pid, mnt);
+    return m == 0 || (m < 0 && errno == ENOENT);
+}
+
 /*
  * What the daemon learns of its mount from /proc/self/mountinfo (its own
  * files are not to be looked at before it serves them): whether it is
@@ -3456,16 +3525,7 @@ static void look_at_mount(const char *mnt)
         if (sscanf(line, "%*u %*u %u:%u %*s %4095s %255s", &maj, &min, at, mopts) != 4)
             continue;
         char un[4096];
-        size_t j = 0;
-        for (size_t i = 0; at[i] && j + 1 < sizeof un; i++) {
-            if (at[i] == '\\' && at[i + 1] >= '0' && at[i + 1] <= '3' && at[i + 2] && at[i + 3]) {
-                un[j++] = (char)((at[i + 1] - '0') * 64 + (at[i + 2] - '0') * 8 + (at[i + 3] - '0'));
-                i += 3;
-            } else {
-                un[j++] = at[i];
-            }
-        }
-        un[j] = '\0';
+        mi_unescape(at, un, sizeof un);
         if (!strcmp(un, mnt)) {
             snprintf(dev, sizeof dev, "%u:%u", maj, min);
             mount_ro = !strncmp(mopts, "ro", 2) && (mopts[2] == ',' || !mopts[2]);
@@ -3678,6 +3738,10 @@ int main(int argc, char **argv)
     sigaddset(&ends, SIGHUP);
     pthread_sigmask(SIG_BLOCK, &ends, &old);
     int rc = stash_open(stashfs_data_dir, &so, &db);
+    for (int i = 0; rc == -EBUSY && i < 600 && holder_closing(stashfs_data_dir, i == 0); i++) {
+        usleep(100000);         /* up to a minute */
+        rc = stash_open(stashfs_data_dir, &so, &db);
+    }
     pthread_sigmask(SIG_SETMASK, &old, NULL);
     if (rc)
         return die(pfd[1], "stashfs: cannot open the store: %s\n", stash_last_error(NULL));

@@ -446,6 +446,22 @@ check "rmdir a snapshot" rmdir "$m/.snapshots/s1"
 check "snapshot gone" test ! -e "$m/.snapshots/s1"
 unmount
 
+# A mount right after an unmount, while the old daemon still holds the
+# store (stopped here, as if writing out a full memtable): the new one
+# waits for it instead of failing as "in use", and says so.
+mount_fs
+echo held >"$m/held"
+old=$pid; pid=""
+kill -STOP "$old"
+fusermount3 -u "$mnt"
+( sleep 1; kill -CONT "$old" ) &
+cont=$!
+mount_fs
+check "a mount waited for the daemon still closing the store" test "$(cat "$m/held")" = held
+check "and said so" grep -q "waiting for process $old" "$tmp/daemon.err"
+wait "$cont" "$old" 2>/dev/null
+unmount
+
 # Details tools look at, as on a local disk: access times as relatime keeps
 # them (not under -o noatime); a directory's mtime moved by a change right
 # after it was looked at; touch's ctime equal to its mtime; "user." alone

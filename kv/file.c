@@ -371,13 +371,17 @@ static int chunk_base(stash_t *db, struct fkey *f, uint64_t idx, uint8_t *c, siz
 }
 
 /*
- * A write of N bytes of SRC at IN inside chunk IDX of tagged value F,
- * whose bytes are in a value file: added to the chunk's patch record
- * (value.h) instead of rewriting all 64 KiB around it, while that record
- * stays within PATCH_MAX.  Returns 1 when added to B, 0 when the chunk has
- * to be rewritten: in a value file but the write does not fit the record
- * (*FULL set: the chunk goes to a value file whole, to be patched again),
- * or not in a value file; or a negative errno.
+ * A write of N bytes of SRC at IN inside chunk IDX of tagged value F:
+ * added to the chunk's patch record (value.h) instead of rewriting the
+ * chunk around it, while that record stays small.  The record is rewritten
+ * whole by each write, so how small depends on what the chunk costs to
+ * rewrite: for bytes in a value file, up to PATCH_MAX; for bytes in the
+ * tree, up to a quarter of the chunk, so that a run of small writes into
+ * one chunk (appends to a log) writes a few KiB each, not the chunk's up
+ * to 64 KiB each.  Returns 1 when added to B, 0 when the chunk has to be
+ * rewritten (*FULL set for a chunk in a value file: it goes back to one
+ * whole, to be patched again; one in the tree stays there), or a negative
+ * errno.
  */
 static int add_patch(stash_t *db, stash_batch_t *b, const struct envelope *e, uint64_t idx, size_t in,
                      const uint8_t *src, size_t n, int *full)
@@ -389,18 +393,18 @@ static int add_patch(stash_t *db, stash_batch_t *b, const struct envelope *e, ui
     struct view *v = db_view(db, NULL, &seq);
     uint8_t ck[CHUNK_KEY_LEN], pk[CHUNK_KEY_LEN];
     void *raw = NULL, *old = NULL;
-    size_t rlen, olen = 0;
+    size_t rlen = 0, olen = 0;
     ckey(ck, e, idx);
     pkey(pk, e, idx);
     int rc = db_view_get(v, seq, ck, sizeof ck, &raw, &rlen);
-    if (rc == 0 && !(rlen >= 1 && (((uint8_t *)raw)[0] == CTAG_VPTR || ((uint8_t *)raw)[0] == CTAG_VPTRZ)))
-        rc = 1;         /* bytes in the tree: rewritten in place */
-    if (rc == 0 && PATCH_HDR + n <= PATCH_MAX)
+    int in_file = rc == 0 && rlen >= 1 && (((uint8_t *)raw)[0] == CTAG_VPTR || ((uint8_t *)raw)[0] == CTAG_VPTRZ);
+    size_t max = in_file ? PATCH_MAX : rlen / 4 < PATCH_MAX ? rlen / 4 : PATCH_MAX;
+    if (rc == 0 && PATCH_HDR + n <= max)
         rc = db_patch_get(v, seq, e, idx, &old, &olen);
     db_view_put(v);
     free(raw);
-    if (rc == 0 && (PATCH_HDR + n > PATCH_MAX || olen + PATCH_HDR + n > PATCH_MAX)) {
-        *full = 1;
+    if (rc == 0 && (PATCH_HDR + n > max || olen + PATCH_HDR + n > max)) {
+        *full = in_file;
         rc = 1;
     }
     uint8_t *rec = rc == 0 ? malloc(olen + PATCH_HDR + n) : NULL;
@@ -615,8 +619,8 @@ static int finish_change(stash_t *db, stash_batch_t *b, struct fkey *f, struct a
 /*
  * Add to B a write of N bytes of SRC at IN inside chunk IDX of F's chunked
  * value E, keeping what the chunk holds around them: into the chunk's patch
- * record when its bytes are in a value file and the write fits the record,
- * else as the chunk read, changed and written back (in *CP, a CHUNK_SIZE
+ * record when the write fits it (add_patch), else as the chunk read,
+ * changed and written back (in *CP, a CHUNK_SIZE
  * buffer, allocated here if NULL; the caller frees it).
  * CONVERTING: E's chunks are being made from an inline value in B itself.
  */
@@ -629,7 +633,7 @@ static int write_in_chunk(stash_t *db, stash_batch_t *b, struct fkey *f, struct 
     if (rc != 0)
         return rc < 0 ? rc : 0;
     /* The chunk buffer is taken only now: most small writes into a chunk
-     * in a value file end as a patch above and never need it. */
+     * end as a patch above and never need it. */
     if (!*cp && !(*cp = malloc(CHUNK_SIZE)))
         return -ENOMEM;
     uint8_t *c = *cp;

@@ -147,6 +147,11 @@ static int overlaps(const fmeta_t *f, const void *b, size_t bl, const void *e, s
     return 1;
 }
 
+int compact_overlaps(const fmeta_t *f, const void *b, size_t bl, const void *e, size_t el)
+{
+    return overlaps(f, b, bl, e, el);
+}
+
 static int push(struct compaction *c, int which, fmeta_t *f)
 {
     fmeta_t **p = realloc(c->in[which], (size_t)(c->nin[which] + 1) * sizeof *p);
@@ -156,6 +161,24 @@ static int push(struct compaction *c, int which, fmeta_t *f)
     p[c->nin[which]++] = f;
     fmeta_ref(f);
     return 0;
+}
+
+int compact_place_pick(version_t *v, int level, const uint64_t *nums, size_t n, size_t *at, int max,
+                       struct compaction *c)
+{
+    memset(c, 0, sizeof *c);
+    c->level = level;
+    c->in_place = 1;
+    for (; *at < n && c->nin[0] < max; (*at)++)
+        for (int i = 0; i < v->n[level]; i++)
+            if (v->f[level][i]->number == nums[*at]) {
+                if (push(c, 0, v->f[level][i]) < 0) {
+                    compact_free(c);
+                    return 0;
+                }
+                break;
+            }
+    return c->nin[0] > 0;
 }
 
 void compact_free(struct compaction *c)
@@ -347,7 +370,7 @@ int compact_run(vset_t *vs, const stash_options_t *o, struct compaction *c,
                 uint64_t smallest_snapshot, vedit_t *e, struct cstats *st,
                 void (*yield)(void *arg, uint64_t entries), void *arg)
 {
-    int out_level = c->level + 1;
+    int out_level = c->level + !c->in_place;
     for (int w = 0; w < 2; w++) {
         for (int i = 0; i < c->nin[w]; i++) {
             if (e->ndel == (int)(sizeof e->del / sizeof e->del[0]))

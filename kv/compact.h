@@ -27,6 +27,7 @@ struct compaction {
     fmeta_t **in[2];
     int nin[2];
     int trivial;                  /* one table moved down as is */
+    int in_place;                 /* outputs go to LEVEL itself (compact_place_pick) */
 };
 
 /* Counters kept by the caller, for stash_stats. */
@@ -49,6 +50,19 @@ int compact_pick(version_t *v, const stash_options_t *o, uint8_t **pointer, size
  * range picks again until none is left. */
 int compact_range_pick(version_t *v, int level, const void *begin, size_t blen,
                        const void *end, size_t elen, int max, struct compaction *c);
+
+/* Whether table F's user-key range meets [B, E] (NULL = unbounded). */
+int compact_overlaps(const fmeta_t *f, const void *b, size_t bl, const void *e, size_t el);
+
+/* A compaction rewriting, in their own LEVEL (above 0), the tables whose
+ * numbers are NUMS[*AT...], taken in key order while they are still in V,
+ * at most MAX of them; *AT moves past those looked at.  0 when none is left.
+ * NUMS must name tables that follow one another in the level (those of one
+ * key range), so that the outputs overlap no other table of it.  What the
+ * level alone holds goes only this way: versions a released snapshot kept,
+ * deletions with nothing left beneath them in the deepest level. */
+int compact_place_pick(version_t *v, int level, const uint64_t *nums, size_t n, size_t *at, int max,
+                       struct compaction *c);
 
 void compact_free(struct compaction *c);
 

@@ -3173,6 +3173,22 @@ static int compact_range_stored(stash_t *db, const void *begin, size_t blen, con
                 break;
         }
     }
+    /* Then the deepest level itself, in place: what only it holds
+     * (versions kept for a snapshot since released, deletions with nothing
+     * beneath them) goes no other way.  Its tables in the range, as they
+     * are now, one piece after another. */
+    version_t *v = db->vs.cur;
+    uint64_t *nums = rc >= 0 && v->n[deepest] ? malloc((size_t)v->n[deepest] * sizeof *nums) : NULL;
+    size_t n = 0, at = 0;
+    for (int i = 0; nums && i < v->n[deepest]; i++)
+        if (compact_overlaps(v->f[deepest][i], begin, blen, end, elen))
+            nums[n++] = v->f[deepest][i]->number;
+    if (rc >= 0 && v->n[deepest] && !nums)
+        rc = err_set(-ENOMEM, "out of memory");
+    struct compaction c;
+    while (rc >= 0 && compact_place_pick(db->vs.cur, deepest, nums, n, &at, RANGE_PIECE, &c))
+        rc = run_compaction(db, &c);
+    free(nums);
     work_unlock_fg(db);
     /* And value files no longer referenced go. */
     if (rc >= 0)

@@ -1499,6 +1499,62 @@ static void test_compaction_drops_garbage(void **state)
     assert_int_equal(stash_close(db), 0);
 }
 
+/* Entries in all levels, from stash_counters. */
+static uint64_t all_entries(stash_t *db)
+{
+    stash_counters_t c;
+    stash_counters(db, &c);
+    uint64_t n = 0;
+    for (int l = 0; l < STASH_LEVELS; l++)
+        n += c.level_entries[l];
+    return n;
+}
+
+/* What only the deepest level holds goes too: versions a snapshot kept,
+ * once it is released, and deletions with nothing beneath them (the
+ * deepest level was never rewritten, so they stayed for good). */
+static void test_compact_range_deepest(void **state)
+{
+    (void)state;
+    stash_options_t o;
+    small_tables(&o);
+    stash_t *db = open_db(&o);
+    char k[16], v[200];
+    memset(v, 'v', sizeof v);
+    for (int i = 0; i < 2000; i++) {
+        snprintf(k, sizeof k, "d%05d", i);
+        assert_int_equal(stash_put(db, k, strlen(k), v, sizeof v), 0);
+    }
+    assert_int_equal(stash_snapshot_create(db, "keep", NULL), 0);
+    v[0] = 'w';
+    for (int i = 0; i < 2000; i++) {
+        snprintf(k, sizeof k, "d%05d", i);
+        assert_int_equal(i % 4 ? stash_put(db, k, strlen(k), v, sizeof v) : stash_delete(db, k, strlen(k)), 0);
+    }
+    assert_int_equal(stash_compact_range(db, NULL, 0, NULL, 0), 0);
+    assert_true(all_entries(db) >= 4000);      /* the snapshot sees every old one */
+    assert_int_equal(stash_snapshot_delete(db, "keep"), 0);
+    assert_int_equal(stash_compact_range(db, NULL, 0, NULL, 0), 0);
+    /* 1,500 live keys, and the engine's own few. */
+    uint64_t n = all_entries(db);
+    if (n < 1500 || n > 1510)
+        fail_msg("%llu entries after the snapshot went", (unsigned long long)n);
+    for (int i = 0; i < 2000; i++) {
+        snprintf(k, sizeof k, "d%05d", i);
+        void *got;
+        size_t gl;
+        assert_int_equal(stash_get(db, k, strlen(k), &got, &gl), i % 4 ? 0 : -ENOENT);
+        if (i % 4) {
+            assert_int_equal(((char *)got)[0], 'w');
+            stash_free(got);
+        }
+    }
+    assert_int_equal(stash_close(db), 0);
+    db = open_db(&o);
+    assert_int_equal(all_entries(db), n);
+    assert_int_equal(stash_close(db), 0);
+}
+
 /* A scan started before a compaction returns exactly its snapshot. */
 static void test_iterator_stability(void **state)
 {
@@ -2290,6 +2346,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_iterator_bound, tu_setup, teardown),
         cmocka_unit_test_setup_teardown(test_model, tu_setup, teardown),
         cmocka_unit_test_setup_teardown(test_compaction_drops_garbage, tu_setup, teardown),
+        cmocka_unit_test_setup_teardown(test_compact_range_deepest, tu_setup, teardown),
         cmocka_unit_test_setup_teardown(test_iterator_stability, tu_setup, teardown),
         cmocka_unit_test_setup_teardown(test_dictionary_tables, tu_setup, teardown),
         cmocka_unit_test_setup_teardown(test_format2_tables, tu_setup, teardown),

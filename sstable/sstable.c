@@ -830,7 +830,9 @@ static int parse_props(sst_reader_t *r, const uint8_t *p, size_t len)
     const uint8_t *end = p + len;
     uint64_t n, nl, vl;
     size_t k;
-    if (!(k = dec_varint(p, end, &n)) || n > MAX_PROPS + 8)
+    /* At most the writer's own (eight, with a dictionary), MAX_PROPS set by
+     * its caller, and the key range (two). */
+    if (!(k = dec_varint(p, end, &n)) || n > MAX_PROPS + 10)
         goto bad;
     p += k;
     for (uint64_t i = 0; i < n; i++) {
@@ -854,7 +856,7 @@ static int parse_props(sst_reader_t *r, const uint8_t *p, size_t len)
             memcpy(*dst, p, (size_t)vl);
             *(dst == &r->smallest ? &r->smallest_len : &r->largest_len) = (size_t)vl;
         } else {
-            if (vl != 8)
+            if (vl != 8 || r->nprops == MAX_PROPS + 8)
                 goto bad;
             snprintf(r->props[r->nprops].name, sizeof r->props[0].name, "%s", name);
             r->props[r->nprops++].value = dec_u64(p);

@@ -797,11 +797,45 @@ static void test_props_twice(void **state)
     assert_null(r);
 }
 
+/* As many properties as the writer takes (32 of the caller's, besides its
+ * own and a dictionary's), and the reader takes them all back (it refused
+ * such a table as malformed). */
+static void test_many_props(void **state)
+{
+    (void)state;
+    char path[600];
+    snprintf(path, sizeof path, "%s/many.sst", dir);
+    sst_options_t o = { 512, 3, 10, 16384 };    /* compressed, with a dictionary */
+    sst_writer_t *w;
+    assert_int_equal(sst_writer_open(path, &o, NULL, &w), 0);
+    char k[24], v[400];
+    for (long i = 0; i < 20000; i++) {
+        key_of(k, i);
+        size_t vl = val_of(v, i);
+        assert_int_equal(sst_writer_add(w, k, strlen(k), v, vl), 0);
+    }
+    int set = 0;
+    for (int i = 0; i < 40; i++) {
+        char n[16];
+        snprintf(n, sizeof n, "p%d", i);
+        set += sst_writer_set_prop(w, n, (uint64_t)i * 3) == 0;
+    }
+    assert_int_equal(set, 32);
+    uint64_t size, pv;
+    assert_int_equal(sst_writer_finish(w, &size), 0);
+    sst_reader_t *r = NULL;
+    assert_int_equal(sst_open(path, 1, NULL, NULL, &r), 0);
+    assert_int_equal(sst_prop(r, "p31", &pv), 0);
+    assert_int_equal(pv, 93);
+    sst_close(r);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_block_round_trip),
         cmocka_unit_test_setup_teardown(test_tables, tu_setup, tu_teardown),
+        cmocka_unit_test_setup_teardown(test_many_props, tu_setup, tu_teardown),
         cmocka_unit_test_setup_teardown(test_compression_shrinks, tu_setup, tu_teardown),
         cmocka_unit_test_setup_teardown(test_bloom, tu_setup, tu_teardown),
         cmocka_unit_test_setup_teardown(test_custom_order, tu_setup, tu_teardown),

@@ -702,6 +702,8 @@ static int do_write(stash_t *db, const stash_batch_t *b, int sync, int force)
         uint64_t seq = db->last_seq + 1, synced = db->log_synced;
         size_t len = 0;
         must_sync = gsync || db->opt.wal_flush_interval == 0;
+        if (rc == 0 && count && db->last_seq + count > SEQ_MAX)
+            rc = err_set(-EOVERFLOW, "store %s has used up its sequence numbers", db->dir);
         if (rc == 0) {
             pthread_mutex_unlock(&db->mu);
             const uint8_t *data = NULL;

@@ -11,6 +11,7 @@
  * properties block when it is opened.
  */
 #include "version.h"
+#include "memtable.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -495,6 +496,8 @@ static int replay_edit(void *arg, const void *rec, size_t len, uint64_t off)
             if (!(k = dec_varint(p, end, &a)))
                 goto bad;
             p += k;
+            if (tag == 3 && a > SEQ_MAX)
+                goto bad;       /* no write could have it (memtable.h) */
             if (tag == 1) s->log_number = a;
             else if (tag == 2) { s->next_file = a; s->have_next = 1; }
             else s->last_seq = a;

@@ -1555,6 +1555,61 @@ static void test_compact_range_deepest(void **state)
     assert_int_equal(stash_close(db), 0);
 }
 
+/* A store whose MANIFEST (well-formed, checksums right) says LAST was the
+ * last sequence number used, and names no table. */
+static void manifest_with_seq(uint64_t last)
+{
+    char cmd[1100];
+    snprintf(cmd, sizeof cmd, "rm -rf '%s' && mkdir -p '%s'", dir, dir);
+    assert_int_equal(system(cmd), 0);
+    wal_t *w;
+    assert_int_equal(wal_create(dir, 5, &w), 0);
+    uint8_t rec[64], *q = rec;
+    *q++ = 1;                                   /* the edit format */
+    *q++ = 1; q += enc_varint(q, 1);            /* log number */
+    *q++ = 2; q += enc_varint(q, 10);           /* next file */
+    *q++ = 3; q += enc_varint(q, last);         /* last sequence */
+    assert_int_equal(wal_append(w, rec, (size_t)(q - rec)), 0);
+    assert_int_equal(wal_sync(w), 0);
+    wal_close(w);
+    char from[600], to[600];
+    snprintf(from, sizeof from, "%s/000005.log", dir);
+    snprintf(to, sizeof to, "%s/MANIFEST-000005", dir);
+    assert_int_equal(rename(from, to), 0);
+    snprintf(to, sizeof to, "%s/CURRENT", dir);
+    FILE *f = fopen(to, "w");
+    assert_non_null(f);
+    fputs("MANIFEST-000005\n", f);
+    fclose(f);
+}
+
+/* A last sequence number no write can have is damage (the store aborted
+ * at its first write, or wrapped to 0 and lost it); at the last one a
+ * store has, writes fail with a message and lose nothing. */
+static void test_sequence_range(void **state)
+{
+    (void)state;
+    stash_t *db = NULL;
+    manifest_with_seq(UINT64_MAX);
+    assert_int_equal(stash_open(dir, NULL, &db), -EIO);
+    assert_non_null(strstr(stash_last_error(NULL), "MANIFEST"));
+    manifest_with_seq((UINT64_C(1) << 56));
+    assert_int_equal(stash_open(dir, NULL, &db), -EIO);
+    manifest_with_seq((UINT64_C(1) << 56) - 2);
+    db = open_db(NULL);
+    put_s(db, "a", "1");                        /* the last number there is */
+    assert_int_equal(stash_put(db, "b", 1, "2", 1), -EOVERFLOW);
+    assert_non_null(strstr(stash_last_error(db), "sequence numbers"));
+    assert_int_equal(stash_close(db), 0);
+    db = open_db(NULL);
+    void *v;
+    size_t vl;
+    assert_int_equal(stash_get(db, "a", 1, &v, &vl), 0);
+    stash_free(v);
+    assert_int_equal(stash_get(db, "b", 1, &v, &vl), -ENOENT);
+    assert_int_equal(stash_close(db), 0);
+}
+
 /* A scan started before a compaction returns exactly its snapshot. */
 static void test_iterator_stability(void **state)
 {
@@ -2347,6 +2402,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_model, tu_setup, teardown),
         cmocka_unit_test_setup_teardown(test_compaction_drops_garbage, tu_setup, teardown),
         cmocka_unit_test_setup_teardown(test_compact_range_deepest, tu_setup, teardown),
+        cmocka_unit_test_setup_teardown(test_sequence_range, tu_setup, teardown),
         cmocka_unit_test_setup_teardown(test_iterator_stability, tu_setup, teardown),
         cmocka_unit_test_setup_teardown(test_dictionary_tables, tu_setup, teardown),
         cmocka_unit_test_setup_teardown(test_format2_tables, tu_setup, teardown),

@@ -2045,6 +2045,54 @@ static void *compact_all(void *arg)
  * truncation deleted it, must leave it deleted (it brought back the old
  * bytes, without their patches, where the file grew again).  The
  * collection is held between its scan and its move by another key's lock. */
+/* A chunk kept in the tree (not written whole) takes small writes into its
+ * patch record too, while the record stays under a quarter of the chunk:
+ * they used to rewrite the whole chunk each (appends to a log file). */
+static void test_tree_patches(void **state)
+{
+    (void)state;
+    uint64_t seed = tu_seed("test_file tree patches", 20261202);
+    uint8_t *model = calloc(1, 2 * CHUNK_SIZE), *w = malloc(4096);
+    fill(model, CHUNK_SIZE, &seed);
+    stash_t *db = open_small();
+    assert_int_equal(stash_pwrite(db, "t", 1, model, CHUNK_SIZE, 0), 0);   /* chunk 0, whole */
+    /* Appends make chunk 1 in the tree: patches while they fit, then the
+     * chunk rewritten with them, over and over. */
+    size_t size = CHUNK_SIZE;
+    int patched = 0, rewritten = 0;
+    for (int i = 0; i < 300; i++) {
+        fill(w, 100, &seed);
+        uint64_t at;
+        assert_int_equal(stash_append(db, "t", 1, w, 100, &at), 0);
+        assert_int_equal(at, size);
+        memcpy(model + size, w, 100);
+        size += 100;
+        long pl = patch_len(db, "t", 1);
+        rewritten += patched && pl == -1;
+        patched |= pl > 0;
+        assert_true(pl <= (long)(size - CHUNK_SIZE) / 4);    /* never more than a quarter */
+    }
+    assert_true(patched && rewritten > 3);
+    check_value(db, "t", model, size);
+    /* A write too large for the record rewrites the chunk. */
+    while (patch_len(db, "t", 1) == -1) {
+        fill(w, 10, &seed);
+        assert_int_equal(stash_pwrite(db, "t", 1, w, 10, CHUNK_SIZE + 50), 0);
+        memcpy(model + CHUNK_SIZE + 50, w, 10);
+    }
+    fill(w, 4000, &seed);
+    assert_int_equal(stash_pwrite(db, "t", 1, w, 4000, CHUNK_SIZE + 10), 0);
+    memcpy(model + CHUNK_SIZE + 10, w, 4000);
+    assert_int_equal(patch_len(db, "t", 1), -1);
+    check_value(db, "t", model, size);
+    assert_int_equal(stash_close(db), 0);
+    db = open_small();
+    check_value(db, "t", model, size);
+    assert_int_equal(stash_close(db), 0);
+    free(model);
+    free(w);
+}
+
 static void test_collect_after_truncate(void **state)
 {
     (void)state;
@@ -2614,6 +2662,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_zero_range, tu_setup, tu_teardown),
         cmocka_unit_test_setup_teardown(test_extend, tu_setup, tu_teardown),
         cmocka_unit_test_setup_teardown(test_patches, tu_setup, tu_teardown),
+        cmocka_unit_test_setup_teardown(test_tree_patches, tu_setup, tu_teardown),
         cmocka_unit_test_setup_teardown(test_collect_after_truncate, tu_setup, tu_teardown),
         cmocka_unit_test_setup_teardown(test_value_file_collect_durable, tu_setup, tu_teardown),
         cmocka_unit_test_setup_teardown(test_seek, tu_setup, tu_teardown),

@@ -1555,32 +1555,39 @@ static void test_compact_range_deepest(void **state)
     assert_int_equal(stash_close(db), 0);
 }
 
-/* A store whose MANIFEST (well-formed, checksums right) says LAST was the
- * last sequence number used, and names no table. */
+/* Make DIR/MANIFEST-NUM of the one edit record REC (N bytes), checksums
+ * right, and CURRENT name it. */
+static void write_manifest(uint64_t num, const uint8_t *rec, size_t n)
+{
+    wal_t *w;
+    assert_int_equal(wal_create(dir, num, &w), 0);
+    assert_int_equal(wal_append(w, rec, n), 0);
+    assert_int_equal(wal_close(w), 0);
+    char from[1024], to[1024], name[32];
+    wal_path(from, sizeof from, dir, num);
+    snprintf(name, sizeof name, "MANIFEST-%06llu", (unsigned long long)num);
+    snprintf(to, sizeof to, "%s/%s", dir, name);
+    assert_int_equal(rename(from, to), 0);
+    snprintf(to, sizeof to, "%s/CURRENT", dir);
+    FILE *f = fopen(to, "w");
+    assert_non_null(f);
+    fprintf(f, "%s\n", name);
+    assert_int_equal(fclose(f), 0);
+}
+
+/* A store whose MANIFEST says LAST was the last sequence number used, and
+ * names no table. */
 static void manifest_with_seq(uint64_t last)
 {
     char cmd[1100];
     snprintf(cmd, sizeof cmd, "rm -rf '%s' && mkdir -p '%s'", dir, dir);
     assert_int_equal(system(cmd), 0);
-    wal_t *w;
-    assert_int_equal(wal_create(dir, 5, &w), 0);
     uint8_t rec[64], *q = rec;
     *q++ = 1;                                   /* the edit format */
     *q++ = 1; q += enc_varint(q, 1);            /* log number */
     *q++ = 2; q += enc_varint(q, 10);           /* next file */
     *q++ = 3; q += enc_varint(q, last);         /* last sequence */
-    assert_int_equal(wal_append(w, rec, (size_t)(q - rec)), 0);
-    assert_int_equal(wal_sync(w), 0);
-    wal_close(w);
-    char from[600], to[600];
-    snprintf(from, sizeof from, "%s/000005.log", dir);
-    snprintf(to, sizeof to, "%s/MANIFEST-000005", dir);
-    assert_int_equal(rename(from, to), 0);
-    snprintf(to, sizeof to, "%s/CURRENT", dir);
-    FILE *f = fopen(to, "w");
-    assert_non_null(f);
-    fputs("MANIFEST-000005\n", f);
-    fclose(f);
+    write_manifest(5, rec, (size_t)(q - rec));
 }
 
 /* A last sequence number no write can have is damage (the store aborted
@@ -1902,19 +1909,7 @@ static void test_manifest_without_ranges(void **state)
     }
     closedir(d);
     assert_int_equal(found, ntables);
-    wal_t *w;
-    assert_int_equal(wal_create(dir, 9000, &w), 0);
-    assert_int_equal(wal_append(w, rec, n), 0);
-    assert_int_equal(wal_close(w), 0);
-    char from[1024], to[1024];
-    wal_path(from, sizeof from, dir, 9000);
-    snprintf(to, sizeof to, "%s/MANIFEST-009000", dir);
-    assert_int_equal(rename(from, to), 0);
-    snprintf(to, sizeof to, "%s/CURRENT", dir);
-    FILE *f = fopen(to, "w");
-    assert_non_null(f);
-    fputs("MANIFEST-009000\n", f);
-    assert_int_equal(fclose(f), 0);
+    write_manifest(9000, rec, n);
 
     for (int round = 0; round < 2; round++) {
         db = open_db(&o);
@@ -1936,17 +1931,7 @@ static void test_manifest_without_ranges(void **state)
     n += enc_varint(rec + n, 200);     /* smallest: 200 bytes, of which 3 follow */
     memcpy(rec + n, "abc", 3);
     n += 3;
-    assert_int_equal(wal_create(dir, 9200, &w), 0);
-    assert_int_equal(wal_append(w, rec, n), 0);
-    assert_int_equal(wal_close(w), 0);
-    wal_path(from, sizeof from, dir, 9200);
-    snprintf(to, sizeof to, "%s/MANIFEST-009200", dir);
-    assert_int_equal(rename(from, to), 0);
-    snprintf(to, sizeof to, "%s/CURRENT", dir);
-    f = fopen(to, "w");
-    assert_non_null(f);
-    fputs("MANIFEST-009200\n", f);
-    assert_int_equal(fclose(f), 0);
+    write_manifest(9200, rec, n);
     db = NULL;
     assert_int_equal(stash_open(dir, &o, &db), -EIO);
     assert_null(db);

@@ -574,8 +574,11 @@ int  stash_removexattr(stash_t *db, const void *key, size_t klen, const char *na
 /*
  * Compact the tables holding user keys in [BEGIN, END] (a NULL end is
  * unbounded: NULL, 0, NULL, 0 compacts the whole store), after writing the
- * memtable out, and return when done.  Overwritten and deleted entries that
- * no snapshot can see are dropped.  Errors: -EINVAL, -EROFS, -EIO, -ENOSPC.
+ * memtable out, and return when done: every table in the range is moved
+ * down to the deepest level holding data and rewritten there, so it costs
+ * about one read and one write of the range's data.  Overwritten and
+ * deleted entries that no snapshot can see are dropped.  Errors: -EINVAL,
+ * -EROFS, -EIO, -ENOSPC, -EOVERFLOW.
  */
 int  stash_compact_range(stash_t *db, const void *begin, size_t blen, const void *end, size_t elen);
 

@@ -27,6 +27,8 @@
  *     -EROFS   the store was opened read_only, or went read-only after a
  *              write to the log could not be made durable
  *     -ENOMEM  out of memory
+ *     -EOVERFLOW  any write, once the store has used every sequence number
+ *              (2^56 - 1 of them: not in practice); nothing is applied
  *   stash_last_error() gives a human sentence about the last failure, e.g.
  *   "wal 000007.log: bad checksum at offset 8192".
  *
@@ -578,7 +580,7 @@ int  stash_removexattr(stash_t *db, const void *key, size_t klen, const char *na
  * down to the deepest level holding data and rewritten there, so it costs
  * about one read and one write of the range's data.  Overwritten and
  * deleted entries that no snapshot can see are dropped.  Errors: -EINVAL,
- * -EROFS, -EIO, -ENOSPC, -EOVERFLOW.
+ * -EROFS, -EIO, -ENOSPC.
  */
 int  stash_compact_range(stash_t *db, const void *begin, size_t blen, const void *end, size_t elen);
 

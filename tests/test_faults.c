@@ -1074,6 +1074,61 @@ static void test_synced_bytes_cut(void **state)
     assert_int_equal(stash_close(db), 0);
 }
 
+/* A large value and a synced key, then enough to move to a new log (the
+ * old one synced whole, value file first), then another synced key; the
+ * process ends before the old log's flush is recorded. */
+static int two_logs(stash_t *db)
+{
+    static uint8_t big[131072], filler[60000];
+    memset(big, 'B', sizeof big);
+    int rc = stash_pwrite(db, "f", 1, big, sizeof big, 0);
+    if (rc == 0)
+        rc = stash_put(db, "s1", 2, "x", 1);
+    if (rc == 0)
+        rc = stash_sync(db);
+    if (rc == 0)
+        rc = stash_put(db, "g1", 2, filler, sizeof filler);
+    if (rc == 0)
+        rc = stash_put(db, "g2", 2, filler, sizeof filler);
+    if (rc == 0)
+        rc = stash_put(db, "s2", 2, "y", 1);
+    if (rc == 0)
+        rc = stash_sync(db);
+    return rc;
+}
+
+/*
+ * The same damage under a pointer of a log older than the newest: only the
+ * newest can be torn, so it is damage there too.  Before, the older log was
+ * cut at that batch, and every synced write after it in that log went
+ * without a word while the later logs replayed.
+ */
+static void test_synced_bytes_cut_older_log(void **state)
+{
+    (void)state;
+    stash_options_t o;
+    stash_options_init(&o);
+    o.memtable_size = 64u << 10;
+    o.compression_level = 0;
+    crash_after(&o, two_logs);
+    char vp[PATH_MAX + 300];
+    tu_value_file(vp, sizeof vp);
+    assert_true(vp[0]);
+    struct stat st;
+    assert_int_equal(stat(vp, &st), 0);
+    assert_int_equal(truncate(vp, st.st_size - 100), 0);
+    stash_t *db = open_with(&o);
+    void *v;
+    size_t vl;
+    const char *keys[] = {"s1", "g1", "g2", "s2"};
+    for (int i = 0; i < 4; i++) {
+        assert_int_equal(stash_get(db, keys[i], 2, &v, &vl), 0);
+        stash_free(v);
+    }
+    assert_int_equal(stash_get(db, "f", 1, &v, &vl), -EIO);
+    assert_int_equal(stash_close(db), 0);
+}
+
 static int sync_fails_then_close(stash_t *db)
 {
     uint8_t *a = lost_buf(0), *b = lost_buf(1);
@@ -1256,6 +1311,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_synced_bytes_damaged, tu_setup, teardown),
         cmocka_unit_test_setup_teardown(test_mark_after_failed_sync, tu_setup, teardown),
         cmocka_unit_test_setup_teardown(test_synced_bytes_cut, tu_setup, teardown),
+        cmocka_unit_test_setup_teardown(test_synced_bytes_cut_older_log, tu_setup, teardown),
         cmocka_unit_test_setup_teardown(test_stall_after_compact_range, tu_setup, teardown),
         cmocka_unit_test_setup_teardown(test_compaction_fails_once, tu_setup, teardown),
     };

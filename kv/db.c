@@ -27,6 +27,7 @@
 #include <fcntl.h>
 #include <limits.h>
 #include <pthread.h>
+#include <sched.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -149,6 +150,7 @@ struct stash {
      * chunked value may exist. */
     pthread_mutex_t keylock[KEY_STRIPES];
     atomic_int has_blobs;               /* or hard links */
+    atomic_int plain_writers;           /* writers that saw has_blobs clear, on their way */
     vlog_t *vl;                         /* value files (vlog.h) */
     pthread_t vlog_thread;              /* collects their garbage: vlog_main */
     int vlog_running;
@@ -781,6 +783,27 @@ pthread_mutex_t *db_keylock(stash_t *db, const uint8_t *ik, size_t iklen)
     return &db->keylock[h % KEY_STRIPES];
 }
 
+/*
+ * From now on the store may hold chunked values or hard links (has_blobs),
+ * so plain puts and deletes must clean up what they replace.  A writer that
+ * saw the flag clear and is still on its way would replace what the caller
+ * is about to make without cleaning it up (its chunks would stay for good):
+ * wait for those first.  Called before a change that may make the store's
+ * first blob reads the keys it touches.
+ */
+void db_blobs_begin(stash_t *db)
+{
+    if (atomic_load(&db->has_blobs))
+        return;
+    atomic_store(&db->has_blobs, 1);
+    for (int i = 0; atomic_load(&db->plain_writers); i++) {
+        if (i < 100)
+            sched_yield();
+        else
+            nanosleep(&(struct timespec){0, 100000}, NULL);
+    }
+}
+
 int db_commit(stash_t *db, stash_batch_t *b, int sync)
 {
     if (batch_has_blobs(b))
@@ -1114,9 +1137,18 @@ static int write_user(stash_t *db, stash_batch_t *b, int sync)
     if (c.bad)
         return c.bad;
     if (batch_has_blobs(b))
-        atomic_store(&db->has_blobs, 1);
-    if (!atomic_load(&db->has_blobs))
-        return do_write(db, b, sync, 0);
+        db_blobs_begin(db);
+    if (!atomic_load(&db->has_blobs)) {
+        /* Counted while on the way (db_blobs_begin), and the flag read
+         * again once counted. */
+        atomic_fetch_add(&db->plain_writers, 1);
+        if (!atomic_load(&db->has_blobs)) {
+            int rc = do_write(db, b, sync, 0);
+            atomic_fetch_sub(&db->plain_writers, 1);
+            return rc;
+        }
+        atomic_fetch_sub(&db->plain_writers, 1);
+    }
     for (int i = 0; i < KEY_STRIPES; i++)
         if (c.mask & (1ull << i))
             pthread_mutex_lock(&db->keylock[i]);

@@ -74,6 +74,9 @@ int db_put_large(stash_t *db, const void *key, size_t klen, const void *val, siz
 /* Commit B as stash_write does, without the chunk clean-up (callers hold the
  * key locks and add their own). */
 int db_commit(stash_t *db, stash_batch_t *b, int sync);
+/* Before a change that may make the store's first chunked value or hard
+ * link reads its keys: see db.c. */
+void db_blobs_begin(stash_t *db);
 
 /* The stripe lock of stored key IK. */
 pthread_mutex_t *db_keylock(stash_t *db, const uint8_t *ik, size_t iklen);

@@ -113,6 +113,7 @@ static int fkey_lock(stash_t *db, const void *key, size_t klen, struct fkey *f)
     int rc = db_writable(db);
     if (rc)
         return rc;
+    db_blobs_begin(db);
     if ((rc = fkey_load(db, NULL, 0, key, klen, f)))
         return rc;
     if ((rc = db_reserved(db, f->ik, f->iklen))) {
@@ -934,6 +935,7 @@ static int fkey_lock2(stash_t *db, const void *from, size_t flen, const void *to
     int rc = db_writable(db);
     if (rc)
         return rc;
+    db_blobs_begin(db);
     if ((rc = fkey_load(db, NULL, 0, from, flen, f)))
         return rc;
     if ((rc = fkey_load(db, NULL, 0, to, tlen, t)) || (rc = db_reserved(db, t->ik, t->iklen))) {
@@ -1414,6 +1416,7 @@ int stash_put_stream(stash_t *db, const void *key, size_t klen, read_fn rd, void
     int rc = db_writable(db);
     if (rc)
         return rc;
+    db_blobs_begin(db);
     struct fkey f;
     if ((rc = fkey_load(db, NULL, 0, key, klen, &f)))
         return rc;

@@ -1010,10 +1010,13 @@ int vlog_backup(vlog_t *vl, const char *dest)
         vl->active->sealed = 1;
         vl->active = NULL;
     }
-    size_t n = vl->n;
-    uint64_t *nums = malloc((n ? n : 1) * sizeof *nums);
-    for (size_t i = 0; nums && i < n; i++)
-        nums[i] = vl->f[i]->num;
+    size_t n = 0;
+    uint64_t *nums = malloc((vl->n ? vl->n : 1) * sizeof *nums);
+    /* Not the spare: it holds nothing yet, and the appends that go on in
+     * it would reach the backup through the link. */
+    for (size_t i = 0; nums && i < vl->n; i++)
+        if (vl->f[i] != vl->spare)
+            nums[n++] = vl->f[i]->num;
     pthread_mutex_unlock(&vl->mu);
     if (!nums)
         return err_set(-ENOMEM, "out of memory");

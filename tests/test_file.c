@@ -2099,6 +2099,45 @@ static void test_tree_patches(void **state)
     free(w);
 }
 
+/* A backup's value files stay as the backup took them while the store goes
+ * on (the spare value file, made ahead, was linked into the backup too,
+ * and the appends after it went into both). */
+static void test_backup_value_files_fixed(void **state)
+{
+    (void)state;
+    stash_options_t o;
+    stash_options_init(&o);
+    o.compression_level = 0;
+    stash_t *db = NULL;
+    assert_int_equal(stash_open(dir, &o, &db), 0);
+    static uint8_t big[1 << 20];
+    memset(big, 'A', sizeof big);
+    assert_int_equal(stash_put(db, "a", 1, big, sizeof big), 0);
+    usleep(200000);                 /* the spare is made meanwhile */
+    char bak[700];
+    snprintf(bak, sizeof bak, "%s/bak", dir);
+    assert_int_equal(stash_backup(db, bak), 0);
+    int files;
+    uint64_t before = val_bytes_in(bak, &files);
+    memset(big, 'B', sizeof big);
+    for (int i = 0; i < 8; i++) {
+        char k[8];
+        snprintf(k, sizeof k, "b%d", i);
+        assert_int_equal(stash_put(db, k, 2, big, sizeof big), 0);
+    }
+    assert_int_equal(stash_sync(db), 0);
+    assert_int_equal(val_bytes_in(bak, &files), before);
+    assert_int_equal(stash_close(db), 0);
+    assert_int_equal(stash_open(bak, &o, &db), 0);
+    void *v;
+    size_t vl;
+    assert_int_equal(stash_get(db, "a", 1, &v, &vl), 0);
+    assert_int_equal(vl, sizeof big);
+    stash_free(v);
+    assert_int_equal(stash_get(db, "b0", 2, &v, &vl), -ENOENT);
+    assert_int_equal(stash_close(db), 0);
+}
+
 static stash_t *race_db;
 static atomic_int race_go, race_stop;
 
@@ -2735,6 +2774,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_patches, tu_setup, tu_teardown),
         cmocka_unit_test_setup_teardown(test_tree_patches, tu_setup, tu_teardown),
         cmocka_unit_test_setup_teardown(test_first_blob_race, tu_setup, tu_teardown),
+        cmocka_unit_test_setup_teardown(test_backup_value_files_fixed, tu_setup, tu_teardown),
         cmocka_unit_test_setup_teardown(test_collect_after_truncate, tu_setup, tu_teardown),
         cmocka_unit_test_setup_teardown(test_value_file_collect_durable, tu_setup, tu_teardown),
         cmocka_unit_test_setup_teardown(test_seek, tu_setup, tu_teardown),

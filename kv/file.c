@@ -551,12 +551,15 @@ static uint64_t inline_chunks(const struct fkey *f)
     return n;
 }
 
+#define PARTIAL_INLINE_MAX (16u << 10)
+
 /*
  * The envelope F's value gets for a new size NEWSIZE: inline while it fits,
- * else chunked (a fresh generation when it was inline).  Sets *converting
- * when an inline value becomes chunked.
+ * else chunked (a fresh generation when it was inline); with CHUNK, chunked
+ * whatever the size.  Sets *converting when an inline value becomes
+ * chunked.
  */
-static struct envelope grow_env(struct fkey *f, uint64_t newsize, int *converting)
+static struct envelope grow_env(struct fkey *f, uint64_t newsize, int chunk, int *converting)
 {
     struct envelope e = f->e;
     *converting = 0;
@@ -564,7 +567,7 @@ static struct envelope grow_env(struct fkey *f, uint64_t newsize, int *convertin
         memset(&e, 0, sizeof e);
         e.kind = VK_ATTR;
     }
-    if (e.kind != VK_CHUNKED && newsize > INLINE_MAX) {
+    if (e.kind != VK_CHUNKED && (newsize > INLINE_MAX || chunk)) {
         to_attr(&e);
         e.kind = VK_CHUNKED;
         e.tagged = 1;
@@ -674,8 +677,14 @@ static int pwrite_at(stash_t *db, const void *key, size_t klen, const void *buf,
                        (unsigned long long)(off + len), (unsigned long long)STASH_MAX_FILE);
     }
     uint64_t end = len && off + len > oldsize ? off + len : oldsize;
+    /* An inline value that a write changes only part of (an append, a
+     * write inside it) is chunked once over PARTIAL_INLINE_MAX, so that
+     * the small writes that tend to follow go to a patch record instead of
+     * rewriting it whole each (appends to a log file of 30 KiB wrote 30 KiB
+     * each).  Values written whole stay inline: one key to read. */
+    int partial = len && oldsize && (off > 0 || off + len < oldsize);
     int converting;
-    struct envelope e = grow_env(&f, end, &converting);
+    struct envelope e = grow_env(&f, end, partial && end > PARTIAL_INLINE_MAX, &converting);
     stash_batch_t *b = stash_batch_new();
     uint8_t *c = NULL;
     struct appends a = {0};
@@ -755,7 +764,7 @@ int stash_zero_range(stash_t *db, const void *key, size_t klen, uint64_t off, ui
         return 0;
     }
     int converting;
-    struct envelope e = grow_env(&f, size, &converting);
+    struct envelope e = grow_env(&f, size, 0, &converting);
     stash_batch_t *b = stash_batch_new();
     uint8_t *c = NULL, *zeros = NULL;
     struct appends a = {0};
@@ -828,7 +837,7 @@ static int resize(stash_t *db, const void *key, size_t klen, uint64_t size, int 
         return 0;
     }
     int converting;
-    struct envelope e = grow_env(&f, size, &converting);
+    struct envelope e = grow_env(&f, size, 0, &converting);
     stash_batch_t *b = stash_batch_new();
     uint8_t *c = NULL;
     rc = b ? 0 : -ENOMEM;

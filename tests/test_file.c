@@ -2099,6 +2099,41 @@ static void test_tree_patches(void **state)
     free(w);
 }
 
+/* An inline value over 16 KiB that a write changes only part of (an
+ * append) becomes chunked, so the next small writes are patches; one
+ * written whole, or a smaller one, stays inline (one key to read). */
+static void test_partial_write_chunks(void **state)
+{
+    (void)state;
+    uint64_t seed = tu_seed("test_file partial writes", 20261202);
+    uint8_t *model = calloc(1, 40000), *w = malloc(100);
+    fill(model, 30000, &seed);
+    stash_t *db = open_small();
+    struct envelope e;
+    assert_int_equal(stash_pwrite(db, "big", 3, model, 30000, 0), 0);
+    assert_int_equal(stash_pwrite(db, "small", 5, model, 10000, 0), 0);
+    assert_true(envelope_of(db, "big", &e) >= 0 && e.kind != VK_CHUNKED);     /* written whole */
+    fill(w, 100, &seed);
+    assert_int_equal(stash_append(db, "small", 5, w, 100, NULL), 0);
+    assert_true(envelope_of(db, "small", &e) >= 0 && e.kind != VK_CHUNKED);   /* 10,100 bytes */
+    size_t size = 30000;
+    for (int i = 0; i < 50; i++) {
+        fill(w, 100, &seed);
+        assert_int_equal(stash_append(db, "big", 3, w, 100, NULL), 0);
+        memcpy(model + size, w, 100);
+        size += 100;
+        assert_true(envelope_of(db, "big", &e) >= 0 && e.kind == VK_CHUNKED);
+    }
+    assert_true(patch_len(db, "big", 0) > 0);
+    check_value(db, "big", model, size);
+    assert_int_equal(stash_close(db), 0);
+    db = open_small();
+    check_value(db, "big", model, size);
+    assert_int_equal(stash_close(db), 0);
+    free(model);
+    free(w);
+}
+
 /* A backup's value files stay as the backup took them while the store goes
  * on (the spare value file, made ahead, was linked into the backup too,
  * and the appends after it went into both). */
@@ -2121,7 +2156,7 @@ static void test_backup_value_files_fixed(void **state)
     uint64_t before = val_bytes_in(bak, &files);
     memset(big, 'B', sizeof big);
     for (int i = 0; i < 8; i++) {
-        char k[8];
+        char k[16];
         snprintf(k, sizeof k, "b%d", i);
         assert_int_equal(stash_put(db, k, 2, big, sizeof big), 0);
     }
@@ -2775,6 +2810,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_tree_patches, tu_setup, tu_teardown),
         cmocka_unit_test_setup_teardown(test_first_blob_race, tu_setup, tu_teardown),
         cmocka_unit_test_setup_teardown(test_backup_value_files_fixed, tu_setup, tu_teardown),
+        cmocka_unit_test_setup_teardown(test_partial_write_chunks, tu_setup, tu_teardown),
         cmocka_unit_test_setup_teardown(test_collect_after_truncate, tu_setup, tu_teardown),
         cmocka_unit_test_setup_teardown(test_value_file_collect_durable, tu_setup, tu_teardown),
         cmocka_unit_test_setup_teardown(test_seek, tu_setup, tu_teardown),

@@ -199,8 +199,21 @@ static void take(const struct fuse_buf *buf)
         req_kill = (((const struct fuse_write_in *)(in + 1))->write_flags & FUSE_WRITE_KILL_SUIDGID) != 0;
     if (in->opcode == FUSE_OPEN && buf->size >= sizeof *in + sizeof(struct fuse_open_in))
         req_kill = (((const struct fuse_open_in *)(in + 1))->open_flags & FUSE_OPEN_KILL_SUIDGID) != 0;
-    if (in->opcode == FUSE_SETATTR && buf->size >= sizeof *in + sizeof(struct fuse_setattr_in))
-        req_kill = (((const struct fuse_setattr_in *)(in + 1))->valid & FATTR_KILL_SUIDGID) != 0;
+    if (in->opcode == FUSE_SETATTR && buf->size >= sizeof *in + sizeof(struct fuse_setattr_in)) {
+        struct fuse_setattr_in *a = (struct fuse_setattr_in *)(in + 1);
+        req_kill = (a->valid & FATTR_KILL_SUIDGID) != 0;
+        if (atomic_load(&killpriv) && !(a->valid & (FATTR_MODE | FATTR_UID | FATTR_GID | FATTR_SIZE | FATTR_ATIME |
+                                                    FATTR_MTIME | FATTR_ATIME_NOW | FATTR_MTIME_NOW | FATTR_CTIME))) {
+            /* A SETATTR that changes nothing: under HANDLE_KILLPRIV_V2,
+             * what the kernel sends for a chown to the same owner and
+             * group (-1, -1), or before a write that must clear set-ID
+             * bits; with the bits it would have cleared itself left out.
+             * Passed on as a chown to the same owner that clears them. */
+            a->valid |= FATTR_UID | FATTR_GID;
+            a->uid = a->gid = UINT32_MAX;
+            req_kill = 1;
+        }
+    }
     if (in->opcode == FUSE_LINK && buf->size >= sizeof *in + sizeof(struct fuse_link_in))
         req_link = ((const struct fuse_link_in *)(in + 1))->oldnodeid;
     if (in->opcode == FUSE_CREATE)

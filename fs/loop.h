@@ -117,7 +117,10 @@ uint64_t loop_link_source(void);
  * FUSE_HANDLE_KILLPRIV_V2, so the kernel leaves this to it):
  *   - a WRITE with FUSE_WRITE_KILL_SUIDGID (a writer without CAP_FSETID);
  *   - a SETATTR with FATTR_KILL_SUIDGID: a chown of a file that is not a
- *     directory, or a truncation by a caller without CAP_FSETID;
+ *     directory, or a truncation by a caller without CAP_FSETID; and a
+ *     SETATTR that changes nothing (chown(-1, -1), or the kernel clearing
+ *     set-ID bits before a write), which reaches the filesystem as a chown
+ *     to owner and group -1;
  *   - an OPEN with FUSE_OPEN_KILL_SUIDGID: O_TRUNC, by a caller without
  *     CAP_FSETID.
  * *NODE gets the request's inode.  0 outside loop_run. */

@@ -1502,14 +1502,15 @@ static int r_read(const char *path, char *buf, size_t size, off_t off, struct fu
 
 /* The set-ID bits of a file of mode MODE in group GID that a change by the
  * caller clears: set-user-ID, and set-group-ID where group execution makes
- * it one or the caller is not in the group (nor root), as the kernel
- * decides for a local filesystem. */
+ * it one or the caller is not in the group and lacks CAP_FSETID, as the
+ * kernel decides for a local filesystem. */
+static int caller_fsetid(void);
 static mode_t setid_bits(mode_t mode, gid_t gid)
 {
     struct fuse_context *c = fuse_get_context();
     struct perm_who pw = {.uid = c->uid, .gid = c->gid, .ngroups = -1, .load = load_groups};
     mode_t kill = S_ISUID;
-    if ((mode & S_ISGID) && ((mode & S_IXGRP) || (c->uid != 0 && !perm_in_group(&pw, gid))))
+    if ((mode & S_ISGID) && ((mode & S_IXGRP) || (!perm_in_group(&pw, gid) && !caller_fsetid())))
         kill |= S_ISGID;
     return mode & kill;
 }
@@ -2084,8 +2085,21 @@ static int set_attrs(const char *path, const stash_stat_t *want, unsigned mask)
     s.ctime_ns = want->ctime_ns ? want->ctime_ns : now();
     int dir = S_ISDIR(st.st_mode);
     uint64_t node;
-    if (!dir && loop_kills_suid(&node))    /* a chown (see kill_suid) */
-        s.mode &= ~setid_bits(st.st_mode, st.st_gid);
+    if (!dir && loop_kills_suid(&node)) {  /* a chown (see kill_suid) */
+        mode_t kill = setid_bits(st.st_mode, st.st_gid);
+        /* chown(-1, -1) clears them for the owner and root, as on ext4;
+         * for anyone else it is EPERM, except for one who may write the
+         * file: the same request comes before a write of theirs, whose
+         * own flag clears the bits (loop.h), and must not fail it. */
+        struct fuse_context *c = fuse_get_context();
+        struct perm_who pw = {.uid = c->uid, .gid = c->gid, .ngroups = -1, .load = load_groups};
+        if (kill && !(mask & (STASH_SET_UID | STASH_SET_GID)) && c->uid != 0 && c->uid != st.st_uid) {
+            if (perm_may(&pw, &st, PERM_W) != 0)
+                return -EPERM;
+            kill = 0;
+        }
+        s.mode &= ~kill;
+    }
     if (dir)
         touch_forget();
     rc = stash_setstat(db, key, kl, &s, mask | STASH_SET_MODE | STASH_SET_UID | STASH_SET_GID | STASH_SET_CTIME);
@@ -3486,14 +3500,17 @@ static int pid_mounted(long pid, const char *mnt)
 /*
  * Whether the store in DIR is held by a stashfs that is no longer mounted
  * (its LOCK names it: db.c): one unmounted a moment ago, still writing out
- * what it holds (seconds, for a full memtable), or gone since.  Worth
- * waiting for, so that an unmount followed at once by a mount (a script, a
- * remount) does not fail as "in use".  SAY: tell the user once.
+ * what it holds (seconds, for a full memtable).  Worth waiting for, so that
+ * an unmount followed at once by a mount (a script, a remount) does not
+ * fail as "in use": 1.  2 when the process the LOCK names is gone (or is
+ * no stashfs now): the store may just have come free, worth one more try,
+ * but if it is still held, someone else holds it.  0 otherwise.  SAY: tell
+ * the user, once, that it waits.
  */
 static int holder_closing(const char *dir, int say)
 {
     static const char tag[] = "stashfs, mounted at ";
-    char path[PATH_MAX], txt[PATH_MAX + 64];
+    char path[PATH_MAX], txt[PATH_MAX + 64], comm[32] = "";
     snprintf(path, sizeof path, "%s/LOCK", dir);
     int fd = open(path, O_RDONLY | O_CLOEXEC);
     ssize_t n = fd >= 0 ? read(fd, txt, sizeof txt - 1) : -1;
@@ -3508,10 +3525,21 @@ static int holder_closing(const char *dir, int say)
     char *mnt = nl + sizeof tag;
     mnt[strcspn(mnt, "\n")] = '\0';
     long pid = strtol(txt, NULL, 10);
-    int m = pid > 0 ? pid_mounted(pid, mnt) : 1;
-    if (m == 0 && say)
+    snprintf(path, sizeof path, "/proc/%ld/comm", pid);
+    FILE *f = pid > 0 ? fopen(path, "re") : NULL;
+    if (f) {
+        if (!fgets(comm, sizeof comm, f))
+            comm[0] = '\0';
+        comm[strcspn(comm, "\n")] = '\0';
+        fclose(f);
+    }
+    if (strcmp(comm, "stashfs") != 0)
+        return pid > 0 && (f || errno == ENOENT) ? 2 : 0;
+    if (pid_mounted(pid, mnt) != 0)
+        return 0;               /* serving (or its mounts cannot be read) */
+    if (say)
         fprintf(stderr, "stashfs: waiting for process %ld, unmounted from %s, to close the store\n", pid, mnt);
-    return m == 0 || (m < 0 && errno == ENOENT);
+    return 1;
 }
 
 /*
@@ -3754,8 +3782,14 @@ int main(int argc, char **argv)
     sigaddset(&ends, SIGHUP);
     pthread_sigmask(SIG_BLOCK, &ends, &old);
     int rc = stash_open(stashfs_data_dir, &so, &db);
-    for (int i = 0; rc == -EBUSY && i < 600 && holder_closing(stashfs_data_dir, i == 0); i++) {
-        usleep(100000);         /* up to a minute */
+    for (int i = 0, said = 0; rc == -EBUSY && i < 600; i++) {
+        int h = holder_closing(stashfs_data_dir, !said);
+        if (h == 0 || (h == 2 && i > 0))
+            break;
+        if (h == 1) {
+            said = 1;
+            usleep(100000);     /* up to a minute */
+        }
         rc = stash_open(stashfs_data_dir, &so, &db);
     }
     pthread_sigmask(SIG_SETMASK, &old, NULL);

@@ -461,6 +461,20 @@ check "a mount waited for the daemon still closing the store" test "$(cat "$m/he
 check "and said so" grep -q "waiting for process $old" "$tmp/daemon.err"
 wait "$cont" "$old" 2>/dev/null
 unmount
+# The LOCK still names that daemon, gone now, but another program holds
+# the store (a reader's shared lock): refused at once, not waited for.
+( exec 9<"$store/LOCK"; flock -s 9 && exec sleep 20 ) &
+holder=$!                           # (the one process holding the lock)
+sleep 0.3
+t0=$(date +%s)
+timeout 15 "$fs" -f "$store" "$mnt" 2>"$tmp/held.err"
+rc=$?
+t1=$(date +%s)
+kill "$holder" 2>/dev/null; wait "$holder" 2>/dev/null
+check "a store another program holds is refused" test "$rc" = 1
+check "at once" test $((t1 - t0)) -le 3
+check "naming it in use" grep -q "in use" "$tmp/held.err"
+grep -q " $mnt fuse" /proc/mounts && fusermount3 -u "$mnt"
 
 # Details tools look at, as on a local disk: access times as relatime keeps
 # them (not under -o noatime); a directory's mtime moved by a change right
@@ -688,6 +702,13 @@ if command -v setpriv >/dev/null; then
     setid_case nocap-o_trunc 6777 777 "$nocap sh -c ': >\$F'"
     setid_case nocap-truncate 6777 777 "$nocap truncate -s 1 \$F"
     setid_case nocap-fallocate 6777 777 "$nocap fallocate -l 8192 \$F"
+    same="perl -e 'chown(-1, -1, \$ARGV[0]) or exit 3'"
+    setid_case chown-same 6777 777 "$same \$F"
+    setid_case chown-same-sgid 6767 2767 "$same \$F"
+    setid_case chown-same-other 6755 6755 "$nob $same \$F"
+    F="$m/suid/chown-same-other" sh -c "$nob $same \$F"
+    check "chown(-1, -1) by another user fails" test $? = 3
+    setid_case nocap-append-sgid 2767 767 "chgrp 1000 \$F; chmod 2767 \$F; $nocap sh -c 'echo x >>\$F'"
     unmount
     # Permissions as users 1001 and 1002 see them, checked by the daemon
     # (the default without allow_other) and by the kernel.

@@ -2187,9 +2187,10 @@ static int r_readlink(const char *path, char *buf, size_t size)
  * take it as no ACL.  0 for a name kept, or the error. */
 static int xattr_ns_ok(const char *name)
 {
-    /* A namespace with nothing after it is no name (EINVAL, as the
-     * kernel answers for local filesystems). */
-    if (!strcmp(name, "user.") || !strcmp(name, "trusted."))
+    /* A namespace with nothing after it ("user.", "security.") is no name
+     * (EINVAL, as the kernel answers for local filesystems). */
+    const char *dot = strchr(name, '.');
+    if (dot && !dot[1])
         return -EINVAL;
     return !strncmp(name, "user.", 5) || !strncmp(name, "trusted.", 8) ? 0 : -ENOTSUP;
 }

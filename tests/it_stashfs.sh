@@ -516,10 +516,15 @@ if not noatime:
     want("directory mtime moved by a create after a stat (%d of 20 not)" % same, same == 0)
     open("t", "w").close(); os.utime("t"); st = os.stat("t")
     want("touch: ctime == mtime", st.st_ctime_ns == st.st_mtime_ns)
+    for ns in ("user.", "trusted.", "security."):
+        try:
+            os.setxattr("t", ns, b"1"); want("setxattr %s refused" % ns, False)
+        except OSError as e:
+            want("setxattr %s: EINVAL" % ns, e.errno == errno.EINVAL)
     try:
-        os.setxattr("t", "user.", b"1"); want("setxattr user. refused", False)
+        os.getxattr("t", "security."); want("getxattr security. refused", False)
     except OSError as e:
-        want("setxattr user.: EINVAL", e.errno == errno.EINVAL)
+        want("getxattr security.: EINVAL", e.errno == errno.EINVAL)
     os.mkdir("e"); os.mknod("e/c", 0o600 | stat.S_IFCHR, os.makedev(1, 3)); open("e/f", "w").close()
     for ent in os.scandir("e"):
         want("d_ino of " + ent.name, ent.inode() == os.lstat("e/" + ent.name).st_ino)
